@@ -1,0 +1,34 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO_OUT ?= demo-out
+
+.PHONY: demo test lint typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+demo: $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	$(BIN)/evertrain demo --out $(DEMO_OUT)
+
+test: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	bash scripts/test-prereqs.sh $(BIN)/python
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(BIN)/python
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(BIN)/python
+	$(BIN)/mypy
+
+bench: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@echo "each script in bench/ installs what it compares against; see bench/README.md"
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build dist src/*.egg-info

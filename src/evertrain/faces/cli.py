@@ -1,0 +1,54 @@
+"""The ``evertrain`` command line (typer + rich).
+
+Exit codes, as in DESIGN.md: 0 ok, 1 the check failed (drift found, audit broken, gate
+failed, a lost compare-and-swap), 2 bad usage or bad input, with a one-line reason on
+stderr. Commands live in ``cli_*`` modules, one per part, and register themselves on
+``app`` here.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from evertrain.exceptions import EvertrainError
+
+app = typer.Typer(
+    name="evertrain",
+    help="Continuous training: monitor, decide, retrain, gate, roll out and record production models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Command modules register on `app` when imported; keep these imports below `app`.
+from evertrain.faces import cli_store  # noqa: E402
+
+__all__ = ["app", "cli_store", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; maps evertrain errors to exit codes."""
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except EvertrainError as exc:
+        sys.stderr.write(f"error: {exc.message.splitlines()[0] if exc.message else type(exc).__name__}\n")
+        return exc.exit_code
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        return 2
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return 2
+        raise
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

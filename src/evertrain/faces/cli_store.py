@@ -1,0 +1,254 @@
+"""Registry and audit commands: register, versions, promote, rollback, lineage, audit, status."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from evertrain import settings
+from evertrain.exceptions import CheckFailed, UsageError
+from evertrain.faces._common import JsonFlag, ProjectOpt, console, open_store, print_json
+from evertrain.faces.cli import app
+from evertrain.store import Store
+from evertrain.store.formats import get_format, infer_framework
+from evertrain.store.names import KNOWN_ALIASES, check_model_name, parse_version
+
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
+
+
+def git_sha(folder: Path) -> str | None:
+    """The commit of the git work tree holding ``folder``, if there is one."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and len(sha) == 40 else None
+
+
+@app.command()
+def register(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    file: Annotated[Path, typer.Argument(help="The model file (.skops, LightGBM text, .safetensors, .json).")],
+    framework: Annotated[str | None, typer.Option(help="Format of FILE; inferred from its suffix if omitted.")] = None,
+    metrics: Annotated[str | None, typer.Option(help='Metrics as a JSON object, e.g. {"auc": 0.91}.')] = None,
+    reason: Annotated[str | None, typer.Option(help="Why this version is registered.")] = None,
+    project: ProjectOpt = Path("."),
+    as_json: JsonFlag = False,
+) -> None:
+    """Register a model file you trained yourself as a new version."""
+    check_model_name(model)
+    if not file.is_file():
+        raise UsageError(f"model file {file} does not exist")
+    fw = framework or infer_framework(file)
+    data = file.read_bytes()
+    get_format(fw).loads(data)  # refuse a file that is not what it claims, before it is stored
+    parsed: dict[str, Any] = {}
+    if metrics:
+        try:
+            parsed = json.loads(metrics)
+        except ValueError as exc:
+            raise UsageError(f"--metrics is not JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise UsageError(f"--metrics must be a JSON object, got {type(parsed).__name__}")
+    store = open_store(project)
+    digest = store.artifacts.put(data)
+    mv = store.registry.register(
+        model,
+        digest,
+        framework=fw,
+        actor=settings.actor(),
+        metrics=parsed,
+        params={"source_file": file.name},
+        trigger="manual",
+        code_version=git_sha(project),
+        reason=reason or f"registered from {file.name}",
+    )
+    if as_json:
+        print_json(mv.to_dict())
+    else:
+        console.print(f"registered [bold]{model}[/] version [bold]{mv.version}[/] ({fw}, sha256 {digest[:12]})")
+
+
+def _version_json(v: Any) -> dict[str, Any]:
+    d = v.to_dict()
+    d["created_at"] = _iso(v.created_at)
+    return d
+
+
+@app.command()
+def versions(model: str, project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
+    """List the versions of MODEL."""
+    check_model_name(model)
+    store = open_store(project)
+    items = store.registry.list_versions(model)
+    aliases = store.registry.get_aliases(model)
+    if as_json:
+        print_json({"model": model, "aliases": aliases, "versions": [_version_json(v) for v in items]})
+        return
+    held: dict[int, list[str]] = {}
+    for alias, version in aliases.items():
+        if version is not None:
+            held.setdefault(version, []).append(alias)
+    table = Table(title=f"{model}: versions")
+    for col in ("version", "aliases", "created", "framework", "trigger", "parent", "metrics"):
+        table.add_column(col)
+    for v in items:
+        table.add_row(
+            str(v.version),
+            ", ".join(sorted(held.get(v.version, []))),
+            _when(v.created_at),
+            v.framework,
+            v.trigger or "-",
+            str(v.parent or "-"),
+            ", ".join(f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}" for k, val in v.metrics.items()),
+        )
+    console.print(table)
+
+
+@app.command()
+def promote(
+    model: str,
+    version: str,
+    reason: Annotated[str | None, typer.Option(help="Why.")] = None,
+    expect: Annotated[
+        str | None,
+        typer.Option(help="Champion version this promotion expects to replace ('none' if there is none)."),
+    ] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Make VERSION the champion of MODEL (compare-and-swap on the champion alias)."""
+    check_model_name(model)
+    number = parse_version(version)
+    kwargs: dict[str, Any] = {}
+    if expect is not None:
+        kwargs["expected"] = None if expect.lower() == "none" else parse_version(expect)
+    store = open_store(project)
+    move = store.registry.promote(model, number, actor=settings.actor(), reason=reason, **kwargs)
+    console.print(f"{model}: champion {move.from_version or '-'} -> {move.to_version}")
+
+
+@app.command()
+def rollback(
+    model: str,
+    reason: Annotated[str | None, typer.Option(help="Why.")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Point MODEL's champion back at the champion before it."""
+    check_model_name(model)
+    store = open_store(project)
+    move = store.registry.rollback(model, actor=settings.actor(), reason=reason)
+    console.print(f"{model}: champion rolled back {move.from_version} -> {move.to_version}")
+
+
+@app.command()
+def lineage(model: str, version: str, project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
+    """Where VERSION came from: snapshots and their sources, parent, trigger, gate results."""
+    check_model_name(model)
+    store = open_store(project)
+    info = store.lineage.of_version(model, parse_version(version))
+    if as_json:
+        print_json(info)
+        return
+    console.print(f"[bold]{model} v{info['version']}[/]  trigger: {info['trigger'] or '-'}  "
+                  f"parent: {info['parent'] or '-'}  code: {(info['code_version'] or '-')[:12]}")
+    for snap in info["snapshots"]:
+        console.print(f"  {snap['role']:<8} snapshot {snap['id'][:12]}  {snap['n_rows']} rows  "
+                      f"from {', '.join(snap['sources']) or '-'}")
+    for gate in info["gates"]:
+        console.print(f"  gate vs champion {gate['champion_version'] or '-'}: "
+                      f"{'passed' if gate['passed'] else 'FAILED'}")
+
+
+@audit_app.command("verify")
+def audit_verify(project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
+    """Recompute the audit chain; exit 1 naming the first altered, removed or reordered entry."""
+    store = open_store(project)
+    result = store.audit.verify()
+    if as_json:
+        print_json(result.__dict__)
+    elif result.ok:
+        console.print(f"audit chain intact: {result.n_entries} entries")
+    if not result.ok:
+        raise CheckFailed(f"audit chain broken at entry {result.first_bad_seq}: {result.problem}")
+
+
+@audit_app.command("show")
+def audit_show(
+    project: ProjectOpt = Path("."),
+    limit: Annotated[int, typer.Option(help="Newest N entries.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """The newest audit entries."""
+    store = open_store(project)
+    entries = store.audit.entries(limit=limit)
+    if as_json:
+        print_json([e.__dict__ for e in entries])
+        return
+    table = Table(title="audit log")
+    for col in ("seq", "at", "actor", "action", "subject", "reason"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(str(e.seq), _when(e.at), e.actor, e.action, e.subject, e.reason or "")
+    console.print(table)
+
+
+def status_data(store: Store) -> dict[str, Any]:
+    """The one-glance view of every model; the controller adds decisions and drift to it."""
+    from evertrain.faces import status_extras
+
+    out = []
+    for name in store.registry.list_models():
+        held = store.registry.get_aliases(name)
+        aliases = {a: held.get(a) for a in KNOWN_ALIASES}
+        entry: dict[str, Any] = {"name": name, "aliases": aliases, "n_versions": len(store.registry.list_versions(name))}
+        entry.update(status_extras.for_model(store, name))
+        out.append(entry)
+    return {"models": out}
+
+
+@app.command()
+def status(project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
+    """Every model, its champion and canary, last drift, last decision."""
+    store = open_store(project)
+    data = status_data(store)
+    if as_json:
+        print_json(data)
+        return
+    if not data["models"]:
+        console.print("no models registered yet")
+        return
+    table = Table(title="evertrain status")
+    for col in ("model", "versions", *KNOWN_ALIASES, "last decision"):
+        table.add_column(col)
+    for m in data["models"]:
+        decision = m.get("last_decision")
+        table.add_row(
+            m["name"],
+            str(m["n_versions"]),
+            *(str(m["aliases"][a] or "-") for a in KNOWN_ALIASES),
+            f"{decision.get('action')} ({'; '.join(decision.get('reasons', []))})" if decision else "-",
+        )
+    console.print(table)
+
+

@@ -1,0 +1,105 @@
+"""Every ``EVERTRAIN_*`` environment variable, typed and documented, in one place.
+
+Values are read when asked for, not at import, so a test or a long-running process
+sees the environment as it is now. Booleans parse strictly: ``1/true/yes/on`` and
+``0/false/no/off`` (any case); anything else is an error naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from evertrain.exceptions import UsageError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    doc: str
+    default: str | None = None
+
+    def raw(self) -> str | None:
+        value = os.environ.get(self.name)
+        return self.default if value is None or value == "" else value
+
+
+def get_bool(var: Variable) -> bool:
+    value = (var.raw() or "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise UsageError(f"environment variable {var.name}: expected a boolean (1/0, true/false), got {value!r}")
+
+
+def get_float(var: Variable) -> float | None:
+    value = var.raw()
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"environment variable {var.name}: expected a number, got {value!r}") from None
+
+
+DB_URL = Variable(
+    "EVERTRAIN_DB_URL",
+    "SQLAlchemy URL of the metadata store. Default: SQLite at <project>/.evertrain/evertrain.db. "
+    "A postgresql:// URL uses PostgreSQL through psycopg 3.",
+)
+ARTIFACTS_URL = Variable(
+    "EVERTRAIN_ARTIFACTS_URL",
+    "fsspec URL of the content-addressed artifact store. Default: <project>/.evertrain/artifacts.",
+)
+LOGS_URL = Variable(
+    "EVERTRAIN_LOGS_URL",
+    "fsspec URL of the prediction and feedback logs (Parquet partitions). Default: <project>/.evertrain/logs.",
+)
+RAY_ADDRESS = Variable("EVERTRAIN_RAY_ADDRESS", "Address of a Ray cluster for the Ray executor (ray.init).")
+ADMIN_TOKEN = Variable("EVERTRAIN_ADMIN_TOKEN", "Bearer token that the admin HTTP routes require.")
+ACTOR = Variable(
+    "EVERTRAIN_ACTOR",
+    "Who is acting, as written in the registry and the audit log. Default: the login name.",
+)
+STATE_DIR = ".evertrain"
+
+ALL = (DB_URL, ARTIFACTS_URL, LOGS_URL, RAY_ADDRESS, ADMIN_TOKEN, ACTOR)
+
+
+def state_dir(project: Path) -> Path:
+    return Path(project) / STATE_DIR
+
+
+def db_url(project: Path) -> str:
+    explicit = DB_URL.raw()
+    if explicit:
+        return explicit
+    return f"sqlite:///{(state_dir(project) / 'evertrain.db').resolve()}"
+
+
+def artifacts_url(project: Path) -> str:
+    return ARTIFACTS_URL.raw() or str((state_dir(project) / "artifacts").resolve())
+
+
+def logs_url(project: Path) -> str:
+    return LOGS_URL.raw() or str((state_dir(project) / "logs").resolve())
+
+
+def actor() -> str:
+    explicit = ACTOR.raw()
+    if explicit:
+        return explicit
+    try:
+        return os.getlogin()
+    except OSError:
+        import getpass
+
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            return "unknown"

@@ -1,0 +1,182 @@
+"""Model formats: turning a model into bytes and back, safely.
+
+Each framework has one safe format: skops for scikit-learn (no pickle; only trusted
+types are rebuilt), LightGBM's own text format, safetensors for tensors. Loading
+always starts from bytes that the artifact store has already checked against the
+hash the registry holds, so nothing unregistered is ever deserialized.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evertrain.exceptions import DataValidationError, UsageError
+
+
+class ModelFormat(ABC):
+    name: str
+    suffixes: tuple[str, ...] = ()
+
+    @abstractmethod
+    def dumps(self, model: Any) -> bytes: ...
+
+    @abstractmethod
+    def loads(self, data: bytes) -> Any: ...
+
+
+class SkopsFormat(ModelFormat):
+    """scikit-learn estimators and pipelines through skops; untrusted types are refused."""
+
+    name = "sklearn"
+    suffixes = (".skops",)
+
+    def __init__(self, trusted: Sequence[str] = ()) -> None:
+        self.trusted = list(trusted)
+
+    def dumps(self, model: Any) -> bytes:
+        import skops.io as sio
+
+        return bytes(sio.dumps(model))
+
+    def loads(self, data: bytes) -> Any:
+        import skops.io as sio
+
+        try:
+            untrusted = sio.get_untrusted_types(data=data)
+        except Exception as exc:
+            raise DataValidationError(f"not a skops file: {exc}") from None
+        refused = sorted(set(untrusted) - set(self.trusted))
+        if refused:
+            raise DataValidationError(
+                f"skops file holds types that are not trusted: {', '.join(refused)}; "
+                "add them to the model's trusted_types if you trust their source"
+            )
+        return sio.loads(data, trusted=untrusted or None)
+
+
+class BoosterModel:
+    """A LightGBM booster with the scikit-learn prediction methods the rest of evertrain uses."""
+
+    def __init__(self, booster: Any) -> None:
+        self.booster_ = booster
+        self.objective_ = str(booster.params.get("objective", booster.dump_model().get("objective", "")))
+
+    @property
+    def feature_names_in_(self) -> np.ndarray:
+        return np.asarray(self.booster_.feature_name())
+
+    def _raw(self, X: Any) -> np.ndarray:
+        return np.asarray(self.booster_.predict(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        out = self._raw(X)
+        if out.ndim == 1:
+            return np.column_stack([1.0 - out, out])
+        return out
+
+    def predict(self, X: Any) -> np.ndarray:
+        out = self._raw(X)
+        objective = self.objective_.split()[0] if self.objective_ else ""
+        if objective.startswith("binary"):
+            return (out >= 0.5).astype(int)
+        if out.ndim == 2:
+            return out.argmax(axis=1)
+        return out
+
+
+class LightGBMFormat(ModelFormat):
+    name = "lightgbm"
+    suffixes = (".lgb", ".lightgbm", ".txt")
+
+    def dumps(self, model: Any) -> bytes:
+        booster = getattr(model, "booster_", model)
+        return str(booster.model_to_string()).encode("utf-8")
+
+    def loads(self, data: bytes) -> Any:
+        import lightgbm
+
+        try:
+            booster = lightgbm.Booster(model_str=data.decode("utf-8"))
+        except (UnicodeDecodeError, lightgbm.basic.LightGBMError) as exc:
+            raise DataValidationError(f"not a LightGBM model file: {str(exc).splitlines()[0]}") from None
+        return BoosterModel(booster)
+
+
+class SafetensorsFormat(ModelFormat):
+    """A flat dict of named arrays (weights), as in safetensors; no code runs on load."""
+
+    name = "safetensors"
+    suffixes = (".safetensors",)
+
+    def dumps(self, model: Any) -> bytes:
+        from safetensors.numpy import save
+
+        return bytes(save({k: np.ascontiguousarray(v) for k, v in dict(model).items()}))
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            from safetensors.numpy import load
+        except ImportError:
+            raise UsageError("the safetensors package is needed: pip install 'evertrain[llm]'") from None
+        try:
+            return load(data)
+        except Exception as exc:
+            raise DataValidationError(f"not a safetensors file: {exc}") from None
+
+
+class JsonFormat(ModelFormat):
+    """Plain JSON parameters, for models that are a few numbers (rules, thresholds, baselines)."""
+
+    name = "json"
+    suffixes = (".json",)
+
+    def dumps(self, model: Any) -> bytes:
+        return json.dumps(model, sort_keys=True).encode("utf-8")
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise DataValidationError(f"not a JSON model file: {exc}") from None
+
+
+FORMATS: dict[str, type[ModelFormat]] = {
+    f.name: f for f in (SkopsFormat, LightGBMFormat, SafetensorsFormat, JsonFormat)
+}
+
+
+def get_format(name: str, **options: Any) -> ModelFormat:
+    try:
+        cls = FORMATS[name]
+    except KeyError:
+        raise UsageError(f"unknown framework {name!r}; known: {', '.join(sorted(FORMATS))}") from None
+    return cls(**options) if options else cls()
+
+
+def infer_framework(path: Path) -> str:
+    suffix = path.suffix.lower()
+    for cls in FORMATS.values():
+        if suffix in cls.suffixes:
+            return cls.name
+    raise UsageError(
+        f"cannot tell the framework of {path.name} from its suffix; pass --framework "
+        f"({', '.join(sorted(FORMATS))})"
+    )
+
+
+def framework_of(model: Any) -> str:
+    """The format to save a fitted model object in."""
+    module = type(model).__module__
+    if module.startswith("lightgbm") or isinstance(model, BoosterModel):
+        return "lightgbm"
+    if module.startswith("sklearn") or hasattr(model, "fit") and hasattr(model, "predict"):
+        return "sklearn"
+    if isinstance(model, dict) and all(isinstance(v, np.ndarray) for v in model.values()):
+        return "safetensors"
+    raise UsageError(f"no safe format is known for a {module}.{type(model).__name__}")
