@@ -1,0 +1,466 @@
+"""The project file ``evertrain.yaml``, parsed and validated into typed objects.
+
+One vocabulary for every part: the data source and schema, the model and its trainer,
+the training window and label delay, monitoring and drift rules, triggers and the
+retraining policy, gates, rollout steps, serving and alerts. Errors name the file, the
+line and the field. ``Spec.model_json_schema()`` is published for editors
+(``evertrain spec schema``).
+
+Durations are seconds or strings such as ``"90s"``, ``"15m"``, ``"6h"``, ``"7d"``, ``"2w"``.
+
+>>> spec = Spec.model_validate({"model": {"name": "churn", "target": "label"},
+...                             "data": {"source": {"kind": "csv", "path": "data.csv"}}})
+>>> spec.training.window.kind, spec.policy.cooldown
+('sliding', 86400.0)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.functional_validators import BeforeValidator
+
+from evertrain.exceptions import SpecError
+from evertrain.store.names import check_model_name
+
+SPEC_FILE = "evertrain.yaml"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like ``"15m"``.
+
+    >>> parse_duration("1.5h"), parse_duration(30)
+    (5400.0, 30.0)
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as 30, '90s', '15m', '6h', '7d' or '2w', got {value!r}")
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- data -------------------------------------------------------------------------------
+
+
+class SourceSpec(_Part):
+    """Where labelled rows come from.
+
+    ``parquet`` and ``csv`` take a path or a glob (relative to the project folder);
+    ``sql`` takes a SQLAlchemy ``url`` and a ``query``; ``duckdb`` a ``query`` over files;
+    ``log`` reads the serving prediction log joined with its feedback labels.
+    """
+
+    kind: Literal["parquet", "csv", "sql", "duckdb", "log"]
+    path: str | None = None
+    url: str | None = None
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> SourceSpec:
+        if self.kind in ("parquet", "csv") and not self.path:
+            raise ValueError(f"a {self.kind} source needs 'path'")
+        if self.kind == "sql" and not (self.url and self.query):
+            raise ValueError("a sql source needs 'url' and 'query'")
+        if self.kind == "duckdb" and not self.query:
+            raise ValueError("a duckdb source needs 'query'")
+        return self
+
+
+class DataSpec(_Part):
+    source: SourceSpec
+    time_column: str | None = Field(None, description="Event time of each row (epoch seconds or timestamp).")
+    label_time_column: str | None = Field(
+        None, description="When each row's label arrived; without it, event time + label_delay."
+    )
+    id_column: str | None = None
+    label_delay: Duration = Field(0.0, description="How long after the event its label arrives.")
+    schema_file: str | None = Field(None, description="A schema JSON file; inferred from training data if absent.")
+
+
+# -- model and training -----------------------------------------------------------------
+
+
+class TrainerSpec(_Part):
+    kind: Literal["sklearn", "lightgbm", "callable"] = "sklearn"
+    estimator: str | None = Field(
+        None, description="Import path of a scikit-learn estimator, e.g. sklearn.linear_model.LogisticRegression."
+    )
+    callable: str | None = Field(None, description="'package.module:function' for kind callable.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    early_stopping_rounds: int | None = 50
+    warm_start: bool = False
+    time_limit: Duration = 3600.0
+
+    @model_validator(mode="after")
+    def _needs(self) -> TrainerSpec:
+        if self.kind == "callable" and not self.callable:
+            raise ValueError("a callable trainer needs 'callable: package.module:function'")
+        if self.callable and ":" not in self.callable:
+            raise ValueError(f"callable must look like 'package.module:function', got {self.callable!r}")
+        return self
+
+
+class ModelSpec(_Part):
+    name: str
+    task: Literal["binary", "multiclass", "regression"] = "binary"
+    target: str
+    features: list[str] | None = Field(None, description="Default: every column but target, time and id.")
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    trusted_types: list[str] = Field(default_factory=list, description="Extra types skops may rebuild.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            return check_model_name(value)
+        except Exception as exc:
+            raise ValueError(str(exc)) from None
+
+
+class WindowSpec(_Part):
+    """Which rows to train on: the last N rows or T seconds (sliding), all (expanding), or all
+    with sample weights halving every ``half_life`` (weighted)."""
+
+    kind: Literal["sliding", "expanding", "weighted"] = "sliding"
+    rows: int | None = Field(None, gt=0)
+    duration: Duration | None = None
+    half_life: Duration | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> WindowSpec:
+        if self.kind == "weighted" and self.half_life is None:
+            raise ValueError("a weighted window needs 'half_life'")
+        return self
+
+
+class HoldoutSpec(_Part):
+    fraction: Probability = Field(0.2, description="Newest share of the window kept out of training.")
+    duration: Duration | None = Field(None, description="Or the newest span of time instead of a share.")
+    golden_path: str | None = Field(None, description="An optional fixed golden set, evaluated every time.")
+
+
+class BudgetSpec(_Part):
+    daily_train_seconds: Duration = 4 * 3600.0
+    max_concurrent: int = Field(1, ge=1)
+
+
+class SweepSpec(_Part):
+    trials: int = Field(0, ge=0, description="0 turns the sweep off.")
+    space: dict[str, list[Any]] = Field(default_factory=dict, description="Parameter -> candidate values.")
+
+
+class TrainingSpec(_Part):
+    window: WindowSpec = Field(default_factory=WindowSpec)
+    holdout: HoldoutSpec = Field(default_factory=HoldoutSpec)
+    executor: Literal["local", "ray", "inline"] = "local"
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    sweep: SweepSpec = Field(default_factory=SweepSpec)
+
+
+# -- monitoring, triggers, policy ---------------------------------------------------------
+
+
+class DriftSpec(_Part):
+    numeric_test: str = "ks"
+    categorical_test: str = "chi2"
+    correction: Literal["bonferroni", "bh"] = "bh"
+    alpha: Probability = 0.05
+    share_drifted: Probability = Field(0.5, description="Dataset drift when at least this share of columns drifts.")
+    columns: list[str] | None = None
+
+
+class MonitoringSpec(_Part):
+    window_rows: int | None = Field(1000, gt=0)
+    window_duration: Duration | None = None
+    reference: Literal["training", "fixed"] = "training"
+    reference_path: str | None = None
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+
+
+class DriftTrigger(_Part):
+    enabled: bool = True
+    share_drifted: Probability = 0.3
+    consecutive: int = Field(1, ge=1, description="Windows in a row that must drift (hysteresis).")
+    require_performance_signal: bool = Field(
+        True,
+        description="Covariate drift alone triggers training, but a challenger must still beat the champion.",
+    )
+
+
+class PerformanceTrigger(_Part):
+    enabled: bool = True
+    metric: str = "accuracy"
+    drop: float = Field(0.05, ge=0.0, description="Trigger when the metric falls this far below its baseline.")
+    min_labels: int = Field(200, ge=1)
+
+
+class EstimatedPerformanceTrigger(_Part):
+    enabled: bool = False
+    metric: Literal["accuracy", "roc_auc"] = "roc_auc"
+    drop: float = Field(0.05, ge=0.0)
+
+
+class ScheduleTrigger(_Part):
+    cron: str | None = Field(None, description="Five-field cron in UTC, e.g. '0 3 * * 0'.")
+    every: Duration | None = None
+
+
+class VolumeTrigger(_Part):
+    new_labelled_rows: int | None = Field(None, gt=0)
+
+
+class TriggersSpec(_Part):
+    drift: DriftTrigger = Field(default_factory=DriftTrigger)
+    performance: PerformanceTrigger = Field(default_factory=PerformanceTrigger)
+    estimated_performance: EstimatedPerformanceTrigger = Field(default_factory=EstimatedPerformanceTrigger)
+    schedule: ScheduleTrigger = Field(default_factory=ScheduleTrigger)
+    volume: VolumeTrigger = Field(default_factory=VolumeTrigger)
+
+
+class PolicySpec(_Part):
+    cooldown: Duration = Field(86400.0, description="No retrain sooner than this after the last one.")
+    max_retrains_per_day: int = Field(2, ge=0)
+    cycle_interval: Duration = Field(3600.0, description="Time between controller cycles.")
+
+
+# -- gates --------------------------------------------------------------------------------
+
+
+class ThresholdGate(_Part):
+    kind: Literal["threshold"] = "threshold"
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> ThresholdGate:
+        if self.min is None and self.max is None:
+            raise ValueError("a threshold gate needs 'min' or 'max'")
+        return self
+
+
+class ChampionGate(_Part):
+    """Paired-bootstrap comparison with the champion on the same holdout rows.
+
+    non_inferiority passes when the lower bound of the interval of (challenger - champion)
+    is above -margin; superiority when it is above +margin (margins in the metric's units,
+    signs flipped for metrics where lower is better).
+    """
+
+    kind: Literal["non_inferiority", "superiority"] = "non_inferiority"
+    metric: str = "accuracy"
+    margin: float = Field(0.01, ge=0.0)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    n_boot: int = Field(1000, ge=100)
+
+
+class SliceGate(_Part):
+    kind: Literal["slices"] = "slices"
+    column: str
+    metric: str = "accuracy"
+    margin: float = Field(0.02, ge=0.0)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    min_rows: int = Field(30, ge=1)
+    correction: Literal["bonferroni", "holm"] = "holm"
+
+
+class FairnessGate(_Part):
+    kind: Literal["fairness"] = "fairness"
+    sensitive: str
+    max_demographic_parity_diff: float | None = Field(0.1, ge=0.0)
+    max_equal_opportunity_diff: float | None = Field(0.1, ge=0.0)
+
+
+class LatencyGate(_Part):
+    kind: Literal["latency"] = "latency"
+    max_ms_per_row: float = Field(gt=0.0)
+
+
+class SizeGate(_Part):
+    kind: Literal["size"] = "size"
+    max_mb: float = Field(gt=0.0)
+
+
+Gate = Annotated[
+    ThresholdGate | ChampionGate | SliceGate | FairnessGate | LatencyGate | SizeGate,
+    Field(discriminator="kind"),
+]
+
+
+# -- rollout, serving, alerts ---------------------------------------------------------------
+
+
+class RolloutStep(_Part):
+    share: Probability
+    duration: Duration = 600.0
+    min_samples: int = Field(200, ge=1)
+
+
+class AnalysisSpec(_Part):
+    alpha: Probability = 0.05
+    max_error_rate_increase: float = Field(0.01, ge=0.0)
+    max_latency_increase: float = Field(0.25, ge=0.0, description="Relative increase of median latency.")
+    quality_margin: float = Field(0.02, ge=0.0, description="Allowed drop of labelled quality.")
+    min_labels: int = Field(100, ge=1)
+
+
+class RolloutSpec(_Part):
+    shadow: RolloutStep | None = None
+    steps: list[RolloutStep] = Field(
+        default_factory=lambda: [RolloutStep(share=0.1), RolloutStep(share=0.5)],
+    )
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    watch_after_promotion: Duration = Field(
+        86400.0, description="How long a promoted version is watched for an automatic rollback."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[RolloutStep]) -> list[RolloutStep]:
+        shares = [s.share for s in steps]
+        if shares != sorted(shares) or len(set(shares)) != len(shares):
+            raise ValueError(f"canary shares must increase step by step, got {shares}")
+        return steps
+
+
+class LogSpec(_Part):
+    batch_rows: int = Field(1000, ge=1)
+    flush_seconds: Duration = 1.0
+    queue_max: int = Field(100_000, ge=1)
+
+
+class ServingSpec(_Part):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_batch: int = Field(1000, ge=1)
+    log: LogSpec = Field(default_factory=LogSpec)
+
+
+class Webhook(_Part):
+    url: str
+    events: list[Literal["drift", "decision", "gate_failed", "promotion", "rollback"]] = Field(
+        default_factory=lambda: ["drift", "decision", "gate_failed", "promotion", "rollback"]
+    )
+    retries: int = Field(5, ge=0)
+
+
+class AlertsSpec(_Part):
+    webhooks: list[Webhook] = Field(default_factory=list)
+
+
+class Spec(_Part):
+    """The whole project file."""
+
+    model: ModelSpec
+    data: DataSpec
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    triggers: TriggersSpec = Field(default_factory=TriggersSpec)
+    policy: PolicySpec = Field(default_factory=PolicySpec)
+    gates: list[Gate] = Field(
+        default_factory=list,
+        description="Empty: a challenger needs only to train; the first version is promoted by champion-free gates.",
+    )
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+
+
+# -- loading with file, line and field in errors --------------------------------------------
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at pydantic location ``loc`` (or its nearest parent)."""
+    line = None if node is None else node.start_mark.line + 1
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
+            if child is None:
+                break
+            node = child
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            continue  # discriminator tags and other pydantic-only location parts
+        line = node.start_mark.line + 1
+    return line
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def parse_spec(text: str, source: str = SPEC_FILE, base: Path | None = None) -> Spec:
+    """Parse YAML text into a :class:`Spec`; errors name ``source``, the line and the field."""
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise SpecError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}:1: the project file must be a mapping, got {type(data).__name__}")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = _line_of(node, loc)
+            where = f"{source}:{line}" if line else source
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: field '{_field(loc)}': {message}")
+        raise SpecError("; ".join(problems)) from None
+
+
+def load_spec(project: Path | str) -> Spec:
+    """Read ``evertrain.yaml`` from a project folder (or a path to the file itself)."""
+    path = Path(project)
+    if path.is_dir():
+        path = path / SPEC_FILE
+    if not path.is_file():
+        raise SpecError(f"{path}: no project file here (run 'evertrain init DIR' to make one)")
+    return parse_spec(path.read_text(encoding="utf-8"), source=str(path.name), base=path.parent)
+
+
+def dump_spec(spec: Spec) -> str:
+    """The spec as YAML (defaults included), e.g. for ``init`` and for the audit log."""
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "evertrain project file (evertrain.yaml)"
+    return schema
