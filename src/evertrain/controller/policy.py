@@ -1,0 +1,237 @@
+"""When is retraining worth it? Triggers, cooldowns, a daily budget and hysteresis.
+
+``decide`` is a pure function of what monitoring saw and what the loop did before, so
+that a backtest, the live controller and the tests all decide the same way. It returns
+a :class:`Decision` whose ``reasons`` say why it acted, and ``held`` why it did not.
+
+The rules, in order:
+
+1. A trigger fires: drift on at least ``triggers.drift.share_drifted`` of the columns
+   for ``consecutive`` windows in a row; realized performance below the baseline by
+   ``triggers.performance.drop`` with at least ``min_labels`` labels; estimated
+   performance below its baseline by ``triggers.estimated_performance.drop``; the
+   schedule is due; enough new labelled rows; or a manual request.
+2. A trigger is held back by the cooldown since the last retrain, by the daily cap on
+   retrains, and by the daily compute budget. A manual request ignores the cooldown
+   but not the budget.
+3. Hysteresis: once a retrain was made for a drift episode, that same episode (drift
+   persisting on the same columns against the same reference) does not trigger again;
+   a new reference (a promotion) starts a new episode.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from evertrain.spec import Spec
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one monitoring window showed."""
+
+    at: float
+    n_rows: int = 0
+    share_drifted: float | None = None
+    drifted_columns: tuple[str, ...] = ()
+    metric: float | None = None  # realized, from labels that have arrived
+    n_labels: int = 0
+    baseline: float | None = None  # the champion's metric when it was promoted
+    estimated: float | None = None  # label-free estimate
+    estimated_baseline: float | None = None
+    new_labelled_rows: int = 0
+    reference_id: str | None = None  # what drift was measured against
+
+
+@dataclass
+class History:
+    """What the loop did before, as the policy needs it."""
+
+    retrain_times: list[float] = field(default_factory=list)
+    train_seconds_by_day: dict[str, float] = field(default_factory=dict)
+    drift_streak: int = 0
+    episode_reference: str | None = None  # reference of the drift episode already retrained for
+    last_scheduled: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "retrain_times": self.retrain_times,
+            "train_seconds_by_day": self.train_seconds_by_day,
+            "drift_streak": self.drift_streak,
+            "episode_reference": self.episode_reference,
+            "last_scheduled": self.last_scheduled,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> History:
+        data = data or {}
+        return cls(
+            retrain_times=list(data.get("retrain_times", [])),
+            train_seconds_by_day=dict(data.get("train_seconds_by_day", {})),
+            drift_streak=int(data.get("drift_streak", 0)),
+            episode_reference=data.get("episode_reference"),
+            last_scheduled=data.get("last_scheduled"),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "retrain" or "none"
+    reasons: list[str]
+    held: list[str]
+    triggers: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "reasons": self.reasons, "held": self.held, "triggers": self.triggers}
+
+
+def day_key(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
+
+
+def cron_due(cron: str, last: float | None, now: float) -> bool:
+    """Whether a five-field UTC cron time fell in (last, now]; minute resolution, ``*``, lists, ranges, steps."""
+    fields = cron.split()
+    if len(fields) != 5:
+        raise ValueError(f"cron {cron!r} must have five fields (minute hour day month weekday)")
+    limits = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
+    allowed = [_cron_field(f, lo, hi) for f, (lo, hi) in zip(fields, limits, strict=True)]
+    start = now - 7 * DAY if last is None else last
+    minute = (int(start) // 60 + 1) * 60
+    end = int(now)
+    while minute <= end:
+        t = dt.datetime.fromtimestamp(minute, dt.UTC)
+        weekday = (t.weekday() + 1) % 7  # cron: Sunday is 0
+        if (
+            t.minute in allowed[0]
+            and t.hour in allowed[1]
+            and t.day in allowed[2]
+            and t.month in allowed[3]
+            and weekday in allowed[4]
+        ):
+            return last is not None or minute > now - 60
+        minute += 60
+    return False
+
+
+def _cron_field(text: str, lo: int, hi: int) -> set[int]:
+    out: set[int] = set()
+    for part in text.split(","):
+        step = 1
+        if "/" in part:
+            part, step_s = part.split("/", 1)
+            step = int(step_s)
+        if part == "*":
+            first, last = lo, hi
+        elif "-" in part:
+            a, b = part.split("-", 1)
+            first, last = int(a), int(b)
+        else:
+            first = last = int(part)
+        if first < lo or last > hi or step < 1:
+            raise ValueError(f"cron field {text!r} is outside {lo}-{hi}")
+        out.update(range(first, last + 1, step))
+    return out
+
+
+def decide(spec: Spec, obs: Observation, history: History, *, manual: str | None = None) -> tuple[Decision, History]:
+    """Decide whether to retrain now; returns the decision and the updated history."""
+    triggers = spec.triggers
+    reasons: list[str] = []
+    fired: list[str] = []
+    held: list[str] = []
+    new = History.from_dict(history.to_dict())
+
+    # drift, with a streak for hysteresis across windows
+    drift_now = (
+        triggers.drift.enabled
+        and obs.share_drifted is not None
+        and obs.share_drifted >= triggers.drift.share_drifted
+        and obs.share_drifted > 0
+    )
+    new.drift_streak = history.drift_streak + 1 if drift_now else 0
+    if obs.reference_id is not None and obs.reference_id != history.episode_reference and not drift_now:
+        new.episode_reference = None
+    if drift_now and new.drift_streak >= triggers.drift.consecutive:
+        cols = ", ".join(obs.drifted_columns[:5]) + ("..." if len(obs.drifted_columns) > 5 else "")
+        if obs.reference_id is not None and obs.reference_id == history.episode_reference:
+            held.append(f"drift on {cols} persists, but this episode was already retrained for")
+        else:
+            fired.append("drift")
+            reasons.append(
+                f"drift: {obs.share_drifted:.0%} of columns drifted ({cols}) for {new.drift_streak} window(s)"
+            )
+
+    perf = triggers.performance
+    if perf.enabled and obs.metric is not None and obs.baseline is not None:
+        if obs.n_labels < perf.min_labels:
+            held.append(f"performance: only {obs.n_labels} labels, {perf.min_labels} needed")
+        elif obs.metric < obs.baseline - perf.drop:
+            fired.append("performance")
+            reasons.append(
+                f"performance: {perf.metric} {obs.metric:.3f} is below the baseline {obs.baseline:.3f} "
+                f"by more than {perf.drop:.3f} ({obs.n_labels} labels)"
+            )
+
+    est = triggers.estimated_performance
+    if est.enabled and obs.estimated is not None and obs.estimated_baseline is not None:
+        if obs.estimated < obs.estimated_baseline - est.drop:
+            fired.append("estimated_performance")
+            reasons.append(
+                f"estimated {est.metric} {obs.estimated:.3f} is below its baseline "
+                f"{obs.estimated_baseline:.3f} by more than {est.drop:.3f} (no labels needed)"
+            )
+
+    sched = triggers.schedule
+    if sched.every is not None and (history.last_scheduled is None or obs.at - history.last_scheduled >= sched.every):
+        fired.append("schedule")
+        reasons.append(f"schedule: every {sched.every:.0f}s")
+        new.last_scheduled = obs.at
+    elif sched.cron is not None and cron_due(sched.cron, history.last_scheduled, obs.at):
+        fired.append("schedule")
+        reasons.append(f"schedule: cron '{sched.cron}'")
+        new.last_scheduled = obs.at
+
+    vol = triggers.volume
+    if vol.new_labelled_rows is not None and obs.new_labelled_rows >= vol.new_labelled_rows:
+        fired.append("volume")
+        reasons.append(f"volume: {obs.new_labelled_rows} new labelled rows (>= {vol.new_labelled_rows})")
+
+    if manual:
+        fired.append("manual")
+        reasons.append(f"manual: {manual}")
+
+    if not fired:
+        return Decision("none", reasons or ["no trigger fired"], held, []), new
+
+    policy = spec.policy
+    last = max(history.retrain_times) if history.retrain_times else None
+    if last is not None and obs.at - last < policy.cooldown and "manual" not in fired:
+        held.append(f"cooldown: last retrain {obs.at - last:.0f}s ago, cooldown is {policy.cooldown:.0f}s")
+        return Decision("none", reasons, held, fired), new
+    today = [t for t in history.retrain_times if day_key(t) == day_key(obs.at)]
+    if len(today) >= policy.max_retrains_per_day and "manual" not in fired:
+        held.append(f"budget: {len(today)} retrains today, at most {policy.max_retrains_per_day}")
+        return Decision("none", reasons, held, fired), new
+    spent = history.train_seconds_by_day.get(day_key(obs.at), 0.0)
+    if spent >= spec.training.budget.daily_train_seconds:
+        held.append(
+            f"compute budget: {spent:.0f}s of training today, at most {spec.training.budget.daily_train_seconds:.0f}s"
+        )
+        return Decision("none", reasons, held, fired), new
+
+    new.retrain_times = [*history.retrain_times, obs.at]
+    if "drift" in fired:
+        new.episode_reference = obs.reference_id
+    return Decision("retrain", reasons, held, fired), new
+
+
+def record_training_time(history: History, at: float, seconds: float) -> History:
+    new = History.from_dict(history.to_dict())
+    key = day_key(at)
+    new.train_seconds_by_day[key] = new.train_seconds_by_day.get(key, 0.0) + seconds
+    return new
