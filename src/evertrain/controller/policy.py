@@ -16,7 +16,8 @@ The rules, in order:
    but not the budget.
 3. Hysteresis: once a retrain was made for a drift episode, that same episode (drift
    persisting on the same columns against the same reference) does not trigger again;
-   a new reference (a promotion) starts a new episode.
+   a column that starts drifting is new evidence, and a new reference (a promotion)
+   starts a new episode.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class History:
     train_seconds_by_day: dict[str, float] = field(default_factory=dict)
     drift_streak: int = 0
     episode_reference: str | None = None  # reference of the drift episode already retrained for
+    episode_columns: list[str] = field(default_factory=list)  # columns that episode covered
     last_scheduled: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,6 +65,7 @@ class History:
             "train_seconds_by_day": self.train_seconds_by_day,
             "drift_streak": self.drift_streak,
             "episode_reference": self.episode_reference,
+            "episode_columns": self.episode_columns,
             "last_scheduled": self.last_scheduled,
         }
 
@@ -74,6 +77,7 @@ class History:
             train_seconds_by_day=dict(data.get("train_seconds_by_day", {})),
             drift_streak=int(data.get("drift_streak", 0)),
             episode_reference=data.get("episode_reference"),
+            episode_columns=list(data.get("episode_columns", [])),
             last_scheduled=data.get("last_scheduled"),
         )
 
@@ -154,11 +158,16 @@ def decide(spec: Spec, obs: Observation, history: History, *, manual: str | None
         and obs.share_drifted > 0
     )
     new.drift_streak = history.drift_streak + 1 if drift_now else 0
-    if obs.reference_id is not None and obs.reference_id != history.episode_reference and not drift_now:
-        new.episode_reference = None
+    if obs.reference_id is not None and obs.reference_id != history.episode_reference:
+        new.episode_reference, new.episode_columns = None, []  # a new reference starts a new episode
     if drift_now and new.drift_streak >= triggers.drift.consecutive:
         cols = ", ".join(obs.drifted_columns[:5]) + ("..." if len(obs.drifted_columns) > 5 else "")
-        if obs.reference_id is not None and obs.reference_id == history.episode_reference:
+        same_episode = (
+            obs.reference_id is not None
+            and obs.reference_id == new.episode_reference
+            and set(obs.drifted_columns) <= set(new.episode_columns)
+        )
+        if same_episode:
             held.append(f"drift on {cols} persists, but this episode was already retrained for")
         else:
             fired.append("drift")
@@ -227,6 +236,7 @@ def decide(spec: Spec, obs: Observation, history: History, *, manual: str | None
     new.retrain_times = [*history.retrain_times, obs.at]
     if "drift" in fired:
         new.episode_reference = obs.reference_id
+        new.episode_columns = sorted(set(new.episode_columns) | set(obs.drifted_columns))
     return Decision("retrain", reasons, held, fired), new
 
 

@@ -252,3 +252,24 @@ def status(project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
     console.print(table)
 
 
+
+
+spec_app = typer.Typer(help="The project file evertrain.yaml.", no_args_is_help=True)
+app.add_typer(spec_app, name="spec")
+
+
+@spec_app.command("schema")
+def spec_schema() -> None:
+    """Print the JSON Schema of evertrain.yaml (for editors)."""
+    from evertrain.spec import json_schema
+
+    print_json(json_schema())
+
+
+@spec_app.command("check")
+def spec_check(project: ProjectOpt = Path(".")) -> None:
+    """Validate evertrain.yaml; errors name the file, line and field."""
+    from evertrain.spec import load_spec
+
+    spec = load_spec(project)
+    console.print(f"{project / 'evertrain.yaml'}: ok (model {spec.model.name}, {len(spec.gates)} gates)")

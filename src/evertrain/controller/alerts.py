@@ -1,0 +1,78 @@
+"""Webhook alerts: a JSON body per event, retried with backoff, never blocking the loop.
+
+Events go on a queue that one background thread drains; a webhook that keeps failing
+is given up after its retries and counted, and the loop never waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from evertrain.spec import Webhook
+
+log = logging.getLogger(__name__)
+BACKOFF_BASE = 0.5  # seconds before the first retry; doubles each time
+BACKOFF_MAX = 30.0
+TIMEOUT = 5.0
+
+
+class Alerts:
+    def __init__(self, webhooks: list[Webhook], *, sleep: Any = time.sleep) -> None:
+        self.webhooks = list(webhooks)
+        self.sent = 0
+        self.failed = 0
+        self._queue: queue.Queue[tuple[Webhook, dict[str, Any]] | None] = queue.Queue()
+        self._sleep = sleep
+        self._thread: threading.Thread | None = None
+
+    def emit(self, event: str, payload: dict[str, Any]) -> None:
+        """Queue ``payload`` for every webhook that wants ``event``; returns at once."""
+        body = {"event": event, **payload}
+        for hook in self.webhooks:
+            if event in hook.events:
+                self._ensure_thread()
+                self._queue.put((hook, body))
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._drain, name="evertrain-alerts", daemon=True)
+            self._thread.start()
+
+    def _drain(self) -> None:
+        with httpx.Client(timeout=TIMEOUT) as client:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    self._queue.task_done()
+                    return
+                hook, body = item
+                self._deliver(client, hook, body)
+                self._queue.task_done()
+
+    def _deliver(self, client: httpx.Client, hook: Webhook, body: dict[str, Any]) -> None:
+        delay = BACKOFF_BASE
+        for attempt in range(hook.retries + 1):
+            try:
+                response = client.post(hook.url, json=body)
+                if response.status_code < 500 and response.status_code != 429:
+                    self.sent += 1
+                    return
+            except httpx.HTTPError as exc:
+                log.debug("webhook %s attempt %d failed: %s", hook.url, attempt + 1, exc)
+            if attempt < hook.retries:
+                self._sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+        self.failed += 1
+        log.warning("webhook %s gave up after %d attempts (event %s)", hook.url, hook.retries + 1, body["event"])
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait (bounded) until queued alerts are delivered or given up; for shutdown and tests."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)

@@ -1,0 +1,182 @@
+"""The controller: one cycle at a time of monitor -> decide -> train -> gate -> rollout.
+
+Every cycle is a run in the store, and every step a child run keyed by
+``<model>/cycle/<n>/<step>``. A step that succeeded is never run again: its stored
+result is read back. A step that was running when the process died is run again, and
+each step is idempotent (training registers by run id, gates are recorded once per
+version, alias moves are compare-and-swap), so a controller killed at any point resumes
+where it stopped without repeating finished work or losing started work.
+
+A lease in the database makes sure two controllers on one store never both act.
+SIGTERM sets a flag that is checked between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evertrain.controller.alerts import Alerts
+from evertrain.controller.clock import Clock
+from evertrain.controller.lease import Lease
+from evertrain.controller.policy import History
+from evertrain.exceptions import EvertrainError
+from evertrain.spec import Spec
+from evertrain.store import Store
+
+log = logging.getLogger(__name__)
+STEPS = ("monitor", "decide", "train", "gate", "rollout")
+ACTOR = "controller"
+
+
+@dataclass
+class CycleContext:
+    """What steps of one cycle share: inputs, and the results of earlier steps."""
+
+    store: Store
+    spec: Spec
+    project: Path
+    clock: Clock
+    cycle: int
+    at: float
+    history: History
+    alerts: Alerts
+    manual: str | None = None
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return self.spec.model.name
+
+
+StepFn = Callable[[CycleContext], dict[str, Any]]
+
+
+class Stopped(Exception):
+    """SIGTERM arrived; the cycle stops between steps and resumes on the next start."""
+
+
+class Controller:
+    def __init__(
+        self,
+        store: Store,
+        spec: Spec,
+        project: Path | str,
+        *,
+        clock: Clock | None = None,
+        steps: dict[str, StepFn] | None = None,
+        holder: str | None = None,
+        lease_ttl: float | None = None,
+    ) -> None:
+        from evertrain.controller import steps as default_steps
+
+        self.store = store
+        self.spec = spec
+        self.project = Path(project)
+        self.clock = clock or Clock()
+        self.steps = steps or default_steps.STEP_FUNCTIONS
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self.alerts = Alerts(spec.alerts.webhooks)
+        ttl = lease_ttl if lease_ttl is not None else max(3 * spec.policy.cycle_interval, 60.0)
+        self.lease = Lease(store.db, f"controller/{spec.model.name}", self.holder, ttl, self.clock)
+        self._stop = threading.Event()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _cycle_key(self, n: int) -> str:
+        return f"{self.spec.model.name}/cycle/{n}"
+
+    def last_cycle(self) -> tuple[int, str] | None:
+        """The newest cycle number and its status."""
+        cycles = self.store.runs.list(model=self.spec.model.name, kind="cycle")
+        if not cycles:
+            return None
+        newest = max(cycles, key=lambda r: int(r.params.get("cycle", 0)))
+        return int(newest.params["cycle"]), newest.status
+
+    def history(self) -> History:
+        done = [r for r in self.store.runs.list(model=self.spec.model.name, kind="cycle") if r.status == "succeeded"]
+        if not done:
+            return History()
+        newest = max(done, key=lambda r: int(r.params.get("cycle", 0)))
+        return History.from_dict((newest.result or {}).get("history"))
+
+    # -- running -------------------------------------------------------------------------
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self, cycles: int | None = None, on_cycle: Callable[[dict[str, Any]], None] | None = None) -> int:
+        """Run cycles until ``cycles`` are done or a stop is requested; returns cycles run."""
+        done = 0
+        while (cycles is None or done < cycles) and not self._stop.is_set():
+            result = self.cycle()
+            done += 1
+            if on_cycle is not None:
+                on_cycle(result)
+            if cycles is None or done < cycles:
+                self.clock.sleep(self.spec.policy.cycle_interval)
+        self.alerts.flush()
+        return done
+
+    def cycle(self, manual: str | None = None) -> dict[str, Any]:
+        """Run (or resume) one cycle; returns its result."""
+        if not self.lease.acquire():
+            held = self.lease.holder_now()
+            return {"cycle": None, "skipped": f"another controller holds the lease ({held[0] if held else '?'})"}
+        last = self.last_cycle()
+        if last is not None and last[1] == "running":
+            number = last[0]
+        else:
+            number = (last[0] + 1) if last is not None else 1
+        key = self._cycle_key(number)
+        run = self.store.runs.start("cycle", model=self.spec.model.name, key=key,
+                                    params={"cycle": number, "at": self.clock.now(), "manual": manual})
+        ctx = CycleContext(
+            store=self.store, spec=self.spec, project=self.project, clock=self.clock, cycle=number,
+            at=float(run.params.get("at", self.clock.now())), history=self.history(), alerts=self.alerts,
+            manual=run.params.get("manual"),
+        )
+        try:
+            for name in STEPS:
+                if self._stop.is_set():
+                    raise Stopped
+                ctx.results[name] = self._step(ctx, run.id, name)
+        except Stopped:
+            log.info("stop requested: cycle %d stops before its next step", number)
+            return {"cycle": number, "stopped": True, **ctx.results}
+        result = {"cycle": number, "at": ctx.at, **ctx.results, "history": ctx.history.to_dict()}
+        self.store.runs.finish(run.id, "succeeded", result=result)
+        return result
+
+    def _step(self, ctx: CycleContext, cycle_run: str, name: str) -> dict[str, Any]:
+        key = f"{self._cycle_key(ctx.cycle)}/{name}"
+        existing = self.store.runs.find(key)
+        if existing is not None and existing.status == "succeeded":
+            result = dict(existing.result or {})
+            if "history" in result:
+                ctx.history = History.from_dict(result["history"])
+            return result
+        run = existing or self.store.runs.start(
+            "step", model=self.spec.model.name, key=key, parent_id=cycle_run, params={"step": name}
+        )
+        try:
+            result = self.steps[name](ctx)
+        except EvertrainError as exc:
+            self.store.runs.finish(run.id, "failed", error=str(exc))
+            # A failed step is recorded and the cycle goes on: the next cycle retries what it needs.
+            result = {"error": str(exc)}
+            return result
+        self.store.runs.finish(run.id, "succeeded", result=result)
+        return result

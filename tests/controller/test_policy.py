@@ -1,0 +1,110 @@
+"""Retraining policy: triggers fire on evidence, noise and repetition are held back."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from evertrain.controller.policy import History, Observation, cron_due, decide, record_training_time
+from evertrain.spec import Spec
+
+DAY = 86400.0
+T0 = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC).timestamp()  # a Monday
+
+
+def make_spec(**overrides: object) -> Spec:
+    base: dict[str, object] = {
+        "model": {"name": "m", "target": "y"},
+        "data": {"source": {"kind": "csv", "path": "d.csv"}},
+    }
+    base.update(overrides)
+    return Spec.model_validate(base)
+
+
+def test_quiet_window_does_nothing() -> None:
+    decision, _ = decide(make_spec(), Observation(at=T0, share_drifted=0.0, metric=0.9, baseline=0.9,
+                                                  n_labels=500), History())
+    assert decision.action == "none"
+    assert decision.triggers == []
+
+
+def test_drift_needs_consecutive_windows_then_fires_once_per_episode() -> None:
+    spec = make_spec(triggers={"drift": {"share_drifted": 0.3, "consecutive": 2}}, policy={"cooldown": 0})
+    obs = Observation(at=T0, share_drifted=0.5, drifted_columns=("x1",), reference_id="ref1")
+    first, h = decide(spec, obs, History())
+    assert first.action == "none" and h.drift_streak == 1
+    second, h = decide(spec, obs, h)
+    assert second.action == "retrain" and "drift" in second.triggers
+    assert "x1" in second.reasons[0]
+    third, h = decide(spec, obs, h)  # the same episode goes on: hysteresis holds it
+    assert third.action == "none"
+    assert any("already retrained" in r for r in third.held)
+    # a column that was not drifting before is new evidence
+    wider = Observation(at=T0 + 60, share_drifted=0.75, drifted_columns=("x1", "x3"), reference_id="ref1")
+    fourth, _ = decide(spec, wider, h)
+    assert fourth.action == "retrain"
+
+
+def test_performance_decay_needs_enough_labels() -> None:
+    spec = make_spec(triggers={"performance": {"drop": 0.05, "min_labels": 200}})
+    few, _ = decide(spec, Observation(at=T0, metric=0.6, baseline=0.9, n_labels=50), History())
+    assert few.action == "none" and "only 50 labels" in few.held[0]
+    enough, _ = decide(spec, Observation(at=T0, metric=0.6, baseline=0.9, n_labels=400), History())
+    assert enough.action == "retrain" and enough.triggers == ["performance"]
+    small_dip, _ = decide(spec, Observation(at=T0, metric=0.87, baseline=0.9, n_labels=400), History())
+    assert small_dip.action == "none"
+
+
+def test_cooldown_and_daily_cap_hold_triggers_but_not_manual() -> None:
+    spec = make_spec(policy={"cooldown": "6h", "max_retrains_per_day": 1})
+    obs = Observation(at=T0, metric=0.5, baseline=0.9, n_labels=1000)
+    first, h = decide(spec, obs, History())
+    assert first.action == "retrain"
+    later = Observation(at=T0 + 3600, metric=0.5, baseline=0.9, n_labels=1000)
+    held, h2 = decide(spec, later, h)
+    assert held.action == "none" and held.held[0].startswith("cooldown")
+    after_cooldown = Observation(at=T0 + 7 * 3600, metric=0.5, baseline=0.9, n_labels=1000)
+    capped, _ = decide(spec, after_cooldown, h2)
+    assert capped.action == "none" and capped.held[0].startswith("budget")
+    manual, _ = decide(spec, later, h2, manual="new features shipped")
+    assert manual.action == "retrain" and "manual" in manual.triggers
+
+
+def test_compute_budget_holds_even_manual() -> None:
+    spec = make_spec(training={"budget": {"daily_train_seconds": 100}}, policy={"cooldown": 0})
+    h = record_training_time(History(), T0, 150.0)
+    decision, _ = decide(spec, Observation(at=T0 + 10), h, manual="please")
+    assert decision.action == "none" and decision.held[0].startswith("compute budget")
+
+
+def test_schedule_every_and_volume() -> None:
+    spec = make_spec(triggers={"schedule": {"every": "1d"}, "volume": {"new_labelled_rows": 1000}},
+                     policy={"cooldown": 0, "max_retrains_per_day": 10})
+    d1, h = decide(spec, Observation(at=T0), History())
+    assert d1.triggers == ["schedule"]
+    d2, h = decide(spec, Observation(at=T0 + 3600, new_labelled_rows=999), h)
+    assert d2.action == "none"
+    d3, _ = decide(spec, Observation(at=T0 + 7200, new_labelled_rows=1000), h)
+    assert d3.triggers == ["volume"]
+
+
+@pytest.mark.parametrize(
+    ("cron", "last", "now", "due"),
+    [
+        ("0 3 * * *", T0, T0 + DAY, True),  # 03:00 passed since yesterday noon
+        ("0 3 * * *", T0, T0 + 3600, False),
+        ("*/15 * * * *", T0, T0 + 900, True),
+        ("0 12 * * 0", T0, T0 + 5 * DAY, False),  # Sunday noon not yet reached by Saturday
+        ("0 12 * * 0", T0, T0 + 6 * DAY, True),
+    ],
+)
+def test_cron(cron: str, last: float, now: float, due: bool) -> None:
+    assert cron_due(cron, last, now) is due
+
+
+def test_bad_cron_is_refused() -> None:
+    with pytest.raises(ValueError, match="five fields"):
+        cron_due("* * *", None, T0)
+    with pytest.raises(ValueError, match="outside"):
+        cron_due("99 * * * *", None, T0)

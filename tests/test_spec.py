@@ -1,0 +1,86 @@
+"""The project file: defaults, durations, and errors that name the file, line and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evertrain.exceptions import SpecError
+from evertrain.spec import Spec, dump_spec, json_schema, load_spec, parse_duration, parse_spec
+
+MINIMAL = """\
+model:
+  name: churn
+  target: label
+data:
+  source: {kind: csv, path: data.csv}
+"""
+
+
+def test_minimal_spec_gets_documented_defaults() -> None:
+    spec = parse_spec(MINIMAL)
+    assert spec.model.name == "churn"
+    assert spec.training.window.kind == "sliding"
+    assert spec.policy.cooldown == 86400.0
+    assert [s.share for s in spec.rollout.steps] == [0.1, 0.5]
+    assert spec.gates == []
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90.0), ("15m", 900.0), ("1.5h", 5400.0), ("7d", 604800.0), ("2w", 1209600.0),
+                          (30, 30.0), ("250ms", 0.25)]
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["3 parsecs", "-5s", True, None, "h"])
+def test_bad_durations_are_refused(bad: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+def test_errors_name_file_line_and_field() -> None:
+    text = MINIMAL + "policy:\n  cooldown: soon\ngates:\n  - kind: threshold\n    metric: accuracy\n"
+    with pytest.raises(SpecError) as info:
+        parse_spec(text, source="evertrain.yaml")
+    message = str(info.value)
+    assert "evertrain.yaml:7: field 'policy.cooldown'" in message
+    assert "evertrain.yaml:9" in message and "needs 'min' or 'max'" in message
+
+
+def test_unknown_fields_and_bad_names_are_refused() -> None:
+    with pytest.raises(SpecError, match=r"evertrain.yaml:4: field 'model.colour': Extra inputs"):
+        parse_spec(MINIMAL.replace("target: label", "target: label\n  colour: blue"))
+    with pytest.raises(SpecError, match="model.name"):
+        parse_spec(MINIMAL.replace("name: churn", "name: ../etc"))
+
+
+def test_broken_yaml_names_the_line() -> None:
+    with pytest.raises(SpecError, match=r"evertrain.yaml:\d+: not valid YAML"):
+        parse_spec("model: [unclosed\n", source="evertrain.yaml")
+
+
+def test_canary_shares_must_increase() -> None:
+    text = MINIMAL + "rollout:\n  steps:\n    - {share: 0.5}\n    - {share: 0.1}\n"
+    with pytest.raises(SpecError, match="rollout.steps"):
+        parse_spec(text)
+
+
+def test_round_trip_and_load(tmp_path: Path) -> None:
+    spec = parse_spec(MINIMAL)
+    (tmp_path / "evertrain.yaml").write_text(dump_spec(spec))
+    assert load_spec(tmp_path) == spec
+    with pytest.raises(SpecError, match="no project file"):
+        load_spec(tmp_path / "elsewhere")
+
+
+def test_json_schema_is_published_and_current() -> None:
+    schema = json_schema()
+    assert schema["title"].startswith("evertrain project file")
+    assert {"model", "data"} <= set(schema["required"])
+    published = Path(__file__).resolve().parents[1] / "docs" / "evertrain.schema.json"
+    assert json.loads(published.read_text()) == schema, "run: evertrain spec schema > docs/evertrain.schema.json"
+    assert Spec.model_json_schema()["properties"].keys() == schema["properties"].keys()
