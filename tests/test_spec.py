@@ -29,8 +29,16 @@ def test_minimal_spec_gets_documented_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("90s", 90.0), ("15m", 900.0), ("1.5h", 5400.0), ("7d", 604800.0), ("2w", 1209600.0),
-                          (30, 30.0), ("250ms", 0.25)]
+    ("text", "seconds"),
+    [
+        ("90s", 90.0),
+        ("15m", 900.0),
+        ("1.5h", 5400.0),
+        ("7d", 604800.0),
+        ("2w", 1209600.0),
+        (30, 30.0),
+        ("250ms", 0.25),
+    ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
@@ -54,7 +62,7 @@ def test_errors_name_file_line_and_field() -> None:
 def test_unknown_fields_and_bad_names_are_refused() -> None:
     with pytest.raises(SpecError, match=r"evertrain.yaml:4: field 'model.colour': Extra inputs"):
         parse_spec(MINIMAL.replace("target: label", "target: label\n  colour: blue"))
-    with pytest.raises(SpecError, match="model.name"):
+    with pytest.raises(SpecError, match=r"model\.name"):
         parse_spec(MINIMAL.replace("name: churn", "name: ../etc"))
 
 
@@ -65,7 +73,7 @@ def test_broken_yaml_names_the_line() -> None:
 
 def test_canary_shares_must_increase() -> None:
     text = MINIMAL + "rollout:\n  steps:\n    - {share: 0.5}\n    - {share: 0.1}\n"
-    with pytest.raises(SpecError, match="rollout.steps"):
+    with pytest.raises(SpecError, match=r"rollout\.steps"):
         parse_spec(text)
 
 
@@ -82,5 +90,7 @@ def test_json_schema_is_published_and_current() -> None:
     assert schema["title"].startswith("evertrain project file")
     assert {"model", "data"} <= set(schema["required"])
     published = Path(__file__).resolve().parents[1] / "docs" / "evertrain.schema.json"
-    assert json.loads(published.read_text()) == schema, "run: evertrain spec schema > docs/evertrain.schema.json"
+    assert json.loads(published.read_text()) == schema, (
+        "run: evertrain spec schema > docs/evertrain.schema.json"
+    )
     assert Spec.model_json_schema()["properties"].keys() == schema["properties"].keys()

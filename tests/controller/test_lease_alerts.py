@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,10 +36,10 @@ def test_only_one_holder_until_the_lease_expires(tmp_path: Path) -> None:
 
 
 class _Hook(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, object]] = []
+    received: typing.ClassVar[list[dict[str, object]]] = []
     fail_first = 0
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if type(self).fail_first > 0:
             type(self).fail_first -= 1

@@ -23,8 +23,9 @@ def make_spec(**overrides: object) -> Spec:
 
 
 def test_quiet_window_does_nothing() -> None:
-    decision, _ = decide(make_spec(), Observation(at=T0, share_drifted=0.0, metric=0.9, baseline=0.9,
-                                                  n_labels=500), History())
+    decision, _ = decide(
+        make_spec(), Observation(at=T0, share_drifted=0.0, metric=0.9, baseline=0.9, n_labels=500), History()
+    )
     assert decision.action == "none"
     assert decision.triggers == []
 
@@ -79,8 +80,10 @@ def test_compute_budget_holds_even_manual() -> None:
 
 
 def test_schedule_every_and_volume() -> None:
-    spec = make_spec(triggers={"schedule": {"every": "1d"}, "volume": {"new_labelled_rows": 1000}},
-                     policy={"cooldown": 0, "max_retrains_per_day": 10})
+    spec = make_spec(
+        triggers={"schedule": {"every": "1d"}, "volume": {"new_labelled_rows": 1000}},
+        policy={"cooldown": 0, "max_retrains_per_day": 10},
+    )
     d1, h = decide(spec, Observation(at=T0), History())
     assert d1.triggers == ["schedule"]
     d2, h = decide(spec, Observation(at=T0 + 3600, new_labelled_rows=999), h)

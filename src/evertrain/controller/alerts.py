@@ -69,7 +69,9 @@ class Alerts:
                 self._sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
         self.failed += 1
-        log.warning("webhook %s gave up after %d attempts (event %s)", hook.url, hook.retries + 1, body["event"])
+        log.warning(
+            "webhook %s gave up after %d attempts (event %s)", hook.url, hook.retries + 1, body["event"]
+        )
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait (bounded) until queued alerts are delivered or given up; for shutdown and tests."""

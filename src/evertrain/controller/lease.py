@@ -32,8 +32,11 @@ class Lease:
             now = self.clock()
             row = conn.execute(sa.select(leases).where(leases.c.name == self.name).with_for_update()).first()
             if row is None:
-                conn.execute(sa.insert(leases).values(name=self.name, holder=self.holder, token=1,
-                                                      expires_at=now + self.ttl))
+                conn.execute(
+                    sa.insert(leases).values(
+                        name=self.name, holder=self.holder, token=1, expires_at=now + self.ttl
+                    )
+                )
                 return 1
             if row.holder != self.holder and row.expires_at > now:
                 return None

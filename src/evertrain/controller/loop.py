@@ -102,7 +102,11 @@ class Controller:
         return int(newest.params["cycle"]), newest.status
 
     def history(self) -> History:
-        done = [r for r in self.store.runs.list(model=self.spec.model.name, kind="cycle") if r.status == "succeeded"]
+        done = [
+            r
+            for r in self.store.runs.list(model=self.spec.model.name, kind="cycle")
+            if r.status == "succeeded"
+        ]
         if not done:
             return History()
         newest = max(done, key=lambda r: int(r.params.get("cycle", 0)))
@@ -134,18 +138,31 @@ class Controller:
         """Run (or resume) one cycle; returns its result."""
         if not self.lease.acquire():
             held = self.lease.holder_now()
-            return {"cycle": None, "skipped": f"another controller holds the lease ({held[0] if held else '?'})"}
+            return {
+                "cycle": None,
+                "skipped": f"another controller holds the lease ({held[0] if held else '?'})",
+            }
         last = self.last_cycle()
         if last is not None and last[1] == "running":
             number = last[0]
         else:
             number = (last[0] + 1) if last is not None else 1
         key = self._cycle_key(number)
-        run = self.store.runs.start("cycle", model=self.spec.model.name, key=key,
-                                    params={"cycle": number, "at": self.clock.now(), "manual": manual})
+        run = self.store.runs.start(
+            "cycle",
+            model=self.spec.model.name,
+            key=key,
+            params={"cycle": number, "at": self.clock.now(), "manual": manual},
+        )
         ctx = CycleContext(
-            store=self.store, spec=self.spec, project=self.project, clock=self.clock, cycle=number,
-            at=float(run.params.get("at", self.clock.now())), history=self.history(), alerts=self.alerts,
+            store=self.store,
+            spec=self.spec,
+            project=self.project,
+            clock=self.clock,
+            cycle=number,
+            at=float(run.params.get("at", self.clock.now())),
+            history=self.history(),
+            alerts=self.alerts,
             manual=run.params.get("manual"),
         )
         try:

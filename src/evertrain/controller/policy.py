@@ -98,7 +98,10 @@ def day_key(ts: float) -> str:
 
 
 def cron_due(cron: str, last: float | None, now: float) -> bool:
-    """Whether a five-field UTC cron time fell in (last, now]; minute resolution, ``*``, lists, ranges, steps."""
+    """Whether a five-field UTC cron time fell in (last, now].
+
+    Minute resolution; ``*``, lists, ranges and steps are understood.
+    """
     fields = cron.split()
     if len(fields) != 5:
         raise ValueError(f"cron {cron!r} must have five fields (minute hour day month weekday)")
@@ -142,7 +145,9 @@ def _cron_field(text: str, lo: int, hi: int) -> set[int]:
     return out
 
 
-def decide(spec: Spec, obs: Observation, history: History, *, manual: str | None = None) -> tuple[Decision, History]:
+def decide(
+    spec: Spec, obs: Observation, history: History, *, manual: str | None = None
+) -> tuple[Decision, History]:
     """Decide whether to retrain now; returns the decision and the updated history."""
     triggers = spec.triggers
     reasons: list[str] = []
@@ -187,16 +192,22 @@ def decide(spec: Spec, obs: Observation, history: History, *, manual: str | None
             )
 
     est = triggers.estimated_performance
-    if est.enabled and obs.estimated is not None and obs.estimated_baseline is not None:
-        if obs.estimated < obs.estimated_baseline - est.drop:
-            fired.append("estimated_performance")
-            reasons.append(
-                f"estimated {est.metric} {obs.estimated:.3f} is below its baseline "
-                f"{obs.estimated_baseline:.3f} by more than {est.drop:.3f} (no labels needed)"
-            )
+    if (
+        est.enabled
+        and obs.estimated is not None
+        and obs.estimated_baseline is not None
+        and obs.estimated < obs.estimated_baseline - est.drop
+    ):
+        fired.append("estimated_performance")
+        reasons.append(
+            f"estimated {est.metric} {obs.estimated:.3f} is below its baseline "
+            f"{obs.estimated_baseline:.3f} by more than {est.drop:.3f} (no labels needed)"
+        )
 
     sched = triggers.schedule
-    if sched.every is not None and (history.last_scheduled is None or obs.at - history.last_scheduled >= sched.every):
+    if sched.every is not None and (
+        history.last_scheduled is None or obs.at - history.last_scheduled >= sched.every
+    ):
         fired.append("schedule")
         reasons.append(f"schedule: every {sched.every:.0f}s")
         new.last_scheduled = obs.at
@@ -227,10 +238,9 @@ def decide(spec: Spec, obs: Observation, history: History, *, manual: str | None
         held.append(f"budget: {len(today)} retrains today, at most {policy.max_retrains_per_day}")
         return Decision("none", reasons, held, fired), new
     spent = history.train_seconds_by_day.get(day_key(obs.at), 0.0)
-    if spent >= spec.training.budget.daily_train_seconds:
-        held.append(
-            f"compute budget: {spent:.0f}s of training today, at most {spec.training.budget.daily_train_seconds:.0f}s"
-        )
+    allowed = spec.training.budget.daily_train_seconds
+    if spent >= allowed:
+        held.append(f"compute budget: {spent:.0f}s of training today, at most {allowed:.0f}s")
         return Decision("none", reasons, held, fired), new
 
     new.retrain_times = [*history.retrain_times, obs.at]

@@ -1,0 +1,88 @@
+"""Reading the serving logs for a cycle: the recent served rows, and the labelled ones.
+
+The layout is in ``docs/logs.md``: Parquet partitions of predictions and feedback per
+model, through fsspec. Only the columns and rows a window needs are read.
+"""
+
+from __future__ import annotations
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+LOG_KINDS = ("predictions", "feedback")
+
+
+def _dataset(logs_url: str, kind: str, model: str) -> ds.Dataset | None:
+    fs, root = fsspec.core.url_to_fs(logs_url)
+    path = f"{root.rstrip('/')}/{kind}/model={model}"
+    if not fs.exists(path):
+        return None
+    files = [f for f in fs.find(path) if f.endswith(".parquet")]
+    if not files:
+        return None
+    return ds.dataset(files, filesystem=fs, format="parquet", partitioning=None)
+
+
+def read_log(
+    logs_url: str,
+    kind: str,
+    model: str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """Rows of one log with ``since < ts <= until`` (either bound optional), oldest first."""
+    if kind not in LOG_KINDS:
+        raise ValueError(f"log kind must be one of {LOG_KINDS}, got {kind!r}")
+    dataset = _dataset(logs_url, kind, model)
+    if dataset is None:
+        return pa.table({"ts": pa.array([], pa.float64())})
+    condition = None
+    if since is not None:
+        condition = ds.field("ts") > since
+    if until is not None:
+        upper = ds.field("ts") <= until
+        condition = upper if condition is None else condition & upper
+    wanted = None if columns is None else [c for c in columns if c in dataset.schema.names]
+    table = dataset.to_table(filter=condition, columns=wanted)
+    if table.num_rows:
+        table = table.take(pc.sort_indices(table, [("ts", "ascending")]))
+    return table
+
+
+def labelled(
+    logs_url: str, model: str, *, at: float, since: float | None = None, arms: tuple[str, ...] = ("champion",)
+) -> pa.Table:
+    """Predictions of ``arms`` joined with the labels that had arrived by ``at``."""
+    preds = read_log(logs_url, "predictions", model, since=since, until=at)
+    if preds.num_rows == 0 or "arm" not in preds.column_names:
+        return pa.table({})
+    mask = pc.is_in(preds["arm"], value_set=pa.array(list(arms)))
+    preds = preds.filter(mask)
+    labels = read_log(logs_url, "feedback", model, until=at, columns=["request_id", "label", "ts"])
+    if labels.num_rows == 0:
+        return pa.table({})
+    labels = labels.rename_columns(["request_id", "label", "label_ts"])
+    # a label sent twice counts once: the newest one wins
+    frame = labels.to_pandas().drop_duplicates("request_id", keep="last")
+    joined = preds.join(
+        pa.Table.from_pandas(frame, preserve_index=False), keys="request_id", join_type="inner"
+    )
+    return joined.take(pc.sort_indices(joined, [("ts", "ascending")]))
+
+
+def accuracy_of(table: pa.Table) -> float | None:
+    """Share of predictions equal to their label (numbers compared as numbers, else as text)."""
+    if table.num_rows == 0:
+        return None
+    pred, label = table["prediction"], table["label"]
+    numeric = (pa.types.is_floating, pa.types.is_integer)
+    if any(f(pred.type) for f in numeric) and any(f(label.type) for f in numeric):
+        same = np.asarray(pred, dtype=float) == np.asarray(label, dtype=float)
+        return float(same.mean())
+    same = pc.equal(pc.cast(pred, pa.string()), pc.cast(label, pa.string()))
+    return float(np.asarray(same.fill_null(False)).mean())
