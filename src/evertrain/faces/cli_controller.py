@@ -1,0 +1,55 @@
+"""The loop's commands: run, demo, backtest, report, ui."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from evertrain.faces._common import ProjectOpt, console, open_store
+from evertrain.faces.cli import app
+from evertrain.store.names import check_model_name
+
+
+@app.command()
+def run(
+    project: ProjectOpt = Path("."),
+    cycles: Annotated[int | None, typer.Option(help="Stop after N cycles (default: run until SIGTERM).")] = None,
+) -> None:
+    """Run the controller: monitor, decide, train, gate, roll out, every cycle_interval."""
+    from evertrain.controller.loop import Controller
+    from evertrain.spec import load_spec
+
+    spec = load_spec(project)
+    store = open_store(project)
+    controller = Controller(store, spec, project)
+    controller.install_signal_handlers()
+
+    def show(result: dict[str, object]) -> None:
+        if result.get("skipped"):
+            console.print(f"[yellow]skipped[/]: {result['skipped']}")
+            return
+        decision = result.get("decide") or {}
+        reasons = "; ".join(decision.get("reasons", [])) if isinstance(decision, dict) else ""
+        action = decision.get("action", "-") if isinstance(decision, dict) else "-"
+        console.print(f"cycle {result.get('cycle')}: {action} {reasons}")
+
+    done = controller.run(cycles=cycles, on_cycle=show)
+    console.print(f"{done} cycle(s) run")
+
+
+@app.command()
+def report(
+    model: str,
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Write one self-contained HTML report of MODEL: performance, drift, versions, gates, audit."""
+    from evertrain.faces.report_html import write_report
+
+    check_model_name(model)
+    store = open_store(project)
+    store.registry.get_aliases(model)  # fails with a clear message for an unknown model
+    write_report(store, model, str(out))
+    console.print(f"report written to {out}")
