@@ -49,6 +49,7 @@ class CycleContext:
     history: History
     alerts: Alerts
     manual: str | None = None
+    previous_at: float | None = None
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -101,16 +102,15 @@ class Controller:
         newest = max(cycles, key=lambda r: int(r.params.get("cycle", 0)))
         return int(newest.params["cycle"]), newest.status
 
-    def history(self) -> History:
-        done = [
-            r
-            for r in self.store.runs.list(model=self.spec.model.name, kind="cycle")
-            if r.status == "succeeded"
-        ]
+    def previous(self) -> tuple[History, float | None]:
+        """The policy history and the time of the newest finished cycle."""
+        cycles = self.store.runs.list(model=self.spec.model.name, kind="cycle")
+        done = [r for r in cycles if r.status == "succeeded"]
         if not done:
-            return History()
+            return History(), None
         newest = max(done, key=lambda r: int(r.params.get("cycle", 0)))
-        return History.from_dict((newest.result or {}).get("history"))
+        result = newest.result or {}
+        return History.from_dict(result.get("history")), result.get("at")
 
     # -- running -------------------------------------------------------------------------
 
@@ -154,6 +154,7 @@ class Controller:
             key=key,
             params={"cycle": number, "at": self.clock.now(), "manual": manual},
         )
+        history, previous_at = self.previous()
         ctx = CycleContext(
             store=self.store,
             spec=self.spec,
@@ -161,9 +162,10 @@ class Controller:
             clock=self.clock,
             cycle=number,
             at=float(run.params.get("at", self.clock.now())),
-            history=self.history(),
+            history=history,
             alerts=self.alerts,
             manual=run.params.get("manual"),
+            previous_at=previous_at,
         )
         try:
             for name in STEPS:
