@@ -203,9 +203,11 @@ class DriftTrigger(_Part):
     enabled: bool = True
     share_drifted: Probability = 0.3
     consecutive: int = Field(1, ge=1, description="Windows in a row that must drift (hysteresis).")
-    require_performance_signal: bool = Field(
-        True,
-        description="Covariate drift alone triggers training, but a challenger must still beat the champion.",
+    min_labels_after: int = Field(
+        300,
+        ge=0,
+        description="Labelled rows from after the drift began that a drift-triggered retrain waits for, "
+        "so that it learns from the new data rather than the old (0: retrain at once).",
     )
 
 

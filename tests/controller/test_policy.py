@@ -31,7 +31,10 @@ def test_quiet_window_does_nothing() -> None:
 
 
 def test_drift_needs_consecutive_windows_then_fires_once_per_episode() -> None:
-    spec = make_spec(triggers={"drift": {"share_drifted": 0.3, "consecutive": 2}}, policy={"cooldown": 0})
+    spec = make_spec(
+        triggers={"drift": {"share_drifted": 0.3, "consecutive": 2, "min_labels_after": 0}},
+        policy={"cooldown": 0},
+    )
     obs = Observation(at=T0, share_drifted=0.5, drifted_columns=("x1",), reference_id="ref1")
     first, h = decide(spec, obs, History())
     assert first.action == "none" and h.drift_streak == 1
@@ -45,6 +48,37 @@ def test_drift_needs_consecutive_windows_then_fires_once_per_episode() -> None:
     wider = Observation(at=T0 + 60, share_drifted=0.75, drifted_columns=("x1", "x3"), reference_id="ref1")
     fourth, _ = decide(spec, wider, h)
     assert fourth.action == "retrain"
+
+
+def test_drift_retrain_waits_for_labels_from_after_the_drift() -> None:
+    spec = make_spec(triggers={"drift": {"min_labels_after": 300}}, policy={"cooldown": 0})
+    onset = Observation(at=T0, share_drifted=0.5, drifted_columns=("x3",), reference_id="r")
+    first, h = decide(spec, onset, History())
+    assert first.action == "none"
+    assert "waiting for labelled rows" in first.held[0] and "0 of 300" in first.held[0]
+    assert h.pending_onset == T0
+    # drift can fade from view while labels come in; the pending episode is kept
+    later = Observation(at=T0 + 3600, share_drifted=0.0, reference_id="r", labels_after_onset=120)
+    second, h = decide(spec, later, h)
+    assert second.action == "none" and "120 of 300" in second.held[0]
+    ready = Observation(at=T0 + 7200, share_drifted=0.5, drifted_columns=("x3",), reference_id="r",
+                        labels_after_onset=400)
+    third, h = decide(spec, ready, h)
+    assert third.action == "retrain" and third.triggers == ["drift"]
+    assert "400 labelled rows since it began" in third.reasons[0]
+    assert h.pending_onset is None and h.episode_columns == ["x3"]
+    again, _ = decide(spec, ready, h)
+    assert again.action == "none"
+
+
+def test_a_new_reference_starts_a_new_episode() -> None:
+    spec = make_spec(triggers={"drift": {"min_labels_after": 0}}, policy={"cooldown": 0})
+    obs = Observation(at=T0, share_drifted=0.5, drifted_columns=("x1",), reference_id="r1")
+    first, h = decide(spec, obs, History())
+    assert first.action == "retrain"
+    promoted = Observation(at=T0 + 60, share_drifted=0.5, drifted_columns=("x1",), reference_id="r2")
+    second, _ = decide(spec, promoted, h)
+    assert second.action == "retrain"
 
 
 def test_performance_decay_needs_enough_labels() -> None:

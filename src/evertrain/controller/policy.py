@@ -7,7 +7,9 @@ a :class:`Decision` whose ``reasons`` say why it acted, and ``held`` why it did 
 The rules, in order:
 
 1. A trigger fires: drift on at least ``triggers.drift.share_drifted`` of the columns
-   for ``consecutive`` windows in a row; realized performance below the baseline by
+   for ``consecutive`` windows in a row, once ``min_labels_after`` labelled rows from
+   after the drift began have arrived (retraining before that would learn the old
+   data again: labels come late); realized performance below the baseline by
    ``triggers.performance.drop`` with at least ``min_labels`` labels; estimated
    performance below its baseline by ``triggers.estimated_performance.drop``; the
    schedule is due; enough new labelled rows; or a manual request.
@@ -46,6 +48,7 @@ class Observation:
     estimated_baseline: float | None = None
     new_labelled_rows: int = 0
     reference_id: str | None = None  # what drift was measured against
+    labels_after_onset: int = 0  # labelled rows served since a pending drift began
 
 
 @dataclass
@@ -58,6 +61,9 @@ class History:
     episode_reference: str | None = None  # reference of the drift episode already retrained for
     episode_columns: list[str] = field(default_factory=list)  # columns that episode covered
     last_scheduled: float | None = None
+    pending_onset: float | None = None  # when a drift began that awaits post-drift labels
+    pending_columns: list[str] = field(default_factory=list)
+    pending_reference: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +73,9 @@ class History:
             "episode_reference": self.episode_reference,
             "episode_columns": self.episode_columns,
             "last_scheduled": self.last_scheduled,
+            "pending_onset": self.pending_onset,
+            "pending_columns": self.pending_columns,
+            "pending_reference": self.pending_reference,
         }
 
     @classmethod
@@ -79,6 +88,9 @@ class History:
             episode_reference=data.get("episode_reference"),
             episode_columns=list(data.get("episode_columns", [])),
             last_scheduled=data.get("last_scheduled"),
+            pending_onset=data.get("pending_onset"),
+            pending_columns=list(data.get("pending_columns", [])),
+            pending_reference=data.get("pending_reference"),
         )
 
 
@@ -91,6 +103,10 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return {"action": self.action, "reasons": self.reasons, "held": self.held, "triggers": self.triggers}
+
+
+def _columns(names: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(names[:5]) + ("..." if len(names) > 5 else "")
 
 
 def day_key(ts: float) -> str:
@@ -155,7 +171,7 @@ def decide(
     held: list[str] = []
     new = History.from_dict(history.to_dict())
 
-    # drift, with a streak for hysteresis across windows
+    # drift, with a streak for hysteresis across windows, and a wait for post-drift labels
     drift_now = (
         triggers.drift.enabled
         and obs.share_drifted is not None
@@ -165,8 +181,10 @@ def decide(
     new.drift_streak = history.drift_streak + 1 if drift_now else 0
     if obs.reference_id is not None and obs.reference_id != history.episode_reference:
         new.episode_reference, new.episode_columns = None, []  # a new reference starts a new episode
+    if obs.reference_id is not None and obs.reference_id != history.pending_reference:
+        new.pending_onset, new.pending_columns, new.pending_reference = None, [], None
     if drift_now and new.drift_streak >= triggers.drift.consecutive:
-        cols = ", ".join(obs.drifted_columns[:5]) + ("..." if len(obs.drifted_columns) > 5 else "")
+        cols = _columns(obs.drifted_columns)
         same_episode = (
             obs.reference_id is not None
             and obs.reference_id == new.episode_reference
@@ -174,10 +192,25 @@ def decide(
         )
         if same_episode:
             held.append(f"drift on {cols} persists, but this episode was already retrained for")
+        elif new.pending_onset is None:
+            new.pending_onset = obs.at
+            new.pending_reference = obs.reference_id
+            new.pending_columns = sorted(obs.drifted_columns)
         else:
+            new.pending_columns = sorted(set(new.pending_columns) | set(obs.drifted_columns))
+    if new.pending_onset is not None:
+        need = triggers.drift.min_labels_after
+        cols = _columns(tuple(new.pending_columns))
+        if obs.labels_after_onset >= need:
             fired.append("drift")
             reasons.append(
-                f"drift: {obs.share_drifted:.0%} of columns drifted ({cols}) for {new.drift_streak} window(s)"
+                f"drift: {cols} drifted ({obs.share_drifted or 0:.0%} of columns now); "
+                f"{obs.labels_after_onset} labelled rows since it began"
+            )
+        else:
+            held.append(
+                f"drift on {cols}: waiting for labelled rows from after it began "
+                f"({obs.labels_after_onset} of {need})"
             )
 
     perf = triggers.performance
@@ -244,9 +277,11 @@ def decide(
         return Decision("none", reasons, held, fired), new
 
     new.retrain_times = [*history.retrain_times, obs.at]
-    if "drift" in fired:
-        new.episode_reference = obs.reference_id
-        new.episode_columns = sorted(set(new.episode_columns) | set(obs.drifted_columns))
+    if new.pending_onset is not None:
+        # this retrain learns from the drifted data: the episode is covered
+        new.episode_reference = new.pending_reference
+        new.episode_columns = sorted(set(new.episode_columns) | set(new.pending_columns))
+        new.pending_onset, new.pending_columns, new.pending_reference = None, [], None
     return Decision("retrain", reasons, held, fired), new
 
 

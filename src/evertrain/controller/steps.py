@@ -87,6 +87,10 @@ def monitor(ctx: CycleContext) -> dict[str, Any]:
         }
         if report["dataset_drift"]:
             ctx.alerts.emit("drift", {"model": ctx.model, "cycle": ctx.cycle, **out["drift"]})
+    onset = ctx.history.pending_onset
+    if onset is not None:
+        since_onset = observe.labelled(logs, ctx.model, at=ctx.at, since=onset, arms=("champion", "canary"))
+        out["labels_after_onset"] = since_onset.num_rows
     labelled = observe.labelled(logs, ctx.model, at=ctx.at, arms=("champion",))
     if labelled.num_rows:
         labelled = labelled.filter(pa.compute.equal(labelled["model_version"], champion.version))
@@ -123,6 +127,7 @@ def decide(ctx: CycleContext) -> dict[str, Any]:
         baseline=realized.get("baseline"),
         new_labelled_rows=int(mon.get("new_labelled_rows", 0)),
         reference_id=mon.get("reference"),
+        labels_after_onset=int(mon.get("labels_after_onset", 0)),
     )
     decision, history = policy_decide(ctx.spec, obs, ctx.history, manual=manual)
     ctx.history = history
