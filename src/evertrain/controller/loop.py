@@ -152,7 +152,12 @@ class Controller:
             "cycle",
             model=self.spec.model.name,
             key=key,
-            params={"cycle": number, "at": self.clock.now(), "manual": manual},
+            params={
+                "cycle": number,
+                "at": self.clock.now(),
+                "manual": manual,
+                "interval": self.spec.policy.cycle_interval,
+            },
         )
         history, previous_at = self.previous()
         ctx = CycleContext(

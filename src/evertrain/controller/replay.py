@@ -1,0 +1,194 @@
+"""Replaying a table through the loop on a simulated clock: the engine of ``backtest``.
+
+Batch by batch, the current champion (and canary, at its share) scores the rows; the
+predictions go to the prediction log exactly as a serving replica writes them
+(``docs/logs.md``), labels arrive ``label_delay`` batches later as feedback and as new
+rows of the offline source that training reads, and then the real controller runs one
+cycle: the same monitor, policy, trainer, gates and rollout as in production, minus
+HTTP. Every file a batch writes has a name fixed by its batch number, so a replay
+killed at any point and started again rewrites the same bytes and resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from evertrain.controller.clock import ManualClock
+from evertrain.controller.loop import Controller
+from evertrain.exceptions import NotFoundError
+from evertrain.spec import Spec
+from evertrain.store import Store
+from evertrain.store.formats import get_format
+
+ARMS = ("champion", "canary")
+
+
+@dataclass
+class BatchSource:
+    """A stream cut in batches: ``served(i)`` as production sees it, ``offline(i)`` as the warehouse records it."""
+
+    n_batches: int
+    served: Callable[[int], pd.DataFrame]
+    offline: Callable[[int], pd.DataFrame] | None = None
+
+    def offline_batch(self, index: int) -> pd.DataFrame:
+        return (self.offline or self.served)(index)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, batch_size: int) -> BatchSource:
+        n = max(1, int(np.ceil(len(frame) / batch_size)))
+        return cls(n, lambda i: frame.iloc[i * batch_size : (i + 1) * batch_size].reset_index(drop=True))
+
+
+def canary_bucket(request_id: str) -> float:
+    """A stable number in [0, 1) per request id: the same request always reaches the same arm."""
+    digest = hashlib.blake2b(request_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@dataclass
+class Replay:
+    """Drive ``controller`` over ``source``; ``batch_seconds`` of simulated time per batch."""
+
+    store: Store
+    spec: Spec
+    project: Path
+    source: BatchSource
+    clock: ManualClock
+    start: float
+    batch_seconds: float
+    label_delay_batches: int
+    warm_batches: int = 0  # batches already labelled before the replay starts
+    canary_share: Callable[[], tuple[int | None, float]] | None = None
+    controller: Controller | None = None
+    _models: dict[int, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.controller is None:
+            self.controller = Controller(self.store, self.spec, self.project, clock=self.clock)
+        (self.project / "warehouse").mkdir(parents=True, exist_ok=True)
+
+    # -- files, named by batch so that a rerun rewrites the same bytes ---------------------
+
+    def _log_path(self, kind: str, index: int, at: float) -> str:
+        import datetime as dt
+
+        day = dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d")
+        root = (self.store.logs_url or str(self.project / ".evertrain" / "logs")).rstrip("/")
+        return f"{root}/{kind}/model={self.spec.model.name}/date={day}/part-b{index:06d}.parquet"
+
+    @staticmethod
+    def _write(path: str, table: pa.Table) -> None:
+        fs, p = fsspec.core.url_to_fs(path)
+        fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
+        tmp = p + ".tmp"
+        with fs.open(tmp, "wb") as fh:
+            pq.write_table(table, fh)
+        fs.mv(tmp, p)
+
+    def event_times(self, index: int, n: int) -> np.ndarray:
+        first = self.start + (index - self.warm_batches) * self.batch_seconds
+        return first + np.linspace(0.0, self.batch_seconds * 0.9, n)
+
+    def _warehouse(self, index: int, labelled_at: float) -> None:
+        frame = self.source.offline_batch(index).copy()
+        frame[self.spec.data.time_column or "event_ts"] = self.event_times(index, len(frame))
+        frame[self.spec.data.label_time_column or "label_ts"] = labelled_at
+        path = self.project / "warehouse" / f"batch-{index:06d}.parquet"
+        tmp = path.with_suffix(".tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+
+    # -- serving without HTTP ---------------------------------------------------------------
+
+    def _model(self, version: int) -> Any:
+        if version not in self._models:
+            mv = self.store.registry.get_version(self.spec.model.name, version)
+            fmt = get_format(mv.framework, **({"trusted": self.spec.model.trusted_types}
+                                              if mv.framework == "sklearn" else {}))
+            self._models[version] = fmt.loads(self.store.registry.load_artifact(mv))
+        return self._models[version]
+
+    def _routing(self) -> tuple[int | None, int | None, float]:
+        try:
+            aliases = self.store.registry.get_aliases(self.spec.model.name)
+        except NotFoundError:
+            return None, None, 0.0
+        canary, share = (None, 0.0)
+        if self.canary_share is not None:
+            canary, share = self.canary_share()
+        elif aliases.get("canary") is not None:
+            canary, share = aliases["canary"], 0.0
+        return aliases.get("champion"), canary, share
+
+    def serve(self, index: int) -> float | None:
+        """Score batch ``index`` as production would and log it; the served accuracy (None if no model)."""
+        frame = self.source.served(index)
+        target = self.spec.model.target
+        features = self.spec.model.features or [c for c in frame.columns if c != target]
+        champion, canary, share = self._routing()
+        if champion is None:
+            return None
+        ids = [f"b{index:06d}-{j:05d}" for j in range(len(frame))]
+        arms = np.array(["champion"] * len(frame), dtype=object)
+        if canary is not None and share > 0:
+            arms[np.array([canary_bucket(r) < share for r in ids])] = "canary"
+        preds = np.empty(len(frame), dtype=float)
+        versions = np.full(len(frame), champion, dtype=np.int64)
+        latency = np.zeros(len(frame))
+        for arm, version in (("champion", champion), ("canary", canary)):
+            mask = arms == arm
+            if version is None or not mask.any():
+                continue
+            began = time.perf_counter()
+            preds[mask] = np.asarray(self._model(version).predict(frame.loc[mask, features]), dtype=float)
+            latency[mask] = (time.perf_counter() - began) * 1000.0
+            versions[mask] = version
+        at = self.event_times(index, len(frame))
+        table = pa.table({
+            "request_id": ids, "ts": at, "model_version": versions, "arm": arms.astype(str),
+            "latency_ms": latency, "prediction": preds, "score": pa.nulls(len(frame), pa.float64()),
+            **{c: frame[c].to_numpy() for c in features},
+        })
+        self._write(self._log_path("predictions", index, float(at[0])), table)
+        return float(np.mean(preds == frame[target].to_numpy(dtype=float)))
+
+    def deliver_labels(self, index: int, now: float) -> None:
+        """Labels of batch ``index`` arrive at ``now``: feedback for served rows, rows for the warehouse."""
+        frame = self.source.served(index)
+        ids = [f"b{index:06d}-{j:05d}" for j in range(len(frame))]
+        label = frame[self.spec.model.target].to_numpy(dtype=float)
+        self._write(self._log_path("feedback", index, now),
+                    pa.table({"request_id": ids, "label": label, "ts": np.full(len(ids), now)}))
+        self._warehouse(index, now)
+
+    # -- the replay ---------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        for i in range(self.warm_batches):
+            self._warehouse(i, self.start)
+
+    def batch(self, index: int) -> dict[str, Any]:
+        """Serve batch ``index``, deliver the labels that are due, and run one controller cycle."""
+        assert self.controller is not None
+        served_at = self.start + (index - self.warm_batches) * self.batch_seconds
+        self.clock.set(served_at)
+        accuracy = self.serve(index)
+        now = served_at + self.batch_seconds
+        self.clock.set(now)
+        due = index - self.label_delay_batches
+        if due >= self.warm_batches:
+            self.deliver_labels(due, now)
+        result = self.controller.cycle()
+        return {"batch": index, "accuracy": accuracy, "cycle": result}

@@ -1,0 +1,216 @@
+"""``evertrain demo``: the whole loop on a bundled drifting stream, offline, in minutes.
+
+A simulated production: a seeded stream in four phases (stable, covariate shift,
+abrupt concept change, gradual drift; see :mod:`evertrain.data.streams`) is served
+batch by batch through the real HTTP app on a loopback port; labels arrive late (the
+spec's label delay) as feedback, and the labelled rows land in an offline "warehouse"
+folder that training reads. After every batch the controller runs one cycle on a
+simulated clock. Partway through the gradual phase the warehouse's feature pipeline
+starts writing x2 in the wrong unit, a skew that only live traffic reveals.
+
+The folder it leaves is a normal project: every other command works on it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from evertrain.controller.clock import ManualClock
+from evertrain.controller.loop import Controller
+from evertrain.data.streams import DemoStream
+from evertrain.spec import SPEC_FILE, load_spec
+from evertrain.store import Store
+
+MODEL = "demo"
+START = 1767571200.0  # 2026-01-05 00:00 UTC, a Monday
+BATCH_SECONDS = 3600.0  # one batch of traffic per simulated hour
+HISTORY_BATCHES = 3  # stable batches already labelled before production starts
+LABEL_DELAY_BATCHES = 2
+REQUEST_ROWS = 100  # instances per predict request
+
+DEMO_SPEC = f"""\
+# evertrain demo project: a binary classifier on a drifting stream.
+model:
+  name: {MODEL}
+  task: binary
+  target: label
+  features: [x1, x2, x3, region]
+  trainer:
+    kind: sklearn
+    estimator: evertrain.train.models.TabularLogisticRegression
+    params: {{C: 1.0}}
+    seed: 7
+data:
+  source: {{kind: parquet, path: "warehouse/*.parquet"}}
+  time_column: event_ts
+  label_time_column: label_ts
+  label_delay: {int(LABEL_DELAY_BATCHES * BATCH_SECONDS)}
+training:
+  window: {{kind: sliding, rows: 800}}
+  holdout: {{fraction: 0.3}}
+  executor: inline
+monitoring:
+  window_rows: 400
+  drift: {{correction: bh, alpha: 0.01}}
+triggers:
+  drift: {{share_drifted: 0.25, consecutive: 1, min_labels_after: 300}}
+  performance: {{metric: accuracy, drop: 0.05, min_labels: 200}}
+policy:
+  cooldown: 2h
+  max_retrains_per_day: 8
+  cycle_interval: {int(BATCH_SECONDS)}
+gates:
+  - {{kind: superiority, metric: accuracy, margin: 0.0, confidence: 0.95, n_boot: 1000}}
+  - {{kind: threshold, metric: accuracy, min: 0.7}}
+rollout:
+  steps:
+    - {{share: 0.3, duration: 1h, min_samples: 100}}
+    - {{share: 0.6, duration: 1h, min_samples: 100}}
+  analysis: {{min_labels: 80, quality_margin: 0.02, alpha: 0.05}}
+"""
+
+
+@dataclass
+class DemoRecord:
+    accuracy_per_batch: list[float] = field(default_factory=list)
+    phases: list[str] = field(default_factory=list)
+    cycles: list[dict[str, Any]] = field(default_factory=list)
+
+
+def write_project(out: Path, stream: DemoStream) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SPEC_FILE).write_text(DEMO_SPEC, encoding="utf-8")
+    (out / "warehouse").mkdir(exist_ok=True)
+    for i in range(HISTORY_BATCHES):
+        append_warehouse(out, stream, i, labelled_at=START)
+
+
+def batch_times(index: int, n: int) -> np.ndarray:
+    """Event times of a batch's rows, spread over its hour."""
+    return START + (index - HISTORY_BATCHES) * BATCH_SECONDS + np.linspace(0, BATCH_SECONDS * 0.9, n)
+
+
+def append_warehouse(out: Path, stream: DemoStream, index: int, *, labelled_at: float) -> None:
+    frame = stream.offline(index)
+    frame["event_ts"] = batch_times(index, len(frame))
+    frame["label_ts"] = labelled_at
+    tmp = out / "warehouse" / f".batch-{index:04d}.parquet.tmp"
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(out / "warehouse" / f"batch-{index:04d}.parquet")
+
+
+class _Server:
+    """The real ASGI app under uvicorn on a loopback port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the demo's HTTP server did not start")
+            time.sleep(0.02)
+        sock = self.server.servers[0].sockets[0]
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def _serve_batch(client: httpx.Client, frame: pd.DataFrame, index: int) -> tuple[list[str], np.ndarray, list[int]]:
+    """Send one batch through /predict; returns request ids, predictions and serving versions."""
+    features = frame[["x1", "x2", "x3", "region"]].to_dict(orient="records")
+    ids: list[str] = []
+    preds: list[Any] = []
+    versions: list[int] = []
+    for start in range(0, len(features), REQUEST_ROWS):
+        chunk = features[start : start + REQUEST_ROWS]
+        rids = [f"b{index:04d}-{start + j:04d}" for j in range(len(chunk))]
+        response = client.post(f"/v1/models/{MODEL}:predict", json={"instances": chunk, "request_ids": rids})
+        response.raise_for_status()
+        body = response.json()
+        ids.extend(body["request_ids"])
+        preds.extend(body["predictions"])
+        versions.extend([int(body["model_version"])] * len(chunk))
+    return ids, np.asarray(preds, dtype=float), versions
+
+
+def _send_feedback(client: httpx.Client, ids: list[str], labels: np.ndarray) -> None:
+    for start in range(0, len(ids), 500):
+        payload = {
+            "labels": [
+                {"request_id": rid, "label": int(y)}
+                for rid, y in zip(ids[start : start + 500], labels[start : start + 500], strict=True)
+            ]
+        }
+        client.post(f"/v1/models/{MODEL}:feedback", json=payload).raise_for_status()
+
+
+def _summarize_cycle(result: dict[str, Any]) -> str:
+    decision = result.get("decide") or {}
+    gate = result.get("gate") or {}
+    rollout = result.get("rollout") or {}
+    parts = []
+    if decision.get("action") == "retrain":
+        parts.append(f"[bold]retrain[/] ({'; '.join(decision.get('reasons', []))})")
+    elif decision.get("held"):
+        parts.append(f"[dim]held: {decision['held'][0]}[/]")
+    if gate.get("status") in ("passed", "failed"):
+        colour = "green" if gate["status"] == "passed" else "red"
+        parts.append(f"[{colour}]v{gate.get('version')} gates {gate['status']}[/]")
+    if rollout.get("action") and rollout.get("action") != "idle":
+        parts.append(f"rollout v{rollout.get('version')}: {rollout['action']}")
+    return "  ".join(parts)
+
+
+def summary(store: Store, record: DemoRecord) -> dict[str, Any]:
+    """OUT/summary.json: cycles, decisions with reasons, versions, gates, rollouts, accuracy per batch."""
+    decisions, gates, rollouts = [], [], []
+    for c in record.cycles:
+        n = c.get("cycle")
+        d = c.get("decide") or {}
+        decisions.append({"cycle": n, "action": d.get("action", "none"), "reasons": d.get("reasons", []),
+                          "held": d.get("held", []), "triggers": d.get("triggers", [])})
+        g = c.get("gate") or {}
+        if g.get("status") in ("passed", "failed"):
+            gates.append({"cycle": n, "version": g.get("version"), "passed": g["status"] == "passed",
+                          "checks": g.get("checks", [])})
+        r = c.get("rollout") or {}
+        if r.get("outcome"):
+            rollouts.append({"cycle": n, "version": r.get("version"), "outcome": r["outcome"],
+                             "reasons": r.get("reasons", [])})
+    versions = [
+        {"version": v.version, "trigger": v.trigger, "parent": v.parent, "metrics": v.metrics,
+         "created_at": v.created_at}
+        for v in store.registry.list_versions(MODEL)
+    ]
+    return {
+        "model": MODEL,
+        "cycles": len(record.cycles),
+        "phases": record.phases,
+        "decisions": decisions,
+        "versions": versions,
+        "gates": gates,
+        "rollouts": rollouts,
+        "accuracy_per_batch": record.accuracy_per_batch,
+        "aliases": store.registry.get_aliases(MODEL),
+        "audit_entries": store.audit.verify().n_entries,
+    }
