@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Connection
 
 from evertrain.exceptions import ConflictError, InvalidNameError, NotFoundError, UsageError
 from evertrain.store import Store
@@ -109,6 +112,31 @@ def test_promoting_a_canary_clears_the_canary_alias(store: Store) -> None:
     store.registry.set_alias("m", "shadow", 3, actor="a")
     store.registry.promote("m", 2, actor="a")
     assert store.registry.get_aliases("m") == {"champion": 2, "canary": None, "shadow": 3}
+
+
+def test_promote_leaves_an_alias_that_moved_to_another_version_meanwhile(
+    store: Store, db_url: str, artifacts_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Promoting v2 clears the canary only if the canary is still on v2 when the move commits."""
+    for _ in range(3):
+        register(store)
+    store.registry.set_alias("m", "canary", 2, actor="a")
+    store.registry.set_alias("m", "shadow", 2, actor="a")
+    real_write = store.db.write
+
+    @contextlib.contextmanager
+    def someone_moves_the_canary_first() -> Iterator[Connection]:
+        monkeypatch.setattr(store.db, "write", real_write)
+        with Store(db_url, artifacts_url) as other:
+            other.registry.set_alias("m", "canary", 3, actor="other", expected=2)
+        with real_write() as conn:
+            yield conn
+
+    monkeypatch.setattr(store.db, "write", someone_moves_the_canary_first)
+    store.registry.promote("m", 2, actor="a", expected=None)
+    assert store.registry.get_aliases("m") == {"champion": 2, "canary": 3, "shadow": None}
+    cleared = [(h.alias, h.from_version, h.to_version) for h in store.registry.history("m")][-2:]
+    assert cleared == [("champion", None, 2), ("shadow", 2, None)]
 
 
 def test_rollback_walks_back_through_earlier_champions(store: Store) -> None:
