@@ -263,8 +263,18 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+        """A read transaction that sees one snapshot from its first query to its end.
+
+        SQLite's WAL readers do so already. PostgreSQL's default, READ COMMITTED, takes
+        a new snapshot per statement, so a reader of several tables (the audit chain and
+        its head, a version and its links) could mix states of a concurrent writer; a
+        read-only REPEATABLE READ transaction cannot, and never fails for it.
+        """
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                yield conn
 
     def dispose(self) -> None:
         if self._engine is not None:
