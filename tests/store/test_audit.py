@@ -142,6 +142,50 @@ def test_every_row_altered_removed_or_reordered_is_named(store: Store) -> None:
             assert (result.ok, result.first_bad_seq) == (False, bad), (change, result.problem)
 
 
+def test_a_rewritten_row_with_a_fresh_hash_is_still_caught(store: Store) -> None:
+    fill(store)
+    row = rows(store)[4]
+    row["reason"] = "nothing to see"
+    new_hash = entry_hash(
+        row["seq"], row["at"], row["actor"], row["action"], row["subject"], row["reason"], row["payload"],
+        row["prev_hash"],
+    )
+    run_sql(
+        store,
+        sa.update(audit_log).where(audit_log.c.seq == row["seq"]).values(reason=row["reason"], hash=new_hash),
+    )
+    result = store.audit.verify()
+    assert not result.ok
+    assert result.first_bad_seq == row["seq"] + 1
+    assert f"entry {row['seq']} rewritten" in (result.problem or "")
+
+
+def test_the_newest_row_rewritten_with_a_fresh_hash_is_caught_by_the_head(store: Store) -> None:
+    fill(store)
+    row = rows(store)[-1]
+    new_hash = entry_hash(
+        row["seq"], row["at"], "mallory", row["action"], row["subject"], row["reason"], row["payload"],
+        row["prev_hash"],
+    )
+    run_sql(store, sa.update(audit_log).where(audit_log.c.seq == row["seq"]).values(actor="mallory", hash=new_hash))
+    result = store.audit.verify()
+    assert (result.ok, result.first_bad_seq) == (False, N_ENTRIES)
+
+
+def test_a_row_slipped_in_after_the_head_is_named(store: Store) -> None:
+    fill(store)
+    last = rows(store)[-1]
+    forged = dict(last, seq=last["seq"] + 1, prev_hash=last["hash"], actor="mallory")
+    forged["hash"] = entry_hash(
+        forged["seq"], forged["at"], forged["actor"], forged["action"], forged["subject"], forged["reason"],
+        forged["payload"], forged["prev_hash"],
+    )
+    run_sql(store, sa.insert(audit_log).values(forged))
+    result = store.audit.verify()
+    assert (result.ok, result.first_bad_seq) == (False, N_ENTRIES + 1)
+    assert f"entry {N_ENTRIES + 1}" in (result.problem or "")
+
+
 def test_verify_is_not_fooled_by_entries_appended_while_it_reads(
     db_url: str, artifacts_url: str, tmp_path: Path, workers: Callable[[], Worker]
 ) -> None:
