@@ -86,7 +86,7 @@ def test_two_processes_opening_a_fresh_store_at_once_both_succeed(
     new_db_url: Callable[[], str], tmp_path: Path, workers: Callable[[], Worker]
 ) -> None:
     pair = [workers(), workers()]
-    for round_ in range(4):
+    for round_ in range(10):
         url, art = new_db_url(), str(tmp_path / f"art-{round_}")
         answers = race(pair, [["open", url, art], ["open", url, art]], first=round_ % 2)
         assert answers == [{"ok": True}, {"ok": True}]
