@@ -123,7 +123,15 @@ class AuditLog:
             rows = conn.execute(query).all()
         out = [
             AuditEntry(
-                r.seq, r.at, r.actor, r.action, r.subject, r.reason, json.loads(r.payload), r.prev_hash, r.hash
+                r.seq,
+                r.at,
+                r.actor,
+                r.action,
+                r.subject,
+                r.reason,
+                json.loads(r.payload),
+                r.prev_hash,
+                r.hash,
             )
             for r in rows
         ]

@@ -50,9 +50,7 @@ def snapshot_info(conn: Connection, snapshot_id: str) -> dict[str, Any]:
 
 
 class Lineage:
-    def __init__(
-        self, db: Database, registry: Registry, audit: AuditLog, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, db: Database, registry: Registry, audit: AuditLog, clock: Callable[[], float]) -> None:
         self.db = db
         self.registry = registry
         self.audit = audit
@@ -96,8 +94,13 @@ class Lineage:
                 action="gate",
                 subject=f"model/{model}/{version}",
                 reason="passed" if passed else "failed",
-                payload={"evaluation": eval_id, "champion": champion_version, "snapshot": snapshot_id,
-                         "passed": passed, "report": report},
+                payload={
+                    "evaluation": eval_id,
+                    "champion": champion_version,
+                    "snapshot": snapshot_id,
+                    "passed": passed,
+                    "report": report,
+                },
             )
             return eval_id
 
@@ -112,7 +115,9 @@ class Lineage:
                 .where(models.c.name == mv.model, model_versions.c.version == mv.version)
             ).scalar()
             rows = conn.execute(
-                sa.select(evaluations).where(evaluations.c.version_id == version_id).order_by(evaluations.c.id)
+                sa.select(evaluations)
+                .where(evaluations.c.version_id == version_id)
+                .order_by(evaluations.c.id)
             ).all()
         return [
             {
@@ -168,7 +173,5 @@ class Lineage:
                 .where(evaluations.c.snapshot_id == snapshot_id)
             ).all()
         uses = {(r.name, r.version, r.role) for r in linked} | {(r.name, r.version, "eval") for r in judged}
-        info["versions"] = [
-            {"model": m, "version": v, "role": role} for m, v, role in sorted(uses)
-        ]
+        info["versions"] = [{"model": m, "version": v, "role": role} for m, v, role in sorted(uses)]
         return info

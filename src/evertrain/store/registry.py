@@ -167,8 +167,13 @@ class Registry:
             if parent is not None:
                 self._require_version(conn, model_id, name, parent)
             for sid, _ in links:
-                if conn.execute(sa.select(snapshot_table.c.id).where(snapshot_table.c.id == sid)).first() is None:
-                    raise NotFoundError(f"snapshot {sid} is not recorded; snapshot the data before registering")
+                if (
+                    conn.execute(sa.select(snapshot_table.c.id).where(snapshot_table.c.id == sid)).first()
+                    is None
+                ):
+                    raise NotFoundError(
+                        f"snapshot {sid} is not recorded; snapshot the data before registering"
+                    )
             latest = conn.execute(
                 sa.select(sa.func.max(model_versions.c.version)).where(model_versions.c.model_id == model_id)
             ).scalar()
@@ -193,7 +198,9 @@ class Registry:
             )
             version_id = int(result.inserted_primary_key[0])  # type: ignore[index]
             for sid, role in dict.fromkeys(links):
-                conn.execute(sa.insert(version_snapshots).values(version_id=version_id, snapshot_id=sid, role=role))
+                conn.execute(
+                    sa.insert(version_snapshots).values(version_id=version_id, snapshot_id=sid, role=role)
+                )
             self.audit.append(
                 conn,
                 actor=actor,
@@ -311,7 +318,7 @@ class Registry:
         version: int | str | None,
         *,
         actor: str,
-        expected: int | None | _Unset = UNSET,
+        expected: int | _Unset | None = UNSET,
         reason: str | None = None,
         action: str = "set_alias",
         clear_others: bool = False,
@@ -354,7 +361,9 @@ class Registry:
                 # the target now are cleared, never one that moved on since the caller looked.
                 others = conn.execute(
                     sa.select(aliases.c.alias, aliases.c.revision)
-                    .where(aliases.c.model_id == model_id, aliases.c.version == target, aliases.c.alias != alias)
+                    .where(
+                        aliases.c.model_id == model_id, aliases.c.version == target, aliases.c.alias != alias
+                    )
                     .order_by(aliases.c.alias)
                     .with_for_update()
                 ).all()
@@ -390,7 +399,7 @@ class Registry:
         version: int | str,
         *,
         actor: str,
-        expected: int | None | _Unset = UNSET,
+        expected: int | _Unset | None = UNSET,
         reason: str | None = None,
     ) -> AliasMove:
         """Make ``version`` the champion; a canary, challenger or shadow alias on it is cleared."""
@@ -474,7 +483,9 @@ class Registry:
     ) -> None:
         if revision == 0:
             conn.execute(
-                sa.insert(aliases).values(model_id=model_id, alias=alias, version=version, revision=1, updated_at=now)
+                sa.insert(aliases).values(
+                    model_id=model_id, alias=alias, version=version, revision=1, updated_at=now
+                )
             )
             return
         result = conn.execute(
