@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from evertrain.store import Store
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-_pg_problem: str | None | bool = False  # False: not checked yet; None: reachable; str: why not
+_pg_problem: str | bool | None = False  # False: not checked yet; None: reachable; str: why not
 
 
 def _postgres_problem() -> str | None:

@@ -102,7 +102,18 @@ def test_storing_intact_bytes_again_repairs_a_corrupted_blob(artifacts: Artifact
 
 @pytest.mark.parametrize(
     "digest",
-    ["../../etc/passwd", "a/b", "ab" * 31 + "/x", "AB" * 32, "ab" * 31, "ab" * 33, "ab" * 31 + "a\x00", "", "..", 7],
+    [
+        "../../etc/passwd",
+        "a/b",
+        "ab" * 31 + "/x",
+        "AB" * 32,
+        "ab" * 31,
+        "ab" * 33,
+        "ab" * 31 + "a\x00",
+        "",
+        "..",
+        7,
+    ],
 )
 def test_a_digest_that_is_not_64_hex_characters_is_refused(artifacts: ArtifactStore, digest: object) -> None:
     for call in (artifacts.get, artifacts.exists, artifacts.path, artifacts.verify):

@@ -84,7 +84,9 @@ COLUMNS = ["at", "actor", "action", "subject", "reason", "payload", "prev_hash",
 tamper = st.one_of(
     st.tuples(st.just("alter"), st.integers(1, N_ENTRIES), st.sampled_from(COLUMNS)),
     st.tuples(st.just("delete"), st.integers(1, N_ENTRIES)),
-    st.tuples(st.just("swap"), st.integers(1, N_ENTRIES), st.integers(1, N_ENTRIES)).filter(lambda t: t[1] != t[2]),
+    st.tuples(st.just("swap"), st.integers(1, N_ENTRIES), st.integers(1, N_ENTRIES)).filter(
+        lambda t: t[1] != t[2]
+    ),
 )
 
 
@@ -106,7 +108,10 @@ def test_an_intact_chain_verifies(store: Store) -> None:
     result = store.audit.verify()
     assert (result.ok, result.n_entries) == (True, N_ENTRIES)
     assert [e.seq for e in store.audit.entries()] == list(range(1, N_ENTRIES + 1))
-    assert [e.action for e in store.audit.entries(subject_prefix="model/model-1/")][:2] == ["register", "promote"]
+    assert [e.action for e in store.audit.entries(subject_prefix="model/model-1/")][:2] == [
+        "register",
+        "promote",
+    ]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -147,7 +152,13 @@ def test_a_rewritten_row_with_a_fresh_hash_is_still_caught(store: Store) -> None
     row = rows(store)[4]
     row["reason"] = "nothing to see"
     new_hash = entry_hash(
-        row["seq"], row["at"], row["actor"], row["action"], row["subject"], row["reason"], row["payload"],
+        row["seq"],
+        row["at"],
+        row["actor"],
+        row["action"],
+        row["subject"],
+        row["reason"],
+        row["payload"],
         row["prev_hash"],
     )
     run_sql(
@@ -164,10 +175,19 @@ def test_the_newest_row_rewritten_with_a_fresh_hash_is_caught_by_the_head(store:
     fill(store)
     row = rows(store)[-1]
     new_hash = entry_hash(
-        row["seq"], row["at"], "mallory", row["action"], row["subject"], row["reason"], row["payload"],
+        row["seq"],
+        row["at"],
+        "mallory",
+        row["action"],
+        row["subject"],
+        row["reason"],
+        row["payload"],
         row["prev_hash"],
     )
-    run_sql(store, sa.update(audit_log).where(audit_log.c.seq == row["seq"]).values(actor="mallory", hash=new_hash))
+    run_sql(
+        store,
+        sa.update(audit_log).where(audit_log.c.seq == row["seq"]).values(actor="mallory", hash=new_hash),
+    )
     result = store.audit.verify()
     assert (result.ok, result.first_bad_seq) == (False, N_ENTRIES)
 
@@ -177,8 +197,14 @@ def test_a_row_slipped_in_after_the_head_is_named(store: Store) -> None:
     last = rows(store)[-1]
     forged = dict(last, seq=last["seq"] + 1, prev_hash=last["hash"], actor="mallory")
     forged["hash"] = entry_hash(
-        forged["seq"], forged["at"], forged["actor"], forged["action"], forged["subject"], forged["reason"],
-        forged["payload"], forged["prev_hash"],
+        forged["seq"],
+        forged["at"],
+        forged["actor"],
+        forged["action"],
+        forged["subject"],
+        forged["reason"],
+        forged["payload"],
+        forged["prev_hash"],
     )
     run_sql(store, sa.insert(audit_log).values(forged))
     result = store.audit.verify()

@@ -25,7 +25,9 @@ def register(store: Store, name: str = "m", **kwargs: object) -> ModelVersion:
 def test_versions_count_up_per_model_and_keep_what_was_registered(db_url: str, tmp_path: Path) -> None:
     ticks = itertools.count(1_700_000_000)
     with Store(db_url, str(tmp_path / "art"), clock=lambda: float(next(ticks))) as store:
-        first = register(store, metrics={"auc": 0.91}, params={"depth": 3}, trigger="drift", code_version="abc")
+        first = register(
+            store, metrics={"auc": 0.91}, params={"depth": 3}, trigger="drift", code_version="abc"
+        )
         second = register(store, parent=1, trigger="schedule")
         other = register(store, "other")
         assert (first.version, second.version, other.version) == (1, 2, 1)
@@ -92,7 +94,10 @@ def test_promote_moves_the_champion_only_from_the_expected_version(store: Store)
 
     assert store.registry.get_alias("m", "champion") == 2
     assert store.registry.resolve("m", "champion").version == 2
-    rows = [(h.from_version, h.to_version, h.expected_version, h.outcome, h.actor) for h in store.registry.history("m")]
+    rows = [
+        (h.from_version, h.to_version, h.expected_version, h.outcome, h.actor)
+        for h in store.registry.history("m")
+    ]
     assert rows == [
         (None, 1, None, "applied", "alice"),
         (1, 2, 1, "applied", "alice"),
