@@ -13,6 +13,7 @@ import sys
 import typer
 
 from evertrain.exceptions import EvertrainError
+from evertrain.faces._common import close_stores
 
 app = typer.Typer(
     name="evertrain",
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()  # type: ignore[attr-defined]
             return 2
         raise
+    finally:
+        close_stores()
     return result if isinstance(result, int) else 0
 
 
