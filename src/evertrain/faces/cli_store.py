@@ -191,14 +191,20 @@ def lineage(model: str, version: str, project: ProjectOpt = Path("."), as_json: 
     if as_json:
         print_json(info)
         return
-    console.print(f"[bold]{model} v{info['version']}[/]  trigger: {info['trigger'] or '-'}  "
-                  f"parent: {info['parent'] or '-'}  code: {(info['code_version'] or '-')[:12]}")
+    console.print(
+        f"[bold]{model} v{info['version']}[/]  trigger: {info['trigger'] or '-'}  "
+        f"parent: {info['parent'] or '-'}  code: {(info['code_version'] or '-')[:12]}"
+    )
     for snap in info["snapshots"]:
-        console.print(f"  {snap['role']:<8} snapshot {snap['id'][:12]}  {snap['n_rows']} rows  "
-                      f"from {', '.join(snap['sources']) or '-'}")
+        console.print(
+            f"  {snap['role']:<8} snapshot {snap['id'][:12]}  {snap['n_rows']} rows  "
+            f"from {', '.join(snap['sources']) or '-'}"
+        )
     for gate in info["gates"]:
-        console.print(f"  gate vs champion {gate['champion_version'] or '-'}: "
-                      f"{'passed' if gate['passed'] else 'FAILED'}")
+        console.print(
+            f"  gate vs champion {gate['champion_version'] or '-'}: "
+            f"{'passed' if gate['passed'] else 'FAILED'}"
+        )
 
 
 @audit_app.command("verify")
