@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from evertrain.exceptions import NotFoundError, UsageError
 from evertrain.store._tx import run_write
 from evertrain.store.metadata import Database, models, runs
+from evertrain.store.names import check_model_name
 
 RUN_STATES = ("running", "succeeded", "failed")
 
@@ -55,6 +56,9 @@ class Runs:
         params: dict[str, Any] | None = None,
         parent_id: str | None = None,
     ) -> Run:
+        if model is not None:
+            check_model_name(model)
+
         def work(conn: Connection) -> str:
             if key is not None:
                 found = conn.execute(sa.select(runs.c.id).where(runs.c.key == key)).scalar()
