@@ -58,7 +58,8 @@ ARTIFACTS_URL = Variable(
 )
 LOGS_URL = Variable(
     "EVERTRAIN_LOGS_URL",
-    "fsspec URL of the prediction and feedback logs (Parquet partitions). Default: <project>/.evertrain/logs.",
+    "fsspec URL of the prediction and feedback logs (Parquet partitions). "
+    "Default: <project>/.evertrain/logs.",
 )
 RAY_ADDRESS = Variable("EVERTRAIN_RAY_ADDRESS", "Address of a Ray cluster for the Ray executor (ray.init).")
 ADMIN_TOKEN = Variable("EVERTRAIN_ADMIN_TOKEN", "Bearer token that the admin HTTP routes require.")

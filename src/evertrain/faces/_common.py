@@ -21,8 +21,20 @@ ProjectOpt = Annotated[
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
 
+_opened: list[Store] = []
+
+
 def open_store(project: Path) -> Store:
-    return Store.for_project(project).open()
+    """The project's store, opened; ``close_stores`` closes it when the command ends."""
+    store = Store.for_project(project)
+    _opened.append(store)
+    return store.open()
+
+
+def close_stores() -> None:
+    """Close every store this command opened (their pooled database connections)."""
+    while _opened:
+        _opened.pop().close()
 
 
 def print_json(value: Any) -> None:

@@ -13,6 +13,7 @@ import sys
 import typer
 
 from evertrain.exceptions import EvertrainError
+from evertrain.faces._common import close_stores
 
 app = typer.Typer(
     name="evertrain",
@@ -40,14 +41,34 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         sys.stderr.write("aborted\n")
         return 2
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        if isinstance(exc, _usage_errors()):
+            exc.show()  # type: ignore[attr-defined]
             return 2
         raise
+    finally:
+        close_stores()
     return result if isinstance(result, int) else 0
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Bad command lines, as the installed typer raises them.
+
+    Recent typer releases carry their own copy of click, whose errors derive from
+    ``typer.TyperException`` and not from ``click.ClickException``; older ones raise
+    click's. Both mean a bad command line: exit 2.
+    """
+    kinds: list[type[Exception]] = []
+    vendored = getattr(typer, "TyperException", None)
+    if isinstance(vendored, type):
+        kinds.append(vendored)
+    try:
+        import click
+    except ImportError:  # pragma: no cover - only typer's own copy is installed
+        pass
+    else:
+        kinds.append(click.ClickException)
+    return tuple(kinds)
 
 
 if __name__ == "__main__":  # pragma: no cover

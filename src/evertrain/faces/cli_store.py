@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -38,7 +39,11 @@ def git_sha(folder: Path) -> str | None:
 
     try:
         out = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -49,8 +54,12 @@ def git_sha(folder: Path) -> str | None:
 @app.command()
 def register(
     model: Annotated[str, typer.Argument(help="Model name.")],
-    file: Annotated[Path, typer.Argument(help="The model file (.skops, LightGBM text, .safetensors, .json).")],
-    framework: Annotated[str | None, typer.Option(help="Format of FILE; inferred from its suffix if omitted.")] = None,
+    file: Annotated[
+        Path, typer.Argument(help="The model file (.skops, LightGBM text, .safetensors, .json).")
+    ],
+    framework: Annotated[
+        str | None, typer.Option(help="Format of FILE; inferred from its suffix if omitted.")
+    ] = None,
     metrics: Annotated[str | None, typer.Option(help='Metrics as a JSON object, e.g. {"auc": 0.91}.')] = None,
     reason: Annotated[str | None, typer.Option(help="Why this version is registered.")] = None,
     project: ProjectOpt = Path("."),
@@ -87,7 +96,9 @@ def register(
     if as_json:
         print_json(mv.to_dict())
     else:
-        console.print(f"registered [bold]{model}[/] version [bold]{mv.version}[/] ({fw}, sha256 {digest[:12]})")
+        console.print(
+            f"registered [bold]{model}[/] version [bold]{mv.version}[/] ({fw}, sha256 {digest[:12]})"
+        )
 
 
 def _version_json(v: Any) -> dict[str, Any]:
@@ -121,7 +132,9 @@ def versions(model: str, project: ProjectOpt = Path("."), as_json: JsonFlag = Fa
             v.framework,
             v.trigger or "-",
             str(v.parent or "-"),
-            ", ".join(f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}" for k, val in v.metrics.items()),
+            ", ".join(
+                f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}" for k, val in v.metrics.items()
+            ),
         )
     console.print(table)
 
@@ -136,6 +149,7 @@ def promote(
         typer.Option(help="Champion version this promotion expects to replace ('none' if there is none)."),
     ] = None,
     project: ProjectOpt = Path("."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Make VERSION the champion of MODEL (compare-and-swap on the champion alias)."""
     check_model_name(model)
@@ -145,6 +159,9 @@ def promote(
         kwargs["expected"] = None if expect.lower() == "none" else parse_version(expect)
     store = open_store(project)
     move = store.registry.promote(model, number, actor=settings.actor(), reason=reason, **kwargs)
+    if as_json:
+        print_json(dataclasses.asdict(move))
+        return
     console.print(f"{model}: champion {move.from_version or '-'} -> {move.to_version}")
 
 
@@ -153,11 +170,15 @@ def rollback(
     model: str,
     reason: Annotated[str | None, typer.Option(help="Why.")] = None,
     project: ProjectOpt = Path("."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Point MODEL's champion back at the champion before it."""
     check_model_name(model)
     store = open_store(project)
     move = store.registry.rollback(model, actor=settings.actor(), reason=reason)
+    if as_json:
+        print_json(dataclasses.asdict(move))
+        return
     console.print(f"{model}: champion rolled back {move.from_version} -> {move.to_version}")
 
 
@@ -170,14 +191,20 @@ def lineage(model: str, version: str, project: ProjectOpt = Path("."), as_json: 
     if as_json:
         print_json(info)
         return
-    console.print(f"[bold]{model} v{info['version']}[/]  trigger: {info['trigger'] or '-'}  "
-                  f"parent: {info['parent'] or '-'}  code: {(info['code_version'] or '-')[:12]}")
+    console.print(
+        f"[bold]{model} v{info['version']}[/]  trigger: {info['trigger'] or '-'}  "
+        f"parent: {info['parent'] or '-'}  code: {(info['code_version'] or '-')[:12]}"
+    )
     for snap in info["snapshots"]:
-        console.print(f"  {snap['role']:<8} snapshot {snap['id'][:12]}  {snap['n_rows']} rows  "
-                      f"from {', '.join(snap['sources']) or '-'}")
+        console.print(
+            f"  {snap['role']:<8} snapshot {snap['id'][:12]}  {snap['n_rows']} rows  "
+            f"from {', '.join(snap['sources']) or '-'}"
+        )
     for gate in info["gates"]:
-        console.print(f"  gate vs champion {gate['champion_version'] or '-'}: "
-                      f"{'passed' if gate['passed'] else 'FAILED'}")
+        console.print(
+            f"  gate vs champion {gate['champion_version'] or '-'}: "
+            f"{'passed' if gate['passed'] else 'FAILED'}"
+        )
 
 
 @audit_app.command("verify")
@@ -221,7 +248,11 @@ def status_data(store: Store) -> dict[str, Any]:
     for name in store.registry.list_models():
         held = store.registry.get_aliases(name)
         aliases = {a: held.get(a) for a in KNOWN_ALIASES}
-        entry: dict[str, Any] = {"name": name, "aliases": aliases, "n_versions": len(store.registry.list_versions(name))}
+        entry: dict[str, Any] = {
+            "name": name,
+            "aliases": aliases,
+            "n_versions": len(store.registry.list_versions(name)),
+        }
         entry.update(status_extras.for_model(store, name))
         out.append(entry)
     return {"models": out}

@@ -24,7 +24,17 @@ from evertrain.store.metadata import Database
 from evertrain.store.registry import ModelVersion, Registry
 from evertrain.store.runs import Run, Runs
 
-__all__ = ["ArtifactStore", "AuditLog", "Database", "Lineage", "ModelVersion", "Registry", "Run", "Runs", "Store"]
+__all__ = [
+    "ArtifactStore",
+    "AuditLog",
+    "Database",
+    "Lineage",
+    "ModelVersion",
+    "Registry",
+    "Run",
+    "Runs",
+    "Store",
+]
 
 
 class Store:

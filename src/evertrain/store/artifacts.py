@@ -65,10 +65,14 @@ class ArtifactStore:
         return bool(self.fs.exists(self.path(digest)))
 
     def put(self, data: bytes) -> str:
-        """Store ``data`` and return its sha256; storing the same bytes twice is a no-op."""
+        """Store ``data`` and return its sha256.
+
+        Storing the same bytes twice is a no-op while the stored copy is intact; a copy that
+        no longer hashes to its name (damaged on disk) is replaced by these good bytes.
+        """
         digest = sha256_bytes(data)
         final = self.path(digest)
-        if self.fs.exists(final):
+        if self.fs.exists(final) and self._stored_hash(final) == digest:
             return digest
         tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
         try:
@@ -82,6 +86,14 @@ class ArtifactStore:
         except OSError as exc:
             raise StoreError(f"cannot write artifact {digest[:12]} under {self.url}: {exc}") from None
         return digest
+
+    def _stored_hash(self, path: str) -> str | None:
+        try:
+            if self._local:
+                return sha256_file(path)
+            return sha256_bytes(self.fs.cat_file(path))
+        except FileNotFoundError:
+            return None
 
     def put_file(self, path: str | os.PathLike[str]) -> str:
         with open(path, "rb") as fh:

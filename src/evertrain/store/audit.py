@@ -123,7 +123,15 @@ class AuditLog:
             rows = conn.execute(query).all()
         out = [
             AuditEntry(
-                r.seq, r.at, r.actor, r.action, r.subject, r.reason, json.loads(r.payload), r.prev_hash, r.hash
+                r.seq,
+                r.at,
+                r.actor,
+                r.action,
+                r.subject,
+                r.reason,
+                json.loads(r.payload),
+                r.prev_hash,
+                r.hash,
             )
             for r in rows
         ]
@@ -149,7 +157,8 @@ class AuditLog:
                     len(rows),
                     row.seq,
                     f"entry {row.seq} ({row.action} {row.subject}) does not follow entry {row.seq - 1}: "
-                    "its previous-hash does not match (removed or reordered)",
+                    f"its previous-hash does not match (entries removed or reordered, or entry {row.seq - 1} "
+                    "rewritten with a new hash)",
                 )
             actual = entry_hash(
                 row.seq, row.at, row.actor, row.action, row.subject, row.reason, row.payload, row.prev_hash
@@ -168,12 +177,22 @@ class AuditLog:
             if rows:
                 return VerifyResult(False, len(rows), last, "the chain head record is missing")
             return VerifyResult(True, 0)
-        if head.seq != last or head.hash != prev:
-            if head.seq > last:
-                return VerifyResult(
-                    False, len(rows), last + 1, f"entry {last + 1} is missing (the head says {head.seq} entries)"
-                )
+        if head.seq > last:
             return VerifyResult(
-                False, len(rows), head.seq, f"the chain head does not match entry {last}: altered"
+                False, len(rows), last + 1, f"entry {last + 1} is missing (the head says {head.seq} entries)"
+            )
+        if head.seq < last:
+            return VerifyResult(
+                False,
+                len(rows),
+                head.seq + 1,
+                f"entry {head.seq + 1} was added outside the log: the chain head ends at entry {head.seq}",
+            )
+        if head.hash != prev:
+            return VerifyResult(
+                False,
+                len(rows),
+                last,
+                f"entry {last} was rewritten with a new hash: the chain head recorded another one",
             )
         return VerifyResult(True, len(rows))

@@ -6,7 +6,7 @@ version was trained and judged on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from evertrain.exceptions import NotFoundError
 from evertrain.store._tx import run_write
+from evertrain.store.artifacts import check_digest
 from evertrain.store.audit import AuditLog
 from evertrain.store.metadata import (
     Database,
@@ -50,13 +51,61 @@ def snapshot_info(conn: Connection, snapshot_id: str) -> dict[str, Any]:
 
 
 class Lineage:
-    def __init__(
-        self, db: Database, registry: Registry, audit: AuditLog, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, db: Database, registry: Registry, audit: AuditLog, clock: Callable[[], float]) -> None:
         self.db = db
         self.registry = registry
         self.audit = audit
         self.clock = clock
+
+    def record_snapshot(
+        self,
+        snapshot_id: str,
+        *,
+        n_rows: int,
+        schema: dict[str, Any],
+        size_bytes: int,
+        sources: Iterable[str] = (),
+        time_column: str | None = None,
+        time_min: float | None = None,
+        time_max: float | None = None,
+    ) -> dict[str, Any]:
+        """Record a frozen table whose bytes are in the artifact store under ``snapshot_id``.
+
+        The id is the sha256 of those bytes, so the same table recorded twice is one
+        snapshot: recording it again only adds sources it did not list yet.
+        """
+        check_digest(snapshot_id)
+        if not self.registry.artifacts.exists(snapshot_id):
+            raise NotFoundError(f"snapshot {snapshot_id} is not in the artifact store; store its bytes first")
+        wanted = sorted(set(sources))
+
+        def work(conn: Connection) -> None:
+            found = conn.execute(sa.select(snapshots.c.id).where(snapshots.c.id == snapshot_id)).first()
+            if found is None:
+                conn.execute(
+                    sa.insert(snapshots).values(
+                        id=snapshot_id,
+                        n_rows=n_rows,
+                        schema=schema,
+                        time_column=time_column,
+                        time_min=time_min,
+                        time_max=time_max,
+                        size_bytes=size_bytes,
+                        created_at=self.clock(),
+                    )
+                )
+            known = set(
+                conn.execute(
+                    sa.select(snapshot_sources.c.source).where(snapshot_sources.c.snapshot_id == snapshot_id)
+                ).scalars()
+            )
+            for source in wanted:
+                if source not in known:
+                    conn.execute(sa.insert(snapshot_sources).values(snapshot_id=snapshot_id, source=source))
+
+        run_write(self.db, work)
+        with self.db.read() as conn:
+            return snapshot_info(conn, snapshot_id)
 
     def record_evaluation(
         self,
@@ -96,8 +145,13 @@ class Lineage:
                 action="gate",
                 subject=f"model/{model}/{version}",
                 reason="passed" if passed else "failed",
-                payload={"evaluation": eval_id, "champion": champion_version, "snapshot": snapshot_id,
-                         "passed": passed, "report": report},
+                payload={
+                    "evaluation": eval_id,
+                    "champion": champion_version,
+                    "snapshot": snapshot_id,
+                    "passed": passed,
+                    "report": report,
+                },
             )
             return eval_id
 
@@ -112,7 +166,9 @@ class Lineage:
                 .where(models.c.name == mv.model, model_versions.c.version == mv.version)
             ).scalar()
             rows = conn.execute(
-                sa.select(evaluations).where(evaluations.c.version_id == version_id).order_by(evaluations.c.id)
+                sa.select(evaluations)
+                .where(evaluations.c.version_id == version_id)
+                .order_by(evaluations.c.id)
             ).all()
         return [
             {
@@ -168,7 +224,5 @@ class Lineage:
                 .where(evaluations.c.snapshot_id == snapshot_id)
             ).all()
         uses = {(r.name, r.version, r.role) for r in linked} | {(r.name, r.version, "eval") for r in judged}
-        info["versions"] = [
-            {"model": m, "version": v, "role": role} for m, v, role in sorted(uses)
-        ]
+        info["versions"] = [{"model": m, "version": v, "role": role} for m, v, role in sorted(uses)]
         return info

@@ -11,6 +11,9 @@ under round trips, and easy to drive from an injected clock.
 from __future__ import annotations
 
 import contextlib
+import random
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -179,15 +182,36 @@ audit_head = sa.Table(
 )
 
 
+_SQLITE_BUSY_S = 60.0
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN is off).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_S * 1000)}")
+    _sqlite_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=60000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_wal(cursor: Any) -> None:
+    """Switch the file to WAL (it stays so; later openers find it done).
+
+    The switch needs an exclusive lock, and when two processes open a fresh file
+    together SQLite may answer "database is locked" at once instead of calling the
+    busy handler; so the switch is retried, for as long as the busy timeout.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -263,8 +287,18 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+        """A read transaction that sees one snapshot from its first query to its end.
+
+        SQLite's WAL readers do so already. PostgreSQL's default, READ COMMITTED, takes
+        a new snapshot per statement, so a reader of several tables (the audit chain and
+        its head, a version and its links) could mix states of a concurrent writer; a
+        read-only REPEATABLE READ transaction cannot, and never fails for it.
+        """
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                yield conn
 
     def dispose(self) -> None:
         if self._engine is not None:

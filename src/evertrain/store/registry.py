@@ -28,9 +28,9 @@ from evertrain.store.metadata import (
     aliases,
     model_versions,
     models,
-    snapshots,
     version_snapshots,
 )
+from evertrain.store.metadata import snapshots as snapshot_table
 from evertrain.store.names import check_alias, check_model_name, parse_version
 
 
@@ -167,8 +167,13 @@ class Registry:
             if parent is not None:
                 self._require_version(conn, model_id, name, parent)
             for sid, _ in links:
-                if conn.execute(sa.select(snapshots.c.id).where(snapshots.c.id == sid)).first() is None:
-                    raise NotFoundError(f"snapshot {sid} is not recorded; snapshot the data before registering")
+                if (
+                    conn.execute(sa.select(snapshot_table.c.id).where(snapshot_table.c.id == sid)).first()
+                    is None
+                ):
+                    raise NotFoundError(
+                        f"snapshot {sid} is not recorded; snapshot the data before registering"
+                    )
             latest = conn.execute(
                 sa.select(sa.func.max(model_versions.c.version)).where(model_versions.c.model_id == model_id)
             ).scalar()
@@ -193,7 +198,9 @@ class Registry:
             )
             version_id = int(result.inserted_primary_key[0])  # type: ignore[index]
             for sid, role in dict.fromkeys(links):
-                conn.execute(sa.insert(version_snapshots).values(version_id=version_id, snapshot_id=sid, role=role))
+                conn.execute(
+                    sa.insert(version_snapshots).values(version_id=version_id, snapshot_id=sid, role=role)
+                )
             self.audit.append(
                 conn,
                 actor=actor,
@@ -311,25 +318,25 @@ class Registry:
         version: int | str | None,
         *,
         actor: str,
-        expected: int | None | _Unset = UNSET,
+        expected: int | _Unset | None = UNSET,
         reason: str | None = None,
         action: str = "set_alias",
-        also_clear: Iterable[str] = (),
+        clear_others: bool = False,
     ) -> AliasMove:
         """Point ``alias`` at ``version`` (``None`` clears it) if it still holds ``expected``.
 
         Without ``expected`` the alias is compared with what it held when this call read
         it, which still refuses to overwrite a move that another process made meanwhile.
-        ``also_clear`` names aliases that are cleared in the same transaction (promoting
-        a canary clears ``canary``). A lost race raises :class:`ConflictError` after the
-        attempt is written to the alias history.
+        With ``clear_others``, every other alias that holds ``version`` when the move
+        commits is cleared in the same transaction (promoting a canary clears ``canary``;
+        a canary moved elsewhere meanwhile stays). A lost race raises
+        :class:`ConflictError` after the attempt is written to the alias history.
         """
         check_model_name(name)
         check_alias(alias)
         target = None if version is None else parse_version(version)
         if expected is not UNSET and expected is not None:
             expected = parse_version(expected)  # type: ignore[arg-type]
-        clear = [check_alias(a) for a in also_clear if a != alias]
         if expected is UNSET:
             with self.db.read() as conn:
                 expected = self._alias_row(conn, self._model_id(conn, name), alias)[0]
@@ -349,16 +356,25 @@ class Registry:
             move = AliasMove(name, alias, current, target, want, "applied", action, actor, reason, now)
             self._history(conn, model_id, move)
             cleared = {}
-            for other in clear:
-                held, other_rev = self._alias_row(conn, model_id, other, lock=True)
-                if held is not None:
-                    self._write_alias(conn, model_id, other, None, other_rev, now)
+            if clear_others and target is not None:
+                # Read under the locks this transaction holds, so only aliases that are on
+                # the target now are cleared, never one that moved on since the caller looked.
+                others = conn.execute(
+                    sa.select(aliases.c.alias, aliases.c.revision)
+                    .where(
+                        aliases.c.model_id == model_id, aliases.c.version == target, aliases.c.alias != alias
+                    )
+                    .order_by(aliases.c.alias)
+                    .with_for_update()
+                ).all()
+                for other, other_rev in others:
+                    self._write_alias(conn, model_id, other, None, int(other_rev), now)
                     self._history(
                         conn,
                         model_id,
-                        AliasMove(name, other, held, None, held, "applied", action, actor, reason, now),
+                        AliasMove(name, other, target, None, target, "applied", action, actor, reason, now),
                     )
-                    cleared[other] = held
+                    cleared[other] = target
             self.audit.append(
                 conn,
                 actor=actor,
@@ -383,21 +399,19 @@ class Registry:
         version: int | str,
         *,
         actor: str,
-        expected: int | None | _Unset = UNSET,
+        expected: int | _Unset | None = UNSET,
         reason: str | None = None,
     ) -> AliasMove:
         """Make ``version`` the champion; a canary, challenger or shadow alias on it is cleared."""
-        number = parse_version(version)
-        held = {a: v for a, v in self.get_aliases(name).items() if v == number and a != CHAMPION}
         return self.set_alias(
             name,
             CHAMPION,
-            number,
+            parse_version(version),
             actor=actor,
             expected=expected,
             reason=reason,
             action="promote",
-            also_clear=held,
+            clear_others=True,
         )
 
     def champion_stack(self, name: str) -> list[int]:
@@ -469,7 +483,9 @@ class Registry:
     ) -> None:
         if revision == 0:
             conn.execute(
-                sa.insert(aliases).values(model_id=model_id, alias=alias, version=version, revision=1, updated_at=now)
+                sa.insert(aliases).values(
+                    model_id=model_id, alias=alias, version=version, revision=1, updated_at=now
+                )
             )
             return
         result = conn.execute(

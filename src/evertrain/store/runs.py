@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from evertrain.exceptions import NotFoundError, UsageError
 from evertrain.store._tx import run_write
 from evertrain.store.metadata import Database, models, runs
+from evertrain.store.names import check_model_name
 
 RUN_STATES = ("running", "succeeded", "failed")
 
@@ -55,6 +56,9 @@ class Runs:
         params: dict[str, Any] | None = None,
         parent_id: str | None = None,
     ) -> Run:
+        if model is not None:
+            check_model_name(model)
+
         def work(conn: Connection) -> str:
             if key is not None:
                 found = conn.execute(sa.select(runs.c.id).where(runs.c.key == key)).scalar()
@@ -71,8 +75,17 @@ class Runs:
             now = self.clock()
             conn.execute(
                 sa.insert(runs).values(
-                    id=run_id, key=key, kind=kind, model_id=model_id, parent_id=parent_id, status="running",
-                    params=params or {}, metrics={}, created_at=now, started_at=now, heartbeat_at=now,
+                    id=run_id,
+                    key=key,
+                    kind=kind,
+                    model_id=model_id,
+                    parent_id=parent_id,
+                    status="running",
+                    params=params or {},
+                    metrics={},
+                    created_at=now,
+                    started_at=now,
+                    heartbeat_at=now,
                 )
             )
             return run_id
@@ -135,8 +148,17 @@ class Runs:
     @staticmethod
     def _run(row: Any) -> Run:
         return Run(
-            id=row.id, key=row.key, kind=row.kind, model=row.model_name, parent_id=row.parent_id,
-            status=row.status, params=dict(row.params or {}), metrics=dict(row.metrics or {}),
-            result=row.result, error=row.error, created_at=row.created_at, started_at=row.started_at,
+            id=row.id,
+            key=row.key,
+            kind=row.kind,
+            model=row.model_name,
+            parent_id=row.parent_id,
+            status=row.status,
+            params=dict(row.params or {}),
+            metrics=dict(row.metrics or {}),
+            result=row.result,
+            error=row.error,
+            created_at=row.created_at,
+            started_at=row.started_at,
             ended_at=row.ended_at,
         )

@@ -1,0 +1,136 @@
+"""Fixtures every test shares: a clean environment and a fresh store on each backend.
+
+Each test runs in its own temporary folder with every ``EVERTRAIN_*`` variable removed.
+The ``db_url`` and ``store`` fixtures are parametrized over SQLite and PostgreSQL, so a
+test that takes them runs on both. PostgreSQL tests get a schema of their own (dropped
+afterwards) in the database named by ``TEST_POSTGRES_URL`` (default: the local server's
+``test`` database). With ``CI`` set a missing server fails those tests; elsewhere they skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from evertrain.store import Store
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+_pg_problem: str | bool | None = False  # False: not checked yet; None: reachable; str: why not
+
+
+def _postgres_problem() -> str | None:
+    """Why the PostgreSQL server cannot be used, or None when it can (checked once)."""
+    global _pg_problem
+    if _pg_problem is False:
+        import psycopg
+
+        try:
+            with psycopg.connect(POSTGRES_URL, connect_timeout=5) as conn:
+                conn.execute("SELECT 1")
+            _pg_problem = None
+        except psycopg.Error as exc:
+            _pg_problem = f"PostgreSQL at {POSTGRES_URL} is not reachable: {str(exc).strip()}"
+    return _pg_problem  # type: ignore[return-value]
+
+
+def require_postgres() -> None:
+    """Skip (or, with CI set, fail) the calling test when PostgreSQL is not reachable."""
+    problem = _postgres_problem()
+    if problem is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set, so PostgreSQL tests must run: {problem}", pytrace=False)
+    pytest.skip(problem)
+
+
+class PostgresSchemas:
+    """Creates throwaway schemas and hands out URLs whose search_path points into them."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self._engine = sa.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+
+    def new_url(self) -> str:
+        schema = f"et_{uuid.uuid4().hex[:16]}"
+        with self._engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        self.created.append(schema)
+        sep = "&" if "?" in POSTGRES_URL else "?"
+        return f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+
+    def drop_all(self) -> None:
+        with self._engine.begin() as conn:
+            for schema in self.created:
+                conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        self._engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No ``EVERTRAIN_*`` variable leaks in, and the test runs inside its own empty folder."""
+    for name in list(os.environ):
+        if name.startswith("EVERTRAIN_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("EVERTRAIN_ACTOR", "tester")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def pg_schemas() -> Iterator[PostgresSchemas]:
+    """Fresh PostgreSQL schemas for one test; they are dropped when it ends."""
+    require_postgres()
+    schemas = PostgresSchemas()
+    try:
+        yield schemas
+    finally:
+        schemas.drop_all()
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def new_db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
+    """A factory of fresh, empty metadata databases on the test's backend."""
+    if backend == "sqlite":
+        counter = iter(range(1_000_000))
+
+        def sqlite_url() -> str:
+            return f"sqlite:///{tmp_path / f'meta-{next(counter)}.db'}"
+
+        yield sqlite_url
+        return
+    schemas: PostgresSchemas = request.getfixturevalue("pg_schemas")
+    yield schemas.new_url
+
+
+@pytest.fixture
+def db_url(new_db_url: Callable[[], str]) -> str:
+    """The URL of an empty metadata database on the test's backend."""
+    return new_db_url()
+
+
+@pytest.fixture
+def artifacts_url(tmp_path: Path) -> str:
+    return str(tmp_path / "artifacts")
+
+
+@pytest.fixture
+def store(db_url: str, artifacts_url: str) -> Iterator[Store]:
+    """An opened store on the test's backend, with its artifacts in the test's folder."""
+    opened = Store(db_url, artifacts_url).open()
+    try:
+        yield opened
+    finally:
+        opened.close()

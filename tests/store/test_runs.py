@@ -1,0 +1,42 @@
+"""Runs: every step recorded; a keyed run started again is the same run."""
+
+from __future__ import annotations
+
+import pytest
+
+from evertrain.exceptions import InvalidNameError, NotFoundError, UsageError
+from evertrain.store import Store
+
+
+def test_a_keyed_run_is_found_again_after_a_restart(store: Store) -> None:
+    run = store.runs.start("train", model="m", key="cycle-1/train", params={"lr": 0.1})
+    again = store.runs.start("train", model="m", key="cycle-1/train", params={"lr": 0.2})
+    assert again.id == run.id and again.params == {"lr": 0.1}
+    assert store.runs.find("cycle-1/train") == run
+    assert store.runs.find("cycle-2/train") is None
+    assert (run.status, run.model, run.kind) == ("running", "m", "train")
+
+
+def test_finishing_a_run_records_its_outcome(store: Store) -> None:
+    ok = store.runs.start("train", model="m")
+    bad = store.runs.start("evaluate", model="m")
+    store.runs.finish(ok.id, "succeeded", metrics={"auc": 0.9}, result={"version": 1})
+    failed = store.runs.finish(bad.id, "failed", error="out of memory")
+    assert (failed.status, failed.error) == ("failed", "out of memory")
+    done = store.runs.get(ok.id)
+    assert (done.status, done.metrics, done.result) == ("succeeded", {"auc": 0.9}, {"version": 1})
+    assert done.ended_at is not None
+    assert [r.id for r in store.runs.list(model="m")] == [ok.id, bad.id]
+    assert [r.id for r in store.runs.list(kind="evaluate")] == [bad.id]
+    with pytest.raises(UsageError):
+        store.runs.finish(ok.id, "running")
+    with pytest.raises(NotFoundError):
+        store.runs.finish("nope", "failed")
+    with pytest.raises(NotFoundError):
+        store.runs.get("nope")
+
+
+def test_a_run_cannot_create_a_model_with_a_path_in_its_name(store: Store) -> None:
+    with pytest.raises(InvalidNameError):
+        store.runs.start("train", model="../escape")
+    assert store.registry.list_models() == []
