@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 
 # Command modules register on `app` when imported; keep these imports below `app`.
+import evertrain.faces.cli_monitor  # noqa: E402, F401
 from evertrain.faces import cli_store  # noqa: E402
 
 __all__ = ["app", "cli_store", "main"]
