@@ -105,18 +105,42 @@ class _Binner:
         self.simple = m < 2 or not (edges[-1] > edges[0])
         if self.simple:
             return
-        self.lo = float(edges[0])
+        # Heavy tails crowd the edges into a few cells of a uniform grid; a grid on
+        # asinh((x - centre) / scale) spreads them out again. Keep whichever crowds less.
+        self.center, self.spread = 0.0, 0.0
+        self._grid(edges)
+        if self.any_crowded or self.comparisons > 2:
+            q1, q2, q3 = edges[[m // 4, m // 2, (3 * m) // 4]]
+            spread = float(q3 - q1) / 2 or 1.0
+            identity = (self.crowded_share, self.comparisons, dict(self.__dict__))
+            self.center, self.spread = float(q2), spread
+            self._grid(self._transform(edges))
+            if (identity[0], identity[1]) <= (self.crowded_share, self.comparisons):
+                self.__dict__.update(identity[2])
+
+    def _transform(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        t = np.subtract(x, self.center, out=out)
+        np.divide(t, self.spread, out=t)
+        return np.arcsinh(t, out=t)
+
+    def _grid(self, keys: np.ndarray) -> None:
+        """The lookup table over ``keys`` (the edges, possibly transformed)."""
+        edges, m = self.edges, self.edges.size
+        self.lo = float(keys[0])
         cells = _LUT_CELLS_PER_EDGE * m
         self.cells = cells
-        self.scale = cells / (float(edges[-1]) - self.lo)
+        self.scale = cells / (float(keys[-1]) - self.lo)
         points = self.lo + np.arange(-2, cells + 3, dtype=np.float64) / self.scale
-        ranks = np.searchsorted(edges, points, side="right")
+        ranks = np.searchsorted(keys, points, side="right")
         lower = ranks[: cells + 2]  # first possible bin of cell k = c + 1 (one cell lower)
         upper = ranks[3 : cells + 5]  # last possible bin (one cell higher)
         width = upper - lower
         self.comparisons = int(min(width.max(), _LUT_MAX_COMPARISONS))
         self.crowded = width > _LUT_MAX_COMPARISONS
         self.any_crowded = bool(self.crowded.any())
+        # Bins are equal-mass, so the share of edges in crowded cells is about the share
+        # of values that will need binary search.
+        self.crowded_share = float(width[self.crowded].sum() / max(width.sum(), 1))
         self.lower = lower.astype(np.intp)
         self.padded = np.concatenate((edges, np.full(self.comparisons + 1, np.inf)))
 
@@ -126,7 +150,11 @@ class _Binner:
             return np.searchsorted(self.edges, x, side="right").astype(np.intp)
         w = work if work is not None and work.size == x.size else _Workspace(x.size)
         t, cell, base, probe, hit = w.floats, w.index, w.base, w.probe, w.hits
-        np.subtract(x, self.lo, out=t)
+        if self.spread:
+            self._transform(x, out=t)
+            np.subtract(t, self.lo, out=t)
+        else:
+            np.subtract(x, self.lo, out=t)
         np.multiply(t, self.scale, out=t)
         np.add(t, 1.0, out=t)
         np.clip(t, 0.0, self.cells + 1.0, out=t)
