@@ -78,6 +78,9 @@ _LUT_CELLS_PER_EDGE = 16
 #: Values whose lookup cell spans more edges than this are binned by binary search.
 _LUT_MAX_COMPARISONS = 4
 FORMAT_VERSION = 1
+#: Relative size under which a bin's offset sum counts as zero (all values on its left
+#: edge); summation rounding of a million equal values stays far below it.
+_ATOM_TOLERANCE = 1e-9
 #: Profiling threads by default; more rarely helps, since a column pass is memory-bound.
 MAX_THREADS = 4
 #: Below this many rows, threads cost more than they save.
@@ -300,7 +303,8 @@ class NumericProfile:
         if sketch_k is not None:
             prof.sketch = kll_doubles_sketch(sketch_k)
             if n:
-                prof.sketch.update(x)
+                # The binding takes only writable arrays; Arrow hands out read-only views.
+                prof.sketch.update(np.require(x, dtype=np.float64, requirements=["C", "W"]))
         return prof
 
     def merge(self, other: NumericProfile) -> NumericProfile:
@@ -626,8 +630,6 @@ def compare_numeric_profiles(
     below_p = np.concatenate(([0.0], np.cumsum(p)[:-1]))  # share strictly below each bin
     below_q = np.concatenate(([0.0], np.cumsum(q)[:-1]))
     h_left = below_p - below_q  # F - G just below each bin (at each edge, for bins 1..)
-    d = float(np.abs(h_left[1:]).max()) if edges.size else 0.0
-    ks_error = float(np.maximum(p, q).max())
     lo = min(reference.minimum, current.minimum)
     hi = max(reference.maximum, current.maximum)
     if edges.size:
@@ -638,6 +640,19 @@ def compare_numeric_profiles(
         lefts, rights, anchors = np.array([lo]), np.array([hi]), np.zeros(1)
     width = rights - lefts
     reach = rights - anchors
+    # A bin whose values all sit on its left edge (discrete data: one value per bin) has
+    # F - G constant inside it, so it adds no error: evaluate it just after the edge.
+    scale = np.abs(anchors) + width
+    atom = (np.abs(ref_offsets) <= _ATOM_TOLERANCE * r * scale) & (
+        np.abs(cur_offsets) <= _ATOM_TOLERANCE * c * scale
+    )
+    atom[0] = (r[0] == 0) & (c[0] == 0)  # the open lower bin holds values below its anchor
+    h_after = h_left + p - q
+    d = float(np.abs(h_left[1:]).max()) if edges.size else 0.0
+    if atom.any():
+        d = max(d, float(np.abs(h_after[atom]).max()))
+    smooth = ~atom
+    ks_error = float(np.maximum(p, q)[smooth].max()) if smooth.any() else 0.0
     # Exact integral of F - G over each bin: the share below times the width, plus the
     # part of the bin each value covers to the right of itself.
     inside = (r * reach - ref_offsets) / n - (c * reach - cur_offsets) / m
@@ -645,7 +660,7 @@ def compare_numeric_profiles(
     w = float(np.abs(signed).sum())
     room_up = np.maximum(h_left + p, 0.0)
     room_down = np.maximum(q - h_left, 0.0)
-    w_error = float(np.sum(2.0 * width * np.minimum(room_up, room_down)))
+    w_error = float(np.sum((2.0 * width * np.minimum(room_up, room_down))[smooth]))
     return NumericComparison(
         n_reference=n,
         n_current=m,

@@ -64,8 +64,10 @@ if TYPE_CHECKING:
     from evertrain.monitor.multivariate import MultivariateResult
 
 #: Above this many rows (reference and current together) the profiled path is used:
-#: exact sorting costs ~75 ms per million values per column here, binning ~12 ms.
-EXACT_MAX_ROWS = 200_000
+#: exact sorting costs ~75 ms per million values per column here, binning ~12 ms. At
+#: 25,000 rows a side, the binned KS error (about 0.002) is a sixth of the KS statistic's
+#: own sampling noise (about 0.012), so nothing a verdict rests on is lost.
+EXACT_MAX_ROWS = 50_000
 #: The default pair of tests per kind: (significance, effect).
 DEFAULT_METHODS: dict[ColumnKind, tuple[str, str]] = {
     NUMERIC: ("ks", "wasserstein"),
