@@ -156,7 +156,7 @@ def main() -> None:
     (WORK / "drift.json").write_text(json.dumps(summary, indent=2))
 
     truth = set(DRIFTED)
-    print(f"| tool | compute time (median) | peak RSS | flagged drifted (of 5) | false flags |")
+    print("| tool | compute time (median) | peak RSS | flagged drifted (of 5) | false flags |")
     print("|---|---:|---:|---:|---:|")
     for r in results:
         if "error" in r:
