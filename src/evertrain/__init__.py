@@ -5,6 +5,8 @@ The public API is re-exported here; everything else is internal.
 
 from __future__ import annotations
 
+from evertrain.data.schema import Schema, check_skew, infer_schema, validate_table
+from evertrain.data.tables import read_table
 from evertrain.exceptions import (
     AuthError,
     CheckFailed,
@@ -20,6 +22,15 @@ from evertrain.exceptions import (
     StoreError,
     UsageError,
 )
+from evertrain.monitor import (
+    DriftReport,
+    PerformanceEstimator,
+    Profile,
+    domain_classifier_test,
+    drift,
+    pca_reconstruction_test,
+    profile,
+)
 from evertrain.store import Store
 from evertrain.store.registry import AliasMove, ModelVersion
 
@@ -32,15 +43,27 @@ __all__ = [
     "ConflictError",
     "DataValidationError",
     "DriftDetected",
+    "DriftReport",
     "EvertrainError",
     "GateFailed",
     "IntegrityError",
     "InvalidNameError",
     "ModelVersion",
     "NotFoundError",
+    "PerformanceEstimator",
+    "Profile",
+    "Schema",
     "SpecError",
     "Store",
     "StoreError",
     "UsageError",
     "__version__",
+    "check_skew",
+    "domain_classifier_test",
+    "drift",
+    "infer_schema",
+    "pca_reconstruction_test",
+    "profile",
+    "read_table",
+    "validate_table",
 ]

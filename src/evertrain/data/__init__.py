@@ -1,0 +1,1 @@
+"""Data: sources, time windows, snapshots, reading tables, schema inference and validation."""

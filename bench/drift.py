@@ -1,0 +1,176 @@
+"""Drift report speed and memory: evertrain against Evidently, NannyML, Alibi Detect and numpy.
+
+    python bench/drift.py [--rows 1000000] [--tools evertrain,numpy,evidently,nannyml,alibi-detect]
+
+On the generated scenario (:mod:`evertrain.monitor.scenario`: 20 clean columns and 5
+drifted ones), writes the reference and current sets as Parquet, then runs each tool
+in a process of its own, inside a virtual environment of its own (their pins conflict
+with each other and with a current stack), and reports per tool: the median compute
+time (loading not counted), the peak resident memory of the whole process (loading
+included; from ``os.wait4``, like ``/usr/bin/time``), and the columns it flags against
+the five that truly drifted. Results go to ``bench/.work/drift.json`` and a Markdown
+table to standard output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work"
+VENVS = HERE / ".venvs"
+RUNNER = HERE / "drift_runners.py"
+
+#: Each competitor's environment, pinned to what was measured (see docs/FIELD-NOTES).
+ENVIRONMENTS: dict[str, list[str]] = {
+    "evidently": ["evidently==0.7.23", "pandas<3", "pyarrow"],
+    "nannyml": ["nannyml==0.13.1", "statsmodels", "pyarrow"],
+    "alibi-detect": ["alibi-detect==0.13.0", "numpy<2", "pyarrow<20"],
+}
+PACKAGE = {"evidently": "evidently", "nannyml": "nannyml", "alibi-detect": "alibi-detect"}
+QUIET_ENV = {
+    "EVIDENTLY_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "NML_DISABLE_USAGE_LOGGING": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+}
+#: One tool's run may take this long before it is stopped (Evidently: ~150 s here).
+TOOL_TIMEOUT_S = 1800
+
+
+def environment(name: str) -> Path:
+    """The Python of a tool's virtual environment, created on first use."""
+    if name not in ENVIRONMENTS:
+        return Path(sys.executable)
+    venv = VENVS / name
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    if not marker.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *ENVIRONMENTS[name]],
+            check=True,
+        )
+        marker.write_text(" ".join(ENVIRONMENTS[name]) + "\n")
+    return python
+
+
+def version_of(python: Path, package: str) -> str:
+    out = subprocess.run(
+        [str(python), "-c", f"import importlib.metadata as m; print(m.version({package!r}))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip() or "?"
+
+
+def run_tool(tool: str, python: Path, ref: Path, cur: Path, profile: Path) -> dict[str, Any]:
+    """Run one tool in its own process; add the process's peak RSS to its result."""
+    out = WORK / f"result-{tool}.json"
+    out.unlink(missing_ok=True)
+    log = (WORK / f"log-{tool}.txt").open("w")
+    env = {**os.environ, **QUIET_ENV}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(python), str(RUNNER), tool, str(ref), str(cur), str(out), str(profile)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    deadline = t0 + TOOL_TIMEOUT_S
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    log.close()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0 or not out.exists():
+        tail = (WORK / f"log-{tool}.txt").read_text()[-2000:]
+        return {"tool": tool, "error": f"exit {proc.returncode}: {tail}", "wall_s": wall}
+    result = json.loads(out.read_text())
+    result.update(tool=tool, peak_rss_mb=usage.ru_maxrss / 1024, wall_s=wall)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--tools", default="evertrain,numpy,alibi-detect,nannyml,evidently")
+    args = parser.parse_args()
+
+    from evertrain.monitor.scenario import DRIFTED, make_scenario
+
+    WORK.mkdir(exist_ok=True)
+    ref, cur = WORK / f"reference-{args.rows}.parquet", WORK / f"current-{args.rows}.parquet"
+    if not (ref.exists() and cur.exists()):
+        import pyarrow.parquet as pq
+
+        pq.write_table(make_scenario(args.rows, seed=1, drifted=False), ref)
+        pq.write_table(make_scenario(args.rows, seed=2, drifted=True), cur)
+    profile = WORK / f"reference-{args.rows}.profile.json"
+
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    runs: list[str] = []
+    for t in tools:
+        runs += (
+            ["evertrain", "evertrain-profile-build", "evertrain-with-profile"] if t == "evertrain" else [t]
+        )
+    results, versions = [], {}
+    for tool in runs:
+        python = environment(tool)
+        if tool in PACKAGE:
+            versions[tool] = version_of(python, PACKAGE[tool])
+        print(f"running {tool} ...", file=sys.stderr, flush=True)
+        results.append(run_tool(tool, python, ref, cur, profile))
+    import numpy
+    import pyarrow
+
+    import evertrain
+
+    versions.update(evertrain=evertrain.__version__, numpy=numpy.__version__, pyarrow=pyarrow.__version__)
+    machine = {
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "load_average": os.getloadavg(),
+    }
+    summary = {"rows": args.rows, "columns": 25, "drifted": list(DRIFTED), "machine": machine}
+    summary.update(versions=versions, results=results)
+    (WORK / "drift.json").write_text(json.dumps(summary, indent=2))
+
+    truth = set(DRIFTED)
+    print("| tool | compute time (median) | peak RSS | flagged drifted (of 5) | false flags |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results:
+        if "error" in r:
+            print(f"| {r['tool']} | failed: {r['error'].splitlines()[-1][:80]} | | | |")
+            continue
+        flagged = set(r.get("flagged", []))
+        hits, false = len(flagged & truth), sorted(flagged - truth)
+        scored = r["tool"] not in ("numpy", "evertrain-profile-build")
+        print(
+            f"| {r['tool']} | {r['median_s']:.3f} s | {r['peak_rss_mb']:.0f} MB | "
+            f"{hits if scored else '-'} | {(len(false) if scored else '-')} {', '.join(false[:6])} |"
+        )
+    print(json.dumps({"versions": versions, "machine": machine}))
+
+
+if __name__ == "__main__":
+    main()

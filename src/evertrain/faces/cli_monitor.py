@@ -1,0 +1,165 @@
+"""Monitoring commands: ``evertrain drift`` and ``evertrain validate``.
+
+``drift`` exits 1 when the dataset drifted and 0 when not; ``validate`` exits 1 when
+the batch breaks its schema. Both exit 2, with a one-line reason, on bad input: a
+missing file, a file that is not a table, a broken CSV row, an empty table, a missing
+column, a column whose type changed, an all-missing column.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from evertrain.data.schema import Schema, infer_schema, validate_table
+from evertrain.data.tables import read_table
+from evertrain.exceptions import UsageError
+from evertrain.faces._common import console, err_console
+from evertrain.faces.cli import app
+from evertrain.monitor.decide import DEFAULT_ALPHA, DEFAULT_CORRECTION
+from evertrain.monitor.report import drift as compute_drift
+
+JsonOut = Annotated[
+    Path | None, typer.Option("--json", help="Write the report as JSON to FILE ('-' for standard output).")
+]
+
+
+def _write_json(target: Path, payload: Any) -> None:
+    text = json.dumps(payload, indent=2) + "\n"
+    if str(target) == "-":
+        typer.echo(text, nl=False)
+        return
+    try:
+        target.write_text(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if x != 0 and abs(x) < 10 ** (-digits):
+        return f"{x:.1e}"
+    return f"{x:.{digits}f}"
+
+
+@app.command()
+def drift(
+    reference: Annotated[
+        Path, typer.Argument(help="Reference data (Parquet or CSV): what the model learned from.")
+    ],
+    current: Annotated[Path, typer.Argument(help="Current data (Parquet or CSV): what it sees now.")],
+    json_out: JsonOut = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained HTML report to FILE.")
+    ] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Target column, reported apart.")] = None,
+    alpha: Annotated[float, typer.Option(help="False-alarm budget of the whole report.")] = DEFAULT_ALPHA,
+    correction: Annotated[
+        str, typer.Option(help="benjamini-hochberg (bh) or bonferroni: how alpha is shared across columns.")
+    ] = DEFAULT_CORRECTION,
+    drift_share: Annotated[
+        float | None,
+        typer.Option(help="Dataset drift when at least this share of columns drift (default: any)."),
+    ] = None,
+) -> None:
+    """Compare CURRENT with REFERENCE column by column; exit 1 when the dataset drifted."""
+    ref = read_table(reference)
+    cur = read_table(current)
+    report = compute_drift(
+        ref,
+        cur,
+        target=target,
+        alpha=alpha,
+        correction=correction,
+        drift_share=drift_share,
+        labels=(reference.name, current.name),
+    )
+    if json_out is not None:
+        _write_json(json_out, report.to_dict())
+    if html is not None:
+        from evertrain.faces.report_drift import render_drift_html
+
+        try:
+            html.write_text(render_drift_html(report, title=f"{current.name} vs {reference.name}"))
+        except OSError as exc:
+            raise UsageError(f"cannot write {html}: {exc.strerror or exc}") from None
+    if json_out is None or str(json_out) != "-":
+        table = Table(title=f"drift: {current.name} vs {reference.name}", title_justify="left")
+        for col in ("column", "kind", "test", "p (adj.)", "effect", "threshold", "drifted"):
+            table.add_column(col, justify="right" if col in ("p (adj.)", "effect", "threshold") else "left")
+        shown = report.sorted_columns() + ([report.target] if report.target is not None else [])
+        for c in shown:
+            name = c.name + (" (target)" if report.target is not None and c is report.target else "")
+            table.add_row(
+                name,
+                c.kind,
+                c.method,
+                _fmt(c.p_value_adjusted),
+                _fmt(c.effect_size),
+                _fmt(c.threshold),
+                "[bold red]yes[/]" if c.drifted else "no",
+            )
+        console.print(table)
+        verdict = "[bold red]dataset drift[/]" if report.dataset_drift else "[green]no dataset drift[/]"
+        console.print(
+            f"{verdict}: {len(report.drifted_columns)} of {len(report.columns)} columns drifted "
+            f"({report.correction}, alpha {report.alpha:g}, {report.hypotheses} hypotheses; "
+            f"{report.n_reference} reference rows, {report.n_current} current rows; "
+            f"{'exact' if report.exact else 'from profiles'})"
+        )
+    if report.dataset_drift:
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    data: Annotated[Path, typer.Argument(help="The batch to check (Parquet or CSV).")],
+    reference: Annotated[
+        Path | None, typer.Option("--reference", help="Infer the schema from this table (Parquet or CSV).")
+    ] = None,
+    schema: Annotated[
+        Path | None, typer.Option("--schema", help="A schema JSON file written earlier.")
+    ] = None,
+    json_out: JsonOut = None,
+    write_schema: Annotated[
+        Path | None,
+        typer.Option("--write-schema", help="Also save the schema inferred from --reference here."),
+    ] = None,
+) -> None:
+    """Check DATA against a schema; list every violation by column; exit 1 if any."""
+    if (reference is None) == (schema is None):
+        raise UsageError("give exactly one of --reference REF or --schema FILE")
+    sch: Schema
+    if schema is not None:
+        sch = Schema.load(schema)
+    elif reference is not None:
+        sch = infer_schema(read_table(reference))
+        if write_schema is not None:
+            sch.save(write_schema)
+    else:  # pragma: no cover - excluded by the check above
+        raise UsageError("give exactly one of --reference REF or --schema FILE")
+    batch = read_table(data, allow_empty=True)
+    result = validate_table(batch, sch)
+    if json_out is not None:
+        _write_json(json_out, result.to_dict())
+    if json_out is None or str(json_out) != "-":
+        if result.violations:
+            table = Table(title=f"validate: {data.name}", title_justify="left")
+            for col in ("column", "rule", "count", "examples", "message"):
+                table.add_column(col)
+            for v in result.violations:
+                shown = ", ".join(repr(e) for e in v.examples)
+                table.add_row(v.column, v.rule, str(v.count), shown, v.message)
+            console.print(table)
+        n_err = len(result.errors)
+        if result.ok:
+            console.print(f"[green]ok[/]: {result.columns_checked} columns, {result.n_rows} rows")
+        else:
+            err_console.print(f"{n_err} violation{'s' if n_err != 1 else ''} in {data.name}")
+    if not result.ok:
+        raise typer.Exit(1)

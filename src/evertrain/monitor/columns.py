@@ -1,0 +1,213 @@
+"""Tables in, columns out: what every monitor function does before any statistics.
+
+Accepts pyarrow, pandas and polars tables (polars and pandas become Arrow, zero-copy
+where they can), decides each column's kind from its Arrow type, and extracts whole
+columns as numpy arrays or category counts. Errors name the table, the column, the
+rule and the bad value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from evertrain.exceptions import DataValidationError, UsageError
+from evertrain.monitor.tests import CATEGORICAL, NUMERIC, ColumnKind
+
+#: A categorical column keeps its most frequent categories up to this many; the rest
+#: are counted together under :data:`OTHER_LABEL`. Past this, a column is most likely
+#: an identifier, and a contingency table of it would say nothing.
+MAX_CATEGORIES = 10_000
+OTHER_LABEL = "(other)"
+#: Number of bad values quoted in an error message.
+EXAMPLES = 3
+
+
+def as_table(obj: Any, role: str) -> pa.Table:
+    """A pyarrow Table from a pyarrow Table or RecordBatch, a pandas or a polars DataFrame."""
+    if isinstance(obj, pa.Table):
+        return obj
+    if isinstance(obj, pa.RecordBatch):
+        return pa.Table.from_batches([obj])
+    module = type(obj).__module__.split(".")[0]
+    if module == "pandas":
+        import pandas as pd
+
+        if isinstance(obj, pd.DataFrame):
+            try:
+                return pa.Table.from_pandas(obj, preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                raise DataValidationError(f"{role}: cannot read the pandas DataFrame: {exc}") from None
+    if module == "polars" and hasattr(obj, "to_arrow"):
+        table = obj.to_arrow()
+        if isinstance(table, pa.Table):
+            return table
+    raise UsageError(
+        f"{role}: expected a pyarrow Table, a pandas or polars DataFrame, or a Profile; "
+        f"got {type(obj).__name__}"
+    )
+
+
+def kind_of(dtype: pa.DataType) -> ColumnKind | None:
+    """The monitor kind of an Arrow type: numeric, categorical, or None (not monitored)."""
+    if pa.types.is_dictionary(dtype):
+        return CATEGORICAL
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        return NUMERIC
+    if pa.types.is_boolean(dtype) or pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return CATEGORICAL
+    if pa.types.is_string_view(dtype):
+        return CATEGORICAL
+    return None
+
+
+def type_name(dtype: pa.DataType) -> str:
+    """A short, user-facing name of an Arrow type."""
+    if pa.types.is_dictionary(dtype):
+        return "categorical"
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
+        return "string"
+    if pa.types.is_null(dtype):
+        return "null (all missing)"
+    return str(dtype)
+
+
+def resolve_kinds(
+    table: pa.Table,
+    *,
+    columns: Sequence[str] | None,
+    numeric: Iterable[str] | None,
+    categorical: Iterable[str] | None,
+    role: str,
+) -> tuple[dict[str, ColumnKind], dict[str, str]]:
+    """Kinds of the monitored columns, and the skipped columns with the reason.
+
+    ``numeric`` and ``categorical`` override the kind read from the type (an integer
+    code column is better compared as categories).
+    """
+    forced: dict[str, ColumnKind] = {}
+    for names, kind in ((numeric, NUMERIC), (categorical, CATEGORICAL)):
+        for name in names or ():
+            if name in forced and forced[name] != kind:
+                raise UsageError(f"column {name!r} is listed both as numeric and as categorical")
+            forced[name] = kind
+    present = set(table.column_names)
+    wanted = list(columns) if columns is not None else list(table.column_names)
+    missing = [c for c in [*wanted, *forced] if c not in present]
+    if missing:
+        raise DataValidationError(
+            f"{role}: no column named {', '.join(repr(c) for c in dict.fromkeys(missing))}; "
+            f"it has {', '.join(repr(c) for c in table.column_names[:20])}"
+        )
+    kinds: dict[str, ColumnKind] = {}
+    skipped: dict[str, str] = {}
+    for name in wanted:
+        dtype = table.schema.field(name).type
+        if name in forced:
+            if forced[name] == NUMERIC and kind_of(dtype) != NUMERIC:
+                raise DataValidationError(
+                    f"column {name!r} in {role}: asked to treat it as numeric, "
+                    f"but its type is {type_name(dtype)}"
+                )
+            kinds[name] = forced[name]
+            continue
+        kind = kind_of(dtype)
+        if kind is None:
+            if pa.types.is_null(dtype):
+                kinds[name] = NUMERIC  # all missing: reported as such by the caller
+            else:
+                skipped[name] = f"type {type_name(dtype)} is not monitored"
+            continue
+        kinds[name] = kind
+    return kinds, skipped
+
+
+def numeric_values(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A column as float64 numpy, NaN where missing (zero-copy for float64 without nulls)."""
+    dtype = column.type
+    if pa.types.is_null(dtype):
+        return np.full(len(column), np.nan)
+    if not pa.types.is_float64(dtype):
+        column = pc.cast(column, pa.float64())
+    if isinstance(column, pa.ChunkedArray):
+        if column.num_chunks == 1:
+            column = column.chunk(0)
+        elif column.num_chunks == 0:
+            return np.empty(0)
+        else:
+            column = column.combine_chunks()
+    if column.null_count:
+        column = pc.fill_null(column, np.nan)
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def non_numeric_examples(column: pa.ChunkedArray, limit: int = EXAMPLES) -> list[Any]:
+    """A few values of a column that do not read as numbers (for error messages)."""
+    values = pc.unique(column.drop_null() if hasattr(column, "drop_null") else column)
+    out: list[Any] = []
+    for v in values.to_pylist():
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            out.append(v)
+            if len(out) >= limit:
+                break
+    return out or values.to_pylist()[:limit]
+
+
+def category_counts(column: pa.ChunkedArray | pa.Array) -> tuple[dict[str, int], int]:
+    """Counts per category (labels as strings) and the number of missing values."""
+    if pa.types.is_null(column.type):
+        return {}, len(column)
+    if isinstance(column, pa.ChunkedArray) and column.num_chunks == 0:
+        return {}, 0
+    counts = pc.value_counts(column)
+    values = counts.field("values")
+    n = counts.field("counts")
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        values = pc.cast(values, pa.string())
+    valid = pc.is_valid(values)
+    missing = int(pc.sum(pc.filter(n, pc.invert(valid))).as_py() or 0)
+    values, n = pc.filter(values, valid), pc.filter(n, valid)
+    if len(values) > MAX_CATEGORIES:
+        order = np.argsort(-n.to_numpy(), kind="stable")
+        keep, rest = order[:MAX_CATEGORIES], order[MAX_CATEGORIES:]
+        labels = values.take(pa.array(keep)).to_pylist()
+        result = dict(zip(labels, n.take(pa.array(keep)).to_pylist(), strict=True))
+        result[OTHER_LABEL] = result.get(OTHER_LABEL, 0) + int(n.to_numpy()[rest].sum())
+        return result, missing
+    return dict(zip(values.to_pylist(), n.to_pylist(), strict=True)), missing
+
+
+def check_compatible(name: str, ref_kind: ColumnKind, current: pa.Table, current_role: str) -> None:
+    """Raise when the current column's type cannot be compared with the reference kind."""
+    dtype = current.schema.field(name).type
+    kind = kind_of(dtype)
+    if pa.types.is_null(dtype) or kind == ref_kind or (ref_kind == CATEGORICAL and kind is not None):
+        return
+    if ref_kind == NUMERIC:
+        examples = non_numeric_examples(current.column(name))
+        shown = ", ".join(repr(v) for v in examples)
+        raise DataValidationError(
+            f"column {name!r} in {current_role}: expected numeric like the reference, got "
+            f"{type_name(dtype)} values ({shown}, ...)"
+        )
+    raise DataValidationError(
+        f"column {name!r} in {current_role}: expected categorical like the reference, got {type_name(dtype)}"
+    )
+
+
+def require_rows(table: pa.Table, role: str) -> None:
+    if table.num_rows == 0:
+        raise DataValidationError(f"{role} has no rows; drift needs at least one row on each side")
+
+
+def missing_columns(names: Iterable[str], table_columns: Mapping[str, Any] | Sequence[str]) -> list[str]:
+    have = set(table_columns)
+    return [n for n in names if n not in have]
