@@ -28,7 +28,6 @@ from evertrain.store.metadata import (
     aliases,
     model_versions,
     models,
-    snapshots,
     version_snapshots,
 )
 from evertrain.store.names import check_alias, check_model_name, parse_version
@@ -311,7 +310,7 @@ class Registry:
         version: int | str | None,
         *,
         actor: str,
-        expected: int | None | _Unset = UNSET,
+        expected: int | _Unset | None = UNSET,
         reason: str | None = None,
         action: str = "set_alias",
         also_clear: Iterable[str] = (),
@@ -383,7 +382,7 @@ class Registry:
         version: int | str,
         *,
         actor: str,
-        expected: int | None | _Unset = UNSET,
+        expected: int | _Unset | None = UNSET,
         reason: str | None = None,
     ) -> AliasMove:
         """Make ``version`` the champion; a canary, challenger or shadow alias on it is cleared."""

@@ -1,0 +1,1 @@
+"""Data: sources, point-in-time training windows, snapshots, schemas."""
