@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -196,3 +197,14 @@ EXAMPLES: dict[str, Example] = {
         _PRICES_SPEC,
     ),
 }
+
+
+def write_project(folder: Path | str, name: str = "churn") -> Path:
+    """Write example ``name`` into ``folder``: its ``evertrain.yaml`` and its generated data."""
+    example = EXAMPLES[name]
+    root = Path(folder)
+    data_path = root / example.data_file
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    example.make_data().to_csv(data_path, index=False)
+    (root / "evertrain.yaml").write_text(example.spec, encoding="utf-8")
+    return root

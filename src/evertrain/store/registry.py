@@ -30,6 +30,7 @@ from evertrain.store.metadata import (
     models,
     version_snapshots,
 )
+from evertrain.store.metadata import snapshots as snapshots_table
 from evertrain.store.names import check_alias, check_model_name, parse_version
 
 
@@ -166,7 +167,7 @@ class Registry:
             if parent is not None:
                 self._require_version(conn, model_id, name, parent)
             for sid, _ in links:
-                if conn.execute(sa.select(snapshots.c.id).where(snapshots.c.id == sid)).first() is None:
+                if conn.execute(sa.select(snapshots_table.c.id).where(snapshots_table.c.id == sid)).first() is None:
                     raise NotFoundError(f"snapshot {sid} is not recorded; snapshot the data before registering")
             latest = conn.execute(
                 sa.select(sa.func.max(model_versions.c.version)).where(model_versions.c.model_id == model_id)
