@@ -15,6 +15,8 @@ never guess::
         ├── ConflictError             exit 1, HTTP 409   a compare-and-swap lost the race
         ├── IntegrityError            exit 1, HTTP 500   a hash did not match (artifact, audit chain)
         ├── GateFailed                exit 1, HTTP 409   a challenger failed its gates
+        ├── TrainingFailed            exit 1, HTTP 409   a training attempt crashed or ran out of time
+        ├── BudgetExhausted           exit 1, HTTP 429   the daily compute budget or the concurrency cap says no
         └── DriftDetected             exit 1, HTTP 200   a drift check found drift
 """
 
@@ -78,6 +80,16 @@ class IntegrityError(CheckFailed):
 
 class GateFailed(CheckFailed):
     pass
+
+
+class TrainingFailed(CheckFailed):
+    """A training attempt crashed, timed out or returned no model; its run keeps the error and logs."""
+
+
+class BudgetExhausted(CheckFailed):
+    """No training now: the daily compute budget is spent or every concurrent slot is taken."""
+
+    http_status = 429
 
 
 class DriftDetected(CheckFailed):

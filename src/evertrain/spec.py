@@ -112,6 +112,9 @@ class TrainerSpec(_Part):
     early_stopping_rounds: int | None = 50
     warm_start: bool = False
     time_limit: Duration = 3600.0
+    checkpoint_every: int = Field(
+        50, ge=1, description="Boosting iterations between checkpoints, so a killed training resumes."
+    )
 
     @model_validator(mode="after")
     def _needs(self) -> TrainerSpec:
@@ -174,6 +177,10 @@ class SweepSpec(_Part):
 class TrainingSpec(_Part):
     window: WindowSpec = Field(default_factory=WindowSpec)
     holdout: HoldoutSpec = Field(default_factory=HoldoutSpec)
+    valid_fraction: float = Field(
+        0.15, gt=0.0, lt=1.0,
+        description="Newest share of the training part used for early stopping and valid metrics.",
+    )
     executor: Literal["local", "ray", "inline"] = "local"
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     sweep: SweepSpec = Field(default_factory=SweepSpec)
@@ -293,6 +300,7 @@ class FairnessGate(_Part):
     sensitive: str
     max_demographic_parity_diff: float | None = Field(0.1, ge=0.0)
     max_equal_opportunity_diff: float | None = Field(0.1, ge=0.0)
+    min_rows: int = Field(30, ge=1, description="Groups with fewer holdout rows are reported, not compared.")
 
 
 class LatencyGate(_Part):

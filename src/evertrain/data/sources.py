@@ -1,0 +1,271 @@
+"""Data sources: where labelled rows come from, read into one pandas table.
+
+One small interface (:class:`Source`: ``read()`` and ``uri``) and one class per
+``data.source.kind`` of the spec, chosen from a registry by that kind:
+
+- ``parquet``: a file, a folder (every ``*.parquet`` below it) or a glob;
+- ``csv``: a file or a glob;
+- ``sql``: a query through SQLAlchemy (any URL it knows);
+- ``duckdb``: a DuckDB query over files (needs the optional ``duckdb`` package);
+- ``log``: the serving prediction log joined with its feedback labels (see ``docs/logs.md``).
+
+A source returns every row it has, labels and label arrival times included; choosing
+the rows that were known at a training time is the job of :mod:`evertrain.data.windows`.
+
+>>> import tempfile, pathlib, pandas as pd
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> pd.DataFrame({"x": [1, 2], "y": [0, 1]}).to_csv(folder / "rows.csv", index=False)
+>>> CsvSource("rows.csv", base=folder).read().shape
+(2, 2)
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from evertrain.exceptions import DataValidationError, UsageError
+
+#: Columns the serving logs add around the features (docs/logs.md); never features themselves.
+LOG_COLUMNS = ("request_id", "ts", "model_version", "arm", "latency_ms", "prediction", "score")
+#: Name the ``log`` source gives to the arrival time of each row's label (the feedback ``ts``).
+LOG_LABEL_TIME = "label_ts"
+#: Rows of this serving arm were never returned to a client, so their feedback is not theirs.
+SHADOW_ARM = "shadow"
+
+
+def _resolve(path: str, base: Path | None) -> str:
+    """``path`` as given when absolute or a URL, else relative to the project folder."""
+    if "://" in path or Path(path).is_absolute() or base is None:
+        return path
+    return str(base / path)
+
+
+def _expand(pattern: str, suffix: str) -> list[str]:
+    """The files a path, a folder or a glob names, sorted so that reads are reproducible."""
+    path = Path(pattern)
+    if path.is_dir():
+        return sorted(str(p) for p in path.rglob(f"*{suffix}"))
+    if any(ch in pattern for ch in "*?["):
+        return sorted(globlib.glob(pattern, recursive=True))
+    return [pattern] if path.exists() else []
+
+
+class Source(ABC):
+    """A place labelled rows are read from."""
+
+    kind: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def uri(self) -> str:
+        """A stable name of what is read, recorded in ``snapshot_sources`` (no passwords)."""
+
+    @abstractmethod
+    def read(self) -> pd.DataFrame:
+        """Every row the source holds, as a table with a fresh integer index."""
+
+
+class ParquetSource(Source):
+    kind = "parquet"
+
+    def __init__(self, path: str, *, base: Path | None = None) -> None:
+        self.path = path
+        self.base = base
+
+    @property
+    def uri(self) -> str:
+        return f"parquet:{_resolve(self.path, self.base)}"
+
+    def read(self) -> pd.DataFrame:
+        target = _resolve(self.path, self.base)
+        files = _expand(target, ".parquet")
+        if not files:
+            raise DataValidationError(f"parquet source {self.path!r}: no Parquet files found at {target}")
+        try:
+            tables = [pq.read_table(f) for f in files]
+            table = pa.concat_tables(tables, promote_options="default")
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DataValidationError(f"parquet source {self.path!r}: cannot read {target}: {exc}") from None
+        return table.to_pandas().reset_index(drop=True)
+
+
+class CsvSource(Source):
+    kind = "csv"
+
+    def __init__(self, path: str, *, base: Path | None = None) -> None:
+        self.path = path
+        self.base = base
+
+    @property
+    def uri(self) -> str:
+        return f"csv:{_resolve(self.path, self.base)}"
+
+    def read(self) -> pd.DataFrame:
+        target = _resolve(self.path, self.base)
+        files = _expand(target, ".csv")
+        if not files:
+            raise DataValidationError(f"csv source {self.path!r}: no CSV files found at {target}")
+        try:
+            frames = [pd.read_csv(f) for f in files]
+        except (OSError, ValueError) as exc:
+            raise DataValidationError(f"csv source {self.path!r}: cannot read {target}: {exc}") from None
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+class SqlSource(Source):
+    """A query through SQLAlchemy; the engine is made when read and disposed right after."""
+
+    kind = "sql"
+
+    def __init__(self, url: str, query: str) -> None:
+        self.url = url
+        self.query = query
+
+    @property
+    def uri(self) -> str:
+        import hashlib
+
+        import sqlalchemy as sa
+
+        safe = sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        return f"sql:{safe}#{hashlib.sha256(self.query.encode()).hexdigest()[:16]}"
+
+    def read(self) -> pd.DataFrame:
+        import sqlalchemy as sa
+
+        try:
+            engine = sa.create_engine(self.url)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise UsageError(f"sql source: cannot use URL {self.uri}: {exc}") from None
+        try:
+            with engine.connect() as conn:
+                return pd.read_sql_query(sa.text(self.query), conn)
+        except sa.exc.SQLAlchemyError as exc:
+            raise DataValidationError(f"sql source {self.uri}: the query failed: {exc}") from None
+        finally:
+            engine.dispose()
+
+
+class DuckDBSource(Source):
+    """A DuckDB query; relative file paths in it are read from the project folder."""
+
+    kind = "duckdb"
+
+    def __init__(self, query: str, *, base: Path | None = None) -> None:
+        self.query = query
+        self.base = base
+
+    @property
+    def uri(self) -> str:
+        import hashlib
+
+        return f"duckdb:{hashlib.sha256(self.query.encode()).hexdigest()[:16]}"
+
+    def read(self) -> pd.DataFrame:
+        try:
+            import duckdb
+        except ImportError:
+            raise UsageError("a duckdb source needs the duckdb package: pip install duckdb") from None
+        con = duckdb.connect()
+        try:
+            if self.base is not None:
+                con.execute("SET file_search_path = ?", [str(self.base)])
+            return con.execute(self.query).df().reset_index(drop=True)
+        except duckdb.Error as exc:
+            raise DataValidationError(f"duckdb source: the query failed: {exc}") from None
+        finally:
+            con.close()
+
+
+class LogSource(Source):
+    """Predictions of one model joined with their feedback on ``request_id``.
+
+    Shadow rows are skipped (their answer was never returned, so a label speaks of the
+    answer the client did get). Each feedback row gives one output row: the label under
+    the model's target name and its arrival time under :data:`LOG_LABEL_TIME`. A request
+    labelled twice gives two rows; the window keeps the newest label known at its cut-off.
+    """
+
+    kind = "log"
+
+    def __init__(self, logs_url: str, model: str, target: str) -> None:
+        self.logs_url = logs_url.rstrip("/")
+        self.model = model
+        self.target = target
+
+    @property
+    def uri(self) -> str:
+        return f"log:{self.logs_url}/predictions/model={self.model}"
+
+    def _read(self, log: str) -> pa.Table | None:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(self.logs_url)
+        files = sorted(fs.glob(f"{root.rstrip('/')}/{log}/model={self.model}/**/*.parquet"))
+        if not files:
+            return None
+        try:
+            tables = [pq.read_table(f, filesystem=fs) for f in files]
+            return pa.concat_tables(tables, promote_options="permissive")
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DataValidationError(f"{log} log of model {self.model!r}: cannot read: {exc}") from None
+
+    def read(self) -> pd.DataFrame:
+        predictions = self._read("predictions")
+        feedback = self._read("feedback")
+        if predictions is None:
+            raise DataValidationError(
+                f"log source: no prediction log for model {self.model!r} under {self.logs_url}"
+            )
+        pred = predictions.to_pandas()
+        pred = pred[pred["arm"] != SHADOW_ARM].drop_duplicates("request_id", keep="first")
+        if feedback is None:
+            labels = pd.DataFrame({"request_id": pd.Series(dtype=object), "label": [], "ts": []})
+        else:
+            labels = feedback.to_pandas()[["request_id", "label", "ts"]]
+        labels = labels.rename(columns={"label": self.target, "ts": LOG_LABEL_TIME})
+        if self.target in pred.columns:
+            pred = pred.drop(columns=[self.target])
+        joined = pred.merge(labels, on="request_id", how="inner", validate="one_to_many")
+        return joined.sort_values(["ts", "request_id", LOG_LABEL_TIME], kind="stable").reset_index(drop=True)
+
+
+SOURCES: dict[str, type[Source]] = {
+    cls.kind: cls for cls in (ParquetSource, CsvSource, SqlSource, DuckDBSource, LogSource)
+}
+
+
+def open_source(
+    source: Any, *, base: Path | None = None, logs_url: str | None = None, model: str = "", target: str = ""
+) -> Source:
+    """The :class:`Source` for a spec's ``data.source`` (a :class:`evertrain.spec.SourceSpec`)."""
+    kind = source.kind
+    if kind == "parquet":
+        return ParquetSource(source.path, base=base)
+    if kind == "csv":
+        return CsvSource(source.path, base=base)
+    if kind == "sql":
+        return SqlSource(source.url, source.query)
+    if kind == "duckdb":
+        return DuckDBSource(source.query, base=base)
+    if kind == "log":
+        url = (source.path and _resolve(source.path, base)) or logs_url
+        if not url:
+            raise UsageError("a log source needs the logs location (EVERTRAIN_LOGS_URL or source.path)")
+        return LogSource(url, model, target)
+    raise UsageError(f"unknown data source kind {kind!r}; known: {', '.join(sorted(SOURCES))}")
+
+
+def read_table(path: str | Path, *, base: Path | None = None) -> pd.DataFrame:
+    """A Parquet or CSV file (e.g. a golden set), chosen by its suffix."""
+    text = str(path)
+    if text.endswith(".csv"):
+        return CsvSource(text, base=base).read()
+    return ParquetSource(text, base=base).read()

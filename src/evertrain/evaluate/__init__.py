@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the paired bootstrap, and gates as data evaluated into evidence."""

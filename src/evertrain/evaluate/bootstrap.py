@@ -1,0 +1,140 @@
+"""Paired bootstrap of a metric difference on the same rows.
+
+Challenger and champion are scored on the same holdout rows, so their errors are
+correlated; resampling rows (not models) keeps that pairing and gives a much tighter
+and honest interval for ``metric(challenger) - metric(champion)`` than two separate
+intervals would. Each resample is a row of counts (how often each row was drawn), and
+every metric is computed for a block of resamples at once (see :mod:`.metrics`), in
+blocks small enough to bound memory.
+
+The interval is the percentile interval of the resampled differences; its coverage is
+checked by a test on simulated pairs with a known true difference.
+
+>>> from evertrain.evaluate.metrics import Outputs, get_metric
+>>> y = np.array([0, 1] * 50)
+>>> a = Outputs.classification(y, np.where(y == 1, 0.8, 0.2))
+>>> b = Outputs.classification(y, np.full(100, 0.5) + 0.01)
+>>> result = paired_bootstrap(get_metric("accuracy"), a, b, n_boot=200, confidence=0.95, seed=1)
+>>> round(result.estimate, 2), result.low > 0
+(0.5, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evertrain.evaluate.metrics import Metric, Outputs
+from evertrain.exceptions import UsageError
+
+#: Cells of one block of resample counts (B_block x n); 4M float64 cells is 32 MB, which
+#: keeps memory flat for any holdout size while still amortizing numpy's per-call cost.
+BLOCK_CELLS = 4_000_000
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its bootstrap percentile interval and the resampled values."""
+
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+    n_boot: int
+    n_valid: int
+    samples: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict[str, float | int | list[float]]:
+        return {
+            "estimate": self.estimate,
+            "interval": [self.low, self.high],
+            "confidence": self.confidence,
+            "n_boot": self.n_boot,
+            "n_valid": self.n_valid,
+        }
+
+
+def resample_counts(n: int, n_boot: int, seed: int | np.random.Generator) -> Iterator[np.ndarray]:
+    """Blocks of bootstrap count rows, (B_block, n), totalling ``n_boot`` rows, from one seeded stream."""
+    rng = np.random.default_rng(seed)
+    block = max(1, BLOCK_CELLS // max(n, 1))
+    done = 0
+    while done < n_boot:
+        b = min(block, n_boot - done)
+        draws = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
+        yield np.bincount(draws.ravel(), minlength=b * n).reshape(b, n).astype(float)
+        done += b
+
+
+def _check(n_boot: int, confidence: float, n: int) -> None:
+    if n_boot < 1:
+        raise UsageError(f"n_boot must be at least 1, got {n_boot}")
+    if not 0.0 < confidence < 1.0:
+        raise UsageError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    if n < 1:
+        raise UsageError("cannot bootstrap a metric on zero rows")
+
+
+def _interval(estimate: float, samples: np.ndarray, confidence: float, n_boot: int) -> Interval:
+    valid = samples[np.isfinite(samples)]
+    alpha = 1.0 - confidence
+    if len(valid) == 0:
+        low = high = float("nan")
+    else:
+        low, high = (float(v) for v in np.quantile(valid, [alpha / 2.0, 1.0 - alpha / 2.0]))
+    return Interval(float(estimate), low, high, confidence, n_boot, len(valid), valid)
+
+
+def paired_bootstrap(
+    metric: Metric, challenger: Outputs, champion: Outputs, *, n_boot: int, confidence: float, seed: int
+) -> Interval:
+    """Interval of ``metric(challenger) - metric(champion)``, both resampled with the same rows."""
+    if challenger.n != champion.n or not np.array_equal(challenger.y, champion.y):
+        raise UsageError("a paired bootstrap needs both models scored on the same rows with the same labels")
+    _check(n_boot, confidence, challenger.n)
+    estimate = metric(challenger) - metric(champion)
+    parts = [
+        metric.resampled(challenger, w) - metric.resampled(champion, w)
+        for w in resample_counts(challenger.n, n_boot, seed)
+    ]
+    return _interval(estimate, np.concatenate(parts), confidence, n_boot)
+
+
+def bootstrap(metric: Metric, outputs: Outputs, *, n_boot: int, confidence: float, seed: int) -> Interval:
+    """Interval of one model's metric."""
+    _check(n_boot, confidence, outputs.n)
+    parts = [metric.resampled(outputs, w) for w in resample_counts(outputs.n, n_boot, seed)]
+    return _interval(metric(outputs), np.concatenate(parts), confidence, n_boot)
+
+
+def p_value_below(samples: np.ndarray, bound: float) -> float:
+    """One-sided bootstrap p-value for "the true value lies below ``bound``".
+
+    Small when few resampled values reach ``bound``; the +1s keep it above zero, so a
+    finite number of resamples never claims certainty.
+    """
+    return float((np.count_nonzero(samples >= bound) + 1) / (len(samples) + 1))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm step-down adjusted p-values (controls the family-wise error, uniformly stronger than Bonferroni).
+
+    >>> holm([0.01, 0.04, 0.03])
+    [0.03, 0.06, 0.06]
+    """
+    m = len(p_values)
+    order = np.argsort(p_values, kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return [round(float(v), 12) for v in adjusted]
+
+
+def bonferroni(p_values: list[float]) -> list[float]:
+    """Bonferroni adjusted p-values: each times the number of tests, capped at 1."""
+    m = len(p_values)
+    return [min(1.0, m * p) for p in p_values]

@@ -1,0 +1,271 @@
+"""``evaluate_version``: judge a registered version against the champion, store the verdict.
+
+Challenger and champion are loaded from the registry (hash-checked bytes, safe formats)
+and scored on the same rows: the holdout snapshot the challenger was registered with
+(the newest slice of its training window, never trained on). The spec's gates are
+checked on those scores (:mod:`evertrain.evaluate.gates`), and the report is stored
+through ``lineage.record_evaluation``: linked to the version and the holdout snapshot,
+and written to the audit log.
+
+The report (``GateReport.to_dict()``)::
+
+    {"model": str, "version": int, "champion_version": int | null, "passed": bool, "reason": str,
+     "holdout": {"snapshot": str, "n_rows": int},
+     "metrics": {"challenger": {metric: float | null}, "champion": {metric: float | null} | null},
+     "golden": {"snapshot", "n_rows", "challenger": {...}, "champion": {...} | null} | null,
+     "latency_ms_per_row": float | null, "size_bytes": int,
+     "checks": [{"kind", "name", "passed", "reason", "evidence": {...}}],
+     "seed": int, "run_id": str | null, "evaluated_at": float}
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import pandas as pd
+
+from evertrain import settings
+from evertrain.data.snapshots import load_snapshot, take_snapshot
+from evertrain.data.sources import open_source
+from evertrain.data.windows import make_window, resolve_columns
+from evertrain.evaluate.gates import NO_CHAMPION, CheckResult, GateInputs, evaluate_gates
+from evertrain.evaluate.metrics import DEFAULT_METRICS, Outputs, compute_many
+from evertrain.evaluate.scoring import importable, load_model, model_frame, predict_outputs, wants_categories
+from evertrain.exceptions import NotFoundError, UsageError
+from evertrain.store import Store
+from evertrain.store.registry import CHAMPION
+
+
+class _Current:
+    def __repr__(self) -> str:
+        return "CURRENT_CHAMPION"
+
+
+#: Compare with whatever version holds the ``champion`` alias when the evaluation runs.
+CURRENT_CHAMPION: Final = _Current()
+#: Timed predictions per latency measurement; the median resists one slow outlier.
+LATENCY_REPEATS = 3
+#: Latency is measured on at most this many rows per call (ms per row in batches this size).
+LATENCY_MAX_ROWS = 1000
+NO_GATES = "no gates configured: a challenger that trained and registered is accepted"
+
+
+@dataclass
+class GateReport:
+    model: str
+    version: int
+    champion_version: int | None
+    passed: bool
+    reason: str
+    checks: list[CheckResult]
+    holdout: dict[str, Any]
+    metrics: dict[str, Any]
+    seed: int
+    evaluated_at: float
+    golden: dict[str, Any] | None = None
+    latency_ms_per_row: float | None = None
+    size_bytes: int | None = None
+    run_id: str | None = None
+    evaluation_id: int | None = field(default=None, compare=False)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "champion_version": self.champion_version,
+            "passed": self.passed,
+            "reason": self.reason,
+            "holdout": self.holdout,
+            "metrics": self.metrics,
+            "golden": self.golden,
+            "latency_ms_per_row": self.latency_ms_per_row,
+            "size_bytes": self.size_bytes,
+            "checks": [c.to_dict() for c in self.checks],
+            "seed": self.seed,
+            "run_id": self.run_id,
+            "evaluated_at": self.evaluated_at,
+        }
+
+
+def measure_latency(
+    model: Any, X: pd.DataFrame, timer: Callable[[], float] = time.perf_counter
+) -> float | None:
+    """Median milliseconds per row of ``model.predict`` on up to :data:`LATENCY_MAX_ROWS` rows."""
+    rows = X.iloc[:LATENCY_MAX_ROWS]
+    if not len(rows):
+        return None
+    times = []
+    for _ in range(LATENCY_REPEATS):
+        started = timer()
+        model.predict(rows)
+        times.append((timer() - started) * 1000.0 / len(rows))
+    return float(statistics.median(times))
+
+
+def _holdout(store: Store, spec: Any, mv: Any, project: Path | None) -> tuple[str, pd.DataFrame]:
+    """The version's holdout snapshot; for a version registered without one, a fresh holdout of the source."""
+    linked = next((s["id"] for s in mv.snapshots if s["role"] == "holdout"), None)
+    if linked is not None:
+        return linked, load_snapshot(store, linked)
+    if project is None:
+        raise UsageError(
+            f"model {mv.model!r} version {mv.version} has no holdout snapshot; "
+            "give the project folder so one can be cut from the data source"
+        )
+    source = open_source(
+        spec.data.source,
+        base=Path(project),
+        logs_url=store.logs_url or settings.logs_url(project),
+        model=spec.model.name,
+        target=spec.model.target,
+    )
+    window = make_window(source.read(), spec, store.clock())
+    snap = take_snapshot(store, window.holdout, sources=[source.uri], time_column=window.columns.time)
+    return snap.id, window.holdout
+
+
+def _golden(store: Store, mv: Any) -> tuple[str, pd.DataFrame] | None:
+    linked = next((s["id"] for s in mv.snapshots if s["role"] == "golden"), None)
+    return None if linked is None else (linked, load_snapshot(store, linked))
+
+
+def _metric_names(spec: Any) -> list[str]:
+    names = list(DEFAULT_METRICS[spec.model.task])
+    names += [g.metric for g in spec.gates if hasattr(g, "metric")]
+    return list(dict.fromkeys(names))
+
+
+def evaluate_version(
+    store: Store,
+    spec: Any,
+    model: str,
+    version: int,
+    *,
+    project: Path | str | None = None,
+    champion: int | _Current | None = CURRENT_CHAMPION,
+    seed: int | None = None,
+    actor: str | None = None,
+    record: bool = True,
+    run_id: str | None = None,
+    timer: Callable[[], float] = time.perf_counter,
+) -> GateReport:
+    """Check the spec's gates for ``model`` ``version`` against the champion and store the report.
+
+    ``champion`` is the version to compare with (default: the current champion alias;
+    None: compare with nothing). The bootstrap seed defaults to the trainer's seed, so a
+    re-evaluation gives the same intervals. ``timer`` measures prediction latency.
+    """
+    project_dir = None if project is None else Path(project)
+    mv = store.registry.get_version(model, version)
+    holdout_id, holdout = _holdout(store, spec, mv, project_dir)
+    if not len(holdout):
+        raise UsageError(
+            f"model {model!r} version {version}: the holdout has no rows to judge it on "
+            "(training.holdout.fraction is 0?)"
+        )
+    columns = resolve_columns(spec, holdout)
+    task, target = spec.model.task, spec.model.target
+    champion_version: int | None
+    if isinstance(champion, _Current):
+        try:
+            champion_version = store.registry.get_alias(model, CHAMPION)
+        except NotFoundError:
+            champion_version = None
+    else:
+        champion_version = champion
+    no_champion = NO_CHAMPION
+    if champion_version == mv.version:
+        champion_version, no_champion = (
+            None,
+            f"version {mv.version} is the champion itself: nothing to compare",
+        )
+    seed = spec.model.trainer.seed if seed is None else seed
+    trusted = spec.model.trusted_types
+    names = _metric_names(spec)
+    with importable(str(project_dir.resolve()) if project_dir else None):
+        challenger_model = load_model(store, mv, trusted)
+        challenger, classes = predict_outputs(challenger_model, holdout, columns.features, task, target)
+        champion_model = champion_out = None
+        if champion_version is not None:
+            champion_model = load_model(store, store.registry.get_version(model, champion_version), trusted)
+            champion_out, _ = predict_outputs(
+                champion_model, holdout, columns.features, task, target, classes
+            )
+        X = model_frame(holdout, columns.features, categorical_as_category=wants_categories(challenger_model))
+        latency = measure_latency(challenger_model, X, timer)
+        golden = None
+        found = _golden(store, mv)
+        if found is not None:
+            golden_id, golden_rows = found
+            g_out, _ = predict_outputs(challenger_model, golden_rows, columns.features, task, target, classes)
+            golden = {
+                "snapshot": golden_id,
+                "n_rows": len(golden_rows),
+                "challenger": compute_many(names, g_out),
+                "champion": None,
+            }
+            if champion_model is not None:
+                c_out, _ = predict_outputs(
+                    champion_model, golden_rows, columns.features, task, target, classes
+                )
+                golden["champion"] = compute_many(names, c_out)
+    inputs = GateInputs(
+        challenger=challenger,
+        champion=champion_out,
+        champion_version=champion_version,
+        frame=holdout.reset_index(drop=True),
+        latency_ms_per_row=latency,
+        size_bytes=mv.size_bytes,
+        no_champion_reason=no_champion,
+    )
+    checks = evaluate_gates(spec.gates, inputs, seed=seed)
+    passed = all(c.passed for c in checks)
+    report = GateReport(
+        model=model,
+        version=mv.version,
+        champion_version=champion_version,
+        passed=passed,
+        reason=_summary(checks, champion_out, no_champion),
+        checks=checks,
+        holdout={"snapshot": holdout_id, "n_rows": len(holdout)},
+        metrics={
+            "challenger": compute_many(names, challenger),
+            "champion": None if champion_out is None else compute_many(names, champion_out),
+        },
+        seed=seed,
+        evaluated_at=store.clock(),
+        golden=golden,
+        latency_ms_per_row=latency,
+        size_bytes=mv.size_bytes,
+        run_id=run_id,
+    )
+    if record:
+        report.evaluation_id = store.lineage.record_evaluation(
+            model,
+            mv.version,
+            passed=passed,
+            report=report.to_dict(),
+            actor=actor or settings.actor(),
+            champion_version=champion_version,
+            snapshot_id=holdout_id,
+        )
+    return report
+
+
+def _summary(checks: list[CheckResult], champion: Outputs | None, no_champion: str) -> str:
+    if not checks:
+        return NO_GATES
+    failed = [c.name for c in checks if not c.passed]
+    if failed:
+        return f"{len(failed)} of {len(checks)} gates failed: {'; '.join(failed)}"
+    suffix = f" ({no_champion})" if champion is None else ""
+    return f"all {len(checks)} gates passed{suffix}"

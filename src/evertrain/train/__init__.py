@@ -1,0 +1,1 @@
+"""Training: trainers behind one interface, executors, budgets, sweeps and the training step."""

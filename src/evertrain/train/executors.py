@@ -1,0 +1,264 @@
+"""Executors: where a training job runs, behind one interface, ``run(job_dir, time_limit)``.
+
+- ``inline``: in this process (tests, notebooks, benchmarks); the time limit is checked
+  between boosting iterations only, since a running ``fit`` cannot be interrupted here.
+- ``local``: a child process with a hard time limit and its output captured to the job's
+  log; a crash or a timeout is a failed :class:`Outcome` with the error and the log
+  tail, never an exception that leaves a half-registered version.
+- ``ray``: a Ray task on ``EVERTRAIN_RAY_ADDRESS`` (or a local Ray already started, or
+  one started here); inputs and outputs travel as bytes, so it works on a cluster.
+
+All three call :func:`evertrain.train.worker.execute_job`, hence give the same model
+and the same metrics for the same job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from evertrain import settings
+from evertrain.exceptions import UsageError
+from evertrain.train.worker import (
+    ERROR_FILE,
+    JOB_FILE,
+    LOG_FILE,
+    MODEL_FILE,
+    OUT_DIR,
+    PARENT_FILE,
+    RESULT_FILE,
+    execute_job,
+    write_error,
+)
+
+#: The end of a job's log kept in its run record (the whole log goes to the artifact store).
+LOG_TAIL_CHARS = 4000
+#: After the time limit, a child gets this long to exit on SIGTERM before SIGKILL.
+KILL_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class Outcome:
+    """What one execution of a job gave: a model and its result, or an error; always the log."""
+
+    ok: bool
+    seconds: float
+    log: str
+    model: bytes | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def log_tail(self) -> str:
+        return self.log[-LOG_TAIL_CHARS:]
+
+
+def collect(job_dir: Path, seconds: float, error: str | None = None) -> Outcome:
+    """Read a job folder's outputs into an :class:`Outcome` (a missing result is a failure)."""
+    out = job_dir / OUT_DIR
+    log_path = job_dir / LOG_FILE
+    log = log_path.read_text(errors="replace") if log_path.is_file() else ""
+    if error is None and (out / ERROR_FILE).is_file():
+        error = json.loads((out / ERROR_FILE).read_text())["error"]
+    if error is None and (out / RESULT_FILE).is_file() and (out / MODEL_FILE).is_file():
+        result = json.loads((out / RESULT_FILE).read_text())
+        return Outcome(True, seconds, log, (out / MODEL_FILE).read_bytes(), result)
+    return Outcome(False, seconds, log, error=error or "the training job ended without a model or an error")
+
+
+def clear_outputs(job_dir: Path) -> None:
+    """Remove the outputs of an earlier attempt (checkpoints stay: they are how it resumes)."""
+    for name in (MODEL_FILE, RESULT_FILE, ERROR_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            (job_dir / OUT_DIR / name).unlink()
+
+
+class Executor(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def run(self, job_dir: Path, time_limit: float) -> Outcome:
+        """Run the job in ``job_dir``; never raises for a failed training, returns it."""
+
+
+class InlineExecutor(Executor):
+    name = "inline"
+
+    def run(self, job_dir: Path, time_limit: float) -> Outcome:
+        clear_outputs(job_dir)
+        started = time.perf_counter()
+        with open(job_dir / LOG_FILE, "a", encoding="utf-8") as log_file:
+
+            def log(line: str) -> None:
+                log_file.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+                log_file.flush()
+
+            try:
+                execute_job(job_dir, log)
+            except Exception as exc:  # a failed training is an outcome, not a crash of the caller
+                log(f"failed: {type(exc).__name__}: {exc}")
+                write_error(job_dir, exc)
+        return collect(job_dir, time.perf_counter() - started)
+
+
+class LocalExecutor(Executor):
+    """A child Python process per job, killed at the time limit."""
+
+    name = "local"
+
+    def run(self, job_dir: Path, time_limit: float) -> Outcome:
+        clear_outputs(job_dir)
+        command = [sys.executable, "-m", "evertrain.train.worker", str(job_dir)]
+        started = time.perf_counter()
+        with open(job_dir / LOG_FILE, "ab") as log_file:
+            # Its own process group, so a timeout kills the child and anything it started.
+            proc = subprocess.Popen(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            try:
+                code = proc.wait(timeout=time_limit)
+            except subprocess.TimeoutExpired:
+                self._stop(proc)
+                return collect(
+                    job_dir,
+                    time.perf_counter() - started,
+                    error=f"training timed out after its limit of {time_limit:g}s and was killed",
+                )
+        seconds = time.perf_counter() - started
+        if code != 0:
+            outcome = collect(job_dir, seconds)
+            detail = (
+                outcome.error if outcome.error and not outcome.error.startswith("the training job") else None
+            )
+            return collect(
+                job_dir,
+                seconds,
+                error=detail
+                or f"the training process exited with code {code}: "
+                f"{outcome.log_tail.strip().splitlines()[-1] if outcome.log.strip() else 'no output'}",
+            )
+        return collect(job_dir, seconds)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _ray_job(files: dict[str, bytes], checkpoint_dir: str | None) -> dict[str, bytes]:
+    """The Ray task: rebuild the job folder from bytes, run it, hand the outputs back as bytes."""
+    with tempfile.TemporaryDirectory(prefix="evertrain-ray-") as tmp:
+        folder = Path(tmp)
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        job = json.loads(files[JOB_FILE])
+        # The checkpoint folder is used where this node can reach it (a local Ray, a shared
+        # disk); elsewhere the job checkpoints into its temporary folder.
+        if checkpoint_dir and Path(checkpoint_dir).parent.is_dir():
+            job["checkpoint_dir"] = checkpoint_dir
+        else:
+            job["checkpoint_dir"] = None
+        (folder / JOB_FILE).write_text(json.dumps(job))
+        buffer = io.StringIO()
+
+        def log(line: str) -> None:
+            buffer.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+        try:
+            execute_job(folder, log)
+        except Exception as exc:
+            log(f"failed: {type(exc).__name__}: {exc}")
+            write_error(folder, exc)
+        out = {LOG_FILE: buffer.getvalue().encode()}
+        for name in (MODEL_FILE, RESULT_FILE, ERROR_FILE):
+            path = folder / OUT_DIR / name
+            if path.is_file():
+                out[f"{OUT_DIR}/{name}"] = path.read_bytes()
+        return out
+
+
+class RayExecutor(Executor):
+    """A Ray task per job; Ray is initialised on first use if the caller has not done it."""
+
+    name = "ray"
+    _remote: ClassVar[Any] = None
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
+
+    def _connect(self) -> Any:
+        try:
+            import ray
+        except ImportError:
+            raise UsageError("the ray executor needs Ray: pip install 'evertrain[ray]'") from None
+        if not ray.is_initialized():
+            ray.init(
+                address=self.address or settings.RAY_ADDRESS.raw() or None,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
+        if RayExecutor._remote is None:
+            RayExecutor._remote = ray.remote(max_retries=0)(_ray_job)
+        return ray
+
+    def run(self, job_dir: Path, time_limit: float) -> Outcome:
+        ray = self._connect()
+        clear_outputs(job_dir)
+        inputs = {
+            p.name: p.read_bytes()
+            for p in job_dir.iterdir()
+            if p.is_file() and (p.suffix == ".parquet" or p.name in (JOB_FILE, PARENT_FILE))
+        }
+        job = json.loads(inputs[JOB_FILE])
+        started = time.perf_counter()
+        ref = RayExecutor._remote.remote(inputs, job.get("checkpoint_dir"))
+        try:
+            produced: dict[str, bytes] = ray.get(ref, timeout=time_limit)
+        except ray.exceptions.GetTimeoutError:
+            ray.cancel(ref, force=True)
+            return collect(
+                job_dir,
+                time.perf_counter() - started,
+                error=f"training timed out after its limit of {time_limit:g}s and was cancelled",
+            )
+        except ray.exceptions.RayError as exc:
+            return collect(job_dir, time.perf_counter() - started, error=f"the Ray task failed: {exc}")
+        (job_dir / OUT_DIR).mkdir(exist_ok=True)
+        for name, data in produced.items():
+            if name == LOG_FILE:
+                with open(job_dir / LOG_FILE, "ab") as fh:
+                    fh.write(data)
+            else:
+                (job_dir / name).write_bytes(data)
+        return collect(job_dir, time.perf_counter() - started)
+
+
+EXECUTORS: dict[str, type[Executor]] = {e.name: e for e in (InlineExecutor, LocalExecutor, RayExecutor)}
+
+
+def get_executor(name: str) -> Executor:
+    try:
+        return EXECUTORS[name]()
+    except KeyError:
+        raise UsageError(f"unknown executor {name!r}; known: {', '.join(sorted(EXECUTORS))}") from None

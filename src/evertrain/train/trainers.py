@@ -1,0 +1,443 @@
+"""Trainers: one small interface, ``fit(train, valid, context) -> model``, one class per kind.
+
+- ``sklearn``: an estimator (or a factory returning one) by import path, with params;
+  a param written ``{"estimator": "path", "params": {...}}`` is built the same way, so
+  a Pipeline is plain data in the spec. Text columns are one-hot encoded in front of a
+  bare estimator that cannot take them.
+- ``lightgbm``: boosting with early stopping on the valid part, a warm start from the
+  parent version's booster, per-iteration valid curves, and checkpoints every few
+  iterations so a killed training resumes where it stopped.
+- ``callable``: any ``package.module:function`` taking ``(train, valid, context)`` and
+  returning a model that one of the safe formats can save.
+
+Seeds are explicit; a model's bytes are canonical (:func:`model_bytes`), so the same
+data, params and seed give the same artifact hash.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import io
+import json
+import os
+import re
+import time
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from evertrain.evaluate.scoring import model_frame
+from evertrain.exceptions import DataValidationError, TrainingFailed, UsageError
+from evertrain.store.formats import BoosterModel, framework_of, get_format
+
+#: Boosting rounds when the spec's params name none; early stopping usually ends sooner.
+DEFAULT_BOOST_ROUNDS = 500
+#: LightGBM spellings of the number of boosting rounds, all taken out of its params.
+_ROUND_ALIASES = (
+    "num_boost_round",
+    "num_iterations",
+    "num_iteration",
+    "n_iter",
+    "num_tree",
+    "num_trees",
+    "num_round",
+    "num_rounds",
+    "nrounds",
+    "n_estimators",
+    "max_iter",
+)
+_LGB_OBJECTIVE = {"binary": "binary", "multiclass": "multiclass", "regression": "regression"}
+_DEFAULT_ESTIMATOR = {
+    "binary": "sklearn.linear_model.LogisticRegression",
+    "multiclass": "sklearn.linear_model.LogisticRegression",
+    "regression": "sklearn.linear_model.Ridge",
+}
+#: A zip timestamp fixed at the zip epoch, so that skops archives are byte-for-byte stable.
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+_CHECKPOINT_MODEL = "model.txt"
+_CHECKPOINT_STATE = "state.json"
+
+
+@dataclass
+class TrainContext:
+    """What a trainer is told besides the data, and where it leaves what it learned about itself."""
+
+    task: str
+    target: str
+    features: list[str]
+    seed: int = 0
+    weight_column: str | None = None
+    parent: Any | None = None
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 50
+    early_stopping_rounds: int | None = None
+    deadline: float | None = None
+    fingerprint: str = ""
+    num_threads: int | None = None
+    log: Callable[[str], None] = print
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def xy(
+        self, frame: pd.DataFrame, *, categorical_as_category: bool = False
+    ) -> tuple[pd.DataFrame, pd.Series]:
+        if self.target not in frame.columns:
+            raise DataValidationError(f"target column {self.target!r} is not in the training rows")
+        return model_frame(frame, self.features, categorical_as_category=categorical_as_category), frame[
+            self.target
+        ]
+
+    def weights(self, frame: pd.DataFrame) -> np.ndarray | None:
+        if self.weight_column and self.weight_column in frame.columns:
+            return frame[self.weight_column].to_numpy(dtype=float)
+        return None
+
+    def check_deadline(self, where: str) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TrainingFailed(f"training ran past its time limit ({where})")
+
+
+class Trainer(ABC):
+    """Fits a model on ``train`` (``valid`` for early stopping where the library has it)."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, context: TrainContext) -> Any:
+        """A fitted model with ``predict`` (and ``predict_proba`` for classifiers)."""
+
+
+# -- scikit-learn ------------------------------------------------------------------------------
+
+
+def import_object(path: str, *, what: str) -> Any:
+    """``pkg.mod.Name`` or ``pkg.mod:Name`` imported; errors name the path and what it was for."""
+    module_name, _, attr = path.replace(":", ".").rpartition(".")
+    if not module_name:
+        raise UsageError(f"{what} {path!r} is not an import path like 'package.module.Name'")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"{what} {path!r} cannot be imported: {exc}") from None
+
+
+def build_estimator(path: str, params: dict[str, Any]) -> Any:
+    """An estimator from an import path and params; nested ``{"estimator": ...}`` params are built too."""
+    factory = import_object(path, what="estimator")
+    return factory(**{k: _build_param(v) for k, v in params.items()})
+
+
+def _build_param(value: Any) -> Any:
+    if isinstance(value, dict) and "estimator" in value and set(value) <= {"estimator", "params"}:
+        return build_estimator(value["estimator"], dict(value.get("params") or {}))
+    if isinstance(value, list):
+        built = [_build_param(v) for v in value]
+        # Pipeline steps and ColumnTransformer entries are tuples in scikit-learn.
+        return [tuple(v) if isinstance(v, list) else v for v in built]
+    return value
+
+
+def _seed_everywhere(estimator: Any, seed: int) -> None:
+    """Give every nested ``random_state`` left unset the run's seed, so fits repeat exactly."""
+    if not hasattr(estimator, "get_params"):
+        return
+    unset = {
+        k: seed
+        for k, v in estimator.get_params(deep=True).items()
+        if (k == "random_state" or k.endswith("__random_state")) and v is None
+    }
+    if unset:
+        estimator.set_params(**unset)
+
+
+def _text_columns(X: pd.DataFrame) -> list[str]:
+    return [
+        c for c in X.columns if not (pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]))
+    ]
+
+
+class SklearnTrainer(Trainer):
+    kind = "sklearn"
+
+    def make_estimator(self, context: TrainContext, X: pd.DataFrame) -> Any:
+        from sklearn.pipeline import Pipeline
+
+        path = self.spec.estimator or _DEFAULT_ESTIMATOR[context.task]
+        estimator = build_estimator(path, dict(self.spec.params))
+        text = _text_columns(X)
+        if text and not isinstance(estimator, Pipeline):
+            from sklearn.compose import ColumnTransformer
+            from sklearn.preprocessing import OneHotEncoder
+
+            encode = ColumnTransformer(
+                [("text", OneHotEncoder(handle_unknown="ignore"), text)], remainder="passthrough"
+            )
+            estimator = Pipeline([("encode", encode), ("model", estimator)])
+            context.log(f"one-hot encoding text feature(s) {', '.join(text)} in front of {path}")
+        _seed_everywhere(estimator, context.seed)
+        return estimator
+
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, context: TrainContext) -> Any:
+        from sklearn.pipeline import Pipeline
+
+        X, y = context.xy(train)
+        X = X.astype({c: object for c in _text_columns(X)})
+        estimator = self.make_estimator(context, X)
+        kwargs: dict[str, Any] = {}
+        weights = context.weights(train)
+        if weights is not None:
+            final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+            if "sample_weight" not in inspect.signature(final.fit).parameters:
+                raise UsageError(
+                    f"{type(final).__name__}.fit takes no sample_weight; a weighted window needs one"
+                )
+            key = (
+                f"{estimator.steps[-1][0]}__sample_weight"
+                if isinstance(estimator, Pipeline)
+                else "sample_weight"
+            )
+            kwargs[key] = weights
+        context.log(f"fitting {type(estimator).__name__} on {len(X)} rows x {X.shape[1]} features")
+        estimator.fit(X, y, **kwargs)
+        final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+        for attr in ("loss_curve_", "validation_scores_", "train_score_", "validation_score_"):
+            values = getattr(final, attr, None)
+            if values is not None and np.ndim(values) == 1:
+                context.curves[attr.rstrip("_")] = [float(v) for v in values]
+        return estimator
+
+
+# -- LightGBM ----------------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class LightGBMTrainer(Trainer):
+    """Gradient boosting, one iteration at a time, so that early stopping, curves, deadlines
+    and checkpoints are all handled in one loop that a resumed training re-enters."""
+
+    kind = "lightgbm"
+
+    def params(self, context: TrainContext, y: pd.Series) -> tuple[dict[str, Any], int]:
+        params = dict(self.spec.params)
+        rounds = DEFAULT_BOOST_ROUNDS
+        for alias in _ROUND_ALIASES:
+            if alias in params:
+                rounds = int(params.pop(alias))
+        params.setdefault("objective", _LGB_OBJECTIVE[context.task])
+        if context.task == "multiclass":
+            params.setdefault("num_class", int(y.max()) + 1)
+        params.setdefault("verbosity", -1)
+        params.setdefault("deterministic", True)
+        params.setdefault("force_row_wise", True)
+        params["seed"] = context.seed
+        if context.num_threads:
+            params.setdefault("num_threads", context.num_threads)
+        return params, rounds
+
+    @staticmethod
+    def _check_labels(y: pd.Series, task: str) -> None:
+        if task == "regression":
+            return
+        values = pd.unique(y.dropna())
+        try:
+            numbers = np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            numbers = np.array([np.nan])
+        if not (np.isfinite(numbers).all() and (numbers >= 0).all() and (numbers == np.round(numbers)).all()):
+            sample = ", ".join(map(repr, list(values)[:5]))
+            raise DataValidationError(
+                f"target {y.name!r}: LightGBM {task} targets must be class numbers 0..K-1 or booleans, "
+                f"got {sample}"
+            )
+
+    def _load_checkpoint(self, context: TrainContext) -> tuple[Any, dict[str, Any]] | None:
+        import lightgbm as lgb
+
+        folder = context.checkpoint_dir
+        if folder is None or not (folder / _CHECKPOINT_STATE).is_file():
+            return None
+        state = json.loads((folder / _CHECKPOINT_STATE).read_text())
+        if state.get("fingerprint") != context.fingerprint:
+            context.log("checkpoint belongs to other data or params; starting afresh")
+            return None
+        booster = lgb.Booster(model_str=(folder / _CHECKPOINT_MODEL).read_text())
+        return booster, state
+
+    def _save_checkpoint(self, context: TrainContext, booster: Any, state: dict[str, Any]) -> None:
+        folder = context.checkpoint_dir
+        if folder is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        # Model first, state second: a state file always describes a complete model file.
+        write_atomic(folder / _CHECKPOINT_MODEL, booster.model_to_string().encode())
+        write_atomic(
+            folder / _CHECKPOINT_STATE, json.dumps(dict(state, fingerprint=context.fingerprint)).encode()
+        )
+
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, context: TrainContext) -> Any:
+        import lightgbm as lgb
+
+        X, y = context.xy(train, categorical_as_category=True)
+        self._check_labels(y, context.task)
+        params, rounds = self.params(context, y)
+        train_set = lgb.Dataset(X, y.astype(float), weight=context.weights(train), free_raw_data=False)
+        valid_sets, valid_names = [], []
+        if len(valid):
+            Xv, yv = context.xy(valid, categorical_as_category=True)
+            valid_sets, valid_names = [lgb.Dataset(Xv, yv.astype(float), reference=train_set)], ["valid"]
+        state: dict[str, Any] = {"done": 0, "best": 0, "best_score": None, "curve": [], "base": 0}
+        init = None
+        resumed = self._load_checkpoint(context)
+        if resumed is not None:
+            init, state = resumed
+            context.log(f"resuming from checkpoint at iteration {state['done']}")
+            context.info["resumed_from_iteration"] = state["done"]
+        elif self.spec.warm_start and isinstance(context.parent, BoosterModel):
+            parent_features = list(context.parent.booster_.feature_name())
+            if parent_features == list(X.columns):
+                init = context.parent.booster_
+                state["base"] = int(init.current_iteration())
+                context.log(f"warm start from the parent booster ({state['base']} iterations)")
+                context.info["warm_start_iterations"] = state["base"]
+            else:
+                context.log("warm start skipped: the parent was trained on other features")
+        metric_name = None
+        if init is not None:
+            booster = lgb.train(
+                params,
+                train_set,
+                num_boost_round=1,
+                init_model=init,
+                valid_sets=valid_sets,
+                valid_names=valid_names,
+                keep_training_booster=True,
+            )
+        else:
+            booster = lgb.Booster(params, train_set)
+            for vs, vn in zip(valid_sets, valid_names, strict=True):
+                booster.add_valid(vs, vn)
+            booster.update()
+        stop_after = self.spec.early_stopping_rounds if valid_sets else None
+        while True:
+            state["done"] += 1
+            if valid_sets:
+                result = booster.eval_valid()[0]
+                metric_name, value, maximize = result[1], float(result[2]), bool(result[3])
+                state["curve"].append(value)
+                best = state["best_score"]
+                if best is None or (value > best if maximize else value < best):
+                    state["best"], state["best_score"] = state["done"], value
+            if state["done"] % context.checkpoint_every == 0:
+                self._save_checkpoint(context, booster, state)
+            if state["done"] >= rounds or (stop_after and state["done"] - state["best"] >= stop_after):
+                break
+            context.check_deadline(f"after {state['done']} boosting iterations")
+            booster.update()
+        keep = state["best"] if (valid_sets and state["best"]) else state["done"]
+        total = state["base"] + keep
+        context.info.update(
+            best_iteration=keep, iterations_run=state["done"], early_stopping_metric=metric_name
+        )
+        if metric_name:
+            context.curves[f"valid_{metric_name}"] = state["curve"]
+        context.log(f"boosted {state['done']} iterations, keeping {keep}")
+        final = lgb.Booster(model_str=booster.model_to_string(num_iteration=total))
+        return BoosterModel(final)
+
+
+# -- any callable ------------------------------------------------------------------------------
+
+
+class CallableTrainer(Trainer):
+    """``package.module:function(train, valid, context) -> model``; the project folder is importable."""
+
+    kind = "callable"
+
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, context: TrainContext) -> Any:
+        function = import_object(self.spec.callable, what="trainer callable")
+        if not callable(function):
+            raise UsageError(
+                f"trainer callable {self.spec.callable!r} is a {type(function).__name__}, not callable"
+            )
+        model = function(train, valid, context)
+        if model is None:
+            raise TrainingFailed(f"trainer callable {self.spec.callable!r} returned None instead of a model")
+        framework_of(model)  # refuse, early and by name, a model no safe format can store
+        return model
+
+
+TRAINERS: dict[str, type[Trainer]] = {t.kind: t for t in (SklearnTrainer, LightGBMTrainer, CallableTrainer)}
+
+
+def get_trainer(spec: Any) -> Trainer:
+    """The trainer for a spec's ``model.trainer``."""
+    try:
+        return TRAINERS[spec.kind](spec)
+    except KeyError:
+        raise UsageError(
+            f"unknown trainer kind {spec.kind!r}; known: {', '.join(sorted(TRAINERS))}"
+        ) from None
+
+
+# -- canonical bytes ---------------------------------------------------------------------------
+
+_SKOPS_IDS = re.compile(rb'("__id__": |"file": ")(\d+)')
+
+
+def canonical_skops(data: bytes) -> bytes:
+    """A skops archive rewritten so equal models give equal bytes.
+
+    skops names arrays and nodes after Python object ids and stamps the current time on
+    zip entries; both change from run to run. Ids are renumbered in order of first
+    appearance in the schema (a renaming that keeps every reference intact) and entries
+    get a fixed timestamp and a sorted order.
+    """
+    source = zipfile.ZipFile(io.BytesIO(data))
+    schema = source.read("schema.json")
+    mapping: dict[bytes, bytes] = {}
+    for match in _SKOPS_IDS.finditer(schema):
+        mapping.setdefault(match.group(2), str(len(mapping) + 1).encode())
+
+    def rename(name: str) -> str:
+        stem, dot, ext = name.partition(".")
+        return mapping.get(stem.encode(), stem.encode()).decode() + dot + ext
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for info in sorted(source.infolist(), key=lambda i: rename(i.filename)):
+            body = source.read(info)
+            if info.filename == "schema.json":
+                body = _SKOPS_IDS.sub(lambda m: m.group(1) + mapping[m.group(2)], body)
+            entry = zipfile.ZipInfo(rename(info.filename), date_time=_ZIP_EPOCH)
+            entry.compress_type = info.compress_type
+            entry.external_attr = info.external_attr
+            target.writestr(entry, body)
+    return out.getvalue()
+
+
+def model_bytes(model: Any) -> tuple[str, bytes]:
+    """The framework name and the canonical bytes a fitted model is stored as."""
+    framework = framework_of(model)
+    data = get_format(framework).dumps(model)
+    if framework == "sklearn":
+        data = canonical_skops(data)
+    return framework, data

@@ -1,0 +1,136 @@
+"""Each gate on synthetic scores: pass, fail, and the evidence it reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evertrain.evaluate.gates import NO_CHAMPION, GateInputs, evaluate_gates
+from evertrain.evaluate.metrics import Outputs
+from evertrain.spec import ChampionGate, FairnessGate, LatencyGate, SizeGate, SliceGate, ThresholdGate
+
+N = 2000
+
+
+def _scores(rng: np.random.Generator, y: np.ndarray, accuracy: np.ndarray | float) -> Outputs:
+    right = rng.uniform(size=len(y)) < accuracy
+    return Outputs.classification(y, np.where(right == (y == 1), 0.8, 0.2))
+
+
+@pytest.fixture
+def rows() -> tuple[np.ndarray, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"region": rng.choice(["a", "b", "c", "d"], N), "age": rng.uniform(18, 90, N)})
+    return rng.integers(0, 2, N), frame
+
+
+def test_threshold_bounds_and_undefined_metric() -> None:
+    out = Outputs.classification([0, 1, 1, 0], [0.1, 0.9, 0.4, 0.3])
+    checks = evaluate_gates(
+        [ThresholdGate(metric="accuracy", min=0.7), ThresholdGate(metric="log_loss", max=0.1)],
+        GateInputs(out),
+    )
+    assert [c.passed for c in checks] == [True, False]
+    assert checks[0].evidence["value"] == 0.75 and "outside <= 0.1" in checks[1].reason
+    one_class = Outputs.classification([1, 1], [0.3, 0.9])
+    [check] = evaluate_gates([ThresholdGate(metric="roc_auc", min=0.5)], GateInputs(one_class))
+    assert not check.passed and "undefined" in check.reason
+
+
+def test_non_inferiority_and_superiority_report_the_interval(rows: tuple[np.ndarray, pd.DataFrame]) -> None:
+    y, frame = rows
+    rng = np.random.default_rng(1)
+    champion = _scores(rng, y, 0.80)
+    better, worse = _scores(rng, y, 0.86), _scores(rng, y, 0.70)
+    gates = [
+        ChampionGate(kind="non_inferiority", metric="accuracy", margin=0.01),
+        ChampionGate(kind="superiority", metric="log_loss", margin=0.0),
+    ]
+    passed = evaluate_gates(gates, GateInputs(better, champion, 3, frame))
+    assert all(c.passed for c in passed)
+    low, high = passed[0].evidence["interval"]
+    assert low < passed[0].evidence["difference"] < high and low > -0.01
+    assert passed[1].evidence["higher_is_better"] is False
+    assert passed[1].evidence["improvement_interval"][0] > 0  # log loss fell
+    failed = evaluate_gates(gates[:1], GateInputs(worse, champion, 3, frame))[0]
+    assert not failed.passed and failed.evidence["interval"][1] < -0.01
+    assert "95% CI" in failed.reason and "whole improvement interval" in failed.reason
+
+
+def test_champion_relative_gates_pass_without_a_champion(rows: tuple[np.ndarray, pd.DataFrame]) -> None:
+    y, frame = rows
+    out = _scores(np.random.default_rng(2), y, 0.6)
+    gates = [
+        ChampionGate(metric="accuracy"),
+        SliceGate(column="region"),
+        ThresholdGate(metric="accuracy", min=0.9),
+    ]
+    checks = evaluate_gates(gates, GateInputs(out, frame=frame))
+    assert [c.passed for c in checks] == [True, True, False]
+    assert checks[0].reason == NO_CHAMPION
+    assert evaluate_gates([], GateInputs(out)) == []
+
+
+def test_slice_gate_finds_the_one_regressed_slice(rows: tuple[np.ndarray, pd.DataFrame]) -> None:
+    y, frame = rows
+    rng = np.random.default_rng(3)
+    champion = _scores(rng, y, 0.80)
+    in_c = (frame["region"] == "c").to_numpy()
+    challenger = _scores(rng, y, np.where(in_c, 0.60, 0.84))
+    gate = SliceGate(column="region", metric="accuracy", margin=0.02, min_rows=30)
+    [check] = evaluate_gates([gate], GateInputs(challenger, champion, 1, frame))
+    assert not check.passed
+    regressed = [s["slice"] for s in check.evidence["slices"] if s.get("regressed")]
+    assert regressed == ["c"] and "'c'" in check.reason
+    adjusted = {s["slice"]: s["p_adjusted"] for s in check.evidence["slices"]}
+    raw = {s["slice"]: s["p_value"] for s in check.evidence["slices"]}
+    assert all(adjusted[k] >= raw[k] for k in raw)  # corrected for the four slices tested
+    fine = evaluate_gates([gate], GateInputs(_scores(rng, y, 0.84), champion, 1, frame))[0]
+    assert fine.passed
+
+
+def test_small_slices_are_reported_not_tested_and_numeric_columns_are_binned(
+    rows: tuple[np.ndarray, pd.DataFrame],
+) -> None:
+    y, frame = rows
+    rng = np.random.default_rng(4)
+    champion, challenger = _scores(rng, y, 0.8), _scores(rng, y, 0.8)
+    [check] = evaluate_gates(
+        [SliceGate(column="region", min_rows=N)], GateInputs(challenger, champion, 1, frame)
+    )
+    assert check.passed and check.evidence["n_slices_tested"] == 0
+    [binned] = evaluate_gates([SliceGate(column="age")], GateInputs(challenger, champion, 1, frame))
+    assert binned.evidence["n_slices_tested"] == 4
+    [missing] = evaluate_gates([SliceGate(column="nope")], GateInputs(challenger, champion, 1, frame))
+    assert not missing.passed and "'nope'" in missing.reason
+
+
+def test_fairness_caps_parity_and_opportunity_gaps() -> None:
+    rng = np.random.default_rng(5)
+    group = np.repeat(["f", "m"], 500)
+    y = rng.integers(0, 2, 1000)
+    fair = Outputs.classification(y, np.where(y == 1, 0.8, 0.2))
+    unfair_p = np.where(group == "m", 0.9, np.where(y == 1, 0.8, 0.2))
+    unfair = Outputs.classification(y, unfair_p)
+    frame = pd.DataFrame({"sex": group})
+    gate = FairnessGate(sensitive="sex", max_demographic_parity_diff=0.1, max_equal_opportunity_diff=0.1)
+    ok = evaluate_gates([gate], GateInputs(fair, frame=frame))[0]
+    assert ok.passed and ok.evidence["demographic_parity_diff"] < 0.1
+    bad = evaluate_gates([gate], GateInputs(unfair, fair, 1, frame))[0]
+    assert not bad.passed and "demographic parity difference" in bad.reason
+    assert bad.evidence["groups"]["m"]["positive_rate"] == 1.0
+    assert bad.evidence["champion"]["demographic_parity_diff"] < 0.1
+    regression = evaluate_gates([gate], GateInputs(Outputs.regression([1.0], [1.0]), frame=frame[:1]))[0]
+    assert not regression.passed and "binary" in regression.reason
+
+
+def test_latency_and_size_budgets() -> None:
+    out = Outputs.classification([0, 1], [0.2, 0.8])
+    gates = [LatencyGate(max_ms_per_row=1.0), SizeGate(max_mb=1.0)]
+    ok = evaluate_gates(gates, GateInputs(out, latency_ms_per_row=0.5, size_bytes=500_000))
+    assert all(c.passed for c in ok)
+    over = evaluate_gates(gates, GateInputs(out, latency_ms_per_row=2.0, size_bytes=2_000_000))
+    assert [c.passed for c in over] == [False, False] and over[1].evidence["size_mb"] == 2.0
+    unmeasured = evaluate_gates(gates, GateInputs(out))
+    assert [c.passed for c in unmeasured] == [False, False]
