@@ -23,9 +23,9 @@ app = typer.Typer(
 )
 
 # Command modules register on `app` when imported; keep these imports below `app`.
-from evertrain.faces import cli_store  # noqa: E402
+from evertrain.faces import cli_serve, cli_store  # noqa: E402
 
-__all__ = ["app", "cli_store", "main"]
+__all__ = ["app", "cli_serve", "cli_store", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
