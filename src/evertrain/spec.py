@@ -334,6 +334,11 @@ class AnalysisSpec(_Part):
     max_latency_increase: float = Field(0.25, ge=0.0, description="Relative increase of median latency.")
     quality_margin: float = Field(0.02, ge=0.0, description="Allowed drop of labelled quality.")
     min_labels: int = Field(100, ge=1)
+    require_labels: bool = Field(
+        False,
+        description="Hold a step until min_labels feedback labels have arrived for each arm; "
+        "otherwise quality is judged only where labels are there.",
+    )
 
 
 class RolloutSpec(_Part):
@@ -366,6 +371,17 @@ class ServingSpec(_Part):
     port: int = Field(8080, ge=0, le=65535)
     max_batch: int = Field(1000, ge=1)
     log: LogSpec = Field(default_factory=LogSpec)
+    poll_seconds: Duration = Field(1.0, gt=0, description="How often a replica reads aliases and rollouts.")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Larger request bodies get a 413.")
+    range_tolerance: float | None = Field(
+        0.5,
+        ge=0.0,
+        description="Numbers further than this share of the training range outside it are refused; null: no check.",
+    )
+    unknown_categories: Literal["accept", "refuse"] = Field(
+        "accept", description="Whether a category not seen in training is served or refused with a 422."
+    )
+    shadow_queue_max: int = Field(1000, ge=1, description="Requests waiting for the shadow; more are not mirrored.")
 
 
 class Webhook(_Part):

@@ -182,6 +182,32 @@ audit_head = sa.Table(
 )
 
 
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    # One row per rollout of a candidate version: shadow, then canary steps, then the watch
+    # after promotion. Serving replicas read the active row's share; the rollout part moves it.
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("baseline", sa.Integer, nullable=True),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("step", sa.Integer, nullable=True),
+    sa.Column("share", sa.Float, nullable=False),
+    sa.Column("step_started_at", sa.Float, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("plan", sa.JSON, nullable=False),
+    sa.Column("reasons", sa.JSON, nullable=False),
+    sa.Column("last_verdict", sa.JSON, nullable=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=True),
+    sa.Index("ix_rollouts_model_phase", "model_id", "phase", "created_at"),
+)
+
+
 _SQLITE_BUSY_S = 60.0
 
 

@@ -1,0 +1,152 @@
+"""Serving and rollout commands: ``evertrain serve`` and ``evertrain rollout ...``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from evertrain import settings
+from evertrain.faces._common import JsonFlag, ProjectOpt, console, err_console, open_store, print_json
+from evertrain.faces.cli import app
+from evertrain.spec import SPEC_FILE, ServingSpec, Spec, load_spec
+from evertrain.store.names import check_model_name
+
+rollout_app = typer.Typer(
+    help="Shadow and canary rollouts: start, advance, status, abort.", no_args_is_help=True
+)
+app.add_typer(rollout_app, name="rollout")
+
+GRACEFUL_SHUTDOWN_SECONDS = 30
+"""How long SIGTERM waits for in-flight requests before closing connections (logs are flushed after)."""
+
+
+def _spec(project: Path) -> Spec | None:
+    return load_spec(project) if (project / SPEC_FILE).is_file() else None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address (default: the spec's, or 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: the spec's, or 8080).")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Serve every registered model over HTTP (KServe V1 shapes).
+
+    Aliases and rollout shares are read from the store every few seconds, so several
+    replicas stay in step. SIGTERM or Ctrl-C stop taking connections, let in-flight
+    requests finish and write every queued log row before exiting.
+    """
+    import uvicorn
+
+    from evertrain.serve import create_app
+
+    spec = _spec(project)
+    serving = spec.serving if spec is not None else ServingSpec()
+    store = open_store(project)
+    try:
+        application = create_app(store, spec)
+        bind_host = host or serving.host
+        bind_port = serving.port if port is None else port
+        names = store.registry.list_models()
+        admin = "on" if settings.ADMIN_TOKEN.raw() else f"off: set {settings.ADMIN_TOKEN.name}"
+        err_console.print(
+            f"serving {len(names)} model(s) on http://{bind_host}:{bind_port} (admin routes {admin})"
+        )
+        uvicorn.run(
+            application,
+            host=bind_host,
+            port=bind_port,
+            log_level="warning",
+            lifespan="on",
+            ws="none",
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
+    finally:
+        store.close()
+
+
+@rollout_app.command("start")
+def rollout_start(
+    model: str,
+    version: str,
+    reason: Annotated[str | None, typer.Option(help="Why.")] = None,
+    project: ProjectOpt = Path("."),
+    as_json: JsonFlag = False,
+) -> None:
+    """Start rolling out VERSION of MODEL: shadow, then the canary steps of the spec."""
+    from evertrain.rollout import start_rollout
+
+    check_model_name(model)
+    spec = _spec(project)
+    own = spec if spec is not None and spec.model.name == model else None
+    store = open_store(project)
+    started = start_rollout(
+        store,
+        model,
+        version,
+        actor=settings.actor(),
+        rollout_spec=None if own is None else own.rollout,
+        task=None if own is None else own.model.task,
+        reason=reason,
+    )
+    if as_json:
+        print_json(started.to_dict())
+    else:
+        console.print(f"{model}: rolling out v{started.version} ({started.phase}, share {started.share:g})")
+
+
+@rollout_app.command("advance")
+def rollout_advance(model: str, project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
+    """Judge the current step of MODEL's rollout on the serving logs and act (one controller tick)."""
+    from evertrain.rollout import advance
+
+    check_model_name(model)
+    store = open_store(project)
+    decision = advance(store, model, actor=settings.actor())
+    if as_json:
+        print_json(decision.to_dict())
+        return
+    console.print(f"{model}: {decision.action}")
+    for reason in decision.reasons:
+        console.print(f"  {reason}")
+
+
+@rollout_app.command("status")
+def rollout_status(model: str, project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
+    """The active rollout of MODEL and the recent ones."""
+    from evertrain.rollout.steps import rollout_status as status_of
+
+    check_model_name(model)
+    store = open_store(project)
+    active, past = status_of(store, model)
+    if as_json:
+        print_json({"model": model, "active": active, "history": past})
+        return
+    if active is None:
+        console.print(f"{model}: no active rollout")
+    else:
+        console.print(
+            f"{model}: v{active['version']} {active['phase']} step {active['step']} "
+            f"share {active['share']:g} ({'; '.join(active['reasons'])})"
+        )
+    for r in past:
+        if r["phase"] == "done":
+            console.print(f"  v{r['version']}: {r['outcome']} ({'; '.join(r['reasons'])})")
+
+
+@rollout_app.command("abort")
+def rollout_abort(
+    model: str,
+    reason: Annotated[str | None, typer.Option(help="Why.")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Stop MODEL's shadow or canary: its alias is cleared; the champion stays."""
+    from evertrain.rollout import abort_rollout
+
+    check_model_name(model)
+    store = open_store(project)
+    done = abort_rollout(store, model, actor=settings.actor(), reason=reason)
+    console.print(f"{model}: rollout of v{done.version} aborted")

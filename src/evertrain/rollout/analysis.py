@@ -1,0 +1,446 @@
+"""Comparing a challenger (canary or shadow) with the champion over a window of the serving logs.
+
+The analysis reads the prediction, error and feedback logs of one window
+(``docs/logs.md``), takes the evidence of each arm, and runs four checks, in the spirit
+of Kayenta's canary judge: a minimum sample per step, then a test per metric with both
+a statistical and a practical threshold (a difference must be significant *and* larger
+than the spec allows before it counts against the challenger):
+
+=============  =====================================================  ======================
+check          test                                                   fails when
+=============  =====================================================  ======================
+error rate     Fisher's exact test, one-sided                         p < alpha and the rate
+                                                                      rose by more than
+                                                                      ``max_error_rate_increase``
+latency        Mann-Whitney U on per-request model time, one-sided    p < alpha and the median
+                                                                      rose by more than
+                                                                      ``max_latency_increase``
+quality        labelled rows only; classification: z-test of          the challenger is
+               accuracy against a non-inferiority margin;             confidently worse than
+               regression: Mann-Whitney U on absolute errors          the champion by more
+               against the champion's inflated by the margin          than ``quality_margin``
+predictions    Mann-Whitney U on scores or numbers, chi-square on     never (reported: a new
+               classes                                                model is meant to differ)
+=============  =====================================================  ======================
+
+Errors are judged at any sample size, so a broken canary is rolled back at once; the
+other checks wait for ``min_samples``. The tests are re-run on the growing window at
+each tick; that repeated look raises the false-alarm rate a little above ``alpha``, a
+price paid, as in Kayenta, for rolling back a bad version early.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import stats
+
+from evertrain.spec import AnalysisSpec
+
+Status = Literal["pass", "fail", "wait", "info"]
+Action = Literal["advance", "promote", "hold", "rollback"]
+
+MIN_LATENCY_REQUESTS = 20
+"""Fewest requests per arm before latency is compared: below it a rank test has little power."""
+MIN_DISTRIBUTION_ROWS = 20
+CLASS_LIKE_MAX_VALUES = 20
+"""Numeric predictions with at most this many distinct integer values are taken as classes."""
+_DAY = 86400.0
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass
+class Logs:
+    """The rows of one model's logs in a window, column by column."""
+
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    errors: dict[str, np.ndarray] = field(default_factory=dict)
+    labels: dict[str, Any] = field(default_factory=dict)  # request_id -> newest label
+
+
+def _dates(start: float, end: float) -> set[str]:
+    import datetime as dt
+
+    first, last = math.floor(start / _DAY), math.floor(end / _DAY)
+    return {dt.datetime.fromtimestamp(d * _DAY, dt.UTC).strftime("%Y-%m-%d") for d in range(first, last + 1)}
+
+
+def _parts(fs: Any, root: str, kind: str, model: str, dates: set[str] | None) -> list[str]:
+    base = f"{root}/{kind}/model={model}"
+    if not fs.exists(base):
+        return []
+    out = []
+    for folder in sorted(fs.ls(base, detail=False)):
+        leaf = folder.rstrip("/").rsplit("/", 1)[-1]
+        if not leaf.startswith("date=") or (dates is not None and leaf[5:] not in dates):
+            continue
+        for path in sorted(fs.ls(folder, detail=False)):
+            name = path.rsplit("/", 1)[-1]
+            if name.endswith(".parquet") and not name.startswith((".", "_")):
+                out.append(path)
+    return out
+
+
+def _read(fs: Any, paths: Iterable[str], columns: list[str]) -> dict[str, np.ndarray]:
+    tables = []
+    for path in paths:
+        with fs.open(path, "rb") as fh:
+            table = pq.read_table(fh)
+        present = [c for c in columns if c in table.column_names]
+        tables.append(table.select(present))
+    out: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    for table in tables:
+        for c in columns:
+            if c in table.column_names:
+                col = table.column(c)
+                if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                    out[c].append(np.asarray(col.to_pylist(), dtype=object))
+                else:
+                    out[c].append(col.to_numpy(zero_copy_only=False))
+            else:
+                out[c].append(np.full(table.num_rows, None, dtype=object))
+    merged: dict[str, np.ndarray] = {}
+    for c, arrays in out.items():
+        if not arrays:
+            merged[c] = np.array([], dtype=object)
+        elif any(a.dtype == object for a in arrays) and not all(a.dtype == object for a in arrays):
+            merged[c] = np.concatenate([a.astype(object) for a in arrays])
+        else:
+            merged[c] = np.concatenate(arrays)
+    return merged
+
+
+def read_logs(logs_url: str, model: str, start: float, end: float) -> Logs:
+    """Prediction and error rows with ``start <= ts < end``, and every label that arrived since ``start``."""
+    fs, root = fsspec.core.url_to_fs(logs_url)
+    root = root.rstrip("/")
+    dates = _dates(start, end)
+    logs = Logs()
+    pred_cols = ["request_id", "ts", "model_version", "arm", "latency_ms", "prediction", "score"]
+    preds = _read(fs, _parts(fs, root, "predictions", model, dates), pred_cols)
+    keep = (preds["ts"].astype(np.float64) >= start) & (preds["ts"].astype(np.float64) < end)
+    logs.predictions = {k: v[keep] for k, v in preds.items()}
+    err_cols = ["request_id", "ts", "model_version", "arm", "latency_ms", "kind"]
+    errs = _read(fs, _parts(fs, root, "errors", model, dates), err_cols)
+    keep = (errs["ts"].astype(np.float64) >= start) & (errs["ts"].astype(np.float64) < end)
+    logs.errors = {k: v[keep] for k, v in errs.items()}
+    # Labels arrive after their predictions: every day from the window's first on.
+    first = min(_dates(start, start))
+    recent = [p for p in _parts(fs, root, "feedback", model, None) if p.split("date=")[-1][:10] >= first]
+    feedback = _read(fs, recent, ["request_id", "label", "ts"])
+    order = np.argsort(feedback["ts"].astype(np.float64), kind="stable")
+    for rid, label in zip(feedback["request_id"][order], feedback["label"][order], strict=True):
+        logs.labels[rid] = label
+    return logs
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the logs say about one arm (one version) in the window."""
+
+    arm: str
+    version: int
+    n: int
+    errors: int
+    latency_ms: np.ndarray
+    predictions: np.ndarray
+    scores: np.ndarray
+    labelled: np.ndarray  # predictions of rows that have a label
+    labels: np.ndarray
+
+
+def evidence(logs: Logs, arm: str, version: int) -> Evidence:
+    p = logs.predictions
+    if p.get("arm") is None or len(p["arm"]) == 0:
+        mask = np.zeros(0, dtype=bool)
+    else:
+        mask = (p["arm"] == arm) & (p["model_version"].astype(np.int64) == version)
+    e = logs.errors
+    n_err = 0
+    if e.get("arm") is not None and len(e["arm"]):
+        n_err = int(((e["arm"] == arm) & (e["model_version"].astype(np.int64) == version)).sum())
+    if not mask.any():
+        empty = np.array([], dtype=np.float64)
+        return Evidence(
+            arm,
+            version,
+            0,
+            n_err,
+            empty,
+            np.array([], dtype=object),
+            empty,
+            np.array([], dtype=object),
+            np.array([], dtype=object),
+        )
+    ts = p["ts"][mask].astype(np.float64)
+    lat = p["latency_ms"][mask].astype(np.float64)
+    # Rows of one request share its time and latency: count each request once.
+    pairs = np.unique(np.stack([ts, lat]), axis=1)
+    preds = p["prediction"][mask]
+    scores = p["score"][mask]
+    scores = np.asarray(
+        [s for s in scores if s is not None and not (isinstance(s, float) and math.isnan(s))],
+        dtype=np.float64,
+    )
+    ids = p["request_id"][mask]
+    labelled, labels = [], []
+    for rid, pred in zip(ids, preds, strict=True):
+        if rid in logs.labels:
+            labelled.append(pred)
+            labels.append(logs.labels[rid])
+    return Evidence(
+        arm,
+        version,
+        int(mask.sum()),
+        n_err,
+        pairs[1],
+        preds,
+        scores,
+        np.asarray(labelled, dtype=object),
+        np.asarray(labels, dtype=object),
+    )
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    champion: float | None = None
+    challenger: float | None = None
+    p_value: float | None = None
+    threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    reasons: list[str]
+    checks: list[Check]
+    n_champion: int
+    n_challenger: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "reasons": list(self.reasons),
+            "checks": [c.to_dict() for c in self.checks],
+            "n_champion": self.n_champion,
+            "n_challenger": self.n_challenger,
+        }
+
+
+def is_classification(task: str | None, *predictions: np.ndarray) -> bool:
+    """Classification from the spec's task, else from the predictions themselves."""
+    if task in ("binary", "multiclass"):
+        return True
+    if task == "regression":
+        return False
+    values = (
+        np.concatenate([np.asarray(p, dtype=object) for p in predictions]) if predictions else np.array([])
+    )
+    if any(isinstance(v, str) for v in values):
+        return True
+    numbers = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if numbers.size == 0:
+        return True
+    return bool(np.all(numbers == np.round(numbers))) and np.unique(numbers).size <= CLASS_LIKE_MAX_VALUES
+
+
+def check_errors(champion: Evidence, challenger: Evidence, analysis: AnalysisSpec) -> Check:
+    total_ch = challenger.n + challenger.errors
+    total_cp = champion.n + champion.errors
+    if total_ch == 0:
+        return Check("error_rate", "wait", f"no {challenger.arm} traffic yet")
+    rate_ch = challenger.errors / total_ch
+    rate_cp = champion.errors / total_cp if total_cp else 0.0
+    if challenger.errors == 0:
+        return Check("error_rate", "pass", f"{challenger.arm} had no errors in {total_ch} rows", rate_cp, 0.0)
+    table = [[challenger.errors, challenger.n], [champion.errors, champion.n]]
+    p = float(stats.fisher_exact(table, alternative="greater").pvalue) if total_cp else 0.0
+    increase = rate_ch - rate_cp
+    failed = p < analysis.alpha and increase > analysis.max_error_rate_increase
+    detail = (
+        f"error rate {rate_ch:.2%} vs champion {rate_cp:.2%} (+{increase:.2%}, allowed "
+        f"+{analysis.max_error_rate_increase:.2%}, p={p:.3g})"
+    )
+    return Check(
+        "error_rate",
+        "fail" if failed else "pass",
+        detail,
+        rate_cp,
+        rate_ch,
+        p,
+        analysis.max_error_rate_increase,
+    )
+
+
+def check_latency(champion: Evidence, challenger: Evidence, analysis: AnalysisSpec) -> Check:
+    a, b = challenger.latency_ms, champion.latency_ms
+    if a.size < MIN_LATENCY_REQUESTS or b.size < MIN_LATENCY_REQUESTS:
+        return Check(
+            "latency",
+            "wait",
+            f"latency needs {MIN_LATENCY_REQUESTS} requests per arm (have {a.size} and {b.size})",
+        )
+    med_a, med_b = float(np.median(a)), float(np.median(b))
+    p = float(stats.mannwhitneyu(a, b, alternative="greater").pvalue)
+    increase = med_a / med_b - 1.0 if med_b > 0 else (math.inf if med_a > 0 else 0.0)
+    failed = p < analysis.alpha and increase > analysis.max_latency_increase
+    detail = (
+        f"median model time {med_a:.3g} ms vs champion {med_b:.3g} ms ({increase:+.0%}, allowed "
+        f"+{analysis.max_latency_increase:.0%}, Mann-Whitney p={p:.3g})"
+    )
+    return Check(
+        "latency", "fail" if failed else "pass", detail, med_b, med_a, p, analysis.max_latency_increase
+    )
+
+
+def check_quality(
+    champion: Evidence, challenger: Evidence, analysis: AnalysisSpec, classification: bool
+) -> Check:
+    n_a, n_b = challenger.labels.size, champion.labels.size
+    if n_a < analysis.min_labels or n_b < analysis.min_labels:
+        return Check(
+            "quality", "wait", f"quality needs {analysis.min_labels} labels per arm (have {n_a} and {n_b})"
+        )
+    margin = analysis.quality_margin
+    if classification:
+        acc_a = float(
+            np.mean(
+                [_text(p) == _text(y) for p, y in zip(challenger.labelled, challenger.labels, strict=True)]
+            )
+        )
+        acc_b = float(
+            np.mean([_text(p) == _text(y) for p, y in zip(champion.labelled, champion.labels, strict=True)])
+        )
+        diff = acc_a - acc_b
+        se = math.sqrt(acc_a * (1 - acc_a) / n_a + acc_b * (1 - acc_b) / n_b)
+        p = (0.0 if diff < -margin else 1.0) if se == 0.0 else float(stats.norm.cdf((diff + margin) / se))
+        failed = p < analysis.alpha
+        detail = (
+            f"accuracy {acc_a:.3f} vs champion {acc_b:.3f} on {n_a} and {n_b} labels ({diff:+.3f}; "
+            f"worse by more than {margin:g} with p={p:.3g})"
+        )
+        return Check("quality", "fail" if failed else "pass", detail, acc_b, acc_a, p, margin)
+    err_a = np.abs(_floats(challenger.labelled) - _floats(challenger.labels))
+    err_b = np.abs(_floats(champion.labelled) - _floats(champion.labels))
+    err_a, err_b = err_a[np.isfinite(err_a)], err_b[np.isfinite(err_b)]
+    if err_a.size == 0 or err_b.size == 0:
+        return Check("quality", "wait", "no numeric labels to compare")
+    p = float(stats.mannwhitneyu(err_a, err_b * (1.0 + margin), alternative="greater").pvalue)
+    mae_a, mae_b = float(err_a.mean()), float(err_b.mean())
+    failed = p < analysis.alpha
+    detail = (
+        f"mean absolute error {mae_a:.4g} vs champion {mae_b:.4g} on {n_a} and {n_b} labels "
+        f"(worse by more than {margin:.0%} with Mann-Whitney p={p:.3g})"
+    )
+    return Check("quality", "fail" if failed else "pass", detail, mae_b, mae_a, p, margin)
+
+
+def _floats(values: np.ndarray) -> np.ndarray:
+    out = np.full(values.size, np.nan)
+    for i, v in enumerate(values):
+        with contextlib.suppress(TypeError, ValueError):
+            out[i] = float(v)
+    return out
+
+
+def check_predictions(champion: Evidence, challenger: Evidence, classification: bool) -> Check:
+    if challenger.n < MIN_DISTRIBUTION_ROWS or champion.n < MIN_DISTRIBUTION_ROWS:
+        return Check("predictions", "info", "too few rows to compare prediction distributions")
+    if challenger.scores.size >= MIN_DISTRIBUTION_ROWS and champion.scores.size >= MIN_DISTRIBUTION_ROWS:
+        a, b, what = challenger.scores, champion.scores, "scores"
+    elif not classification:
+        a, b, what = _floats(challenger.predictions), _floats(champion.predictions), "predictions"
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    else:
+        classes = sorted({_text(v) for v in np.concatenate([challenger.predictions, champion.predictions])})
+        counts = np.array(
+            [
+                [sum(1 for v in arr if _text(v) == c) for c in classes]
+                for arr in (challenger.predictions, champion.predictions)
+            ]
+        )
+        if len(classes) < 2:
+            return Check(
+                "predictions", "info", f"both arms predict only {classes[0] if classes else 'nothing'}"
+            )
+        p = float(stats.chi2_contingency(counts).pvalue)
+        shares = counts / counts.sum(axis=1, keepdims=True)
+        gap = float(np.abs(shares[0] - shares[1]).max())
+        return Check(
+            "predictions", "info", f"class shares differ by up to {gap:.1%} (chi-square p={p:.3g})", p_value=p
+        )
+    if a.size < MIN_DISTRIBUTION_ROWS or b.size < MIN_DISTRIBUTION_ROWS:
+        return Check("predictions", "info", "too few numeric predictions to compare")
+    p = float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    med_a, med_b = float(np.median(a)), float(np.median(b))
+    return Check(
+        "predictions",
+        "info",
+        f"median {what} {med_a:.4g} vs champion {med_b:.4g} (Mann-Whitney p={p:.3g})",
+        med_b,
+        med_a,
+        p,
+    )
+
+
+def compare(
+    champion: Evidence,
+    challenger: Evidence,
+    analysis: AnalysisSpec,
+    *,
+    min_samples: int,
+    elapsed: float,
+    duration: float,
+    final: bool,
+    task: str | None = None,
+) -> Verdict:
+    """The verdict on one step: roll back on any failed check, hold until the sample and time are
+    there, then advance (or promote after the last step)."""
+    classification = is_classification(task, challenger.predictions, champion.predictions)
+    errors = check_errors(champion, challenger, analysis)
+    checks = [errors]
+    enough = challenger.n >= min_samples
+    if enough:
+        checks += [
+            check_latency(champion, challenger, analysis),
+            check_quality(champion, challenger, analysis, classification),
+            check_predictions(champion, challenger, classification),
+        ]
+    failed = [c for c in checks if c.status == "fail"]
+    if failed:
+        return Verdict("rollback", [c.detail for c in failed], checks, champion.n, challenger.n)
+    waits = []
+    if not enough:
+        waits.append(f"{challenger.arm} has {challenger.n} of the {min_samples} rows this step needs")
+    if elapsed < duration:
+        waits.append(f"the step has run {elapsed:.0f}s of {duration:.0f}s")
+    if enough and analysis.require_labels:
+        waits += [c.detail for c in checks if c.name == "quality" and c.status == "wait"]
+    if waits:
+        return Verdict("hold", waits, checks, champion.n, challenger.n)
+    passed = ", ".join(c.name for c in checks if c.status == "pass") or "nothing failed"
+    action: Action = "promote" if final else "advance"
+    return Verdict(
+        action, [f"{challenger.arm} v{challenger.version} passed: {passed}"], checks, champion.n, challenger.n
+    )

@@ -1,0 +1,238 @@
+"""Which version answers a request, and the shadow copy that answers no one.
+
+* **Champion** answers by default.
+* **Canary**: a request whose key hashes below the canary share goes to the canary.
+  The key is the ``X-Evertrain-Key`` header (say, a user id), else the request's first
+  id, else random. Hashing is salted with the model and canary version, so the same key
+  always reaches the same arm during a rollout, and since shares only grow step by step,
+  a key in the canary at 10% stays in it at 50%.
+* **Shadow**: a copy of each request is handed to a worker thread through a bounded
+  queue after the response is ready. The shadow's predictions are logged with arm
+  ``shadow`` and never returned; when its queue is full the copy is dropped and counted,
+  so a slow shadow cannot add to response time or change a response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from evertrain.serve.logs import ERRORS, PREDICTIONS, LogWriter
+from evertrain.serve.metrics import ServeMetrics
+from evertrain.serve.models import CANARY, CHAMPION, SHADOW, LoadedModel, Routes
+from evertrain.serve.validation import InputError
+
+log = logging.getLogger("evertrain.serve.router")
+
+KEY_HEADER = "x-evertrain-key"
+_HASH_SPACE = float(1 << 64)
+
+
+def bucket(key: str, salt: str) -> float:
+    """A stable point in [0, 1) for ``key``: the same key and salt always give the same point."""
+    digest = hashlib.blake2b(
+        key.encode("utf-8", "surrogatepass"), digest_size=8, key=salt.encode()[:64]
+    ).digest()
+    return int.from_bytes(digest, "big") / _HASH_SPACE
+
+
+def choose(
+    routes: Routes, key: str | None, rng: Callable[[], float] = random.random
+) -> tuple[str, LoadedModel]:
+    """The arm and model for one request (the champion must be loaded)."""
+    champion = routes.champion
+    canary = routes.canary
+    if canary is not None and routes.share > 0.0:
+        point = rng() if key is None else bucket(key, f"{routes.name}/{canary.version}")
+        if point < routes.share:
+            return CANARY, canary
+    if champion is None:
+        raise LookupError(f"model {routes.name!r} has no champion loaded")
+    return CHAMPION, champion
+
+
+def prediction_rows(
+    model: LoadedModel,
+    arm: str,
+    columns: dict[str, list[Any]],
+    ids: list[str],
+    predictions: list[Any],
+    scores: list[float] | None,
+    ts: float,
+    latency_ms: float,
+) -> tuple[dict[str, list[Any]], dict[str, str]]:
+    """The prediction-log columns (docs/logs.md) of one answered request."""
+    n = len(ids)
+    cols: dict[str, list[Any]] = {
+        "request_id": ids,
+        "ts": [ts] * n,
+        "model_version": [model.version] * n,
+        "arm": [arm] * n,
+        "latency_ms": [latency_ms] * n,
+        "prediction": predictions,
+        "score": scores if scores is not None else [None] * n,
+    }
+    cols.update(columns)
+    types = {
+        "request_id": "string",
+        "ts": "float64",
+        "model_version": "int64",
+        "arm": "string",
+        "latency_ms": "float64",
+        "prediction": model.prediction_type,
+        "score": "float64",
+        **model.log_types,
+    }
+    return cols, types
+
+
+def error_rows(
+    model: LoadedModel, arm: str, ids: list[str], ts: float, latency_ms: float, kind: str, message: str
+) -> tuple[dict[str, list[Any]], dict[str, str]]:
+    """The error-log columns of a request that a model failed to answer."""
+    n = len(ids)
+    cols: dict[str, list[Any]] = {
+        "request_id": ids,
+        "ts": [ts] * n,
+        "model_version": [model.version] * n,
+        "arm": [arm] * n,
+        "latency_ms": [latency_ms] * n,
+        "kind": [kind] * n,
+        "error": [message[:500]] * n,
+    }
+    types = {
+        "request_id": "string",
+        "ts": "float64",
+        "model_version": "int64",
+        "arm": "string",
+        "latency_ms": "float64",
+        "kind": "string",
+        "error": "string",
+    }
+    return cols, types
+
+
+@dataclass
+class _Copy:
+    model: LoadedModel
+    instances: list[Any]
+    ids: list[str]
+    ts: float
+
+
+class ShadowMirror:
+    """One worker thread that runs shadow copies of requests, off the response path."""
+
+    def __init__(
+        self,
+        logger: LogWriter,
+        *,
+        queue_max: int = 1000,
+        metrics: ServeMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.logger = logger
+        self.metrics = metrics
+        self.clock = clock
+        self._queue: queue.Queue[_Copy | None] = queue.Queue(maxsize=queue_max)
+        self._thread: threading.Thread | None = None
+        self.mirrored = 0
+        self.dropped = 0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="evertrain-shadow", daemon=True)
+            self._thread.start()
+
+    def submit(self, model: LoadedModel, instances: list[Any], ids: list[str], ts: float) -> bool:
+        """Hand a copy to the shadow without waiting; ``False`` (counted) when its queue is full."""
+        try:
+            self._queue.put_nowait(_Copy(model, instances, ids, ts))
+        except queue.Full:
+            self.dropped += 1
+            if self.metrics is not None:
+                self.metrics.shadow_dropped.labels(model.name).inc()
+            return False
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Run what is queued (within ``timeout``), then stop."""
+        if self._thread is None:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._queue.put(None, timeout=max(0.01, deadline - time.monotonic()))
+                break
+            except queue.Full:
+                if time.monotonic() >= deadline:
+                    break
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._thread = None
+
+    def join_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued copy has run (tests and analysis use this)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return not self._queue.unfinished_tasks
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                self._one(item)
+            except Exception as exc:  # the shadow must never take anything down
+                log.warning("shadow copy failed: %s", exc)
+            finally:
+                self._queue.task_done()
+
+    def _one(self, item: _Copy) -> None:
+        model = item.model
+        start = time.perf_counter()
+        try:
+            columns = model.schema.columns(item.instances)
+            predictions, scores = model.predict(columns)
+        except InputError as exc:
+            self._error(item, "validation", str(exc), start)
+            return
+        except Exception as exc:
+            self._error(item, "model", f"{type(exc).__name__}: {exc}", start)
+            return
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        cols, types = prediction_rows(
+            model, SHADOW, columns, item.ids, predictions, scores, item.ts, latency_ms
+        )
+        self.logger.offer(PREDICTIONS, model.name, cols, types, len(item.ids))
+        self.mirrored += 1
+        if self.metrics is not None:
+            self.metrics.answered(model.name, model.version_label, SHADOW, len(item.ids), latency_ms / 1000.0)
+
+    def _error(self, item: _Copy, kind: str, message: str, start: float) -> None:
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        cols, types = error_rows(item.model, SHADOW, item.ids, item.ts, latency_ms, kind, message)
+        self.logger.offer(ERRORS, item.model.name, cols, types, len(item.ids))
+        if self.metrics is not None:
+            self.metrics.error(item.model.name, "shadow", item.model.version_label, SHADOW)
+
+
+__all__ = [
+    "CANARY",
+    "CHAMPION",
+    "KEY_HEADER",
+    "SHADOW",
+    "ShadowMirror",
+    "bucket",
+    "choose",
+    "error_rows",
+    "prediction_rows",
+]
