@@ -69,9 +69,12 @@ def labelled(
     labels = labels.rename_columns(["request_id", "label", "label_ts"])
     # a label sent twice counts once: the newest one wins
     frame = labels.to_pandas().drop_duplicates("request_id", keep="last")
-    joined = preds.join(
-        pa.Table.from_pandas(frame, preserve_index=False), keys="request_id", join_type="inner"
+    newest = pa.Table.from_pandas(frame, preserve_index=False)
+    newest = newest.set_column(0, "request_id", pc.cast(newest["request_id"], pa.string()))
+    preds = preds.set_column(
+        preds.schema.get_field_index("request_id"), "request_id", pc.cast(preds["request_id"], pa.string())
     )
+    joined = preds.join(newest, keys="request_id", join_type="inner")
     return joined.take(pc.sort_indices(joined, [("ts", "ascending")]))
 
 

@@ -13,7 +13,8 @@ The rules, in order:
    ``triggers.performance.drop`` with at least ``min_labels`` labels; estimated
    performance below its baseline by ``triggers.estimated_performance.drop``; the
    schedule is due; enough new labelled rows; or a manual request.
-2. A trigger is held back by the cooldown since the last retrain, by the daily cap on
+2. A trigger is held back while a challenger is in shadow or canary, by the cooldown
+   since the last retrain, by the daily cap on
    retrains, and by the daily compute budget. A manual request ignores the cooldown
    but not the budget.
 3. Hysteresis: once a retrain was made for a drift episode, that same episode (drift
@@ -49,6 +50,8 @@ class Observation:
     new_labelled_rows: int = 0
     reference_id: str | None = None  # what drift was measured against
     labels_after_onset: int = 0  # labelled rows served since a pending drift began
+    window_start: float | None = None  # when the monitored window began (a drift began no later)
+    rollout_version: int | None = None  # a challenger in shadow or canary right now
 
 
 @dataclass
@@ -100,9 +103,16 @@ class Decision:
     reasons: list[str]
     held: list[str]
     triggers: list[str]
+    since: float | None = None  # a drift-triggered retrain learns from rows after this time
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "reasons": self.reasons, "held": self.held, "triggers": self.triggers}
+        return {
+            "action": self.action,
+            "reasons": self.reasons,
+            "held": self.held,
+            "triggers": self.triggers,
+            "since": self.since,
+        }
 
 
 def _columns(names: tuple[str, ...] | list[str]) -> str:
@@ -193,7 +203,7 @@ def decide(
         if same_episode:
             held.append(f"drift on {cols} persists, but this episode was already retrained for")
         elif new.pending_onset is None:
-            new.pending_onset = obs.at
+            new.pending_onset = obs.window_start if obs.window_start is not None else obs.at
             new.pending_reference = obs.reference_id
             new.pending_columns = sorted(obs.drifted_columns)
         else:
@@ -262,6 +272,9 @@ def decide(
         return Decision("none", reasons or ["no trigger fired"], held, []), new
 
     policy = spec.policy
+    if obs.rollout_version is not None and "manual" not in fired:
+        held.append(f"rollout of v{obs.rollout_version} in progress: its verdict comes first")
+        return Decision("none", reasons, held, fired), new
     last = max(history.retrain_times) if history.retrain_times else None
     if last is not None and obs.at - last < policy.cooldown and "manual" not in fired:
         held.append(f"cooldown: last retrain {obs.at - last:.0f}s ago, cooldown is {policy.cooldown:.0f}s")
@@ -277,12 +290,13 @@ def decide(
         return Decision("none", reasons, held, fired), new
 
     new.retrain_times = [*history.retrain_times, obs.at]
+    since = new.pending_onset if "drift" in fired else None
     if new.pending_onset is not None:
         # this retrain learns from the drifted data: the episode is covered
         new.episode_reference = new.pending_reference
         new.episode_columns = sorted(set(new.episode_columns) | set(new.pending_columns))
         new.pending_onset, new.pending_columns, new.pending_reference = None, [], None
-    return Decision("retrain", reasons, held, fired), new
+    return Decision("retrain", reasons, held, fired, since), new
 
 
 def record_training_time(history: History, at: float, seconds: float) -> History:

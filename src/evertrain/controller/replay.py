@@ -11,7 +11,6 @@ killed at any point and started again rewrites the same bytes and resumes.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,8 +27,9 @@ from evertrain.controller.clock import ManualClock
 from evertrain.controller.loop import Controller
 from evertrain.exceptions import NotFoundError
 from evertrain.spec import Spec
+from evertrain.serve.models import LoadedModel, load_version, read_desired
+from evertrain.serve.router import bucket
 from evertrain.store import Store
-from evertrain.store.formats import get_format
 
 ARMS = ("champion", "canary")
 
@@ -51,12 +51,6 @@ class BatchSource:
         return cls(n, lambda i: frame.iloc[i * batch_size : (i + 1) * batch_size].reset_index(drop=True))
 
 
-def canary_bucket(request_id: str) -> float:
-    """A stable number in [0, 1) per request id: the same request always reaches the same arm."""
-    digest = hashlib.blake2b(request_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
 @dataclass
 class Replay:
     """Drive ``controller`` over ``source``; ``batch_seconds`` of simulated time per batch."""
@@ -70,9 +64,8 @@ class Replay:
     batch_seconds: float
     label_delay_batches: int
     warm_batches: int = 0  # batches already labelled before the replay starts
-    canary_share: Callable[[], tuple[int | None, float]] | None = None
     controller: Controller | None = None
-    _models: dict[int, Any] = field(default_factory=dict)
+    _models: dict[int, LoadedModel] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.controller is None:
@@ -99,7 +92,7 @@ class Replay:
 
     def event_times(self, index: int, n: int) -> np.ndarray:
         first = self.start + (index - self.warm_batches) * self.batch_seconds
-        return first + np.linspace(0.0, self.batch_seconds * 0.9, n)
+        return first + np.linspace(1.0, self.batch_seconds * 0.9, n)  # after the last cycle's look
 
     def _warehouse(self, index: int, labelled_at: float) -> None:
         frame = self.source.offline_batch(index).copy()
@@ -112,56 +105,69 @@ class Replay:
 
     # -- serving without HTTP ---------------------------------------------------------------
 
-    def _model(self, version: int) -> Any:
+    def _model(self, version: int) -> LoadedModel:
+        """The version as a serving replica loads it (schema checks and all), cached."""
         if version not in self._models:
-            mv = self.store.registry.get_version(self.spec.model.name, version)
-            fmt = get_format(mv.framework, **({"trusted": self.spec.model.trusted_types}
-                                              if mv.framework == "sklearn" else {}))
-            self._models[version] = fmt.loads(self.store.registry.load_artifact(mv))
+            self._models[version] = load_version(self.store, self.spec.model.name, version, spec=self.spec.model)
         return self._models[version]
 
-    def _routing(self) -> tuple[int | None, int | None, float]:
-        try:
-            aliases = self.store.registry.get_aliases(self.spec.model.name)
-        except NotFoundError:
-            return None, None, 0.0
-        canary, share = (None, 0.0)
-        if self.canary_share is not None:
-            canary, share = self.canary_share()
-        elif aliases.get("canary") is not None:
-            canary, share = aliases["canary"], 0.0
-        return aliases.get("champion"), canary, share
-
     def serve(self, index: int) -> float | None:
-        """Score batch ``index`` as production would and log it; the served accuracy (None if no model)."""
+        """Score batch ``index`` as production would and log it; the served accuracy (None if no model).
+
+        Routing is the serving router's: the champion, and the canary for the requests whose
+        stable bucket falls under the rollout's share.
+        """
         frame = self.source.served(index)
         target = self.spec.model.target
         features = self.spec.model.features or [c for c in frame.columns if c != target]
-        champion, canary, share = self._routing()
-        if champion is None:
+        name = self.spec.model.name
+        try:
+            desired = read_desired(self.store, name, self.spec.rollout)
+        except NotFoundError:
+            return None
+        if desired.champion is None:
             return None
         ids = [f"b{index:06d}-{j:05d}" for j in range(len(frame))]
         arms = np.array(["champion"] * len(frame), dtype=object)
-        if canary is not None and share > 0:
-            arms[np.array([canary_bucket(r) < share for r in ids])] = "canary"
+        if desired.canary is not None and desired.share > 0:
+            salt = f"{name}/{desired.canary}"
+            arms[np.array([bucket(r, salt) < desired.share for r in ids])] = "canary"
         preds = np.empty(len(frame), dtype=float)
-        versions = np.full(len(frame), champion, dtype=np.int64)
+        scores = np.full(len(frame), np.nan)
+        versions = np.full(len(frame), desired.champion, dtype=np.int64)
         latency = np.zeros(len(frame))
-        for arm, version in (("champion", champion), ("canary", canary)):
+        for arm, version in (("champion", desired.champion), ("canary", desired.canary)):
             mask = arms == arm
             if version is None or not mask.any():
                 continue
+            part = frame.loc[mask, features]
             began = time.perf_counter()
-            preds[mask] = np.asarray(self._model(version).predict(frame.loc[mask, features]), dtype=float)
+            answer, score = self._model(version).predict({c: part[c].tolist() for c in features})
             latency[mask] = (time.perf_counter() - began) * 1000.0
+            preds[mask] = np.asarray(answer, dtype=float)
+            if score is not None:
+                scores[mask] = np.asarray(score, dtype=float)
             versions[mask] = version
         at = self.event_times(index, len(frame))
-        table = pa.table({
-            "request_id": ids, "ts": at, "model_version": versions, "arm": arms.astype(str),
-            "latency_ms": latency, "prediction": preds, "score": pa.nulls(len(frame), pa.float64()),
-            **{c: frame[c].to_numpy() for c in features},
-        })
-        self._write(self._log_path("predictions", index, float(at[0])), table)
+        table = pa.table(
+            {
+                "request_id": ids,
+                "ts": at,
+                "model_version": versions,
+                "arm": arms.astype(str),
+                "latency_ms": latency,
+                "prediction": preds,
+                "score": pa.array(scores, mask=np.isnan(scores)),
+                **{c: frame[c].to_numpy() for c in features},
+            }
+        )
+        path = self._log_path("predictions", index, float(at[0]))
+        fs, p = fsspec.core.url_to_fs(path)
+        if fs.exists(p):  # a batch served before a crash stays as it was served
+            with fs.open(p, "rb") as fh:
+                preds = pq.read_table(fh, columns=["prediction"])["prediction"].to_numpy()
+        else:
+            self._write(path, table)
         return float(np.mean(preds == frame[target].to_numpy(dtype=float)))
 
     def deliver_labels(self, index: int, now: float) -> None:

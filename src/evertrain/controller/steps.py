@@ -106,7 +106,15 @@ def monitor(ctx: CycleContext) -> dict[str, Any]:
     last_retrain = max(ctx.history.retrain_times) if ctx.history.retrain_times else None
     fresh = observe.read_log(logs, "feedback", ctx.model, since=last_retrain, until=ctx.at, columns=["ts"])
     out["new_labelled_rows"] = fresh.num_rows
+    out["rollout"] = _rollout_in_progress(ctx)
     return out
+
+
+def _rollout_in_progress(ctx: CycleContext) -> int | None:
+    from evertrain.rollout.steps import CANARY, SHADOW, get_active
+
+    active = get_active(ctx.store, ctx.model)
+    return active.version if active is not None and active.phase in (SHADOW, CANARY) else None
 
 
 def decide(ctx: CycleContext) -> dict[str, Any]:
@@ -128,6 +136,8 @@ def decide(ctx: CycleContext) -> dict[str, Any]:
         new_labelled_rows=int(mon.get("new_labelled_rows", 0)),
         reference_id=mon.get("reference"),
         labels_after_onset=int(mon.get("labels_after_onset", 0)),
+        window_start=(mon.get("window") or [None])[0],
+        rollout_version=mon.get("rollout"),
     )
     decision, history = policy_decide(ctx.spec, obs, ctx.history, manual=manual)
     ctx.history = history
@@ -146,10 +156,129 @@ def _has_versions(ctx: CycleContext) -> bool:
         return False
 
 
-def _record_training(ctx: CycleContext, seconds: float) -> History:
-    ctx.history = record_training_time(ctx.history, ctx.at, seconds)
-    return ctx.history
+def train(ctx: CycleContext) -> dict[str, Any]:
+    """Train on a fresh window when the decision says so; registers one version per cycle at most."""
+    from evertrain.train.pipeline import train_model
+
+    decision = ctx.results.get("decide") or {}
+    if decision.get("action") != "retrain":
+        return {"status": "skipped"}
+    reasons = decision.get("reasons", [])
+    spec = ctx.spec
+    since = decision.get("since")
+    if since is not None:
+        # A drift-triggered retrain learns from what came after the drift began: the policy
+        # waited until enough of those rows were labelled.
+        window = spec.training.window.model_copy(update={"kind": "sliding", "rows": None,
+                                                          "duration": ctx.at - float(since)})
+        spec = spec.model_copy(update={"training": spec.training.model_copy(update={"window": window})})
+    result = train_model(
+        ctx.store,
+        spec,
+        ctx.project,
+        reason="; ".join(reasons),
+        trigger=",".join(decision.get("triggers", [])) or "manual",
+        key=f"{ctx.model}/cycle/{ctx.cycle}/training",
+        evaluate=False,
+        actor=ACTOR,
+    )
+    seconds = float(result.metrics.get("fit_seconds") or result.timings.get("total") or 0.0)
+    history = record_training_time(ctx.history, ctx.at, seconds)
+    ctx.history = history
+    return {
+        "status": "trained",
+        "version": result.version,
+        "run": result.run_id,
+        "seconds": seconds,
+        "metrics": result.metrics,
+        "history": history.to_dict(),
+    }
 
 
-STEP_FUNCTIONS: dict[str, StepFn] = {"monitor": monitor, "decide": decide}
-_ = ACTOR
+def gate(ctx: CycleContext) -> dict[str, Any]:
+    """Judge the new version against the champion; promote a first version, canary a passing one."""
+    from evertrain.evaluate.evaluation import evaluate_version
+    from evertrain.rollout.steps import get_active, start_rollout
+
+    trained = ctx.results.get("train") or {}
+    if trained.get("status") != "trained" or trained.get("version") is None:
+        return {"status": "skipped"}
+    version = int(trained["version"])
+    existing = ctx.store.lineage.evaluations(ctx.model, version)
+    report = existing[-1]["report"] if existing else evaluate_version(
+        ctx.store, ctx.spec, ctx.model, version, project=ctx.project, actor=ACTOR, run_id=trained.get("run")
+    ).to_dict()
+    passed = bool(report["passed"])
+    out: dict[str, Any] = {
+        "status": "passed" if passed else "failed",
+        "version": version,
+        "champion": report.get("champion_version"),
+        "reason": report.get("reason"),
+        "checks": report.get("checks", []),
+        "promoted": False,
+        "rollout": None,
+    }
+    if not passed:
+        ctx.alerts.emit("gate_failed", {"model": ctx.model, "version": version, "reason": report.get("reason")})
+        return out
+    champion = ctx.store.registry.get_alias(ctx.model, "champion")
+    if champion is None:
+        ctx.store.registry.promote(
+            ctx.model, version, actor=ACTOR, expected=None, reason="first version: no champion to compare with"
+        )
+        out["promoted"] = True
+        ctx.alerts.emit("promotion", {"model": ctx.model, "version": version, "reasons": ["first version"]})
+        return out
+    if champion == version:
+        out["promoted"] = True  # promoted before a crash: nothing more to do
+        return out
+    active = get_active(ctx.store, ctx.model)
+    if active is not None and active.version == version:
+        out["rollout"] = active.phase  # started before a crash
+        return out
+    started = start_rollout(
+        ctx.store,
+        ctx.model,
+        version,
+        actor=ACTOR,
+        rollout_spec=ctx.spec.rollout,
+        task=ctx.spec.model.task,
+        reason=f"passed its gates: {report.get('reason')}",
+        now=ctx.at,
+    )
+    out["rollout"] = started.phase
+    return out
+
+
+def rollout(ctx: CycleContext) -> dict[str, Any]:
+    """One tick of the rollout in progress, if any: hold, advance, promote or roll back."""
+    from evertrain.rollout.steps import advance, get_active
+
+    if get_active(ctx.store, ctx.model) is None:
+        return {"action": "idle"}
+    decision = advance(ctx.store, ctx.model, actor=ACTOR, now=ctx.at)
+    state = decision.rollout
+    out = {
+        "action": decision.action,
+        "reasons": decision.reasons,
+        "version": None if state is None else state.version,
+        "phase": None if state is None else state.phase,
+        "share": None if state is None else state.share,
+        "outcome": None,
+    }
+    if decision.action == "promote":
+        out["outcome"] = "promoted"
+        ctx.alerts.emit("promotion", {"model": ctx.model, "version": out["version"], "reasons": decision.reasons})
+    elif decision.action == "rollback":
+        out["outcome"] = "rolled_back"
+        ctx.alerts.emit("rollback", {"model": ctx.model, "version": out["version"], "reasons": decision.reasons})
+    return out
+
+
+STEP_FUNCTIONS: dict[str, StepFn] = {
+    "monitor": monitor,
+    "decide": decide,
+    "train": train,
+    "gate": gate,
+    "rollout": rollout,
+}

@@ -10,10 +10,10 @@ The demo stream has four phases, in order, each a number of batches:
   model of concept A is now wrong on about half the rows.
 * ``gradual``: the concept turns step by step from B towards C, ``x1 - x2 + 1.5 x3 > 0``.
 
-``offline_fault_from`` simulates a unit change in the offline feature pipeline (the
-warehouse starts writing x2 in hundredths instead of units) from that batch on, while
-serving keeps the right units: the kind of training-serving skew that offline gates
-cannot see and a canary exists to catch.
+``offline_fault_from`` simulates a convention change in the offline feature pipeline:
+from that batch on the warehouse writes x1 with the opposite sign, while serving keeps
+the old convention. That is the kind of training-serving skew that offline gates cannot
+see (the holdout carries the same fault) and a canary exists to catch.
 """
 
 from __future__ import annotations
@@ -83,5 +83,5 @@ class DemoStream:
         """The batch as the offline (warehouse) pipeline records it."""
         frame = self.batch(index)
         if self.offline_fault_from is not None and index >= self.offline_fault_from:
-            frame = frame.assign(x2=frame["x2"] * 100.0)
+            frame = frame.assign(x1=-frame["x1"])
         return frame

@@ -53,3 +53,17 @@ def report(
     store.registry.get_aliases(model)  # fails with a clear message for an unknown model
     write_report(store, model, str(out))
     console.print(f"report written to {out}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo project, summary and report.")] = Path(
+        "demo-out"
+    ),
+    fast: Annotated[bool, typer.Option("--fast", help="A shorter stream.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the stream.")] = 7,
+) -> None:
+    """The whole loop on a bundled drifting stream: serve, monitor, retrain, gate, canary, roll back."""
+    from evertrain.faces.demo import run_demo
+
+    run_demo(out, fast=fast, seed=seed, console=console)

@@ -6,7 +6,7 @@ batch by batch through the real HTTP app on a loopback port; labels arrive late 
 spec's label delay) as feedback, and the labelled rows land in an offline "warehouse"
 folder that training reads. After every batch the controller runs one cycle on a
 simulated clock. Partway through the gradual phase the warehouse's feature pipeline
-starts writing x2 in the wrong unit, a skew that only live traffic reveals.
+starts writing x1 with the opposite sign, a skew that only live traffic reveals.
 
 The folder it leaves is a normal project: every other command works on it.
 """
@@ -29,6 +29,7 @@ from rich.table import Table
 from evertrain.controller.clock import ManualClock
 from evertrain.controller.loop import Controller
 from evertrain.data.streams import DemoStream
+from evertrain.exceptions import UsageError
 from evertrain.spec import SPEC_FILE, load_spec
 from evertrain.store import Store
 
@@ -48,7 +49,7 @@ model:
   features: [x1, x2, x3, region]
   trainer:
     kind: sklearn
-    estimator: evertrain.train.models.TabularLogisticRegression
+    estimator: sklearn.linear_model.LogisticRegression
     params: {{C: 1.0}}
     seed: 7
 data:
@@ -60,6 +61,8 @@ training:
   window: {{kind: sliding, rows: 800}}
   holdout: {{fraction: 0.3}}
   executor: inline
+serving:
+  range_tolerance: null  # drifted values are the monitor's business; the demo's x3 spread doubles
 monitoring:
   window_rows: 400
   drift: {{correction: bh, alpha: 0.01}}
@@ -75,9 +78,8 @@ gates:
   - {{kind: threshold, metric: accuracy, min: 0.7}}
 rollout:
   steps:
-    - {{share: 0.3, duration: 1h, min_samples: 100}}
-    - {{share: 0.6, duration: 1h, min_samples: 100}}
-  analysis: {{min_labels: 80, quality_margin: 0.02, alpha: 0.05}}
+    - {{share: 0.5, duration: 1h, min_samples: 100}}
+  analysis: {{min_labels: 80, quality_margin: 0.02, alpha: 0.05, require_labels: true}}
 """
 
 
@@ -98,7 +100,7 @@ def write_project(out: Path, stream: DemoStream) -> None:
 
 def batch_times(index: int, n: int) -> np.ndarray:
     """Event times of a batch's rows, spread over its hour."""
-    return START + (index - HISTORY_BATCHES) * BATCH_SECONDS + np.linspace(0, BATCH_SECONDS * 0.9, n)
+    return START + (index - HISTORY_BATCHES) * BATCH_SECONDS + np.linspace(1.0, BATCH_SECONDS * 0.9, n)
 
 
 def append_warehouse(out: Path, stream: DemoStream, index: int, *, labelled_at: float) -> None:
@@ -214,3 +216,95 @@ def summary(store: Store, record: DemoRecord) -> dict[str, Any]:
         "aliases": store.registry.get_aliases(MODEL),
         "audit_entries": store.audit.verify().n_entries,
     }
+
+
+def run_demo(out: Path, *, fast: bool = False, seed: int = 7, console: Console | None = None) -> dict[str, Any]:
+    """Run the demo into ``out`` (a fresh project folder); returns the summary it writes."""
+    from evertrain.serve.app import create_app
+
+    console = console or Console()
+    if (out / ".evertrain").exists():
+        raise UsageError(f"{out} already holds an evertrain store; pick a new --out folder")
+    stream = DemoStream(
+        seed=seed,
+        stable=HISTORY_BATCHES + (4 if fast else 5),
+        covariate=6 if fast else 8,
+        abrupt=7 if fast else 8,
+        gradual=10 if fast else 13,
+    )
+    fault = stream.phase_start("gradual") + 4
+    stream = DemoStream(**{**stream.__dict__, "offline_fault_from": fault})
+    write_project(out, stream)
+    spec = load_spec(out)
+    clock = ManualClock(START)
+    store = Store.for_project(out, clock=clock).open()
+    controller = Controller(store, spec, out, clock=clock, holder="demo")
+    record = DemoRecord()
+    app = create_app(store, spec, clock=clock, admin_token="")
+    server = app.state.server
+    console.print(
+        f"[bold]evertrain demo[/]: {stream.n_batches - HISTORY_BATCHES} batches of {stream.batch_size} requests, "
+        f"labels {LABEL_DELAY_BATCHES} batches late; phases stable -> covariate shift -> abrupt change -> "
+        f"gradual drift (offline x1 sign flip from batch {fault - HISTORY_BATCHES + 1}). Project: {out}"
+    )
+    began = time.monotonic()
+    with _Server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        served: dict[int, tuple[list[str], pd.DataFrame]] = {}
+        for index in range(HISTORY_BATCHES, stream.n_batches):
+            phase = stream.phase(index)
+            served_at = START + (index - HISTORY_BATCHES) * BATCH_SECONDS
+            clock.set(served_at + 1.0)  # requests come in after the previous cycle looked
+            server.manager.refresh()
+            frame = stream.batch(index)
+            if store.registry.list_models() and server.manager.routes(MODEL) is not None:
+                ids, preds, _versions = _serve_batch(client, frame, index)
+                served[index] = (ids, frame)
+                accuracy: float | None = float(np.mean(preds == frame["label"].to_numpy()))
+            else:
+                accuracy = None
+            server.flush()
+            now = served_at + BATCH_SECONDS
+            clock.set(now)
+            due = index - LABEL_DELAY_BATCHES
+            if due in served:
+                ids, labelled = served.pop(due)
+                _send_feedback(client, ids, labelled["label"].to_numpy())
+            if due >= 0:
+                append_warehouse(out, stream, due, labelled_at=now)
+            server.flush()
+            result = controller.cycle()
+            record.cycles.append(result)
+            record.phases.append(phase)
+            if accuracy is not None:
+                record.accuracy_per_batch.append(round(accuracy, 4))
+            acc_text = "-" if accuracy is None else f"{accuracy:.3f}"
+            console.print(f"batch {index - HISTORY_BATCHES + 1:>2} [cyan]{phase:<9}[/] served acc {acc_text}  "
+                          f"{_summarize_cycle(result)}")
+    data = summary(store, record)
+    data["seconds"] = round(time.monotonic() - began, 1)
+    (out / "summary.json").write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    from evertrain.faces.report_html import write_report
+
+    write_report(store, MODEL, str(out / "report.html"), extra_accuracy=record.accuracy_per_batch)
+    _closing_table(console, data)
+    console.print(f"summary: {out / 'summary.json'}  report: {out / 'report.html'}  ({data['seconds']} s)")
+    store.close()
+    return data
+
+
+def _closing_table(console: Console, data: dict[str, Any]) -> None:
+    table = Table(title="what the loop did")
+    for col in ("cycle", "phase", "event", "why"):
+        table.add_column(col)
+    phases = data["phases"]
+    for d in data["decisions"]:
+        if d["action"] == "retrain":
+            table.add_row(str(d["cycle"]), phases[d["cycle"] - 1], "retrain", "; ".join(d["reasons"]))
+    for g in data["gates"]:
+        table.add_row(str(g["cycle"]), phases[g["cycle"] - 1], f"v{g['version']} gates "
+                      f"{'passed' if g['passed'] else 'FAILED'}",
+                      "; ".join(c.get("reason", "") for c in g["checks"] if not c.get("passed")) or "all checks")
+    for r in data["rollouts"]:
+        table.add_row(str(r["cycle"]), phases[r["cycle"] - 1], f"v{r['version']} {r['outcome']}",
+                      "; ".join(r["reasons"]))
+    console.print(table)
