@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from evertrain.controller.clock import ManualClock
-from evertrain.controller.loop import Controller
-from evertrain.data.streams import DemoStream
+from evertrain.controller.replay import BatchSource, Replay
+from evertrain.data.streams import FEATURES, DemoStream
 from evertrain.exceptions import UsageError
 from evertrain.spec import SPEC_FILE, load_spec
 from evertrain.store import Store
@@ -39,6 +39,7 @@ BATCH_SECONDS = 3600.0  # one batch of traffic per simulated hour
 HISTORY_BATCHES = 3  # stable batches already labelled before production starts
 LABEL_DELAY_BATCHES = 2
 REQUEST_ROWS = 100  # instances per predict request
+FEEDBACK_ROWS = 500  # labels per feedback request
 
 DEMO_SPEC = f"""\
 # evertrain demo project: a binary classifier on a drifting stream.
@@ -90,26 +91,87 @@ class DemoRecord:
     cycles: list[dict[str, Any]] = field(default_factory=list)
 
 
-def write_project(out: Path, stream: DemoStream) -> None:
+def write_project(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / SPEC_FILE).write_text(DEMO_SPEC, encoding="utf-8")
-    (out / "warehouse").mkdir(exist_ok=True)
-    for i in range(HISTORY_BATCHES):
-        append_warehouse(out, stream, i, labelled_at=START)
 
 
-def batch_times(index: int, n: int) -> np.ndarray:
-    """Event times of a batch's rows, spread over its hour."""
-    return START + (index - HISTORY_BATCHES) * BATCH_SECONDS + np.linspace(1.0, BATCH_SECONDS * 0.9, n)
+def demo_stream(seed: int, fast: bool, batch_size: int = 400) -> DemoStream:
+    """The demo's stream; the offline x1 sign flip starts a few batches into the gradual drift."""
+    stream = DemoStream(
+        seed=seed,
+        batch_size=batch_size,
+        stable=HISTORY_BATCHES + (4 if fast else 5),
+        covariate=6 if fast else 8,
+        abrupt=7 if fast else 8,
+        gradual=10 if fast else 13,
+    )
+    return replace(stream, offline_fault_from=stream.phase_start("gradual") + 4)
 
 
-def append_warehouse(out: Path, stream: DemoStream, index: int, *, labelled_at: float) -> None:
-    frame = stream.offline(index)
-    frame["event_ts"] = batch_times(index, len(frame))
-    frame["label_ts"] = labelled_at
-    tmp = out / "warehouse" / f".batch-{index:04d}.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(out / "warehouse" / f"batch-{index:04d}.parquet")
+def make_replay(
+    out: Path, stream: DemoStream, clock: ManualClock, store: Store, cls: type[Replay] = Replay, **kwargs: Any
+) -> Replay:
+    """The demo's replay of ``stream`` into the project ``out`` (in-process, or over HTTP with ``cls``)."""
+    source = BatchSource(stream.n_batches, stream.batch, stream.offline)
+    return cls(
+        store=store,
+        spec=load_spec(out),
+        project=out,
+        source=source,
+        clock=clock,
+        start=START,
+        batch_seconds=BATCH_SECONDS,
+        label_delay_batches=LABEL_DELAY_BATCHES,
+        warm_batches=HISTORY_BATCHES,
+        **kwargs,
+    )
+
+
+@dataclass
+class HttpReplay(Replay):
+    """The replay with the real HTTP app in front: predictions and feedback go over loopback."""
+
+    client: httpx.Client | None = None
+    server: Any = None
+    served_batches: set[int] = field(default_factory=set)
+
+    def serve(self, index: int) -> float | None:
+        assert self.client is not None and self.server is not None
+        self.server.manager.refresh()
+        if self.server.manager.routes(MODEL) is None:
+            return None  # no model yet: the traffic goes unanswered
+        frame = self.source.served(index)
+        ids = self.request_ids(index, len(frame))
+        features = frame[list(FEATURES)].to_dict(orient="records")
+        preds: list[Any] = []
+        for start in range(0, len(features), REQUEST_ROWS):
+            stop = start + REQUEST_ROWS
+            body = {"instances": features[start:stop], "request_ids": ids[start:stop]}
+            response = self.client.post(f"/v1/models/{MODEL}:predict", json=body)
+            response.raise_for_status()
+            preds.extend(response.json()["predictions"])
+        self.served_batches.add(index)
+        return float(np.mean(np.asarray(preds, dtype=float) == frame["label"].to_numpy()))
+
+    def was_served(self, index: int) -> bool:
+        return index in self.served_batches
+
+    def send_feedback(self, index: int, ids: list[str], labels: pd.Series, now: float) -> None:
+        assert self.client is not None
+        values = labels.to_numpy()
+        for start in range(0, len(ids), FEEDBACK_ROWS):
+            stop = start + FEEDBACK_ROWS
+            payload = {
+                "labels": [
+                    {"request_id": rid, "label": int(y)}
+                    for rid, y in zip(ids[start:stop], values[start:stop], strict=True)
+                ]
+            }
+            self.client.post(f"/v1/models/{MODEL}:feedback", json=payload).raise_for_status()
+
+    def before_cycle(self) -> None:
+        self.server.flush()  # the controller reads what the replicas logged
 
 
 class _Server:
@@ -135,35 +197,6 @@ class _Server:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
-
-
-def _serve_batch(client: httpx.Client, frame: pd.DataFrame, index: int) -> tuple[list[str], np.ndarray, list[int]]:
-    """Send one batch through /predict; returns request ids, predictions and serving versions."""
-    features = frame[["x1", "x2", "x3", "region"]].to_dict(orient="records")
-    ids: list[str] = []
-    preds: list[Any] = []
-    versions: list[int] = []
-    for start in range(0, len(features), REQUEST_ROWS):
-        chunk = features[start : start + REQUEST_ROWS]
-        rids = [f"b{index:04d}-{start + j:04d}" for j in range(len(chunk))]
-        response = client.post(f"/v1/models/{MODEL}:predict", json={"instances": chunk, "request_ids": rids})
-        response.raise_for_status()
-        body = response.json()
-        ids.extend(body["request_ids"])
-        preds.extend(body["predictions"])
-        versions.extend([int(body["model_version"])] * len(chunk))
-    return ids, np.asarray(preds, dtype=float), versions
-
-
-def _send_feedback(client: httpx.Client, ids: list[str], labels: np.ndarray) -> None:
-    for start in range(0, len(ids), 500):
-        payload = {
-            "labels": [
-                {"request_id": rid, "label": int(y)}
-                for rid, y in zip(ids[start : start + 500], labels[start : start + 500], strict=True)
-            ]
-        }
-        client.post(f"/v1/models/{MODEL}:feedback", json=payload).raise_for_status()
 
 
 def _summarize_cycle(result: dict[str, Any]) -> str:
@@ -225,61 +258,36 @@ def run_demo(out: Path, *, fast: bool = False, seed: int = 7, console: Console |
     console = console or Console()
     if (out / ".evertrain").exists():
         raise UsageError(f"{out} already holds an evertrain store; pick a new --out folder")
-    stream = DemoStream(
-        seed=seed,
-        stable=HISTORY_BATCHES + (4 if fast else 5),
-        covariate=6 if fast else 8,
-        abrupt=7 if fast else 8,
-        gradual=10 if fast else 13,
-    )
-    fault = stream.phase_start("gradual") + 4
-    stream = DemoStream(**{**stream.__dict__, "offline_fault_from": fault})
-    write_project(out, stream)
-    spec = load_spec(out)
+    stream = demo_stream(seed, fast)
+    write_project(out)
     clock = ManualClock(START)
     store = Store.for_project(out, clock=clock).open()
-    controller = Controller(store, spec, out, clock=clock, holder="demo")
+    app = create_app(store, load_spec(out), clock=clock, admin_token="")
     record = DemoRecord()
-    app = create_app(store, spec, clock=clock, admin_token="")
-    server = app.state.server
+    fault = (stream.offline_fault_from or 0) - HISTORY_BATCHES + 1
     console.print(
         f"[bold]evertrain demo[/]: {stream.n_batches - HISTORY_BATCHES} batches of {stream.batch_size} requests, "
         f"labels {LABEL_DELAY_BATCHES} batches late; phases stable -> covariate shift -> abrupt change -> "
-        f"gradual drift (offline x1 sign flip from batch {fault - HISTORY_BATCHES + 1}). Project: {out}"
+        f"gradual drift (offline x1 sign flip from batch {fault}). Project: {out}"
     )
     began = time.monotonic()
+
+    def show(result: dict[str, Any]) -> None:
+        index, accuracy, cycle = result["batch"], result["accuracy"], result["cycle"]
+        phase = stream.phase(index)
+        record.cycles.append(cycle)
+        record.phases.append(phase)
+        if accuracy is not None:
+            record.accuracy_per_batch.append(round(accuracy, 4))
+        acc_text = "-" if accuracy is None else f"{accuracy:.3f}"
+        console.print(
+            f"batch {index - HISTORY_BATCHES + 1:>2} [cyan]{phase:<9}[/] served acc {acc_text}  "
+            f"{_summarize_cycle(cycle)}"
+        )
+
     with _Server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
-        served: dict[int, tuple[list[str], pd.DataFrame]] = {}
-        for index in range(HISTORY_BATCHES, stream.n_batches):
-            phase = stream.phase(index)
-            served_at = START + (index - HISTORY_BATCHES) * BATCH_SECONDS
-            clock.set(served_at + 1.0)  # requests come in after the previous cycle looked
-            server.manager.refresh()
-            frame = stream.batch(index)
-            if store.registry.list_models() and server.manager.routes(MODEL) is not None:
-                ids, preds, _versions = _serve_batch(client, frame, index)
-                served[index] = (ids, frame)
-                accuracy: float | None = float(np.mean(preds == frame["label"].to_numpy()))
-            else:
-                accuracy = None
-            server.flush()
-            now = served_at + BATCH_SECONDS
-            clock.set(now)
-            due = index - LABEL_DELAY_BATCHES
-            if due in served:
-                ids, labelled = served.pop(due)
-                _send_feedback(client, ids, labelled["label"].to_numpy())
-            if due >= 0:
-                append_warehouse(out, stream, due, labelled_at=now)
-            server.flush()
-            result = controller.cycle()
-            record.cycles.append(result)
-            record.phases.append(phase)
-            if accuracy is not None:
-                record.accuracy_per_batch.append(round(accuracy, 4))
-            acc_text = "-" if accuracy is None else f"{accuracy:.3f}"
-            console.print(f"batch {index - HISTORY_BATCHES + 1:>2} [cyan]{phase:<9}[/] served acc {acc_text}  "
-                          f"{_summarize_cycle(result)}")
+        replay = make_replay(out, stream, clock, store, HttpReplay, client=client, server=app.state.server)
+        replay.run(on_batch=show)
     data = summary(store, record)
     data["seconds"] = round(time.monotonic() - began, 1)
     (out / "summary.json").write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
