@@ -40,6 +40,7 @@ HISTORY_BATCHES = 3  # stable batches already labelled before production starts
 LABEL_DELAY_BATCHES = 2
 REQUEST_ROWS = 100  # instances per predict request
 FEEDBACK_ROWS = 500  # labels per feedback request
+FAULT_AFTER_BATCHES = 2  # the offline sign flip starts this many batches into the gradual drift
 
 DEMO_SPEC = f"""\
 # evertrain demo project: a binary classifier on a drifting stream.
@@ -86,7 +87,8 @@ rollout:
 
 @dataclass
 class DemoRecord:
-    accuracy_per_batch: list[float] = field(default_factory=list)
+    accuracy_per_batch: list[float] = field(default_factory=list)  # of the batches a model served
+    accuracy_by_cycle: list[float | None] = field(default_factory=list)
     phases: list[str] = field(default_factory=list)
     cycles: list[dict[str, Any]] = field(default_factory=list)
 
@@ -104,9 +106,9 @@ def demo_stream(seed: int, fast: bool, batch_size: int = 400) -> DemoStream:
         stable=HISTORY_BATCHES + (4 if fast else 5),
         covariate=6 if fast else 8,
         abrupt=7 if fast else 8,
-        gradual=10 if fast else 13,
+        gradual=11 if fast else 13,
     )
-    return replace(stream, offline_fault_from=stream.phase_start("gradual") + 4)
+    return replace(stream, offline_fault_from=stream.phase_start("gradual") + FAULT_AFTER_BATCHES)
 
 
 def make_replay(
@@ -277,6 +279,7 @@ def run_demo(out: Path, *, fast: bool = False, seed: int = 7, console: Console |
         phase = stream.phase(index)
         record.cycles.append(cycle)
         record.phases.append(phase)
+        record.accuracy_by_cycle.append(None if accuracy is None else round(accuracy, 4))
         if accuracy is not None:
             record.accuracy_per_batch.append(round(accuracy, 4))
         acc_text = "-" if accuracy is None else f"{accuracy:.3f}"
@@ -293,7 +296,7 @@ def run_demo(out: Path, *, fast: bool = False, seed: int = 7, console: Console |
     (out / "summary.json").write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     from evertrain.faces.report_html import write_report
 
-    write_report(store, MODEL, str(out / "report.html"), extra_accuracy=record.accuracy_per_batch)
+    write_report(store, MODEL, str(out / "report.html"), extra_accuracy=record.accuracy_by_cycle)
     _closing_table(console, data)
     console.print(f"summary: {out / 'summary.json'}  report: {out / 'report.html'}  ({data['seconds']} s)")
     store.close()
