@@ -251,7 +251,10 @@ class Server:
         except Exception as exc:
             self._model_failed(model, arm, ids, ts, start, exc)
             if arm != CANARY:
-                if (isinstance(exc, ValueError | TypeError)) and model.schema.loose:
+                if isinstance(exc, ValueError | TypeError):
+                    # Input the schema allows but the model cannot take (say, a null where the
+                    # training data had one but the estimator has no imputer): the client's
+                    # request cannot be served as sent, so a 4xx, counted and logged as an error.
                     raise InputError("instances", f"the model refused them: {str(exc)[:300]}") from None
                 raise ServeError(
                     500, f"model {name!r} v{model.version} failed: {type(exc).__name__}"
@@ -342,11 +345,8 @@ class Server:
             raise InputError(
                 field, f"expected a number, string or boolean, got {kind_of(label)} {show(label)}"
             )
-        if (
-            (type(label) is float
-            and label != label)
-            or (type(label) is float
-            and label in (float("inf"), float("-inf")))
+        if (type(label) is float and label != label) or (
+            type(label) is float and label in (float("inf"), float("-inf"))
         ):
             raise InputError(field, f"number {show(label)} is not finite")
         if type(label) is str and len(label) > doc.MAX_ID_CHARS:
