@@ -572,8 +572,13 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         if "version" not in payload:
             raise InputError("version", "missing field (expected the version to promote)")
         reason = _text(payload.get("reason"), "reason")
+        version = _version(payload["version"], "version")
+        expected = payload.get("expected")
+        expected = None if expected is None else _version(expected, "expected")
         result = await run_in_threadpool(
-            steps.promote_now, server.store, name, payload["version"], actor=ADMIN_ACTOR, reason=reason
+            lambda: steps.promote_now(
+                server.store, name, version, actor=ADMIN_ACTOR, reason=reason, expected=expected
+            )
         )
         await run_in_threadpool(server.manager.refresh, retry_failed=True)
         return _json({"model": name, "action": "promote", **result})
@@ -626,11 +631,12 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         if "version" not in payload:
             raise InputError("version", "missing field (expected the version to roll out)")
         reason = _text(payload.get("reason"), "reason")
+        version = _version(payload["version"], "version")
         started = await run_in_threadpool(
             lambda: steps.start_rollout(
                 server.store,
                 name,
-                payload["version"],
+                version,
                 rollout_spec=_rollout_spec(name),
                 actor=ADMIN_ACTOR,
                 reason=reason,
@@ -652,6 +658,23 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+MAX_VERSION = doc.MAX_VERSION  # what the registry's parser takes as a string; fits any SQL integer
+
+
+def _version(value: Any, field: str) -> int:
+    if type(value) is int and 1 <= value <= MAX_VERSION:
+        return value
+    if (
+        type(value) is str
+        and value.isascii()
+        and value.isdigit()
+        and 1 <= len(value) <= 9
+        and int(value) >= 1
+    ):
+        return int(value)
+    raise InputError(field, f"expected a version number from 1 to {MAX_VERSION}, got {show(value)}")
 
 
 def _text(value: Any, field: str) -> str | None:
