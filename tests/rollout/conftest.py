@@ -11,9 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
 
-from servekit import FakeClock, make_store  # noqa: E402
+from servekit import FakeClock, make_store
 
-from evertrain.store import Store  # noqa: E402
+from evertrain.store import Store
 
 
 @pytest.fixture(autouse=True)

@@ -201,7 +201,7 @@ def test_a_version_that_fails_after_promotion_is_rolled_back_to_its_baseline(
 def test_hand_moves_are_reconciled_and_conflicts_refused(
     store: Store, clock: FakeClock, versions: tuple[int, int]
 ) -> None:
-    v1, v2 = versions
+    _v1, v2 = versions
     start_rollout(store, "m", v2, actor="ctl", rollout_spec=PLAN)
     with pytest.raises(ConflictError):
         start_rollout(store, "m", v2, actor="ctl", rollout_spec=PLAN)
