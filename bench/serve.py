@@ -268,9 +268,10 @@ def main() -> None:
     lines = [
         "## Serving",
         "",
-        f"`bench/serve.py --requests {args.requests} --rounds {args.rounds}`: one-instance `/predict` requests "
-        f"to a logistic regression on {len(FEATURES)} features, {CONCURRENCY} keep-alive connections from a load "
-        "generator on the same machine, one server process each, medians of the rounds.",
+        f"`bench/serve.py --requests {args.requests} --rounds {args.rounds}`: one-instance `/predict` "
+        f"requests to a logistic regression on {len(FEATURES)} features, {CONCURRENCY} keep-alive "
+        "connections from a load generator on the same machine, one server process each, medians of "
+        "the rounds. The machine is shared: repeat runs move each figure by several percent.",
         "",
         "| server | requests/s | p50 ms | p99 ms |",
         "|---|---:|---:|---:|",
