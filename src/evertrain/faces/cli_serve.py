@@ -47,7 +47,7 @@ def serve(
     from evertrain.serve import create_app
 
     spec = _spec(project)
-    serving = spec.serving if spec is not None else ServingSpec()
+    serving = spec.serving if spec is not None else ServingSpec.model_validate({})
     store = open_store(project)
     try:
         application = create_app(store, spec)

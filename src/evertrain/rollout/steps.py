@@ -91,7 +91,7 @@ class Decision:
 
 def make_plan(rollout_spec: RolloutSpec | None = None, task: str | None = None) -> dict[str, Any]:
     """The plan a rollout follows, frozen at its start so that editing the spec mid-way changes nothing."""
-    spec = rollout_spec or RolloutSpec()
+    spec = rollout_spec or RolloutSpec.model_validate({})
     return {
         "shadow": None if spec.shadow is None else spec.shadow.model_dump(),
         "steps": [s.model_dump() for s in spec.steps],

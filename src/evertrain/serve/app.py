@@ -407,7 +407,7 @@ def create_app(
     the store's. ``models`` limits serving to those names. Background threads start and
     stop with the app's lifespan (``app.state.server.start()``/``stop()`` without one).
     """
-    serving = serving or (spec.serving if spec is not None else ServingSpec())
+    serving = serving or (spec.serving if spec is not None else ServingSpec.model_validate({}))
     url = logs_url or store.logs_url
     if not url:
         raise UsageError("the serving app needs a logs URL: pass logs_url or open the store with one")
