@@ -91,7 +91,7 @@ class Decision:
 
 def make_plan(rollout_spec: RolloutSpec | None = None, task: str | None = None) -> dict[str, Any]:
     """The plan a rollout follows, frozen at its start so that editing the spec mid-way changes nothing."""
-    spec = rollout_spec or RolloutSpec()
+    spec = rollout_spec or RolloutSpec.model_validate({})
     return {
         "shadow": None if spec.shadow is None else spec.shadow.model_dump(),
         "steps": [s.model_dump() for s in spec.steps],
@@ -261,9 +261,6 @@ def start_rollout(
         phase, step, share, alias = CANARY, 0, float(plan["steps"][0]["share"]), CANARY
     else:
         raise UsageError("the rollout plan has neither a shadow step nor canary steps")
-    store.registry.set_alias(
-        name, alias, number, actor=actor, reason=reason or f"rollout of v{number}", action="rollout_start"
-    )
     rollout_id = uuid.uuid4().hex
     with store.db.write() as conn:
         model_id = _model_id(conn, name)
@@ -297,7 +294,26 @@ def start_rollout(
             payload={"version": number, "baseline": champion, "phase": phase, "share": share, "plan": plan},
         )
         row = conn.execute(sa.select(rollouts).where(rollouts.c.id == rollout_id)).one()
-    return _row(row, name)
+    started = _row(row, name)
+    # The row (with its share) first, then the alias: a replica that sees the alias finds the share.
+    try:
+        store.registry.set_alias(
+            name, alias, number, actor=actor, reason=reason or f"rollout of v{number}", action="rollout_start"
+        )
+    except Exception as exc:
+        _transition(
+            store,
+            started,
+            actor=actor,
+            action="abort",
+            now=now,
+            phase=DONE,
+            outcome=ABORTED,
+            ended_at=now,
+            reasons=[f"could not point the {alias} alias at v{number}: {exc}"],
+        )
+        raise
+    return started
 
 
 def _step_config(r: Rollout) -> tuple[dict[str, Any], bool]:
