@@ -11,6 +11,7 @@ transaction as the move itself.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -95,6 +96,16 @@ class AliasMove:
     at: float
 
 
+def _json_object(what: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``value`` as it will read back from the store: strict JSON (no NaN), or a UsageError."""
+    try:
+        text = json.dumps(dict(value or {}), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} must be a JSON object of finite numbers, strings, lists: {exc}") from None
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
 class Registry:
     def __init__(
         self, db: Database, artifacts: ArtifactStore, audit: AuditLog, clock: Callable[[], float]
@@ -152,7 +163,7 @@ class Registry:
         if not self.artifacts.exists(artifact_sha256):
             raise NotFoundError(f"artifact {artifact_sha256} is not in the artifact store; store it first")
         size = len(self.artifacts.get(artifact_sha256))
-        params_d, metrics_d = dict(params or {}), dict(metrics or {})
+        params_d, metrics_d = _json_object("params", params), _json_object("metrics", metrics)
 
         def work(conn: Connection) -> ModelVersion:
             model_id = self._model_id(conn, name, create=True, lock=True)
