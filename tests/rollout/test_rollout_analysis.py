@@ -54,7 +54,18 @@ def test_an_equivalent_challenger_advances_and_promotes_at_the_last_step() -> No
     assert judge(champion, canary)[0] == "advance"
     action, checks = judge(champion, canary, final=True)
     assert action == "promote"
-    assert checks == {"error_rate": "pass", "latency": "pass", "quality": "pass", "predictions": "info"}
+    # 400 labels cannot show a 2-point margin either way: quality is inconclusive, which
+    # does not hold a step unless the plan requires labels
+    assert checks == {"error_rate": "pass", "latency": "pass", "quality": "wait", "predictions": "info"}
+    strict = ANALYSIS.model_copy(update={"require_labels": True})
+    verdict = compare(champion, canary, strict, min_samples=200, elapsed=600.0, duration=600.0, final=True,
+                      task="binary")
+    assert verdict.action == "hold" and any("enough labels to tell" in r for r in verdict.reasons)
+    big_champion, big_canary = arm("champion", 1, 8000, seed=3), arm("canary", 2, 8000, seed=4)
+    verdict = compare(big_champion, big_canary, strict, min_samples=200, elapsed=600.0, duration=600.0,
+                      final=True, task="binary")
+    assert verdict.action == "promote"
+    assert {c.name: c.status for c in verdict.checks}["quality"] == "pass"
 
 
 def test_too_few_samples_or_too_little_time_holds() -> None:
@@ -72,7 +83,7 @@ def test_a_slower_challenger_rolls_back_and_a_little_slower_one_does_not() -> No
     champion = arm("champion", 1, 2000, latency=1.0, seed=3)
     assert judge(champion, arm("canary", 2, 400, latency=2.0, seed=4)) == (
         "rollback",
-        {"error_rate": "pass", "latency": "fail", "quality": "pass", "predictions": "info"},
+        {"error_rate": "pass", "latency": "fail", "quality": "wait", "predictions": "info"},
     )
     assert judge(champion, arm("canary", 2, 400, latency=1.1, seed=4))[0] == "advance"
 
