@@ -11,7 +11,6 @@ killed at any point and started again rewrites the same bytes and resumes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,15 +136,16 @@ class Replay:
         preds = np.empty(len(frame), dtype=float)
         scores = np.full(len(frame), np.nan)
         versions = np.full(len(frame), desired.champion, dtype=np.int64)
-        latency = np.zeros(len(frame))
+        # A replay serves no request over a network: it logs no latency (null), so the
+        # rollout analysis judges replayed canaries on errors and quality, never on timing
+        # noise of the machine running the backtest.
+        latency = np.full(len(frame), np.nan)
         for arm, version in (("champion", desired.champion), ("canary", desired.canary)):
             mask = arms == arm
             if version is None or not mask.any():
                 continue
             part = frame.loc[mask, features]
-            began = time.perf_counter()
             answer, score = self._model(version).predict({c: part[c].tolist() for c in features})
-            latency[mask] = (time.perf_counter() - began) * 1000.0
             preds[mask] = np.asarray(answer, dtype=float)
             if score is not None:
                 scores[mask] = np.asarray(score, dtype=float)
@@ -157,7 +157,7 @@ class Replay:
                 "ts": at,
                 "model_version": versions,
                 "arm": arms.astype(str),
-                "latency_ms": latency,
+                "latency_ms": pa.array(latency, mask=np.isnan(latency)),
                 "prediction": preds,
                 "score": pa.array(scores, mask=np.isnan(scores)),
                 **{c: frame[c].to_numpy() for c in features},

@@ -186,9 +186,10 @@ def evidence(logs: Logs, arm: str, version: int) -> Evidence:
             np.array([], dtype=object),
         )
     ts = p["ts"][mask].astype(np.float64)
-    lat = p["latency_ms"][mask].astype(np.float64)
+    lat = np.asarray([np.nan if v is None else v for v in p["latency_ms"][mask]], dtype=np.float64)
+    timed = np.isfinite(lat)  # replayed rows carry no latency
     # Rows of one request share its time and latency: count each request once.
-    pairs = np.unique(np.stack([ts, lat]), axis=1)
+    pairs = np.unique(np.stack([ts[timed], lat[timed]]), axis=1)
     preds = p["prediction"][mask]
     scores = p["score"][mask]
     scores = np.asarray(
