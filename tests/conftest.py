@@ -9,13 +9,16 @@ afterwards) in the database named by ``TEST_POSTGRES_URL`` (default: the local s
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from rich.console import Console
 
 from evertrain.store import Store
 
@@ -134,3 +137,14 @@ def store(db_url: str, artifacts_url: str) -> Iterator[Store]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The fast demo, run through the real HTTP app into a fresh project folder."""
+    from evertrain.faces.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "project"
+    with io.StringIO() as sink:
+        summary = run_demo(out, fast=True, console=Console(file=sink, width=120))
+    return out, summary
