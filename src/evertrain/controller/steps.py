@@ -121,8 +121,12 @@ def decide(ctx: CycleContext) -> dict[str, Any]:
     """The policy's verdict on what monitoring saw; stored whether it acts or not."""
     mon = ctx.results.get("monitor") or {}
     manual = ctx.manual
-    if mon.get("status") == "no champion" and not _has_versions(ctx):
-        manual = manual or "bootstrap: no model has been trained yet"
+    if mon.get("status") == "no champion":
+        manual = manual or (
+            "bootstrap: no champion yet (versions exist but none was promoted)"
+            if _has_versions(ctx)
+            else "bootstrap: no model has been trained yet"
+        )
     drift = mon.get("drift") or {}
     realized = mon.get("realized") or {}
     obs = Observation(
