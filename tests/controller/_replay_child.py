@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from evertrain.controller.clock import ManualClock
-from evertrain.faces.demo import START, demo_stream, make_replay, write_project
+from evertrain.faces.demo import START, make_replay, synthetic_scenario, write_project
 from evertrain.store import Store
 
 
@@ -18,7 +18,7 @@ def main(project: Path) -> None:
         write_project(project)
     clock = ManualClock(START)
     store = Store.for_project(project, clock=clock).open()
-    replay = make_replay(project, demo_stream(seed=7, fast=True), clock, store)
+    replay = make_replay(project, synthetic_scenario(seed=7, fast=True), clock, store)
     print("ready", flush=True)
     replay.run(on_batch=lambda r: print(f"batch {r['batch']} done", flush=True))
     print("finished", flush=True)

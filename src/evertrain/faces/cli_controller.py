@@ -61,12 +61,15 @@ def demo(
         "demo-out"
     ),
     fast: Annotated[bool, typer.Option("--fast", help="A shorter stream.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the stream.")] = 7,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic stream.")] = 7,
+    dataset: Annotated[
+        str, typer.Option(help="synthetic (the four-phase stream) or rainfall (real NOAA weather, demo extra).")
+    ] = "synthetic",
 ) -> None:
     """The whole loop on a bundled drifting stream: serve, monitor, retrain, gate, canary, roll back."""
     from evertrain.faces.demo import run_demo
 
-    run_demo(out, fast=fast, seed=seed, console=console)
+    run_demo(out, fast=fast, seed=seed, dataset=dataset, console=console)
 
 
 @app.command()
