@@ -103,7 +103,8 @@ def run_tool(tool: str, python: Path, ref: Path, cur: Path, profile: Path) -> di
         tail = (WORK / f"log-{tool}.txt").read_text()[-2000:]
         return {"tool": tool, "error": f"exit {proc.returncode}: {tail}", "wall_s": wall}
     result = json.loads(out.read_text())
-    result.update(tool=tool, peak_rss_mb=usage.ru_maxrss / 1024, wall_s=wall)
+    # Other work on a shared machine slows every tool; the load says how busy it was.
+    result.update(tool=tool, peak_rss_mb=usage.ru_maxrss / 1024, wall_s=wall, load_average=os.getloadavg()[0])
     return result
 
 

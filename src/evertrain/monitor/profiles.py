@@ -146,6 +146,7 @@ class _Binner:
         self.crowded_share = float(width[self.crowded].sum() / max(width.sum(), 1))
         self.lower = lower.astype(np.intp)
         self.padded = np.concatenate((edges, np.full(self.comparisons + 1, np.inf)))
+        self.first = self.padded[self.lower]
 
     def __call__(self, x: np.ndarray, work: _Workspace | None = None) -> np.ndarray:
         """Bin index of each finite value of ``x`` (the result may live in ``work``)."""
@@ -163,14 +164,17 @@ class _Binner:
         np.clip(t, 0.0, self.cells + 1.0, out=t)
         np.copyto(cell, t, casting="unsafe")  # truncation of non-negative values: floor
         crowded = self.crowded[cell] if self.any_crowded else None
+        # First comparison against each cell's first candidate edge, read from a table.
+        np.take(self.first, cell, out=probe)
+        np.greater_equal(x, probe, out=hit)
         np.take(self.lower, cell, out=base)
         index = cell  # the cells are not needed any more: reuse their buffer
-        np.copyto(index, base)
-        for _ in range(self.comparisons):
+        np.add(base, hit, out=index)
+        for _ in range(1, self.comparisons):
+            np.add(base, 1, out=base)
             np.take(self.padded, base, out=probe)
             np.greater_equal(x, probe, out=hit)
             np.add(index, hit, out=index)
-            np.add(base, 1, out=base)
         if crowded is not None and crowded.any():
             index[crowded] = np.searchsorted(self.edges, x[crowded], side="right")
         return index
