@@ -14,7 +14,10 @@ p_lists = st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size
 
 
 def _step_up(p: np.ndarray, alpha: float) -> np.ndarray:
-    """Benjamini-Hochberg by its textbook definition: reject the k smallest, k the largest i with p_(i) <= i a / m."""
+    """Benjamini-Hochberg by its textbook definition.
+
+    Reject the k smallest p-values, k the largest i with p_(i) <= i * alpha / m.
+    """
     m = p.size
     order = np.argsort(p)
     ok = np.flatnonzero(p[order] <= alpha * np.arange(1, m + 1) / m)
