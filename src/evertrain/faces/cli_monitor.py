@@ -60,7 +60,7 @@ def drift(
     target: Annotated[str | None, typer.Option("--target", help="Target column, reported apart.")] = None,
     alpha: Annotated[float, typer.Option(help="False-alarm budget of the whole report.")] = DEFAULT_ALPHA,
     correction: Annotated[
-        str, typer.Option(help="benjamini-hochberg (bh) or bonferroni: how alpha is shared across columns.")
+        str, typer.Option(help="bonferroni or benjamini-hochberg (bh): how alpha is shared across columns.")
     ] = DEFAULT_CORRECTION,
     drift_share: Annotated[
         float | None,

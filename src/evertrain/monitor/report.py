@@ -411,7 +411,7 @@ def drift(
     once and reused for every later window; a current profile built against it).
 
     Each column drifts when its significance test (KS or chi-square), corrected across
-    the report (``correction``: Benjamini-Hochberg by default, or Bonferroni), is below
+    the report (``correction``: Bonferroni by default, or Benjamini-Hochberg), is below
     ``alpha`` *and* its effect size (Wasserstein / reference sd, or Jensen-Shannon) is
     at least the threshold. ``methods`` picks other registered tests per kind, e.g.
     ``{"numeric": ("ks", "psi")}``; ``thresholds`` overrides effect thresholds by test
