@@ -115,14 +115,14 @@ def resolve_kinds(
                 )
             kinds[name] = forced[name]
             continue
-        kind = kind_of(dtype)
-        if kind is None:
+        inferred = kind_of(dtype)
+        if inferred is None:
             if pa.types.is_null(dtype):
                 kinds[name] = NUMERIC  # all missing: reported as such by the caller
             else:
                 skipped[name] = f"type {type_name(dtype)} is not monitored"
             continue
-        kinds[name] = kind
+        kinds[name] = inferred
     return kinds, skipped
 
 

@@ -263,12 +263,12 @@ def _methods(methods: Mapping[str, tuple[str, str]] | None) -> dict[ColumnKind, 
             raise UsageError(f"methods: kind must be numeric or categorical, got {kind!r}")
         if len(pair) != 2:
             raise UsageError(f"methods[{kind!r}]: expected (significance test, effect test), got {pair!r}")
-        sig, eff = (get_test(pair[0], kind), get_test(pair[1], kind))  # type: ignore[arg-type]
+        sig, eff = (get_test(pair[0], kind), get_test(pair[1], kind))
         if sig.role != "significance" or eff.role != "effect":
             raise UsageError(
                 f"methods[{kind!r}]: {sig.name!r} must be a significance test and {eff.name!r} an effect test"
             )
-        out[kind] = (sig.name, eff.name)  # type: ignore[index]
+        out[kind] = (sig.name, eff.name)
     return out
 
 
