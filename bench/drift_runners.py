@@ -120,13 +120,12 @@ def run_evidently(ref_path: str, cur_path: str, profile_path: str | None) -> dic
     times, d = _timed(go, 1)
     flagged, methods = [], {}
     for m in d.get("metrics", []):
-        mid = str(m.get("metric_id", ""))
-        if not mid.startswith("ValueDrift("):
+        config = m.get("config", {})
+        if not str(config.get("type", "")).endswith("ValueDrift"):
             continue
-        params = dict(p.split("=", 1) for p in mid[len("ValueDrift(") : -1].split(",") if "=" in p)
-        column, method = params.get("column"), params.get("method", "")
-        threshold = float(params.get("threshold", "nan"))
-        value = float(m.get("value"))
+        column, method = config["column"], str(config.get("method", ""))
+        threshold, value = float(config["threshold"]), float(m["value"])
+        # Distances drift at or above the threshold, p-values below it.
         pvalue_like = "p_value" in method.lower() or "test" in method.lower()
         drifted = value < threshold if pvalue_like else value >= threshold
         methods[column] = method
