@@ -275,7 +275,10 @@ def _methods(methods: Mapping[str, tuple[str, str]] | None) -> dict[ColumnKind, 
 def _numeric_plot_exact(ref: np.ndarray, cur: np.ndarray) -> dict[str, Any]:
     if ref.size == 0:
         return {}
-    lo, hi = np.quantile(ref, [PLOT_TAIL, 1 - PLOT_TAIL])
+    # The range covers both sides, so a shifted current is drawn, not piled up at an end.
+    r_lo, r_hi = np.quantile(ref, [PLOT_TAIL, 1 - PLOT_TAIL])
+    c_lo, c_hi = np.quantile(cur, [PLOT_TAIL, 1 - PLOT_TAIL]) if cur.size else (r_lo, r_hi)
+    lo, hi = min(r_lo, c_lo), max(r_hi, c_hi)
     if not hi > lo:
         lo, hi = float(ref.min()) - 0.5, float(ref.max()) + 0.5
     bounds = np.linspace(lo, hi, PLOT_BINS + 1)
