@@ -94,14 +94,18 @@ def test_profile_distances_within_stated_bounds(name: str, shift: int) -> None:
         assert approx.ks_error <= 0.01  # a thousand fine bins: about 0.1% of the data each
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     st.lists(st.floats(min_value=-1e4, max_value=1e4), min_size=2, max_size=300),
     st.lists(st.floats(min_value=-2e4, max_value=2e4), min_size=1, max_size=500),
+    st.sampled_from([0.0, 1e3, 1e9, 1e12, -1e15]),
+    st.sampled_from([1.0, 1e-6]),
 )
-def test_binner_equals_binary_search(edge_values: list[float], xs: list[float]) -> None:
-    edges = np.unique(np.array(edge_values))
-    x = np.array(xs)
+def test_binner_equals_binary_search(
+    edge_values: list[float], xs: list[float], offset: float, scale: float
+) -> None:
+    edges = np.unique(offset + scale * np.array(edge_values))
+    x = offset + scale * np.array(xs)
     assert np.array_equal(_Binner(edges)(x), np.searchsorted(edges, x, side="right"))
 
 
@@ -111,6 +115,7 @@ def test_binner_on_heavy_tails_and_far_apart_modes() -> None:
         rng.lognormal(0, 3, 200_000),
         rng.standard_cauchy(200_000),
         np.concatenate([rng.normal(0, 1, 100_000), rng.normal(1e6, 1, 100_000)]),
+        1e12 + rng.normal(0, 1e-3, 200_000),  # far from zero, narrow: no fused multiply-add
     ):
         finite, _ = finite_values(x)
         edges = choose_edges(finite)
