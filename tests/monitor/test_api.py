@@ -51,7 +51,7 @@ def test_report_follows_the_contract() -> None:
     assert json.loads(text) == d
     for key in ("columns", "drifted_columns", "share_drifted", "dataset_drift", "n_reference", "n_current"):
         assert key in d
-    assert d["correction"] == {"method": "bonferroni", "alpha": 0.05, "hypotheses": 3}
+    assert d["correction"] == {"method": "bonferroni", "alpha": 0.01, "hypotheses": 3}
     assert set(d["columns"]) == {"x", "c"} and d["target"]["name"] == "y"
     for col in d["columns"].values():
         for key in ("kind", "method", "statistic", "p_value", "effect_size", "threshold", "drifted"):
