@@ -125,3 +125,18 @@ def test_validate(files: dict[str, Path], tmp_path: Path, capsys) -> None:
     bad_schema.write_text("[1, 2]")
     code, _, err = _run(["validate", str(files["cur"]), "--schema", str(bad_schema)], capsys)
     _assert_clean_failure(code, err, "not an evertrain schema")
+
+
+def test_target_drift_is_reported_apart_and_fails_the_check(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    pacsv.write_csv(pa.table({"x": rng.normal(size=3000), "y": rng.integers(0, 2, 3000)}), tmp_path / "r.csv")
+    pacsv.write_csv(
+        pa.table({"x": rng.normal(size=3000), "y": (rng.random(3000) < 0.7).astype(int)}), tmp_path / "c.csv"
+    )
+    code, out, _ = _run(
+        ["drift", str(tmp_path / "r.csv"), str(tmp_path / "c.csv"), "--target", "y", "--json", "-"], capsys
+    )
+    report = json.loads(out)
+    assert code == 1
+    assert report["dataset_drift"] is False and report["drifted_columns"] == []
+    assert report["target"]["name"] == "y" and report["target"]["drifted"] is True
