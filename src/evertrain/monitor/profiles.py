@@ -202,14 +202,18 @@ class _Workspace:
 
 
 #: Below this ratio of the one-pass sum of squares to its parts, rounding may have eaten
-#: the variance (a large mean with a small spread): recompute it in two passes.
-_CANCELLATION = 1e-8
+#: more than about 1e-9 of the variance (a large mean with a small spread): recompute it
+#: in two passes.
+_CANCELLATION = 1e-6
 
 
-def _moments(x: np.ndarray) -> tuple[float, float]:
-    """Mean and sum of squared deviations; one pass unless cancellation makes it imprecise."""
+def _moments(x: np.ndarray, total: float | None = None) -> tuple[float, float]:
+    """Mean and sum of squared deviations; one pass unless cancellation makes it imprecise.
+
+    ``total`` is the sum of ``x`` when the caller has it already (from the bin sums).
+    """
     n = x.size
-    s1 = float(x.sum())
+    s1 = float(x.sum()) if total is None else total
     s2 = float(np.dot(x, x))
     mean = s1 / n
     m2 = s2 - s1 * mean
@@ -291,28 +295,38 @@ class NumericProfile:
         the KLL sketch, which is the slowest part and not needed for a drift verdict.
         """
         x = np.asarray(values, dtype=np.float64)
-        finite = np.isfinite(x)
         n_missing = 0
-        if not finite.all():
-            n_missing = int(x.size - np.count_nonzero(finite))
-            x = x[finite]
+        lo = hi = math.nan
+        if x.size:
+            # NaN propagates through min and max, and infinities show in them: one check
+            # of the extremes stands for a pass of isfinite over the column.
+            lo, hi = float(x.min()), float(x.max())
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                finite = np.isfinite(x)
+                n_missing = int(x.size - np.count_nonzero(finite))
+                x = x[finite]
+                lo, hi = (float(x.min()), float(x.max())) if x.size else (math.nan, math.nan)
         n = int(x.size)
         prof = cls(count=n, missing=n_missing)
         if n:
-            prof.mean, prof.m2 = _moments(x)
-            prof.minimum, prof.maximum = float(x.min()), float(x.max())
+            prof.minimum, prof.maximum = lo, hi
         if edges is None and bins is not None:
             edges = choose_edges(x, bins)
+        total = None
         if edges is not None:
             prof.edges = edges
             prof._binner = binner if binner is not None else _Binner(edges)
             index = prof._binner(x, work)
             m = edges.size
             prof.bin_counts = np.bincount(index, minlength=m + 1).astype(np.int64)
+            sums = np.bincount(index, weights=x, minlength=m + 1)
+            total = float(sums.sum())
             # Sums are kept as offsets from each bin's anchor (its left edge; the first
             # edge for the open lower bin), the scale at which the per-bin integrals work.
             anchors = np.concatenate((edges[:1], edges)) if m else np.zeros(1)
-            prof.bin_offsets = np.bincount(index, weights=x, minlength=m + 1) - prof.bin_counts * anchors
+            prof.bin_offsets = sums - prof.bin_counts * anchors
+        if n:
+            prof.mean, prof.m2 = _moments(x, total)
         if sketch_k is not None:
             prof.sketch = kll_doubles_sketch(sketch_k)
             if n:
