@@ -171,20 +171,29 @@ class SklearnTrainer(Trainer):
     kind = "sklearn"
 
     def make_estimator(self, context: TrainContext, X: pd.DataFrame) -> Any:
+        """The estimator to fit: the spec's, or by default a scaled linear model.
+
+        Text columns are one-hot encoded in front of a bare estimator that cannot read
+        them; the default linear model also gets its numeric columns standardized, which
+        it needs to converge on features of different scales.
+        """
+        from sklearn.compose import ColumnTransformer
         from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
         path = self.spec.estimator or _DEFAULT_ESTIMATOR[context.task]
         estimator = build_estimator(path, dict(self.spec.params))
         text = _text_columns(X)
+        steps: list[tuple[str, Any, list[str]]] = []
         if text and not isinstance(estimator, Pipeline):
-            from sklearn.compose import ColumnTransformer
-            from sklearn.preprocessing import OneHotEncoder
-
-            encode = ColumnTransformer(
-                [("text", OneHotEncoder(handle_unknown="ignore"), text)], remainder="passthrough"
-            )
-            estimator = Pipeline([("encode", encode), ("model", estimator)])
+            steps.append(("text", OneHotEncoder(handle_unknown="ignore"), text))
             context.log(f"one-hot encoding text feature(s) {', '.join(text)} in front of {path}")
+        if self.spec.estimator is None:
+            steps.append(("numeric", StandardScaler(), [c for c in X.columns if c not in text]))
+        if steps:
+            estimator = Pipeline(
+                [("encode", ColumnTransformer(steps, remainder="passthrough")), ("model", estimator)]
+            )
         _seed_everywhere(estimator, context.seed)
         return estimator
 
@@ -352,7 +361,8 @@ class LightGBMTrainer(Trainer):
                 break
             context.check_deadline(f"after {state['done']} boosting iterations")
             booster.update()
-        keep = state["best"] if (valid_sets and state["best"]) else state["done"]
+        # Without early stopping every round is kept, as asked; with it, the best one.
+        keep = state["best"] if (stop_after and state["best"]) else state["done"]
         total = state["base"] + keep
         context.info.update(
             best_iteration=keep, iterations_run=state["done"], early_stopping_metric=metric_name
