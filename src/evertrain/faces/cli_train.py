@@ -83,9 +83,8 @@ def train(
         if result.report is not None and "checks" in result.report:
             _print_checks(result.report)
     if result.outcome == "rejected":
-        raise GateFailed(
-            f"model {model!r} version {result.version} failed its gates: {result.report['reason']}"
-        )
+        why = (result.report or {}).get("reason")
+        raise GateFailed(f"model {model!r} version {result.version} failed its gates: {why}")
 
 
 @app.command()

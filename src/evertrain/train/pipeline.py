@@ -299,7 +299,7 @@ def train_model(
     step = _Step(store, spec, project, executor, actor or settings.actor())
     name = spec.model.name
     parent = _champion(store, name)
-    params = {
+    params: dict[str, Any] = {
         "cutoff": store.clock(),
         "trigger": trigger,
         "reason": reason,

@@ -128,7 +128,7 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
             if len(frame):
                 outputs, _ = predict_outputs(stored, frame, job.features, job.task, job.target)
                 metrics[part] = compute_many(job.metrics, outputs)
-    result = {
+    result: dict[str, Any] = {
         "framework": framework,
         "model_sha256": sha256_bytes(data),
         "size_bytes": len(data),
