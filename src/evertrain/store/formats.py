@@ -65,7 +65,10 @@ class BoosterModel:
 
     def __init__(self, booster: Any) -> None:
         self.booster_ = booster
-        self.objective_ = str(booster.params.get("objective", booster.dump_model().get("objective", "")))
+        objective = booster.params.get("objective")
+        if objective is None:  # only then walk the whole model: dump_model is slow on large boosters
+            objective = booster.dump_model().get("objective", "")
+        self.objective_ = str(objective)
 
     @property
     def feature_names_in_(self) -> np.ndarray:

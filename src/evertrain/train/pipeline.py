@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -48,9 +47,11 @@ from evertrain.train.worker import PARENT_FILE, TrainJob
 
 RUN_KIND = "train"
 RUN_LEASE_PREFIX = "train-run:"
-#: Threads a training may use when the spec's params do not say; fixed per job so every
-#: executor (Ray workers default to one thread) computes the same sums in the same order.
-DEFAULT_NUM_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: Threads a training uses unless its params say (``num_threads``). One, because every
+#: executor then computes the same sums in the same order (Ray workers run one thread
+#: each), and because several trainings sharing a host with more threads than cores make
+#: OpenMP spin: on a busy 2-core machine, 2 LightGBM threads ran 3-5x slower than 1.
+DEFAULT_NUM_THREADS = 1
 #: Seconds allowed for ``git rev-parse`` when recording the code version.
 GIT_TIMEOUT_SECONDS = 5
 
