@@ -28,14 +28,12 @@ checked by a test on simulated pairs with a known true difference.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from evertrain.evaluate.metrics import Metric, Outputs
+from evertrain.evaluate.metrics import Metric, Outputs, one_blas_thread
 from evertrain.exceptions import UsageError
 
 #: Cells of one block of resample counts (B_block x n); 4M float64 cells is 32 MB, which
@@ -44,13 +42,6 @@ BLOCK_CELLS = 4_000_000
 #: Rows are resampled by combination (see above) when there are at most a quarter as many
 #: distinct combinations as rows; below that the grouping would save little.
 GROUP_MAX_SHARE = 0.25
-
-
-@functools.cache
-def _threadpools() -> Any:
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
 
 
 @dataclass(frozen=True)
@@ -124,9 +115,7 @@ def _grouped(metric: Metric, outputs: list[Outputs]) -> tuple[list[Outputs], np.
 
 def _resampled(metric: Metric, outputs: list[Outputs], n_boot: int, seed: int) -> np.ndarray:
     """Each output's metric under the same ``n_boot`` resamples of the rows: shape (len(outputs), n_boot)."""
-    # One BLAS thread: the products here are many and small, and a multi-threaded BLAS on a
-    # busy host spins; measured on 2 shared cores, one thread was 10-40x faster.
-    with _threadpools().limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         return _resampled_rows(metric, outputs, n_boot, seed)
 
 

@@ -23,8 +23,7 @@ app = typer.Typer(
 )
 
 # Command modules register on `app` when imported; keep these imports below `app`.
-from evertrain.faces import cli_store  # noqa: E402
-from evertrain.faces import cli_train  # noqa: E402
+from evertrain.faces import cli_store, cli_train  # noqa: E402
 
 __all__ = ["app", "cli_store", "cli_train", "main"]
 

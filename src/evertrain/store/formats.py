@@ -75,7 +75,10 @@ class BoosterModel:
         return np.asarray(self.booster_.feature_name())
 
     def _raw(self, X: Any) -> np.ndarray:
-        return np.asarray(self.booster_.predict(X))
+        # Predict with the threads the model was trained with (0 = LightGBM's default, all
+        # cores); all cores on a busy host make OpenMP spin and predictions crawl.
+        threads = int(self.booster_.params.get("num_threads", 0) or 0)
+        return np.asarray(self.booster_.predict(X, num_threads=threads))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         out = self._raw(X)

@@ -34,6 +34,7 @@ from evertrain.data.sources import open_source, read_table
 from evertrain.data.windows import WEIGHT_COLUMN, Window, make_window
 from evertrain.evaluate.evaluation import evaluate_version
 from evertrain.evaluate.metrics import DEFAULT_METRICS
+from evertrain.evaluate.scoring import Scored
 from evertrain.exceptions import ConflictError, EvertrainError, IntegrityError, NotFoundError, TrainingFailed
 from evertrain.spec import Spec, dump_spec
 from evertrain.store import Store
@@ -325,6 +326,7 @@ def train_model(
             snaps: dict[str, str] = {}
             extra: dict[str, Any] = {}
             metrics: dict[str, Any] = {}
+            scores: Scored | None = None
             if version is None:
                 budget = TrainingBudget(store, name, spec.training.budget)
                 seconds_left = budget.check()
@@ -343,6 +345,11 @@ def train_model(
                         f"run {run.id}: the model bytes do not hash to what the worker reported"
                     )
                 version, metrics = _register(step, run, params, outcome, snaps, window, sweep_info)
+                if outcome.holdout_scores is not None:
+                    held = outcome.result.get("holdout_scores") or {}
+                    scores = Scored.from_arrays(
+                        outcome.holdout_scores, held.get("classes"), held.get("ms_per_row")
+                    )
                 extra.update(
                     curves=outcome.result.get("curves", {}),
                     info=outcome.result.get("info", {}),
@@ -359,7 +366,14 @@ def train_model(
                 report = (
                     _existing_report(store, name, version, run.id)
                     or evaluate_version(
-                        store, spec, name, version, project=project, actor=step.actor, run_id=run.id
+                        store,
+                        spec,
+                        name,
+                        version,
+                        project=project,
+                        actor=step.actor,
+                        run_id=run.id,
+                        challenger_scores=scores,
                     ).to_dict()
                 )
                 step._timed("evaluate", started)
