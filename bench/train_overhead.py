@@ -10,8 +10,10 @@ The same rows, params, seed and early stopping are trained twice per repeat:
 
 Overhead = evertrain wall time - bare fit wall time, reported as a share of the bare fit,
 with the median of each stage. The local (child process) executor is timed as well,
-since it adds the start of a Python process. Results go to the ``## Training overhead``
-section of ``bench/RESULTS.md``.
+since it adds the start of a Python process. Two widths are measured: the example's 6
+features, and 30 (24 more numeric columns), closer to a usual tabular model: training
+cost grows with the width, scoring for the gates much less. Results go to the
+``## Training overhead`` section of ``bench/RESULTS.md``.
 
 Run: ``.venv/bin/python bench/train_overhead.py [--repeats 3] [--rows 100000]``
 """
@@ -46,44 +48,76 @@ HOLDOUT_FRACTION, VALID_FRACTION = 0.2, 0.15
 PARAMS = {"num_leaves": 31, "learning_rate": 0.05, "num_boost_round": 300}
 EARLY_STOPPING = 30
 SEED = 7
+#: Numeric columns added to the example's 6 features, per measured configuration.
+EXTRA_FEATURES = (0, 24)
 
 
 def _spec(executor: str) -> Spec:
-    return Spec.model_validate({
-        "model": {"name": "churn", "target": "churned", "trainer": {
-            "kind": "lightgbm", "seed": SEED, "early_stopping_rounds": EARLY_STOPPING, "params": PARAMS}},
-        "data": {"source": {"kind": "parquet", "path": "rows.parquet"}, "time_column": "ts",
-                 "label_time_column": "label_ts"},
-        "training": {"window": {"kind": "expanding"}, "valid_fraction": VALID_FRACTION,
-                     "holdout": {"fraction": HOLDOUT_FRACTION}, "executor": executor},
-        "gates": [
-            {"kind": "threshold", "metric": "roc_auc", "min": 0.6},
-            {"kind": "non_inferiority", "metric": "accuracy", "margin": 0.01},
-            {"kind": "slices", "column": "region", "metric": "accuracy", "margin": 0.03},
-            {"kind": "size", "max_mb": 50},
-            {"kind": "latency", "max_ms_per_row": 5},
-        ],
-    })
+    return Spec.model_validate(
+        {
+            "model": {
+                "name": "churn",
+                "target": "churned",
+                "trainer": {
+                    "kind": "lightgbm",
+                    "seed": SEED,
+                    "early_stopping_rounds": EARLY_STOPPING,
+                    "params": PARAMS,
+                },
+            },
+            "data": {
+                "source": {"kind": "parquet", "path": "rows.parquet"},
+                "time_column": "ts",
+                "label_time_column": "label_ts",
+            },
+            "training": {
+                "window": {"kind": "expanding"},
+                "valid_fraction": VALID_FRACTION,
+                "holdout": {"fraction": HOLDOUT_FRACTION},
+                "executor": executor,
+            },
+            "gates": [
+                {"kind": "threshold", "metric": "roc_auc", "min": 0.6},
+                {"kind": "non_inferiority", "metric": "accuracy", "margin": 0.01},
+                {"kind": "slices", "column": "region", "metric": "accuracy", "margin": 0.03},
+                {"kind": "size", "max_mb": 50},
+                {"kind": "latency", "max_ms_per_row": 5},
+            ],
+        }
+    )
 
 
 def bare_fit(train: pd.DataFrame, valid: pd.DataFrame, features: list[str]) -> float:
     """Seconds of the plain LightGBM call on the same parts, params and early stopping."""
     X, Xv = (model_frame(f, features, categorical_as_category=True) for f in (train, valid))
     params = {k: v for k, v in PARAMS.items() if k != "num_boost_round"}
-    params.update(objective="binary", verbosity=-1, seed=SEED, deterministic=True, force_row_wise=True,
-                  num_threads=DEFAULT_NUM_THREADS)
+    params.update(
+        objective="binary",
+        verbosity=-1,
+        seed=SEED,
+        deterministic=True,
+        force_row_wise=True,
+        num_threads=DEFAULT_NUM_THREADS,
+    )
     started = time.perf_counter()
     train_set = lightgbm.Dataset(X, train["churned"].astype(float))
     valid_set = lightgbm.Dataset(Xv, valid["churned"].astype(float), reference=train_set)
-    lightgbm.train(params, train_set, num_boost_round=PARAMS["num_boost_round"], valid_sets=[valid_set],
-                   callbacks=[lightgbm.early_stopping(EARLY_STOPPING, verbose=False)])
+    lightgbm.train(
+        params,
+        train_set,
+        num_boost_round=PARAMS["num_boost_round"],
+        valid_sets=[valid_set],
+        callbacks=[lightgbm.early_stopping(EARLY_STOPPING, verbose=False)],
+    )
     return time.perf_counter() - started
 
 
-def measure(rows: int, repeats: int) -> dict[str, Any]:
+def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
     # Enough rows that the training part (after holdout and valid) has ``rows`` rows.
     total = int(np.ceil(rows / ((1 - HOLDOUT_FRACTION) * (1 - VALID_FRACTION))))
     data = make_churn_stream(total, seed=SEED, change_at=None)
+    noise = np.random.default_rng(SEED).normal(size=(total, extra_features))
+    data = data.assign(**{f"extra_{i}": noise[:, i] for i in range(extra_features)})
     now = float(data["label_ts"].max()) + 1.0
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
@@ -107,40 +141,61 @@ def measure(rows: int, repeats: int) -> dict[str, Any]:
     fit = statistics.median(bare)
     median_stages = {k: statistics.median(s.get(k, 0.0) for s in stages) for k in stages[0]}
     return {
-        "train_rows": len(window.train), "holdout_rows": len(window.holdout), "bare_fit": fit,
-        "inline": statistics.median(inline), "local": statistics.median(local), "stages": median_stages,
-        "repeats": repeats, "iterations": result.metrics.get("iterations_run"),
+        "train_rows": len(window.train),
+        "holdout_rows": len(window.holdout),
+        "bare_fit": fit,
+        "inline": statistics.median(inline),
+        "local": statistics.median(local),
+        "stages": median_stages,
+        "repeats": repeats,
+        "iterations": result.metrics.get("iterations_run"),
+        "features": len(window.columns.features),
     }
 
 
-def render(m: dict[str, Any]) -> str:
-    fit = m["bare_fit"]
-    over_inline, over_local = m["inline"] - fit, m["local"] - fit
-    s = m["stages"]
-    evertrain_stages = ("window", "snapshot", "register", "evaluate")
+def render(results: list[dict[str, Any]]) -> str:
+    first = results[0]
     lines = [
         SECTION,
         "",
-        f"`bench/train_overhead.py`: LightGBM on {m['train_rows']:,} training rows (6 features, "
-        f"{m['iterations']} boosting iterations with early stopping), holdout {m['holdout_rows']:,} rows, "
-        f"gates: threshold, paired-bootstrap non-inferiority vs a champion (1000 resamples), "
-        f"Holm-corrected slices (4), latency, size. Medians of {m['repeats']} repeats.",
+        f"`bench/train_overhead.py`: LightGBM on {first['train_rows']:,} training rows (up to "
+        f"{PARAMS['num_boost_round']} boosting iterations, early stopping {EARLY_STOPPING}), holdout "
+        f"{first['holdout_rows']:,} rows; gates: threshold, paired-bootstrap non-inferiority vs a champion "
+        f"(1000 resamples), Holm-corrected slices (4), latency, size. Overhead = `train_model` wall time - "
+        f"bare `lightgbm.train` wall time on the same rows and params. "
+        f"Medians of {first['repeats']} repeats.",
         "",
-        "| | seconds | vs bare fit |",
-        "|---|---:|---:|",
-        f"| bare `lightgbm.train` | {fit:.2f} | |",
-        f"| `train_model`, inline executor | {m['inline']:.2f} | +{over_inline:.2f} s ({over_inline / fit:.1%}) |",
-        f"| `train_model`, local executor (child process) | {m['local']:.2f} | "
-        f"+{over_local:.2f} s ({over_local / fit:.1%}) |",
+        "| features | iterations | bare fit s | inline s | overhead inline | local s | overhead local |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in results:
+        fit = m["bare_fit"]
+        lines.append(
+            f"| {m['features']} | {m['iterations']} | {fit:.2f} | {m['inline']:.2f} | "
+            f"+{m['inline'] - fit:.2f} s ({(m['inline'] - fit) / fit:.1%}) | {m['local']:.2f} | "
+            f"+{m['local'] - fit:.2f} s ({(m['local'] - fit) / fit:.1%}) |"
+        )
+    lines += [
         "",
-        "Stages of the inline run (median seconds): "
-        + ", ".join(f"{k} {s.get(k, 0.0):.3f}" for k in (*evertrain_stages, "train", "fit")),
-        f"(`train` is the executor call around evertrain's own boosting loop, `fit` that loop; "
-        f"evertrain's stages outside training sum to {sum(s.get(k, 0.0) for k in evertrain_stages):.2f} s).",
+        "Stages of the inline runs (median seconds; `train` is the executor call around evertrain's own "
+        "boosting loop `fit`, which also scores the holdout for the gates):",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"evertrain {evertrain.__version__}, LightGBM {lightgbm.__version__}, numpy {np.__version__}, "
-        f"pandas {pd.__version__}; LightGBM threads: {DEFAULT_NUM_THREADS}.",
+    ]
+    for m in results:
+        s = m["stages"]
+        lines.append(
+            f"- {m['features']} features: "
+            + ", ".join(
+                f"{k} {s.get(k, 0.0):.3f}"
+                for k in ("window", "snapshot", "fit", "train", "register", "evaluate")
+            )
+        )
+    lines += [
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with other work while measured), "
+        f"Python {platform.python_version()}, evertrain {evertrain.__version__}, "
+        f"LightGBM {lightgbm.__version__}, "
+        f"numpy {np.__version__}, pandas {pd.__version__}; LightGBM threads: {DEFAULT_NUM_THREADS}.",
         "",
     ]
     return "\n".join(lines)
@@ -150,7 +205,11 @@ def write_section(text: str) -> None:
     """Replace (or add) this benchmark's section of RESULTS.md, leaving the others untouched."""
     current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    updated = pattern.sub(lambda _: text + "\n", current) if pattern.search(current) else current.rstrip() + "\n\n" + text
+    updated = (
+        pattern.sub(lambda _: text + "\n", current)
+        if pattern.search(current)
+        else current.rstrip() + "\n\n" + text
+    )
     RESULTS.write_text(updated.rstrip() + "\n")
 
 
@@ -160,7 +219,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
-    text = render(measure(args.rows, args.repeats))
+    text = render([measure(args.rows, args.repeats, extra) for extra in EXTRA_FEATURES])
     print(text)
     if not args.no_write:
         write_section(text)

@@ -230,12 +230,18 @@ class SklearnTrainer(Trainer):
 # -- LightGBM ----------------------------------------------------------------------------------
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write ``path`` whole or not at all (temporary file, then rename).
+
+    ``durable`` also flushes it to disk before the rename; checkpoints skip that, since a
+    checkpoint lost to a power cut only means resuming from an older one, or from scratch.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -284,11 +290,15 @@ class LightGBMTrainer(Trainer):
         folder = context.checkpoint_dir
         if folder is None or not (folder / _CHECKPOINT_STATE).is_file():
             return None
-        state = json.loads((folder / _CHECKPOINT_STATE).read_text())
-        if state.get("fingerprint") != context.fingerprint:
-            context.log("checkpoint belongs to other data or params; starting afresh")
+        try:
+            state = json.loads((folder / _CHECKPOINT_STATE).read_text())
+            if state.get("fingerprint") != context.fingerprint:
+                context.log("checkpoint belongs to other data or params; starting afresh")
+                return None
+            booster = lgb.Booster(model_str=(folder / _CHECKPOINT_MODEL).read_text())
+        except (OSError, ValueError, lgb.basic.LightGBMError) as exc:
+            context.log(f"checkpoint unreadable ({type(exc).__name__}); starting afresh")
             return None
-        booster = lgb.Booster(model_str=(folder / _CHECKPOINT_MODEL).read_text())
         return booster, state
 
     def _save_checkpoint(self, context: TrainContext, booster: Any, state: dict[str, Any]) -> None:
@@ -297,10 +307,9 @@ class LightGBMTrainer(Trainer):
             return
         folder.mkdir(parents=True, exist_ok=True)
         # Model first, state second: a state file always describes a complete model file.
-        write_atomic(folder / _CHECKPOINT_MODEL, booster.model_to_string().encode())
-        write_atomic(
-            folder / _CHECKPOINT_STATE, json.dumps(dict(state, fingerprint=context.fingerprint)).encode()
-        )
+        write_atomic(folder / _CHECKPOINT_MODEL, booster.model_to_string().encode(), durable=False)
+        state_json = json.dumps(dict(state, fingerprint=context.fingerprint)).encode()
+        write_atomic(folder / _CHECKPOINT_STATE, state_json, durable=False)
 
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame, context: TrainContext) -> Any:
         import lightgbm as lgb
@@ -374,6 +383,7 @@ class LightGBMTrainer(Trainer):
         )
         if metric_name:
             context.curves[f"valid_{metric_name}"] = state["curve"]
+            context.info[f"valid_{metric_name}"] = state["curve"][keep - 1]
         context.log(f"boosted {state['done']} iterations, keeping {keep}")
         final = lgb.Booster(model_str=booster.model_to_string(num_iteration=total))
         return BoosterModel(final)

@@ -69,6 +69,9 @@ class TrainJob:
     checkpoint_every: int = 50
     num_threads: int | None = None
     metrics: list[str] = field(default_factory=list)
+    #: Score the valid part too (sweeps rank trials by it). Off by default: early stopping
+    #: already tracks the valid loss, and scoring costs about half as much as training.
+    score_valid: bool = False
 
     def write(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -125,7 +128,7 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
         options = {"trusted": job.trusted_types} if framework == "sklearn" and job.trusted_types else {}
         stored = get_format(framework, **options).loads(data)  # measure exactly what will be registered
         metrics: dict[str, Any] = {}
-        if len(valid):
+        if job.score_valid and len(valid):
             outputs, _ = predict_outputs(stored, valid, job.features, job.task, job.target)
             metrics["valid"] = compute_many(job.metrics, outputs)
         scored = None
