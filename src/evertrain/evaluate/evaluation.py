@@ -72,6 +72,7 @@ class GateReport:
     latency_ms_per_row: float | None = None
     size_bytes: int | None = None
     run_id: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
     evaluation_id: int | None = field(default=None, compare=False)
 
     @property
@@ -94,6 +95,7 @@ class GateReport:
             "seed": self.seed,
             "run_id": self.run_id,
             "evaluated_at": self.evaluated_at,
+            "timings": self.timings,
         }
 
 
@@ -181,6 +183,7 @@ def evaluate_version(
     seed = spec.model.trainer.seed if seed is None else seed
     trusted = spec.model.trusted_types
     names = _metric_names(spec)
+    score_started = time.perf_counter()
     with importable(str(project_dir.resolve()) if project_dir else None):
         found = _golden(store, mv)
         challenger_model = None
@@ -221,7 +224,9 @@ def evaluate_version(
         size_bytes=mv.size_bytes,
         no_champion_reason=no_champion,
     )
+    gates_started = time.perf_counter()
     checks = evaluate_gates(spec.gates, inputs, seed=seed)
+    timings = {"score": gates_started - score_started, "gates": time.perf_counter() - gates_started}
     passed = all(c.passed for c in checks)
     report = GateReport(
         model=model,
@@ -241,6 +246,7 @@ def evaluate_version(
         latency_ms_per_row=latency,
         size_bytes=mv.size_bytes,
         run_id=run_id,
+        timings=timings,
     )
     if record:
         report.evaluation_id = store.lineage.record_evaluation(

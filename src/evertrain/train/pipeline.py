@@ -377,6 +377,9 @@ def train_model(
                     ).to_dict()
                 )
                 step._timed("evaluate", started)
+                step.timings["score"] = float(metrics.get("score_seconds") or 0.0) + float(
+                    (report.get("timings") or {}).get("score") or 0.0
+                )
             outcome_name = (
                 "registered" if report is None else ("accepted" if report["passed"] else "rejected")
             )
@@ -452,6 +455,7 @@ def _register(
     run_metrics = {
         "train_seconds": outcome.seconds,
         "fit_seconds": result.get("fit_seconds"),
+        "score_seconds": result.get("score_seconds"),
         "valid": measured.get("valid", {}),
         "holdout": measured.get("holdout", {}),
         **{k: v for k, v in result.get("info", {}).items() if isinstance(v, int | float)},

@@ -132,9 +132,11 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
             outputs, _ = predict_outputs(stored, valid, job.features, job.task, job.target)
             metrics["valid"] = compute_many(job.metrics, outputs)
         scored = None
+        score_started = time.perf_counter()
         if len(holdout):
             scored = score(stored, holdout, job.features, job.task, job.target)
             metrics["holdout"] = compute_many(job.metrics, scored.outputs)
+        score_seconds = time.perf_counter() - score_started
     result: dict[str, Any] = {
         "framework": framework,
         "model_sha256": sha256_bytes(data),
@@ -143,6 +145,7 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
         "curves": context.curves,
         "info": context.info,
         "fit_seconds": fit_seconds,
+        "score_seconds": score_seconds,
         "job_seconds": time.perf_counter() - started,
     }
     if scored is not None:
