@@ -64,3 +64,17 @@ def test_failing_gates_exit_1_and_bad_input_exits_2(
     assert code == 2 and "no version 9" in err
     code, _, err = _run(capsys, "init", str(tmp_path / "x"), "--example", "nope")
     assert code == 2 and "unknown example 'nope'" in err
+
+
+def test_every_example_project_trains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from evertrain.data.examples import EXAMPLES
+
+    for name in sorted(EXAMPLES):
+        folder = tmp_path / name
+        assert _run(capsys, "init", str(folder), "--example", name)[0] == 0
+        # Each example names its model after itself.
+        code, out, err = _run(
+            capsys, "train", name, "--project", str(folder), "--executor", "inline", "--json"
+        )
+        assert code == 0, err
+        assert json.loads(out)["outcome"] == "accepted"
