@@ -46,7 +46,7 @@ class Scored:
     def arrays(self) -> bytes:
         """The outputs as an ``.npz`` (plain arrays, loaded without pickle)."""
         o = self.outputs
-        arrays = {"task": np.array(o.task), "y": o.y, "pred": o.pred}
+        arrays: dict[str, Any] = {"task": np.array(o.task), "y": o.y, "pred": o.pred}
         if o.proba is not None:
             arrays["proba"] = o.proba
         sink = io.BytesIO()
