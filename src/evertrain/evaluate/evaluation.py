@@ -21,7 +21,7 @@ The report (``GateReport.to_dict()``)::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -145,6 +145,7 @@ def evaluate_version(
     record: bool = True,
     run_id: str | None = None,
     challenger_scores: Scored | None = None,
+    champion_scores: Mapping[int, Scored] | None = None,
     timer: Callable[[], float] = time.perf_counter,
 ) -> GateReport:
     """Check the spec's gates for ``model`` ``version`` against the champion and store the report.
@@ -153,8 +154,10 @@ def evaluate_version(
     None: compare with nothing). The bootstrap seed defaults to the trainer's seed, so a
     re-evaluation gives the same intervals. ``challenger_scores`` are the version's
     scores on its holdout when the caller already has them (the training step does: the
-    worker scored the registered bytes), sparing a second scoring. ``timer`` measures
-    prediction latency.
+    worker scored the registered bytes), sparing a second scoring; ``champion_scores``
+    likewise holds scores of champion versions on this holdout, used when the champion
+    is one of them (the training step scores the champion while the challenger trains).
+    ``timer`` measures prediction latency.
     """
     project_dir = None if project is None else Path(project)
     mv = store.registry.get_version(model, version)
@@ -194,11 +197,16 @@ def evaluate_version(
             challenger_scores = score(challenger_model, holdout, columns.features, task, target, timer=timer)
         challenger, classes = challenger_scores.outputs, challenger_scores.classes
         champion_model = champion_out = None
-        if champion_version is not None:
+        ready = (champion_scores or {}).get(champion_version) if champion_version is not None else None
+        if ready is not None and ready.classes == classes and ready.outputs.n == challenger.n:
+            champion_out = ready.outputs
+        elif champion_version is not None:
             champion_model = load_model(store, store.registry.get_version(model, champion_version), trusted)
             champion_out, _ = predict_outputs(
                 champion_model, holdout, columns.features, task, target, classes
             )
+        if found is not None and champion_model is None and champion_version is not None:
+            champion_model = load_model(store, store.registry.get_version(model, champion_version), trusted)
         golden = None
         if found is not None and challenger_model is not None:
             golden_id, golden_rows = found

@@ -12,6 +12,7 @@ import contextlib
 import io
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -76,18 +77,37 @@ def measure_latency(
     return float(statistics.median(times))
 
 
+_PATH_LOCK = threading.Lock()
+_PATH_USERS: dict[str, int] = {}
+
+
 @contextlib.contextmanager
 def importable(folder: str | None) -> Iterator[None]:
-    """The project folder on ``sys.path`` for the duration, so its own modules import."""
-    if not folder or folder in sys.path:
+    """The project folder on ``sys.path`` for the duration, so its own modules import.
+
+    Counted per folder, so that threads of one process (a training and the champion's
+    scoring beside it) can each ask for it without one removing it under the other; a
+    folder that was on the path before stays there.
+    """
+    if not folder:
         yield
         return
-    sys.path.insert(0, folder)
+    with _PATH_LOCK:
+        users = _PATH_USERS.get(folder, 0)
+        if users == 0 and folder in sys.path:
+            users = 1  # on the path before anyone here asked: never removed by this helper
+        elif users == 0:
+            sys.path.insert(0, folder)
+        _PATH_USERS[folder] = users + 1
     try:
         yield
     finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(folder)
+        with _PATH_LOCK:
+            _PATH_USERS[folder] -= 1
+            if _PATH_USERS[folder] == 0:
+                del _PATH_USERS[folder]
+                with contextlib.suppress(ValueError):
+                    sys.path.remove(folder)
 
 
 def model_frame(

@@ -19,10 +19,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +36,7 @@ from evertrain.data.sources import open_source, read_table
 from evertrain.data.windows import WEIGHT_COLUMN, Window, make_window
 from evertrain.evaluate.evaluation import evaluate_version
 from evertrain.evaluate.metrics import DEFAULT_METRICS
-from evertrain.evaluate.scoring import Scored
+from evertrain.evaluate.scoring import Scored, importable, load_model, predict_outputs
 from evertrain.exceptions import ConflictError, EvertrainError, IntegrityError, NotFoundError, TrainingFailed
 from evertrain.spec import Spec, dump_spec
 from evertrain.store import Store
@@ -263,6 +265,53 @@ class _Step:
         return outcome, sweep_info
 
 
+class _ChampionScorer:
+    """Scores the champion on the new holdout in a thread while the challenger trains.
+
+    The gates need both models' scores on the same rows; the champion's do not depend on
+    the challenger, so they are computed during training (LightGBM and numpy release the
+    GIL while they work) instead of after it. A failure here only means the evaluation
+    scores the champion itself.
+    """
+
+    def __init__(self, step: _Step, window: Window | None, wanted: bool) -> None:
+        self.step = step
+        self.window = window
+        self.wanted = wanted
+        self.scores: dict[int, Scored] = {}
+        self._thread: threading.Thread | None = None
+
+    def _work(self, version: int) -> None:
+        assert self.window is not None
+        spec, store = self.step.spec, self.step.store
+        with contextlib.suppress(Exception):
+            with importable(str(self.step.project)):
+                model = load_model(
+                    store, store.registry.get_version(spec.model.name, version), spec.model.trusted_types
+                )
+                outputs, classes = predict_outputs(
+                    model,
+                    self.window.holdout,
+                    self.window.columns.features,
+                    spec.model.task,
+                    spec.model.target,
+                )
+            self.scores[version] = Scored(outputs, classes)
+
+    def __enter__(self) -> _ChampionScorer:
+        version = _champion(self.step.store, self.step.name)
+        if self.wanted and version is not None and self.window is not None and len(self.window.holdout):
+            self._thread = threading.Thread(
+                target=self._work, args=(version,), name="evertrain-champion-scores", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
 def _finish_failed(step: _Step, run: Run, outcome: Outcome, extra: dict[str, Any]) -> None:
     log_digest = step.store.artifacts.put(outcome.log.encode()) if outcome.log else None
     step.store.runs.finish(
@@ -327,12 +376,13 @@ def train_model(
             extra: dict[str, Any] = {}
             metrics: dict[str, Any] = {}
             scores: Scored | None = None
+            champion = _ChampionScorer(step, None, False)
             if version is None:
                 budget = TrainingBudget(store, name, spec.training.budget)
                 seconds_left = budget.check()
                 window, source_uri, snaps, _golden = step.window(float(params["cutoff"]))
                 extra = {"snapshots": snaps, "window": window.info, "source": source_uri, "resumed": resumed}
-                with budget.slot(step.holder):
+                with budget.slot(step.holder), _ChampionScorer(step, window, evaluate) as champion:
                     step.write_job(job_dir, window, snaps, params.get("parent"))
                     outcome, sweep_info = step.execute(run, job_dir, seconds_left)
                 if sweep_info is not None:
@@ -374,6 +424,7 @@ def train_model(
                         actor=step.actor,
                         run_id=run.id,
                         challenger_scores=scores,
+                        champion_scores=champion.scores,
                     ).to_dict()
                 )
                 step._timed("evaluate", started)
