@@ -311,7 +311,7 @@ class Registry:
         version: int | str | None,
         *,
         actor: str,
-        expected: int | _Unset | None = UNSET,
+        expected: int | None | _Unset = UNSET,
         reason: str | None = None,
         action: str = "set_alias",
         also_clear: Iterable[str] = (),
@@ -383,7 +383,7 @@ class Registry:
         version: int | str,
         *,
         actor: str,
-        expected: int | _Unset | None = UNSET,
+        expected: int | None | _Unset = UNSET,
         reason: str | None = None,
     ) -> AliasMove:
         """Make ``version`` the champion; a canary, challenger or shadow alias on it is cleared."""
