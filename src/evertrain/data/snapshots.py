@@ -96,8 +96,10 @@ def describe_columns(frame: pd.DataFrame) -> dict[str, Any]:
 def table_bytes(frame: pd.DataFrame) -> bytes:
     """The canonical Parquet bytes of a table (no index, fixed writer settings)."""
     table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    # Dictionary encoding pays for text columns only; tried on numbers it costs half the write.
+    text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
     sink = io.BytesIO()
-    pq.write_table(table, sink, **_PARQUET_OPTIONS)
+    pq.write_table(table, sink, use_dictionary=text, **_PARQUET_OPTIONS)
     return sink.getvalue()
 
 
