@@ -73,6 +73,7 @@ monitoring:
 triggers:
   drift: {{share_drifted: 0.25, consecutive: 1, min_labels_after: 300}}
   performance: {{metric: accuracy, drop: 0.05, min_labels: 200}}
+  estimated_performance: {{enabled: true, metric: roc_auc, drop: 0.05}}
 policy:
   cooldown: 2h
   max_retrains_per_day: 8
@@ -82,7 +83,7 @@ gates:
   - {{kind: threshold, metric: accuracy, min: 0.7}}
 rollout:
   steps:
-    - {{share: 0.5, duration: 1h, min_samples: 100}}
+    - {{share: 0.5, duration: 1h, min_samples: 100, max_duration: 4h}}
   analysis: {{min_labels: 80, quality_margin: 0.02, alpha: 0.05, require_labels: true}}
 """
 
@@ -151,7 +152,7 @@ def demo_stream(seed: int, fast: bool, batch_size: int = 400) -> DemoStream:
         stable=HISTORY_BATCHES + (4 if fast else 5),
         covariate=6 if fast else 8,
         abrupt=7 if fast else 8,
-        gradual=11 if fast else 13,
+        gradual=11 if fast else 15,
     )
     return replace(stream, offline_fault_from=stream.phase_start("gradual") + FAULT_AFTER_BATCHES)
 

@@ -41,6 +41,7 @@ from evertrain.store.metadata import models, rollouts
 from evertrain.store.names import check_model_name, parse_version
 
 SHADOW, CANARY, WATCHING, DONE = "shadow", "canary", "watching", "done"
+UNDECIDED_STEP_LIMIT = 6  # steps' durations a step may stay undecided before it is rolled back
 PROMOTED, ROLLED_BACK, ABORTED = "promoted", "rolled_back", "aborted"
 LIVE_PHASES = (SHADOW, CANARY, WATCHING)
 CHAMPION = "champion"
@@ -561,6 +562,15 @@ def _judge(store: Store, r: Rollout, actor: str, now: float, logs_url: str | Non
         final=final,
         task=task,
     )
+    limit = config.get("max_duration") or UNDECIDED_STEP_LIMIT * float(config["duration"])
+    if verdict.action == "hold" and elapsed >= float(limit):
+        verdict = analysis.Verdict(
+            "rollback",
+            [f"still undecided after {elapsed:.0f}s (limit {float(limit):.0f}s): " + "; ".join(verdict.reasons)],
+            verdict.checks,
+            verdict.n_champion,
+            verdict.n_challenger,
+        )
     v = verdict.to_dict()
     if verdict.action == "rollback":
         store.registry.set_alias(
