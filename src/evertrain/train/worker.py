@@ -14,8 +14,10 @@ orphan training behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -174,8 +176,26 @@ def write_error(folder: Path, exc: BaseException) -> None:
     write_atomic(out / ERROR_FILE, json.dumps({"error": message, "type": type(exc).__name__}).encode())
 
 
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to kill this worker the moment its parent dies.
+
+    Polling alone leaves a window in which an orphaned worker could still write a
+    checkpoint while the restarted step already resumes from it.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _watch_parent() -> None:
     parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before the kernel was asked
+        os._exit(EXIT_PARENT_GONE)
 
     def watch() -> None:
         while True:
