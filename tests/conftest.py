@@ -148,3 +148,33 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     with io.StringIO() as sink:
         summary = run_demo(out, fast=True, console=Console(file=sink, width=120))
     return out, summary
+
+
+class ManualTime:
+    """A clock the test moves by hand (``clock.now = ...``)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> ManualTime:
+    return ManualTime(1_767_225_600.0)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def project_store(project: Path, clock: ManualTime) -> Iterator[Store]:
+    """One SQLite store in a project folder, on the hand-moved clock."""
+    opened = Store.for_project(project, clock=clock).open()
+    yield opened
+    opened.close()
