@@ -12,6 +12,7 @@ $(BIN)/python:
 
 demo: $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
+	rm -rf $(DEMO_OUT)
 	$(BIN)/evertrain demo --out $(DEMO_OUT)
 
 test: $(BIN)/python
@@ -28,7 +29,7 @@ typecheck: $(BIN)/python
 
 bench: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
-	@echo "each script in bench/ installs what it compares against; see bench/README.md"
+	@echo "each script in bench/ creates the environments of the tools it compares against; results: bench/RESULTS.md"
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build dist src/*.egg-info

@@ -9,13 +9,16 @@ afterwards) in the database named by ``TEST_POSTGRES_URL`` (default: the local s
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from rich.console import Console
 
 from evertrain.store import Store
 
@@ -43,7 +46,7 @@ def require_postgres() -> None:
     problem = _postgres_problem()
     if problem is None:
         return
-    if os.environ.get("CI"):
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off"):
         pytest.fail(f"CI is set, so PostgreSQL tests must run: {problem}", pytrace=False)
     pytest.skip(problem)
 
@@ -134,3 +137,44 @@ def store(db_url: str, artifacts_url: str) -> Iterator[Store]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The fast demo, run through the real HTTP app into a fresh project folder."""
+    from evertrain.faces.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "project"
+    with io.StringIO() as sink:
+        summary = run_demo(out, fast=True, console=Console(file=sink, width=120))
+    return out, summary
+
+
+class ManualTime:
+    """A clock the test moves by hand (``clock.now = ...``)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> ManualTime:
+    return ManualTime(1_767_225_600.0)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def project_store(project: Path, clock: ManualTime) -> Iterator[Store]:
+    """One SQLite store in a project folder, on the hand-moved clock."""
+    opened = Store.for_project(project, clock=clock).open()
+    yield opened
+    opened.close()

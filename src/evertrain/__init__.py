@@ -5,8 +5,8 @@ The public API is re-exported here; everything else is internal.
 
 from __future__ import annotations
 
-from evertrain.data.schema import Schema, check_skew, infer_schema, validate_table
-from evertrain.data.tables import read_table
+from typing import TYPE_CHECKING, Any
+
 from evertrain.exceptions import (
     AuthError,
     CheckFailed,
@@ -22,17 +22,57 @@ from evertrain.exceptions import (
     StoreError,
     UsageError,
 )
-from evertrain.monitor import (
-    DriftReport,
-    PerformanceEstimator,
-    Profile,
-    domain_classifier_test,
-    drift,
-    pca_reconstruction_test,
-    profile,
-)
-from evertrain.store import Store
-from evertrain.store.registry import AliasMove, ModelVersion
+
+# The rest is imported when first used: `import evertrain` (and so every CLI command)
+# stays fast instead of loading scipy, scikit-learn and pyarrow up front.
+_LAZY = {
+    "Schema": "evertrain.data.schema",
+    "check_skew": "evertrain.data.schema",
+    "infer_schema": "evertrain.data.schema",
+    "validate_table": "evertrain.data.schema",
+    "read_table": "evertrain.data.tables",
+    "DriftReport": "evertrain.monitor",
+    "PerformanceEstimator": "evertrain.monitor",
+    "Profile": "evertrain.monitor",
+    "domain_classifier_test": "evertrain.monitor",
+    "drift": "evertrain.monitor",
+    "pca_reconstruction_test": "evertrain.monitor",
+    "profile": "evertrain.monitor",
+    "Store": "evertrain.store",
+    "AliasMove": "evertrain.store.registry",
+    "ModelVersion": "evertrain.store.registry",
+}
+
+if TYPE_CHECKING:
+    from evertrain.data.schema import Schema, check_skew, infer_schema, validate_table
+    from evertrain.data.tables import read_table
+    from evertrain.monitor import (
+        DriftReport,
+        PerformanceEstimator,
+        Profile,
+        domain_classifier_test,
+        drift,
+        pca_reconstruction_test,
+        profile,
+    )
+    from evertrain.store import Store
+    from evertrain.store.registry import AliasMove, ModelVersion
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evertrain' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

@@ -16,7 +16,7 @@ never guess::
         ├── IntegrityError            exit 1, HTTP 500   a hash did not match (artifact, audit chain)
         ├── GateFailed                exit 1, HTTP 409   a challenger failed its gates
         ├── TrainingFailed            exit 1, HTTP 409   a training attempt crashed or ran out of time
-        ├── BudgetExhausted           exit 1, HTTP 429   the daily compute budget or the concurrency cap says no
+        ├── BudgetExhausted           exit 1, HTTP 429   the daily budget or concurrency cap says no
         └── DriftDetected             exit 1, HTTP 200   a drift check found drift
 """
 

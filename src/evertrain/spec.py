@@ -343,6 +343,11 @@ class RolloutStep(_Part):
     share: Probability
     duration: Duration = 600.0
     min_samples: int = Field(200, ge=1)
+    max_duration: Duration | None = Field(
+        None,
+        description="A step still undecided after this long is rolled back: a promotion needs evidence, "
+        "and an undecided canary blocks retraining. Default: 6 x duration.",
+    )
 
 
 class AnalysisSpec(_Part):

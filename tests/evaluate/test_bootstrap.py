@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from evertrain.evaluate import bootstrap as bootstrap_module
 from evertrain.evaluate.bootstrap import bonferroni, holm, p_value_below, paired_bootstrap, resample_counts
 from evertrain.evaluate.metrics import Outputs, get_metric
 from evertrain.exceptions import UsageError
@@ -17,12 +18,12 @@ P_CHAMPION, P_CHALLENGER = 0.80, 0.83
 SHARED_ERRORS = 0.6
 
 
-def _pair(rng: np.random.Generator) -> tuple[Outputs, Outputs]:
+def _pair(rng: np.random.Generator, rows: int = ROWS) -> tuple[Outputs, Outputs]:
     """Simulated holdout rows scored by two correlated models with known accuracies."""
-    u = rng.uniform(size=ROWS)
-    v = np.where(rng.uniform(size=ROWS) < SHARED_ERRORS, u, rng.uniform(size=ROWS))
+    u = rng.uniform(size=rows)
+    v = np.where(rng.uniform(size=rows) < SHARED_ERRORS, u, rng.uniform(size=rows))
     champion_right, challenger_right = u < P_CHAMPION, v < P_CHALLENGER
-    y = rng.integers(0, 2, ROWS)
+    y = rng.integers(0, 2, rows)
 
     def outputs(right: np.ndarray) -> Outputs:
         return Outputs.classification(y, np.where(right == (y == 1), 0.9, 0.1))
@@ -30,19 +31,45 @@ def _pair(rng: np.random.Generator) -> tuple[Outputs, Outputs]:
     return outputs(challenger_right), outputs(champion_right)
 
 
-def test_interval_covers_the_true_difference_about_95_percent_of_the_time() -> None:
-    rng = np.random.default_rng(20260101)
-    true_difference = P_CHALLENGER - P_CHAMPION
-    accuracy = get_metric("accuracy")
+#: The true difference of each metric in the simulation: accuracy directly; Brier, with
+#: probabilities 0.9 or 0.1 on the true class, is 0.01 per right row and 0.81 per wrong one.
+TRUE_DIFFERENCE = {
+    "accuracy": P_CHALLENGER - P_CHAMPION,
+    "brier": -0.8 * (P_CHALLENGER - P_CHAMPION),
+}
+
+
+def coverage(metric_name: str, seed: int, rows: int = ROWS) -> float:
+    """Share of REPETITIONS simulated holdouts whose 95% interval holds the true difference."""
+    rng = np.random.default_rng(seed)
+    metric = get_metric(metric_name)
     covered = 0
     for repetition in range(REPETITIONS):
         challenger, champion = _pair(rng)
         result = paired_bootstrap(
-            accuracy, challenger, champion, n_boot=N_BOOT, confidence=0.95, seed=repetition
+            metric, challenger, champion, n_boot=N_BOOT, confidence=0.95, seed=repetition
         )
-        covered += result.low <= true_difference <= result.high
-    coverage = covered / REPETITIONS
-    assert 0.93 <= coverage <= 0.97, coverage
+        covered += result.low <= TRUE_DIFFERENCE[metric_name] <= result.high
+    return covered / REPETITIONS
+
+
+# accuracy is resampled by (label, class, class) combination, brier by rows: both paths are
+# checked; the row path on fewer rows, since its cost grows with them.
+@pytest.mark.parametrize(("metric_name", "rows"), [("accuracy", ROWS), ("brier", ROWS // 2)])
+def test_interval_covers_the_true_difference_about_95_percent_of_the_time(
+    metric_name: str, rows: int
+) -> None:
+    assert 0.93 <= coverage(metric_name, seed=20260101, rows=rows) <= 0.97
+
+
+def test_grouped_and_row_resampling_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    challenger, champion = _pair(np.random.default_rng(6))
+    accuracy = get_metric("accuracy")
+    grouped = paired_bootstrap(accuracy, challenger, champion, n_boot=4000, confidence=0.95, seed=1)
+    monkeypatch.setattr(bootstrap_module, "GROUP_MAX_SHARE", 0.0)
+    rows = paired_bootstrap(accuracy, challenger, champion, n_boot=4000, confidence=0.95, seed=1)
+    assert grouped.estimate == rows.estimate
+    assert abs(grouped.low - rows.low) < 0.004 and abs(grouped.high - rows.high) < 0.004
 
 
 def test_pairing_gives_a_tighter_interval_than_ignoring_it() -> None:

@@ -147,6 +147,7 @@ def test_audit_verify_exits_1_naming_the_tampered_entry(cli: Cli, model_file: Pa
         ["register", "churn", "missing.json"],
         ["register", "churn", "model.json", "--metrics", "{not json"],
         ["register", "churn", "model.json", "--metrics", "[1, 2]"],
+        ["register", "churn", "model.json", "--metrics", '{"auc": NaN}'],
         ["register", "churn", "model.json", "--framework", "pickle"],
         ["register", "churn", "model.json", "--framework", "lightgbm"],
         ["rollback", "churn"],

@@ -92,7 +92,9 @@ def register(store: Store, name: str, estimator: Any, *, schema: dict[str, Any] 
                 .join(models, models.c.id == model_versions.c.model_id)
                 .where(models.c.name == name, model_versions.c.version == mv.version)
             ).scalar_one()
-            conn.execute(sa.insert(version_snapshots).values(version_id=version_id, snapshot_id=sid, role="train"))
+            conn.execute(
+                sa.insert(version_snapshots).values(version_id=version_id, snapshot_id=sid, role="train")
+            )
     return mv.version
 
 
@@ -130,7 +132,8 @@ def instances(n: int, seed: int = 0) -> list[dict[str, float]]:
 
 
 def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when proto says TCP.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
@@ -161,7 +164,19 @@ class LiveServer:
         self.sock.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, message: str = "condition not met") -> None:
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+
+def client(url: str, **kw: Any) -> Any:
+    """An HTTP client that sends small requests at once (no Nagle wait for the server's delayed ACK)."""
+    import httpx
+
+    return httpx.Client(base_url=url, transport=httpx.HTTPTransport(socket_options=NODELAY), **kw)
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, message: str = "condition not met"
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -67,6 +67,10 @@ def test_a_refused_registration_writes_nothing(store: Store) -> None:
         store.registry.register("m", digest, framework="json", actor="a", snapshots=[("f" * 64, "lunch")])
     with pytest.raises(UsageError, match="framework"):
         store.registry.register("m", digest, framework="", actor="a")
+    with pytest.raises(UsageError, match="metrics"):
+        store.registry.register("m", digest, framework="json", actor="a", metrics={"auc": float("nan")})
+    with pytest.raises(UsageError, match="params"):
+        store.registry.register("m", digest, framework="json", actor="a", params={"f": object()})
     assert [v.version for v in store.registry.list_versions("m")] == [1]
     assert len(store.audit.entries()) == 1
 

@@ -19,8 +19,12 @@ class Clock:
     def __call__(self) -> float:
         return self.now()
 
-    def sleep(self, seconds: float) -> None:
-        time.sleep(max(0.0, seconds))
+    def sleep(self, seconds: float, until: threading.Event | None = None) -> None:
+        """Wait ``seconds``, or less if ``until`` is set meanwhile (a stop request)."""
+        if until is not None:
+            until.wait(max(0.0, seconds))
+        else:
+            time.sleep(max(0.0, seconds))
 
 
 class ManualClock(Clock):
@@ -48,5 +52,5 @@ class ManualClock(Clock):
             self._now += float(seconds)
             return self._now
 
-    def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float, until: threading.Event | None = None) -> None:
         self.advance(max(0.0, seconds))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from evertrain.controller.alerts import Alerts
-from evertrain.controller.clock import Clock
+from evertrain.controller.clock import Clock, ManualClock
 from evertrain.controller.lease import Lease
 from evertrain.controller.policy import History
 from evertrain.exceptions import EvertrainError
@@ -34,6 +34,8 @@ from evertrain.store import Store
 log = logging.getLogger(__name__)
 STEPS = ("monitor", "decide", "train", "gate", "rollout")
 ACTOR = "controller"
+LEASE_TTL_SECONDS = 60.0  # a controller that stops renewing is replaced after this long
+LEASE_RENEW_EVERY = LEASE_TTL_SECONDS / 3
 
 
 @dataclass
@@ -85,7 +87,7 @@ class Controller:
         self.steps = steps or default_steps.STEP_FUNCTIONS
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self.alerts = Alerts(spec.alerts.webhooks)
-        ttl = lease_ttl if lease_ttl is not None else max(3 * spec.policy.cycle_interval, 60.0)
+        ttl = lease_ttl if lease_ttl is not None else LEASE_TTL_SECONDS
         self.lease = Lease(store.db, f"controller/{spec.model.name}", self.holder, ttl, self.clock)
         self._stop = threading.Event()
 
@@ -122,17 +124,43 @@ class Controller:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self, cycles: int | None = None, on_cycle: Callable[[dict[str, Any]], None] | None = None) -> int:
-        """Run cycles until ``cycles`` are done or a stop is requested; returns cycles run."""
+        """Run cycles until ``cycles`` are done or a stop is requested; returns cycles run.
+
+        On the wall clock a heartbeat thread renews the lease while the loop works or
+        waits, so a long training keeps it, and a clean stop releases it so that a
+        successor starts at once rather than after the lease expires.
+        """
         done = 0
-        while (cycles is None or done < cycles) and not self._stop.is_set():
-            result = self.cycle()
-            done += 1
-            if on_cycle is not None:
-                on_cycle(result)
-            if cycles is None or done < cycles:
-                self.clock.sleep(self.spec.policy.cycle_interval)
-        self.alerts.flush()
+        beat = None if isinstance(self.clock, ManualClock) else self._heartbeat()
+        try:
+            while (cycles is None or done < cycles) and not self._stop.is_set():
+                result = self.cycle()
+                done += 1
+                if on_cycle is not None:
+                    on_cycle(result)
+                if cycles is None or done < cycles:
+                    self.clock.sleep(self.spec.policy.cycle_interval, until=self._stop)
+        finally:
+            self._stop.set()
+            if beat is not None:
+                beat.join(timeout=5)
+            if self.lease.token is not None:
+                self.lease.release()
+            self.alerts.flush()
         return done
+
+    def _heartbeat(self) -> threading.Thread:
+        def renew() -> None:
+            while not self._stop.wait(LEASE_RENEW_EVERY):
+                if self.lease.token is not None:
+                    try:
+                        self.lease.acquire()
+                    except EvertrainError as exc:  # a store hiccup: the next beat tries again
+                        log.warning("lease renewal failed: %s", exc)
+
+        thread = threading.Thread(target=renew, name="evertrain-lease", daemon=True)
+        thread.start()
+        return thread
 
     def cycle(self, manual: str | None = None) -> dict[str, Any]:
         """Run (or resume) one cycle; returns its result."""

@@ -11,7 +11,6 @@ killed at any point and started again rewrites the same bytes and resumes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +25,9 @@ import pyarrow.parquet as pq
 from evertrain.controller.clock import ManualClock
 from evertrain.controller.loop import Controller
 from evertrain.exceptions import NotFoundError
-from evertrain.spec import Spec
 from evertrain.serve.models import LoadedModel, load_version, read_desired
 from evertrain.serve.router import bucket
+from evertrain.spec import Spec
 from evertrain.store import Store
 
 ARMS = ("champion", "canary")
@@ -69,7 +68,8 @@ class Replay:
 
     def __post_init__(self) -> None:
         if self.controller is None:
-            self.controller = Controller(self.store, self.spec, self.project, clock=self.clock)
+            # One holder name across restarts: a replay killed and started again takes its lease back.
+            self.controller = Controller(self.store, self.spec, self.project, clock=self.clock, holder="replay")
         (self.project / "warehouse").mkdir(parents=True, exist_ok=True)
 
     # -- files, named by batch so that a rerun rewrites the same bytes ---------------------
@@ -91,8 +91,9 @@ class Replay:
         fs.mv(tmp, p)
 
     def event_times(self, index: int, n: int) -> np.ndarray:
+        """Event times of a batch's rows, spread over its period after the previous cycle."""
         first = self.start + (index - self.warm_batches) * self.batch_seconds
-        return first + np.linspace(1.0, self.batch_seconds * 0.9, n)  # after the last cycle's look
+        return first + np.linspace(1.0, self.batch_seconds * 0.9, n)
 
     def _warehouse(self, index: int, labelled_at: float) -> None:
         frame = self.source.offline_batch(index).copy()
@@ -127,7 +128,7 @@ class Replay:
             return None
         if desired.champion is None:
             return None
-        ids = [f"b{index:06d}-{j:05d}" for j in range(len(frame))]
+        ids = self.request_ids(index, len(frame))
         arms = np.array(["champion"] * len(frame), dtype=object)
         if desired.canary is not None and desired.share > 0:
             salt = f"{name}/{desired.canary}"
@@ -135,15 +136,16 @@ class Replay:
         preds = np.empty(len(frame), dtype=float)
         scores = np.full(len(frame), np.nan)
         versions = np.full(len(frame), desired.champion, dtype=np.int64)
-        latency = np.zeros(len(frame))
+        # A replay serves no request over a network: it logs no latency (null), so the
+        # rollout analysis judges replayed canaries on errors and quality, never on timing
+        # noise of the machine running the backtest.
+        latency = np.full(len(frame), np.nan)
         for arm, version in (("champion", desired.champion), ("canary", desired.canary)):
             mask = arms == arm
             if version is None or not mask.any():
                 continue
             part = frame.loc[mask, features]
-            began = time.perf_counter()
             answer, score = self._model(version).predict({c: part[c].tolist() for c in features})
-            latency[mask] = (time.perf_counter() - began) * 1000.0
             preds[mask] = np.asarray(answer, dtype=float)
             if score is not None:
                 scores[mask] = np.asarray(score, dtype=float)
@@ -155,7 +157,7 @@ class Replay:
                 "ts": at,
                 "model_version": versions,
                 "arm": arms.astype(str),
-                "latency_ms": latency,
+                "latency_ms": pa.array(latency, mask=np.isnan(latency)),
                 "prediction": preds,
                 "score": pa.array(scores, mask=np.isnan(scores)),
                 **{c: frame[c].to_numpy() for c in features},
@@ -170,14 +172,27 @@ class Replay:
             self._write(path, table)
         return float(np.mean(preds == frame[target].to_numpy(dtype=float)))
 
+    def request_ids(self, index: int, n: int) -> list[str]:
+        return [f"b{index:06d}-{j:05d}" for j in range(n)]
+
     def deliver_labels(self, index: int, now: float) -> None:
         """Labels of batch ``index`` arrive at ``now``: feedback for served rows, rows for the warehouse."""
         frame = self.source.served(index)
-        ids = [f"b{index:06d}-{j:05d}" for j in range(len(frame))]
-        label = frame[self.spec.model.target].to_numpy(dtype=float)
-        self._write(self._log_path("feedback", index, now),
-                    pa.table({"request_id": ids, "label": label, "ts": np.full(len(ids), now)}))
+        if self.was_served(index):
+            self.send_feedback(index, self.request_ids(index, len(frame)), frame[self.spec.model.target], now)
         self._warehouse(index, now)
+
+    def was_served(self, index: int) -> bool:
+        """Whether batch ``index`` reached a model (before the first model, traffic goes unanswered)."""
+        fs, p = fsspec.core.url_to_fs(self._log_path("predictions", index, self.event_times(index, 1)[0]))
+        return bool(fs.exists(p))
+
+    def send_feedback(self, index: int, ids: list[str], labels: pd.Series, now: float) -> None:
+        """Write the feedback log rows of one batch, as the serving app does on ``:feedback``."""
+        table = pa.table(
+            {"request_id": ids, "label": labels.to_numpy(dtype=float), "ts": np.full(len(ids), now)}
+        )
+        self._write(self._log_path("feedback", index, now), table)
 
     # -- the replay ---------------------------------------------------------------------
 
@@ -185,16 +200,41 @@ class Replay:
         for i in range(self.warm_batches):
             self._warehouse(i, self.start)
 
+    def before_cycle(self) -> None:
+        """Hook run after a batch's traffic and labels, before the controller looks (the demo flushes logs)."""
+
     def batch(self, index: int) -> dict[str, Any]:
         """Serve batch ``index``, deliver the labels that are due, and run one controller cycle."""
         assert self.controller is not None
         served_at = self.start + (index - self.warm_batches) * self.batch_seconds
-        self.clock.set(served_at)
+        self.clock.set(served_at + 1.0)  # traffic comes after the previous cycle looked
         accuracy = self.serve(index)
         now = served_at + self.batch_seconds
         self.clock.set(now)
         due = index - self.label_delay_batches
         if due >= self.warm_batches:
             self.deliver_labels(due, now)
+        self.before_cycle()
         result = self.controller.cycle()
         return {"batch": index, "accuracy": accuracy, "cycle": result}
+
+    def next_batch(self) -> int:
+        """Where a replay stands: the batch of a cycle that did not finish, or the one after the last."""
+        assert self.controller is not None
+        last = self.controller.last_cycle()
+        if last is None:
+            return self.warm_batches
+        number, status = last
+        return self.warm_batches + number - (1 if status == "running" else 0)
+
+    def run(self, on_batch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """Replay every batch not replayed yet (all of them on a fresh project); resumes after a kill."""
+        if not any((self.project / "warehouse").glob("*.parquet")):
+            self.prepare()
+        results = []
+        for index in range(self.next_batch(), self.source.n_batches):
+            result = self.batch(index)
+            results.append(result)
+            if on_batch is not None:
+                on_batch(result)
+        return results

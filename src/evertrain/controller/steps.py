@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -110,11 +111,45 @@ def monitor(ctx: CycleContext) -> dict[str, Any]:
         # event time of the oldest row behind the value: a retrain for decay learns from here on
         "since": float(pa.compute.min(labelled["ts"]).as_py()) if labelled.num_rows else None,
     }
+    est = spec.triggers.estimated_performance
+    if est.enabled and served.num_rows and labelled.num_rows:
+        out["estimated"] = _estimate(served, labelled, est.metric)
     last_retrain = max(ctx.history.retrain_times) if ctx.history.retrain_times else None
     fresh = observe.read_log(logs, "feedback", ctx.model, since=last_retrain, until=ctx.at, columns=["ts"])
     out["new_labelled_rows"] = fresh.num_rows
     out["rollout"] = _rollout_in_progress(ctx)
     return out
+
+
+MIN_CALIBRATION_ROWS = 200  # labelled rows below which a calibration is too coarse to trust
+
+
+def _estimate(served: pa.Table, labelled: pa.Table, metric: str) -> dict[str, Any] | None:
+    """Label-free estimate of the served window, calibrated on the newest labelled rows.
+
+    The calibration rows are the champion's own labelled traffic, so the baseline is its
+    realized metric there, and a drop means the served window looks worse than the
+    labelled past did, before its labels arrive.
+    """
+    from evertrain.monitor.estimate import PerformanceEstimator, roc_auc
+
+    if "score" not in served.column_names or "score" not in labelled.column_names:
+        return None
+    ref = labelled.filter(pa.compute.is_valid(labelled["score"]))
+    cur = served.filter(pa.compute.is_valid(served["score"]))
+    if ref.num_rows < MIN_CALIBRATION_ROWS or cur.num_rows == 0:
+        return None
+    y = np.asarray(ref["label"].to_pylist(), dtype=float)
+    score = np.asarray(ref["score"].to_pylist(), dtype=float)
+    if len(np.unique(y)) < 2:
+        return None
+    estimator = PerformanceEstimator().fit(y, score)
+    estimate = estimator.estimate(np.asarray(cur["score"].to_pylist(), dtype=float))[metric]
+    if metric == "roc_auc":
+        baseline = roc_auc(y, score)
+    else:
+        baseline = float(np.mean((score >= estimator.threshold) == (y == 1)))
+    return {**estimate.to_dict(), "baseline": float(baseline), "n_reference": ref.num_rows}
 
 
 def _rollout_in_progress(ctx: CycleContext) -> int | None:
@@ -128,10 +163,15 @@ def decide(ctx: CycleContext) -> dict[str, Any]:
     """The policy's verdict on what monitoring saw; stored whether it acts or not."""
     mon = ctx.results.get("monitor") or {}
     manual = ctx.manual
-    if mon.get("status") == "no champion" and not _has_versions(ctx):
-        manual = manual or "bootstrap: no model has been trained yet"
+    if mon.get("status") == "no champion":
+        manual = manual or (
+            "bootstrap: no champion yet (versions exist but none was promoted)"
+            if _has_versions(ctx)
+            else "bootstrap: no model has been trained yet"
+        )
     drift = mon.get("drift") or {}
     realized = mon.get("realized") or {}
+    estimated = mon.get("estimated") or {}
     obs = Observation(
         at=ctx.at,
         n_rows=int(mon.get("n_rows", 0)),
@@ -141,6 +181,8 @@ def decide(ctx: CycleContext) -> dict[str, Any]:
         n_labels=int(realized.get("n_labels", 0)),
         baseline=realized.get("baseline"),
         new_labelled_rows=int(mon.get("new_labelled_rows", 0)),
+        estimated=estimated.get("value"),
+        estimated_baseline=estimated.get("baseline"),
         reference_id=mon.get("reference"),
         labels_after_onset=int(mon.get("labels_after_onset", 0)),
         metric_after_onset=mon.get("metric_after_onset"),

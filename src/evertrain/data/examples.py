@@ -156,7 +156,7 @@ gates:
 """
 
 _PRICES_SPEC = """\
-# A price model (scikit-learn) retrained on the last 3 days of sales, recency weighted.
+# A price model (scikit-learn) retrained on the last 5000 sales, the recent ones weighing more.
 model:
   name: prices
   task: regression
@@ -166,12 +166,14 @@ model:
     estimator: sklearn.ensemble.HistGradientBoostingRegressor
     params: {max_iter: 200}
     seed: 7
+  # skops rebuilds only types it trusts; scikit-learn's own tree predictor is one to allow.
+  trusted_types: [sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor]
 data:
   source: {kind: csv, path: data/prices.csv}
   time_column: ts
   label_time_column: label_ts
 training:
-  window: {kind: weighted, duration: 3d, half_life: 1d}
+  window: {kind: weighted, rows: 5000, half_life: 1d}
   holdout: {fraction: 0.2}
   executor: local
 gates:

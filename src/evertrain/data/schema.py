@@ -15,7 +15,8 @@ Rules, with their tolerances and why:
 ``all_missing``      every value of a column is missing.
 ``missing_rate``     more missing values than the reference rate + :data:`MISSING_TOLERANCE`.
 ``range``            numeric values beyond the reference range widened by
-                     :data:`RANGE_MARGIN` of its span on each side.
+                     :data:`RANGE_MARGIN` of its span on each side, in more than
+                     :data:`RANGE_TOLERANCE` of the rows or a whole span away.
 ``category``         values outside the reference's categories.
 ``unexpected_column`` (warning) a batch column the schema does not know.
 """
@@ -45,11 +46,15 @@ MAX_CATEGORIES = 100
 MISSING_TOLERANCE = 0.05
 #: A second sample of one distribution exceeds the first sample's extremes about half
 #: the time, so the allowed range is the reference range widened by a tenth of its
-#: span on each side; values past that are out of range.
+#: span on each side, and a few values past that are still a tail, not an error: the
+#: rule fires when more than :data:`RANGE_TOLERANCE` of the rows lie outside, or when
+#: any value lies a whole span beyond the reference range (a sentinel such as -999).
 RANGE_MARGIN = 0.1
+RANGE_TOLERANCE = 0.001
 #: Bad values quoted per violation.
 EXAMPLES = 5
 SCHEMA_FORMAT = "evertrain-schema"
+_INCOMPARABLE = frozenset({"missing_column", "type", "all_missing"})
 SCHEMA_VERSION = 1
 
 
@@ -212,6 +217,7 @@ def validate_table(
     *,
     missing_tolerance: float = MISSING_TOLERANCE,
     range_margin: float = RANGE_MARGIN,
+    range_tolerance: float = RANGE_TOLERANCE,
 ) -> ValidationReport:
     """Check ``table`` against ``schema`` and list every violation by column."""
     t = cols.as_table(table, "batch")
@@ -265,7 +271,9 @@ def validate_table(
                 hi = spec.maximum + range_margin * span
                 out_mask = (finite < lo) | (finite > hi)
                 bad_n = int(out_mask.sum())
-                if bad_n:
+                far_lo, far_hi = spec.minimum - span, spec.maximum + span
+                far = bool(((finite < far_lo) | (finite > far_hi)).any()) if bad_n else False
+                if bad_n > range_tolerance * n or far:
                     found.append(
                         Violation(
                             name,
@@ -347,7 +355,9 @@ def check_skew(
         train = train.select([c for c in columns if c in train.column_names])
     schema = infer_schema(train)
     validation = validate_table(serve.select([c for c in serve.column_names if c in schema.columns]), schema)
-    broken = {v.column for v in validation.errors}
+    # Columns that cannot be compared at all; out-of-range values and new categories
+    # are exactly what the drift report should weigh, so those columns stay in.
+    broken = {v.column for v in validation.errors if v.rule in _INCOMPARABLE}
     shared = [
         c
         for c in train.column_names

@@ -10,7 +10,7 @@ Then, on the rows ordered by event time:
 
 1. the window: ``sliding`` (the last N rows or the last T seconds before the cut-off),
    ``expanding`` (all), or ``weighted`` (all, or limited like sliding, with sample
-   weights halving every ``half_life`` of age);
+   weights halving every ``half_life`` of age behind the newest training row);
 2. the holdout: the newest slice of the window (a share of rows, or a span of time),
    never trained on, on which challenger and champion are judged;
 3. the valid part: the newest ``valid_fraction`` of what is left, for early stopping;
@@ -166,16 +166,20 @@ def _window_rows(known: pd.DataFrame, spec: Any, columns: Columns, cutoff: float
     return out.reset_index(drop=True)
 
 
-def recency_weights(times: np.ndarray, cutoff: float, half_life: float) -> np.ndarray:
-    """Weights halving every ``half_life`` seconds of age before the cut-off, newest near 1.
+def recency_weights(times: np.ndarray, half_life: float) -> np.ndarray:
+    """Weights halving every ``half_life`` seconds of age, the newest row weighing 1.
 
-    >>> recency_weights(np.array([0.0, 10.0, 20.0]), 20.0, 10.0).tolist()
+    Age counts from the newest row rather than from the cut-off: weights are relative, and
+    measured from a cut-off long after the data they would all underflow towards zero.
+
+    >>> recency_weights(np.array([0.0, 10.0, 20.0]), 10.0).tolist()
     [0.25, 0.5, 1.0]
     """
     if half_life <= 0:
         raise SpecError(f"training.window.half_life must be positive, got {half_life}")
-    age = np.maximum(cutoff - times, 0.0)
-    return np.power(0.5, age / half_life)
+    if not len(times):
+        return np.ones(0)
+    return np.power(0.5, (np.nanmax(times) - times) / half_life)
 
 
 def _split_newest(frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -210,7 +214,7 @@ def make_window(frame: pd.DataFrame, spec: Any, cutoff: float) -> Window:
         if not columns.time:
             raise SpecError("a weighted window needs data.time_column to age rows")
         train = train.assign(
-            **{WEIGHT_COLUMN: recency_weights(epoch_seconds(train[columns.time]), cutoff, window.half_life)}
+            **{WEIGHT_COLUMN: recency_weights(epoch_seconds(train[columns.time]), window.half_life)}
         )
     info = {
         "cutoff": cutoff,

@@ -7,6 +7,13 @@ intervals would. Each resample is a row of counts (how often each row was drawn)
 every metric is computed for a block of resamples at once (see :mod:`.metrics`), in
 blocks small enough to bound memory.
 
+For metrics of predicted labels (accuracy, precision, recall, F1), a row matters only
+through its (label, challenger's class, champion's class) combination, of which there are
+at most K^3. Drawing n rows with replacement then amounts to drawing the counts of each
+combination from a multinomial, which is the same distribution at a cost independent of
+n; large holdouts are resampled that way. Probability and regression metrics resample
+rows.
+
 The interval is the percentile interval of the resampled differences; its coverage is
 checked by a test on simulated pairs with a known true difference.
 
@@ -26,12 +33,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evertrain.evaluate.metrics import Metric, Outputs
+from evertrain.evaluate.metrics import Metric, Outputs, one_blas_thread
 from evertrain.exceptions import UsageError
 
 #: Cells of one block of resample counts (B_block x n); 4M float64 cells is 32 MB, which
 #: keeps memory flat for any holdout size while still amortizing numpy's per-call cost.
 BLOCK_CELLS = 4_000_000
+#: Rows are resampled by combination (see above) when there are at most a quarter as many
+#: distinct combinations as rows; below that the grouping would save little.
+GROUP_MAX_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,39 @@ def _interval(estimate: float, samples: np.ndarray, confidence: float, n_boot: i
     return Interval(float(estimate), low, high, confidence, n_boot, len(valid), valid)
 
 
+def _grouped(metric: Metric, outputs: list[Outputs]) -> tuple[list[Outputs], np.ndarray] | None:
+    """Outputs reduced to one row per distinct combination, with each combination's count.
+
+    Only for label metrics of classifiers, and only when it pays: at most
+    :data:`GROUP_MAX_SHARE` of the rows may be distinct.
+    """
+    first = outputs[0]
+    if metric.needs_proba or first.task == "regression":
+        return None
+    keys = np.column_stack([first.y, *(o.pred for o in outputs)])
+    _, index, counts = np.unique(keys, axis=0, return_index=True, return_counts=True)
+    if len(index) > GROUP_MAX_SHARE * first.n:
+        return None
+    return [o.take(index) for o in outputs], counts
+
+
+def _resampled(metric: Metric, outputs: list[Outputs], n_boot: int, seed: int) -> np.ndarray:
+    """Each output's metric under the same ``n_boot`` resamples of the rows: shape (len(outputs), n_boot)."""
+    with one_blas_thread():
+        return _resampled_rows(metric, outputs, n_boot, seed)
+
+
+def _resampled_rows(metric: Metric, outputs: list[Outputs], n_boot: int, seed: int) -> np.ndarray:
+    n = outputs[0].n
+    grouped = _grouped(metric, outputs)
+    if grouped is not None:
+        groups, counts = grouped
+        weights = np.random.default_rng(seed).multinomial(n, counts / n, size=n_boot).astype(float)
+        return np.stack([metric.resampled(g, weights) for g in groups])
+    blocks = [[metric.resampled(o, w) for o in outputs] for w in resample_counts(n, n_boot, seed)]
+    return np.stack([np.concatenate([b[i] for b in blocks]) for i in range(len(outputs))])
+
+
 def paired_bootstrap(
     metric: Metric, challenger: Outputs, champion: Outputs, *, n_boot: int, confidence: float, seed: int
 ) -> Interval:
@@ -95,18 +138,14 @@ def paired_bootstrap(
         raise UsageError("a paired bootstrap needs both models scored on the same rows with the same labels")
     _check(n_boot, confidence, challenger.n)
     estimate = metric(challenger) - metric(champion)
-    parts = [
-        metric.resampled(challenger, w) - metric.resampled(champion, w)
-        for w in resample_counts(challenger.n, n_boot, seed)
-    ]
-    return _interval(estimate, np.concatenate(parts), confidence, n_boot)
+    values = _resampled(metric, [challenger, champion], n_boot, seed)
+    return _interval(estimate, values[0] - values[1], confidence, n_boot)
 
 
 def bootstrap(metric: Metric, outputs: Outputs, *, n_boot: int, confidence: float, seed: int) -> Interval:
     """Interval of one model's metric."""
     _check(n_boot, confidence, outputs.n)
-    parts = [metric.resampled(outputs, w) for w in resample_counts(outputs.n, n_boot, seed)]
-    return _interval(metric(outputs), np.concatenate(parts), confidence, n_boot)
+    return _interval(metric(outputs), _resampled(metric, [outputs], n_boot, seed)[0], confidence, n_boot)
 
 
 def p_value_below(samples: np.ndarray, bound: float) -> float:

@@ -20,9 +20,8 @@ The report (``GateReport.to_dict()``)::
 
 from __future__ import annotations
 
-import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -35,7 +34,13 @@ from evertrain.data.sources import open_source
 from evertrain.data.windows import make_window, resolve_columns
 from evertrain.evaluate.gates import NO_CHAMPION, CheckResult, GateInputs, evaluate_gates
 from evertrain.evaluate.metrics import DEFAULT_METRICS, Outputs, compute_many
-from evertrain.evaluate.scoring import importable, load_model, model_frame, predict_outputs, wants_categories
+from evertrain.evaluate.scoring import (
+    Scored,
+    importable,
+    load_model,
+    predict_outputs,
+    score,
+)
 from evertrain.exceptions import NotFoundError, UsageError
 from evertrain.store import Store
 from evertrain.store.registry import CHAMPION
@@ -48,10 +53,6 @@ class _Current:
 
 #: Compare with whatever version holds the ``champion`` alias when the evaluation runs.
 CURRENT_CHAMPION: Final = _Current()
-#: Timed predictions per latency measurement; the median resists one slow outlier.
-LATENCY_REPEATS = 3
-#: Latency is measured on at most this many rows per call (ms per row in batches this size).
-LATENCY_MAX_ROWS = 1000
 NO_GATES = "no gates configured: a challenger that trained and registered is accepted"
 
 
@@ -71,6 +72,7 @@ class GateReport:
     latency_ms_per_row: float | None = None
     size_bytes: int | None = None
     run_id: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
     evaluation_id: int | None = field(default=None, compare=False)
 
     @property
@@ -93,22 +95,8 @@ class GateReport:
             "seed": self.seed,
             "run_id": self.run_id,
             "evaluated_at": self.evaluated_at,
+            "timings": self.timings,
         }
-
-
-def measure_latency(
-    model: Any, X: pd.DataFrame, timer: Callable[[], float] = time.perf_counter
-) -> float | None:
-    """Median milliseconds per row of ``model.predict`` on up to :data:`LATENCY_MAX_ROWS` rows."""
-    rows = X.iloc[:LATENCY_MAX_ROWS]
-    if not len(rows):
-        return None
-    times = []
-    for _ in range(LATENCY_REPEATS):
-        started = timer()
-        model.predict(rows)
-        times.append((timer() - started) * 1000.0 / len(rows))
-    return float(statistics.median(times))
 
 
 def _holdout(store: Store, spec: Any, mv: Any, project: Path | None) -> tuple[str, pd.DataFrame]:
@@ -156,13 +144,20 @@ def evaluate_version(
     actor: str | None = None,
     record: bool = True,
     run_id: str | None = None,
+    challenger_scores: Scored | None = None,
+    champion_scores: Mapping[int, Scored] | None = None,
     timer: Callable[[], float] = time.perf_counter,
 ) -> GateReport:
     """Check the spec's gates for ``model`` ``version`` against the champion and store the report.
 
     ``champion`` is the version to compare with (default: the current champion alias;
     None: compare with nothing). The bootstrap seed defaults to the trainer's seed, so a
-    re-evaluation gives the same intervals. ``timer`` measures prediction latency.
+    re-evaluation gives the same intervals. ``challenger_scores`` are the version's
+    scores on its holdout when the caller already has them (the training step does: the
+    worker scored the registered bytes), sparing a second scoring; ``champion_scores``
+    likewise holds scores of champion versions on this holdout, used when the champion
+    is one of them (the training step scores the champion while the challenger trains).
+    ``timer`` measures prediction latency.
     """
     project_dir = None if project is None else Path(project)
     mv = store.registry.get_version(model, version)
@@ -191,20 +186,29 @@ def evaluate_version(
     seed = spec.model.trainer.seed if seed is None else seed
     trusted = spec.model.trusted_types
     names = _metric_names(spec)
+    score_started = time.perf_counter()
     with importable(str(project_dir.resolve()) if project_dir else None):
-        challenger_model = load_model(store, mv, trusted)
-        challenger, classes = predict_outputs(challenger_model, holdout, columns.features, task, target)
+        found = _golden(store, mv)
+        challenger_model = None
+        if challenger_scores is None or found is not None:
+            challenger_model = load_model(store, mv, trusted)
+        if challenger_scores is None:
+            assert challenger_model is not None
+            challenger_scores = score(challenger_model, holdout, columns.features, task, target, timer=timer)
+        challenger, classes = challenger_scores.outputs, challenger_scores.classes
         champion_model = champion_out = None
-        if champion_version is not None:
+        ready = (champion_scores or {}).get(champion_version) if champion_version is not None else None
+        if ready is not None and ready.classes == classes and ready.outputs.n == challenger.n:
+            champion_out = ready.outputs
+        elif champion_version is not None:
             champion_model = load_model(store, store.registry.get_version(model, champion_version), trusted)
             champion_out, _ = predict_outputs(
                 champion_model, holdout, columns.features, task, target, classes
             )
-        X = model_frame(holdout, columns.features, categorical_as_category=wants_categories(challenger_model))
-        latency = measure_latency(challenger_model, X, timer)
+        if found is not None and champion_model is None and champion_version is not None:
+            champion_model = load_model(store, store.registry.get_version(model, champion_version), trusted)
         golden = None
-        found = _golden(store, mv)
-        if found is not None:
+        if found is not None and challenger_model is not None:
             golden_id, golden_rows = found
             g_out, _ = predict_outputs(challenger_model, golden_rows, columns.features, task, target, classes)
             golden = {
@@ -218,6 +222,7 @@ def evaluate_version(
                     champion_model, golden_rows, columns.features, task, target, classes
                 )
                 golden["champion"] = compute_many(names, c_out)
+    latency = challenger_scores.ms_per_row
     inputs = GateInputs(
         challenger=challenger,
         champion=champion_out,
@@ -227,7 +232,9 @@ def evaluate_version(
         size_bytes=mv.size_bytes,
         no_champion_reason=no_champion,
     )
+    gates_started = time.perf_counter()
     checks = evaluate_gates(spec.gates, inputs, seed=seed)
+    timings = {"score": gates_started - score_started, "gates": time.perf_counter() - gates_started}
     passed = all(c.passed for c in checks)
     report = GateReport(
         model=model,
@@ -247,6 +254,7 @@ def evaluate_version(
         latency_ms_per_row=latency,
         size_bytes=mv.size_bytes,
         run_id=run_id,
+        timings=timings,
     )
     if record:
         report.evaluation_id = store.lineage.record_evaluation(

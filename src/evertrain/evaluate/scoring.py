@@ -9,8 +9,13 @@ checked, through the safe formats of :mod:`evertrain.store.formats`.
 from __future__ import annotations
 
 import contextlib
+import io
+import statistics
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,19 +26,88 @@ from evertrain.exceptions import DataValidationError
 from evertrain.store.formats import BoosterModel, get_format
 from evertrain.store.registry import ModelVersion
 
+#: Timed predictions per latency measurement; the median resists one slow outlier.
+LATENCY_REPEATS = 3
+#: Latency is measured on at most this many rows per call (ms per row in batches this size).
+LATENCY_MAX_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A model's outputs on some rows, the class order they use, and its prediction latency.
+
+    The training worker scores the holdout with the very bytes that get registered; handing
+    that to ``evaluate_version`` spares scoring the challenger a second time.
+    """
+
+    outputs: Outputs
+    classes: list[Any] | None = None
+    ms_per_row: float | None = None
+
+    def arrays(self) -> bytes:
+        """The outputs as an ``.npz`` (plain arrays, loaded without pickle)."""
+        o = self.outputs
+        arrays: dict[str, Any] = {"task": np.array(o.task), "y": o.y, "pred": o.pred}
+        if o.proba is not None:
+            arrays["proba"] = o.proba
+        sink = io.BytesIO()
+        np.savez(sink, **arrays)
+        return sink.getvalue()
+
+    @classmethod
+    def from_arrays(cls, data: bytes, classes: list[Any] | None, ms_per_row: float | None) -> Scored:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            proba = z["proba"] if "proba" in z.files else None
+            outputs = Outputs(str(z["task"]), z["y"], z["pred"], proba)
+        return cls(outputs, classes, ms_per_row)
+
+
+def measure_latency(
+    model: Any, X: pd.DataFrame, timer: Callable[[], float] = time.perf_counter
+) -> float | None:
+    """Median milliseconds per row of ``model.predict`` on up to :data:`LATENCY_MAX_ROWS` rows."""
+    rows = X.iloc[:LATENCY_MAX_ROWS]
+    if not len(rows):
+        return None
+    times = []
+    for _ in range(LATENCY_REPEATS):
+        started = timer()
+        model.predict(rows)
+        times.append((timer() - started) * 1000.0 / len(rows))
+    return float(statistics.median(times))
+
+
+_PATH_LOCK = threading.Lock()
+_PATH_USERS: dict[str, int] = {}
+
 
 @contextlib.contextmanager
 def importable(folder: str | None) -> Iterator[None]:
-    """The project folder on ``sys.path`` for the duration, so its own modules import."""
-    if not folder or folder in sys.path:
+    """The project folder on ``sys.path`` for the duration, so its own modules import.
+
+    Counted per folder, so that threads of one process (a training and the champion's
+    scoring beside it) can each ask for it without one removing it under the other; a
+    folder that was on the path before stays there.
+    """
+    if not folder:
         yield
         return
-    sys.path.insert(0, folder)
+    with _PATH_LOCK:
+        users = _PATH_USERS.get(folder, 0)
+        if users == 0 and folder in sys.path:
+            users = 1  # on the path before anyone here asked: never removed by this helper
+        elif users == 0:
+            sys.path.insert(0, folder)
+        _PATH_USERS[folder] = users + 1
     try:
         yield
     finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(folder)
+        with _PATH_LOCK:
+            _PATH_USERS[folder] -= 1
+            if _PATH_USERS[folder] == 0:
+                del _PATH_USERS[folder]
+                with contextlib.suppress(ValueError):
+                    sys.path.remove(folder)
 
 
 def model_frame(
@@ -136,3 +210,18 @@ def predict_outputs(
     pred = encode_labels(predicted, order, what="predicted")
     out = Outputs("binary" if len(order) <= 2 else "multiclass", y, pred, None)
     return out, order
+
+
+def score(
+    model: Any,
+    frame: pd.DataFrame,
+    features: Sequence[str],
+    task: str,
+    target: str,
+    classes: Sequence[Any] | None = None,
+    timer: Callable[[], float] = time.perf_counter,
+) -> Scored:
+    """``predict_outputs`` plus the model's prediction latency on these rows."""
+    outputs, order = predict_outputs(model, frame, features, task, target, classes)
+    X = model_frame(frame, features, categorical_as_category=wants_categories(model))
+    return Scored(outputs, order, measure_latency(model, X, timer))

@@ -61,9 +61,37 @@ def demo(
         "demo-out"
     ),
     fast: Annotated[bool, typer.Option("--fast", help="A shorter stream.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the stream.")] = 7,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic stream.")] = 7,
+    dataset: Annotated[
+        str, typer.Option(help="synthetic (the four-phase stream) or rainfall (real NOAA weather, demo extra).")
+    ] = "synthetic",
 ) -> None:
     """The whole loop on a bundled drifting stream: serve, monitor, retrain, gate, canary, roll back."""
     from evertrain.faces.demo import run_demo
 
-    run_demo(out, fast=fast, seed=seed, console=console)
+    run_demo(out, fast=fast, seed=seed, dataset=dataset, console=console)
+
+
+@app.command()
+def ui(
+    project: ProjectOpt = Path("."),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
+) -> None:
+    """The dashboard: models, aliases, rollout state, drift and performance, the audit trail.
+
+    Served by the same app as the model server (predict routes included); read-only
+    without the admin token.
+    """
+    import uvicorn
+
+    from evertrain.faces import ui as dashboard
+    from evertrain.serve.app import create_app
+    from evertrain.spec import SPEC_FILE, load_spec
+
+    store = open_store(project)
+    spec = load_spec(project) if (project / SPEC_FILE).is_file() else None
+    app_ = create_app(store, spec)
+    dashboard.mount(app_, store)
+    console.print(f"dashboard on http://{host}:{port}/ui")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")

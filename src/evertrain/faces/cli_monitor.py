@@ -57,17 +57,19 @@ def drift(
     html: Annotated[
         Path | None, typer.Option("--html", help="Write a self-contained HTML report to FILE.")
     ] = None,
-    target: Annotated[str | None, typer.Option("--target", help="Target column, reported apart.")] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="Target column: reported apart, not counted in the share.")
+    ] = None,
     alpha: Annotated[float, typer.Option(help="False-alarm budget of the whole report.")] = DEFAULT_ALPHA,
     correction: Annotated[
-        str, typer.Option(help="benjamini-hochberg (bh) or bonferroni: how alpha is shared across columns.")
+        str, typer.Option(help="bonferroni or benjamini-hochberg (bh): how alpha is shared across columns.")
     ] = DEFAULT_CORRECTION,
     drift_share: Annotated[
         float | None,
         typer.Option(help="Dataset drift when at least this share of columns drift (default: any)."),
     ] = None,
 ) -> None:
-    """Compare CURRENT with REFERENCE column by column; exit 1 when the dataset drifted."""
+    """Compare CURRENT with REFERENCE column by column; exit 1 when the dataset (or the target) drifted."""
     ref = read_table(reference)
     cur = read_table(current)
     report = compute_drift(
@@ -112,7 +114,10 @@ def drift(
             f"{report.n_reference} reference rows, {report.n_current} current rows; "
             f"{'exact' if report.exact else 'from profiles'})"
         )
-    if report.dataset_drift:
+    target_drift = report.target is not None and report.target.drifted
+    if target_drift and (json_out is None or str(json_out) != "-"):
+        console.print(f"[bold red]target drift[/]: {target} moved")
+    if report.dataset_drift or target_drift:
         raise typer.Exit(1)
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,7 +47,7 @@ def serve(
     from evertrain.serve import create_app
 
     spec = _spec(project)
-    serving = spec.serving if spec is not None else ServingSpec()
+    serving = spec.serving if spec is not None else ServingSpec.model_validate({})
     store = open_store(project)
     try:
         application = create_app(store, spec)
@@ -54,7 +58,7 @@ def serve(
         err_console.print(
             f"serving {len(names)} model(s) on http://{bind_host}:{bind_port} (admin routes {admin})"
         )
-        uvicorn.run(
+        config = uvicorn.Config(
             application,
             host=bind_host,
             port=bind_port,
@@ -64,8 +68,33 @@ def serve(
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
+        _graceful_server(config).run()
     finally:
         store.close()
+
+
+def _graceful_server(config: Any) -> Any:
+    """uvicorn's server, except that SIGTERM and SIGINT end in a normal exit (status 0).
+
+    uvicorn re-raises the signal after its graceful shutdown, so the process would die
+    by the signal; here the shutdown (requests drained, logs flushed) is the whole story.
+    """
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer(config)
 
 
 @rollout_app.command("start")

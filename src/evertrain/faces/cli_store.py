@@ -240,6 +240,16 @@ def audit_show(
     console.print(table)
 
 
+def _decision_text(decision: dict[str, Any] | None) -> str:
+    if not decision:
+        return "-"
+    text = f"{decision.get('action')}: {'; '.join(decision.get('reasons', []))}"
+    held = decision.get("held") or []
+    if decision.get("action") != "retrain" and held:
+        text += f" (held: {held[0]})"
+    return text
+
+
 def status_data(store: Store) -> dict[str, Any]:
     """The one-glance view of every model; the controller adds decisions and drift to it."""
     from evertrain.faces import status_extras
@@ -270,15 +280,25 @@ def status(project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
         console.print("no models registered yet")
         return
     table = Table(title="evertrain status")
-    for col in ("model", "versions", *KNOWN_ALIASES, "last decision"):
+    for col in ("model", "versions", "champion", "canary", "rollout", "last drift", "last decision", "next cycle"):
         table.add_column(col)
     for m in data["models"]:
         decision = m.get("last_decision")
+        drift = m.get("last_drift")
+        rollout = m.get("rollout") or {}
         table.add_row(
             m["name"],
             str(m["n_versions"]),
-            *(str(m["aliases"][a] or "-") for a in KNOWN_ALIASES),
-            f"{decision.get('action')} ({'; '.join(decision.get('reasons', []))})" if decision else "-",
+            str(m["aliases"]["champion"] or "-"),
+            str(m["aliases"]["canary"] or "-"),
+            f"v{rollout.get('version')} {rollout.get('action')}" if rollout.get("version") else "-",
+            (
+                f"{drift['share_drifted']:.0%} of columns ({', '.join(drift['drifted_columns'][:3])})"
+                if drift and drift.get("share_drifted") is not None
+                else "-"
+            ),
+            _decision_text(decision),
+            _when(m.get("next_cycle_at")),
         )
     console.print(table)
 

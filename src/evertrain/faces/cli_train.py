@@ -39,7 +39,9 @@ def _fmt(value: Any) -> str:
 
 
 def _print_checks(report: dict[str, Any]) -> None:
-    table = Table(title=f"{report['model']} v{report['version']} vs champion {report['champion_version'] or '-'}")
+    table = Table(
+        title=f"{report['model']} v{report['version']} vs champion {report['champion_version'] or '-'}"
+    )
     for col in ("gate", "result", "evidence"):
         table.add_column(col)
     for check in report["checks"]:
@@ -52,9 +54,12 @@ def _print_checks(report: dict[str, Any]) -> None:
 @app.command()
 def train(
     model: Annotated[str, typer.Argument(help="Model name (as in evertrain.yaml).")],
-    reason: Annotated[str | None, typer.Option(help="Why this training happens (kept in the audit log).")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Why this training happens (kept in the audit log).")
+    ] = None,
     key: Annotated[
-        str | None, typer.Option(help="Idempotency key: a rerun with the same key resumes or returns that step.")
+        str | None,
+        typer.Option(help="Idempotency key: a rerun with the same key resumes or returns that step."),
     ] = None,
     executor: Annotated[str | None, typer.Option(help="inline, local or ray (default: the spec's).")] = None,
     project: ProjectOpt = Path("."),
@@ -70,13 +75,16 @@ def train(
         print_json(result.to_dict())
     else:
         resumed = " (resumed)" if result.resumed else ""
-        console.print(f"trained [bold]{model}[/] version [bold]{result.version}[/]{resumed} in run {result.run_id[:8]}")
+        console.print(
+            f"trained [bold]{model}[/] version [bold]{result.version}[/]{resumed} in run {result.run_id[:8]}"
+        )
         for name, value in (result.metrics.get("holdout") or {}).items():
             console.print(f"  holdout {name}: {_fmt(value)}")
         if result.report is not None and "checks" in result.report:
             _print_checks(result.report)
     if result.outcome == "rejected":
-        raise GateFailed(f"model {model!r} version {result.version} failed its gates: {result.report['reason']}")
+        why = (result.report or {}).get("reason")
+        raise GateFailed(f"model {model!r} version {result.version} failed its gates: {why}")
 
 
 @app.command()
@@ -84,7 +92,8 @@ def evaluate(
     model: Annotated[str, typer.Argument(help="Model name.")],
     version: Annotated[str, typer.Argument(help="Version number.")],
     champion: Annotated[
-        str | None, typer.Option(help="Version to compare with (default: the current champion; 'none': nobody).")
+        str | None,
+        typer.Option(help="Version to compare with (default: the current champion; 'none': nobody)."),
     ] = None,
     record: Annotated[bool, typer.Option(help="Store the report in lineage and the audit log.")] = True,
     project: ProjectOpt = Path("."),
@@ -165,17 +174,24 @@ def runs(
         console.print(f"no runs of model {model!r} yet")
         return
     table = Table(title=f"{model}: runs")
-    for col in ("run", "kind", "status", "outcome", "version", "started", "seconds", "holdout", *varying, "error"):
+    for col in ("run", "kind", "status", "version", "started", "seconds", *varying, "holdout / error"):
         table.add_column(col)
     for row in rows:
         flat = _flat(row["params"])
         holdout = row["metrics"].get("holdout") or {}
+        status = row["status"] if row["outcome"] is None else f"{row['status']}: {row['outcome']}"
+        detail = (row["error"] or "")[:ERROR_WIDTH] or ", ".join(
+            f"{k} {_fmt(v)}" for k, v in list(holdout.items())[:2]
+        )
         table.add_row(
-            row["id"][:8], row["kind"], row["status"], _fmt(row["outcome"]), _fmt(row["version"]),
-            row["created_at"][:19], _fmt(row["seconds"]),
-            ", ".join(f"{k}={_fmt(v)}" for k, v in list(holdout.items())[:3]),
+            row["id"][:8],
+            row["kind"],
+            status,
+            _fmt(row["version"]),
+            row["created_at"][:16].replace("T", " "),
+            _fmt(row["seconds"]),
             *(flat.get(k, "-") for k in varying),
-            (row["error"] or "")[:ERROR_WIDTH],
+            detail,
         )
     console.print(table)
 
@@ -195,6 +211,8 @@ def init(
         raise UsageError(f"{folder / SPEC_FILE} already exists; pass --force to overwrite it")
     write_project(folder, example)
     spec = load_spec(folder)
-    console.print(f"wrote {folder / SPEC_FILE} and {folder / EXAMPLES[example].data_file}: "
-                  f"{EXAMPLES[example].description}")
+    console.print(
+        f"wrote {folder / SPEC_FILE} and {folder / EXAMPLES[example].data_file}: "
+        f"{EXAMPLES[example].description}"
+    )
     console.print(f"next: evertrain train {spec.model.name} --project {folder}")

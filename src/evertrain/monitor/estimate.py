@@ -9,8 +9,11 @@ likely each prediction is to be right, and so how well the model is doing on a w
    accuracy is ``mean(p if predicted 1 else 1 - p)``, and the expected ROC curve has,
    at each score threshold, ``sum(p)`` expected true positives and ``sum(1 - p)``
    expected false positives above it; its area is the estimated ROC AUC.
-3. The interval is for the *realised* metric of this window: labels are drawn from
-   ``Bernoulli(p)`` many times (vectorised) and the metric computed on each draw.
+3. The interval is for the *realised* metric of this window. It carries both sources
+   of doubt: the calibrator is refitted on bootstrap resamples of the reference (the
+   calibration itself is an estimate), and for each draw labels are drawn from
+   ``Bernoulli(p)`` under one of those calibrators (vectorised); the metric of each
+   draw gives the interval.
 
 This is the method NannyML calls CBPE. It holds while the relation between features
 and label (the concept) does not change, only the feature distribution (covariate
@@ -31,6 +34,8 @@ from evertrain.exceptions import DataValidationError, UsageError
 #: Label draws for the interval. 500 draws put the 95% interval ends within about
 #: 10% of their width.
 N_DRAWS = 500
+#: Bootstrap refits of the calibrator, for the calibration's share of the interval.
+N_CALIBRATIONS = 50
 #: Coverage of the interval.
 INTERVAL = 0.95
 #: Decision threshold on the score when predictions are not given.
@@ -137,7 +142,16 @@ class PerformanceEstimator:
             raise DataValidationError("y_true: the reference needs both classes to fit a calibrator")
         if not 0.0 < self.interval < 1.0:
             raise UsageError(f"interval must be between 0 and 1, got {self.interval!r}")
-        self.calibrator_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(s, y)
+
+        def calibrator() -> IsotonicRegression:
+            return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+
+        self.calibrator_ = calibrator().fit(s, y)
+        rng = np.random.default_rng(self.seed)
+        self.bootstrap_calibrators_ = []
+        for _ in range(N_CALIBRATIONS):
+            pick = rng.integers(0, s.size, s.size)
+            self.bootstrap_calibrators_.append(calibrator().fit(s[pick], y[pick]))
         self.reference_auc_ = roc_auc(y, s)
         return self
 
@@ -158,7 +172,8 @@ class PerformanceEstimator:
         acc = float(np.mean(pred * p + (1 - pred) * (1 - p)))
         auc = expected_roc_auc(p, s)
         rng = np.random.default_rng(self.seed)
-        draws = rng.random((self.n_draws, s.size)) < p  # labels under calibration
+        boot = np.clip(np.stack([c.predict(s) for c in self.bootstrap_calibrators_]), 0.0, 1.0)
+        draws = rng.random((self.n_draws, s.size)) < boot[np.arange(self.n_draws) % len(boot)]
         acc_draws = (draws == pred.astype(bool)).mean(axis=1)
         ranks = stats.rankdata(s)
         n1 = draws.sum(axis=1)

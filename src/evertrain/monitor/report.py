@@ -263,19 +263,22 @@ def _methods(methods: Mapping[str, tuple[str, str]] | None) -> dict[ColumnKind, 
             raise UsageError(f"methods: kind must be numeric or categorical, got {kind!r}")
         if len(pair) != 2:
             raise UsageError(f"methods[{kind!r}]: expected (significance test, effect test), got {pair!r}")
-        sig, eff = (get_test(pair[0], kind), get_test(pair[1], kind))  # type: ignore[arg-type]
+        sig, eff = (get_test(pair[0], kind), get_test(pair[1], kind))
         if sig.role != "significance" or eff.role != "effect":
             raise UsageError(
                 f"methods[{kind!r}]: {sig.name!r} must be a significance test and {eff.name!r} an effect test"
             )
-        out[kind] = (sig.name, eff.name)  # type: ignore[index]
+        out[kind] = (sig.name, eff.name)
     return out
 
 
 def _numeric_plot_exact(ref: np.ndarray, cur: np.ndarray) -> dict[str, Any]:
     if ref.size == 0:
         return {}
-    lo, hi = np.quantile(ref, [PLOT_TAIL, 1 - PLOT_TAIL])
+    # The range covers both sides, so a shifted current is drawn, not piled up at an end.
+    r_lo, r_hi = np.quantile(ref, [PLOT_TAIL, 1 - PLOT_TAIL])
+    c_lo, c_hi = np.quantile(cur, [PLOT_TAIL, 1 - PLOT_TAIL]) if cur.size else (r_lo, r_hi)
+    lo, hi = min(r_lo, c_lo), max(r_hi, c_hi)
     if not hi > lo:
         lo, hi = float(ref.min()) - 0.5, float(ref.max()) + 0.5
     bounds = np.linspace(lo, hi, PLOT_BINS + 1)
@@ -411,7 +414,7 @@ def drift(
     once and reused for every later window; a current profile built against it).
 
     Each column drifts when its significance test (KS or chi-square), corrected across
-    the report (``correction``: Benjamini-Hochberg by default, or Bonferroni), is below
+    the report (``correction``: Bonferroni by default, or Benjamini-Hochberg), is below
     ``alpha`` *and* its effect size (Wasserstein / reference sd, or Jensen-Shannon) is
     at least the threshold. ``methods`` picks other registered tests per kind, e.g.
     ``{"numeric": ("ks", "psi")}``; ``thresholds`` overrides effect thresholds by test

@@ -22,11 +22,11 @@ Each test has a *role*:
 Registered tests (kind, name, role, default threshold):
 
 ======== =============== ============ ===== =====================================================
-numeric  ks              significance 0.05  Kolmogorov-Smirnov two-sample test
+numeric  ks              significance 0.01  Kolmogorov-Smirnov two-sample test
 numeric  wasserstein     effect       0.05  Wasserstein-1 distance / reference standard deviation
 numeric  psi             effect       0.1   population stability index on reference deciles
 numeric  jensen_shannon  effect       0.1   Jensen-Shannon distance (base 2) on reference deciles
-categ.   chi_square      significance 0.05  chi-square test of the 2 x K table of counts
+categ.   chi_square      significance 0.01  chi-square test of the 2 x K table of counts
 categ.   psi             effect       0.1   population stability index on category shares
 categ.   jensen_shannon  effect       0.05  Jensen-Shannon distance (base 2) on category shares
 categ.   new_categories  effect       0.01  share of rows in categories seen on one side only
@@ -417,9 +417,9 @@ for _test in (
         "ks",
         NUMERIC,
         "significance",
-        0.05,
-        "family-wide false-alarm rate of a report; the conventional 5%, split across columns by the "
-        "correction. KS is distribution-free and sensitive to shifts in location and in spread.",
+        0.01,
+        "family-wide false-alarm rate of a report (decide.DEFAULT_ALPHA), split across columns by "
+        "the correction. KS is distribution-free and sensitive to shifts in location and in spread.",
         _ks,
     ),
     DriftTest(
@@ -453,7 +453,7 @@ for _test in (
         "chi_square",
         CATEGORICAL,
         "significance",
-        0.05,
+        0.01,
         "family-wide false-alarm rate of a report, as for ks.",
         _chi_square,
     ),

@@ -56,7 +56,7 @@ CLASS_LIKE_MAX_VALUES = 20
 _DAY = 86400.0
 
 
-def _text(value: Any) -> str:
+def label_text(value: Any) -> str:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -186,9 +186,10 @@ def evidence(logs: Logs, arm: str, version: int) -> Evidence:
             np.array([], dtype=object),
         )
     ts = p["ts"][mask].astype(np.float64)
-    lat = p["latency_ms"][mask].astype(np.float64)
+    lat = np.asarray([np.nan if v is None else v for v in p["latency_ms"][mask]], dtype=np.float64)
+    timed = np.isfinite(lat)  # replayed rows carry no latency
     # Rows of one request share its time and latency: count each request once.
-    pairs = np.unique(np.stack([ts, lat]), axis=1)
+    pairs = np.unique(np.stack([ts[timed], lat[timed]]), axis=1)
     preds = p["prediction"][mask]
     scores = p["score"][mask]
     scores = np.asarray(
@@ -326,21 +327,15 @@ def check_quality(
     if classification:
         acc_a = float(
             np.mean(
-                [_text(p) == _text(y) for p, y in zip(challenger.labelled, challenger.labels, strict=True)]
+                [label_text(p) == label_text(y) for p, y in zip(challenger.labelled, challenger.labels, strict=True)]
             )
         )
         acc_b = float(
-            np.mean([_text(p) == _text(y) for p, y in zip(champion.labelled, champion.labels, strict=True)])
+            np.mean([label_text(p) == label_text(y) for p, y in zip(champion.labelled, champion.labels, strict=True)])
         )
         diff = acc_a - acc_b
         se = math.sqrt(acc_a * (1 - acc_a) / n_a + acc_b * (1 - acc_b) / n_b)
-        p = (0.0 if diff < -margin else 1.0) if se == 0.0 else float(stats.norm.cdf((diff + margin) / se))
-        failed = p < analysis.alpha
-        detail = (
-            f"accuracy {acc_a:.3f} vs champion {acc_b:.3f} on {n_a} and {n_b} labels ({diff:+.3f}; "
-            f"worse by more than {margin:g} with p={p:.3g})"
-        )
-        return Check("quality", "fail" if failed else "pass", detail, acc_b, acc_a, p, margin)
+        return _noninferiority("accuracy", acc_a, acc_b, diff, se, n_a, n_b, analysis)
     err_a = np.abs(_floats(challenger.labelled) - _floats(challenger.labels))
     err_b = np.abs(_floats(champion.labelled) - _floats(champion.labels))
     err_a, err_b = err_a[np.isfinite(err_a)], err_b[np.isfinite(err_b)]
@@ -354,6 +349,69 @@ def check_quality(
         f"(worse by more than {margin:.0%} with Mann-Whitney p={p:.3g})"
     )
     return Check("quality", "fail" if failed else "pass", detail, mae_b, mae_a, p, margin)
+
+
+def _noninferiority(
+    metric: str,
+    value: float,
+    champion: float,
+    diff: float,
+    se: float,
+    n_a: int,
+    n_b: int,
+    analysis: AnalysisSpec,
+    paired: bool = False,
+) -> Check:
+    """Judge ``diff`` (challenger - champion, higher is better) against ``-quality_margin``.
+
+    Two one-sided z-tests: *fail* when the challenger is shown worse by more than the
+    margin, *pass* when it is shown not worse by more than the margin, and *wait* when
+    the labels so far show neither; a promotion needs evidence, not its absence.
+    """
+    margin = analysis.quality_margin
+    if se == 0.0:
+        p_worse = 0.0 if diff < -margin else 1.0
+        p_fine = 0.0 if diff > -margin else 1.0
+    else:
+        z = (diff + margin) / se
+        p_worse, p_fine = float(stats.norm.cdf(z)), float(stats.norm.sf(z))
+    on = f"on the same {n_a} labelled rows" if paired else f"on {n_a} and {n_b} labels"
+    if p_worse < analysis.alpha:
+        detail = (
+            f"{metric} {value:.3f} vs champion {champion:.3f} {on} ({diff:+.3f}; "
+            f"worse by more than {margin:g} with p={p_worse:.3g})"
+        )
+        return Check("quality", "fail", detail, champion, value, p_worse, margin)
+    if p_fine < analysis.alpha:
+        detail = (
+            f"{metric} {value:.3f} vs champion {champion:.3f} {on} ({diff:+.3f}; "
+            f"not worse by more than {margin:g}, p={p_fine:.3g})"
+        )
+        return Check("quality", "pass", detail, champion, value, p_fine, margin)
+    detail = (
+        f"{metric} {value:.3f} vs champion {champion:.3f} {on} ({diff:+.3f}): "
+        f"not yet enough labels to tell (p={min(p_worse, p_fine):.3g})"
+    )
+    return Check("quality", "wait", detail, champion, value, min(p_worse, p_fine), margin)
+
+
+def paired_quality(correct_new: np.ndarray, correct_old: np.ndarray, analysis: AnalysisSpec) -> Check:
+    """Quality of a promoted version against its predecessor scored on the same labelled rows.
+
+    After a promotion only the new champion serves, so comparing it with the old one's
+    earlier traffic would mix a change of model with a change of data (drift, load). The
+    old champion is scored again on the very rows the new one answered; the per-row
+    differences in correctness give a paired test that drift cannot fool.
+    """
+    n = int(correct_new.size)
+    if n < analysis.min_labels:
+        return Check("quality", "wait", f"quality needs {analysis.min_labels} labelled rows (have {n})")
+    d = correct_new.astype(np.float64) - correct_old.astype(np.float64)
+    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    return _noninferiority(
+        "accuracy", float(correct_new.mean()), float(correct_old.mean()), float(d.mean()), se, n, n, analysis,
+        paired=True,
+    )
 
 
 def _floats(values: np.ndarray) -> np.ndarray:
@@ -373,10 +431,10 @@ def check_predictions(champion: Evidence, challenger: Evidence, classification: 
         a, b, what = _floats(challenger.predictions), _floats(champion.predictions), "predictions"
         a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     else:
-        classes = sorted({_text(v) for v in np.concatenate([challenger.predictions, champion.predictions])})
+        classes = sorted({label_text(v) for v in np.concatenate([challenger.predictions, champion.predictions])})
         counts = np.array(
             [
-                [sum(1 for v in arr if _text(v) == c) for c in classes]
+                [sum(1 for v in arr if label_text(v) == c) for c in classes]
                 for arr in (challenger.predictions, champion.predictions)
             ]
         )

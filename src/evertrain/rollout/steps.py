@@ -29,6 +29,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from evertrain.exceptions import ConflictError, NotFoundError, UsageError
@@ -39,6 +41,7 @@ from evertrain.store.metadata import models, rollouts
 from evertrain.store.names import check_model_name, parse_version
 
 SHADOW, CANARY, WATCHING, DONE = "shadow", "canary", "watching", "done"
+UNDECIDED_STEP_LIMIT = 6  # steps' durations a step may stay undecided before it is rolled back
 PROMOTED, ROLLED_BACK, ABORTED = "promoted", "rolled_back", "aborted"
 LIVE_PHASES = (SHADOW, CANARY, WATCHING)
 CHAMPION = "champion"
@@ -91,7 +94,7 @@ class Decision:
 
 def make_plan(rollout_spec: RolloutSpec | None = None, task: str | None = None) -> dict[str, Any]:
     """The plan a rollout follows, frozen at its start so that editing the spec mid-way changes nothing."""
-    spec = rollout_spec or RolloutSpec()
+    spec = rollout_spec or RolloutSpec.model_validate({})
     return {
         "shadow": None if spec.shadow is None else spec.shadow.model_dump(),
         "steps": [s.model_dump() for s in spec.steps],
@@ -261,9 +264,6 @@ def start_rollout(
         phase, step, share, alias = CANARY, 0, float(plan["steps"][0]["share"]), CANARY
     else:
         raise UsageError("the rollout plan has neither a shadow step nor canary steps")
-    store.registry.set_alias(
-        name, alias, number, actor=actor, reason=reason or f"rollout of v{number}", action="rollout_start"
-    )
     rollout_id = uuid.uuid4().hex
     with store.db.write() as conn:
         model_id = _model_id(conn, name)
@@ -297,7 +297,26 @@ def start_rollout(
             payload={"version": number, "baseline": champion, "phase": phase, "share": share, "plan": plan},
         )
         row = conn.execute(sa.select(rollouts).where(rollouts.c.id == rollout_id)).one()
-    return _row(row, name)
+    started = _row(row, name)
+    # The row (with its share) first, then the alias: a replica that sees the alias finds the share.
+    try:
+        store.registry.set_alias(
+            name, alias, number, actor=actor, reason=reason or f"rollout of v{number}", action="rollout_start"
+        )
+    except Exception as exc:
+        _transition(
+            store,
+            started,
+            actor=actor,
+            action="abort",
+            now=now,
+            phase=DONE,
+            outcome=ABORTED,
+            ended_at=now,
+            reasons=[f"could not point the {alias} alias at v{number}: {exc}"],
+        )
+        raise
+    return started
 
 
 def _step_config(r: Rollout) -> tuple[dict[str, Any], bool]:
@@ -431,6 +450,30 @@ def advance(
         return Decision("none", [str(exc)], get_active(store, name))
 
 
+def _replay_baseline(
+    store: Store, r: Rollout, logs_url: str, now: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Correctness per labelled row of the promoted version, and of its predecessor on the same rows."""
+    from evertrain.controller.observe import labelled
+    from evertrain.serve.models import load_version
+
+    rows = labelled(logs_url, r.model, at=now, since=r.step_started_at, arms=(CHAMPION,))
+    if rows.num_rows == 0:
+        return None
+    rows = rows.filter(pc.equal(rows["model_version"], r.version))
+    if rows.num_rows == 0:
+        return None
+    old = load_version(store, r.model, int(r.baseline or 0))
+    inputs = {name: rows[name].to_pylist() for name in old.schema.names if name in rows.column_names}
+    if len(inputs) != len(old.schema.names):
+        return None  # the log lacks inputs the old version needs: nothing to compare on
+    again, _ = old.predict(inputs)
+    label = np.asarray([analysis.label_text(v) for v in rows["label"].to_pylist()], dtype=object)
+    new = np.asarray([analysis.label_text(v) for v in rows["prediction"].to_pylist()], dtype=object)
+    before = np.asarray([analysis.label_text(v) for v in again], dtype=object)
+    return new == label, before == label
+
+
 def _judge(store: Store, r: Rollout, actor: str, now: float, logs_url: str | None) -> Decision:
     if not logs_url:
         raise UsageError("the rollout analysis needs the logs URL of the store")
@@ -440,22 +483,27 @@ def _judge(store: Store, r: Rollout, actor: str, now: float, logs_url: str | Non
     if r.phase == WATCHING:
         duration = float(r.plan.get("watch_after_promotion") or 0.0)
         steps = r.plan.get("steps") or [r.plan.get("shadow") or {}]
-        min_samples = int(steps[-1].get("min_samples", 1))
         after = analysis.read_logs(logs_url, r.model, r.step_started_at, now)
         before = analysis.read_logs(
             logs_url, r.model, r.step_started_at - max(elapsed, 1.0), r.step_started_at
         )
         challenger = analysis.evidence(after, CHAMPION, r.version)
         baseline = analysis.evidence(before, CHAMPION, r.baseline or 0)
-        verdict = analysis.compare(
-            baseline,
-            challenger,
-            plan_analysis,
-            min_samples=min_samples,
-            elapsed=elapsed,
-            duration=duration,
-            final=True,
-            task=task,
+        # Latency and quality are not compared across time: load and data both change. Errors
+        # are (a model that starts failing requests is wrong at any load); quality is judged
+        # by scoring the old champion again on the rows the new one answered.
+        checks = [analysis.check_errors(baseline, challenger, plan_analysis)]
+        if r.baseline is not None:
+            paired = _replay_baseline(store, r, logs_url, now)
+            if paired is not None:
+                checks.append(analysis.paired_quality(paired[0], paired[1], plan_analysis))
+        failed = [c for c in checks if c.status == "fail"]
+        verdict = analysis.Verdict(
+            "rollback" if failed else "hold",
+            [c.detail for c in failed] or [f"watching v{r.version}: nothing failed so far"],
+            checks,
+            baseline.n,
+            challenger.n,
         )
         if verdict.action == "rollback":
             reasons = [
@@ -514,6 +562,15 @@ def _judge(store: Store, r: Rollout, actor: str, now: float, logs_url: str | Non
         final=final,
         task=task,
     )
+    limit = config.get("max_duration") or UNDECIDED_STEP_LIMIT * float(config["duration"])
+    if verdict.action == "hold" and elapsed >= float(limit):
+        verdict = analysis.Verdict(
+            "rollback",
+            [f"still undecided after {elapsed:.0f}s (limit {float(limit):.0f}s): " + "; ".join(verdict.reasons)],
+            verdict.checks,
+            verdict.n_champion,
+            verdict.n_challenger,
+        )
     v = verdict.to_dict()
     if verdict.action == "rollback":
         store.registry.set_alias(
@@ -553,7 +610,7 @@ def _judge(store: Store, r: Rollout, actor: str, now: float, logs_url: str | Non
             CANARY,
             r.version,
             actor=actor,
-            also_clear=[SHADOW],
+            clear_others=True,  # the shadow alias on this version goes in the same move
             action="rollout_advance",
             reason="; ".join(verdict.reasons)[:2000],
         )

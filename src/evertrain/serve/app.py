@@ -251,7 +251,10 @@ class Server:
         except Exception as exc:
             self._model_failed(model, arm, ids, ts, start, exc)
             if arm != CANARY:
-                if (isinstance(exc, ValueError | TypeError)) and model.schema.loose:
+                if isinstance(exc, ValueError | TypeError):
+                    # Input the schema allows but the model cannot take (say, a null where the
+                    # training data had one but the estimator has no imputer): the client's
+                    # request cannot be served as sent, so a 4xx, counted and logged as an error.
                     raise InputError("instances", f"the model refused them: {str(exc)[:300]}") from None
                 raise ServeError(
                     500, f"model {name!r} v{model.version} failed: {type(exc).__name__}"
@@ -342,11 +345,8 @@ class Server:
             raise InputError(
                 field, f"expected a number, string or boolean, got {kind_of(label)} {show(label)}"
             )
-        if (
-            (type(label) is float
-            and label != label)
-            or (type(label) is float
-            and label in (float("inf"), float("-inf")))
+        if (type(label) is float and label != label) or (
+            type(label) is float and label in (float("inf"), float("-inf"))
         ):
             raise InputError(field, f"number {show(label)} is not finite")
         if type(label) is str and len(label) > doc.MAX_ID_CHARS:
@@ -407,7 +407,7 @@ def create_app(
     the store's. ``models`` limits serving to those names. Background threads start and
     stop with the app's lifespan (``app.state.server.start()``/``stop()`` without one).
     """
-    serving = serving or (spec.serving if spec is not None else ServingSpec())
+    serving = serving or (spec.serving if spec is not None else ServingSpec.model_validate({}))
     url = logs_url or store.logs_url
     if not url:
         raise UsageError("the serving app needs a logs URL: pass logs_url or open the store with one")
@@ -572,8 +572,13 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         if "version" not in payload:
             raise InputError("version", "missing field (expected the version to promote)")
         reason = _text(payload.get("reason"), "reason")
+        version = _version(payload["version"], "version")
+        expected = payload.get("expected")
+        expected = None if expected is None else _version(expected, "expected")
         result = await run_in_threadpool(
-            steps.promote_now, server.store, name, payload["version"], actor=ADMIN_ACTOR, reason=reason
+            lambda: steps.promote_now(
+                server.store, name, version, actor=ADMIN_ACTOR, reason=reason, expected=expected
+            )
         )
         await run_in_threadpool(server.manager.refresh, retry_failed=True)
         return _json({"model": name, "action": "promote", **result})
@@ -626,11 +631,12 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         if "version" not in payload:
             raise InputError("version", "missing field (expected the version to roll out)")
         reason = _text(payload.get("reason"), "reason")
+        version = _version(payload["version"], "version")
         started = await run_in_threadpool(
             lambda: steps.start_rollout(
                 server.store,
                 name,
-                payload["version"],
+                version,
                 rollout_spec=_rollout_spec(name),
                 actor=ADMIN_ACTOR,
                 reason=reason,
@@ -652,6 +658,23 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+MAX_VERSION = doc.MAX_VERSION  # what the registry's parser takes as a string; fits any SQL integer
+
+
+def _version(value: Any, field: str) -> int:
+    if type(value) is int and 1 <= value <= MAX_VERSION:
+        return value
+    if (
+        type(value) is str
+        and value.isascii()
+        and value.isdigit()
+        and 1 <= len(value) <= 9
+        and int(value) >= 1
+    ):
+        return int(value)
+    raise InputError(field, f"expected a version number from 1 to {MAX_VERSION}, got {show(value)}")
 
 
 def _text(value: Any, field: str) -> str | None:

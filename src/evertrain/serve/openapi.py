@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_VERSION = 999_999_999
 MAX_ID_CHARS = 128
 """Longest request id accepted: ids are log keys, not payloads."""
 
@@ -74,10 +75,13 @@ PROMOTE_REQUEST: dict[str, Any] = {
     "required": ["version"],
     "properties": {
         "version": {
-            "anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": "^[0-9]{1,9}$"}]
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+                {"type": "string", "pattern": "^[0-9]{1,9}$"},
+            ]
         },
         "reason": {"type": "string"},
-        "expected": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]},
+        "expected": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_VERSION}, {"type": "null"}]},
     },
 }
 
@@ -98,7 +102,10 @@ START_ROLLOUT_REQUEST: dict[str, Any] = {
     "required": ["version"],
     "properties": {
         "version": {
-            "anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": "^[0-9]{1,9}$"}]
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+                {"type": "string", "pattern": "^[0-9]{1,9}$"},
+            ]
         },
         "reason": {"type": "string"},
     },

@@ -303,8 +303,6 @@ class InputSchema:
         self.fields = tuple(fields)
         self.names = tuple(f.name for f in self.fields)
         self._index = {f.name: i for i, f in enumerate(self.fields)}
-        # Inputs of any kind (no snapshot, a pipeline): the model itself may refuse a value.
-        self.loose = any(f.type == ANY for f in self.fields)
 
     def describe(self) -> dict[str, dict[str, Any]]:
         return {f.name: f.describe() for f in self.fields}

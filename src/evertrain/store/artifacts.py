@@ -64,6 +64,16 @@ class ArtifactStore:
     def exists(self, digest: str) -> bool:
         return bool(self.fs.exists(self.path(digest)))
 
+    def size(self, digest: str) -> int:
+        """The stored size of ``digest`` in bytes (its content is checked when it is read, not here)."""
+        path = self.path(digest)
+        try:
+            if self._local:
+                return os.stat(path).st_size
+            return int(self.fs.size(path))
+        except FileNotFoundError:
+            raise NotFoundError(f"artifact {digest} is not in the artifact store at {self.url}") from None
+
     def put(self, data: bytes) -> str:
         """Store ``data`` and return its sha256.
 

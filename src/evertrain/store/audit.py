@@ -25,6 +25,17 @@ from evertrain.store.metadata import Database, audit_head, audit_log
 
 GENESIS = "0" * 64
 
+# Statements built once: appending runs on every state change, and building a statement
+# costs more than running it on SQLite.
+_HEAD_FOR_UPDATE = (
+    sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+)
+_MOVE_HEAD = (
+    sa.update(audit_head)
+    .where(audit_head.c.id == 1)
+    .values(seq=sa.bindparam("new_seq"), hash=sa.bindparam("new_hash"))
+)
+
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -85,11 +96,9 @@ class AuditLog:
         payload: dict[str, Any] | None = None,
     ) -> AuditEntry:
         """Append one entry inside the caller's write transaction ``conn``."""
-        head = conn.execute(
-            sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-        ).first()
+        head = conn.execute(_HEAD_FOR_UPDATE).first()
         if head is None:
-            conn.execute(sa.insert(audit_head).values(id=1, seq=0, hash=GENESIS))
+            conn.execute(sa.insert(audit_head), {"id": 1, "seq": 0, "hash": GENESIS})
             seq, prev = 0, GENESIS
         else:
             seq, prev = int(head.seq), str(head.hash)
@@ -98,19 +107,20 @@ class AuditLog:
         body = canonical_json(payload or {})
         digest = entry_hash(seq, at, actor, action, subject, reason, body, prev)
         conn.execute(
-            sa.insert(audit_log).values(
-                seq=seq,
-                at=at,
-                actor=actor,
-                action=action,
-                subject=subject,
-                reason=reason,
-                payload=body,
-                prev_hash=prev,
-                hash=digest,
-            )
+            sa.insert(audit_log),
+            {
+                "seq": seq,
+                "at": at,
+                "actor": actor,
+                "action": action,
+                "subject": subject,
+                "reason": reason,
+                "payload": body,
+                "prev_hash": prev,
+                "hash": digest,
+            },
         )
-        conn.execute(sa.update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
+        conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
         return AuditEntry(seq, at, actor, action, subject, reason, payload or {}, prev, digest)
 
     def entries(self, subject_prefix: str | None = None, limit: int | None = None) -> list[AuditEntry]:

@@ -65,14 +65,20 @@ class BoosterModel:
 
     def __init__(self, booster: Any) -> None:
         self.booster_ = booster
-        self.objective_ = str(booster.params.get("objective", booster.dump_model().get("objective", "")))
+        objective = booster.params.get("objective")
+        if objective is None:  # only then walk the whole model: dump_model is slow on large boosters
+            objective = booster.dump_model().get("objective", "")
+        self.objective_ = str(objective)
 
     @property
     def feature_names_in_(self) -> np.ndarray:
         return np.asarray(self.booster_.feature_name())
 
     def _raw(self, X: Any) -> np.ndarray:
-        return np.asarray(self.booster_.predict(X))
+        # Predict with the threads the model was trained with (0 = LightGBM's default, all
+        # cores); all cores on a busy host make OpenMP spin and predictions crawl.
+        threads = int(self.booster_.params.get("num_threads", 0) or 0)
+        return np.asarray(self.booster_.predict(X, num_threads=threads))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         out = self._raw(X)
@@ -175,7 +181,7 @@ def framework_of(model: Any) -> str:
     module = type(model).__module__
     if module.startswith("lightgbm") or isinstance(model, BoosterModel):
         return "lightgbm"
-    if module.startswith("sklearn") or (hasattr(model, "fit") and hasattr(model, "predict")):
+    if module.startswith("sklearn") or hasattr(model, "fit") and hasattr(model, "predict"):
         return "sklearn"
     if isinstance(model, dict) and all(isinstance(v, np.ndarray) for v in model.values()):
         return "safetensors"

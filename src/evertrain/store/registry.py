@@ -11,6 +11,7 @@ transaction as the move itself.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -40,6 +41,44 @@ class _Unset:
 
 
 UNSET: Final = _Unset()
+
+# The statements of register and of alias moves, built once: on SQLite, building a
+# statement costs more than running it, and these run for every version and promotion.
+_b = sa.bindparam
+_MODEL_ID = sa.select(models.c.id).where(models.c.name == _b("name"))
+_MODEL_ID_LOCKED = _MODEL_ID.with_for_update()
+_VERSION_OF_RUN = sa.select(model_versions.c.version).where(
+    model_versions.c.model_id == _b("model_id"), model_versions.c.run_id == _b("run_id")
+)
+_LATEST_VERSION = sa.select(sa.func.max(model_versions.c.version)).where(
+    model_versions.c.model_id == _b("model_id")
+)
+_VERSION_ID = sa.select(model_versions.c.id).where(
+    model_versions.c.model_id == _b("model_id"), model_versions.c.version == _b("version")
+)
+_ALIAS_ROW = sa.select(aliases.c.version, aliases.c.revision).where(
+    aliases.c.model_id == _b("model_id"), aliases.c.alias == _b("alias")
+)
+_ALIAS_ROW_LOCKED = _ALIAS_ROW.with_for_update()
+_ALIASES_ON_TARGET = (
+    sa.select(aliases.c.alias, aliases.c.revision)
+    .where(
+        aliases.c.model_id == _b("model_id"),
+        aliases.c.version == _b("target"),
+        aliases.c.alias != _b("alias"),
+    )
+    .order_by(aliases.c.alias)
+    .with_for_update()
+)
+_MOVE_ALIAS = (
+    sa.update(aliases)
+    .where(
+        aliases.c.model_id == _b("of_model"),
+        aliases.c.alias == _b("of_alias"),
+        aliases.c.revision == _b("seen"),
+    )
+    .values(version=_b("new_version"), revision=_b("new_revision"), updated_at=_b("now"))
+)
 CHAMPION = "champion"
 SNAPSHOT_ROLES = ("train", "valid", "holdout", "golden", "eval")
 
@@ -95,6 +134,16 @@ class AliasMove:
     at: float
 
 
+def _json_object(what: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``value`` as it will read back from the store: strict JSON (no NaN), or a UsageError."""
+    try:
+        text = json.dumps(dict(value or {}), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} must be a JSON object of finite numbers, strings, lists: {exc}") from None
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
 class Registry:
     def __init__(
         self, db: Database, artifacts: ArtifactStore, audit: AuditLog, clock: Callable[[], float]
@@ -107,15 +156,12 @@ class Registry:
     # -- models and versions -------------------------------------------------------------
 
     def _model_id(self, conn: Connection, name: str, *, create: bool = False, lock: bool = False) -> int:
-        query = sa.select(models.c.id).where(models.c.name == name)
-        if lock:
-            query = query.with_for_update()
-        found = conn.execute(query).scalar()
+        found = conn.execute(_MODEL_ID_LOCKED if lock else _MODEL_ID, {"name": name}).scalar()
         if found is not None:
             return int(found)
         if not create:
             raise NotFoundError(f"model {name!r} is not registered")
-        result = conn.execute(sa.insert(models).values(name=name, created_at=self.clock()))
+        result = conn.execute(sa.insert(models), {"name": name, "created_at": self.clock()})
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def register(
@@ -149,19 +195,20 @@ class Registry:
                 raise UsageError(f"snapshot role {role!r} is not one of {', '.join(SNAPSHOT_ROLES)}")
         if parent is not None:
             parent = parse_version(parent)
-        if not self.artifacts.exists(artifact_sha256):
-            raise NotFoundError(f"artifact {artifact_sha256} is not in the artifact store; store it first")
-        size = len(self.artifacts.get(artifact_sha256))
-        params_d, metrics_d = dict(params or {}), dict(metrics or {})
+        # One stat, not a read: the bytes are hashed on every read, so a blob damaged
+        # later is refused then; hashing it here too would double the I/O of each version.
+        try:
+            size = self.artifacts.size(artifact_sha256)
+        except NotFoundError:
+            raise NotFoundError(
+                f"artifact {artifact_sha256} is not in the artifact store; store it first"
+            ) from None
+        params_d, metrics_d = _json_object("params", params), _json_object("metrics", metrics)
 
         def work(conn: Connection) -> ModelVersion:
             model_id = self._model_id(conn, name, create=True, lock=True)
             if run_id is not None:
-                existing = conn.execute(
-                    sa.select(model_versions.c.version).where(
-                        model_versions.c.model_id == model_id, model_versions.c.run_id == run_id
-                    )
-                ).scalar()
+                existing = conn.execute(_VERSION_OF_RUN, {"model_id": model_id, "run_id": run_id}).scalar()
                 if existing is not None:
                     return self._version(conn, name, int(existing))
             if parent is not None:
@@ -174,32 +221,31 @@ class Registry:
                     raise NotFoundError(
                         f"snapshot {sid} is not recorded; snapshot the data before registering"
                     )
-            latest = conn.execute(
-                sa.select(sa.func.max(model_versions.c.version)).where(model_versions.c.model_id == model_id)
-            ).scalar()
+            latest = conn.execute(_LATEST_VERSION, {"model_id": model_id}).scalar()
             version = int(latest or 0) + 1
             now = self.clock()
             result = conn.execute(
-                sa.insert(model_versions).values(
-                    model_id=model_id,
-                    version=version,
-                    artifact_sha256=artifact_sha256,
-                    size_bytes=size,
-                    framework=framework,
-                    params=params_d,
-                    metrics=metrics_d,
-                    code_version=code_version,
-                    parent_version=parent,
-                    trigger=trigger,
-                    run_id=run_id,
-                    created_at=now,
-                    created_by=actor,
-                )
+                sa.insert(model_versions),
+                {
+                    "model_id": model_id,
+                    "version": version,
+                    "artifact_sha256": artifact_sha256,
+                    "size_bytes": size,
+                    "framework": framework,
+                    "params": params_d,
+                    "metrics": metrics_d,
+                    "code_version": code_version,
+                    "parent_version": parent,
+                    "trigger": trigger,
+                    "run_id": run_id,
+                    "created_at": now,
+                    "created_by": actor,
+                },
             )
             version_id = int(result.inserted_primary_key[0])  # type: ignore[index]
             for sid, role in dict.fromkeys(links):
                 conn.execute(
-                    sa.insert(version_snapshots).values(version_id=version_id, snapshot_id=sid, role=role)
+                    sa.insert(version_snapshots), {"version_id": version_id, "snapshot_id": sid, "role": role}
                 )
             self.audit.append(
                 conn,
@@ -217,16 +263,27 @@ class Registry:
                     "code_version": code_version,
                 },
             )
-            return self._version(conn, name, version)
+            return ModelVersion(
+                model=name,
+                version=version,
+                artifact_sha256=artifact_sha256,
+                size_bytes=size,
+                framework=framework,
+                params=params_d,
+                metrics=metrics_d,
+                code_version=code_version,
+                parent=parent,
+                trigger=trigger,
+                run_id=run_id,
+                created_at=now,
+                created_by=actor,
+                snapshots=[{"id": s, "role": r} for r, s in sorted({(r, s) for s, r in links})],
+            )
 
         return run_write(self.db, work)
 
     def _require_version(self, conn: Connection, model_id: int, name: str, version: int) -> int:
-        found = conn.execute(
-            sa.select(model_versions.c.id).where(
-                model_versions.c.model_id == model_id, model_versions.c.version == version
-            )
-        ).scalar()
+        found = conn.execute(_VERSION_ID, {"model_id": model_id, "version": version}).scalar()
         if found is None:
             raise NotFoundError(f"model {name!r} has no version {version}")
         return int(found)
@@ -318,7 +375,7 @@ class Registry:
         version: int | str | None,
         *,
         actor: str,
-        expected: int | _Unset | None = UNSET,
+        expected: int | None | _Unset = UNSET,
         reason: str | None = None,
         action: str = "set_alias",
         clear_others: bool = False,
@@ -360,12 +417,7 @@ class Registry:
                 # Read under the locks this transaction holds, so only aliases that are on
                 # the target now are cleared, never one that moved on since the caller looked.
                 others = conn.execute(
-                    sa.select(aliases.c.alias, aliases.c.revision)
-                    .where(
-                        aliases.c.model_id == model_id, aliases.c.version == target, aliases.c.alias != alias
-                    )
-                    .order_by(aliases.c.alias)
-                    .with_for_update()
+                    _ALIASES_ON_TARGET, {"model_id": model_id, "target": target, "alias": alias}
                 ).all()
                 for other, other_rev in others:
                     self._write_alias(conn, model_id, other, None, int(other_rev), now)
@@ -399,7 +451,7 @@ class Registry:
         version: int | str,
         *,
         actor: str,
-        expected: int | _Unset | None = UNSET,
+        expected: int | None | _Unset = UNSET,
         reason: str | None = None,
     ) -> AliasMove:
         """Make ``version`` the champion; a canary, challenger or shadow alias on it is cleared."""
@@ -469,12 +521,9 @@ class Registry:
 
     @staticmethod
     def _alias_row(conn: Connection, model_id: int, alias: str, lock: bool = False) -> tuple[int | None, int]:
-        query = sa.select(aliases.c.version, aliases.c.revision).where(
-            aliases.c.model_id == model_id, aliases.c.alias == alias
-        )
-        if lock:
-            query = query.with_for_update()
-        row = conn.execute(query).first()
+        row = conn.execute(
+            _ALIAS_ROW_LOCKED if lock else _ALIAS_ROW, {"model_id": model_id, "alias": alias}
+        ).first()
         return (None, 0) if row is None else (row.version, int(row.revision))
 
     @staticmethod
@@ -483,15 +532,20 @@ class Registry:
     ) -> None:
         if revision == 0:
             conn.execute(
-                sa.insert(aliases).values(
-                    model_id=model_id, alias=alias, version=version, revision=1, updated_at=now
-                )
+                sa.insert(aliases),
+                {"model_id": model_id, "alias": alias, "version": version, "revision": 1, "updated_at": now},
             )
             return
         result = conn.execute(
-            sa.update(aliases)
-            .where(aliases.c.model_id == model_id, aliases.c.alias == alias, aliases.c.revision == revision)
-            .values(version=version, revision=revision + 1, updated_at=now)
+            _MOVE_ALIAS,
+            {
+                "of_model": model_id,
+                "of_alias": alias,
+                "seen": revision,
+                "new_version": version,
+                "new_revision": revision + 1,
+                "now": now,
+            },
         )
         if result.rowcount != 1:  # the row lock makes this unreachable; kept as the CAS itself
             raise ConflictError(f"alias {alias} changed under a held lock (revision {revision})")
@@ -499,16 +553,17 @@ class Registry:
     @staticmethod
     def _history(conn: Connection, model_id: int, move: AliasMove) -> None:
         conn.execute(
-            sa.insert(alias_history).values(
-                model_id=model_id,
-                alias=move.alias,
-                from_version=move.from_version,
-                to_version=move.to_version,
-                expected_version=move.expected_version,
-                outcome=move.outcome,
-                action=move.action,
-                actor=move.actor,
-                reason=move.reason,
-                at=move.at,
-            )
+            sa.insert(alias_history),
+            {
+                "model_id": model_id,
+                "alias": move.alias,
+                "from_version": move.from_version,
+                "to_version": move.to_version,
+                "expected_version": move.expected_version,
+                "outcome": move.outcome,
+                "action": move.action,
+                "actor": move.actor,
+                "reason": move.reason,
+                "at": move.at,
+            },
         )

@@ -38,6 +38,7 @@ from evertrain.train.worker import (
     OUT_DIR,
     PARENT_FILE,
     RESULT_FILE,
+    SCORES_FILE,
     execute_job,
     write_error,
 )
@@ -58,6 +59,7 @@ class Outcome:
     model: bytes | None = None
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    holdout_scores: bytes | None = None
 
     @property
     def log_tail(self) -> str:
@@ -73,13 +75,14 @@ def collect(job_dir: Path, seconds: float, error: str | None = None) -> Outcome:
         error = json.loads((out / ERROR_FILE).read_text())["error"]
     if error is None and (out / RESULT_FILE).is_file() and (out / MODEL_FILE).is_file():
         result = json.loads((out / RESULT_FILE).read_text())
-        return Outcome(True, seconds, log, (out / MODEL_FILE).read_bytes(), result)
+        scores = (out / SCORES_FILE).read_bytes() if (out / SCORES_FILE).is_file() else None
+        return Outcome(True, seconds, log, (out / MODEL_FILE).read_bytes(), result, holdout_scores=scores)
     return Outcome(False, seconds, log, error=error or "the training job ended without a model or an error")
 
 
 def clear_outputs(job_dir: Path) -> None:
     """Remove the outputs of an earlier attempt (checkpoints stay: they are how it resumes)."""
-    for name in (MODEL_FILE, RESULT_FILE, ERROR_FILE):
+    for name in (MODEL_FILE, RESULT_FILE, ERROR_FILE, SCORES_FILE):
         with contextlib.suppress(FileNotFoundError):
             (job_dir / OUT_DIR / name).unlink()
 
@@ -191,7 +194,7 @@ def _ray_job(files: dict[str, bytes], checkpoint_dir: str | None) -> dict[str, b
             log(f"failed: {type(exc).__name__}: {exc}")
             write_error(folder, exc)
         out = {LOG_FILE: buffer.getvalue().encode()}
-        for name in (MODEL_FILE, RESULT_FILE, ERROR_FILE):
+        for name in (MODEL_FILE, RESULT_FILE, ERROR_FILE, SCORES_FILE):
             path = folder / OUT_DIR / name
             if path.is_file():
                 out[f"{OUT_DIR}/{name}"] = path.read_bytes()

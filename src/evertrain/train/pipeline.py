@@ -19,11 +19,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from evertrain.data.sources import open_source, read_table
 from evertrain.data.windows import WEIGHT_COLUMN, Window, make_window
 from evertrain.evaluate.evaluation import evaluate_version
 from evertrain.evaluate.metrics import DEFAULT_METRICS
+from evertrain.evaluate.scoring import Scored, importable, load_model, predict_outputs
 from evertrain.exceptions import ConflictError, EvertrainError, IntegrityError, NotFoundError, TrainingFailed
 from evertrain.spec import Spec, dump_spec
 from evertrain.store import Store
@@ -48,9 +50,11 @@ from evertrain.train.worker import PARENT_FILE, TrainJob
 
 RUN_KIND = "train"
 RUN_LEASE_PREFIX = "train-run:"
-#: Threads a training may use when the spec's params do not say; fixed per job so every
-#: executor (Ray workers default to one thread) computes the same sums in the same order.
-DEFAULT_NUM_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: Threads a training uses unless its params say (``num_threads``). One, because every
+#: executor then computes the same sums in the same order (Ray workers run one thread
+#: each), and because several trainings sharing a host with more threads than cores make
+#: OpenMP spin: on a busy 2-core machine, 2 LightGBM threads ran 3-5x slower than 1.
+DEFAULT_NUM_THREADS = 1
 #: Seconds allowed for ``git rev-parse`` when recording the code version.
 GIT_TIMEOUT_SECONDS = 5
 
@@ -261,6 +265,53 @@ class _Step:
         return outcome, sweep_info
 
 
+class _ChampionScorer:
+    """Scores the champion on the new holdout in a thread while the challenger trains.
+
+    The gates need both models' scores on the same rows; the champion's do not depend on
+    the challenger, so they are computed during training (LightGBM and numpy release the
+    GIL while they work) instead of after it. A failure here only means the evaluation
+    scores the champion itself.
+    """
+
+    def __init__(self, step: _Step, window: Window | None, wanted: bool) -> None:
+        self.step = step
+        self.window = window
+        self.wanted = wanted
+        self.scores: dict[int, Scored] = {}
+        self._thread: threading.Thread | None = None
+
+    def _work(self, version: int) -> None:
+        assert self.window is not None
+        spec, store = self.step.spec, self.step.store
+        with contextlib.suppress(Exception):
+            with importable(str(self.step.project)):
+                model = load_model(
+                    store, store.registry.get_version(spec.model.name, version), spec.model.trusted_types
+                )
+                outputs, classes = predict_outputs(
+                    model,
+                    self.window.holdout,
+                    self.window.columns.features,
+                    spec.model.task,
+                    spec.model.target,
+                )
+            self.scores[version] = Scored(outputs, classes)
+
+    def __enter__(self) -> _ChampionScorer:
+        version = _champion(self.step.store, self.step.name)
+        if self.wanted and version is not None and self.window is not None and len(self.window.holdout):
+            self._thread = threading.Thread(
+                target=self._work, args=(version,), name="evertrain-champion-scores", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
 def _finish_failed(step: _Step, run: Run, outcome: Outcome, extra: dict[str, Any]) -> None:
     log_digest = step.store.artifacts.put(outcome.log.encode()) if outcome.log else None
     step.store.runs.finish(
@@ -299,7 +350,7 @@ def train_model(
     step = _Step(store, spec, project, executor, actor or settings.actor())
     name = spec.model.name
     parent = _champion(store, name)
-    params = {
+    params: dict[str, Any] = {
         "cutoff": store.clock(),
         "trigger": trigger,
         "reason": reason,
@@ -324,12 +375,14 @@ def train_model(
             snaps: dict[str, str] = {}
             extra: dict[str, Any] = {}
             metrics: dict[str, Any] = {}
+            scores: Scored | None = None
+            champion = _ChampionScorer(step, None, False)
             if version is None:
                 budget = TrainingBudget(store, name, spec.training.budget)
                 seconds_left = budget.check()
                 window, source_uri, snaps, _golden = step.window(float(params["cutoff"]))
                 extra = {"snapshots": snaps, "window": window.info, "source": source_uri, "resumed": resumed}
-                with budget.slot(step.holder):
+                with budget.slot(step.holder), _ChampionScorer(step, window, evaluate) as champion:
                     step.write_job(job_dir, window, snaps, params.get("parent"))
                     outcome, sweep_info = step.execute(run, job_dir, seconds_left)
                 if sweep_info is not None:
@@ -342,6 +395,11 @@ def train_model(
                         f"run {run.id}: the model bytes do not hash to what the worker reported"
                     )
                 version, metrics = _register(step, run, params, outcome, snaps, window, sweep_info)
+                if outcome.holdout_scores is not None:
+                    held = outcome.result.get("holdout_scores") or {}
+                    scores = Scored.from_arrays(
+                        outcome.holdout_scores, held.get("classes"), held.get("ms_per_row")
+                    )
                 extra.update(
                     curves=outcome.result.get("curves", {}),
                     info=outcome.result.get("info", {}),
@@ -358,10 +416,21 @@ def train_model(
                 report = (
                     _existing_report(store, name, version, run.id)
                     or evaluate_version(
-                        store, spec, name, version, project=project, actor=step.actor, run_id=run.id
+                        store,
+                        spec,
+                        name,
+                        version,
+                        project=project,
+                        actor=step.actor,
+                        run_id=run.id,
+                        challenger_scores=scores,
+                        champion_scores=champion.scores,
                     ).to_dict()
                 )
                 step._timed("evaluate", started)
+                step.timings["score"] = float(metrics.get("score_seconds") or 0.0) + float(
+                    (report.get("timings") or {}).get("score") or 0.0
+                )
             outcome_name = (
                 "registered" if report is None else ("accepted" if report["passed"] else "rejected")
             )
@@ -437,6 +506,7 @@ def _register(
     run_metrics = {
         "train_seconds": outcome.seconds,
         "fit_seconds": result.get("fit_seconds"),
+        "score_seconds": result.get("score_seconds"),
         "valid": measured.get("valid", {}),
         "holdout": measured.get("holdout", {}),
         **{k: v for k, v in result.get("info", {}).items() if isinstance(v, int | float)},

@@ -62,6 +62,7 @@ def _trial_folder(job_dir: Path, index: int, params: dict[str, Any]) -> Path:
     job["trainer"] = dict(job["trainer"], params={**job["trainer"].get("params", {}), **params})
     job["checkpoint_dir"] = str(folder / "checkpoints")
     job["fingerprint"] = f"{job['fingerprint']}:trial:{index}:{json.dumps(params, sort_keys=True)}"
+    job["score_valid"] = True
     (folder / JOB_FILE).write_text(json.dumps(job, sort_keys=True))
     return folder
 

@@ -171,20 +171,29 @@ class SklearnTrainer(Trainer):
     kind = "sklearn"
 
     def make_estimator(self, context: TrainContext, X: pd.DataFrame) -> Any:
+        """The estimator to fit: the spec's, or by default a scaled linear model.
+
+        Text columns are one-hot encoded in front of a bare estimator that cannot read
+        them; the default linear model also gets its numeric columns standardized, which
+        it needs to converge on features of different scales.
+        """
+        from sklearn.compose import ColumnTransformer
         from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
         path = self.spec.estimator or _DEFAULT_ESTIMATOR[context.task]
         estimator = build_estimator(path, dict(self.spec.params))
         text = _text_columns(X)
+        steps: list[tuple[str, Any, list[str]]] = []
         if text and not isinstance(estimator, Pipeline):
-            from sklearn.compose import ColumnTransformer
-            from sklearn.preprocessing import OneHotEncoder
-
-            encode = ColumnTransformer(
-                [("text", OneHotEncoder(handle_unknown="ignore"), text)], remainder="passthrough"
-            )
-            estimator = Pipeline([("encode", encode), ("model", estimator)])
+            steps.append(("text", OneHotEncoder(handle_unknown="ignore"), text))
             context.log(f"one-hot encoding text feature(s) {', '.join(text)} in front of {path}")
+        if self.spec.estimator is None:
+            steps.append(("numeric", StandardScaler(), [c for c in X.columns if c not in text]))
+        if steps:
+            estimator = Pipeline(
+                [("encode", ColumnTransformer(steps, remainder="passthrough")), ("model", estimator)]
+            )
         _seed_everywhere(estimator, context.seed)
         return estimator
 
@@ -221,12 +230,18 @@ class SklearnTrainer(Trainer):
 # -- LightGBM ----------------------------------------------------------------------------------
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write ``path`` whole or not at all (temporary file, then rename).
+
+    ``durable`` also flushes it to disk before the rename; checkpoints skip that, since a
+    checkpoint lost to a power cut only means resuming from an older one, or from scratch.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -275,11 +290,15 @@ class LightGBMTrainer(Trainer):
         folder = context.checkpoint_dir
         if folder is None or not (folder / _CHECKPOINT_STATE).is_file():
             return None
-        state = json.loads((folder / _CHECKPOINT_STATE).read_text())
-        if state.get("fingerprint") != context.fingerprint:
-            context.log("checkpoint belongs to other data or params; starting afresh")
+        try:
+            state = json.loads((folder / _CHECKPOINT_STATE).read_text())
+            if state.get("fingerprint") != context.fingerprint:
+                context.log("checkpoint belongs to other data or params; starting afresh")
+                return None
+            booster = lgb.Booster(model_str=(folder / _CHECKPOINT_MODEL).read_text())
+        except (OSError, ValueError, lgb.basic.LightGBMError) as exc:
+            context.log(f"checkpoint unreadable ({type(exc).__name__}); starting afresh")
             return None
-        booster = lgb.Booster(model_str=(folder / _CHECKPOINT_MODEL).read_text())
         return booster, state
 
     def _save_checkpoint(self, context: TrainContext, booster: Any, state: dict[str, Any]) -> None:
@@ -288,10 +307,9 @@ class LightGBMTrainer(Trainer):
             return
         folder.mkdir(parents=True, exist_ok=True)
         # Model first, state second: a state file always describes a complete model file.
-        write_atomic(folder / _CHECKPOINT_MODEL, booster.model_to_string().encode())
-        write_atomic(
-            folder / _CHECKPOINT_STATE, json.dumps(dict(state, fingerprint=context.fingerprint)).encode()
-        )
+        write_atomic(folder / _CHECKPOINT_MODEL, booster.model_to_string().encode(), durable=False)
+        state_json = json.dumps(dict(state, fingerprint=context.fingerprint)).encode()
+        write_atomic(folder / _CHECKPOINT_STATE, state_json, durable=False)
 
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame, context: TrainContext) -> Any:
         import lightgbm as lgb
@@ -299,11 +317,16 @@ class LightGBMTrainer(Trainer):
         X, y = context.xy(train, categorical_as_category=True)
         self._check_labels(y, context.task)
         params, rounds = self.params(context, y)
-        train_set = lgb.Dataset(X, y.astype(float), weight=context.weights(train), free_raw_data=False)
+        # The Datasets get the params too: built without them, LightGBM uses every core for
+        # them, which on a shared host makes each iteration several times slower.
+        train_set = lgb.Dataset(
+            X, y.astype(float), weight=context.weights(train), free_raw_data=False, params=params
+        )
         valid_sets, valid_names = [], []
         if len(valid):
             Xv, yv = context.xy(valid, categorical_as_category=True)
-            valid_sets, valid_names = [lgb.Dataset(Xv, yv.astype(float), reference=train_set)], ["valid"]
+            valid_sets = [lgb.Dataset(Xv, yv.astype(float), reference=train_set, params=params)]
+            valid_names = ["valid"]
         state: dict[str, Any] = {"done": 0, "best": 0, "best_score": None, "curve": [], "base": 0}
         init = None
         resumed = self._load_checkpoint(context)
@@ -352,13 +375,15 @@ class LightGBMTrainer(Trainer):
                 break
             context.check_deadline(f"after {state['done']} boosting iterations")
             booster.update()
-        keep = state["best"] if (valid_sets and state["best"]) else state["done"]
+        # Without early stopping every round is kept, as asked; with it, the best one.
+        keep = state["best"] if (stop_after and state["best"]) else state["done"]
         total = state["base"] + keep
         context.info.update(
             best_iteration=keep, iterations_run=state["done"], early_stopping_metric=metric_name
         )
         if metric_name:
             context.curves[f"valid_{metric_name}"] = state["curve"]
+            context.info[f"valid_{metric_name}"] = state["curve"][keep - 1]
         context.log(f"boosted {state['done']} iterations, keeping {keep}")
         final = lgb.Booster(model_str=booster.model_to_string(num_iteration=total))
         return BoosterModel(final)

@@ -14,8 +14,10 @@ orphan training behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -28,7 +30,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from evertrain.evaluate.metrics import compute_many
-from evertrain.evaluate.scoring import importable, predict_outputs
+from evertrain.evaluate.scoring import importable, predict_outputs, score
 from evertrain.exceptions import EvertrainError
 from evertrain.store.artifacts import sha256_bytes
 from evertrain.store.formats import get_format
@@ -40,6 +42,7 @@ LOG_FILE = "log.txt"
 OUT_DIR = "out"
 MODEL_FILE = "model.bin"
 RESULT_FILE = "result.json"
+SCORES_FILE = "holdout_scores.npz"
 ERROR_FILE = "error.json"
 DATA_PARTS = ("train", "valid", "holdout")
 #: How often the child checks that its parent is still alive; a dead parent means the
@@ -68,6 +71,9 @@ class TrainJob:
     checkpoint_every: int = 50
     num_threads: int | None = None
     metrics: list[str] = field(default_factory=list)
+    #: Score the valid part too (sweeps rank trials by it). Off by default: early stopping
+    #: already tracks the valid loss, and scoring costs about half as much as training.
+    score_valid: bool = False
 
     def write(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -124,11 +130,16 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
         options = {"trusted": job.trusted_types} if framework == "sklearn" and job.trusted_types else {}
         stored = get_format(framework, **options).loads(data)  # measure exactly what will be registered
         metrics: dict[str, Any] = {}
-        for part, frame in (("valid", valid), ("holdout", holdout)):
-            if len(frame):
-                outputs, _ = predict_outputs(stored, frame, job.features, job.task, job.target)
-                metrics[part] = compute_many(job.metrics, outputs)
-    result = {
+        if job.score_valid and len(valid):
+            outputs, _ = predict_outputs(stored, valid, job.features, job.task, job.target)
+            metrics["valid"] = compute_many(job.metrics, outputs)
+        scored = None
+        score_started = time.perf_counter()
+        if len(holdout):
+            scored = score(stored, holdout, job.features, job.task, job.target)
+            metrics["holdout"] = compute_many(job.metrics, scored.outputs)
+        score_seconds = time.perf_counter() - score_started
+    result: dict[str, Any] = {
         "framework": framework,
         "model_sha256": sha256_bytes(data),
         "size_bytes": len(data),
@@ -136,15 +147,26 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
         "curves": context.curves,
         "info": context.info,
         "fit_seconds": fit_seconds,
+        "score_seconds": score_seconds,
         "job_seconds": time.perf_counter() - started,
     }
+    if scored is not None:
+        result["holdout_scores"] = {"classes": scored.classes, "ms_per_row": scored.ms_per_row}
+        write_atomic(out / SCORES_FILE, scored.arrays())
     write_atomic(out / MODEL_FILE, data)
-    write_atomic(out / RESULT_FILE, json.dumps(result, sort_keys=True).encode())
+    write_atomic(out / RESULT_FILE, json.dumps(result, sort_keys=True, default=_plain).encode())
     log(
         f"done in {fit_seconds:.2f}s: {framework} model, {len(data)} bytes, "
         f"sha256 {result['model_sha256'][:12]}"
     )
     return result
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars (class labels may be numpy ints or strings)."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def write_error(folder: Path, exc: BaseException) -> None:
@@ -154,8 +176,26 @@ def write_error(folder: Path, exc: BaseException) -> None:
     write_atomic(out / ERROR_FILE, json.dumps({"error": message, "type": type(exc).__name__}).encode())
 
 
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to kill this worker the moment its parent dies.
+
+    Polling alone leaves a window in which an orphaned worker could still write a
+    checkpoint while the restarted step already resumes from it.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _watch_parent() -> None:
     parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before the kernel was asked
+        os._exit(EXIT_PARENT_GONE)
 
     def watch() -> None:
         while True:

@@ -84,6 +84,11 @@ def page(store: Store) -> str:
 {sections}<script>{SCRIPT}</script></body></html>"""
 
 
+def mount(app: Any, store: Store) -> None:
+    """Add the dashboard to an ASGI app (the serving app, so one process serves both)."""
+    app.router.routes.extend(routes(store))
+
+
 def routes(store: Store) -> list[Route]:
     async def ui_page(_request: Request) -> HTMLResponse:
         return HTMLResponse(page(store))

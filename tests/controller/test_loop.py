@@ -1,0 +1,87 @@
+"""The controller loop: clean stops, one actor per store, failed steps recorded and survived."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from evertrain.controller.clock import ManualClock
+from evertrain.controller.loop import STEPS, Controller, CycleContext
+from evertrain.exceptions import StoreError
+from evertrain.spec import load_spec
+from evertrain.store import Store
+
+
+def _copy(demo_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    shutil.copytree(demo_run[0], project)
+    return project
+
+
+def test_sigterm_stops_the_loop_cleanly_and_frees_the_lease(
+    demo_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    project = _copy(demo_run, tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evertrain.faces", "run", "--project", str(project)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.startswith("cycle "), first + proc.stderr.read() if proc.stderr else first
+    proc.send_signal(signal.SIGTERM)  # the loop now waits for its next cycle
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "1 cycle(s) run" in out
+    store = Store.for_project(project).open()
+    with store.db.read() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM leases").scalar() == 0
+    cycles = store.runs.list(model="demo", kind="cycle")
+    assert cycles[-1].status == "succeeded"
+
+
+def test_two_controllers_on_one_store_never_both_act(demo_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    project = _copy(demo_run, tmp_path)
+    clock = ManualClock(time.time())
+    store = Store.for_project(project, clock=clock).open()
+    spec = load_spec(project)
+    first = Controller(store, spec, project, clock=clock, holder="a")
+    second = Controller(store, spec, project, clock=clock, holder="b")
+    before = len(store.runs.list(model="demo", kind="cycle"))
+    assert first.cycle()["cycle"] is not None
+    skipped = second.cycle()
+    assert skipped["cycle"] is None and "another controller holds the lease (a)" in skipped["skipped"]
+    assert len(store.runs.list(model="demo", kind="cycle")) == before + 1
+
+
+def test_a_failed_step_is_recorded_and_the_next_cycle_runs(
+    demo_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    from evertrain.controller import steps
+
+    project = _copy(demo_run, tmp_path)
+    clock = ManualClock(time.time())
+    store = Store.for_project(project, clock=clock).open()
+    calls = {"n": 0}
+
+    def flaky_monitor(ctx: CycleContext) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise StoreError("the logs bucket did not answer")
+        return steps.monitor(ctx)
+
+    table = {**steps.STEP_FUNCTIONS, "monitor": flaky_monitor}
+    controller = Controller(store, load_spec(project), project, clock=clock, steps=table, holder="t")
+    broken = controller.cycle()
+    assert broken["monitor"] == {"error": "the logs bucket did not answer"}
+    failed = [r for r in store.runs.list(model="demo", kind="step") if r.status == "failed"]
+    assert failed and failed[-1].error == "the logs bucket did not answer"
+    clock.advance(3600)
+    healthy = controller.cycle()
+    assert healthy["monitor"]["status"] == "ok"
+    assert set(STEPS) <= healthy.keys()

@@ -1,0 +1,121 @@
+"""Executors: the same job gives the same model in every one; crashes and timeouts are failed outcomes."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evertrain.data.examples import make_churn_stream
+from evertrain.train.executors import InlineExecutor, LocalExecutor, RayExecutor, get_executor
+from evertrain.train.worker import TrainJob
+
+FEATURES = ["region", "plan", "tenure_months", "monthly_spend", "support_calls", "visits"]
+MISBEHAVING = """
+import time
+
+
+def crash(train, valid, context):
+    context.log("about to fail")
+    raise ValueError("boom: the data was not what this trainer expected")
+
+
+def sleepy(train, valid, context):
+    time.sleep(60)
+"""
+
+
+def _job(folder: Path, project: Path, trainer: dict[str, Any], time_limit: float = 120.0) -> Path:
+    rows = make_churn_stream(1500, seed=4)
+    folder.mkdir(parents=True)
+    for name, part in (
+        ("train", rows.iloc[:1000]),
+        ("valid", rows.iloc[1000:1200]),
+        ("holdout", rows.iloc[1200:]),
+    ):
+        part.reset_index(drop=True).to_parquet(folder / f"{name}.parquet")
+    TrainJob(
+        trainer=trainer,
+        task="binary",
+        target="churned",
+        features=FEATURES,
+        seed=11,
+        time_limit=time_limit,
+        fingerprint="test",
+        project=str(project),
+        num_threads=2,
+        checkpoint_dir=str(folder / "checkpoints"),
+        metrics=["accuracy", "roc_auc", "log_loss"],
+    ).write(folder)
+    return folder
+
+
+LIGHTGBM = {
+    "kind": "lightgbm",
+    "seed": 11,
+    "early_stopping_rounds": 10,
+    "params": {"num_boost_round": 100, "num_leaves": 7},
+}
+
+
+@pytest.fixture(scope="module")
+def local_outcome(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One LightGBM job run by the local executor, compared with the others below."""
+    folder = tmp_path_factory.mktemp("local")
+    return LocalExecutor().run(_job(folder / "job", folder, LIGHTGBM), time_limit=120)
+
+
+@pytest.fixture
+def misbehaving(project: Path) -> Path:
+    (project / "misbehaving.py").write_text(MISBEHAVING)
+    return project
+
+
+def test_local_and_inline_give_the_same_model(tmp_path: Path, project: Path, local_outcome: Any) -> None:
+    local = local_outcome
+    inline = InlineExecutor().run(_job(tmp_path / "inline", project, LIGHTGBM), time_limit=120)
+    assert local.ok and inline.ok, (local.error, inline.error)
+    assert local.model == inline.model
+    assert local.result["metrics"] == inline.result["metrics"]
+    assert "training lightgbm on 1000 rows" in local.log
+    assert get_executor("local").name == "local"
+
+
+def test_a_crash_is_a_failed_outcome_with_the_error_and_the_log(tmp_path: Path, misbehaving: Path) -> None:
+    trainer = {"kind": "callable", "callable": "misbehaving:crash"}
+    outcome = LocalExecutor().run(_job(tmp_path / "crash", misbehaving, trainer), time_limit=120)
+    assert not outcome.ok and outcome.model is None
+    assert outcome.error == "ValueError: boom: the data was not what this trainer expected"
+    assert "about to fail" in outcome.log and "Traceback" in outcome.log
+    inline = InlineExecutor().run(_job(tmp_path / "crash-inline", misbehaving, trainer), time_limit=120)
+    assert not inline.ok and inline.error == outcome.error
+
+
+def test_a_training_past_its_time_limit_is_killed(tmp_path: Path, misbehaving: Path) -> None:
+    trainer = {"kind": "callable", "callable": "misbehaving:sleepy"}
+    outcome = LocalExecutor().run(_job(tmp_path / "slow", misbehaving, trainer), time_limit=3)
+    assert not outcome.ok and "timed out after its limit of 3s" in str(outcome.error)
+
+
+@pytest.fixture(scope="module")
+def ray_instance() -> Iterator[Any]:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_and_local_give_the_same_metrics(
+    tmp_path: Path, project: Path, ray_instance: Any, local_outcome: Any
+) -> None:
+    local = local_outcome
+    ray_folder = _job(tmp_path / "ray", project, LIGHTGBM)
+    on_ray = RayExecutor().run(ray_folder, time_limit=120)
+    assert local.ok and on_ray.ok, (local.error, on_ray.error)
+    assert on_ray.result["metrics"] == local.result["metrics"]
+    assert on_ray.model == local.model
+    assert "training lightgbm" in on_ray.log
+    shutil.rmtree(ray_folder)

@@ -1,0 +1,184 @@
+"""train_model: registration with lineage, idempotent steps, failures, budgets, sweeps, sources."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from evertrain.data.examples import make_churn_stream
+from evertrain.exceptions import BudgetExhausted, TrainingFailed
+from evertrain.spec import Spec
+from evertrain.store import Store
+from evertrain.train.budget import Leases
+from evertrain.train.pipeline import train_model
+
+DAY = 86_400.0
+CRASHING = """
+def crash(train, valid, context):
+    raise RuntimeError("out of memory, pretend")
+"""
+
+
+def _spec(**changes: Any) -> Spec:
+    base: dict[str, Any] = {
+        "model": {
+            "name": "churn",
+            "target": "churned",
+            "trainer": {
+                "kind": "lightgbm",
+                "seed": 3,
+                "early_stopping_rounds": 10,
+                "params": {"num_boost_round": 60},
+            },
+        },
+        "data": {
+            "source": {"kind": "csv", "path": "churn.csv"},
+            "time_column": "ts",
+            "label_time_column": "label_ts",
+        },
+        "training": {"window": {"kind": "sliding", "rows": 1500}, "executor": "inline"},
+        "gates": [{"kind": "threshold", "metric": "roc_auc", "min": 0.6}],
+    }
+    for dotted, value in changes.items():
+        node = base
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return Spec.model_validate(base)
+
+
+@pytest.fixture
+def rows(project: Path, clock: Any) -> pd.DataFrame:
+    data = make_churn_stream(2500, seed=8)
+    data.to_csv(project / "churn.csv", index=False)
+    clock.now = float(data["label_ts"].max()) + 1.0
+    return data
+
+
+def test_a_training_registers_a_version_with_its_lineage_and_run(
+    store: Store, project: Path, rows: Any
+) -> None:
+    result = train_model(store, _spec(), project, reason="first", trigger="schedule")
+    assert result.outcome == "accepted" and result.version == 1 and not result.resumed
+    mv = store.registry.get_version("churn", 1)
+    assert {s["role"] for s in mv.snapshots} == {"train", "valid", "holdout"}
+    assert (mv.trigger, mv.parent, mv.run_id, mv.framework) == ("schedule", None, result.run_id, "lightgbm")
+    assert mv.code_version and mv.metrics["roc_auc"] == result.metrics["holdout"]["roc_auc"]
+    lineage = store.lineage.of_version("churn", 1)
+    assert lineage["gates"][0]["passed"] and lineage["snapshots"][0]["sources"][0].startswith("csv:")
+    run = store.runs.get(result.run_id)
+    assert run.status == "succeeded" and run.params["cutoff"] == store.clock()
+    assert run.metrics["train_seconds"] > 0 and run.result["curves"]["valid_binary_logloss"]
+    assert run.result["outcome"] == "accepted" and "boosted" in run.result["log_tail"]
+    assert store.artifacts.get(run.result["log_artifact"]).decode().count("training lightgbm") == 1
+    assert set(run.result["timings"]) >= {"window", "snapshot", "train", "register", "evaluate", "total"}
+    assert not (project / ".evertrain" / "work" / run.id).exists()
+    # The next version's parent is the champion of the time.
+    store.registry.promote("churn", 1, actor="tester")
+    assert store.registry.get_version("churn", train_model(store, _spec(), project).version).parent == 1
+
+
+def test_a_step_with_a_key_runs_once(store: Store, project: Path, rows: Any) -> None:
+    first = train_model(store, _spec(), project, key="cycle-7/train")
+    again = train_model(store, _spec(), project, key="cycle-7/train")
+    assert (again.version, again.run_id, again.resumed) == (first.version, first.run_id, True)
+    assert len(store.registry.list_versions("churn")) == 1
+    assert len(store.runs.list(model="churn", kind="train")) == 1
+
+
+def test_a_failed_training_is_a_failed_run_and_no_version(store: Store, project: Path, rows: Any) -> None:
+    (project / "crashing.py").write_text(CRASHING)
+    spec = _spec(**{"model.trainer": {"kind": "callable", "callable": "crashing:crash"}})
+    with pytest.raises(TrainingFailed, match="RuntimeError: out of memory, pretend"):
+        train_model(store, spec, project, key="k")
+    [run] = store.runs.list(model="churn", kind="train")
+    assert (
+        run.status == "failed"
+        and "out of memory" in str(run.error)
+        and "out of memory" in run.result["log_tail"]
+    )
+    assert store.registry.list_models() == ["churn"] and store.registry.list_versions("churn") == []
+    retried = train_model(store, _spec(), project, key="k")
+    assert store.runs.get(retried.run_id).key == "k#2" and retried.version == 1
+
+
+def test_daily_budget_and_concurrency_cap(store: Store, project: Path, rows: Any, clock: Any) -> None:
+    spec = _spec(**{"training.budget": {"daily_train_seconds": 0.001, "max_concurrent": 1}})
+    train_model(store, spec, project)
+    with pytest.raises(BudgetExhausted, match="budget"):
+        train_model(store, spec, project)
+    clock.now += DAY  # a new day, a new budget
+    Leases(store).acquire("train-slot:0", "elsewhere:1:busy")
+    with pytest.raises(BudgetExhausted, match="1 training"):
+        train_model(store, spec, project)
+    refused = store.runs.list(model="churn", kind="train")[-1]
+    assert refused.status == "failed" and "max_concurrent" in str(refused.error)
+
+
+def test_a_small_sweep_records_its_trials(store: Store, project: Path, rows: Any) -> None:
+    pytest.importorskip("optuna")
+    spec = _spec(
+        **{"training.sweep": {"trials": 3, "space": {"num_leaves": [3, 15], "learning_rate": [0.05, 0.2]}}}
+    )
+    result = train_model(store, spec, project)
+    trials = store.runs.list(model="churn", kind="trial")
+    assert len(trials) == 3 and {t.parent_id for t in trials} == {result.run_id}
+    best = store.runs.get(result.run_id).result["sweep"]
+    assert best["metric"] == "log_loss" and best["best_value"] == min(t.metrics["log_loss"] for t in trials)
+    params = store.registry.get_version("churn", result.version).params["params"]
+    assert {k: params[k] for k in best["best_params"]} == best["best_params"]
+
+
+def test_weighted_window_and_golden_set(store: Store, project: Path, rows: pd.DataFrame) -> None:
+    rows.iloc[:300].to_csv(project / "golden.csv", index=False)
+    spec = _spec(
+        **{
+            "training.window": {"kind": "weighted", "half_life": "1d"},
+            "training.holdout": {"fraction": 0.2, "golden_path": "golden.csv"},
+        }
+    )
+    result = train_model(store, spec, project)
+    assert "golden" in result.snapshots
+    assert result.report is not None
+    [evaluation] = store.lineage.evaluations("churn", result.version)
+    assert evaluation["report"]["golden"]["n_rows"] == 300
+
+
+def _partition(root: Path, log: str, frame: pd.DataFrame) -> None:
+    folder = root / log / "model=churn" / "date=2026-01-01"
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False), folder / f"part-{uuid.uuid4().hex}.parquet"
+    )
+
+
+def test_training_from_the_serving_logs(store: Store, project: Path, rows: pd.DataFrame) -> None:
+    features = ["region", "plan", "tenure_months", "monthly_spend", "support_calls", "visits"]
+    ids = [f"r{i}" for i in range(len(rows))]
+    predictions = rows[features].assign(
+        request_id=ids,
+        ts=rows["ts"],
+        model_version=1,
+        arm="champion",
+        latency_ms=1.0,
+        prediction=0.0,
+        score=0.5,
+    )
+    logs = project / ".evertrain" / "logs"
+    _partition(logs, "predictions", predictions)
+    _partition(
+        logs,
+        "feedback",
+        pd.DataFrame({"request_id": ids, "label": rows["churned"].astype(float), "ts": rows["label_ts"]}),
+    )
+    spec = _spec(**{"data": {"source": {"kind": "log"}}})
+    result = train_model(store, spec, project)
+    assert store.registry.get_version("churn", result.version).params["features"] == features
+    assert result.metrics["holdout"]["roc_auc"] > 0.7
