@@ -341,7 +341,12 @@ Gate = Annotated[
 
 class RolloutStep(_Part):
     share: Probability
-    duration: Duration = 600.0
+    duration: Duration = Field(
+        3600.0,
+        description="Least time on this step. The default is one controller cycle (policy.cycle_interval): "
+        "the controller judges a step once a cycle, and the undecided-step limit (6 x duration) must leave "
+        "the canary several cycles to gather min_samples.",
+    )
     min_samples: int = Field(200, ge=1)
     max_duration: Duration | None = Field(
         None,

@@ -14,11 +14,10 @@ when River's ADWIN fires on the error stream).
 What differs from live, and why:
 
 - Rollouts follow the spec's own plan (shadow, canary steps, the watch after promotion),
-  as live; with a label delay a canary waits for its evidence exactly as it would in
-  production, and the batches it takes are part of what a backtest should show. Only the
-  rollout's latency check is switched off (:data:`BACKTEST_MAX_LATENCY_INCREASE`): a
-  replay measures this machine's timing noise, not production latency, and a canary
-  rolled back on it would make the result depend on the load of the machine.
+  as live: with a label delay a canary waits for its evidence exactly as it would in
+  production, and the batches it takes are part of what a backtest should show. The
+  replay logs no latency (there is no network), so a canary is judged on errors and
+  quality, never on the timing noise of the machine running the backtest.
 - Training runs in-process (the ``inline`` executor runs the same job code as ``local``
   without a child process), and the data source is the replay's warehouse folder.
 - Each batch takes ``batch_seconds`` of simulated time (default: the spec's
@@ -82,9 +81,6 @@ WAREHOUSE_GLOB = "warehouse/*.parquet"
 EVENT_TIME, LABEL_TIME = "event_ts", "label_ts"
 #: A target with at most this many distinct integer values is a class label, not a number.
 MAX_CLASSES = 20
-#: The rollout latency check in a backtest: off (see the module docstring). A finite
-#: relative increase no timing noise reaches, since rollout plans are stored as strict JSON.
-BACKTEST_MAX_LATENCY_INCREASE = 1e9
 #: Retrain periods of the "retrain every N batches" baselines.
 DEFAULT_BASELINES_EVERY = (5, 20)
 
@@ -191,9 +187,8 @@ def default_spec(frame: pd.DataFrame, target: str, *, name: str = MODEL_NAME) ->
 
 
 def replay_spec(spec: Spec) -> Spec:
-    """``spec`` as the replay runs it: the warehouse as its source, in-process training, no
-    latency check in rollouts (see the module docstring); every policy, trigger, window,
-    gate and rollout step as written."""
+    """``spec`` as the replay runs it: the warehouse as its source and in-process training;
+    every policy, trigger, window, gate and rollout step as written."""
     data = spec.data.model_copy(
         update={
             "source": SourceSpec(kind="parquet", path=WAREHOUSE_GLOB),
@@ -203,11 +198,7 @@ def replay_spec(spec: Spec) -> Spec:
         }
     )
     training = spec.training.model_copy(update={"executor": "inline"})
-    analysis = spec.rollout.analysis.model_copy(
-        update={"max_latency_increase": BACKTEST_MAX_LATENCY_INCREASE}
-    )
-    rollout = spec.rollout.model_copy(update={"analysis": analysis})
-    return spec.model_copy(update={"data": data, "training": training, "rollout": rollout})
+    return spec.model_copy(update={"data": data, "training": training})
 
 
 def _encode_target(frame: pd.DataFrame, target: str, task: str) -> tuple[pd.DataFrame, list[Any] | None]:
