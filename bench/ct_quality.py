@@ -70,7 +70,13 @@ DRIFTING = ("sea", "agrawal", "hyperplane")
 SEA_NOISE = 0.1
 AGRAWAL_FUNCTIONS = (0, 2, 5, 8)
 AGRAWAL_WIDTH = 5_000
-HYPERPLANE = {"n_features": 10, "n_drift_features": 2, "mag_change": 0.001, "noise_percentage": 0.05, "sigma": 0.1}
+HYPERPLANE = {
+    "n_features": 10,
+    "n_drift_features": 2,
+    "mag_change": 0.001,
+    "noise_percentage": 0.05,
+    "sigma": 0.1,
+}
 SEGMENTS = 4
 
 
@@ -178,7 +184,11 @@ def run_one(name: str, n: int, batch: int, delay: int, seed: int) -> dict[str, A
     frame = STREAMS[name](n, seed)
     began = time.perf_counter()
     result = backtest(
-        frame, spec=spec_for(name, frame), batch_size=batch, label_delay=delay, rules=[AdwinRule()],
+        frame,
+        spec=spec_for(name, frame),
+        batch_size=batch,
+        label_delay=delay,
+        rules=[AdwinRule()],
         what=f"{name} (seed {seed})",
     )
     arms = {"policy": result, **result["baselines"]}
@@ -196,8 +206,10 @@ def run_one(name: str, n: int, batch: int, delay: int, seed: int) -> dict[str, A
             }
             for arm, r in arms.items()
         },
-        "retrains": [{k: r.get(k) for k in ("batch", "reason", "version", "gates", "train_rows")}
-                     for r in result["retrains"]],
+        "retrains": [
+            {k: r.get(k) for k in ("batch", "reason", "version", "gates", "train_rows")}
+            for r in result["retrains"]
+        ],
         "promotions": result["promotions"],
         "rollbacks": result["rollbacks"],
     }
@@ -209,7 +221,8 @@ def median_of(runs: list[dict[str, Any]], arm: str, key: str) -> float:
 
 def machine() -> str:
     versions = ", ".join(
-        f"{p} {metadata.version(p)}" for p in ("evertrain", "river", "scikit-learn", "lightgbm", "numpy", "pandas")
+        f"{p} {metadata.version(p)}"
+        for p in ("evertrain", "river", "scikit-learn", "lightgbm", "numpy", "pandas")
     )
     return (
         f"{platform.machine()}, {os.cpu_count()} cores visible, Python {platform.python_version()} "
@@ -224,12 +237,18 @@ def judge(runs: list[dict[str, Any]], delays: list[int], streams: list[str]) -> 
     for delay in delays:
         if drifting:
             at = [r for r in runs if r["delay"] == delay]
-            ours = statistics.mean(median_of([r for r in at if r["stream"] == s], "policy", "accuracy")
-                                   for s in drifting)
-            ref = statistics.mean(median_of([r for r in at if r["stream"] == s], REFERENCE, "accuracy")
-                                  for s in drifting)
-            n_ours = sum(median_of([r for r in at if r["stream"] == s], "policy", "retrains") for s in drifting)
-            n_ref = sum(median_of([r for r in at if r["stream"] == s], REFERENCE, "retrains") for s in drifting)
+            ours = statistics.mean(
+                median_of([r for r in at if r["stream"] == s], "policy", "accuracy") for s in drifting
+            )
+            ref = statistics.mean(
+                median_of([r for r in at if r["stream"] == s], REFERENCE, "accuracy") for s in drifting
+            )
+            n_ours = sum(
+                median_of([r for r in at if r["stream"] == s], "policy", "retrains") for s in drifting
+            )
+            n_ref = sum(
+                median_of([r for r in at if r["stream"] == s], REFERENCE, "retrains") for s in drifting
+            )
             close = ours >= ref - MAX_ACCURACY_GAP
             few = n_ours <= MAX_RETRAIN_SHARE * n_ref
             lines.append(

@@ -267,7 +267,9 @@ class PolicySpec(_Part):
         "What stops a retrain from triggering another is evidence: the new champion needs its own "
         "labelled rows before its performance can trigger; the cooldown only spaces retrains out.",
     )
-    max_retrains_per_day: int = Field(4, ge=0, description="A cap on the cost of retraining, manual ones aside.")
+    max_retrains_per_day: int = Field(
+        4, ge=0, description="A cap on the cost of retraining (manual retrains are not held by it)."
+    )
     cycle_interval: Duration = Field(3600.0, description="Time between controller cycles.")
 
 

@@ -66,7 +66,9 @@ def after_change(batches: list[dict[str, Any]]) -> float:
 def test_a_concept_change_is_retrained_for_and_beats_never_retraining(tmp_path: Path) -> None:
     result = run_cli(tmp_path, concept_change(), "change")
     # the JSON of DESIGN.md
-    assert {"batches", "retrains", "promotions", "mean_accuracy", "n_retrains", "train_seconds"} <= set(result)
+    assert {"batches", "retrains", "promotions", "mean_accuracy", "n_retrains", "train_seconds"} <= set(
+        result
+    )
     assert all({"index", "accuracy", "model_version"} <= set(b) for b in result["batches"])
     assert [b["index"] for b in result["batches"]] == list(range(result["settings"]["warm_batches"], BATCHES))
     assert result["n_retrains"] == len(result["retrains"]) >= 1
@@ -107,8 +109,14 @@ def test_the_function_needs_a_target_outside_a_project() -> None:
 
 @pytest.mark.parametrize(
     ("values", "task"),
-    [([0, 1, 1, 0], "binary"), ([True, False], "binary"), (["a", "b", "c"], "multiclass"),
-     ([0, 1, 2, 3], "multiclass"), ([0.5, 1.25, 3.0], "regression"), (list(range(50)), "regression")],
+    [
+        ([0, 1, 1, 0], "binary"),
+        ([True, False], "binary"),
+        (["a", "b", "c"], "multiclass"),
+        ([0, 1, 2, 3], "multiclass"),
+        ([0.5, 1.25, 3.0], "regression"),
+        (list(range(50)), "regression"),
+    ],
 )
 def test_the_task_is_inferred_from_the_target(values: list[Any], task: str) -> None:
     assert infer_task(pd.Series(values)) == task

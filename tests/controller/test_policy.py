@@ -152,8 +152,15 @@ def test_a_drift_whose_labels_show_no_loss_is_recorded_not_retrained_for() -> No
     onset = Observation(at=T0, share_drifted=0.5, drifted_columns=("x1",), reference_id="r")
     _, h = decide(spec, onset, History())
     # the champion does as well on the rows since the drift began as when it was trained
-    harmless = Observation(at=T0 + 3600, share_drifted=0.5, drifted_columns=("x1",), reference_id="r",
-                           labels_after_onset=500, metric_after_onset=0.88, baseline=0.9)
+    harmless = Observation(
+        at=T0 + 3600,
+        share_drifted=0.5,
+        drifted_columns=("x1",),
+        reference_id="r",
+        labels_after_onset=500,
+        metric_after_onset=0.88,
+        baseline=0.9,
+    )
     decision, h = decide(spec, harmless, h)
     assert decision.action == "none" and decision.triggers == []
     assert "the inputs moved, the predictions held" in decision.held[0] and "0.880" in decision.held[0]
@@ -164,20 +171,38 @@ def test_a_drift_whose_labels_show_no_loss_is_recorded_not_retrained_for() -> No
 
 def test_a_drift_whose_labels_show_a_loss_retrains_on_the_rows_after_it() -> None:
     spec = make_spec(triggers={"drift": {"min_labels_after": 300}}, policy={"cooldown": 0})
-    onset = Observation(at=T0, share_drifted=0.5, drifted_columns=("x1",), reference_id="r", window_start=T0 - 60)
+    onset = Observation(
+        at=T0, share_drifted=0.5, drifted_columns=("x1",), reference_id="r", window_start=T0 - 60
+    )
     _, h = decide(spec, onset, History())
-    hurt = Observation(at=T0 + 3600, share_drifted=0.5, drifted_columns=("x1",), reference_id="r",
-                       labels_after_onset=500, metric_after_onset=0.7, baseline=0.9)
+    hurt = Observation(
+        at=T0 + 3600,
+        share_drifted=0.5,
+        drifted_columns=("x1",),
+        reference_id="r",
+        labels_after_onset=500,
+        metric_after_onset=0.7,
+        baseline=0.9,
+    )
     decision, h = decide(spec, hurt, h)
     assert decision.action == "retrain" and decision.triggers == ["drift"]
     assert decision.since == T0 - 60
     assert "accuracy is 0.700 (baseline 0.900)" in decision.reasons[0]
     assert h.episode_outcome == "retrained"
     # without confirmation the same labels are not asked
-    unconfirmed = make_spec(triggers={"drift": {"min_labels_after": 300, "confirm": False}}, policy={"cooldown": 0})
+    unconfirmed = make_spec(
+        triggers={"drift": {"min_labels_after": 300, "confirm": False}}, policy={"cooldown": 0}
+    )
     _, h = decide(unconfirmed, onset, History())
-    harmless = Observation(at=T0 + 3600, share_drifted=0.5, drifted_columns=("x1",), reference_id="r",
-                           labels_after_onset=500, metric_after_onset=0.9, baseline=0.9)
+    harmless = Observation(
+        at=T0 + 3600,
+        share_drifted=0.5,
+        drifted_columns=("x1",),
+        reference_id="r",
+        labels_after_onset=500,
+        metric_after_onset=0.9,
+        baseline=0.9,
+    )
     assert decide(unconfirmed, harmless, h)[0].action == "retrain"
 
 

@@ -140,8 +140,8 @@ def infer_task(values: pd.Series) -> str:
     Booleans and text are classes; integers with at most :data:`MAX_CLASSES` distinct
     values are classes; any other number is a regression target.
 
-    >>> infer_task(pd.Series([0, 1, 1])), infer_task(pd.Series(["a", "b", "c"])), infer_task(pd.Series([0.5, 2.0]))
-    ('binary', 'multiclass', 'regression')
+    >>> [infer_task(pd.Series(v)) for v in ([0, 1, 1], ["a", "b", "c"], [0.5, 2.0])]
+    ['binary', 'multiclass', 'regression']
     """
     distinct = values.dropna().unique()
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
@@ -227,17 +227,20 @@ def check_table(frame: pd.DataFrame, target: str, *, batch_size: int, warm_batch
     missing = int(frame[target].isna().sum())
     if missing:
         raise DataValidationError(
-            f"{what}: target column {target!r} has {missing} missing values; a backtest needs every row labelled"
+            f"{what}: target column {target!r} has {missing} missing values; "
+            "a backtest needs every row labelled"
         )
     if frame[target].nunique() < 2:
         raise DataValidationError(
-            f"{what}: target column {target!r} holds one value only ({frame[target].iloc[0]!r}): nothing to learn"
+            f"{what}: target column {target!r} holds one value only ({frame[target].iloc[0]!r}): "
+            "nothing to learn"
         )
     need = (warm_batches + MIN_REPLAYED_BATCHES) * batch_size
     if len(frame) < need - batch_size + 1:
         raise DataValidationError(
             f"{what}: too few rows: {len(frame)}; a backtest in batches of {batch_size} needs at least "
-            f"{warm_batches + MIN_REPLAYED_BATCHES} batches ({warm_batches} warm, {MIN_REPLAYED_BATCHES} replayed), "
+            f"{warm_batches + MIN_REPLAYED_BATCHES} batches "
+            f"({warm_batches} warm, {MIN_REPLAYED_BATCHES} replayed), "
             f"i.e. more than {need - batch_size} rows"
         )
 
@@ -266,25 +269,25 @@ class _Timeline:
         return r.start + (index - r.warm_batches + 1) * r.batch_seconds
 
 
+@dataclass(frozen=True)
+class _Fitted:
+    model: Any
+    features: list[str]
+
+
 @dataclass
 class _Baseline:
     """One baseline's model and record as it replays the batches."""
 
     rule: RetrainRule
-    model: _Fitted | None = None
-    version: int = 0
+    model: _Fitted
+    version: int = 1
     batches: list[dict[str, Any]] = field(default_factory=list)
     retrains: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
     correct: int = 0
     rows: int = 0
     served: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict)  # batch -> (version, predictions)
-
-
-@dataclass(frozen=True)
-class _Fitted:
-    model: Any
-    features: list[str]
 
 
 def _fit(spec: Spec, known: pd.DataFrame, cutoff: float) -> tuple[_Fitted, float]:
@@ -328,10 +331,8 @@ def run_baselines(
     target, task = spec.model.target, spec.model.task
     warm = replay.warm_batches
     known_parts = [timeline.labelled(source.offline_batch(i), i, replay.start) for i in range(warm)]
-    runs = [_Baseline(rule) for rule in rules]
     first, seconds = _fit(spec, pd.concat(known_parts, ignore_index=True), replay.start)
-    for run in runs:
-        run.model, run.version, run.train_seconds = first, 1, seconds
+    runs = [_Baseline(rule, first, train_seconds=seconds) for rule in rules]
     for index in range(warm, source.n_batches):
         frame = source.served(index)
         labels = frame[target].to_numpy(dtype=float)
@@ -435,10 +436,11 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
     replay.clock.set(replay.start)
     boot = replay.controller.cycle()
     trained = boot.get("train") or {}
+    first_seconds = float(trained.get("seconds") or 0.0)
     initial = {
         "version": trained.get("version"),
         "reason": "; ".join((boot.get("decide") or {}).get("reasons", [])),
-        "train_seconds": float(trained.get("seconds") or 0.0),
+        "train_seconds": first_seconds,
     }
     if _aliases(store, name).get("champion") is None:
         raise DataValidationError(
@@ -449,7 +451,7 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
     retrains: list[dict[str, Any]] = []
     promotions: list[dict[str, Any]] = []
     rollbacks: list[dict[str, Any]] = []
-    train_seconds = initial["train_seconds"]
+    train_seconds = first_seconds
     correct = rows = 0
     for index in range(replay.warm_batches, replay.source.n_batches):
         before = _aliases(store, name)

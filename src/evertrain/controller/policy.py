@@ -236,9 +236,10 @@ def decide(
         )
         if obs.labels_after_onset >= need and harmless:
             held.append(
-                f"drift on {cols}: the champion's {perf.metric} on the {obs.labels_after_onset} labelled rows "
-                f"since it began is {obs.metric_after_onset:.3f}, not below its baseline {obs.baseline:.3f} by "
-                f"more than {perf.drop:.3f}: the inputs moved, the predictions held; no retrain"
+                f"drift on {cols}: the champion's {perf.metric} on the {obs.labels_after_onset} labelled "
+                f"rows since it began is {obs.metric_after_onset:.3f}, not below its baseline "
+                f"{obs.baseline:.3f} by more than {perf.drop:.3f}: the inputs moved, the predictions held; "
+                "no retrain"
             )
             new.episode_reference = new.pending_reference
             new.episode_columns = sorted(set(new.episode_columns) | set(new.pending_columns))
