@@ -136,3 +136,45 @@ def test_bad_input_exits_2_with_a_one_line_reason(tmp_path: Path, capsys: pytest
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert reason in err and len(err.splitlines()) == 1, err
+
+
+def test_inside_a_project_its_spec_is_replayed_and_its_store_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "evertrain.yaml").write_text(
+        "model: {name: churn, target: y, features: [x1, x2]}\n"
+        "data: {source: {kind: parquet, path: data/*.parquet}, time_column: t}\n"
+        "policy: {cooldown: 0}\n"
+    )
+    data = tmp_path / "history.parquet"
+    concept_change().head(12 * BATCH_ROWS).to_parquet(data, index=False)
+    out = tmp_path / "out.json"
+    argv = ["backtest", str(data), "--project", str(project), "--batch-size", str(BATCH_ROWS)]
+    assert main([*argv, "--json", str(out), "--label-delay", "1"]) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["model"] == "churn" and result["settings"]["features"] == ["x1", "x2"]
+    assert result["settings"]["label_delay_batches"] == 1
+    assert not (project / ".evertrain").exists()  # the replay ran in a throwaway project
+    capsys.readouterr()
+    assert main([*argv, "--target", "x3"]) == 2
+    assert "predicts 'y', not 'x3'" in capsys.readouterr().err
+
+
+def test_text_classes_are_coded_and_regression_is_scored_by_r2() -> None:
+    rng = np.random.default_rng(3)
+    n = 8 * 200
+    x = rng.normal(size=(n, 2))
+    grade = np.where(x[:, 0] > 0.5, "high", np.where(x[:, 0] < -0.5, "low", "mid"))
+    classes = backtest(pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "y": grade}), target="y", batch_size=200)
+    assert classes["settings"]["task"] == "multiclass"
+    assert classes["settings"]["classes"] == ["high", "low", "mid"]
+    assert classes["mean_accuracy"] > 0.9
+    amount = 2 * x[:, 0] - x[:, 1] + rng.normal(scale=0.1, size=n)
+    numbers = backtest(pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "y": amount}), target="y", batch_size=200)
+    assert (numbers["settings"]["task"], numbers["settings"]["metric"]) == ("regression", "r2")
+    assert all(0.9 < b["accuracy"] <= 1.0 for b in numbers["batches"])
+    # the policy's champion and the never-retrain baseline are the same model on the same rows
+    never = numbers["baselines"]["never"]["batches"]
+    assert [round(b["accuracy"], 6) for b in numbers["batches"]] == [round(b["accuracy"], 6) for b in never]

@@ -63,6 +63,7 @@ from evertrain.exceptions import DataValidationError, NotFoundError, UsageError
 from evertrain.monitor.tests import CATEGORICAL, NUMERIC
 from evertrain.spec import SourceSpec, Spec
 from evertrain.store import Store
+from evertrain.train.pipeline import DEFAULT_NUM_THREADS
 from evertrain.train.trainers import TrainContext, get_trainer
 
 #: Simulated time of the first replayed batch: 2026-01-05 00:00 UTC, a Monday, so daily
@@ -300,6 +301,7 @@ def _fit(spec: Spec, known: pd.DataFrame, cutoff: float) -> tuple[_Fitted, float
         features=window.columns.features,
         seed=spec.model.trainer.seed,
         early_stopping_rounds=spec.model.trainer.early_stopping_rounds,
+        num_threads=int(spec.model.trainer.params.get("num_threads") or DEFAULT_NUM_THREADS),
         log=lambda _line: None,
     )
     began = time.perf_counter()
