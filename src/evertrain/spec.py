@@ -389,11 +389,13 @@ class ServingSpec(_Part):
     shadow_queue_max: int = Field(1000, ge=1, description="Requests waiting for the shadow; more are not mirrored.")
 
 
+AlertEvent = Literal["drift", "decision", "gate_failed", "promotion", "rollback"]
+ALERT_EVENTS: tuple[AlertEvent, ...] = ("drift", "decision", "gate_failed", "promotion", "rollback")
+
+
 class Webhook(_Part):
     url: str
-    events: list[Literal["drift", "decision", "gate_failed", "promotion", "rollback"]] = Field(
-        default_factory=lambda: ["drift", "decision", "gate_failed", "promotion", "rollback"]
-    )
+    events: list[AlertEvent] = Field(default_factory=lambda: list(ALERT_EVENTS))
     retries: int = Field(5, ge=0)
 
 

@@ -72,10 +72,11 @@ def monitor(ctx: CycleContext) -> dict[str, Any]:
         features = [c for c in feature_columns(ctx, reference) if c in served.column_names]
         drift_cfg = spec.monitoring.drift
         report = drift(
-            reference.select(features), served.select(features),
-            correction=drift_cfg.correction, alpha=drift_cfg.alpha,
-        )
-        report = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+            reference.select(features),
+            served.select(features),
+            correction=drift_cfg.correction,
+            alpha=drift_cfg.alpha,
+        ).to_dict()
         out["reference"] = snap
         out["drift"] = {
             "share_drifted": report["share_drifted"],
