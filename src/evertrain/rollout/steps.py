@@ -297,26 +297,12 @@ def start_rollout(
             payload={"version": number, "baseline": champion, "phase": phase, "share": share, "plan": plan},
         )
         row = conn.execute(sa.select(rollouts).where(rollouts.c.id == rollout_id)).one()
-    started = _row(row, name)
-    # The row (with its share) first, then the alias: a replica that sees the alias finds the share.
-    try:
+        # The row (with its share) and the alias in one transaction: a replica that sees the
+        # alias finds the share, and a crash leaves neither.
         store.registry.set_alias(
             name, alias, number, actor=actor, reason=reason or f"rollout of v{number}", action="rollout_start"
         )
-    except Exception as exc:
-        _transition(
-            store,
-            started,
-            actor=actor,
-            action="abort",
-            now=now,
-            phase=DONE,
-            outcome=ABORTED,
-            ended_at=now,
-            reasons=[f"could not point the {alias} alias at v{number}: {exc}"],
-        )
-        raise
-    return started
+    return _row(row, name)
 
 
 def _step_config(r: Rollout) -> tuple[dict[str, Any], bool]:
@@ -442,10 +428,13 @@ def advance(
     if r is None:
         return Decision("none", [f"model {name!r} has no active rollout"], None)
     try:
-        reconciled = _reconcile(store, r, actor, now)
-        if reconciled is not None:
-            return reconciled
-        return _judge(store, r, actor, now, logs_url or store.logs_url)
+        # One transaction: an alias move and the row's transition (with its audit entry)
+        # commit together, so a crash can never leave one without the other.
+        with store.db.write():
+            reconciled = _reconcile(store, r, actor, now)
+            if reconciled is not None:
+                return reconciled
+            return _judge(store, r, actor, now, logs_url or store.logs_url)
     except ConflictError as exc:
         return Decision("none", [str(exc)], get_active(store, name))
 
@@ -482,7 +471,6 @@ def _judge(store: Store, r: Rollout, actor: str, now: float, logs_url: str | Non
     elapsed = now - r.step_started_at
     if r.phase == WATCHING:
         duration = float(r.plan.get("watch_after_promotion") or 0.0)
-        steps = r.plan.get("steps") or [r.plan.get("shadow") or {}]
         after = analysis.read_logs(logs_url, r.model, r.step_started_at, now)
         before = analysis.read_logs(
             logs_url, r.model, r.step_started_at - max(elapsed, 1.0), r.step_started_at
