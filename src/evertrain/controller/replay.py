@@ -229,8 +229,7 @@ class Replay:
 
     def run(self, on_batch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
         """Replay every batch not replayed yet (all of them on a fresh project); resumes after a kill."""
-        if not any((self.project / "warehouse").glob("*.parquet")):
-            self.prepare()
+        self.prepare()  # rewrites the same files: a replay killed while preparing starts whole
         results = []
         for index in range(self.next_batch(), self.source.n_batches):
             result = self.batch(index)
