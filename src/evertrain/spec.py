@@ -10,8 +10,8 @@ Durations are seconds or strings such as ``"90s"``, ``"15m"``, ``"6h"``, ``"7d"`
 
 >>> spec = Spec.model_validate({"model": {"name": "churn", "target": "label"},
 ...                             "data": {"source": {"kind": "csv", "path": "data.csv"}}})
->>> spec.training.window.kind, spec.policy.cooldown
-('sliding', 86400.0)
+>>> spec.training.window.kind, spec.policy.cooldown, spec.gates[0].kind
+('sliding', 21600.0, 'superiority')
 """
 
 from __future__ import annotations
@@ -216,6 +216,12 @@ class DriftTrigger(_Part):
         description="Labelled rows from after the drift began that a drift-triggered retrain waits for, "
         "so that it learns from the new data rather than the old (0: retrain at once).",
     )
+    confirm: bool = Field(
+        True,
+        description="Retrain for a drift only if the champion's realized metric on the labelled rows from "
+        "after it began is below its baseline by more than triggers.performance.drop; a shift of the inputs "
+        "that leaves the predictions as good as before is recorded and left alone.",
+    )
 
 
 class PerformanceTrigger(_Part):
@@ -223,6 +229,12 @@ class PerformanceTrigger(_Part):
     metric: str = "accuracy"
     drop: float = Field(0.05, ge=0.0, description="Trigger when the metric falls this far below its baseline.")
     min_labels: int = Field(200, ge=1)
+    learn_from: Literal["decay", "window"] = Field(
+        "decay",
+        description="What a retrain for decayed performance learns from: 'decay', the rows of the monitored "
+        "window in which the decay showed, and after (the rows the champion now fails on); 'window', the "
+        "training window as configured.",
+    )
 
 
 class EstimatedPerformanceTrigger(_Part):
@@ -249,8 +261,15 @@ class TriggersSpec(_Part):
 
 
 class PolicySpec(_Part):
-    cooldown: Duration = Field(86400.0, description="No retrain sooner than this after the last one.")
-    max_retrains_per_day: int = Field(2, ge=0)
+    cooldown: Duration = Field(
+        6 * 3600.0,
+        description="No retrain sooner than this after the last one (the first model's training counts). "
+        "What stops a retrain from triggering another is evidence: the new champion needs its own "
+        "labelled rows before its performance can trigger; the cooldown only spaces retrains out.",
+    )
+    max_retrains_per_day: int = Field(
+        4, ge=0, description="A cap on the cost of retraining (manual retrains are not held by it)."
+    )
     cycle_interval: Duration = Field(3600.0, description="Time between controller cycles.")
 
 
@@ -324,7 +343,12 @@ Gate = Annotated[
 
 class RolloutStep(_Part):
     share: Probability
-    duration: Duration = 600.0
+    duration: Duration = Field(
+        3600.0,
+        description="Least time on this step. The default is one controller cycle (policy.cycle_interval): "
+        "the controller judges a step once a cycle, and the undecided-step limit (6 x duration) must leave "
+        "the canary several cycles to gather min_samples.",
+    )
     min_samples: int = Field(200, ge=1)
     max_duration: Duration | None = Field(
         None,
@@ -403,6 +427,21 @@ class AlertsSpec(_Part):
     webhooks: list[Webhook] = Field(default_factory=list)
 
 
+#: The primary metric of each task: what the default gate compares.
+PRIMARY_METRIC = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse"}
+
+
+def default_gates(task: str) -> list[dict[str, Any]]:
+    """The gates of a project that names none: the challenger must beat the champion on the
+    task's primary metric, on the same fresh holdout (paired bootstrap, 95%, no margin).
+
+    A retrain that is only as good as the champion is not worth a rollout; and when the
+    inputs shift while the labelling rule stays the same, a retrained model is no better,
+    so nothing is promoted. The first version passes (there is no champion to beat).
+    """
+    return [{"kind": "superiority", "metric": PRIMARY_METRIC.get(task, "accuracy"), "margin": 0.0}]
+
+
 class Spec(_Part):
     """The whole project file."""
 
@@ -414,11 +453,22 @@ class Spec(_Part):
     policy: PolicySpec = Field(default_factory=PolicySpec)
     gates: list[Gate] = Field(
         default_factory=list,
-        description="Empty: a challenger needs only to train; the first version is promoted by champion-free gates.",
+        description="Absent: one superiority gate on the task's primary metric (accuracy, or rmse for "
+        "regression): the challenger must beat the champion on the same holdout. An empty list: a "
+        "challenger needs only to train. The first version passes champion-relative gates.",
     )
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gates_by_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "gates" in data:
+            return data
+        model = data.get("model")
+        task = model.get("task", "binary") if isinstance(model, dict) else getattr(model, "task", "binary")
+        return {**data, "gates": default_gates(str(task))}
 
 
 # -- loading with file, line and field in errors --------------------------------------------

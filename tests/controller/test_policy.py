@@ -145,3 +145,70 @@ def test_bad_cron_is_refused() -> None:
         cron_due("* * *", None, T0)
     with pytest.raises(ValueError, match="outside"):
         cron_due("99 * * * *", None, T0)
+
+
+def test_a_drift_whose_labels_show_no_loss_is_recorded_not_retrained_for() -> None:
+    spec = make_spec(triggers={"drift": {"min_labels_after": 300}}, policy={"cooldown": 0})
+    onset = Observation(at=T0, share_drifted=0.5, drifted_columns=("x1",), reference_id="r")
+    _, h = decide(spec, onset, History())
+    # the champion does as well on the rows since the drift began as when it was trained
+    harmless = Observation(
+        at=T0 + 3600,
+        share_drifted=0.5,
+        drifted_columns=("x1",),
+        reference_id="r",
+        labels_after_onset=500,
+        metric_after_onset=0.88,
+        baseline=0.9,
+    )
+    decision, h = decide(spec, harmless, h)
+    assert decision.action == "none" and decision.triggers == []
+    assert "the inputs moved, the predictions held" in decision.held[0] and "0.880" in decision.held[0]
+    assert h.pending_onset is None and h.episode_outcome == "harmless" and h.episode_columns == ["x1"]
+    later, _ = decide(spec, harmless, h)  # the same shift goes on: not looked at again
+    assert later.action == "none" and "showed no loss" in later.held[0]
+
+
+def test_a_drift_whose_labels_show_a_loss_retrains_on_the_rows_after_it() -> None:
+    spec = make_spec(triggers={"drift": {"min_labels_after": 300}}, policy={"cooldown": 0})
+    onset = Observation(
+        at=T0, share_drifted=0.5, drifted_columns=("x1",), reference_id="r", window_start=T0 - 60
+    )
+    _, h = decide(spec, onset, History())
+    hurt = Observation(
+        at=T0 + 3600,
+        share_drifted=0.5,
+        drifted_columns=("x1",),
+        reference_id="r",
+        labels_after_onset=500,
+        metric_after_onset=0.7,
+        baseline=0.9,
+    )
+    decision, h = decide(spec, hurt, h)
+    assert decision.action == "retrain" and decision.triggers == ["drift"]
+    assert decision.since == T0 - 60
+    assert "accuracy is 0.700 (baseline 0.900)" in decision.reasons[0]
+    assert h.episode_outcome == "retrained"
+    # without confirmation the same labels are not asked
+    unconfirmed = make_spec(
+        triggers={"drift": {"min_labels_after": 300, "confirm": False}}, policy={"cooldown": 0}
+    )
+    _, h = decide(unconfirmed, onset, History())
+    harmless = Observation(
+        at=T0 + 3600,
+        share_drifted=0.5,
+        drifted_columns=("x1",),
+        reference_id="r",
+        labels_after_onset=500,
+        metric_after_onset=0.9,
+        baseline=0.9,
+    )
+    assert decide(unconfirmed, harmless, h)[0].action == "retrain"
+
+
+def test_a_retrain_for_decay_learns_from_where_the_decay_showed() -> None:
+    obs = Observation(at=T0, metric=0.6, baseline=0.9, n_labels=1000, realized_since=T0 - 7200)
+    decision, _ = decide(make_spec(), obs, History())
+    assert decision.action == "retrain" and decision.since == T0 - 7200
+    window = make_spec(triggers={"performance": {"learn_from": "window"}})
+    assert decide(window, obs, History())[0].since is None

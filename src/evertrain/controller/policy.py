@@ -9,7 +9,10 @@ The rules, in order:
 1. A trigger fires: drift on at least ``triggers.drift.share_drifted`` of the columns
    for ``consecutive`` windows in a row, once ``min_labels_after`` labelled rows from
    after the drift began have arrived (retraining before that would learn the old
-   data again: labels come late); realized performance below the baseline by
+   data again: labels come late) and, with ``triggers.drift.confirm``, the champion's
+   realized metric on those rows is below its baseline by ``triggers.performance.drop``
+   (a shift of the inputs that does not hurt the predictions is recorded, not retrained
+   for); realized performance below the baseline by
    ``triggers.performance.drop`` with at least ``min_labels`` labels; estimated
    performance below its baseline by ``triggers.estimated_performance.drop``; the
    schedule is due; enough new labelled rows; or a manual request.
@@ -20,7 +23,12 @@ The rules, in order:
 3. Hysteresis: once a retrain was made for a drift episode, that same episode (drift
    persisting on the same columns against the same reference) does not trigger again;
    a column that starts drifting is new evidence, and a new reference (a promotion)
-   starts a new episode.
+   starts a new episode. An episode found harmless by its labels is closed the same way.
+
+A drift-triggered retrain learns from the rows after the drift began; a retrain for
+decayed performance (with ``triggers.performance.learn_from: decay``) learns from the
+rows of the monitored window in which the decay showed, and after: those are the rows
+the champion now fails on, while the configured window may still be mostly the old data.
 """
 
 from __future__ import annotations
@@ -50,6 +58,8 @@ class Observation:
     new_labelled_rows: int = 0
     reference_id: str | None = None  # what drift was measured against
     labels_after_onset: int = 0  # labelled rows served since a pending drift began
+    metric_after_onset: float | None = None  # the champion's realized metric on those rows
+    realized_since: float | None = None  # event time of the oldest row behind ``metric``
     window_start: float | None = None  # when the monitored window began (a drift began no later)
     rollout_version: int | None = None  # a challenger in shadow or canary right now
 
@@ -63,6 +73,7 @@ class History:
     drift_streak: int = 0
     episode_reference: str | None = None  # reference of the drift episode already retrained for
     episode_columns: list[str] = field(default_factory=list)  # columns that episode covered
+    episode_outcome: str | None = None  # "retrained", or "harmless" when its labels showed no loss
     last_scheduled: float | None = None
     pending_onset: float | None = None  # when a drift began that awaits post-drift labels
     pending_columns: list[str] = field(default_factory=list)
@@ -75,6 +86,7 @@ class History:
             "drift_streak": self.drift_streak,
             "episode_reference": self.episode_reference,
             "episode_columns": self.episode_columns,
+            "episode_outcome": self.episode_outcome,
             "last_scheduled": self.last_scheduled,
             "pending_onset": self.pending_onset,
             "pending_columns": self.pending_columns,
@@ -90,6 +102,7 @@ class History:
             drift_streak=int(data.get("drift_streak", 0)),
             episode_reference=data.get("episode_reference"),
             episode_columns=list(data.get("episode_columns", [])),
+            episode_outcome=data.get("episode_outcome"),
             last_scheduled=data.get("last_scheduled"),
             pending_onset=data.get("pending_onset"),
             pending_columns=list(data.get("pending_columns", [])),
@@ -103,7 +116,7 @@ class Decision:
     reasons: list[str]
     held: list[str]
     triggers: list[str]
-    since: float | None = None  # a drift-triggered retrain learns from rows after this time
+    since: float | None = None  # the retrain learns from rows after this time (drift onset, decay)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -191,6 +204,7 @@ def decide(
     new.drift_streak = history.drift_streak + 1 if drift_now else 0
     if obs.reference_id is not None and obs.reference_id != history.episode_reference:
         new.episode_reference, new.episode_columns = None, []  # a new reference starts a new episode
+        new.episode_outcome = None
     if obs.reference_id is not None and obs.reference_id != history.pending_reference:
         new.pending_onset, new.pending_columns, new.pending_reference = None, [], None
     if drift_now and new.drift_streak >= triggers.drift.consecutive:
@@ -200,7 +214,9 @@ def decide(
             and obs.reference_id == new.episode_reference
             and set(obs.drifted_columns) <= set(new.episode_columns)
         )
-        if same_episode:
+        if same_episode and new.episode_outcome == "harmless":
+            held.append(f"drift on {cols} persists, but its labels showed no loss of performance")
+        elif same_episode:
             held.append(f"drift on {cols} persists, but this episode was already retrained for")
         elif new.pending_onset is None:
             new.pending_onset = obs.window_start if obs.window_start is not None else obs.at
@@ -208,14 +224,38 @@ def decide(
             new.pending_columns = sorted(obs.drifted_columns)
         else:
             new.pending_columns = sorted(set(new.pending_columns) | set(obs.drifted_columns))
+    perf = triggers.performance
     if new.pending_onset is not None:
         need = triggers.drift.min_labels_after
         cols = _columns(tuple(new.pending_columns))
-        if obs.labels_after_onset >= need:
+        harmless = (
+            triggers.drift.confirm
+            and obs.metric_after_onset is not None
+            and obs.baseline is not None
+            and obs.metric_after_onset >= obs.baseline - perf.drop
+        )
+        if obs.labels_after_onset >= need and harmless:
+            held.append(
+                f"drift on {cols}: the champion's {perf.metric} on the {obs.labels_after_onset} labelled "
+                f"rows since it began is {obs.metric_after_onset:.3f}, not below its baseline "
+                f"{obs.baseline:.3f} by more than {perf.drop:.3f}: the inputs moved, the predictions held; "
+                "no retrain"
+            )
+            new.episode_reference = new.pending_reference
+            new.episode_columns = sorted(set(new.episode_columns) | set(new.pending_columns))
+            new.episode_outcome = "harmless"
+            new.pending_onset, new.pending_columns, new.pending_reference = None, [], None
+        elif obs.labels_after_onset >= need:
             fired.append("drift")
+            loss = (
+                f", where the champion's {perf.metric} is {obs.metric_after_onset:.3f} "
+                f"(baseline {obs.baseline:.3f})"
+                if obs.metric_after_onset is not None and obs.baseline is not None
+                else ""
+            )
             reasons.append(
                 f"drift: {cols} drifted ({obs.share_drifted or 0:.0%} of columns now); "
-                f"{obs.labels_after_onset} labelled rows since it began"
+                f"{obs.labels_after_onset} labelled rows since it began{loss}"
             )
         else:
             held.append(
@@ -223,7 +263,6 @@ def decide(
                 f"({obs.labels_after_onset} of {need})"
             )
 
-    perf = triggers.performance
     if perf.enabled and obs.metric is not None and obs.baseline is not None:
         if obs.n_labels < perf.min_labels:
             held.append(f"performance: only {obs.n_labels} labels, {perf.min_labels} needed")
@@ -291,10 +330,13 @@ def decide(
 
     new.retrain_times = [*history.retrain_times, obs.at]
     since = new.pending_onset if "drift" in fired else None
+    if since is None and "performance" in fired and perf.learn_from == "decay":
+        since = obs.realized_since
     if new.pending_onset is not None:
         # this retrain learns from the drifted data: the episode is covered
         new.episode_reference = new.pending_reference
         new.episode_columns = sorted(set(new.episode_columns) | set(new.pending_columns))
+        new.episode_outcome = "retrained"
         new.pending_onset, new.pending_columns, new.pending_reference = None, [], None
     return Decision("retrain", reasons, held, fired, since), new
 

@@ -229,7 +229,9 @@ class Replay:
 
     def run(self, on_batch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
         """Replay every batch not replayed yet (all of them on a fresh project); resumes after a kill."""
-        self.prepare()  # rewrites the same files: a replay killed while preparing starts whole
+        # Always: prepare() rewrites the same bytes, and a replay killed while preparing has
+        # some warm batches on disk but not all (skipping it then trains a different first model).
+        self.prepare()
         results = []
         for index in range(self.next_batch(), self.source.n_batches):
             result = self.batch(index)

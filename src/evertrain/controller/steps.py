@@ -93,6 +93,11 @@ def monitor(ctx: CycleContext) -> dict[str, Any]:
     if onset is not None:
         since_onset = observe.labelled(logs, ctx.model, at=ctx.at, since=onset, arms=("champion", "canary"))
         out["labels_after_onset"] = since_onset.num_rows
+        if since_onset.num_rows:
+            # what the drift did to the champion: its own labelled rows since the drift began
+            own = since_onset.filter(pa.compute.equal(since_onset["arm"], "champion"))
+            own = own.filter(pa.compute.equal(own["model_version"], champion.version))
+            out["metric_after_onset"] = observe.accuracy_of(own) if own.num_rows else None
     labelled = observe.labelled(logs, ctx.model, at=ctx.at, arms=("champion",))
     if labelled.num_rows:
         labelled = labelled.filter(pa.compute.equal(labelled["model_version"], champion.version))
@@ -104,6 +109,8 @@ def monitor(ctx: CycleContext) -> dict[str, Any]:
         "value": observe.accuracy_of(labelled) if labelled.num_rows else None,
         "n_labels": labelled.num_rows,
         "baseline": champion.metrics.get(metric),
+        # event time of the oldest row behind the value: a retrain for decay learns from here on
+        "since": float(pa.compute.min(labelled["ts"]).as_py()) if labelled.num_rows else None,
     }
     est = spec.triggers.estimated_performance
     if est.enabled and served.num_rows and labelled.num_rows:
@@ -179,6 +186,8 @@ def decide(ctx: CycleContext) -> dict[str, Any]:
         estimated_baseline=estimated.get("baseline"),
         reference_id=mon.get("reference"),
         labels_after_onset=int(mon.get("labels_after_onset", 0)),
+        metric_after_onset=mon.get("metric_after_onset"),
+        realized_since=realized.get("since"),
         window_start=(mon.get("window") or [None])[0],
         rollout_version=mon.get("rollout"),
     )
@@ -210,8 +219,9 @@ def train(ctx: CycleContext) -> dict[str, Any]:
     spec = ctx.spec
     since = decision.get("since")
     if since is not None:
-        # A drift-triggered retrain learns from what came after the drift began: the policy
-        # waited until enough of those rows were labelled.
+        # A drift-triggered retrain learns from what came after the drift began (the policy
+        # waited until enough of those rows were labelled); one for decayed performance from
+        # the monitored window where the decay showed.
         window = spec.training.window.model_copy(update={"kind": "sliding", "rows": None,
                                                           "duration": ctx.at - float(since)})
         spec = spec.model_copy(update={"training": spec.training.model_copy(update={"window": window})})

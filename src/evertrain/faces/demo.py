@@ -71,7 +71,9 @@ monitoring:
   window_rows: 400
   drift: {{correction: bh, alpha: 0.01}}
 triggers:
-  drift: {{share_drifted: 0.25, consecutive: 1, min_labels_after: 300}}
+  # confirm: false retrains on the covariate shift too, so the demo shows the gate rejecting a
+  # challenger that is no better (by default a drift whose labels show no loss is not retrained for)
+  drift: {{share_drifted: 0.25, consecutive: 1, min_labels_after: 300, confirm: false}}
   performance: {{metric: accuracy, drop: 0.05, min_labels: 200}}
   estimated_performance: {{enabled: true, metric: roc_auc, drop: 0.05}}
 policy:
