@@ -554,7 +554,10 @@ def _judge(store: Store, r: Rollout, actor: str, now: float, logs_url: str | Non
     if verdict.action == "hold" and elapsed >= float(limit):
         verdict = analysis.Verdict(
             "rollback",
-            [f"still undecided after {elapsed:.0f}s (limit {float(limit):.0f}s): " + "; ".join(verdict.reasons)],
+            [
+                f"still undecided after {elapsed:.0f}s (limit {float(limit):.0f}s): "
+                + "; ".join(verdict.reasons)
+            ],
             verdict.checks,
             verdict.n_champion,
             verdict.n_challenger,
