@@ -171,7 +171,13 @@ def mlflow_server(folder: Path, model_file: Path, port: int) -> subprocess.Popen
     except (subprocess.SubprocessError, OSError) as exc:
         print(f"MLflow skipped: {exc}", file=sys.stderr)
         return None
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    # mlflow starts its server with a bare `uvicorn` command: the venv's bin must be on PATH.
+    env = {
+        **os.environ,
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+    }
     return subprocess.Popen(
         [
             str(venv / "bin" / "mlflow"),

@@ -13,8 +13,8 @@ import io
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa

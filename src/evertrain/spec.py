@@ -95,7 +95,9 @@ class DataSpec(_Part):
     )
     id_column: str | None = None
     label_delay: Duration = Field(0.0, description="How long after the event its label arrives.")
-    schema_file: str | None = Field(None, description="A schema JSON file; inferred from training data if absent.")
+    schema_file: str | None = Field(
+        None, description="A schema JSON file; inferred from training data if absent."
+    )
 
 
 # -- model and training -----------------------------------------------------------------
@@ -104,7 +106,8 @@ class DataSpec(_Part):
 class TrainerSpec(_Part):
     kind: Literal["sklearn", "lightgbm", "callable"] = "sklearn"
     estimator: str | None = Field(
-        None, description="Import path of a scikit-learn estimator, e.g. sklearn.linear_model.LogisticRegression."
+        None,
+        description="Import path of a scikit-learn estimator, e.g. sklearn.linear_model.LogisticRegression.",
     )
     callable: str | None = Field(None, description="'package.module:function' for kind callable.")
     params: dict[str, Any] = Field(default_factory=dict)
@@ -178,7 +181,9 @@ class TrainingSpec(_Part):
     window: WindowSpec = Field(default_factory=WindowSpec)
     holdout: HoldoutSpec = Field(default_factory=HoldoutSpec)
     valid_fraction: float = Field(
-        0.15, gt=0.0, lt=1.0,
+        0.15,
+        gt=0.0,
+        lt=1.0,
         description="Newest share of the training part used for early stopping and valid metrics.",
     )
     executor: Literal["local", "ray", "inline"] = "local"
@@ -194,7 +199,9 @@ class DriftSpec(_Part):
     categorical_test: str = "chi2"
     correction: Literal["bonferroni", "bh"] = "bh"
     alpha: Probability = 0.05
-    share_drifted: Probability = Field(0.5, description="Dataset drift when at least this share of columns drifts.")
+    share_drifted: Probability = Field(
+        0.5, description="Dataset drift when at least this share of columns drifts."
+    )
     columns: list[str] | None = None
 
 
@@ -227,7 +234,9 @@ class DriftTrigger(_Part):
 class PerformanceTrigger(_Part):
     enabled: bool = True
     metric: str = "accuracy"
-    drop: float = Field(0.05, ge=0.0, description="Trigger when the metric falls this far below its baseline.")
+    drop: float = Field(
+        0.05, ge=0.0, description="Trigger when the metric falls this far below its baseline."
+    )
     min_labels: int = Field(200, ge=1)
     learn_from: Literal["decay", "window"] = Field(
         "decay",
@@ -405,19 +414,24 @@ class ServingSpec(_Part):
     range_tolerance: float | None = Field(
         0.5,
         ge=0.0,
-        description="Numbers further than this share of the training range outside it are refused; null: no check.",
+        description="Numbers further than this share of the training range outside it are refused; "
+        "null: no check.",
     )
     unknown_categories: Literal["accept", "refuse"] = Field(
         "accept", description="Whether a category not seen in training is served or refused with a 422."
     )
-    shadow_queue_max: int = Field(1000, ge=1, description="Requests waiting for the shadow; more are not mirrored.")
+    shadow_queue_max: int = Field(
+        1000, ge=1, description="Requests waiting for the shadow; more are not mirrored."
+    )
+
+
+AlertEvent = Literal["drift", "decision", "gate_failed", "promotion", "rollback"]
+ALERT_EVENTS: tuple[AlertEvent, ...] = ("drift", "decision", "gate_failed", "promotion", "rollback")
 
 
 class Webhook(_Part):
     url: str
-    events: list[Literal["drift", "decision", "gate_failed", "promotion", "rollback"]] = Field(
-        default_factory=lambda: ["drift", "decision", "gate_failed", "promotion", "rollback"]
-    )
+    events: list[AlertEvent] = Field(default_factory=lambda: list(ALERT_EVENTS))
     retries: int = Field(5, ge=0)
 
 

@@ -44,12 +44,22 @@ def state(project: Path) -> dict[str, Any]:
     store = Store.for_project(project).open()
     try:
         versions = [
-            (v.version, v.artifact_sha256, v.trigger, v.parent,
-             sorted((k, round(x, 9)) for k, x in v.metrics.items() if "seconds" not in k and "latency" not in k))
+            (
+                v.version,
+                v.artifact_sha256,
+                v.trigger,
+                v.parent,
+                sorted(
+                    (k, round(x, 9))
+                    for k, x in v.metrics.items()
+                    if "seconds" not in k and "latency" not in k
+                ),
+            )
             for v in store.registry.list_versions("demo")
         ]
         audit = [
-            (e.seq, e.actor, e.action, _HEX_ID.sub("<id>", e.subject), e.reason) for e in store.audit.entries()
+            (e.seq, e.actor, e.action, _HEX_ID.sub("<id>", e.subject), e.reason)
+            for e in store.audit.entries()
         ]
         return {"versions": versions, "aliases": store.registry.get_aliases("demo"), "audit": audit}
     finally:

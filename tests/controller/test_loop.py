@@ -29,7 +29,9 @@ def test_sigterm_stops_the_loop_cleanly_and_frees_the_lease(
     project = _copy(demo_run, tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "evertrain.faces", "run", "--project", str(project)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()
@@ -45,7 +47,9 @@ def test_sigterm_stops_the_loop_cleanly_and_frees_the_lease(
     assert cycles[-1].status == "succeeded"
 
 
-def test_two_controllers_on_one_store_never_both_act(demo_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+def test_two_controllers_on_one_store_never_both_act(
+    demo_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
     project = _copy(demo_run, tmp_path)
     clock = ManualClock(time.time())
     store = Store.for_project(project, clock=clock).open()

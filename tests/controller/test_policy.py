@@ -61,8 +61,9 @@ def test_drift_retrain_waits_for_labels_from_after_the_drift() -> None:
     later = Observation(at=T0 + 3600, share_drifted=0.0, reference_id="r", labels_after_onset=120)
     second, h = decide(spec, later, h)
     assert second.action == "none" and "120 of 300" in second.held[0]
-    ready = Observation(at=T0 + 7200, share_drifted=0.5, drifted_columns=("x3",), reference_id="r",
-                        labels_after_onset=400)
+    ready = Observation(
+        at=T0 + 7200, share_drifted=0.5, drifted_columns=("x3",), reference_id="r", labels_after_onset=400
+    )
     third, h = decide(spec, ready, h)
     assert third.action == "retrain" and third.triggers == ["drift"]
     assert "400 labelled rows since it began" in third.reasons[0]

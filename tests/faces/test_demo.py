@@ -21,14 +21,21 @@ def test_covariate_shift_alone_promotes_nothing(demo_run: tuple[Path, dict[str, 
     assert not any(g["passed"] for g in covariate)
     promoted = [r for r in summary["rollouts"] if r["outcome"] == "promoted"]
     assert not any(_phase(summary, r["cycle"]) == "covariate" for r in promoted)
-    reasons = [d for d in summary["decisions"] if d["action"] == "retrain" and _phase(summary, d["cycle"]) == "covariate"]
+    reasons = [
+        d
+        for d in summary["decisions"]
+        if d["action"] == "retrain" and _phase(summary, d["cycle"]) == "covariate"
+    ]
     assert reasons and "drift" in reasons[0]["triggers"]
 
 
-def test_abrupt_change_gets_a_drift_triggered_retrain_that_is_promoted(demo_run: tuple[Path, dict[str, Any]]) -> None:
+def test_abrupt_change_gets_a_drift_triggered_retrain_that_is_promoted(
+    demo_run: tuple[Path, dict[str, Any]],
+) -> None:
     _, summary = demo_run
     retrains = [
-        d for d in summary["decisions"]
+        d
+        for d in summary["decisions"]
         if d["action"] == "retrain" and _phase(summary, d["cycle"]) == "abrupt" and "drift" in d["triggers"]
     ]
     assert retrains, "the abrupt change must trigger a drift retrain"
@@ -60,4 +67,6 @@ def test_the_demo_leaves_a_sound_project(demo_run: tuple[Path, dict[str, Any]]) 
     assert main(["audit", "verify", "--project", str(out)]) == 0
     store = Store.for_project(out).open()
     champion = store.registry.get_alias("demo", "champion")
-    assert champion is not None and store.artifacts.verify(store.registry.get_version("demo", champion).artifact_sha256)
+    assert champion is not None and store.artifacts.verify(
+        store.registry.get_version("demo", champion).artifact_sha256
+    )

@@ -58,12 +58,21 @@ def test_an_equivalent_challenger_advances_and_promotes_at_the_last_step() -> No
     # does not hold a step unless the plan requires labels
     assert checks == {"error_rate": "pass", "latency": "pass", "quality": "wait", "predictions": "info"}
     strict = ANALYSIS.model_copy(update={"require_labels": True})
-    verdict = compare(champion, canary, strict, min_samples=200, elapsed=600.0, duration=600.0, final=True,
-                      task="binary")
+    verdict = compare(
+        champion, canary, strict, min_samples=200, elapsed=600.0, duration=600.0, final=True, task="binary"
+    )
     assert verdict.action == "hold" and any("enough labels to tell" in r for r in verdict.reasons)
     big_champion, big_canary = arm("champion", 1, 8000, seed=3), arm("canary", 2, 8000, seed=4)
-    verdict = compare(big_champion, big_canary, strict, min_samples=200, elapsed=600.0, duration=600.0,
-                      final=True, task="binary")
+    verdict = compare(
+        big_champion,
+        big_canary,
+        strict,
+        min_samples=200,
+        elapsed=600.0,
+        duration=600.0,
+        final=True,
+        task="binary",
+    )
     assert verdict.action == "promote"
     assert {c.name: c.status for c in verdict.checks}["quality"] == "pass"
 

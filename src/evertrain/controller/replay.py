@@ -35,7 +35,10 @@ ARMS = ("champion", "canary")
 
 @dataclass
 class BatchSource:
-    """A stream cut in batches: ``served(i)`` as production sees it, ``offline(i)`` as the warehouse records it."""
+    """A stream cut in batches.
+
+    ``served(i)`` is batch ``i`` as production sees it, ``offline(i)`` as the warehouse records it.
+    """
 
     n_batches: int
     served: Callable[[int], pd.DataFrame]
@@ -69,7 +72,9 @@ class Replay:
     def __post_init__(self) -> None:
         if self.controller is None:
             # One holder name across restarts: a replay killed and started again takes its lease back.
-            self.controller = Controller(self.store, self.spec, self.project, clock=self.clock, holder="replay")
+            self.controller = Controller(
+                self.store, self.spec, self.project, clock=self.clock, holder="replay"
+            )
         (self.project / "warehouse").mkdir(parents=True, exist_ok=True)
 
     # -- files, named by batch so that a rerun rewrites the same bytes ---------------------
@@ -109,7 +114,9 @@ class Replay:
     def _model(self, version: int) -> LoadedModel:
         """The version as a serving replica loads it (schema checks and all), cached."""
         if version not in self._models:
-            self._models[version] = load_version(self.store, self.spec.model.name, version, spec=self.spec.model)
+            self._models[version] = load_version(
+                self.store, self.spec.model.name, version, spec=self.spec.model
+            )
         return self._models[version]
 
     def serve(self, index: int) -> float | None:
@@ -201,7 +208,7 @@ class Replay:
             self._warehouse(i, self.start)
 
     def before_cycle(self) -> None:
-        """Hook run after a batch's traffic and labels, before the controller looks (the demo flushes logs)."""
+        """Runs after a batch's traffic and labels, before the controller looks (the demo flushes logs)."""
 
     def batch(self, index: int) -> dict[str, Any]:
         """Serve batch ``index``, deliver the labels that are due, and run one controller cycle."""

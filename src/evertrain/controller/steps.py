@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 
 from evertrain.controller import observe
 from evertrain.controller.loop import ACTOR, CycleContext, StepFn
-from evertrain.controller.policy import History, Observation, decide as policy_decide, record_training_time
+from evertrain.controller.policy import Observation, record_training_time
+from evertrain.controller.policy import decide as policy_decide
 from evertrain.exceptions import NotFoundError
 from evertrain.store import Store
 from evertrain.store.registry import ModelVersion
@@ -64,18 +65,23 @@ def monitor(ctx: CycleContext) -> dict[str, Any]:
     window = spec.monitoring.window_rows
     if window is not None and served.num_rows > window:
         served = served.slice(served.num_rows - window)
-    out: dict[str, Any] = {"status": "ok", "champion": champion.version, "n_rows": served.num_rows,
-                           "window": [since, ctx.at]}
+    out: dict[str, Any] = {
+        "status": "ok",
+        "champion": champion.version,
+        "n_rows": served.num_rows,
+        "window": [since, ctx.at],
+    }
     ref = reference_table(ctx.store, champion)
     if ref is not None and served.num_rows:
         reference, snap = ref
         features = [c for c in feature_columns(ctx, reference) if c in served.column_names]
         drift_cfg = spec.monitoring.drift
         report = drift(
-            reference.select(features), served.select(features),
-            correction=drift_cfg.correction, alpha=drift_cfg.alpha,
-        )
-        report = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+            reference.select(features),
+            served.select(features),
+            correction=drift_cfg.correction,
+            alpha=drift_cfg.alpha,
+        ).to_dict()
         out["reference"] = snap
         out["drift"] = {
             "share_drifted": report["share_drifted"],
@@ -193,8 +199,12 @@ def decide(ctx: CycleContext) -> dict[str, Any]:
     decision, history = policy_decide(ctx.spec, obs, ctx.history, manual=manual)
     ctx.history = history
     result = {**decision.to_dict(), "history": history.to_dict()}
-    run = ctx.store.runs.start("decision", model=ctx.model, key=f"{ctx.model}/cycle/{ctx.cycle}/decision",
-                               params={"cycle": ctx.cycle, "at": ctx.at})
+    run = ctx.store.runs.start(
+        "decision",
+        model=ctx.model,
+        key=f"{ctx.model}/cycle/{ctx.cycle}/decision",
+        params={"cycle": ctx.cycle, "at": ctx.at},
+    )
     ctx.store.runs.finish(run.id, "succeeded", result={"cycle": ctx.cycle, **decision.to_dict()})
     ctx.alerts.emit("decision", {"model": ctx.model, "cycle": ctx.cycle, **decision.to_dict()})
     return result
@@ -221,8 +231,9 @@ def train(ctx: CycleContext) -> dict[str, Any]:
         # A drift-triggered retrain learns from what came after the drift began (the policy
         # waited until enough of those rows were labelled); one for decayed performance from
         # the monitored window where the decay showed.
-        window = spec.training.window.model_copy(update={"kind": "sliding", "rows": None,
-                                                          "duration": ctx.at - float(since)})
+        window = spec.training.window.model_copy(
+            update={"kind": "sliding", "rows": None, "duration": ctx.at - float(since)}
+        )
         spec = spec.model_copy(update={"training": spec.training.model_copy(update={"window": window})})
     result = train_model(
         ctx.store,
@@ -257,9 +268,19 @@ def gate(ctx: CycleContext) -> dict[str, Any]:
         return {"status": "skipped"}
     version = int(trained["version"])
     existing = ctx.store.lineage.evaluations(ctx.model, version)
-    report = existing[-1]["report"] if existing else evaluate_version(
-        ctx.store, ctx.spec, ctx.model, version, project=ctx.project, actor=ACTOR, run_id=trained.get("run")
-    ).to_dict()
+    report = (
+        existing[-1]["report"]
+        if existing
+        else evaluate_version(
+            ctx.store,
+            ctx.spec,
+            ctx.model,
+            version,
+            project=ctx.project,
+            actor=ACTOR,
+            run_id=trained.get("run"),
+        ).to_dict()
+    )
     passed = bool(report["passed"])
     out: dict[str, Any] = {
         "status": "passed" if passed else "failed",
@@ -271,12 +292,18 @@ def gate(ctx: CycleContext) -> dict[str, Any]:
         "rollout": None,
     }
     if not passed:
-        ctx.alerts.emit("gate_failed", {"model": ctx.model, "version": version, "reason": report.get("reason")})
+        ctx.alerts.emit(
+            "gate_failed", {"model": ctx.model, "version": version, "reason": report.get("reason")}
+        )
         return out
     champion = ctx.store.registry.get_alias(ctx.model, "champion")
     if champion is None:
         ctx.store.registry.promote(
-            ctx.model, version, actor=ACTOR, expected=None, reason="first version: no champion to compare with"
+            ctx.model,
+            version,
+            actor=ACTOR,
+            expected=None,
+            reason="first version: no champion to compare with",
         )
         out["promoted"] = True
         ctx.alerts.emit("promotion", {"model": ctx.model, "version": version, "reasons": ["first version"]})
@@ -320,10 +347,14 @@ def rollout(ctx: CycleContext) -> dict[str, Any]:
     }
     if decision.action == "promote":
         out["outcome"] = "promoted"
-        ctx.alerts.emit("promotion", {"model": ctx.model, "version": out["version"], "reasons": decision.reasons})
+        ctx.alerts.emit(
+            "promotion", {"model": ctx.model, "version": out["version"], "reasons": decision.reasons}
+        )
     elif decision.action == "rollback":
         out["outcome"] = "rolled_back"
-        ctx.alerts.emit("rollback", {"model": ctx.model, "version": out["version"], "reasons": decision.reasons})
+        ctx.alerts.emit(
+            "rollback", {"model": ctx.model, "version": out["version"], "reasons": decision.reasons}
+        )
     return out
 
 

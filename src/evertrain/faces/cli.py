@@ -24,13 +24,25 @@ app = typer.Typer(
 )
 
 # Command modules register on `app` when imported; keep these imports below `app`.
-from evertrain.faces import cli_backtest  # noqa: E402
-from evertrain.faces import cli_controller, cli_store  # noqa: E402
-from evertrain.faces import cli_monitor  # noqa: E402
-from evertrain.faces import cli_serve  # noqa: E402
-from evertrain.faces import cli_train  # noqa: E402
+from evertrain.faces import (  # noqa: E402
+    cli_backtest,
+    cli_controller,
+    cli_monitor,
+    cli_serve,
+    cli_store,
+    cli_train,
+)
 
-__all__ = ["app", "cli_backtest", "cli_controller", "cli_monitor", "cli_serve", "cli_store", "cli_train", "main"]
+__all__ = [
+    "app",
+    "cli_backtest",
+    "cli_controller",
+    "cli_monitor",
+    "cli_serve",
+    "cli_store",
+    "cli_train",
+    "main",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,9 @@ from evertrain.store.names import check_model_name
 @app.command()
 def run(
     project: ProjectOpt = Path("."),
-    cycles: Annotated[int | None, typer.Option(help="Stop after N cycles (default: run until SIGTERM).")] = None,
+    cycles: Annotated[
+        int | None, typer.Option(help="Stop after N cycles (default: run until SIGTERM).")
+    ] = None,
 ) -> None:
     """Run the controller: monitor, decide, train, gate, roll out, every cycle_interval."""
     from evertrain.controller.loop import Controller
@@ -57,13 +59,14 @@ def report(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the demo project, summary and report.")] = Path(
-        "demo-out"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the demo project, summary and report.")
+    ] = Path("demo-out"),
     fast: Annotated[bool, typer.Option("--fast", help="A shorter stream.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic stream.")] = 7,
     dataset: Annotated[
-        str, typer.Option(help="synthetic (the four-phase stream) or rainfall (real NOAA weather, demo extra).")
+        str,
+        typer.Option(help="synthetic (the four-phase stream) or rainfall (real NOAA weather, demo extra)."),
     ] = "synthetic",
 ) -> None:
     """The whole loop on a bundled drifting stream: serve, monitor, retrain, gate, canary, roll back."""

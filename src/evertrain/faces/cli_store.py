@@ -280,7 +280,16 @@ def status(project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
         console.print("no models registered yet")
         return
     table = Table(title="evertrain status")
-    for col in ("model", "versions", "champion", "canary", "rollout", "last drift", "last decision", "next cycle"):
+    for col in (
+        "model",
+        "versions",
+        "champion",
+        "canary",
+        "rollout",
+        "last drift",
+        "last decision",
+        "next cycle",
+    ):
         table.add_column(col)
     for m in data["models"]:
         decision = m.get("last_decision")
@@ -301,8 +310,6 @@ def status(project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
             _when(m.get("next_cycle_at")),
         )
     console.print(table)
-
-
 
 
 spec_app = typer.Typer(help="The project file evertrain.yaml.", no_args_is_help=True)

@@ -332,19 +332,43 @@ def summary(store: Store, model: str, record: DemoRecord) -> dict[str, Any]:
     for c in record.cycles:
         n = c.get("cycle")
         d = c.get("decide") or {}
-        decisions.append({"cycle": n, "action": d.get("action", "none"), "reasons": d.get("reasons", []),
-                          "held": d.get("held", []), "triggers": d.get("triggers", [])})
+        decisions.append(
+            {
+                "cycle": n,
+                "action": d.get("action", "none"),
+                "reasons": d.get("reasons", []),
+                "held": d.get("held", []),
+                "triggers": d.get("triggers", []),
+            }
+        )
         g = c.get("gate") or {}
         if g.get("status") in ("passed", "failed"):
-            gates.append({"cycle": n, "version": g.get("version"), "passed": g["status"] == "passed",
-                          "checks": g.get("checks", [])})
+            gates.append(
+                {
+                    "cycle": n,
+                    "version": g.get("version"),
+                    "passed": g["status"] == "passed",
+                    "checks": g.get("checks", []),
+                }
+            )
         r = c.get("rollout") or {}
         if r.get("outcome"):
-            rollouts.append({"cycle": n, "version": r.get("version"), "outcome": r["outcome"],
-                             "reasons": r.get("reasons", [])})
+            rollouts.append(
+                {
+                    "cycle": n,
+                    "version": r.get("version"),
+                    "outcome": r["outcome"],
+                    "reasons": r.get("reasons", []),
+                }
+            )
     versions = [
-        {"version": v.version, "trigger": v.trigger, "parent": v.parent, "metrics": v.metrics,
-         "created_at": v.created_at}
+        {
+            "version": v.version,
+            "trigger": v.trigger,
+            "parent": v.parent,
+            "metrics": v.metrics,
+            "created_at": v.created_at,
+        }
         for v in store.registry.list_versions(model)
     ]
     return {
@@ -362,7 +386,12 @@ def summary(store: Store, model: str, record: DemoRecord) -> dict[str, Any]:
 
 
 def run_demo(
-    out: Path, *, fast: bool = False, seed: int = 7, dataset: str = "synthetic", console: Console | None = None
+    out: Path,
+    *,
+    fast: bool = False,
+    seed: int = 7,
+    dataset: str = "synthetic",
+    console: Console | None = None,
 ) -> dict[str, Any]:
     """Run the demo into ``out`` (a fresh project folder); returns the summary it writes."""
     from evertrain.serve.app import create_app
@@ -423,10 +452,17 @@ def _closing_table(console: Console, data: dict[str, Any]) -> None:
         if d["action"] == "retrain":
             table.add_row(str(d["cycle"]), phases[d["cycle"] - 1], "retrain", "; ".join(d["reasons"]))
     for g in data["gates"]:
-        table.add_row(str(g["cycle"]), phases[g["cycle"] - 1], f"v{g['version']} gates "
-                      f"{'passed' if g['passed'] else 'FAILED'}",
-                      "; ".join(c.get("reason", "") for c in g["checks"] if not c.get("passed")) or "all checks")
+        table.add_row(
+            str(g["cycle"]),
+            phases[g["cycle"] - 1],
+            f"v{g['version']} gates {'passed' if g['passed'] else 'FAILED'}",
+            "; ".join(c.get("reason", "") for c in g["checks"] if not c.get("passed")) or "all checks",
+        )
     for r in data["rollouts"]:
-        table.add_row(str(r["cycle"]), phases[r["cycle"] - 1], f"v{r['version']} {r['outcome']}",
-                      "; ".join(r["reasons"]))
+        table.add_row(
+            str(r["cycle"]),
+            phases[r["cycle"] - 1],
+            f"v{r['version']} {r['outcome']}",
+            "; ".join(r["reasons"]),
+        )
     console.print(table)

@@ -69,7 +69,7 @@ def _numeric_svg(plot: dict[str, Any]) -> str:
             f'<rect x="{a:.1f}" y="{sy(dens_r[i]):.1f}" width="{max(b - a, 0.5):.1f}" '
             f'height="{_H - _PAD - sy(dens_r[i]):.1f}" fill="{_REF_COLOR}" fill-opacity="0.45"/>'
         )
-    path = []  # one connected step line for the current side
+    path: list[str] = []  # one connected step line for the current side
     for i in range(len(cur)):
         if not np.isfinite(dens_c[i]):
             continue

@@ -57,7 +57,11 @@ def _markers(data: dict[str, Any]) -> list[Marker]:
         if gate.get("status") == "failed":
             out.append(Marker(n, "rejected", f"cycle {n}: v{gate.get('version')} failed its gates"))
         if rollout.get("action") == "promote" or gate.get("promoted"):
-            out.append(Marker(n, "promotion", f"cycle {n}: promoted v{rollout.get('version') or gate.get('version')}"))
+            out.append(
+                Marker(
+                    n, "promotion", f"cycle {n}: promoted v{rollout.get('version') or gate.get('version')}"
+                )
+            )
         if rollout.get("action") == "rollback":
             out.append(Marker(n, "rollback", f"cycle {n}: rolled back v{rollout.get('version')}"))
     return out
@@ -75,8 +79,9 @@ def _accuracy_chart(data: dict[str, Any]) -> str:
     if data.get("accuracy_per_batch"):
         acc = data["accuracy_per_batch"]
         series.append(Series("served (true)", list(range(1, len(acc) + 1)), acc))
-    return line_chart(series, title="Accuracy over time", markers=_markers(data), y_range=(0.0, 1.0),
-                      x_label="cycle")
+    return line_chart(
+        series, title="Accuracy over time", markers=_markers(data), y_range=(0.0, 1.0), x_label="cycle"
+    )
 
 
 def _drift_chart(data: dict[str, Any]) -> str:
@@ -88,7 +93,9 @@ def _drift_chart(data: dict[str, Any]) -> str:
         for name, col in cols.items():
             by_col.setdefault(name, [None] * len(data["cycles"]))[i] = col.get("effect_size")
     series = [Series(name, xs, ys) for name, ys in sorted(by_col.items())]
-    return line_chart(series, title="Drift per feature (effect size)", markers=_markers(data), x_label="cycle")
+    return line_chart(
+        series, title="Drift per feature (effect size)", markers=_markers(data), x_label="cycle"
+    )
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -98,7 +105,9 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _fmt_metrics(metrics: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
+    )
 
 
 def _gate_evidence(lineage: dict[int, dict[str, Any]]) -> str:
@@ -108,8 +117,13 @@ def _gate_evidence(lineage: dict[int, dict[str, Any]]) -> str:
             report = gate.get("report") or {}
             checks = report.get("checks") or []
             rows = [
-                [c.get("name") or c.get("kind"), "pass" if c.get("passed") else "FAIL",
-                 c.get("reason") or c.get("detail") or json.dumps(c.get("evidence", {}), default=str)[:160]]
+                [
+                    c.get("name") or c.get("kind"),
+                    "pass" if c.get("passed") else "FAIL",
+                    c.get("reason")
+                    or c.get("detail")
+                    or json.dumps(c.get("evidence", {}), default=str)[:160],
+                ]
                 for c in checks
             ]
             status = "passed" if gate.get("passed") else "failed"
@@ -119,6 +133,8 @@ def _gate_evidence(lineage: dict[int, dict[str, Any]]) -> str:
             )
     return "".join(blocks) or "<p>No gate has run yet.</p>"
 
+
+VERSION_COLUMNS = ["version", "created", "trigger", "parent", "train snapshot", "metrics"]
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
@@ -135,22 +151,41 @@ def render(data: dict[str, Any]) -> str:
         f'<span class="pill">{html.escape(a)}: v{v}</span>' for a, v in sorted(data["aliases"].items()) if v
     )
     decisions = [
-        [c.get("cycle"), (c.get("decide") or {}).get("action", "-"),
-         "; ".join((c.get("decide") or {}).get("reasons", [])),
-         "; ".join((c.get("decide") or {}).get("held", []))]
+        [
+            c.get("cycle"),
+            (c.get("decide") or {}).get("action", "-"),
+            "; ".join((c.get("decide") or {}).get("reasons", [])),
+            "; ".join((c.get("decide") or {}).get("held", [])),
+        ]
         for c in data["cycles"]
     ]
     versions = [
-        [f"v{v['version']}", _when(v["created_at"]), v.get("trigger") or "-", v.get("parent") or "-",
-         (v.get("snapshot") or "-")[:12], _fmt_metrics(v.get("metrics") or {})]
+        [
+            f"v{v['version']}",
+            _when(v["created_at"]),
+            v.get("trigger") or "-",
+            v.get("parent") or "-",
+            (v.get("snapshot") or "-")[:12],
+            _fmt_metrics(v.get("metrics") or {}),
+        ]
         for v in data["versions"]
     ]
     moves = [
-        [_when(m["at"]), m["alias"], m["action"], m["from_version"], m["to_version"], m["outcome"], m["reason"] or ""]
+        [
+            _when(m["at"]),
+            m["alias"],
+            m["action"],
+            m["from_version"],
+            m["to_version"],
+            m["outcome"],
+            m["reason"] or "",
+        ]
         for m in data["history"]
     ]
-    audit = [[e["seq"], _when(e["at"]), e["actor"], e["action"], e["subject"], e["reason"] or ""]
-             for e in data["audit"]]
+    audit = [
+        [e["seq"], _when(e["at"]), e["actor"], e["action"], e["subject"], e["reason"] or ""]
+        for e in data["audit"]
+    ]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>evertrain report: {html.escape(model)}</title>
 <style>{STYLE}</style></head><body>
@@ -159,7 +194,7 @@ def render(data: dict[str, Any]) -> str:
 <h2>Performance</h2>{_accuracy_chart(data)}
 <h2>Drift</h2>{_drift_chart(data)}
 <h2>Decisions</h2>{_table(["cycle", "action", "reasons", "held back"], decisions)}
-<h2>Versions and lineage</h2>{_table(["version", "created", "trigger", "parent", "train snapshot", "metrics"], versions)}
+<h2>Versions and lineage</h2>{_table(VERSION_COLUMNS, versions)}
 <h3>Alias moves</h3>{_table(["when", "alias", "action", "from", "to", "outcome", "reason"], moves)}
 <h2>Gate evidence</h2>{_gate_evidence(data["lineage"])}
 <h2>Audit trail</h2>{_table(["seq", "when", "actor", "action", "subject", "reason"], audit)}

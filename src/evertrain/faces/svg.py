@@ -79,12 +79,17 @@ def line_chart(
         f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>',
     ]
     for tick in _ticks(y0, y1):
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" stroke="#eee"/>')
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" stroke="#eee"/>'
+        )
         parts.append(f'<text x="{left - 4}" y="{py(tick) + 4:.1f}" text-anchor="end">{tick:g}</text>')
     for tick in _ticks(x0, x1, 8):
         parts.append(f'<text x="{px(tick):.1f}" y="{top + plot_h + 14}" text-anchor="middle">{tick:g}</text>')
     if x_label:
-        parts.append(f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">{html.escape(x_label)}</text>')
+        parts.append(
+            f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">'
+            f"{html.escape(x_label)}</text>"
+        )
     for i, m in enumerate(markers):
         colour = MARKER_COLOURS.get(m.kind, "#555")
         x = px(m.x)
@@ -93,7 +98,8 @@ def line_chart(
             f'stroke-dasharray="3,3"><title>{html.escape(m.label)}</title></line>'
         )
         parts.append(
-            f'<text x="{x + 2:.1f}" y="{top + 10 + (i % 4) * 11}" fill="{colour}">{html.escape(m.kind)}</text>'
+            f'<text x="{x + 2:.1f}" y="{top + 10 + (i % 4) * 11}" fill="{colour}">'
+            f"{html.escape(m.kind)}</text>"
         )
     for i, s in enumerate(series):
         colour = PALETTE[i % len(PALETTE)]
@@ -106,12 +112,18 @@ def line_chart(
         dash = ' stroke-dasharray="5,3"' if s.dashed else ""
         for seg in segments:
             if len(seg) > 1:
-                parts.append(f'<polyline points="{" ".join(seg)}" fill="none" stroke="{colour}" stroke-width="1.6"{dash}/>')
+                parts.append(
+                    f'<polyline points="{" ".join(seg)}" fill="none" stroke="{colour}" '
+                    f'stroke-width="1.6"{dash}/>'
+                )
             elif seg:
                 cx, cy = seg[0].split(",")
                 parts.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{colour}"/>')
         ly = top + 12 + i * 14
-        parts.append(f'<line x1="{left + plot_w + 8}" x2="{left + plot_w + 24}" y1="{ly}" y2="{ly}" stroke="{colour}"{dash}/>')
+        parts.append(
+            f'<line x1="{left + plot_w + 8}" x2="{left + plot_w + 24}" y1="{ly}" y2="{ly}" '
+            f'stroke="{colour}"{dash}/>'
+        )
         parts.append(f'<text x="{left + plot_w + 28}" y="{ly + 4}">{html.escape(s.name[:16])}</text>')
     parts.append("</svg>")
     return "".join(parts)

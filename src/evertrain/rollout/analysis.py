@@ -327,11 +327,19 @@ def check_quality(
     if classification:
         acc_a = float(
             np.mean(
-                [label_text(p) == label_text(y) for p, y in zip(challenger.labelled, challenger.labels, strict=True)]
+                [
+                    label_text(p) == label_text(y)
+                    for p, y in zip(challenger.labelled, challenger.labels, strict=True)
+                ]
             )
         )
         acc_b = float(
-            np.mean([label_text(p) == label_text(y) for p, y in zip(champion.labelled, champion.labels, strict=True)])
+            np.mean(
+                [
+                    label_text(p) == label_text(y)
+                    for p, y in zip(champion.labelled, champion.labels, strict=True)
+                ]
+            )
         )
         diff = acc_a - acc_b
         se = math.sqrt(acc_a * (1 - acc_a) / n_a + acc_b * (1 - acc_b) / n_b)
@@ -409,7 +417,14 @@ def paired_quality(correct_new: np.ndarray, correct_old: np.ndarray, analysis: A
     d = correct_new.astype(np.float64) - correct_old.astype(np.float64)
     se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
     return _noninferiority(
-        "accuracy", float(correct_new.mean()), float(correct_old.mean()), float(d.mean()), se, n, n, analysis,
+        "accuracy",
+        float(correct_new.mean()),
+        float(correct_old.mean()),
+        float(d.mean()),
+        se,
+        n,
+        n,
+        analysis,
         paired=True,
     )
 
@@ -431,7 +446,9 @@ def check_predictions(champion: Evidence, challenger: Evidence, classification: 
         a, b, what = _floats(challenger.predictions), _floats(champion.predictions), "predictions"
         a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     else:
-        classes = sorted({label_text(v) for v in np.concatenate([challenger.predictions, champion.predictions])})
+        classes = sorted(
+            {label_text(v) for v in np.concatenate([challenger.predictions, champion.predictions])}
+        )
         counts = np.array(
             [
                 [sum(1 for v in arr if label_text(v) == c) for c in classes]

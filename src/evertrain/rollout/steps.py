@@ -211,6 +211,31 @@ def _transition(
     return _row(row, r.model)
 
 
+def _end(
+    store: Store,
+    r: Rollout,
+    actor: str,
+    now: float,
+    action: str,
+    outcome: str,
+    reasons: list[str],
+    verdict: dict[str, Any] | None = None,
+) -> Rollout:
+    """Finish a rollout: the last transition, to ``done`` with its outcome."""
+    return _transition(
+        store,
+        r,
+        actor=actor,
+        action=action,
+        now=now,
+        phase=DONE,
+        outcome=outcome,
+        ended_at=now,
+        reasons=reasons,
+        verdict=verdict,
+    )
+
+
 def start_rollout(
     store: Store,
     name: str,
@@ -246,16 +271,14 @@ def start_rollout(
             f"abort it before starting v{number}"
         )
     if active is not None:
-        _transition(
+        _end(
             store,
             active,
-            actor=actor,
-            action="complete",
-            now=now,
-            phase=DONE,
-            outcome=PROMOTED,
-            ended_at=now,
-            reasons=[f"watch ended early: rollout of v{number} started"],
+            actor,
+            now,
+            "complete",
+            PROMOTED,
+            [f"watch ended early: rollout of v{number} started"],
         )
     plan = make_plan(rollout_spec, task)
     if plan["shadow"] is not None:
@@ -297,26 +320,12 @@ def start_rollout(
             payload={"version": number, "baseline": champion, "phase": phase, "share": share, "plan": plan},
         )
         row = conn.execute(sa.select(rollouts).where(rollouts.c.id == rollout_id)).one()
-    started = _row(row, name)
-    # The row (with its share) first, then the alias: a replica that sees the alias finds the share.
-    try:
+        # The row (with its share) and the alias in one transaction: a replica that sees the
+        # alias finds the share, and a crash leaves neither.
         store.registry.set_alias(
             name, alias, number, actor=actor, reason=reason or f"rollout of v{number}", action="rollout_start"
         )
-    except Exception as exc:
-        _transition(
-            store,
-            started,
-            actor=actor,
-            action="abort",
-            now=now,
-            phase=DONE,
-            outcome=ABORTED,
-            ended_at=now,
-            reasons=[f"could not point the {alias} alias at v{number}: {exc}"],
-        )
-        raise
-    return started
+    return _row(row, name)
 
 
 def _step_config(r: Rollout) -> tuple[dict[str, Any], bool]:
@@ -336,16 +345,8 @@ def _reconcile(store: Store, r: Rollout, actor: str, now: float) -> Decision | N
         if champion == r.version:
             return _after_promotion(store, r, actor, now, [f"champion already holds v{r.version}"])
         if aliases.get(r.phase) != r.version:
-            done = _transition(
-                store,
-                r,
-                actor=actor,
-                action="abort",
-                now=now,
-                phase=DONE,
-                outcome=ABORTED,
-                ended_at=now,
-                reasons=[f"the {r.phase} alias no longer holds v{r.version}"],
+            done = _end(
+                store, r, actor, now, "abort", ABORTED, [f"the {r.phase} alias no longer holds v{r.version}"]
             )
             return Decision("abort", done.reasons, done)
         if champion != r.baseline:
@@ -358,30 +359,20 @@ def _reconcile(store: Store, r: Rollout, actor: str, now: float) -> Decision | N
                 action="rollout_abort",
                 reason=f"champion moved from v{r.baseline} to v{champion} during the rollout",
             )
-            done = _transition(
+            done = _end(
                 store,
                 r,
-                actor=actor,
-                action="abort",
-                now=now,
-                phase=DONE,
-                outcome=ABORTED,
-                ended_at=now,
-                reasons=[f"champion moved from v{r.baseline} to v{champion} during the rollout"],
+                actor,
+                now,
+                "abort",
+                ABORTED,
+                [f"champion moved from v{r.baseline} to v{champion} during the rollout"],
             )
             return Decision("abort", done.reasons, done)
     elif r.phase == WATCHING and champion != r.version:
         outcome = ROLLED_BACK if champion == r.baseline else PROMOTED
-        done = _transition(
-            store,
-            r,
-            actor=actor,
-            action="complete",
-            now=now,
-            phase=DONE,
-            outcome=outcome,
-            ended_at=now,
-            reasons=[f"champion moved to v{champion} during the watch"],
+        done = _end(
+            store, r, actor, now, "complete", outcome, [f"champion moved to v{champion} during the watch"]
         )
         return Decision("complete", done.reasons, done)
     return None
@@ -442,10 +433,13 @@ def advance(
     if r is None:
         return Decision("none", [f"model {name!r} has no active rollout"], None)
     try:
-        reconciled = _reconcile(store, r, actor, now)
-        if reconciled is not None:
-            return reconciled
-        return _judge(store, r, actor, now, logs_url or store.logs_url)
+        # One transaction: an alias move and the row's transition (with its audit entry)
+        # commit together, so a crash can never leave one without the other.
+        with store.db.write():
+            reconciled = _reconcile(store, r, actor, now)
+            if reconciled is not None:
+                return reconciled
+            return _judge(store, r, actor, now, logs_url or store.logs_url)
     except ConflictError as exc:
         return Decision("none", [str(exc)], get_active(store, name))
 
@@ -482,7 +476,6 @@ def _judge(store: Store, r: Rollout, actor: str, now: float, logs_url: str | Non
     elapsed = now - r.step_started_at
     if r.phase == WATCHING:
         duration = float(r.plan.get("watch_after_promotion") or 0.0)
-        steps = r.plan.get("steps") or [r.plan.get("shadow") or {}]
         after = analysis.read_logs(logs_url, r.model, r.step_started_at, now)
         before = analysis.read_logs(
             logs_url, r.model, r.step_started_at - max(elapsed, 1.0), r.step_started_at
@@ -518,33 +511,11 @@ def _judge(store: Store, r: Rollout, actor: str, now: float, logs_url: str | Non
                 action="rollback",
                 reason="; ".join(reasons)[:2000],
             )
-            done = _transition(
-                store,
-                r,
-                actor=actor,
-                action="rollback",
-                now=now,
-                phase=DONE,
-                outcome=ROLLED_BACK,
-                ended_at=now,
-                reasons=reasons,
-                verdict=verdict.to_dict(),
-            )
+            done = _end(store, r, actor, now, "rollback", ROLLED_BACK, reasons, verdict=verdict.to_dict())
             return Decision("rollback", reasons, done, verdict.to_dict())
         if elapsed >= duration:
             reasons = [f"watched v{r.version} for {duration:.0f}s after promotion: nothing failed"]
-            done = _transition(
-                store,
-                r,
-                actor=actor,
-                action="complete",
-                now=now,
-                phase=DONE,
-                outcome=PROMOTED,
-                ended_at=now,
-                reasons=reasons,
-                verdict=verdict.to_dict(),
-            )
+            done = _end(store, r, actor, now, "complete", PROMOTED, reasons, verdict=verdict.to_dict())
             return Decision("complete", reasons, done, verdict.to_dict())
         return _hold(store, r, actor, now, verdict)
 
@@ -566,7 +537,10 @@ def _judge(store: Store, r: Rollout, actor: str, now: float, logs_url: str | Non
     if verdict.action == "hold" and elapsed >= float(limit):
         verdict = analysis.Verdict(
             "rollback",
-            [f"still undecided after {elapsed:.0f}s (limit {float(limit):.0f}s): " + "; ".join(verdict.reasons)],
+            [
+                f"still undecided after {elapsed:.0f}s (limit {float(limit):.0f}s): "
+                + "; ".join(verdict.reasons)
+            ],
             verdict.checks,
             verdict.n_champion,
             verdict.n_challenger,
@@ -582,18 +556,7 @@ def _judge(store: Store, r: Rollout, actor: str, now: float, logs_url: str | Non
             action="rollback",
             reason="; ".join(verdict.reasons)[:2000],
         )
-        done = _transition(
-            store,
-            r,
-            actor=actor,
-            action="rollback",
-            now=now,
-            phase=DONE,
-            outcome=ROLLED_BACK,
-            ended_at=now,
-            reasons=verdict.reasons,
-            verdict=v,
-        )
+        done = _end(store, r, actor, now, "rollback", ROLLED_BACK, verdict.reasons, verdict=v)
         return Decision("rollback", verdict.reasons, done, v)
     if verdict.action == "hold":
         return _hold(store, r, actor, now, verdict)
@@ -674,17 +637,7 @@ def abort_rollout(
         store.registry.set_alias(
             name, r.phase, None, actor=actor, expected=r.version, action="rollout_abort", reason=why
         )
-    return _transition(
-        store,
-        r,
-        actor=actor,
-        action="abort",
-        now=now,
-        phase=DONE,
-        outcome=ABORTED,
-        ended_at=now,
-        reasons=[why],
-    )
+    return _end(store, r, actor, now, "abort", ABORTED, [why])
 
 
 def promote_now(

@@ -28,7 +28,14 @@ def _retryable(exc: sa.exc.DBAPIError) -> bool:
 
 
 def run_write(db: Database, work: Callable[[Connection], T], attempts: int = 8) -> T:
-    """Run ``work`` in a write transaction, retrying it whole when it lost a race."""
+    """Run ``work`` in a write transaction, retrying it whole when it lost a race.
+
+    Inside an enclosing write transaction it runs once, as part of it: a retry must then
+    redo the whole enclosing unit, which is the caller's to do.
+    """
+    outer = db.current_write
+    if outer is not None:
+        return work(outer)
     for attempt in range(attempts):
         try:
             with db.write() as conn:

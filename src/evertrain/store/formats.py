@@ -181,7 +181,7 @@ def framework_of(model: Any) -> str:
     module = type(model).__module__
     if module.startswith("lightgbm") or isinstance(model, BoosterModel):
         return "lightgbm"
-    if module.startswith("sklearn") or hasattr(model, "fit") and hasattr(model, "predict"):
+    if module.startswith("sklearn") or (hasattr(model, "fit") and hasattr(model, "predict")):
         return "sklearn"
     if isinstance(model, dict) and all(isinstance(v, np.ndarray) for v in model.values()):
         return "safetensors"

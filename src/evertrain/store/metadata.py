@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,6 +280,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: Engine | None = None
+        self._local = threading.local()  # the write transaction this thread is in, if any
 
     @property
     def engine(self) -> Engine:
@@ -305,11 +307,29 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction: serialized on SQLite, row-locked where asked on PostgreSQL."""
+        """A write transaction: serialized on SQLite, row-locked where asked on PostgreSQL.
+
+        Nested in another write on the same thread, it joins that transaction, so that
+        several store operations (an alias move and the rollout state it implies) commit
+        together or not at all.
+        """
+        outer = self.current_write
+        if outer is not None:
+            yield outer
+            return
         with self.engine.connect() as conn:
             conn = conn.execution_options(evertrain_write=True)
             with conn.begin():
-                yield conn
+                self._local.conn = conn
+                try:
+                    yield conn
+                finally:
+                    self._local.conn = None
+
+    @property
+    def current_write(self) -> Connection | None:
+        """The write transaction this thread is in, if any."""
+        return getattr(self._local, "conn", None)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:

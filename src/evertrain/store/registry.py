@@ -375,7 +375,7 @@ class Registry:
         version: int | str | None,
         *,
         actor: str,
-        expected: int | None | _Unset = UNSET,
+        expected: int | _Unset | None = UNSET,
         reason: str | None = None,
         action: str = "set_alias",
         clear_others: bool = False,
@@ -451,7 +451,7 @@ class Registry:
         version: int | str,
         *,
         actor: str,
-        expected: int | None | _Unset = UNSET,
+        expected: int | _Unset | None = UNSET,
         reason: str | None = None,
     ) -> AliasMove:
         """Make ``version`` the champion; a canary, challenger or shadow alias on it is cleared."""

@@ -42,15 +42,29 @@ def _model_section(store: Store, entry: dict[str, Any]) -> str:
 <table><thead><tr>{"".join(f"<th>{html.escape(a)}</th>" for a in aliases)}<th>versions</th></tr></thead>
 <tbody><tr>{alias_cells}<td>{entry.get("n_versions", 0)}</td></tr></tbody></table>
 <p class="decision"><b>Last decision:</b> <span id="last-decision-{html.escape(name)}">{
-        html.escape(decision.get("action", "none yet")) if decision else "none yet"}</span>
+        html.escape(decision.get("action", "none yet")) if decision else "none yet"
+    }</span>
 {f"<span class='reasons'> ({html.escape(reasons)})</span>" if reasons else ""}</p>
 <p class="rollout"><b>Rollout:</b> {html.escape(str(rollout.get("state", "idle")) if rollout else "idle")}</p>
 {report_html._accuracy_chart(data)}
 {report_html._drift_chart(data)}
 <details><summary>Audit trail ({len(data["audit"])} entries)</summary>
-{report_html._table(["seq", "when", "actor", "action", "subject", "reason"],
-                    [[e["seq"], report_html._when(e["at"]), e["actor"], e["action"], e["subject"], e["reason"] or ""]
-                     for e in data["audit"][-50:]])}
+{
+        report_html._table(
+            ["seq", "when", "actor", "action", "subject", "reason"],
+            [
+                [
+                    e["seq"],
+                    report_html._when(e["at"]),
+                    e["actor"],
+                    e["action"],
+                    e["subject"],
+                    e["reason"] or "",
+                ]
+                for e in data["audit"][-50:]
+            ],
+        )
+    }
 </details>
 <form class="admin" onsubmit="return adminAction(event, '{html.escape(name)}')">
 <input name="version" placeholder="version" size="6"> <button value="promote">Promote</button>
@@ -66,7 +80,8 @@ async function adminAction(event, model) {
   if (!token) return false;
   const body = action === 'promote' ? {version: form.version.value} : {};
   const r = await fetch(`/admin/models/${model}/${action}`, {method: 'POST',
-    headers: {'Authorization': `Bearer ${token}`, 'Content-Type': 'application/json'}, body: JSON.stringify(body)});
+    headers: {'Authorization': `Bearer ${token}`, 'Content-Type': 'application/json'},
+    body: JSON.stringify(body)});
   form.querySelector('.result').textContent = r.ok ? 'done' : `refused (${r.status})`;
   if (r.ok) setTimeout(() => location.reload(), 500);
   return false;
