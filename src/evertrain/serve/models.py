@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from evertrain.evaluate.scoring import model_frame, wants_categories
 from evertrain.exceptions import EvertrainError, NotFoundError, UsageError
 from evertrain.serve.metrics import ServeMetrics
 from evertrain.serve.validation import (
@@ -72,6 +73,7 @@ class LoadedModel:
         self.schema = schema
         self.task = task
         self.wants_frame = hasattr(estimator, "feature_names_in_")
+        self.wants_categories = wants_categories(estimator)
         classes = getattr(estimator, "classes_", None)
         self.classes = None if classes is None else np.asarray(classes)
         self.binary = (
@@ -108,7 +110,11 @@ class LoadedModel:
         if self.wants_frame:
             import pandas as pd
 
-            return pd.DataFrame(typed, columns=list(self.schema.names))
+            frame = pd.DataFrame(typed, columns=list(self.schema.names))
+            if self.wants_categories:
+                # LightGBM reads text features as pandas categoricals, as it was trained on them.
+                return model_frame(frame, self._columns, categorical_as_category=True)
+            return frame
         return np.column_stack([np.asarray(typed[n], dtype=np.float64) for n in self.schema.names])
 
     def predict(self, columns: dict[str, list[Any]]) -> tuple[list[Any], list[float] | None]:
