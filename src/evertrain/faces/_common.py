@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from evertrain.exceptions import UsageError
 from evertrain.store import Store
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
@@ -39,3 +40,15 @@ def close_stores() -> None:
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_json(target: Path, payload: Any) -> None:
+    """``--json FILE`` output: the file, or standard output when FILE is ``-``."""
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    if str(target) == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        target.write_text(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None

@@ -11,7 +11,6 @@ or unreadable file, a missing target column, too few rows for the batches asked)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,22 +19,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from evertrain.exceptions import UsageError
-from evertrain.faces._common import ProjectOpt, console, err_console
+from evertrain.faces._common import ProjectOpt, console, err_console, write_json
 from evertrain.faces.cli import app
 from evertrain.spec import SPEC_FILE, load_spec
 
 POLICY = "policy"
-
-
-def _write_json(target: Path, payload: Any) -> None:
-    text = json.dumps(payload, indent=2, default=str) + "\n"
-    if str(target) == "-":
-        typer.echo(text, nl=False)
-        return
-    try:
-        target.write_text(text)
-    except OSError as exc:
-        raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 def _pct(value: float | None, metric: str) -> str:
@@ -169,7 +157,7 @@ def backtest(
             what=str(data),
         )
     if json_out is not None:
-        _write_json(json_out, result)
+        write_json(json_out, result)
     if quiet:
         return
     s = result["settings"]

@@ -8,9 +8,8 @@ column, a column whose type changed, an all-missing column.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -18,7 +17,7 @@ from rich.table import Table
 from evertrain.data.schema import Schema, infer_schema, validate_table
 from evertrain.data.tables import read_table
 from evertrain.exceptions import UsageError
-from evertrain.faces._common import console, err_console
+from evertrain.faces._common import console, err_console, write_json
 from evertrain.faces.cli import app
 from evertrain.monitor.decide import DEFAULT_ALPHA, DEFAULT_CORRECTION
 from evertrain.monitor.report import drift as compute_drift
@@ -26,17 +25,6 @@ from evertrain.monitor.report import drift as compute_drift
 JsonOut = Annotated[
     Path | None, typer.Option("--json", help="Write the report as JSON to FILE ('-' for standard output).")
 ]
-
-
-def _write_json(target: Path, payload: Any) -> None:
-    text = json.dumps(payload, indent=2) + "\n"
-    if str(target) == "-":
-        typer.echo(text, nl=False)
-        return
-    try:
-        target.write_text(text)
-    except OSError as exc:
-        raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -82,7 +70,7 @@ def drift(
         labels=(reference.name, current.name),
     )
     if json_out is not None:
-        _write_json(json_out, report.to_dict())
+        write_json(json_out, report.to_dict())
     if html is not None:
         from evertrain.faces.report_drift import render_drift_html
 
@@ -151,7 +139,7 @@ def validate(
     batch = read_table(data, allow_empty=True)
     result = validate_table(batch, sch)
     if json_out is not None:
-        _write_json(json_out, result.to_dict())
+        write_json(json_out, result.to_dict())
     if json_out is None or str(json_out) != "-":
         if result.violations:
             table = Table(title=f"validate: {data.name}", title_justify="left")
