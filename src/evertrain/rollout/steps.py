@@ -387,35 +387,24 @@ def _after_promotion(
     verdict: dict[str, Any] | None = None,
 ) -> Decision:
     watch = float(r.plan.get("watch_after_promotion") or 0.0)
-    if watch > 0:
-        moved = _transition(
-            store,
-            r,
-            actor=actor,
-            action="promote",
-            now=now,
-            phase=WATCHING,
-            step=None,
-            share=0.0,
-            step_started_at=now,
-            reasons=reasons,
-            verdict=verdict,
-        )
-    else:
-        moved = _transition(
-            store,
-            r,
-            actor=actor,
-            action="promote",
-            now=now,
-            phase=DONE,
-            step=None,
-            share=0.0,
-            outcome=PROMOTED,
-            ended_at=now,
-            reasons=reasons,
-            verdict=verdict,
-        )
+    # With a watch the promoted version is judged a while longer; without one the rollout ends here.
+    ending: dict[str, Any] = (
+        {"phase": WATCHING, "step_started_at": now}
+        if watch > 0
+        else {"phase": DONE, "outcome": PROMOTED, "ended_at": now}
+    )
+    moved = _transition(
+        store,
+        r,
+        actor=actor,
+        action="promote",
+        now=now,
+        step=None,
+        share=0.0,
+        reasons=reasons,
+        verdict=verdict,
+        **ending,
+    )
     return Decision("promote", reasons, moved, verdict)
 
 
