@@ -211,12 +211,11 @@ def _ece(o: Outputs, w: np.ndarray) -> np.ndarray:
     else:
         conf, hit = o.proba.max(axis=1), (o.pred == o.y).astype(float)
     bins = np.minimum((conf * ECE_BINS).astype(int), ECE_BINS - 1)
-    gap = np.zeros(w.shape[0])
-    for b in range(ECE_BINS):
-        rows = bins == b
-        if rows.any():
-            gap += np.abs(w[:, rows] @ conf[rows] - w[:, rows] @ hit[rows])
-    return _ratio(gap, w.sum(axis=1))
+    # Column b holds each row's (confidence - hit) if the row falls in bin b: one product
+    # gives every bin's weighted gap under every row of weights.
+    per_bin = np.zeros((len(conf), ECE_BINS))
+    per_bin[np.arange(len(conf)), bins] = conf - hit
+    return _ratio(np.abs(w @ per_bin).sum(axis=1), w.sum(axis=1))
 
 
 def _rmse(o: Outputs, w: np.ndarray) -> np.ndarray:
