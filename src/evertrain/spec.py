@@ -115,8 +115,12 @@ class TrainerSpec(_Part):
     early_stopping_rounds: int | None = 50
     warm_start: bool = False
     time_limit: Duration = 3600.0
-    checkpoint_every: int = Field(
-        50, ge=1, description="Boosting iterations between checkpoints, so a killed training resumes."
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="Boosting iterations between checkpoints (besides checkpoint_seconds)."
+    )
+    checkpoint_seconds: Duration | None = Field(
+        30.0,
+        description="Training time between checkpoints, so a killed training resumes; null: none by time.",
     )
 
     @model_validator(mode="after")

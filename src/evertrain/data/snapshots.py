@@ -100,10 +100,19 @@ def table_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def take_snapshot(
-    store: Store, frame: pd.DataFrame, *, sources: Iterable[str] = (), time_column: str | None = None
+    store: Store,
+    frame: pd.DataFrame,
+    *,
+    sources: Iterable[str] = (),
+    time_column: str | None = None,
+    data: bytes | None = None,
 ) -> Snapshot:
-    """Freeze ``frame`` in the artifact store and record it; idempotent by content."""
-    data = table_bytes(frame)
+    """Freeze ``frame`` in the artifact store and record it; idempotent by content.
+
+    ``data``: the frame's :func:`table_bytes`, when the caller has already made them.
+    """
+    if data is None:
+        data = table_bytes(frame)
     digest = store.artifacts.put(data)
     time_min = time_max = None
     if time_column and time_column in frame.columns and len(frame):

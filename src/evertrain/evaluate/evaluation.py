@@ -99,11 +99,14 @@ class GateReport:
         }
 
 
-def _holdout(store: Store, spec: Any, mv: Any, project: Path | None) -> tuple[str, pd.DataFrame]:
-    """The version's holdout snapshot; for a version registered without one, a fresh holdout of the source."""
+def _holdout(
+    store: Store, spec: Any, mv: Any, project: Path | None, rows: pd.DataFrame | None = None
+) -> tuple[str, pd.DataFrame]:
+    """The version's holdout snapshot (``rows`` if the caller holds its table); for a version
+    registered without one, a fresh holdout of the source."""
     linked = next((s["id"] for s in mv.snapshots if s["role"] == "holdout"), None)
     if linked is not None:
-        return linked, load_snapshot(store, linked)
+        return linked, load_snapshot(store, linked) if rows is None else rows
     if project is None:
         raise UsageError(
             f"model {mv.model!r} version {mv.version} has no holdout snapshot; "
@@ -147,6 +150,7 @@ def evaluate_version(
     challenger_scores: Scored | None = None,
     champion_scores: Mapping[int, Scored] | None = None,
     timer: Callable[[], float] = time.perf_counter,
+    holdout_rows: pd.DataFrame | None = None,
 ) -> GateReport:
     """Check the spec's gates for ``model`` ``version`` against the champion and store the report.
 
@@ -157,11 +161,12 @@ def evaluate_version(
     worker scored the registered bytes), sparing a second scoring; ``champion_scores``
     likewise holds scores of champion versions on this holdout, used when the champion
     is one of them (the training step scores the champion while the challenger trains).
-    ``timer`` measures prediction latency.
+    ``holdout_rows``: the table of the version's holdout snapshot, when the caller holds it
+    (the training step made it), so it is not read back. ``timer`` measures prediction latency.
     """
     project_dir = None if project is None else Path(project)
     mv = store.registry.get_version(model, version)
-    holdout_id, holdout = _holdout(store, spec, mv, project_dir)
+    holdout_id, holdout = _holdout(store, spec, mv, project_dir, holdout_rows)
     if not len(holdout):
         raise UsageError(
             f"model {model!r} version {version}: the holdout has no rows to judge it on "

@@ -26,10 +26,12 @@ from evertrain.exceptions import DataValidationError
 from evertrain.store.formats import BoosterModel, get_format
 from evertrain.store.registry import ModelVersion
 
-#: Timed predictions per latency measurement; the median resists one slow outlier.
-LATENCY_REPEATS = 3
-#: Latency is measured on at most this many rows per call (ms per row in batches this size).
-LATENCY_MAX_ROWS = 1000
+#: Timed predictions per latency measurement; the median resists slow outliers.
+LATENCY_REPEATS = 5
+#: Latency is measured on at most this many rows per call (ms per row in batches this size:
+#: large enough that the fixed cost of a call is a few percent of it, small enough that
+#: measuring costs little beside a training).
+LATENCY_MAX_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -177,20 +179,29 @@ def predict_outputs(
     task: str,
     target: str,
     classes: Sequence[Any] | None = None,
+    predicted: np.ndarray | None = None,
 ) -> tuple[Outputs, list[Any] | None]:
     """Score ``frame`` and pair it with its labels; classification probabilities in ``classes`` order.
 
     Returns the outputs and the class order used (the model's own when ``classes`` is None),
-    so a champion can be aligned to the challenger's classes.
+    so a champion can be aligned to the challenger's classes. ``predicted``, when given, is
+    what the model's ``predict_proba`` (``predict`` for regression) returns on ``frame``,
+    computed ahead (the training worker sums a booster's trees while it trains).
     """
-    X = model_frame(frame, features, categorical_as_category=wants_categories(model))
+
+    def call(method: str) -> np.ndarray:
+        if predicted is not None:
+            return np.asarray(predicted)
+        return np.asarray(getattr(model, method)(model_frame(frame, features, categorical_as_category=cats)))
+
+    cats = wants_categories(model)
     y_raw = frame[target].to_numpy()
     if task == "regression":
         return Outputs.regression(
-            np.asarray(y_raw, dtype=float), np.asarray(model.predict(X), dtype=float)
+            np.asarray(y_raw, dtype=float), np.asarray(call("predict"), dtype=float)
         ), None
     if hasattr(model, "predict_proba"):
-        proba = np.asarray(model.predict_proba(X), dtype=float)
+        proba = np.asarray(call("predict_proba"), dtype=float)
         own = model_classes(model, proba.shape[1])
         order = list(classes) if classes is not None else own
         aligned = np.zeros((len(frame), len(order)))
@@ -200,14 +211,14 @@ def predict_outputs(
                 aligned[:, j] = proba[:, position[c]]
         y = encode_labels(y_raw, order)
         return Outputs.classification(y, aligned), order
-    predicted = np.asarray(model.predict(X))
+    labels = call("predict")
     order = (
         list(classes)
         if classes is not None
-        else sorted(set(np.asarray(y_raw).tolist()) | set(predicted.tolist()))
+        else sorted(set(np.asarray(y_raw).tolist()) | set(labels.tolist()))
     )
     y = encode_labels(y_raw, order)
-    pred = encode_labels(predicted, order, what="predicted")
+    pred = encode_labels(labels, order, what="predicted")
     out = Outputs("binary" if len(order) <= 2 else "multiclass", y, pred, None)
     return out, order
 
@@ -220,8 +231,9 @@ def score(
     target: str,
     classes: Sequence[Any] | None = None,
     timer: Callable[[], float] = time.perf_counter,
+    predicted: np.ndarray | None = None,
 ) -> Scored:
     """``predict_outputs`` plus the model's prediction latency on these rows."""
-    outputs, order = predict_outputs(model, frame, features, task, target, classes)
+    outputs, order = predict_outputs(model, frame, features, task, target, classes, predicted)
     X = model_frame(frame, features, categorical_as_category=wants_categories(model))
     return Scored(outputs, order, measure_latency(model, X, timer))

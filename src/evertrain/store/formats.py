@@ -63,8 +63,10 @@ class SkopsFormat(ModelFormat):
 class BoosterModel:
     """A LightGBM booster with the scikit-learn prediction methods the rest of evertrain uses."""
 
-    def __init__(self, booster: Any) -> None:
+    def __init__(self, booster: Any, text: str | None = None) -> None:
         self.booster_ = booster
+        #: The model file this booster was loaded from, when known (spares writing it again).
+        self.text_ = text
         objective = booster.params.get("objective")
         if objective is None:  # only then walk the whole model: dump_model is slow on large boosters
             objective = booster.dump_model().get("objective", "")
@@ -81,7 +83,11 @@ class BoosterModel:
         return np.asarray(self.booster_.predict(X, num_threads=threads))
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        out = self._raw(X)
+        return self.as_proba(self._raw(X))
+
+    @staticmethod
+    def as_proba(out: np.ndarray) -> np.ndarray:
+        """Class probabilities from the booster's own output (one column for binary models)."""
         if out.ndim == 1:
             return np.column_stack([1.0 - out, out])
         return out
@@ -101,17 +107,20 @@ class LightGBMFormat(ModelFormat):
     suffixes = (".lgb", ".lightgbm", ".txt")
 
     def dumps(self, model: Any) -> bytes:
-        booster = getattr(model, "booster_", model)
-        return str(booster.model_to_string()).encode("utf-8")
+        text = getattr(model, "text_", None)
+        if text is None:
+            text = getattr(model, "booster_", model).model_to_string()
+        return str(text).encode("utf-8")
 
     def loads(self, data: bytes) -> Any:
         import lightgbm
 
         try:
-            booster = lightgbm.Booster(model_str=data.decode("utf-8"))
+            text = data.decode("utf-8")
+            booster = lightgbm.Booster(model_str=text)
         except (UnicodeDecodeError, lightgbm.basic.LightGBMError) as exc:
             raise DataValidationError(f"not a LightGBM model file: {str(exc).splitlines()[0]}") from None
-        return BoosterModel(booster)
+        return BoosterModel(booster, text=text)
 
 
 class SafetensorsFormat(ModelFormat):

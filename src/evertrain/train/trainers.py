@@ -5,8 +5,9 @@
   a Pipeline is plain data in the spec. Text columns are one-hot encoded in front of a
   bare estimator that cannot take them.
 - ``lightgbm``: boosting with early stopping on the valid part, a warm start from the
-  parent version's booster, per-iteration valid curves, and checkpoints every few
-  iterations so a killed training resumes where it stopped.
+  parent version's booster, per-iteration valid curves, checkpoints (every 30 s by
+  default) so a killed training resumes where it stopped, and the holdout scored tree by
+  tree while it trains (:mod:`evertrain.train.tree_scoring`).
 - ``callable``: any ``package.module:function`` taking ``(train, valid, context)`` and
   returning a model that one of the safe formats can save.
 
@@ -76,12 +77,17 @@ class TrainContext:
     weight_column: str | None = None
     parent: Any | None = None
     checkpoint_dir: Path | None = None
-    checkpoint_every: int = 50
+    #: Boosting iterations between checkpoints (None: by time only).
+    checkpoint_every: int | None = None
+    #: Seconds of training between checkpoints (None: by iterations only).
+    checkpoint_seconds: float | None = 30.0
     early_stopping_rounds: int | None = None
     deadline: float | None = None
     fingerprint: str = ""
     num_threads: int | None = None
     log: Callable[[str], None] = print
+    #: Scores the holdout tree by tree while a boosted model trains (see ``tree_scoring``).
+    tree_scorer: Any | None = None
     curves: dict[str, list[float]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -311,6 +317,18 @@ class LightGBMTrainer(Trainer):
         state_json = json.dumps(dict(state, fingerprint=context.fingerprint)).encode()
         write_atomic(folder / _CHECKPOINT_STATE, state_json, durable=False)
 
+    @staticmethod
+    def _checkpoint_due(context: TrainContext, done: int, last: float) -> bool:
+        """Whether a checkpoint is due: every ``checkpoint_every`` iterations or ``checkpoint_seconds``.
+
+        By time is the default: writing the model costs more as it grows, so a fixed count of
+        iterations either checkpoints a short training for nothing or a long one too rarely.
+        """
+        if context.checkpoint_every and done % context.checkpoint_every == 0:
+            return True
+        seconds = context.checkpoint_seconds
+        return seconds is not None and seconds > 0 and time.monotonic() - last >= seconds
+
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame, context: TrainContext) -> Any:
         import lightgbm as lgb
 
@@ -360,8 +378,12 @@ class LightGBMTrainer(Trainer):
                 booster.add_valid(vs, vn)
             booster.update()
         stop_after = self.spec.early_stopping_rounds if valid_sets else None
+        scorer = context.tree_scorer
+        checkpointed = time.monotonic()
         while True:
             state["done"] += 1
+            if scorer is not None:
+                scorer.offer(booster)
             if valid_sets:
                 result = booster.eval_valid()[0]
                 metric_name, value, maximize = result[1], float(result[2]), bool(result[3])
@@ -369,8 +391,9 @@ class LightGBMTrainer(Trainer):
                 best = state["best_score"]
                 if best is None or (value > best if maximize else value < best):
                     state["best"], state["best_score"] = state["done"], value
-            if state["done"] % context.checkpoint_every == 0:
+            if self._checkpoint_due(context, state["done"], checkpointed):
                 self._save_checkpoint(context, booster, state)
+                checkpointed = time.monotonic()
             if state["done"] >= rounds or (stop_after and state["done"] - state["best"] >= stop_after):
                 break
             context.check_deadline(f"after {state['done']} boosting iterations")
@@ -385,8 +408,10 @@ class LightGBMTrainer(Trainer):
             context.curves[f"valid_{metric_name}"] = state["curve"]
             context.info[f"valid_{metric_name}"] = state["curve"][keep - 1]
         context.log(f"boosted {state['done']} iterations, keeping {keep}")
-        final = lgb.Booster(model_str=booster.model_to_string(num_iteration=total))
-        return BoosterModel(final)
+        if scorer is not None:
+            scorer.submit(booster, total)
+        text = booster.model_to_string(num_iteration=total)
+        return BoosterModel(lgb.Booster(model_str=text), text=text)
 
 
 # -- any callable ------------------------------------------------------------------------------

@@ -30,11 +30,12 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from evertrain.evaluate.metrics import compute_many
-from evertrain.evaluate.scoring import importable, predict_outputs, score
+from evertrain.evaluate.scoring import importable, model_frame, predict_outputs, score
 from evertrain.exceptions import EvertrainError
 from evertrain.store.artifacts import sha256_bytes
-from evertrain.store.formats import get_format
-from evertrain.train.trainers import TrainContext, get_trainer, model_bytes, write_atomic
+from evertrain.store.formats import BoosterModel, get_format
+from evertrain.train.trainers import LightGBMTrainer, TrainContext, get_trainer, model_bytes, write_atomic
+from evertrain.train.tree_scoring import TreeScorer
 
 JOB_FILE = "job.json"
 PARENT_FILE = "parent.bin"
@@ -68,7 +69,8 @@ class TrainJob:
     trusted_types: list[str] = field(default_factory=list)
     parent_framework: str | None = None
     checkpoint_dir: str | None = None
-    checkpoint_every: int = 50
+    checkpoint_every: int | None = None
+    checkpoint_seconds: float | None = 30.0
     num_threads: int | None = None
     metrics: list[str] = field(default_factory=list)
     #: Score the valid part too (sweeps rank trials by it). Off by default: early stopping
@@ -104,6 +106,10 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
         if job.parent_framework and (folder / PARENT_FILE).is_file():
             parent = get_format(job.parent_framework).loads((folder / PARENT_FILE).read_bytes())
         checkpoints = Path(job.checkpoint_dir) if job.checkpoint_dir else folder / "checkpoints"
+        scorer = None
+        if len(holdout) and isinstance(trainer, LightGBMTrainer):
+            holdout_X = model_frame(holdout, job.features, categorical_as_category=True)
+            scorer = TreeScorer(holdout_X, lookback=trainer.spec.early_stopping_rounds or 0)
         context = TrainContext(
             task=job.task,
             target=job.target,
@@ -113,6 +119,8 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
             parent=parent,
             checkpoint_dir=checkpoints,
             checkpoint_every=job.checkpoint_every,
+            checkpoint_seconds=job.checkpoint_seconds,
+            tree_scorer=scorer,
             early_stopping_rounds=trainer.spec.early_stopping_rounds,
             deadline=deadline,
             fingerprint=job.fingerprint,
@@ -124,11 +132,23 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
             f"seed {job.seed}"
         )
         fit_started = time.perf_counter()
-        model = trainer.fit(train, valid, context)
+        try:
+            model = trainer.fit(train, valid, context)
+        except BaseException:
+            if scorer is not None:
+                scorer.close()
+            raise
         fit_seconds = time.perf_counter() - fit_started
         framework, data = model_bytes(model)
         options = {"trusted": job.trusted_types} if framework == "sklearn" and job.trusted_types else {}
         stored = get_format(framework, **options).loads(data)  # measure exactly what will be registered
+        predicted = None
+        if scorer is not None and isinstance(stored, BoosterModel):
+            summed, how = scorer.outputs(stored, stored.booster_.current_iteration())
+            log(how)
+            context.info["holdout_scoring"] = "during training" if summed is not None else "after training"
+            if summed is not None:
+                predicted = summed if job.task == "regression" else BoosterModel.as_proba(summed)
         metrics: dict[str, Any] = {}
         if job.score_valid and len(valid):
             outputs, _ = predict_outputs(stored, valid, job.features, job.task, job.target)
@@ -136,7 +156,7 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
         scored = None
         score_started = time.perf_counter()
         if len(holdout):
-            scored = score(stored, holdout, job.features, job.task, job.target)
+            scored = score(stored, holdout, job.features, job.task, job.target, predicted=predicted)
             metrics["holdout"] = compute_many(job.metrics, scored.outputs)
         score_seconds = time.perf_counter() - score_started
     result: dict[str, Any] = {

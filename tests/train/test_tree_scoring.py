@@ -1,0 +1,174 @@
+"""The holdout scored tree by tree during boosting equals the registered model's own predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evertrain.data.examples import make_churn_stream
+from evertrain.evaluate.metrics import compute_many
+from evertrain.evaluate.scoring import model_frame, predict_outputs
+from evertrain.spec import TrainerSpec
+from evertrain.store.formats import BoosterModel, get_format
+from evertrain.train.trainers import TrainContext, get_trainer, model_bytes
+from evertrain.train.tree_scoring import TreeScorer, transform
+from evertrain.train.worker import OUT_DIR, RESULT_FILE, TrainJob, execute_job
+
+FEATURES = ["region", "plan", "tenure_months", "monthly_spend", "support_calls", "visits"]
+
+
+@pytest.fixture(scope="module")
+def rows() -> pd.DataFrame:
+    return make_churn_stream(2400, seed=6)
+
+
+def _parts(rows: pd.DataFrame, target: pd.Series | None = None) -> tuple[pd.DataFrame, ...]:
+    if target is not None:
+        rows = rows.assign(churned=target)
+    return rows.iloc[:1500], rows.iloc[1500:1900], rows.iloc[1900:]
+
+
+def _fit(
+    spec: TrainerSpec, parts: tuple[pd.DataFrame, ...], task: str, chunk: int, parent: Any = None
+) -> tuple[BoosterModel, TreeScorer, TrainContext]:
+    train, valid, holdout = parts
+    X = model_frame(holdout, FEATURES, categorical_as_category=True)
+    scorer = TreeScorer(X, lookback=spec.early_stopping_rounds or 0, chunk=chunk)
+    context = TrainContext(
+        task=task,
+        target="churned",
+        features=FEATURES,
+        seed=spec.seed,
+        early_stopping_rounds=spec.early_stopping_rounds,
+        parent=parent,
+        tree_scorer=scorer,
+        log=lambda line: None,
+    )
+    model = get_trainer(spec).fit(train, valid, context)
+    # What gets registered is the model rebuilt from its bytes.
+    framework, data = model_bytes(model)
+    return get_format(framework).loads(data), scorer, context
+
+
+CASES = {
+    "binary": ("binary", None, {}),
+    "multiclass": ("multiclass", lambda r: (r["tenure_months"] // 20).clip(0, 2).astype(int), {}),
+    "regression": ("regression", lambda r: r["monthly_spend"] * 0.1 + r["visits"], {}),
+    "poisson": ("regression", lambda r: r["support_calls"], {"objective": "poisson"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_summed_trees_equal_the_registered_model(case: str, rows: pd.DataFrame) -> None:
+    task, make_target, params = CASES[case]
+    parts = _parts(rows, None if make_target is None else make_target(rows))
+    spec = TrainerSpec(
+        kind="lightgbm",
+        seed=4,
+        early_stopping_rounds=8,
+        params={"num_boost_round": 300, "learning_rate": 0.2, "num_leaves": 7, **params},
+    )
+    # A chunk size that the kept iteration is unlikely to fall on, so the last chunk is cut.
+    model, scorer, context = _fit(spec, parts, task, chunk=7)
+    kept = model.booster_.current_iteration()
+    assert context.info["iterations_run"] > kept, "early stopping should have grown trees past the kept ones"
+    summed, how = scorer.outputs(model, kept)
+    assert summed is not None, how
+    assert "during training" in how
+    expected = model.booster_.predict(scorer.X)
+    np.testing.assert_allclose(summed, expected, rtol=0, atol=1e-12)
+
+
+def test_a_warm_start_sums_the_parent_trees_too(rows: pd.DataFrame) -> None:
+    parts = _parts(rows)
+    spec = TrainerSpec(
+        kind="lightgbm",
+        seed=2,
+        early_stopping_rounds=5,
+        warm_start=True,
+        params={"num_boost_round": 60, "learning_rate": 0.3, "num_leaves": 5},
+    )
+    parent, _, _ = _fit(spec, parts, "binary", chunk=10)
+    child, scorer, context = _fit(spec, parts, "binary", chunk=4, parent=parent)
+    assert context.info["warm_start_iterations"] == parent.booster_.current_iteration()
+    summed, how = scorer.outputs(child, child.booster_.current_iteration())
+    assert summed is not None, how
+    np.testing.assert_allclose(summed, child.booster_.predict(scorer.X), rtol=0, atol=1e-12)
+
+
+def test_what_cannot_be_summed_is_scored_the_ordinary_way(rows: pd.DataFrame) -> None:
+    assert transform(np.zeros(3), "cross_entropy_lambda") is None
+    assert transform(np.zeros(3), "regression sqrt") is None
+    train, valid, holdout = _parts(rows)
+    spec = TrainerSpec(kind="lightgbm", seed=1, params={"num_boost_round": 20})
+    # Rows the booster cannot read (a feature missing): the thread fails, the caller is told.
+    broken = TreeScorer(model_frame(holdout, FEATURES[:-1], categorical_as_category=True))
+    context = TrainContext(
+        task="binary", target="churned", features=FEATURES, tree_scorer=broken, log=lambda line: None
+    )
+    model = get_trainer(spec).fit(train, valid, context)
+    summed, how = broken.outputs(model, model.booster_.current_iteration())
+    assert summed is None and "scored after training" in how
+    # Asked for more iterations than were handed over: not guessed at.
+    short, _, _ = _fit(spec, (train, valid, holdout), "binary", chunk=5)
+    scorer = TreeScorer(model_frame(holdout, FEATURES, categorical_as_category=True))
+    assert scorer.outputs(short, short.booster_.current_iteration())[0] is None
+
+
+def test_the_worker_gates_on_the_same_numbers_as_ordinary_scoring(tmp_path: Path, rows: pd.DataFrame) -> None:
+    for name, part in zip(("train", "valid", "holdout"), _parts(rows), strict=True):
+        part.reset_index(drop=True).to_parquet(tmp_path / f"{name}.parquet")
+    metrics = ["accuracy", "roc_auc", "log_loss", "brier", "ece"]
+    TrainJob(
+        trainer={
+            "kind": "lightgbm",
+            "seed": 3,
+            "early_stopping_rounds": 10,
+            "params": {"num_boost_round": 200},
+        },
+        task="binary",
+        target="churned",
+        features=FEATURES,
+        seed=3,
+        time_limit=120,
+        fingerprint="tree-scoring",
+        metrics=metrics,
+    ).write(tmp_path)
+    execute_job(tmp_path, log=lambda line: None)
+    result = json.loads((tmp_path / OUT_DIR / RESULT_FILE).read_text())
+    assert result["info"]["holdout_scoring"] == "during training"
+    model = get_format("lightgbm").loads((tmp_path / OUT_DIR / "model.bin").read_bytes())
+    outputs, _ = predict_outputs(model, _parts(rows)[2], FEATURES, "binary", "churned")
+    ordinary = compute_many(metrics, outputs)
+    for name in metrics:
+        assert result["metrics"]["holdout"][name] == pytest.approx(ordinary[name], abs=1e-12)
+
+
+def test_checkpoints_by_time_or_by_iterations(tmp_path: Path, rows: pd.DataFrame) -> None:
+    train, valid, _ = _parts(rows)
+    spec = TrainerSpec(kind="lightgbm", seed=1, early_stopping_rounds=None, params={"num_boost_round": 30})
+
+    def fit(folder: Path, **when: Any) -> None:
+        context = TrainContext(
+            task="binary",
+            target="churned",
+            features=FEATURES,
+            checkpoint_dir=folder,
+            log=lambda line: None,
+            **when,
+        )
+        get_trainer(spec).fit(train, valid, context)
+
+    fit(tmp_path / "never", checkpoint_every=None, checkpoint_seconds=None)
+    assert not (tmp_path / "never").exists()
+    fit(tmp_path / "slow", checkpoint_every=None, checkpoint_seconds=3600)
+    assert not (tmp_path / "slow").exists(), "a 30-iteration training needs no hourly checkpoint"
+    fit(tmp_path / "timed", checkpoint_every=None, checkpoint_seconds=1e-9)
+    assert json.loads((tmp_path / "timed" / "state.json").read_text())["done"] == 30
+    fit(tmp_path / "counted", checkpoint_every=12, checkpoint_seconds=None)
+    assert json.loads((tmp_path / "counted" / "state.json").read_text())["done"] == 24
