@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from evertrain.data.examples import make_churn_stream
+from evertrain.data.snapshots import arrow_table
 from evertrain.train.executors import InlineExecutor, LocalExecutor, RayExecutor, get_executor
-from evertrain.train.worker import TrainJob
+from evertrain.train.worker import TrainJob, data_digest, write_parts
 
 FEATURES = ["region", "plan", "tenure_months", "monthly_spend", "support_calls", "visits"]
 MISBEHAVING = """
@@ -30,13 +31,9 @@ def sleepy(train, valid, context):
 
 def _job(folder: Path, project: Path, trainer: dict[str, Any], time_limit: float = 120.0) -> Path:
     rows = make_churn_stream(1500, seed=4)
-    folder.mkdir(parents=True)
-    for name, part in (
-        ("train", rows.iloc[:1000]),
-        ("valid", rows.iloc[1000:1200]),
-        ("holdout", rows.iloc[1200:]),
-    ):
-        part.reset_index(drop=True).to_parquet(folder / f"{name}.parquet")
+    write_parts(
+        folder, {"train": rows.iloc[:1000], "valid": rows.iloc[1000:1200], "holdout": rows.iloc[1200:]}
+    )
     TrainJob(
         trainer=trainer,
         task="binary",
@@ -119,3 +116,15 @@ def test_ray_and_local_give_the_same_metrics(
     assert on_ray.model == local.model
     assert "training lightgbm" in on_ray.log
     shutil.rmtree(ray_folder)
+
+
+def test_the_data_digest_names_the_data() -> None:
+    """A checkpoint is resumed only on the data it was made from (the digest is in its fingerprint)."""
+    rows = make_churn_stream(300, seed=1)
+    parts = {"train": arrow_table(rows.iloc[:200]), "valid": arrow_table(rows.iloc[200:])}
+    same = {"train": arrow_table(rows.iloc[:200].copy()), "valid": arrow_table(rows.iloc[200:].copy())}
+    assert data_digest(parts) == data_digest(same)
+    changed = rows.copy()
+    changed.loc[5, "monthly_spend"] += 0.01
+    other = {"train": arrow_table(changed.iloc[:200]), "valid": parts["valid"]}
+    assert data_digest(other) != data_digest(parts)

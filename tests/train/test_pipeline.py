@@ -12,11 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from evertrain.data.examples import make_churn_stream
+from evertrain.data.snapshots import load_snapshot
 from evertrain.exceptions import BudgetExhausted, TrainingFailed
 from evertrain.spec import Spec
 from evertrain.store import Store
+from evertrain.store.artifacts import sha256_bytes
 from evertrain.train.budget import Leases
 from evertrain.train.pipeline import train_model
+from evertrain.train.trainers import TrainContext, get_trainer, model_bytes
 
 DAY = 86_400.0
 CRASHING = """
@@ -83,6 +86,33 @@ def test_a_training_registers_a_version_with_its_lineage_and_run(
     # The next version's parent is the champion of the time.
     store.registry.promote("churn", 1, actor="tester")
     assert store.registry.get_version("churn", train_model(store, _spec(), project).version).parent == 1
+
+
+def test_inline_and_local_steps_register_the_same_model(store: Store, project: Path, rows: Any) -> None:
+    """The inline executor takes the snapshot tables from memory, the local one from files: same model."""
+    inline = train_model(store, _spec(), project)
+    local = train_model(store, _spec(**{"training.executor": "local"}), project)
+    first, second = (store.registry.get_version("churn", r.version) for r in (inline, local))
+    assert first.artifact_sha256 == second.artifact_sha256
+    assert first.snapshots == second.snapshots
+    assert inline.metrics["holdout"] == local.metrics["holdout"]
+    for result in (inline, local):
+        assert store.runs.get(result.run_id).result["info"]["holdout_scoring"] == "during training"
+    # What lineage recorded is what was trained on: fitting on the snapshots' own tables gives
+    # the registered bytes.
+    spec = _spec()
+    train, valid = (load_snapshot(store, inline.snapshots[role]) for role in ("train", "valid"))
+    context = TrainContext(
+        task="binary",
+        target="churned",
+        features=first.params["features"],
+        seed=spec.model.trainer.seed,
+        early_stopping_rounds=spec.model.trainer.early_stopping_rounds,
+        num_threads=1,
+        log=lambda line: None,
+    )
+    refit = get_trainer(spec.model.trainer).fit(train, valid, context)
+    assert sha256_bytes(model_bytes(refit)[1]) == first.artifact_sha256
 
 
 def test_a_step_with_a_key_runs_once(store: Store, project: Path, rows: Any) -> None:

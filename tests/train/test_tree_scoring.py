@@ -17,7 +17,7 @@ from evertrain.spec import TrainerSpec
 from evertrain.store.formats import BoosterModel, get_format
 from evertrain.train.trainers import TrainContext, get_trainer, model_bytes
 from evertrain.train.tree_scoring import TreeScorer, transform
-from evertrain.train.worker import OUT_DIR, RESULT_FILE, TrainJob, execute_job
+from evertrain.train.worker import OUT_DIR, RESULT_FILE, TrainJob, execute_job, write_parts
 
 FEATURES = ["region", "plan", "tenure_months", "monthly_spend", "support_calls", "visits"]
 
@@ -121,8 +121,7 @@ def test_what_cannot_be_summed_is_scored_the_ordinary_way(rows: pd.DataFrame) ->
 
 
 def test_the_worker_gates_on_the_same_numbers_as_ordinary_scoring(tmp_path: Path, rows: pd.DataFrame) -> None:
-    for name, part in zip(("train", "valid", "holdout"), _parts(rows), strict=True):
-        part.reset_index(drop=True).to_parquet(tmp_path / f"{name}.parquet")
+    write_parts(tmp_path, dict(zip(("train", "valid", "holdout"), _parts(rows), strict=True)))
     metrics = ["accuracy", "roc_auc", "log_loss", "brier", "ece"]
     TrainJob(
         trainer={

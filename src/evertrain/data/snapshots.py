@@ -89,9 +89,14 @@ def describe_columns(frame: pd.DataFrame) -> dict[str, Any]:
     return {"columns": columns}
 
 
-def table_bytes(frame: pd.DataFrame) -> bytes:
+def arrow_table(frame: pd.DataFrame) -> pa.Table:
+    """The Arrow table a snapshot of ``frame`` holds (no index); decoding the snapshot gives it back."""
+    return pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+
+
+def table_bytes(frame: pd.DataFrame | pa.Table) -> bytes:
     """The canonical Parquet bytes of a table (no index, fixed writer settings)."""
-    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    table = frame if isinstance(frame, pa.Table) else arrow_table(frame)
     # Dictionary encoding pays for text columns only; tried on numbers it costs half the write.
     text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
     sink = io.BytesIO()

@@ -27,7 +27,7 @@ from evertrain.store.formats import BoosterModel, get_format
 from evertrain.store.registry import ModelVersion
 
 #: Timed predictions per latency measurement; the median resists slow outliers.
-LATENCY_REPEATS = 5
+LATENCY_REPEATS = 3
 #: Latency is measured on at most this many rows per call (ms per row in batches this size:
 #: large enough that the fixed cost of a call is a few percent of it, small enough that
 #: measuring costs little beside a training).

@@ -1,4 +1,4 @@
-"""Executors: where a training job runs, behind one interface, ``run(job_dir, time_limit)``.
+"""Executors: where a training job runs, behind one interface, ``run(job_dir, time_limit, tables)``.
 
 - ``inline``: in this process (tests, notebooks, benchmarks); the time limit is checked
   between boosting iterations only, since a running ``fit`` cannot be interrupted here.
@@ -9,7 +9,8 @@
   one started here); inputs and outputs travel as bytes, so it works on a cluster.
 
 All three call :func:`evertrain.train.worker.execute_job`, hence give the same model
-and the same metrics for the same job.
+and the same metrics for the same job. ``tables`` are the job's data in memory: the inline
+executor trains on them directly (``in_process``); the others read the job folder's files.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,6 +33,7 @@ from typing import Any, ClassVar
 from evertrain import settings
 from evertrain.exceptions import UsageError
 from evertrain.train.worker import (
+    DATA_SUFFIX,
     ERROR_FILE,
     JOB_FILE,
     LOG_FILE,
@@ -89,16 +92,19 @@ def clear_outputs(job_dir: Path) -> None:
 
 class Executor(ABC):
     name: ClassVar[str]
+    #: Runs the job in this process, so it takes the data tables from memory, not from files.
+    in_process: ClassVar[bool] = False
 
     @abstractmethod
-    def run(self, job_dir: Path, time_limit: float) -> Outcome:
+    def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
         """Run the job in ``job_dir``; never raises for a failed training, returns it."""
 
 
 class InlineExecutor(Executor):
     name = "inline"
+    in_process = True
 
-    def run(self, job_dir: Path, time_limit: float) -> Outcome:
+    def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
         clear_outputs(job_dir)
         started = time.perf_counter()
         with open(job_dir / LOG_FILE, "a", encoding="utf-8") as log_file:
@@ -108,7 +114,7 @@ class InlineExecutor(Executor):
                 log_file.flush()
 
             try:
-                execute_job(job_dir, log)
+                execute_job(job_dir, log, tables)
             except Exception as exc:  # a failed training is an outcome, not a crash of the caller
                 log(f"failed: {type(exc).__name__}: {exc}")
                 write_error(job_dir, exc)
@@ -120,7 +126,7 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def run(self, job_dir: Path, time_limit: float) -> Outcome:
+    def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
         clear_outputs(job_dir)
         command = [sys.executable, "-m", "evertrain.train.worker", str(job_dir)]
         started = time.perf_counter()
@@ -225,13 +231,13 @@ class RayExecutor(Executor):
             RayExecutor._remote = ray.remote(max_retries=0)(_ray_job)
         return ray
 
-    def run(self, job_dir: Path, time_limit: float) -> Outcome:
+    def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
         ray = self._connect()
         clear_outputs(job_dir)
         inputs = {
             p.name: p.read_bytes()
             for p in job_dir.iterdir()
-            if p.is_file() and (p.suffix == ".parquet" or p.name in (JOB_FILE, PARENT_FILE))
+            if p.is_file() and (p.suffix == DATA_SUFFIX or p.name in (JOB_FILE, PARENT_FILE))
         }
         job = json.loads(inputs[JOB_FILE])
         started = time.perf_counter()

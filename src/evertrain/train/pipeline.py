@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from evertrain import __version__, settings
-from evertrain.data.snapshots import table_bytes, take_snapshot
+from evertrain.data.snapshots import arrow_table, table_bytes, take_snapshot
 from evertrain.data.sources import open_source, read_table
 from evertrain.data.windows import WEIGHT_COLUMN, Window, make_window
 from evertrain.evaluate.evaluation import evaluate_version
@@ -46,7 +46,7 @@ from evertrain.store.runs import Run
 from evertrain.train.budget import Leases, TrainingBudget, heartbeat, holder_id
 from evertrain.train.executors import Executor, Outcome, get_executor
 from evertrain.train.sweep import run_sweep
-from evertrain.train.worker import PARENT_FILE, TrainJob
+from evertrain.train.worker import DATA_PARTS, PARENT_FILE, TrainJob, write_parts
 
 RUN_KIND = "train"
 RUN_LEASE_PREFIX = "train-run:"
@@ -175,7 +175,7 @@ class _Step:
     def _timed(self, stage: str, started: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
 
-    def window(self, cutoff: float) -> tuple[Window, str, dict[str, str], Any]:
+    def window(self, cutoff: float) -> tuple[Window, str, Any]:
         started = time.perf_counter()
         spec = self.spec
         source = open_source(
@@ -198,15 +198,15 @@ class _Step:
             parts.append(("golden", golden, [f"golden:{self.project / spec.training.holdout.golden_path}"]))
         self.snapshots = _Snapshots(self.store, parts, window.columns.time)
         self._timed("snapshot", started)
-        return window, source.uri, self.snapshots.ids, golden
+        return window, source.uri, golden
 
-    def write_job(self, job_dir: Path, window: Window, snaps: dict[str, str], parent: int | None) -> TrainJob:
+    def write_job(self, job_dir: Path, window: Window, parent: int | None) -> TrainJob:
         spec, trainer = self.spec, self.spec.model.trainer
         assert self.snapshots is not None, "write_job follows window"
         job_dir.mkdir(parents=True, exist_ok=True)
-        for role in ("train", "valid", "holdout"):
-            # The snapshot's own bytes: the worker trains on exactly what lineage records.
-            (job_dir / f"{role}.parquet").write_bytes(self.snapshots.data[role])
+        if not self.executor.in_process:
+            # The tables the snapshots encode: the worker trains on exactly what lineage records.
+            write_parts(job_dir, {role: self.snapshots.tables[role] for role in DATA_PARTS})
         parent_framework = None
         if parent is not None and trainer.warm_start:
             mv = self.store.registry.get_version(self.name, parent)
@@ -215,12 +215,9 @@ class _Step:
         metrics = list(DEFAULT_METRICS[spec.model.task]) + [
             g.metric for g in spec.gates if hasattr(g, "metric")
         ]
+        # The worker adds the data's digest to this when it reads or writes a checkpoint.
         fingerprint = hashlib.sha256(
-            json.dumps(
-                [snaps["train"], snaps["valid"], trainer.model_dump(mode="json"), parent],
-                sort_keys=True,
-                default=str,
-            ).encode()
+            json.dumps([trainer.model_dump(mode="json"), parent], sort_keys=True, default=str).encode()
         ).hexdigest()
         job = TrainJob(
             trainer=trainer.model_dump(mode="json"),
@@ -247,8 +244,9 @@ class _Step:
         started = time.perf_counter()
         sweep_info = None
         limit = min(self.spec.model.trainer.time_limit, seconds_left)
+        tables = None if self.snapshots is None else self.snapshots.tables
         if self.spec.training.sweep.trials > 0:
-            sweep = run_sweep(self.store, self.spec, run, job_dir, self.executor, seconds_left)
+            sweep = run_sweep(self.store, self.spec, run, job_dir, self.executor, seconds_left, tables)
             sweep_info = {
                 "metric": sweep.metric,
                 "best_params": sweep.best_params,
@@ -262,25 +260,25 @@ class _Step:
                 outcome = sweep.best
                 outcome.seconds = sweep.seconds
         else:
-            outcome = self.executor.run(job_dir, limit)
+            outcome = self.executor.run(job_dir, limit, tables)
         self._timed("train", started)
         return outcome, sweep_info
 
 
 class _Snapshots:
-    """The snapshots of one training: encoded now, stored and recorded in a thread meanwhile.
+    """The snapshots of one training: tables now, stored and recorded in a thread meanwhile.
 
-    Their ids (content hashes) and bytes are known as soon as the tables are encoded, which
-    is all the training needs; writing them to the artifact store and recording them in
-    lineage overlaps the training, and :meth:`wait` (before anything refers to them)
-    raises whatever went wrong there.
+    The training needs only the tables (the worker gets them in memory or as Arrow files);
+    encoding them as Parquet, writing them to the artifact store and recording them in
+    lineage overlaps the training. :meth:`wait` (before anything refers to them) gives their
+    ids, or raises whatever went wrong there.
     """
 
     def __init__(
         self, store: Store, parts: list[tuple[str, Any, list[str]]], time_column: str | None
     ) -> None:
-        self.data = {role: table_bytes(frame) for role, frame, _ in parts}
-        self.ids = {role: sha256_bytes(data) for role, data in self.data.items()}
+        self.tables = {role: arrow_table(frame) for role, frame, _ in parts}
+        self._ids: dict[str, str] = {}
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._save, args=(store, parts, time_column), name="evertrain-snapshots", daemon=True
@@ -290,14 +288,17 @@ class _Snapshots:
     def _save(self, store: Store, parts: list[tuple[str, Any, list[str]]], time_column: str | None) -> None:
         try:
             for role, frame, sources in parts:
-                take_snapshot(store, frame, sources=sources, time_column=time_column, data=self.data[role])
+                data = table_bytes(self.tables[role])
+                snap = take_snapshot(store, frame, sources=sources, time_column=time_column, data=data)
+                self._ids[role] = snap.id
         except BaseException as exc:  # handed to the waiting thread
             self._error = exc
 
-    def wait(self) -> None:
+    def wait(self) -> dict[str, str]:
         self._thread.join()
         if self._error is not None:
             raise self._error
+        return dict(self._ids)
 
 
 class _ChampionScorer:
@@ -416,17 +417,17 @@ def train_model(
             if version is None:
                 budget = TrainingBudget(store, name, spec.training.budget)
                 seconds_left = budget.check()
-                window, source_uri, snaps, _golden = step.window(float(params["cutoff"]))
-                extra = {"snapshots": snaps, "window": window.info, "source": source_uri, "resumed": resumed}
+                window, source_uri, _golden = step.window(float(params["cutoff"]))
                 try:
                     with budget.slot(step.holder), _ChampionScorer(step, window, evaluate) as champion:
-                        step.write_job(job_dir, window, snaps, params.get("parent"))
+                        step.write_job(job_dir, window, params.get("parent"))
                         outcome, sweep_info = step.execute(run, job_dir, seconds_left)
                 finally:
                     waited = time.perf_counter()
                     assert step.snapshots is not None
-                    step.snapshots.wait()
+                    snaps = step.snapshots.wait()
                     step._timed("snapshot", waited)
+                extra = {"snapshots": snaps, "window": window.info, "source": source_uri, "resumed": resumed}
                 if sweep_info is not None:
                     extra["sweep"] = sweep_info
                 if not outcome.ok or outcome.model is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from evertrain.exceptions import UsageError
 from evertrain.store import Store
 from evertrain.store.runs import Run
 from evertrain.train.executors import Executor, Outcome, collect
-from evertrain.train.worker import JOB_FILE, OUT_DIR, PARENT_FILE, RESULT_FILE
+from evertrain.train.worker import DATA_SUFFIX, JOB_FILE, OUT_DIR, PARENT_FILE, RESULT_FILE
 
 #: The metric a sweep ranks trials by when no champion gate names one.
 DEFAULT_SWEEP_METRIC = {"binary": "log_loss", "multiclass": "log_loss", "regression": "rmse"}
@@ -54,7 +55,7 @@ def _trial_folder(job_dir: Path, index: int, params: dict[str, Any]) -> Path:
     folder = job_dir / "trials" / str(index)
     folder.mkdir(parents=True, exist_ok=True)
     for item in job_dir.iterdir():
-        if item.is_file() and (item.suffix == ".parquet" or item.name == PARENT_FILE):
+        if item.is_file() and (item.suffix == DATA_SUFFIX or item.name == PARENT_FILE):
             target = folder / item.name
             if not target.exists():
                 shutil.copyfile(item, target)
@@ -68,9 +69,18 @@ def _trial_folder(job_dir: Path, index: int, params: dict[str, Any]) -> Path:
 
 
 def run_sweep(
-    store: Store, spec: Any, run: Run, job_dir: Path, executor: Executor, seconds_left: float
+    store: Store,
+    spec: Any,
+    run: Run,
+    job_dir: Path,
+    executor: Executor,
+    seconds_left: float,
+    tables: Mapping[str, Any] | None = None,
 ) -> SweepResult:
-    """Run up to ``training.sweep.trials`` trials of the job in ``job_dir``; the best one wins."""
+    """Run up to ``training.sweep.trials`` trials of the job in ``job_dir``; the best one wins.
+
+    ``tables``: the job's data in memory, for an executor in this process.
+    """
     try:
         import optuna
     except ImportError:
@@ -103,7 +113,7 @@ def run_sweep(
         if (folder / OUT_DIR / RESULT_FILE).is_file():
             outcome = collect(folder, float(trial_run.metrics.get("train_seconds") or 0.0))
         else:
-            outcome = executor.run(folder, min(budget_left, spec.model.trainer.time_limit))
+            outcome = executor.run(folder, min(budget_left, spec.model.trainer.time_limit), tables)
             result.seconds += outcome.seconds
         value = (
             (outcome.result.get("metrics", {}).get("valid", {}) or {}).get(metric.name)

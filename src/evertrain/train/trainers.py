@@ -83,7 +83,9 @@ class TrainContext:
     checkpoint_seconds: float | None = 30.0
     early_stopping_rounds: int | None = None
     deadline: float | None = None
-    fingerprint: str = ""
+    #: What a checkpoint must match to be resumed (the job and its data); a callable is
+    #: computed on first use, since it is needed only once a checkpoint is read or written.
+    fingerprint: str | Callable[[], str] = ""
     num_threads: int | None = None
     log: Callable[[str], None] = print
     #: Scores the holdout tree by tree while a boosted model trains (see ``tree_scoring``).
@@ -104,6 +106,11 @@ class TrainContext:
         if self.weight_column and self.weight_column in frame.columns:
             return frame[self.weight_column].to_numpy(dtype=float)
         return None
+
+    def job_fingerprint(self) -> str:
+        if callable(self.fingerprint):
+            self.fingerprint = self.fingerprint()
+        return self.fingerprint
 
     def check_deadline(self, where: str) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
@@ -298,7 +305,7 @@ class LightGBMTrainer(Trainer):
             return None
         try:
             state = json.loads((folder / _CHECKPOINT_STATE).read_text())
-            if state.get("fingerprint") != context.fingerprint:
+            if state.get("fingerprint") != context.job_fingerprint():
                 context.log("checkpoint belongs to other data or params; starting afresh")
                 return None
             booster = lgb.Booster(model_str=(folder / _CHECKPOINT_MODEL).read_text())
@@ -314,7 +321,7 @@ class LightGBMTrainer(Trainer):
         folder.mkdir(parents=True, exist_ok=True)
         # Model first, state second: a state file always describes a complete model file.
         write_atomic(folder / _CHECKPOINT_MODEL, booster.model_to_string().encode(), durable=False)
-        state_json = json.dumps(dict(state, fingerprint=context.fingerprint)).encode()
+        state_json = json.dumps(dict(state, fingerprint=context.job_fingerprint())).encode()
         write_atomic(folder / _CHECKPOINT_STATE, state_json, durable=False)
 
     @staticmethod
@@ -410,6 +417,7 @@ class LightGBMTrainer(Trainer):
         context.log(f"boosted {state['done']} iterations, keeping {keep}")
         if scorer is not None:
             scorer.submit(booster, total)
+            scorer.finish(total)
         text = booster.model_to_string(num_iteration=total)
         return BoosterModel(lgb.Booster(model_str=text), text=text)
 

@@ -82,7 +82,7 @@ class TreeScorer:
     """Sums a training booster's trees over fixed rows, chunk by chunk, in a thread of its own.
 
     The trainer calls :meth:`offer` after each boosting iteration (cheap until a chunk is
-    due) and :meth:`submit` once at the end with the number of iterations it keeps;
+    due), then :meth:`submit` and :meth:`finish` with the number of iterations it keeps;
     :meth:`outputs` then gives the kept model's predictions on the rows. ``lookback`` is
     how far back the kept iteration may lie behind the last one grown (the early-stopping
     patience): older chunks are folded into one running sum to bound memory.
@@ -99,6 +99,8 @@ class TreeScorer:
         self._folded_until = 0
         self._folded: np.ndarray | None = None
         self._objective = ""
+        self._total: int | None = None
+        self._result: np.ndarray | None = None
         self._thread = threading.Thread(target=self._work, name="evertrain-holdout-trees", daemon=True)
         self._thread.start()
 
@@ -119,6 +121,12 @@ class TreeScorer:
         self._queue.put((self.submitted, stop, text))
         self.submitted = stop
 
+    def finish(self, total: int) -> None:
+        """No more trees: the thread sums iterations ``[0, total)`` while the caller goes on."""
+        if self._total is None:
+            self._total = total
+            self._queue.put(None)
+
     def close(self) -> None:
         """Stop the thread (after a failed training); pending chunks are dropped."""
         self.error = self.error or "closed"
@@ -130,9 +138,9 @@ class TreeScorer:
         import lightgbm
 
         while (item := self._queue.get()) is not None:
-            if self.error is not None:
-                continue
             start, stop, text = item
+            if self.error is not None or (self._total is not None and start >= self._total):
+                continue  # failed already, or trees grown past the kept ones
             try:
                 booster = lightgbm.Booster(model_str=text)
                 if "average_output" in text.split("Tree=", 1)[0]:
@@ -146,11 +154,14 @@ class TreeScorer:
                 old = self._chunks.popleft()
                 self._folded = old.raw if self._folded is None else self._folded + old.raw
                 self._folded_until = old.stop
+        if self.error is None and self._total is not None:
+            try:
+                self._result = self._sum(self._total)
+            except Exception as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
 
-    def _raw(self, total: int) -> np.ndarray | None:
-        self._queue.put(None)
-        self._thread.join()
-        if self.error is not None or total < self._folded_until or total > self.submitted:
+    def _sum(self, total: int) -> np.ndarray | None:
+        if total < self._folded_until or total > self.submitted:
             return None
         acc = self._folded
         for chunk in self._chunks:
@@ -174,7 +185,9 @@ class TreeScorer:
         Returns the predictions (None when the rows must be scored the ordinary way) and a
         line saying which happened.
         """
-        raw = self._raw(total)
+        self.finish(total)
+        self._thread.join()
+        raw = self._result if self._total == total else None
         if raw is None:
             return None, f"holdout scored after training ({self.error or 'trees not all summed'})"
         out = transform(raw, self._objective)

@@ -1,7 +1,9 @@
 """One training job, as every executor runs it: a folder in, a model and a result out.
 
 A job folder holds ``job.json`` (what to train, how, and with which seed), the data as
-Parquet (``train``, ``valid``, ``holdout``) and optionally the parent model. Running
+Arrow IPC files (``train``, ``valid``, ``holdout``: the very tables the snapshots encode,
+uncompressed so that they are written and mapped back at memory speed) and optionally the
+parent model. The in-process executor hands the tables over in memory instead. Running
 it writes ``out/model.bin`` then ``out/result.json`` (the result is written last, so
 its presence means the model is complete), or ``out/error.json`` on failure. The same
 :func:`execute_job` runs in-process (inline), in a child process (local) and in a Ray
@@ -15,6 +17,7 @@ orphan training behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -22,15 +25,24 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+import pandas as pd
+import pyarrow as pa
 
+from evertrain.data.snapshots import arrow_table
 from evertrain.evaluate.metrics import compute_many
-from evertrain.evaluate.scoring import importable, model_frame, predict_outputs, score
+from evertrain.evaluate.scoring import (
+    Scored,
+    importable,
+    measure_latency,
+    model_frame,
+    predict_outputs,
+    wants_categories,
+)
 from evertrain.exceptions import EvertrainError
 from evertrain.store.artifacts import sha256_bytes
 from evertrain.store.formats import BoosterModel, get_format
@@ -46,6 +58,7 @@ RESULT_FILE = "result.json"
 SCORES_FILE = "holdout_scores.npz"
 ERROR_FILE = "error.json"
 DATA_PARTS = ("train", "valid", "holdout")
+DATA_SUFFIX = ".arrow"
 #: How often the child checks that its parent is still alive; a dead parent means the
 #: step was killed and will be resumed elsewhere, so this copy must stop using the CPU.
 PARENT_POLL_SECONDS = 0.5
@@ -86,12 +99,54 @@ class TrainJob:
         return cls(**json.loads((folder / JOB_FILE).read_text()))
 
 
-def _read_part(folder: Path, part: str) -> Any:
-    return pq.read_table(folder / f"{part}.parquet").to_pandas()
+def write_parts(folder: Path, tables: Mapping[str, pa.Table | pd.DataFrame]) -> None:
+    """Write a job's data tables into ``folder`` (each whole or not at all)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, table in tables.items():
+        if isinstance(table, pd.DataFrame):
+            table = arrow_table(table)
+        path = folder / f"{part}{DATA_SUFFIX}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, path)
 
 
-def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train the job in ``folder`` and write its outputs; returns the result written."""
+def _read_tables(folder: Path, given: Mapping[str, pa.Table] | None) -> dict[str, pa.Table]:
+    if given is not None:
+        return {part: given[part] for part in DATA_PARTS}
+    return {
+        part: pa.ipc.open_file(pa.memory_map(str(folder / f"{part}{DATA_SUFFIX}"))).read_all()
+        for part in DATA_PARTS
+    }
+
+
+def data_digest(tables: Mapping[str, pa.Table], parts: tuple[str, ...] = ("train", "valid")) -> str:
+    """A digest of the tables a model is fitted on, so a checkpoint is only resumed on the same data."""
+    digest = hashlib.sha256()
+    for part in parts:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, tables[part].schema) as writer:
+            writer.write_table(tables[part])
+        digest.update(part.encode())
+        digest.update(memoryview(sink.getvalue()))
+    return digest.hexdigest()
+
+
+def _fingerprint(job: TrainJob, parts: Mapping[str, pa.Table]) -> str:
+    """The job's fingerprint with its data's digest; asked for only when there is a checkpoint
+    to read or write, since hashing the data is not free."""
+    return hashlib.sha256(f"{job.fingerprint}:{data_digest(parts)}".encode()).hexdigest()
+
+
+def execute_job(
+    folder: Path, log: Callable[[str], None] = print, tables: Mapping[str, pa.Table] | None = None
+) -> dict[str, Any]:
+    """Train the job in ``folder`` and write its outputs; returns the result written.
+
+    ``tables``: the job's data when the caller holds it in this process (else it is read
+    from the folder).
+    """
     from evertrain.spec import TrainerSpec
 
     job = TrainJob.read(folder)
@@ -100,7 +155,8 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
     started = time.perf_counter()
     deadline = time.monotonic() + job.time_limit
     with importable(job.project):
-        train, valid, holdout = (_read_part(folder, p) for p in DATA_PARTS)
+        parts = _read_tables(folder, tables)
+        train, valid, holdout = (parts[p].to_pandas() for p in DATA_PARTS)
         trainer = get_trainer(TrainerSpec.model_validate(job.trainer))
         parent = None
         if job.parent_framework and (folder / PARENT_FILE).is_file():
@@ -123,7 +179,7 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
             tree_scorer=scorer,
             early_stopping_rounds=trainer.spec.early_stopping_rounds,
             deadline=deadline,
-            fingerprint=job.fingerprint,
+            fingerprint=lambda: _fingerprint(job, parts),
             num_threads=job.num_threads,
             log=log,
         )
@@ -140,15 +196,12 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
             raise
         fit_seconds = time.perf_counter() - fit_started
         framework, data = model_bytes(model)
-        options = {"trusted": job.trusted_types} if framework == "sklearn" and job.trusted_types else {}
-        stored = get_format(framework, **options).loads(data)  # measure exactly what will be registered
-        predicted = None
-        if scorer is not None and isinstance(stored, BoosterModel):
-            summed, how = scorer.outputs(stored, stored.booster_.current_iteration())
-            log(how)
-            context.info["holdout_scoring"] = "during training" if summed is not None else "after training"
-            if summed is not None:
-                predicted = summed if job.task == "regression" else BoosterModel.as_proba(summed)
+        # Measure exactly what will be registered: the model rebuilt from its bytes (a booster
+        # the trainer itself rebuilt from this very text already is).
+        stored = model
+        if not (isinstance(model, BoosterModel) and model.text_ is not None):
+            options = {"trusted": job.trusted_types} if framework == "sklearn" and job.trusted_types else {}
+            stored = get_format(framework, **options).loads(data)
         metrics: dict[str, Any] = {}
         if job.score_valid and len(valid):
             outputs, _ = predict_outputs(stored, valid, job.features, job.task, job.target)
@@ -156,8 +209,25 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
         scored = None
         score_started = time.perf_counter()
         if len(holdout):
-            scored = score(stored, holdout, job.features, job.task, job.target, predicted=predicted)
+            # Timed while the scoring thread adds up the last trees.
+            X = model_frame(holdout, job.features, categorical_as_category=wants_categories(stored))
+            ms_per_row = measure_latency(stored, X)
+            predicted = None
+            if scorer is not None and isinstance(stored, BoosterModel):
+                summed, how = scorer.outputs(stored, stored.booster_.current_iteration())
+                log(how)
+                context.info["holdout_scoring"] = (
+                    "during training" if summed is not None else "after training"
+                )
+                if summed is not None:
+                    predicted = summed if job.task == "regression" else BoosterModel.as_proba(summed)
+            outputs, order = predict_outputs(
+                stored, holdout, job.features, job.task, job.target, predicted=predicted
+            )
+            scored = Scored(outputs, order, ms_per_row)
             metrics["holdout"] = compute_many(job.metrics, scored.outputs)
+        if scorer is not None:
+            scorer.close()  # its thread has ended unless the model was not a booster after all
         score_seconds = time.perf_counter() - score_started
     result: dict[str, Any] = {
         "framework": framework,
@@ -172,9 +242,13 @@ def execute_job(folder: Path, log: Callable[[str], None] = print) -> dict[str, A
     }
     if scored is not None:
         result["holdout_scores"] = {"classes": scored.classes, "ms_per_row": scored.ms_per_row}
-        write_atomic(out / SCORES_FILE, scored.arrays())
-    write_atomic(out / MODEL_FILE, data)
-    write_atomic(out / RESULT_FILE, json.dumps(result, sort_keys=True, default=_plain).encode())
+        write_atomic(out / SCORES_FILE, scored.arrays(), durable=False)
+    # Not flushed to disk: outputs of an attempt that did not end in a registered version are
+    # cleared before the next attempt; the model becomes durable in the artifact store.
+    write_atomic(out / MODEL_FILE, data, durable=False)
+    write_atomic(
+        out / RESULT_FILE, json.dumps(result, sort_keys=True, default=_plain).encode(), durable=False
+    )
     log(
         f"done in {fit_seconds:.2f}s: {framework} model, {len(data)} bytes, "
         f"sha256 {result['model_sha256'][:12]}"
