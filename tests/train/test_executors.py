@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from evertrain.data.examples import make_churn_stream
-from evertrain.data.snapshots import arrow_table
+from evertrain.data.tables import arrow_table
 from evertrain.train.executors import InlineExecutor, LocalExecutor, RayExecutor, get_executor
 from evertrain.train.worker import TrainJob, data_digest, write_parts
 
@@ -128,3 +129,25 @@ def test_the_data_digest_names_the_data() -> None:
     changed.loc[5, "monthly_spend"] += 0.01
     other = {"train": arrow_table(changed.iloc[:200]), "valid": parts["valid"]}
     assert data_digest(other) != data_digest(parts)
+
+
+def test_a_worker_kept_warm_trains_the_same_model(tmp_path: Path, project: Path, local_outcome: Any) -> None:
+    """A worker started ahead (as ``evertrain run`` keeps one) gives what a fresh one gives."""
+    LocalExecutor.keep_warm()
+    try:
+        warm = LocalExecutor().run(_job(tmp_path / "warm", project, LIGHTGBM), time_limit=120)
+        assert warm.ok, warm.error
+        assert "started ahead of this job" in warm.log
+        assert warm.model == local_outcome.model
+        assert warm.result["metrics"] == local_outcome.result["metrics"]
+        # A job after a change of environment does not run in a worker started before it.
+        os.environ["EVERTRAIN_TEST_MARK"] = "changed"
+        try:
+            again = LocalExecutor().run(_job(tmp_path / "again", project, LIGHTGBM), time_limit=120)
+        finally:
+            del os.environ["EVERTRAIN_TEST_MARK"]
+        assert again.ok and "started ahead" not in again.log
+        assert again.model == local_outcome.model
+    finally:
+        LocalExecutor.keep_warm(False)
+    assert LocalExecutor._spare is None

@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from evertrain.data.tables import arrow_table
 from evertrain.data.windows import epoch_seconds
 from evertrain.store import Store
 from evertrain.store.lineage import snapshot_info
@@ -87,11 +88,6 @@ def describe_columns(frame: pd.DataFrame) -> dict[str, Any]:
                 entry["type"] = "string"
         columns[str(name)] = {"type": entry.pop("type"), **entry}
     return {"columns": columns}
-
-
-def arrow_table(frame: pd.DataFrame) -> pa.Table:
-    """The Arrow table a snapshot of ``frame`` holds (no index); decoding the snapshot gives it back."""
-    return pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
 
 
 def table_bytes(frame: pd.DataFrame | pa.Table) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -120,3 +121,8 @@ def read_table(path: str | Path, *, allow_empty: bool = False, dictionary_string
 
 
 __all__ = ["CSV_SUFFIXES", "PARQUET_SUFFIXES", "read_table"]
+
+
+def arrow_table(frame: pd.DataFrame) -> pa.Table:
+    """The Arrow table of ``frame`` without its index, as snapshots hold it (decoding gives it back)."""
+    return pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,9 @@ import pandas as pd
 from evertrain.evaluate.metrics import Outputs
 from evertrain.exceptions import DataValidationError
 from evertrain.store.formats import BoosterModel, get_format
-from evertrain.store.registry import ModelVersion
+
+if TYPE_CHECKING:
+    from evertrain.store.registry import ModelVersion
 
 #: Timed predictions per latency measurement; the median resists slow outliers.
 LATENCY_REPEATS = 3

@@ -37,7 +37,17 @@ def run(
         action = decision.get("action", "-") if isinstance(decision, dict) else "-"
         console.print(f"cycle {result.get('cycle')}: {action} {reasons}")
 
-    done = controller.run(cycles=cycles, on_cycle=show)
+    warm = spec.training.executor == "local" and cycles != 1
+    if warm:
+        from evertrain.train.executors import LocalExecutor
+
+        # Trainings come again and again here: each finds a worker with its imports done.
+        LocalExecutor.keep_warm()
+    try:
+        done = controller.run(cycles=cycles, on_cycle=show)
+    finally:
+        if warm:
+            LocalExecutor.keep_warm(False)
     console.print(f"{done} cycle(s) run")
 
 

@@ -5,6 +5,7 @@ artifact store (any fsspec URL), a registry of versions and aliases, lineage, ru
 and the hash-chained audit log.
 
 >>> import tempfile, pathlib
+>>> from evertrain.store import Store
 >>> store = Store.for_project(pathlib.Path(tempfile.mkdtemp())).open()
 >>> store.registry.list_models()
 []
@@ -12,17 +13,30 @@ and the hash-chained audit log.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from evertrain import settings
-from evertrain.store.artifacts import ArtifactStore
-from evertrain.store.audit import AuditLog
-from evertrain.store.lineage import Lineage
-from evertrain.store.metadata import Database
-from evertrain.store.registry import ModelVersion, Registry
-from evertrain.store.runs import Run, Runs
+if TYPE_CHECKING:
+    from evertrain.store.artifacts import ArtifactStore
+    from evertrain.store.audit import AuditLog
+    from evertrain.store.core import Store
+    from evertrain.store.lineage import Lineage
+    from evertrain.store.metadata import Database
+    from evertrain.store.registry import ModelVersion, Registry
+    from evertrain.store.runs import Run, Runs
+
+#: Imported on first use, so that code needing only the model formats or the artifact
+#: hashes (a training worker) does not pay for SQLAlchemy.
+_LAZY = {
+    "ArtifactStore": "evertrain.store.artifacts",
+    "AuditLog": "evertrain.store.audit",
+    "Database": "evertrain.store.metadata",
+    "Lineage": "evertrain.store.lineage",
+    "ModelVersion": "evertrain.store.registry",
+    "Registry": "evertrain.store.registry",
+    "Run": "evertrain.store.runs",
+    "Runs": "evertrain.store.runs",
+    "Store": "evertrain.store.core",
+}
 
 __all__ = [
     "ArtifactStore",
@@ -37,47 +51,16 @@ __all__ = [
 ]
 
 
-class Store:
-    """Metadata database + artifact store, with the registry, lineage, runs and audit log over them."""
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evertrain.store' has no attribute {name!r}")
+    import importlib
 
-    def __init__(
-        self,
-        db_url: str,
-        artifacts_url: str,
-        *,
-        logs_url: str | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.db = Database(db_url)
-        self.artifacts = ArtifactStore(artifacts_url)
-        self.logs_url = logs_url
-        self.clock = clock
-        self.audit = AuditLog(self.db, clock)
-        self.registry = Registry(self.db, self.artifacts, self.audit, clock)
-        self.lineage = Lineage(self.db, self.registry, self.audit, clock)
-        self.runs = Runs(self.db, clock)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-    @classmethod
-    def for_project(cls, project: Path | str, *, clock: Callable[[], float] = time.time) -> Store:
-        """The store of a project folder, honouring ``EVERTRAIN_DB_URL`` and ``EVERTRAIN_ARTIFACTS_URL``."""
-        project = Path(project)
-        return cls(
-            settings.db_url(project),
-            settings.artifacts_url(project),
-            logs_url=settings.logs_url(project),
-            clock=clock,
-        )
 
-    def open(self) -> Store:
-        """Bring the metadata schema up to date (creating it on first open)."""
-        self.db.migrate()
-        return self
-
-    def close(self) -> None:
-        self.db.dispose()
-
-    def __enter__(self) -> Store:
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

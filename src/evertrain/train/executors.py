@@ -4,7 +4,9 @@
   between boosting iterations only, since a running ``fit`` cannot be interrupted here.
 - ``local``: a child process with a hard time limit and its output captured to the job's
   log; a crash or a timeout is a failed :class:`Outcome` with the error and the log
-  tail, never an exception that leaves a half-registered version.
+  tail, never an exception that leaves a half-registered version. A long-running process
+  (``evertrain run``) asks for a worker to be kept warm (:meth:`LocalExecutor.keep_warm`):
+  one is started after each job, its imports done by the time the next job comes.
 - ``ray``: a Ray task on ``EVERTRAIN_RAY_ADDRESS`` (or a local Ray already started, or
   one started here); inputs and outputs travel as bytes, so it works on a cluster.
 
@@ -23,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -121,33 +124,109 @@ class InlineExecutor(Executor):
         return collect(job_dir, time.perf_counter() - started)
 
 
+class _Spare:
+    """A worker started ahead of need: imports done, waiting on standard input for its job folder.
+
+    Used only in the environment and folder it was started in, so a job never runs with
+    settings other than those its caller has.
+    """
+
+    def __init__(self) -> None:
+        self.env = dict(os.environ)
+        self.cwd = os.getcwd()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "evertrain.train.worker", "--wait"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, as a worker started for its job
+        )
+
+    def give(self, job_dir: Path) -> subprocess.Popen[bytes] | None:
+        """The worker, now running ``job_dir``; None if it cannot take it (it is then stopped)."""
+        if self.proc.poll() is None and self.env == dict(os.environ) and self.cwd == os.getcwd():
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(f"{job_dir}\n".encode())
+                self.proc.stdin.close()
+                return self.proc
+            except OSError:
+                pass
+        self.discard()
+        return None
+
+    def discard(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+
 class LocalExecutor(Executor):
     """A child Python process per job, killed at the time limit."""
 
     name = "local"
+    _warm: ClassVar[bool] = False
+    _spare: ClassVar[_Spare | None] = None
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
-        clear_outputs(job_dir)
-        command = [sys.executable, "-m", "evertrain.train.worker", str(job_dir)]
-        started = time.perf_counter()
+    @classmethod
+    def keep_warm(cls, on: bool = True) -> None:
+        """Keep (or stop keeping) one worker of this process started ahead for the next job."""
+        with cls._lock:
+            cls._warm = on
+            spare, cls._spare = cls._spare, None
+        if spare is not None:
+            spare.discard()
+        if on:
+            cls._replenish()
+
+    @classmethod
+    def _replenish(cls) -> None:
+        with cls._lock:
+            if cls._warm and cls._spare is None:
+                cls._spare = _Spare()
+
+    @classmethod
+    def _take_spare(cls) -> _Spare | None:
+        with cls._lock:
+            spare, cls._spare = cls._spare, None
+        return spare
+
+    def _start(self, job_dir: Path) -> subprocess.Popen[bytes]:
+        spare = self._take_spare()
+        proc = spare.give(job_dir) if spare is not None else None
+        if proc is not None:
+            return proc
         with open(job_dir / LOG_FILE, "ab") as log_file:
             # Its own process group, so a timeout kills the child and anything it started.
-            proc = subprocess.Popen(
-                command,
+            return subprocess.Popen(
+                [sys.executable, "-m", "evertrain.train.worker", str(job_dir)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            try:
-                code = proc.wait(timeout=time_limit)
-            except subprocess.TimeoutExpired:
-                self._stop(proc)
-                return collect(
-                    job_dir,
-                    time.perf_counter() - started,
-                    error=f"training timed out after its limit of {time_limit:g}s and was killed",
-                )
+
+    def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
+        clear_outputs(job_dir)
+        started = time.perf_counter()
+        proc = self._start(job_dir)
+        try:
+            code = proc.wait(timeout=time_limit)
+        except subprocess.TimeoutExpired:
+            self._stop(proc)
+            return collect(
+                job_dir,
+                time.perf_counter() - started,
+                error=f"training timed out after its limit of {time_limit:g}s and was killed",
+            )
+        finally:
+            # Started once this job is over, so its imports do not slow the training.
+            self._replenish()
         seconds = time.perf_counter() - started
         if code != 0:
             outcome = collect(job_dir, seconds)

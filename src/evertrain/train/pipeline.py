@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from evertrain import __version__, settings
-from evertrain.data.snapshots import arrow_table, table_bytes, take_snapshot
+from evertrain._background import yield_to_training
+from evertrain.data.snapshots import table_bytes, take_snapshot
 from evertrain.data.sources import open_source, read_table
+from evertrain.data.tables import arrow_table
 from evertrain.data.windows import WEIGHT_COLUMN, Window, make_window
 from evertrain.evaluate.evaluation import evaluate_version
 from evertrain.evaluate.metrics import DEFAULT_METRICS
@@ -286,6 +288,7 @@ class _Snapshots:
         self._thread.start()
 
     def _save(self, store: Store, parts: list[tuple[str, Any, list[str]]], time_column: str | None) -> None:
+        yield_to_training()
         try:
             for role, frame, sources in parts:
                 data = table_bytes(self.tables[role])
@@ -318,6 +321,7 @@ class _ChampionScorer:
         self._thread: threading.Thread | None = None
 
     def _work(self, version: int) -> None:
+        yield_to_training()
         assert self.window is not None
         spec, store = self.step.spec, self.step.store
         with contextlib.suppress(Exception):
@@ -551,6 +555,7 @@ def _register(
         "train_seconds": outcome.seconds,
         "fit_seconds": result.get("fit_seconds"),
         "score_seconds": result.get("score_seconds"),
+        "job_seconds": result.get("job_seconds"),
         "valid": measured.get("valid", {}),
         "holdout": measured.get("holdout", {}),
         **{k: v for k, v in result.get("info", {}).items() if isinstance(v, int | float)},

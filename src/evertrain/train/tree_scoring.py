@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evertrain._background import yield_to_training
+
 #: Boosting iterations per chunk handed to the scoring thread. Smaller chunks leave less to
 #: score when boosting ends; each chunk costs one parse and one pass over the rows.
 CHUNK_ITERATIONS = 20
@@ -137,6 +139,7 @@ class TreeScorer:
     def _work(self) -> None:
         import lightgbm
 
+        yield_to_training()
         while (item := self._queue.get()) is not None:
             start, stop, text = item
             if self.error is not None or (self._total is not None and start >= self._total):

@@ -11,7 +11,10 @@ task, so every executor trains the same way and gets the same metrics.
 
 ``python -m evertrain.train.worker JOB_DIR`` is the child process of the local
 executor; it exits on its own if its parent dies, so a killed controller leaves no
-orphan training behind.
+orphan training behind. ``python -m evertrain.train.worker --wait`` is a worker started
+ahead of need: it does its imports (LightGBM's alone take about a second) and a tiny
+training through the same code, then reads its job folder from standard input, so a
+long-running controller's next training does not wait for a Python start.
 """
 
 from __future__ import annotations
@@ -300,17 +303,100 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="evertrain-parent-watch", daemon=True).start()
 
 
+def _import_lightgbm(folder: Path) -> None:
+    """Import LightGBM for a job that will use it, without the scikit-learn it does not need.
+
+    LightGBM imports scikit-learn (and SciPy) for its scikit-learn wrappers when it can:
+    over a second of a worker's start, unused by a LightGBM job whose parent model (if any)
+    is a LightGBM one. Other jobs import what they need as they go.
+    """
+    try:
+        job = TrainJob.read(folder)
+    except (OSError, ValueError, TypeError):
+        return  # reported properly when the job runs
+    if job.trainer.get("kind") != "lightgbm" or job.parent_framework not in (None, "lightgbm"):
+        return
+    if "sklearn" in sys.modules or "lightgbm" in sys.modules:
+        return
+    sys.modules["sklearn"] = None  # type: ignore[assignment]  # makes `import sklearn` fail
+    try:
+        import lightgbm  # noqa: F401
+    except ImportError:
+        pass  # the trainer reports it
+    finally:
+        if sys.modules.get("sklearn", ...) is None:
+            del sys.modules["sklearn"]
+
+
+def _warm_up() -> None:
+    """Train and score a tiny model through the job code, so that what a first call pays
+    (imports done on first use, thread pools, LightGBM's first datasets) is paid now."""
+    import tempfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"x": rng.normal(size=300), "c": rng.choice(["a", "b"], 300)})
+    rows["y"] = (rows["x"] > 0).astype(int)
+    with tempfile.TemporaryDirectory(prefix="evertrain-warm-up-") as tmp:
+        folder = Path(tmp)
+        write_parts(folder, {"train": rows[:200], "valid": rows[200:250], "holdout": rows[250:]})
+        TrainJob(
+            trainer={"kind": "lightgbm", "params": {"num_boost_round": 5}, "early_stopping_rounds": 2},
+            task="binary",
+            target="y",
+            features=["x", "c"],
+            seed=0,
+            time_limit=60,
+            fingerprint="warm-up",
+            num_threads=1,
+            metrics=["accuracy", "roc_auc", "log_loss"],
+        ).write(folder)
+        execute_job(folder, log=lambda line: None)
+
+
+def _wait_for_job() -> Path | None:
+    """Do a job's imports and first calls ahead, then read its folder from standard input
+    (None at end of input)."""
+    import lightgbm  # noqa: F401  # with scikit-learn: the job's kind is not known yet
+
+    with contextlib.suppress(Exception):  # a failed warm-up only means a slower first job
+        _warm_up()
+    line = sys.stdin.readline().strip()
+    if not line:
+        return None
+    folder = Path(line)
+    # The job's output goes to its log, as a worker started for it writes there.
+    fd = os.open(folder / LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        sys.stderr.write("usage: python -m evertrain.train.worker JOB_DIR\n")
+        sys.stderr.write("usage: python -m evertrain.train.worker JOB_DIR | --wait\n")
         return 2
-    folder = Path(args[0])
     _watch_parent()
+    if args[0] == "--wait":
+        waited = _wait_for_job()
+        if waited is None:
+            return 0
+        folder = waited
+    else:
+        folder = Path(args[0])
+        _import_lightgbm(folder)
 
     def log(line: str) -> None:
         sys.stdout.write(f"{time.strftime('%H:%M:%S')} {line}\n")
         sys.stdout.flush()
+
+    if args[0] == "--wait":
+        log(f"worker {os.getpid()} was started ahead of this job")
 
     try:
         execute_job(folder, log)
@@ -322,4 +408,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover - run as a child process
-    sys.exit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Everything the job writes is closed by now; skipping the interpreter's teardown (a
+    # fifth of a second with pandas, LightGBM and scikit-learn loaded) hands the result
+    # back sooner.
+    os._exit(status)
