@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +95,6 @@ def test_a_training_past_its_time_limit_is_killed(tmp_path: Path, misbehaving: P
     trainer = {"kind": "callable", "callable": "misbehaving:sleepy"}
     outcome = LocalExecutor().run(_job(tmp_path / "slow", misbehaving, trainer), time_limit=3)
     assert not outcome.ok and "timed out after its limit of 3s" in str(outcome.error)
-
-
-@pytest.fixture(scope="module")
-def ray_instance() -> Iterator[Any]:
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def test_ray_and_local_give_the_same_metrics(

@@ -166,6 +166,30 @@ def test_a_small_sweep_records_its_trials(store: Store, project: Path, rows: Any
     assert {k: params[k] for k in best["best_params"]} == best["best_params"]
 
 
+def test_on_ray_the_sweep_is_a_ray_tune_experiment(
+    store: Store, project: Path, rows: Any, ray_instance: Any
+) -> None:
+    space = {"num_leaves": [3, 15], "learning_rate": [0.05, 0.2]}
+    spec = _spec(**{"training.executor": "ray", "training.sweep": {"trials": 3, "space": space}})
+    result = train_model(store, spec, project)
+    sweep = store.runs.get(result.run_id).result["sweep"]
+    assert len(sweep["trials"]) == 3 and sweep["metric"] == "log_loss"
+    trials = [store.runs.get(t["run_id"]) for t in sweep["trials"]]
+    assert all(t.params["engine"] == "ray-tune" and t.status == "succeeded" for t in trials)
+    assert all(set(t.params["params"]) == set(space) for t in trials)
+    values = [t["value"] for t in sweep["trials"]]
+    assert sweep["best_value"] == min(values)
+    best = next(t for t in sweep["trials"] if t["value"] == sweep["best_value"])
+    # The registered model is the best trial's, trained with the best trial's params.
+    mv = store.registry.get_version("churn", result.version)
+    assert (
+        mv.params["params"]["num_leaves"]
+        == best["params"]["num_leaves"]
+        == sweep["best_params"]["num_leaves"]
+    )
+    assert result.outcome in ("accepted", "rejected") and result.report is not None
+
+
 def test_weighted_window_and_golden_set(store: Store, project: Path, rows: pd.DataFrame) -> None:
     rows.iloc[:300].to_csv(project / "golden.csv", index=False)
     spec = _spec(

@@ -254,8 +254,17 @@ class LocalExecutor(Executor):
             proc.wait()
 
 
-def _ray_job(files: dict[str, bytes], checkpoint_dir: str | None) -> dict[str, bytes]:
-    """The Ray task: rebuild the job folder from bytes, run it, hand the outputs back as bytes."""
+def job_inputs(job_dir: Path) -> dict[str, bytes]:
+    """A job folder's inputs (job file, data, parent model) as bytes, to run it on another machine."""
+    return {
+        p.name: p.read_bytes()
+        for p in job_dir.iterdir()
+        if p.is_file() and (p.suffix == DATA_SUFFIX or p.name in (JOB_FILE, PARENT_FILE))
+    }
+
+
+def run_job_from_bytes(files: dict[str, bytes], checkpoint_dir: str | None) -> dict[str, bytes]:
+    """Run a job given as bytes (a Ray task, a Tune trial): its folder rebuilt, its outputs as bytes."""
     with tempfile.TemporaryDirectory(prefix="evertrain-ray-") as tmp:
         folder = Path(tmp)
         for name, data in files.items():
@@ -295,7 +304,7 @@ class RayExecutor(Executor):
     def __init__(self, address: str | None = None) -> None:
         self.address = address
 
-    def _connect(self) -> Any:
+    def connect(self) -> Any:
         try:
             import ray
         except ImportError:
@@ -307,17 +316,13 @@ class RayExecutor(Executor):
                 log_to_driver=False,
             )
         if RayExecutor._remote is None:
-            RayExecutor._remote = ray.remote(max_retries=0)(_ray_job)
+            RayExecutor._remote = ray.remote(max_retries=0)(run_job_from_bytes)
         return ray
 
     def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
-        ray = self._connect()
+        ray = self.connect()
         clear_outputs(job_dir)
-        inputs = {
-            p.name: p.read_bytes()
-            for p in job_dir.iterdir()
-            if p.is_file() and (p.suffix == DATA_SUFFIX or p.name in (JOB_FILE, PARENT_FILE))
-        }
+        inputs = job_inputs(job_dir)
         job = json.loads(inputs[JOB_FILE])
         started = time.perf_counter()
         ref = RayExecutor._remote.remote(inputs, job.get("checkpoint_dir"))

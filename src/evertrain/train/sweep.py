@@ -2,14 +2,19 @@
 
 ``training.sweep`` in the spec names the number of trials and, for each parameter, the
 values to try. Optuna's TPE sampler (seeded by the trainer's seed) proposes the next
-trial from the scores of the earlier ones; each trial is a job run through the same
-executor as the final training (so on Ray, trials run on Ray), scored on the *valid*
-part (the holdout stays untouched for the gates), and recorded as a run of kind
-``trial`` under the training run. The best trial's model is the one registered: it was
-trained on exactly the training data, so training it again would only repeat the work.
+trial from the scores of the earlier ones; each trial is a job run with the same worker
+code as the final training, scored on the *valid* part (the holdout stays untouched for
+the gates), and recorded as a run of kind ``trial`` under the training run. The best
+trial's model is the one registered: it was trained on exactly the training data, so
+training it again would only repeat the work.
 
-Trials stop early when the day's budget is spent. A trial whose outputs are already in
-its folder (the step was killed and resumed) is not run again.
+- Locally (``inline`` and ``local`` executors), trials run one after another through the
+  executor; they stop early when the day's budget is spent, and a trial whose outputs are
+  already in its folder (the step was killed and resumed) is not run again.
+- On Ray, the sweep is a Ray Tune experiment with the same Optuna search: trials run as
+  Tune trials, as many at once as the cluster has CPUs for, within the budget left
+  (``time_budget_s``); each reports its valid metric and hands its outputs back as a Tune
+  checkpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +32,7 @@ from evertrain.evaluate.metrics import get_metric
 from evertrain.exceptions import UsageError
 from evertrain.store import Store
 from evertrain.store.runs import Run
-from evertrain.train.executors import Executor, Outcome, collect
+from evertrain.train.executors import Executor, Outcome, collect, job_inputs, run_job_from_bytes
 from evertrain.train.worker import DATA_SUFFIX, JOB_FILE, OUT_DIR, PARENT_FILE, RESULT_FILE
 
 #: The metric a sweep ranks trials by when no champion gate names one.
@@ -90,6 +96,8 @@ def run_sweep(
         raise UsageError("training.sweep.trials > 0 needs training.sweep.space (parameter -> values to try)")
     metric = get_metric(sweep_metric(spec))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if executor.name == "ray":
+        return _tune_sweep(store, spec, run, job_dir, executor, seconds_left, metric.name)
     study = optuna.create_study(
         direction="maximize" if metric.higher_is_better else "minimize",
         sampler=optuna.samplers.TPESampler(seed=spec.model.trainer.seed),
@@ -115,26 +123,130 @@ def run_sweep(
         else:
             outcome = executor.run(folder, min(budget_left, spec.model.trainer.time_limit), tables)
             result.seconds += outcome.seconds
-        value = (
-            (outcome.result.get("metrics", {}).get("valid", {}) or {}).get(metric.name)
-            if outcome.ok
-            else None
-        )
+        value = _valid_value(outcome, metric.name)
         study.tell(trial, worst if value is None else value)
-        store.runs.finish(
-            trial_run.id,
-            "succeeded" if outcome.ok else "failed",
-            metrics={"train_seconds": outcome.seconds, metric.name: value},
-            result={"log_tail": outcome.log_tail},
-            error=outcome.error,
+        _record(store, trial_run, index, params, outcome, value, result, metric.higher_is_better)
+    return result
+
+
+def _valid_value(outcome: Outcome, metric: str) -> float | None:
+    if not outcome.ok:
+        return None
+    value = (outcome.result.get("metrics", {}).get("valid", {}) or {}).get(metric)
+    return None if value is None else float(value)
+
+
+def _record(
+    store: Store,
+    trial_run: Run,
+    index: int,
+    params: dict[str, Any],
+    outcome: Outcome,
+    value: float | None,
+    result: SweepResult,
+    higher_is_better: bool,
+) -> None:
+    """Finish the trial's run and keep the trial if it is the best so far."""
+    store.runs.finish(
+        trial_run.id,
+        "succeeded" if outcome.ok else "failed",
+        metrics={"train_seconds": outcome.seconds, result.metric: value},
+        result={"log_tail": outcome.log_tail},
+        error=outcome.error,
+    )
+    result.trials.append(
+        {"trial": index, "params": params, "value": value, "ok": outcome.ok, "run_id": trial_run.id}
+    )
+    better = value is not None and (
+        result.best_value is None
+        or (value > result.best_value if higher_is_better else value < result.best_value)
+    )
+    if better:
+        result.best_params, result.best_value, result.best = params, value, outcome
+
+
+# -- on Ray: a Ray Tune experiment --------------------------------------------------------------
+
+#: The number a failed Tune trial reports, worse than any real value of the metric.
+_FAILED = 1e300
+
+
+def _tune_trial(config: dict[str, Any], files: dict[str, bytes], metric: str, sign: float) -> None:
+    """One Tune trial: the job with the trial's params, run by the same worker code as any job.
+
+    Reports ``value`` (the valid metric, with ``sign`` making lower better) and hands the
+    job's outputs back as a checkpoint.
+    """
+    import tempfile
+
+    from ray import tune
+
+    job = json.loads(files[JOB_FILE])
+    job["trainer"] = dict(job["trainer"], params={**job["trainer"].get("params", {}), **config})
+    job["fingerprint"] = f"{job['fingerprint']}:trial:{json.dumps(config, sort_keys=True)}"
+    job["score_valid"] = True
+    produced = run_job_from_bytes({**files, JOB_FILE: json.dumps(job, sort_keys=True).encode()}, None)
+    value = None
+    if f"{OUT_DIR}/{RESULT_FILE}" in produced:
+        found = json.loads(produced[f"{OUT_DIR}/{RESULT_FILE}"])["metrics"].get("valid", {}).get(metric)
+        value = None if found is None else sign * float(found)
+    with tempfile.TemporaryDirectory(prefix="evertrain-trial-") as tmp:
+        for name, data in produced.items():
+            path = Path(tmp) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        tune.report(
+            {"value": _FAILED if value is None else value, "ok": value is not None},
+            checkpoint=tune.Checkpoint.from_directory(tmp),
         )
-        result.trials.append(
-            {"trial": index, "params": params, "value": value, "ok": outcome.ok, "run_id": trial_run.id}
+
+
+def _tune_sweep(
+    store: Store, spec: Any, run: Run, job_dir: Path, executor: Executor, seconds_left: float, metric: str
+) -> SweepResult:
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    executor.connect()  # type: ignore[attr-defined]  # the Ray executor: joins or starts Ray
+    sweep = spec.training.sweep
+    higher_is_better = get_metric(metric).higher_is_better
+    sign = -1.0 if higher_is_better else 1.0  # Tune minimizes ``value``
+    files = job_inputs(job_dir)
+    started = time.perf_counter()
+    tuner = tune.Tuner(
+        tune.with_parameters(_tune_trial, files=files, metric=metric, sign=sign),
+        param_space={name: tune.choice(list(values)) for name, values in sweep.space.items()},
+        tune_config=tune.TuneConfig(
+            search_alg=OptunaSearch(
+                metric="value", mode="min", sampler=optuna.samplers.TPESampler(seed=spec.model.trainer.seed)
+            ),
+            num_samples=sweep.trials,
+            time_budget_s=seconds_left if math.isfinite(seconds_left) else None,
+        ),
+        run_config=tune.RunConfig(name="sweep", storage_path=str(job_dir.resolve() / "tune"), verbose=0),
+    )
+    grid = tuner.fit()
+    result = SweepResult({}, None, None, metric, seconds=time.perf_counter() - started)
+    for index in range(len(grid)):
+        trial = grid[index]
+        params = {name: (trial.config or {}).get(name) for name in sweep.space}
+        folder = job_dir / "trials" / str(index)
+        folder.mkdir(parents=True, exist_ok=True)
+        if trial.checkpoint is not None:
+            with trial.checkpoint.as_directory() as produced:
+                shutil.copytree(produced, folder, dirs_exist_ok=True)
+        seconds = float((trial.metrics or {}).get("time_total_s") or 0.0)
+        error = None if trial.error is None else f"the Tune trial failed: {trial.error}"
+        outcome = collect(folder, seconds, error)
+        trial_run = store.runs.start(
+            "trial",
+            model=spec.model.name,
+            key=f"{run.id}:trial:{index}",
+            params={"trial": index, "params": params, "engine": "ray-tune"},
+            parent_id=run.id,
         )
-        better = value is not None and (
-            result.best_value is None
-            or (value > result.best_value if metric.higher_is_better else value < result.best_value)
+        _record(
+            store, trial_run, index, params, outcome, _valid_value(outcome, metric), result, higher_is_better
         )
-        if better:
-            result.best_params, result.best_value, result.best = params, value, outcome
     return result
