@@ -5,8 +5,9 @@ The public API is re-exported here; everything else is internal.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from evertrain._lazy import lazy_exports
 from evertrain.exceptions import (
     AuthError,
     CheckFailed,
@@ -59,19 +60,7 @@ if TYPE_CHECKING:
     from evertrain.store.registry import AliasMove, ModelVersion
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'evertrain' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __version__ = "0.1.0"
