@@ -141,65 +141,64 @@ class _Source:
         return known
 
 
+#: How each measured training runs: the executor, and whether a worker is kept warm.
+MODES = {"inline": ("inline", False), "local warm": ("local", True), "local cold": ("local", False)}
+
+
 def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
+    """Per mode, ``repeats`` pairs of (bare fit, ``train_model``) on the same new window."""
     from evertrain.train.executors import LocalExecutor
 
     # Enough rows that the training part (after holdout and valid) has ``rows`` rows.
     total = int(np.ceil(rows / ((1 - HOLDOUT_FRACTION) * (1 - VALID_FRACTION))))
+    out: dict[str, Any] = {"repeats": repeats, "modes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
-        source = _Source(project, total, extra_features, 3 * repeats)
+        source = _Source(project, total, extra_features, len(MODES) * repeats)
         source.advance(0)
         store = Store.for_project(project, clock=lambda: source.now).open()
         first = train_model(store, _spec("inline"), project)  # the champion the trainings are judged on
         store.registry.promote("churn", first.version, actor="bench")
         k = 0
-        bare, inline, cpu_bare, cpu_inline, stages, scoring = [], [], [], [], [], set()
-        for _ in range(repeats):
-            k += 1
-            window = make_window(source.advance(k), _spec("inline"), source.now)
-            cpu = time.process_time()
-            bare.append(bare_fit(window.train, window.valid, window.columns.features))
-            cpu_bare.append(time.process_time() - cpu)
-            cpu, started = time.process_time(), time.perf_counter()
-            result = train_model(store, _spec("inline"), project)
-            inline.append(time.perf_counter() - started)
-            cpu_inline.append(time.process_time() - cpu)
-            stages.append(result.timings | {"fit": float(result.metrics["fit_seconds"])})
-            scoring.add(store.runs.get(result.run_id).result["info"].get("holdout_scoring"))
-        local: dict[str, list[float]] = {"cold": [], "warm": []}
-        for mode in ("cold", "warm"):
-            LocalExecutor.keep_warm(mode == "warm")
+        for mode, (executor, warm) in MODES.items():
+            LocalExecutor.keep_warm(warm)
+            pairs: dict[str, list[float]] = {"bare": [], "evertrain": [], "cpu_bare": [], "cpu_evertrain": []}
+            stages: list[dict[str, float]] = []
+            scoring: set[str] = set()
             for _ in range(repeats):
                 k += 1
-                source.advance(k)
-                if mode == "warm":
+                window = make_window(source.advance(k), _spec(executor), source.now)
+                if warm:
                     time.sleep(WARM_UP_SECONDS)
-                started = time.perf_counter()
-                train_model(store, _spec("local"), project)
-                local[mode].append(time.perf_counter() - started)
+                cpu = time.process_time()
+                pairs["bare"].append(bare_fit(window.train, window.valid, window.columns.features))
+                pairs["cpu_bare"].append(time.process_time() - cpu)
+                cpu, started = time.process_time(), time.perf_counter()
+                result = train_model(store, _spec(executor), project)
+                pairs["evertrain"].append(time.perf_counter() - started)
+                pairs["cpu_evertrain"].append(time.process_time() - cpu)
+                stages.append(result.timings | {"fit": float(result.metrics["fit_seconds"])})
+                scoring.add(str(store.runs.get(result.run_id).result["info"].get("holdout_scoring")))
+            over = [e - b for e, b in zip(pairs["evertrain"], pairs["bare"], strict=True)]
+            share = [o / b for o, b in zip(over, pairs["bare"], strict=True)]
+            out["modes"][mode] = {
+                **{key: statistics.median(values) for key, values in pairs.items()},
+                "overhead": statistics.median(over),
+                "share": statistics.median(share),
+                "stages": {key: statistics.median(s.get(key, 0.0) for s in stages) for key in stages[0]},
+                "scoring": sorted(scoring),
+                "iterations": result.metrics.get("iterations_run"),
+            }
         LocalExecutor.keep_warm(False)
         store.close()
-    median_stages = {key: statistics.median(s.get(key, 0.0) for s in stages) for key in stages[0]}
-    return {
-        "train_rows": len(window.train),
-        "holdout_rows": len(window.holdout),
-        "bare": statistics.median(bare),
-        "inline": statistics.median(inline),
-        "cpu_bare": statistics.median(cpu_bare),
-        "cpu_inline": statistics.median(cpu_inline),
-        "local_cold": statistics.median(local["cold"]),
-        "local_warm": statistics.median(local["warm"]),
-        "stages": median_stages,
-        "scoring": sorted(str(s) for s in scoring),
-        "repeats": repeats,
-        "iterations": result.metrics.get("iterations_run"),
-        "features": len(window.columns.features),
-    }
+    out.update(
+        train_rows=len(window.train), holdout_rows=len(window.holdout), features=len(window.columns.features)
+    )
+    return out
 
 
-def _share(seconds: float, base: float) -> str:
-    return f"{seconds:+.2f} s ({seconds / base:.1%})"
+def _share(seconds: float, share: float) -> str:
+    return f"{seconds:+.2f} s ({share:.1%})"
 
 
 def render(results: list[dict[str, Any]]) -> str:
@@ -210,45 +209,46 @@ def render(results: list[dict[str, Any]]) -> str:
         f"`bench/train_overhead.py`: LightGBM on about {first['train_rows']:,} training rows (up to "
         f"{PARAMS['num_boost_round']} boosting iterations, early stopping {EARLY_STOPPING}), holdout "
         f"{first['holdout_rows']:,} rows; gates: threshold, paired-bootstrap non-inferiority vs a champion "
-        f"(1000 resamples), Holm-corrected slices (4), latency, size. Each training sees "
-        f"{NEW_ROWS_PER_RETRAIN} new rows, hence new snapshots. Overhead = `train_model` wall time - bare "
-        f"wall time (feature frame + `lightgbm.train`, same rows, params, seed, threads). "
-        f"Medians of {first['repeats']} repeats.",
+        f"(1000 resamples), Holm-corrected slices (4), latency, size. Before each training "
+        f"{NEW_ROWS_PER_RETRAIN} new rows arrive, so every training stores new snapshots; the bare fit "
+        f"(feature frame + `lightgbm.train`, same rows, params, seed and threads) runs on the same window "
+        f"just before it. Overhead = `train_model` wall time - bare wall time, median of "
+        f"{first['repeats']} such pairs per row.",
         "",
-        "| features | bare fit | `train_model` inline | overhead | CPU overhead "
-        "| local, warm worker | overhead | local, cold start | overhead |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| features | executor | bare fit | `train_model` | overhead | CPU overhead |",
+        "|---:|---|---:|---:|---:|---:|",
     ]
     for m in results:
-        fit = m["bare"]
-        lines.append(
-            f"| {m['features']} | {fit:.2f} s | {m['inline']:.2f} s | {_share(m['inline'] - fit, fit)} "
-            f"| {_share(m['cpu_inline'] - m['cpu_bare'], m['cpu_bare'])} "
-            f"| {m['local_warm']:.2f} s | {_share(m['local_warm'] - fit, fit)} "
-            f"| {m['local_cold']:.2f} s | {_share(m['local_cold'] - fit, fit)} |"
-        )
+        for mode, r in m["modes"].items():
+            cpu = r["cpu_evertrain"] - r["cpu_bare"]
+            cpu_text = f"{cpu:+.2f} s ({cpu / r['cpu_bare']:.1%})" if mode == "inline" else "-"
+            lines.append(
+                f"| {m['features']} | {mode} | {r['bare']:.2f} s | {r['evertrain']:.2f} s "
+                f"| {_share(r['overhead'], r['share'])} | {cpu_text} |"
+            )
     lines += [
         "",
-        "*CPU overhead*: process CPU seconds of `train_model` inline minus those of the bare fit. Most of "
-        "it is scoring the holdout with the challenger (tree by tree while it trains) and with the champion "
-        "(the paired gates need both), which runs on the second core during the single-threaded fit, so "
-        "the wall-clock overhead is a fraction of it. *Local*: the job runs in a child process and gets the "
-        "snapshot tables as Arrow files; a cold start pays a Python start and its imports, which the warm "
-        "worker of `evertrain run` has done before the training comes.",
+        "*CPU overhead* (inline only: the other executors spend theirs in a child process): process CPU "
+        "seconds of `train_model` minus those of the bare fit. Most of it is scoring the holdout with the "
+        "challenger (tree by tree while it trains) and with the champion (the paired gates need both), "
+        "done on the second core during the single-threaded fit, so the wall-clock overhead is a fraction "
+        "of it. *local*: the job runs in a child process and reads the snapshot tables from Arrow files; "
+        "a cold start (a one-off `evertrain train`) pays a Python start and its imports, which the worker "
+        "that `evertrain run` keeps warm between trainings has done already.",
         "",
-        "Stages of the inline runs (median seconds; `fit` is evertrain's boosting loop, `train` the executor "
-        "call around it, `snapshot` what the training waited for the snapshots, `score` the latency probe "
-        "and the last trees of the holdout scores):",
+        "Stages (median seconds; `fit` is evertrain's boosting loop, `train` the executor call around it, "
+        "`snapshot` what the training waited for its snapshots, `score` the latency probe and the last "
+        "trees of the holdout scores):",
         "",
     ]
+    names = ("window", "snapshot", "fit", "train", "register", "evaluate", "score")
     for m in results:
-        stages = m["stages"]
-        names = ("window", "snapshot", "fit", "train", "register", "evaluate", "score")
-        lines.append(
-            f"- {m['features']} features, {m['iterations']} iterations: "
-            + ", ".join(f"{key} {stages.get(key, 0.0):.3f}" for key in names)
-            + f"; holdout scored {', '.join(m['scoring'])}"
-        )
+        for mode, r in m["modes"].items():
+            lines.append(
+                f"- {m['features']} features, {mode}, {r['iterations']} iterations: "
+                + ", ".join(f"{key} {r['stages'].get(key, 0.0):.3f}" for key in names)
+                + f"; holdout scored {', '.join(r['scoring'])}"
+            )
     lines += [
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "

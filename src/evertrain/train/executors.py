@@ -215,19 +215,30 @@ class LocalExecutor(Executor):
         clear_outputs(job_dir)
         started = time.perf_counter()
         proc = self._start(job_dir)
+        expired = threading.Event()
+        ended = threading.Event()
+
+        def watchdog() -> None:
+            if not ended.wait(time_limit):
+                expired.set()
+                self._stop(proc, ended)
+
+        # A blocking wait plus a watchdog: Popen.wait(timeout) polls, and notices the end of a
+        # job up to 50 ms late.
+        threading.Thread(target=watchdog, name="evertrain-job-watchdog", daemon=True).start()
         try:
-            code = proc.wait(timeout=time_limit)
-        except subprocess.TimeoutExpired:
-            self._stop(proc)
-            return collect(
-                job_dir,
-                time.perf_counter() - started,
-                error=f"training timed out after its limit of {time_limit:g}s and was killed",
-            )
+            code = proc.wait()
         finally:
+            ended.set()
             # Started once this job is over, so its imports do not slow the training.
             self._replenish()
         seconds = time.perf_counter() - started
+        if expired.is_set():
+            return collect(
+                job_dir,
+                seconds,
+                error=f"training timed out after its limit of {time_limit:g}s and was killed",
+            )
         if code != 0:
             outcome = collect(job_dir, seconds)
             detail = (
@@ -243,15 +254,13 @@ class LocalExecutor(Executor):
         return collect(job_dir, seconds)
 
     @staticmethod
-    def _stop(proc: subprocess.Popen[bytes]) -> None:
+    def _stop(proc: subprocess.Popen[bytes], ended: threading.Event) -> None:
+        """SIGTERM to the job's process group, SIGKILL if it has not ended after the grace time."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=KILL_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
+        if not ended.wait(KILL_GRACE_SECONDS):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def job_inputs(job_dir: Path) -> dict[str, bytes]:
