@@ -234,7 +234,9 @@ def render(results: list[dict[str, Any]]) -> str:
         "done on the second core during the single-threaded fit, so the wall-clock overhead is a fraction "
         "of it. *local*: the job runs in a child process and reads the snapshot tables from Arrow files; "
         "a cold start (a one-off `evertrain train`) pays a Python start and its imports, which the worker "
-        "that `evertrain run` keeps warm between trainings has done already.",
+        "that `evertrain run` keeps warm between trainings has done already. On this 2-vCPU virtual "
+        "machine the work beside the fit is not free (it slows the fit by a few percent), and whole reruns "
+        "of this script move the 6-feature overheads by several points.",
         "",
         "Stages (median seconds; `fit` is evertrain's boosting loop, `train` the executor call around it, "
         "`snapshot` what the training waited for its snapshots, `score` the latency probe and the last "
