@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from evertrain.data.snapshots import arrow_table
+from evertrain.data.tables import arrow_table
 from evertrain.evaluate.metrics import compute_many
 from evertrain.evaluate.scoring import (
     Scored,
