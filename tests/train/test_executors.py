@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +144,18 @@ def test_a_worker_kept_warm_trains_the_same_model(tmp_path: Path, project: Path,
     finally:
         LocalExecutor.keep_warm(False)
     assert LocalExecutor._spare is None
+
+
+def test_a_worker_starts_without_what_a_lightgbm_job_does_not_need(tmp_path: Path, project: Path) -> None:
+    """A child worker's start is most of a cold local training: no SQLAlchemy, no scikit-learn (LightGBM needs
+    only SciPy)."""
+    folder = _job(tmp_path / "job", project, LIGHTGBM)
+    probe = (
+        "import sys; from pathlib import Path; import evertrain.train.worker as w; "
+        "w._import_lightgbm(Path(sys.argv[1])); "
+        "print(sorted(m for m in ('sqlalchemy', 'sklearn', 'lightgbm') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(folder)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "['lightgbm']"
