@@ -117,9 +117,9 @@ class TreeScorer:
         """Queue the trees of iterations ``[submitted, stop)``."""
         if self.error is not None or stop <= self.submitted:
             return
-        if not self._objective:
-            self._objective = _objective_line(booster.model_to_string(num_iteration=1))
         text = booster.model_to_string(start_iteration=self.submitted, num_iteration=stop - self.submitted)
+        if not self._objective:
+            self._objective = _objective_line(text)  # every chunk's header names the objective
         self._queue.put((self.submitted, stop, text))
         self.submitted = stop
 
