@@ -237,9 +237,16 @@ class DriftTrigger(_Part):
 
 class PerformanceTrigger(_Part):
     enabled: bool = True
-    metric: str = "accuracy"
+    metric: str | None = Field(
+        None,
+        description="The realized metric watched (default: the task's primary metric, accuracy or rmse). "
+        "Metrics that need probabilities use the log's score column (binary models).",
+    )
     drop: float = Field(
-        0.05, ge=0.0, description="Trigger when the metric falls this far below its baseline."
+        0.05,
+        ge=0.0,
+        description="Trigger when the metric is this much worse than its baseline (lower, or higher for "
+        "errors such as rmse).",
     )
     min_labels: int = Field(200, ge=1)
     learn_from: Literal["decay", "window"] = Field(

@@ -213,3 +213,17 @@ def test_a_retrain_for_decay_learns_from_where_the_decay_showed() -> None:
     assert decision.action == "retrain" and decision.since == T0 - 7200
     window = make_spec(triggers={"performance": {"learn_from": "window"}})
     assert decide(window, obs, History())[0].since is None
+
+
+def test_the_performance_trigger_knows_which_way_its_metric_improves() -> None:
+    """A regression model's default metric is RMSE, where higher is worse."""
+    spec = make_spec(model={"name": "m", "target": "y", "task": "regression"}, policy={"cooldown": 0})
+    decayed, _ = decide(spec, Observation(at=T0, metric=1.30, baseline=1.00, n_labels=500), History())
+    assert decayed.triggers == ["performance"]
+    assert "rmse 1.300 is above the baseline 1.000" in decayed.reasons[0]
+    better, _ = decide(spec, Observation(at=T0, metric=0.70, baseline=1.00, n_labels=500), History())
+    assert better.action == "none"
+    # A classifier watching ROC AUC: lower is worse.
+    auc = make_spec(triggers={"performance": {"metric": "roc_auc", "drop": 0.02}}, policy={"cooldown": 0})
+    fell, _ = decide(auc, Observation(at=T0, metric=0.80, baseline=0.85, n_labels=500), History())
+    assert fell.triggers == ["performance"] and "roc_auc 0.800 is below" in fell.reasons[0]

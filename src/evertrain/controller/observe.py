@@ -78,14 +78,38 @@ def labelled(
     return joined.take(pc.sort_indices(joined, [("ts", "ascending")]))
 
 
-def accuracy_of(table: pa.Table) -> float | None:
-    """Share of predictions equal to their label (numbers compared as numbers, else as text)."""
+def realized_metric(table: pa.Table, metric: str, task: str) -> float | None:
+    """``metric`` of logged predictions against their labels.
+
+    None without rows, or for a metric that needs probabilities when the log holds none
+    (only binary models log one, the positive class's ``score``) or that is undefined on
+    these rows (ROC AUC with one class). Classification labels and predictions are compared
+    as numbers when both are numbers, else as text.
+    """
+    from evertrain.evaluate.metrics import Outputs, get_metric
+
     if table.num_rows == 0:
         return None
+    measure = get_metric(metric)
+    if task == "regression":
+        label = np.asarray(table["label"], dtype=float)
+        value = measure(Outputs.regression(label, np.asarray(table["prediction"], dtype=float)))
+        return value if np.isfinite(value) else None
     pred, label = table["prediction"], table["label"]
-    numeric = (pa.types.is_floating, pa.types.is_integer)
-    if any(f(pred.type) for f in numeric) and any(f(label.type) for f in numeric):
-        same = np.asarray(pred, dtype=float) == np.asarray(label, dtype=float)
-        return float(same.mean())
-    same = pc.equal(pc.cast(pred, pa.string()), pc.cast(label, pa.string()))
-    return float(np.asarray(same.fill_null(False)).mean())
+    numeric = all(pa.types.is_floating(c.type) or pa.types.is_integer(c.type) for c in (pred, label))
+    if numeric:
+        y, p = np.asarray(label, dtype=float), np.asarray(pred, dtype=float)
+    else:
+        y, p = (np.asarray(pc.cast(c, pa.string()).fill_null("")) for c in (label, pred))
+    classes = np.unique(np.concatenate([y, p]))
+    y_index, p_index = np.searchsorted(classes, y), np.searchsorted(classes, p)
+    proba = None
+    if measure.needs_proba:
+        scores = table["score"] if "score" in table.column_names else None
+        if not numeric or scores is None or scores.null_count or not set(classes.tolist()) <= {0.0, 1.0}:
+            return None
+        s = np.asarray(scores, dtype=float)
+        proba, y_index, p_index = np.column_stack([1.0 - s, s]), y.astype(int), p.astype(int)
+    kind = "binary" if proba is not None or len(classes) <= 2 else "multiclass"
+    value = measure(Outputs(kind, y_index, p_index, proba))
+    return value if np.isfinite(value) else None

@@ -37,7 +37,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from evertrain.spec import Spec
+from evertrain.spec import PRIMARY_METRIC, Spec
 
 DAY = 86400.0
 
@@ -184,6 +184,23 @@ def _cron_field(text: str, lo: int, hi: int) -> set[int]:
     return out
 
 
+def performance_metric(spec: Spec) -> tuple[str, bool]:
+    """The realized metric the performance trigger watches, and whether higher is better.
+
+    ``triggers.performance.metric``, else the task's primary metric (accuracy, or rmse for
+    regression, where lower is better).
+    """
+    from evertrain.evaluate.metrics import get_metric
+
+    metric = get_metric(spec.triggers.performance.metric or PRIMARY_METRIC[spec.model.task])
+    return metric.name, metric.higher_is_better
+
+
+def _worse(value: float, baseline: float, drop: float, higher_is_better: bool) -> bool:
+    """Whether ``value`` is worse than ``baseline`` by more than ``drop``."""
+    return value < baseline - drop if higher_is_better else value > baseline + drop
+
+
 def decide(
     spec: Spec, obs: Observation, history: History, *, manual: str | None = None
 ) -> tuple[Decision, History]:
@@ -225,6 +242,8 @@ def decide(
         else:
             new.pending_columns = sorted(set(new.pending_columns) | set(obs.drifted_columns))
     perf = triggers.performance
+    metric, higher_is_better = performance_metric(spec)
+    worse_word = "below" if higher_is_better else "above"
     if new.pending_onset is not None:
         need = triggers.drift.min_labels_after
         cols = _columns(tuple(new.pending_columns))
@@ -232,12 +251,12 @@ def decide(
             triggers.drift.confirm
             and obs.metric_after_onset is not None
             and obs.baseline is not None
-            and obs.metric_after_onset >= obs.baseline - perf.drop
+            and not _worse(obs.metric_after_onset, obs.baseline, perf.drop, higher_is_better)
         )
         if obs.labels_after_onset >= need and harmless:
             held.append(
-                f"drift on {cols}: the champion's {perf.metric} on the {obs.labels_after_onset} labelled "
-                f"rows since it began is {obs.metric_after_onset:.3f}, not below its baseline "
+                f"drift on {cols}: the champion's {metric} on the {obs.labels_after_onset} labelled "
+                f"rows since it began is {obs.metric_after_onset:.3f}, not {worse_word} its baseline "
                 f"{obs.baseline:.3f} by more than {perf.drop:.3f}: the inputs moved, the predictions held; "
                 "no retrain"
             )
@@ -248,7 +267,7 @@ def decide(
         elif obs.labels_after_onset >= need:
             fired.append("drift")
             loss = (
-                f", where the champion's {perf.metric} is {obs.metric_after_onset:.3f} "
+                f", where the champion's {metric} is {obs.metric_after_onset:.3f} "
                 f"(baseline {obs.baseline:.3f})"
                 if obs.metric_after_onset is not None and obs.baseline is not None
                 else ""
@@ -266,10 +285,10 @@ def decide(
     if perf.enabled and obs.metric is not None and obs.baseline is not None:
         if obs.n_labels < perf.min_labels:
             held.append(f"performance: only {obs.n_labels} labels, {perf.min_labels} needed")
-        elif obs.metric < obs.baseline - perf.drop:
+        elif _worse(obs.metric, obs.baseline, perf.drop, higher_is_better):
             fired.append("performance")
             reasons.append(
-                f"performance: {perf.metric} {obs.metric:.3f} is below the baseline {obs.baseline:.3f} "
+                f"performance: {metric} {obs.metric:.3f} is {worse_word} the baseline {obs.baseline:.3f} "
                 f"by more than {perf.drop:.3f} ({obs.n_labels} labels)"
             )
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from evertrain.controller import observe
 from evertrain.controller.loop import ACTOR, CycleContext, StepFn
-from evertrain.controller.policy import Observation, record_training_time
+from evertrain.controller.policy import Observation, performance_metric, record_training_time
 from evertrain.controller.policy import decide as policy_decide
 from evertrain.exceptions import NotFoundError
 from evertrain.store import Store
@@ -94,6 +94,7 @@ def monitor(ctx: CycleContext) -> dict[str, Any]:
         }
         if report["dataset_drift"]:
             ctx.alerts.emit("drift", {"model": ctx.model, "cycle": ctx.cycle, **out["drift"]})
+    metric, _ = performance_metric(spec)
     onset = ctx.history.pending_onset
     if onset is not None:
         since_onset = observe.labelled(logs, ctx.model, at=ctx.at, since=onset, arms=("champion", "canary"))
@@ -102,16 +103,15 @@ def monitor(ctx: CycleContext) -> dict[str, Any]:
             # what the drift did to the champion: its own labelled rows since the drift began
             own = since_onset.filter(pa.compute.equal(since_onset["arm"], "champion"))
             own = own.filter(pa.compute.equal(own["model_version"], champion.version))
-            out["metric_after_onset"] = observe.accuracy_of(own) if own.num_rows else None
+            out["metric_after_onset"] = observe.realized_metric(own, metric, spec.model.task)
     labelled = observe.labelled(logs, ctx.model, at=ctx.at, arms=("champion",))
     if labelled.num_rows:
         labelled = labelled.filter(pa.compute.equal(labelled["model_version"], champion.version))
         if window is not None and labelled.num_rows > window:
             labelled = labelled.slice(labelled.num_rows - window)
-    metric = spec.triggers.performance.metric
     out["realized"] = {
         "metric": metric,
-        "value": observe.accuracy_of(labelled) if labelled.num_rows else None,
+        "value": observe.realized_metric(labelled, metric, spec.model.task),
         "n_labels": labelled.num_rows,
         "baseline": champion.metrics.get(metric),
         # event time of the oldest row behind the value: a retrain for decay learns from here on
