@@ -5,7 +5,9 @@ busy threads than cores, the scheduler shares the cores between them evenly, and
 training, which everything else waits for, loses its share. Raising the nice value of the
 side thread (Linux applies it per thread) keeps the training's core its own while leaving
 idle cores to the side work. Lowering a priority needs no privilege; where it is not
-supported nothing changes.
+supported nothing changes. Where the kernel groups scheduling by session (autogroups),
+nice values only count within a session, which is why a training worker is started in
+its own process group but in its parent's session.
 """
 
 from __future__ import annotations

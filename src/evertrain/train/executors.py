@@ -139,7 +139,7 @@ class _Spare:
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group, as a worker started for its job
+            process_group=0,  # its own process group, as a worker started for its job
         )
 
     def give(self, job_dir: Path) -> subprocess.Popen[bytes] | None:
@@ -202,13 +202,16 @@ class LocalExecutor(Executor):
         if proc is not None:
             return proc
         with open(job_dir / LOG_FILE, "ab") as log_file:
-            # Its own process group, so a timeout kills the child and anything it started.
+            # Its own process group, so a timeout kills the child and anything it started; the
+            # same session, so that the scheduler weighs the child's training thread against
+            # this process's lower-priority side threads (with autogroups, priorities count
+            # only within a session).
             return subprocess.Popen(
                 [sys.executable, "-m", "evertrain.train.worker", str(job_dir)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                process_group=0,
             )
 
     def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
