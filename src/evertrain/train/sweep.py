@@ -32,7 +32,14 @@ from evertrain.evaluate.metrics import get_metric
 from evertrain.exceptions import UsageError
 from evertrain.store import Store
 from evertrain.store.runs import Run
-from evertrain.train.executors import Executor, Outcome, collect, job_inputs, run_job_from_bytes
+from evertrain.train.executors import (
+    Executor,
+    Outcome,
+    RayExecutor,
+    collect,
+    job_inputs,
+    run_job_from_bytes,
+)
 from evertrain.train.worker import DATA_SUFFIX, JOB_FILE, OUT_DIR, PARENT_FILE, RESULT_FILE
 
 #: The metric a sweep ranks trials by when no champion gate names one.
@@ -96,7 +103,7 @@ def run_sweep(
         raise UsageError("training.sweep.trials > 0 needs training.sweep.space (parameter -> values to try)")
     metric = get_metric(sweep_metric(spec))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if executor.name == "ray":
+    if isinstance(executor, RayExecutor):
         return _tune_sweep(store, spec, run, job_dir, executor, seconds_left, metric.name)
     study = optuna.create_study(
         direction="maximize" if metric.higher_is_better else "minimize",
@@ -202,13 +209,13 @@ def _tune_trial(config: dict[str, Any], files: dict[str, bytes], metric: str, si
 
 
 def _tune_sweep(
-    store: Store, spec: Any, run: Run, job_dir: Path, executor: Executor, seconds_left: float, metric: str
+    store: Store, spec: Any, run: Run, job_dir: Path, executor: RayExecutor, seconds_left: float, metric: str
 ) -> SweepResult:
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    executor.connect()  # type: ignore[attr-defined]  # the Ray executor: joins or starts Ray
+    executor.connect()  # joins the cluster, or starts a local Ray
     sweep = spec.training.sweep
     higher_is_better = get_metric(metric).higher_is_better
     sign = -1.0 if higher_is_better else 1.0  # Tune minimizes ``value``
