@@ -233,9 +233,8 @@ def score(
     target: str,
     classes: Sequence[Any] | None = None,
     timer: Callable[[], float] = time.perf_counter,
-    predicted: np.ndarray | None = None,
 ) -> Scored:
     """``predict_outputs`` plus the model's prediction latency on these rows."""
-    outputs, order = predict_outputs(model, frame, features, task, target, classes, predicted)
+    outputs, order = predict_outputs(model, frame, features, task, target, classes)
     X = model_frame(frame, features, categorical_as_category=wants_categories(model))
     return Scored(outputs, order, measure_latency(model, X, timer))

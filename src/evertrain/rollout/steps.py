@@ -621,12 +621,13 @@ def abort_rollout(
     if r is None or r.phase not in (SHADOW, CANARY):
         raise UsageError(f"model {name!r} has no rollout in shadow or canary to abort")
     why = reason or "aborted by hand"
-    aliases = store.registry.get_aliases(name)
-    if aliases.get(r.phase) == r.version:
-        store.registry.set_alias(
-            name, r.phase, None, actor=actor, expected=r.version, action="rollout_abort", reason=why
-        )
-    return _end(store, r, actor, now, "abort", ABORTED, [why])
+    # The alias cleared and the rollout ended in one transaction, as every other transition.
+    with store.db.write():
+        if store.registry.get_aliases(name).get(r.phase) == r.version:
+            store.registry.set_alias(
+                name, r.phase, None, actor=actor, expected=r.version, action="rollout_abort", reason=why
+            )
+        return _end(store, r, actor, now, "abort", ABORTED, [why])
 
 
 def promote_now(

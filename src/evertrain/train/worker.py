@@ -212,8 +212,12 @@ def execute_job(
         scored = None
         score_started = time.perf_counter()
         if len(holdout):
-            # Timed while the scoring thread adds up the last trees.
-            X = model_frame(holdout, job.features, categorical_as_category=wants_categories(stored))
+            # Timed while the scoring thread adds up the last trees (on the rows it scores).
+            X = (
+                scorer.X
+                if scorer is not None
+                else model_frame(holdout, job.features, categorical_as_category=wants_categories(stored))
+            )
             ms_per_row = measure_latency(stored, X)
             predicted = None
             if scorer is not None and isinstance(stored, BoosterModel):
