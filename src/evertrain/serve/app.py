@@ -31,13 +31,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from evertrain import settings
-from evertrain.exceptions import AuthError, EvertrainError, UsageError
+from evertrain.exceptions import AuthError, EvertrainError, InputError, ServeError, UsageError
 from evertrain.serve import openapi as doc
 from evertrain.serve.logs import ERRORS, FEEDBACK, PREDICTIONS, LogWriter
 from evertrain.serve.metrics import ServeMetrics
 from evertrain.serve.models import CANARY, CHAMPION, LoadedModel, LoadOptions, ModelManager, Routes
 from evertrain.serve.router import KEY_HEADER, ShadowMirror, choose, error_rows, prediction_rows
-from evertrain.serve.validation import InputError, kind_of, show
+from evertrain.serve.validation import kind_of, show
 from evertrain.spec import ServingSpec, Spec
 from evertrain.store import Store
 
@@ -46,15 +46,6 @@ log = logging.getLogger("evertrain.serve")
 JSON = "application/json"
 ADMIN_ACTOR = "admin-api"
 RETRY_AFTER_SECONDS = "1"
-
-
-class ServeError(EvertrainError):
-    """An HTTP answer other than success, with its status (404 unknown model, 503 not ready...)."""
-
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.http_status = status
-        self.field = field
 
 
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from evertrain.exceptions import DataValidationError
+from evertrain.exceptions import InputError
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -55,15 +55,6 @@ LOG_TYPES = {
     TIMESTAMP: "timestamp",
     ANY: "string",
 }
-
-
-class InputError(DataValidationError):
-    """A request that breaks the input rules; ``field`` says where (``instances[0].age``)."""
-
-    def __init__(self, field: str, message: str, *, http_status: int = 422) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-        self.http_status = http_status
 
 
 def show(value: Any) -> str:
