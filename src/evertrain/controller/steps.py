@@ -8,7 +8,7 @@ call them in order and keep the loop's own state (the policy history).
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +18,13 @@ from evertrain.controller import observe
 from evertrain.controller.loop import ACTOR, CycleContext, StepFn
 from evertrain.controller.policy import Observation, performance_metric, record_training_time
 from evertrain.controller.policy import decide as policy_decide
+from evertrain.controller.results import (
+    DecideResult,
+    GateStepResult,
+    MonitorResult,
+    RolloutStepResult,
+    TrainStepResult,
+)
 from evertrain.exceptions import NotFoundError
 from evertrain.store import Store
 from evertrain.store.registry import ModelVersion
@@ -49,7 +56,7 @@ def champion_of(ctx: CycleContext) -> ModelVersion | None:
     return None if number is None else ctx.store.registry.get_version(ctx.model, number)
 
 
-def monitor(ctx: CycleContext) -> dict[str, Any]:
+def monitor(ctx: CycleContext) -> MonitorResult:
     """Drift of what was served since the last cycle, and realized performance from labels."""
     from evertrain.monitor import drift
 
@@ -65,7 +72,7 @@ def monitor(ctx: CycleContext) -> dict[str, Any]:
     window = spec.monitoring.window_rows
     if window is not None and served.num_rows > window:
         served = served.slice(served.num_rows - window)
-    out: dict[str, Any] = {
+    out: MonitorResult = {
         "status": "ok",
         "champion": champion.version,
         "n_rows": served.num_rows,
@@ -165,7 +172,7 @@ def _rollout_in_progress(ctx: CycleContext) -> int | None:
     return active.version if active is not None and active.phase in (SHADOW, CANARY) else None
 
 
-def decide(ctx: CycleContext) -> dict[str, Any]:
+def decide(ctx: CycleContext) -> DecideResult:
     """The policy's verdict on what monitoring saw; stored whether it acts or not."""
     mon = ctx.results.get("monitor") or {}
     manual = ctx.manual
@@ -198,7 +205,7 @@ def decide(ctx: CycleContext) -> dict[str, Any]:
     )
     decision, history = policy_decide(ctx.spec, obs, ctx.history, manual=manual)
     ctx.history = history
-    result = {**decision.to_dict(), "history": history.to_dict()}
+    result = cast(DecideResult, {**decision.to_dict(), "history": history.to_dict()})
     run = ctx.store.runs.start(
         "decision",
         model=ctx.model,
@@ -217,7 +224,7 @@ def _has_versions(ctx: CycleContext) -> bool:
         return False
 
 
-def train(ctx: CycleContext) -> dict[str, Any]:
+def train(ctx: CycleContext) -> TrainStepResult:
     """Train on a fresh window when the decision says so; registers one version per cycle at most."""
     from evertrain.train.pipeline import train_model
 
@@ -258,7 +265,7 @@ def train(ctx: CycleContext) -> dict[str, Any]:
     }
 
 
-def gate(ctx: CycleContext) -> dict[str, Any]:
+def gate(ctx: CycleContext) -> GateStepResult:
     """Judge the new version against the champion; promote a first version, canary a passing one."""
     from evertrain.evaluate.evaluation import evaluate_version
     from evertrain.rollout.steps import get_active, start_rollout
@@ -282,7 +289,7 @@ def gate(ctx: CycleContext) -> dict[str, Any]:
         ).to_dict()
     )
     passed = bool(report["passed"])
-    out: dict[str, Any] = {
+    out: GateStepResult = {
         "status": "passed" if passed else "failed",
         "version": version,
         "champion": report.get("champion_version"),
@@ -329,7 +336,7 @@ def gate(ctx: CycleContext) -> dict[str, Any]:
     return out
 
 
-def rollout(ctx: CycleContext) -> dict[str, Any]:
+def rollout(ctx: CycleContext) -> RolloutStepResult:
     """One tick of the rollout in progress, if any: hold, advance, promote or roll back."""
     from evertrain.rollout.steps import advance, get_active
 
@@ -337,7 +344,7 @@ def rollout(ctx: CycleContext) -> dict[str, Any]:
         return {"action": "idle"}
     decision = advance(ctx.store, ctx.model, actor=ACTOR, now=ctx.at)
     state = decision.rollout
-    out = {
+    out: RolloutStepResult = {
         "action": decision.action,
         "reasons": decision.reasons,
         "version": None if state is None else state.version,
@@ -358,10 +365,8 @@ def rollout(ctx: CycleContext) -> dict[str, Any]:
     return out
 
 
-STEP_FUNCTIONS: dict[str, StepFn] = {
-    "monitor": monitor,
-    "decide": decide,
-    "train": train,
-    "gate": gate,
-    "rollout": rollout,
-}
+# The loop handles every result as a plain JSON dict; the TypedDicts above are its shapes.
+STEP_FUNCTIONS = cast(
+    dict[str, StepFn],
+    {"monitor": monitor, "decide": decide, "train": train, "gate": gate, "rollout": rollout},
+)
