@@ -9,7 +9,10 @@ stored as ``{"error": message}`` alone, and skipped steps carry only their statu
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    from evertrain.evaluate.gates import CheckDict
 
 
 class DriftSummary(TypedDict):
@@ -73,7 +76,7 @@ class GateStepResult(StepError, total=False):
     version: int
     champion: int | None
     reason: str | None
-    checks: list[dict[str, Any]]  # evertrain.evaluate.gates.CheckDict
+    checks: list[CheckDict]
     promoted: bool
     rollout: str | None  # the phase a started rollout is in
 

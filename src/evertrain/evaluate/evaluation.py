@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 import pandas as pd
 
@@ -32,7 +32,7 @@ from evertrain import settings
 from evertrain.data.snapshots import load_snapshot, take_snapshot
 from evertrain.data.sources import open_source
 from evertrain.data.windows import make_window, resolve_columns
-from evertrain.evaluate.gates import NO_CHAMPION, CheckResult, GateInputs, evaluate_gates
+from evertrain.evaluate.gates import NO_CHAMPION, CheckDict, CheckResult, GateInputs, evaluate_gates
 from evertrain.evaluate.metrics import DEFAULT_METRICS, Outputs, compute_many
 from evertrain.evaluate.scoring import (
     Scored,
@@ -54,6 +54,26 @@ class _Current:
 #: Compare with whatever version holds the ``champion`` alias when the evaluation runs.
 CURRENT_CHAMPION: Final = _Current()
 NO_GATES = "no gates configured: a challenger that trained and registered is accepted"
+
+
+class EvaluationReport(TypedDict):
+    """The shape of ``GateReport.to_dict()``: the stored evaluation of a version (see above)."""
+
+    model: str
+    version: int
+    champion_version: int | None
+    passed: bool
+    reason: str
+    holdout: dict[str, Any]
+    metrics: dict[str, Any]
+    golden: dict[str, Any] | None
+    latency_ms_per_row: float | None
+    size_bytes: int | None
+    checks: list[CheckDict]
+    seed: int
+    run_id: str | None
+    evaluated_at: float
+    timings: dict[str, float]
 
 
 @dataclass

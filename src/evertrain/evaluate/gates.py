@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,16 @@ SLICE_BOOT = 1000
 NO_CHAMPION = "no champion to compare with (first version): champion-relative gates pass"
 
 
+class CheckDict(TypedDict):
+    """``CheckResult.to_dict()``: one gate's outcome as stored in the evaluation report."""
+
+    kind: str
+    name: str
+    passed: bool
+    reason: str
+    evidence: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """The outcome of one gate: passed or not, why, and the numbers behind it."""
@@ -61,7 +71,7 @@ class CheckResult:
     reason: str
     evidence: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CheckDict:
         return {
             "kind": self.kind,
             "name": self.name,

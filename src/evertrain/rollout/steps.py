@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pyarrow.compute as pc
@@ -73,6 +73,15 @@ class Rollout:
         return dict(self.__dict__)
 
 
+class DecisionDict(TypedDict):
+    """``Decision.to_dict()``: what one tick of a rollout did, as the faces and the audit log show it."""
+
+    action: str
+    reasons: list[str]
+    rollout: dict[str, Any] | None  # ``Rollout.to_dict()`` after the tick
+    verdict: dict[str, Any] | None
+
+
 @dataclass(frozen=True)
 class Decision:
     """What one :func:`advance` did: ``hold``, ``advance``, ``promote``, ``rollback``, ``complete``,
@@ -83,7 +92,7 @@ class Decision:
     rollout: Rollout | None
     verdict: dict[str, Any] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> DecisionDict:
         return {
             "action": self.action,
             "reasons": list(self.reasons),
