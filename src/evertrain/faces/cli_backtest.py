@@ -12,12 +12,13 @@ or unreadable file, a missing target column, too few rows for the batches asked)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from evertrain.controller.results import BacktestResult
 from evertrain.exceptions import UsageError
 from evertrain.faces._common import ProjectOpt, console, err_console, write_json
 from evertrain.faces.cli import app
@@ -32,7 +33,7 @@ def _pct(value: float | None, metric: str) -> str:
     return f"{value:.4f}" if metric == "r2" else f"{value:.2%}"
 
 
-def comparison_table(result: dict[str, Any], title: str) -> Table:
+def comparison_table(result: BacktestResult, title: str) -> Table:
     """Policy and baselines side by side: mean score, retrains, promotions, training seconds."""
     metric = result["settings"]["metric"]
     table = Table(title=title, title_justify="left")
@@ -65,7 +66,7 @@ def comparison_table(result: dict[str, Any], title: str) -> Table:
     return table
 
 
-def events_table(result: dict[str, Any]) -> Table | None:
+def events_table(result: BacktestResult) -> Table | None:
     """What the loop did and why: retrains (with their gates), promotions, rollbacks."""
     rows: list[tuple[int, str, str]] = []
     for r in result["retrains"]:
@@ -166,8 +167,9 @@ def backtest(
         f"after {s['warm_batches']} warm ones, labels {s['label_delay_batches']} batch(es) late, "
         f"{s['task']} target {s['target']!r}"
     )
-    console.print(comparison_table(result, title))
-    events = events_table(result)
+    record = cast(BacktestResult, result)  # the shape of the plain dict, for the type checker
+    console.print(comparison_table(record, title))
+    events = events_table(record)
     if events is not None:
         console.print(events)
     if s.get("workdir"):

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from evertrain.controller.clock import ManualClock
 from evertrain.controller.replay import BatchSource, Replay
+from evertrain.controller.results import CycleSummary
 from evertrain.data.streams import FEATURES, DemoStream
 from evertrain.exceptions import UsageError
 from evertrain.spec import SPEC_FILE, load_spec
@@ -309,7 +310,7 @@ class _Server:
         self.thread.join(timeout=30)
 
 
-def _summarize_cycle(result: dict[str, Any]) -> str:
+def _summarize_cycle(result: CycleSummary) -> str:
     decision = result.get("decide") or {}
     gate = result.get("gate") or {}
     rollout = result.get("rollout") or {}
