@@ -98,3 +98,31 @@ def test_json_schema_is_published_and_current() -> None:
         "run: evertrain spec schema > docs/evertrain.schema.json"
     )
     assert Spec.model_json_schema()["properties"].keys() == schema["properties"].keys()
+
+
+@pytest.mark.parametrize(
+    "cron", ["0 3 * * MON", "@daily", "@hourly", "0 0 13 * FRI", "*/15 0-6 * JAN-MAR 1-5"]
+)
+def test_cron_with_names_and_macros_is_read(cron: str) -> None:
+    spec = parse_spec(MINIMAL + f"triggers:\n  schedule:\n    cron: '{cron}'\n")
+    assert spec.triggers.schedule.cron == cron
+
+
+@pytest.mark.parametrize(
+    ("cron", "why"),
+    [
+        ("0 3 * * MUN", "is not valid"),
+        ("61 * * * *", "out of range"),
+        ("0 3 * *", "has 4 fields"),
+        ("* * * * * *", "has 6 fields"),
+        ("@reboot", "not a known macro"),
+        ("0 0 30 2 *", "would never fire"),
+    ],
+)
+def test_bad_cron_is_refused_when_the_spec_is_read(cron: str, why: str) -> None:
+    text = MINIMAL + f"triggers:\n  schedule:\n    cron: '{cron}'\n"
+    with pytest.raises(SpecError) as info:
+        parse_spec(text, source="evertrain.yaml")
+    message = str(info.value)
+    assert "evertrain.yaml:8: field 'triggers.schedule.cron'" in message
+    assert repr(cron) in message and why in message

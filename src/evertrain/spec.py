@@ -16,11 +16,13 @@ Durations are seconds or strings such as ``"90s"``, ``"15m"``, ``"6h"``, ``"7d"`
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from croniter import CroniterBadDateError, CroniterError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.functional_validators import BeforeValidator
 
@@ -53,6 +55,45 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+#: The macros cron itself understands (``@reboot`` aside: a controller has no boot).
+CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+# Far enough back that a valid expression's next time is found (a leap day included).
+_CRON_PROBE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
+def check_cron(expression: str) -> str:
+    """A cron expression in UTC, checked by ``croniter`` with cron's own rules.
+
+    Five fields (minute hour day-of-month month day-of-week) with names such as ``MON``
+    and ``JAN``, or one of :data:`CRON_MACROS`. When both day fields are restricted, a day
+    matches either one, as in cron. An expression that never matches (``0 0 30 2 *``) is
+    refused too: a schedule that never fires is a mistake, not a choice.
+
+    >>> check_cron("0 3 * * MON"), check_cron("@daily")
+    ('0 3 * * MON', '@daily')
+    """
+    text = expression.strip() if isinstance(expression, str) else expression
+    rule = (
+        "expected five fields (minute hour day-of-month month day-of-week) "
+        f"or one of {', '.join(CRON_MACROS)}"
+    )
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"cron {expression!r} is not a cron expression: {rule}")
+    if text.startswith("@"):
+        if text.lower() not in CRON_MACROS:
+            raise ValueError(f"cron {expression!r} is not a known macro: {rule}")
+    elif len(text.split()) != 5:
+        raise ValueError(f"cron {expression!r} has {len(text.split())} fields: {rule}")
+    try:
+        croniter(text, _CRON_PROBE, day_or=True).get_next(float)
+    except CroniterBadDateError:
+        raise ValueError(f"cron {expression!r} names no date that exists: it would never fire") from None
+    except CroniterError as exc:
+        raise ValueError(f"cron {expression!r} is not valid ({exc}): {rule}") from None
+    return text
+
+
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -264,8 +305,14 @@ class EstimatedPerformanceTrigger(_Part):
 
 
 class ScheduleTrigger(_Part):
+    # names (MON, JAN), macros (@daily) and cron's day rule are read too: see check_cron
     cron: str | None = Field(None, description="Five-field cron in UTC, e.g. '0 3 * * 0'.")
     every: Duration | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None else check_cron(value)
 
 
 class VolumeTrigger(_Part):

@@ -135,17 +135,59 @@ def test_schedule_every_and_volume() -> None:
         ("*/15 * * * *", T0, T0 + 900, True),
         ("0 12 * * 0", T0, T0 + 5 * DAY, False),  # Sunday noon not yet reached by Saturday
         ("0 12 * * 0", T0, T0 + 6 * DAY, True),
+        # names, as cron writes them: Tuesday 03:00 comes after Monday noon, Monday's did not
+        ("0 3 * * TUE", T0, T0 + 15 * 3600, True),
+        ("0 3 * * MON", T0, T0 + 15 * 3600, False),
+        ("0 3 * * MON", T0, T0 + 7 * DAY, True),
+        ("0 0 1 APR *", T0, T0 + 31 * DAY, True),  # April 1st, 00:00
+        ("@daily", T0, T0 + 11 * 3600, False),  # midnight not yet reached
+        ("@daily", T0, T0 + 12 * 3600, True),  # midnight exactly: (last, now] includes now
+        ("@hourly", T0, T0 + 3599, False),
+        ("@hourly", T0, T0 + 3600, True),
+        ("0 3 * * *", None, T0 - 9 * 3600 + 30, True),  # no last: a time in the last minute
+        ("0 3 * * *", None, T0, False),
     ],
 )
-def test_cron(cron: str, last: float, now: float, due: bool) -> None:
+def test_cron(cron: str, last: float | None, now: float, due: bool) -> None:
     assert cron_due(cron, last, now) is due
 
 
+def _fire_days(cron: str, days: int) -> list[int]:
+    """Days of March 2026 on which ``cron`` fires, checked one day at a time."""
+    start = dt.datetime(2026, 3, 1, tzinfo=dt.UTC).timestamp()
+    return [
+        day + 1 for day in range(days) if cron_due(cron, start + (day - 1) * DAY + 60, start + day * DAY + 60)
+    ]
+
+
+def test_cron_day_of_month_or_day_of_week() -> None:
+    # cron's rule: when both day fields are restricted, a day matches either of them.
+    # March 2026: Fridays are the 6th, 13th, 20th, 27th; the 13th is itself a Friday.
+    assert _fire_days("0 0 13 * FRI", 31) == [6, 13, 20, 27]
+    assert _fire_days("0 0 1,15 * MON", 31) == [1, 2, 9, 15, 16, 23, 30]
+    # one restricted day field alone restricts alone
+    assert _fire_days("0 0 * * FRI", 31) == [6, 13, 20, 27]
+    assert _fire_days("0 0 15 * *", 31) == [15]
+
+
 def test_bad_cron_is_refused() -> None:
-    with pytest.raises(ValueError, match="five fields"):
+    with pytest.raises(ValueError, match="has 3 fields"):
         cron_due("* * *", None, T0)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="out of range"):
         cron_due("99 * * * *", None, T0)
+
+
+def test_cron_schedule_fires_after_the_loop_first_sees_it() -> None:
+    # Monday 12:00 first look: nothing owed for the Monday 03:00 already past; the loop
+    # every hour then retrains at the first look after Tuesday 03:00, and once only
+    spec = make_spec(triggers={"schedule": {"cron": "0 3 * * *"}}, policy={"cooldown": 0})
+    history = History()
+    fired = {}
+    for hour in range(0, 30):
+        decision, history = decide(spec, Observation(at=T0 + hour * 3600 + 600), history)
+        if decision.action == "retrain":
+            fired[hour] = decision.reasons
+    assert fired == {15: ["schedule: cron '0 3 * * *'"]}  # 03:10 on Tuesday, the first look after 03:00
 
 
 def test_a_drift_whose_labels_show_no_loss_is_recorded_not_retrained_for() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from evertrain.data.snapshots import (
-    MAX_CATEGORIES,
+    SNAPSHOT_MAX_CATEGORIES,
     describe_columns,
     get_snapshot,
     load_snapshot,
@@ -46,5 +46,5 @@ def test_schema_shape_serving_validates_against() -> None:
     assert schema["region"] == {"type": "categorical", "nullable": False, "categories": ["north", "west"]}
     assert schema["spend"]["nullable"] is True
     assert schema["vip"] == {"type": "boolean", "nullable": False}
-    many = pd.DataFrame({"text": [f"v{i}" for i in range(MAX_CATEGORIES + 1)]})
+    many = pd.DataFrame({"text": [f"v{i}" for i in range(SNAPSHOT_MAX_CATEGORIES + 1)]})
     assert describe_columns(many)["columns"]["text"] == {"type": "string", "nullable": False}

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from evertrain.evaluate import bootstrap as bootstrap_module
-from evertrain.evaluate.bootstrap import bonferroni, holm, p_value_below, paired_bootstrap, resample_counts
+from evertrain.evaluate.bootstrap import p_value_below, paired_bootstrap, resample_counts
 from evertrain.evaluate.metrics import Outputs, get_metric
 from evertrain.exceptions import UsageError
+from evertrain.monitor.corrections import bonferroni, holm
 
 REPETITIONS = 400
 ROWS = 600

@@ -80,3 +80,14 @@ def test_directions_undefined_values_and_unknown_names() -> None:
         get_metric("acuracy")
     with pytest.raises(UsageError, match="needs predicted probabilities"):
         compute("roc_auc", Outputs("binary", np.array([0, 1]), np.array([0, 1])))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_bootstrap_weighted_auc_matches_sklearn_sample_weight(seed: int) -> None:
+    # the bootstrap's own AUC (one sort for every row of weights) against scikit-learn's
+    out = _binary(seed, n=120)  # scores rounded to 0.01: many ties
+    assert out.proba is not None
+    weights = np.random.default_rng(seed).multinomial(out.n, np.full(out.n, 1 / out.n), size=4).astype(float)
+    resampled = get_metric("roc_auc").resampled(out, weights)
+    expected = [skm.roc_auc_score(out.y, out.proba[:, 1], sample_weight=w) for w in weights]
+    assert resampled == pytest.approx(expected)

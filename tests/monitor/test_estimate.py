@@ -46,3 +46,15 @@ def test_bad_inputs() -> None:
         PerformanceEstimator().fit([0, 1], [0.1, 0.2, 0.3])
     with pytest.raises(DataValidationError, match="1 values are missing"):
         PerformanceEstimator().fit([0, 1, 1], [0.1, float("nan"), 0.3])
+
+
+def test_realised_auc_is_sklearns_with_label_one_positive() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    s = (rng.random(400) * 0.5 + 0.3 * y).round(1)  # coarse scores: ties count one half
+    assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s))
+    assert np.isnan(roc_auc([1, 1, 1], [0.2, 0.5, 0.9]))  # one class: undefined, not an error
+    with pytest.raises(DataValidationError, match="y_true has 2 values but y_score has 3"):
+        roc_auc([0, 1], [0.1, 0.2, 0.3])

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from evertrain.serve.validation import InputError, InputSchema, rule_from_schema
+from evertrain.serve.validation import InputError, InputSchema, rule_from_schema, value_kind
 
 COLUMNS = {
     "age": {"type": "numeric", "nullable": False, "min": 18.0, "max": 90.0},
@@ -110,3 +110,8 @@ def test_example_row_is_valid_for_warm_up() -> None:
     assert s.columns([s.example()])
     assert set(s.describe()) == set(COLUMNS)
     assert s.describe()["age"]["accepted_max"] == 126.0
+
+
+def test_error_messages_name_the_json_kind_of_a_bad_value() -> None:
+    kinds = [value_kind(v) for v in (None, True, 1, 1.5, "x", [1], {"a": 1})]
+    assert kinds == ["null", "boolean", "number", "number", "string", "array", "object"]

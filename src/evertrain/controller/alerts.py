@@ -15,11 +15,16 @@ from typing import Any
 import httpx
 
 from evertrain.spec import Webhook
+from evertrain.store.retry import Retry
 
 log = logging.getLogger(__name__)
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles each time
 BACKOFF_MAX = 30.0
 TIMEOUT = 5.0
+
+
+class _TryAgain(Exception):
+    """A webhook answered a status worth retrying: a server error, or 429 (too many requests)."""
 
 
 class Alerts:
@@ -56,22 +61,37 @@ class Alerts:
                 self._queue.task_done()
 
     def _deliver(self, client: httpx.Client, hook: Webhook, body: dict[str, Any]) -> None:
-        delay = BACKOFF_BASE
-        for attempt in range(hook.retries + 1):
+        tries = 0
+
+        def post() -> None:
+            nonlocal tries
+            tries += 1
             try:
                 response = client.post(hook.url, json=body)
-                if response.status_code < 500 and response.status_code != 429:
-                    self.sent += 1
-                    return
             except httpx.HTTPError as exc:
-                log.debug("webhook %s attempt %d failed: %s", hook.url, attempt + 1, exc)
-            if attempt < hook.retries:
-                self._sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
-        self.failed += 1
-        log.warning(
-            "webhook %s gave up after %d attempts (event %s)", hook.url, hook.retries + 1, body["event"]
+                log.debug("webhook %s attempt %d failed: %s", hook.url, tries, exc)
+                raise
+            if response.status_code >= 500 or response.status_code == 429:
+                log.debug("webhook %s attempt %d answered %d", hook.url, tries, response.status_code)
+                raise _TryAgain(response.status_code)
+
+        policy = Retry(
+            attempts=hook.retries + 1,
+            base_delay=BACKOFF_BASE,
+            max_delay=BACKOFF_MAX,
+            retry_on=(httpx.HTTPError, _TryAgain),
+            jitter=False,
+            sleep=self._sleep,
         )
+        try:
+            policy.call(post)
+        except (httpx.HTTPError, _TryAgain):
+            self.failed += 1
+            log.warning(
+                "webhook %s gave up after %d attempts (event %s)", hook.url, hook.retries + 1, body["event"]
+            )
+        else:
+            self.sent += 1
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait (bounded) until queued alerts are delivered or given up; for shutdown and tests."""

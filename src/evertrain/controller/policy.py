@@ -34,10 +34,13 @@ the champion now fails on, while the configured window may still be mostly the o
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from evertrain.spec import PRIMARY_METRIC, Spec
+from croniter import croniter
+
+from evertrain.spec import PRIMARY_METRIC, Spec, check_cron
 
 DAY = 86400.0
 
@@ -74,7 +77,7 @@ class History:
     episode_reference: str | None = None  # reference of the drift episode already retrained for
     episode_columns: list[str] = field(default_factory=list)  # columns that episode covered
     episode_outcome: str | None = None  # "retrained", or "harmless" when its labels showed no loss
-    last_scheduled: float | None = None
+    last_scheduled: float | None = None  # when the schedule last fired (or a cron one started)
     pending_onset: float | None = None  # when a drift began that awaits post-drift labels
     pending_columns: list[str] = field(default_factory=list)
     pending_reference: str | None = None
@@ -137,51 +140,23 @@ def day_key(ts: float) -> str:
 
 
 def cron_due(cron: str, last: float | None, now: float) -> bool:
-    """Whether a five-field UTC cron time fell in (last, now].
+    """Whether a time of the UTC cron schedule ``cron`` fell in (last, now].
 
-    Minute resolution; ``*``, lists, ranges and steps are understood.
+    ``croniter`` reads the expression with cron's own rules (names, macros such as
+    ``@daily``, a day matching either restricted day field). With no ``last``, only a
+    time in the minute before ``now`` counts. A bad expression raises ``ValueError``
+    (the spec refuses it when the project file is read).
+
+    >>> cron_due("0 3 * * MON", last=1767571200.0, now=1767582000.0)  # Monday 00:00 -> 03:00
+    True
     """
-    fields = cron.split()
-    if len(fields) != 5:
-        raise ValueError(f"cron {cron!r} must have five fields (minute hour day month weekday)")
-    limits = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
-    allowed = [_cron_field(f, lo, hi) for f, (lo, hi) in zip(fields, limits, strict=True)]
-    start = now - 7 * DAY if last is None else last
-    minute = (int(start) // 60 + 1) * 60
-    end = int(now)
-    while minute <= end:
-        t = dt.datetime.fromtimestamp(minute, dt.UTC)
-        weekday = (t.weekday() + 1) % 7  # cron: Sunday is 0
-        if (
-            t.minute in allowed[0]
-            and t.hour in allowed[1]
-            and t.day in allowed[2]
-            and t.month in allowed[3]
-            and weekday in allowed[4]
-        ):
-            return last is not None or minute > now - 60
-        minute += 60
-    return False
-
-
-def _cron_field(text: str, lo: int, hi: int) -> set[int]:
-    out: set[int] = set()
-    for part in text.split(","):
-        step = 1
-        if "/" in part:
-            part, step_s = part.split("/", 1)
-            step = int(step_s)
-        if part == "*":
-            first, last = lo, hi
-        elif "-" in part:
-            a, b = part.split("-", 1)
-            first, last = int(a), int(b)
-        else:
-            first = last = int(part)
-        if first < lo or last > hi or step < 1:
-            raise ValueError(f"cron field {text!r} is outside {lo}-{hi}")
-        out.update(range(first, last + 1, step))
-    return out
+    check_cron(cron)
+    since = now - 60 if last is None else last
+    # the latest schedule time at or before now: cron times fall on whole minutes, and
+    # croniter's get_prev looks strictly before its start, so start just after now's minute
+    after = dt.datetime.fromtimestamp((math.floor(now) // 60 + 1) * 60, dt.UTC)
+    latest = croniter(cron.strip(), after, day_or=True).get_prev(float)
+    return bool(latest > since)
 
 
 def performance_metric(spec: Spec) -> tuple[str, bool]:
@@ -315,6 +290,10 @@ def decide(
     elif sched.cron is not None and cron_due(sched.cron, history.last_scheduled, obs.at):
         fired.append("schedule")
         reasons.append(f"schedule: cron '{sched.cron}'")
+        new.last_scheduled = obs.at
+    elif sched.cron is not None and history.last_scheduled is None:
+        # the schedule starts when the loop first sees it, as cron's does when it starts:
+        # the next time after this one fires; a time before the loop ran is not owed
         new.last_scheduled = obs.at
 
     vol = triggers.volume

@@ -29,8 +29,9 @@ from evertrain.serve.models import LoadedModel, load_version, read_desired
 from evertrain.serve.router import bucket
 from evertrain.spec import Spec
 from evertrain.store import Store
+from evertrain.store.names import CANARY, CHAMPION
 
-ARMS = ("champion", "canary")
+ARMS = (CHAMPION, CANARY)
 
 
 @dataclass
@@ -136,10 +137,10 @@ class Replay:
         if desired.champion is None:
             return None
         ids = self.request_ids(index, len(frame))
-        arms = np.array(["champion"] * len(frame), dtype=object)
+        arms = np.array([CHAMPION] * len(frame), dtype=object)
         if desired.canary is not None and desired.share > 0:
             salt = f"{name}/{desired.canary}"
-            arms[np.array([bucket(r, salt) < desired.share for r in ids])] = "canary"
+            arms[np.array([bucket(r, salt) < desired.share for r in ids])] = CANARY
         preds = np.empty(len(frame), dtype=float)
         scores = np.full(len(frame), np.nan)
         versions = np.full(len(frame), desired.champion, dtype=np.int64)
@@ -147,7 +148,7 @@ class Replay:
         # rollout analysis judges replayed canaries on errors and quality, never on timing
         # noise of the machine running the backtest.
         latency = np.full(len(frame), np.nan)
-        for arm, version in (("champion", desired.champion), ("canary", desired.canary)):
+        for arm, version in ((CHAMPION, desired.champion), (CANARY, desired.canary)):
             mask = arms == arm
             if version is None or not mask.any():
                 continue

@@ -40,7 +40,9 @@ from evertrain.monitor.tests import CATEGORICAL, NUMERIC
 
 #: Columns with at most this many distinct values get an allowed-category list; above
 #: it a text column is treated as free text (names, identifiers) and not checked.
-MAX_CATEGORIES = 100
+#: Higher than :data:`evertrain.data.snapshots.SNAPSHOT_MAX_CATEGORIES`: here a wrong
+#: guess costs a line in a validation report, there a refused request at serving.
+SCHEMA_MAX_CATEGORIES = 100
 #: A batch may have this many more missing values (as a share) than the reference
 #: before it is a violation: day-to-day pipelines wobble by a few points.
 MISSING_TOLERANCE = 0.05
@@ -119,7 +121,7 @@ class Schema:
         return cls.from_dict(data, source=str(p))
 
 
-def infer_schema(table: Any, *, max_categories: int = MAX_CATEGORIES) -> Schema:
+def infer_schema(table: Any, *, max_categories: int = SCHEMA_MAX_CATEGORIES) -> Schema:
     """Infer a :class:`Schema` from a pyarrow, pandas or polars table.
 
     >>> import pyarrow as pa

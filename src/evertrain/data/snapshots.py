@@ -30,9 +30,12 @@ from evertrain.data.windows import epoch_seconds
 from evertrain.store import Store
 from evertrain.store.lineage import snapshot_info
 
-#: A text column with at most this many distinct values is categorical (its values are
-#: listed so serving can refuse an unseen one); above it, it is free text.
-MAX_CATEGORIES = 50
+#: A text column of a training snapshot with at most this many distinct values is
+#: categorical (its values are listed so serving can refuse an unseen one); above it,
+#: it is free text. Lower than :data:`evertrain.data.schema.SCHEMA_MAX_CATEGORIES`
+#: because this list is enforced on live requests: only a small closed set of values
+#: earns it, where a longer list is more likely a sample of free text.
+SNAPSHOT_MAX_CATEGORIES = 50
 #: Parquet settings fixed here because the bytes are the snapshot's identity.
 _PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
@@ -81,7 +84,7 @@ def describe_columns(frame: pd.DataFrame) -> dict[str, Any]:
                 entry["min"], entry["max"] = _finite(present.min()), _finite(present.max())
         else:
             distinct = pd.unique(present.astype(str))
-            if isinstance(values.dtype, pd.CategoricalDtype) or len(distinct) <= MAX_CATEGORIES:
+            if isinstance(values.dtype, pd.CategoricalDtype) or len(distinct) <= SNAPSHOT_MAX_CATEGORIES:
                 entry["type"] = "categorical"
                 entry["categories"] = sorted(str(v) for v in distinct)
             else:

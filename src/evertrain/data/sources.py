@@ -31,13 +31,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evertrain.exceptions import DataValidationError, UsageError
+from evertrain.store.names import SHADOW
 
 #: Columns the serving logs add around the features (docs/logs.md); never features themselves.
 LOG_COLUMNS = ("request_id", "ts", "model_version", "arm", "latency_ms", "prediction", "score")
 #: Name the ``log`` source gives to the arrival time of each row's label (the feedback ``ts``).
 LOG_LABEL_TIME = "label_ts"
 #: Rows of this serving arm were never returned to a client, so their feedback is not theirs.
-SHADOW_ARM = "shadow"
+SHADOW_ARM = SHADOW
 
 
 def _resolve(path: str, base: Path | None) -> str:

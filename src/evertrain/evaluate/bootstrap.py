@@ -160,25 +160,3 @@ def p_value_below(samples: np.ndarray, bound: float) -> float:
     finite number of resamples never claims certainty.
     """
     return float((np.count_nonzero(samples >= bound) + 1) / (len(samples) + 1))
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm step-down adjusted p-values (controls the family-wise error, uniformly stronger than Bonferroni).
-
-    >>> holm([0.01, 0.04, 0.03])
-    [0.03, 0.06, 0.06]
-    """
-    m = len(p_values)
-    order = np.argsort(p_values, kind="stable")
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return [round(float(v), 12) for v in adjusted]
-
-
-def bonferroni(p_values: list[float]) -> list[float]:
-    """Bonferroni adjusted p-values: each times the number of tests, capped at 1."""
-    m = len(p_values)
-    return [min(1.0, m * p) for p in p_values]

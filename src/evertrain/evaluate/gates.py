@@ -32,8 +32,9 @@ from typing import Any, TypedDict
 import numpy as np
 import pandas as pd
 
-from evertrain.evaluate.bootstrap import bonferroni, holm, p_value_below, paired_bootstrap
+from evertrain.evaluate.bootstrap import p_value_below, paired_bootstrap
 from evertrain.evaluate.metrics import Metric, Outputs, get_metric
+from evertrain.monitor.corrections import bonferroni, holm
 
 #: Size gates count megabytes of 10^6 bytes, like the artifact sizes people read in tools.
 BYTES_PER_MB = 1_000_000

@@ -20,8 +20,11 @@ from evertrain.monitor.tests import CATEGORICAL, NUMERIC, ColumnKind
 
 #: A categorical column keeps its most frequent categories up to this many; the rest
 #: are counted together under :data:`OTHER_LABEL`. Past this, a column is most likely
-#: an identifier, and a contingency table of it would say nothing.
-MAX_CATEGORIES = 10_000
+#: an identifier, and a contingency table of it would say nothing. Far above the
+#: schema's and the snapshot's bounds, which decide whether values are listed and
+#: enforced: this one only bounds how many categories a column's counts keep (for
+#: drift tests and profiles), so that they stay small in memory and in reports.
+PROFILE_MAX_CATEGORIES = 10_000
 OTHER_LABEL = "(other)"
 #: Number of bad values quoted in an error message.
 EXAMPLES = 3
@@ -179,9 +182,9 @@ def category_counts(column: pa.ChunkedArray | pa.Array) -> tuple[dict[str, int],
     valid = pc.is_valid(values)
     missing = int(pc.sum(pc.filter(n, pc.invert(valid))).as_py() or 0)
     values, n = pc.filter(values, valid), pc.filter(n, valid)
-    if len(values) > MAX_CATEGORIES:
+    if len(values) > PROFILE_MAX_CATEGORIES:
         order = np.argsort(-n.to_numpy(), kind="stable")
-        keep, rest = order[:MAX_CATEGORIES], order[MAX_CATEGORIES:]
+        keep, rest = order[:PROFILE_MAX_CATEGORIES], order[PROFILE_MAX_CATEGORIES:]
         labels = values.take(pa.array(keep)).to_pylist()
         result = dict(zip(labels, n.take(pa.array(keep)).to_pylist(), strict=True))
         result[OTHER_LABEL] = result.get(OTHER_LABEL, 0) + int(n.to_numpy()[rest].sum())
@@ -215,7 +218,7 @@ def _dictionary_counts(column: pa.ChunkedArray | pa.Array) -> tuple[dict[str, in
             missing += count
         else:
             out[label] = out.get(label, 0) + count  # a dictionary may repeat a value
-    if len(out) > MAX_CATEGORIES:
+    if len(out) > PROFILE_MAX_CATEGORIES:
         return None
     return out, missing
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evertrain.exceptions import UsageError
+from evertrain.monitor.corrections import benjamini_hochberg, bonferroni
 
 #: Default family-wise false-alarm budget of one report. A trigger runs every window:
 #: at one report a day, 0.01 allows about three false alarms a year where 0.05 would
@@ -63,18 +64,11 @@ def adjust_p_values(p_values: Sequence[float], method: str = DEFAULT_CORRECTION)
     [0.03, 0.12, 0.09]
     """
     method = correction_name(method)
-    p = np.asarray(p_values, dtype=np.float64)
-    m = p.size
-    if m == 0 or method == NO_CORRECTION:
-        return p.copy()
     if method == BONFERRONI:
-        return np.minimum(p * m, 1.0)
-    order = np.argsort(p)
-    ranked = p[order] * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(ranked, 1.0)
-    return out
+        return np.asarray(bonferroni(p_values), dtype=np.float64)
+    if method == BENJAMINI_HOCHBERG:
+        return np.asarray(benjamini_hochberg(p_values), dtype=np.float64)
+    return np.array(p_values, dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -75,16 +75,22 @@ def _array(x: Any, name: str) -> np.ndarray:
 
 
 def roc_auc(y_true: Any, y_score: Any) -> float:
-    """Realised ROC AUC (ties count one half)."""
+    """Realised ROC AUC with label 1 as the positive class (ties count one half).
+
+    ``sklearn.metrics.roc_auc_score``, after the checks that name the bad input; NaN
+    where it is undefined (every label the same), so that a window of one class reads
+    as "no value" rather than stopping the monitor.
+    """
+    from sklearn.metrics import roc_auc_score
+
     y = _array(y_true, "y_true")
     s = _array(y_score, "y_score")
-    ranks = stats.rankdata(s)
-    pos = y == 1
-    n1 = int(pos.sum())
-    n0 = y.size - n1
-    if n1 == 0 or n0 == 0:
+    if y.size != s.size:
+        raise DataValidationError(f"y_true has {y.size} values but y_score has {s.size}")
+    positive = y == 1
+    if positive.all() or not positive.any():
         return float("nan")
-    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return float(roc_auc_score(positive, s))
 
 
 def expected_roc_auc(p: np.ndarray, score: np.ndarray) -> float:
@@ -175,6 +181,8 @@ class PerformanceEstimator:
         boot = np.clip(np.stack([c.predict(s) for c in self.bootstrap_calibrators_]), 0.0, 1.0)
         draws = rng.random((self.n_draws, s.size)) < boot[np.arange(self.n_draws) % len(boot)]
         acc_draws = (draws == pred.astype(bool)).mean(axis=1)
+        # the realised AUC of every draw at once: the rank sum of its positives (roc_auc's
+        # value, without sorting the scores again for each of the draws)
         ranks = stats.rankdata(s)
         n1 = draws.sum(axis=1)
         n0 = s.size - n1

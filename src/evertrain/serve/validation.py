@@ -63,8 +63,15 @@ def show(value: Any) -> str:
     return text if len(text) <= _REPR_MAX else text[: _REPR_MAX - 3] + "..."
 
 
-def kind_of(value: Any) -> str:
-    """The JSON kind of a value, as an error message names it."""
+def value_kind(value: Any) -> str:
+    """The JSON kind of a value, as an error message names it.
+
+    Not :func:`evertrain.monitor.columns.kind_of`, which gives the statistical kind of a
+    column's type (numeric or categorical).
+
+    >>> value_kind(3), value_kind("3"), value_kind(None)
+    ('number', 'string', 'null')
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -79,6 +86,9 @@ def kind_of(value: Any) -> str:
         return "object"
     return type(value).__name__
 
+
+#: The former name of :func:`value_kind`, kept until its last callers move.
+kind_of = value_kind
 
 _MISSING = object()
 
@@ -142,7 +152,7 @@ class FieldRule:
     def _bad_type(self, value: Any, index: int) -> InputError:
         return InputError(
             f"instances[{index}].{self.name}",
-            f"expected {self._expected()}, got {kind_of(value)} {show(value)}",
+            f"expected {self._expected()}, got {value_kind(value)} {show(value)}",
         )
 
     def _one(self, value: Any, index: int) -> Any:
@@ -178,7 +188,7 @@ class FieldRule:
             self._length(value, index)
             return value
         if kind == CATEGORICAL:
-            if kind_of(value) != self.category_kind or (type(value) is float and not math.isfinite(value)):
+            if value_kind(value) != self.category_kind or (type(value) is float and not math.isfinite(value)):
                 raise self._bad_type(value, index)
             if type(value) is str:
                 self._length(value, index)
@@ -265,7 +275,7 @@ def rule_from_schema(
         categories = frozenset(c for c in raw if c is not None) if isinstance(raw, list) else None
         cat_kind = "string"
         if categories:
-            kinds = {kind_of(c) for c in categories}
+            kinds = {value_kind(c) for c in categories}
             cat_kind = kinds.pop() if len(kinds) == 1 else "string"
             if cat_kind not in ("string", "number", "boolean"):
                 cat_kind = "string"
@@ -340,7 +350,7 @@ class InputSchema:
             else:
                 raise InputError(
                     f"instances[{offset + i}]",
-                    f"expected an object of features, got {kind_of(inst)} {show(inst)}",
+                    f"expected an object of features, got {value_kind(inst)} {show(inst)}",
                 )
         out: dict[str, list[Any]] = {}
         for rule in self.fields:

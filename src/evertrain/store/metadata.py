@@ -11,10 +11,8 @@ under round trips, and easy to drive from an injected clock.
 from __future__ import annotations
 
 import contextlib
-import random
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from evertrain.exceptions import StoreError, UsageError
+from evertrain.store.retry import Retry
 
 metadata = sa.MetaData(
     naming_convention={
@@ -230,15 +229,13 @@ def _sqlite_wal(cursor: Any) -> None:
     together SQLite may answer "database is locked" at once instead of calling the
     busy handler; so the switch is retried, for as long as the busy timeout.
     """
-    deadline = time.monotonic() + _SQLITE_BUSY_S
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(random.uniform(0.005, 0.05))
+    Retry(
+        attempts=None,
+        within=_SQLITE_BUSY_S,
+        base_delay=0.005,
+        max_delay=0.05,
+        retry_on=lambda exc: isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc),
+    ).call(lambda: cursor.execute("PRAGMA journal_mode=WAL"))
 
 
 def _sqlite_begin(conn: Connection) -> None:

@@ -8,7 +8,13 @@ from evertrain.exceptions import InvalidNameError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-KNOWN_ALIASES = ("champion", "challenger", "canary", "shadow")
+#: The aliases the loop moves, defined here once for every part. The serving log's
+#: ``arm`` column uses the same words: the arm is the alias that served the row.
+CHAMPION = "champion"  # serves the traffic
+CHALLENGER = "challenger"
+CANARY = "canary"  # serves a share of the traffic during a rollout
+SHADOW = "shadow"  # sees the traffic during a rollout; its answers are logged, not returned
+KNOWN_ALIASES = (CHAMPION, CHALLENGER, CANARY, SHADOW)
 
 
 def check_model_name(name: str) -> str:

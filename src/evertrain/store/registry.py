@@ -32,7 +32,7 @@ from evertrain.store.metadata import (
     version_snapshots,
 )
 from evertrain.store.metadata import snapshots as snapshot_table
-from evertrain.store.names import check_alias, check_model_name, parse_version
+from evertrain.store.names import CHAMPION, check_alias, check_model_name, parse_version
 
 
 class _Unset:
@@ -79,7 +79,6 @@ _MOVE_ALIAS = (
     )
     .values(version=_b("new_version"), revision=_b("new_revision"), updated_at=_b("now"))
 )
-CHAMPION = "champion"
 SNAPSHOT_ROLES = ("train", "valid", "holdout", "golden", "eval")
 
 
