@@ -4,7 +4,7 @@
 model (or the ones named). Replicas share nothing but the store and the logs: each
 polls aliases and rollout shares from the store (``models.py``), answers with the
 champion or the canary (``router.py``), mirrors to the shadow off the response path,
-and hands every answered row to the background log writer (``logs.py``).
+and hands every answered row to the background log writer (``evertrain.data.logs``).
 
 Bad input never gets a 5xx: bodies are bounded (413), parsed by hand (422 for bad JSON,
 ``NaN`` included) and checked against the version's training schema (422 naming the
@@ -31,15 +31,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from evertrain import settings
+from evertrain.data.logs import ERRORS, FEEDBACK, PREDICTIONS, LogWriter
 from evertrain.exceptions import AuthError, EvertrainError, UsageError
 from evertrain.serve import openapi as doc
-from evertrain.serve.logs import ERRORS, FEEDBACK, PREDICTIONS, LogWriter
 from evertrain.serve.metrics import ServeMetrics
-from evertrain.serve.models import CANARY, CHAMPION, LoadedModel, LoadOptions, ModelManager, Routes
+from evertrain.serve.models import CANARY, CHAMPION, ModelManager, Routes
 from evertrain.serve.router import KEY_HEADER, ShadowMirror, choose, error_rows, prediction_rows
-from evertrain.serve.validation import InputError, kind_of, show
 from evertrain.spec import ServingSpec, Spec
 from evertrain.store import Store
+from evertrain.train.inputs import InputError, kind_of, show
+from evertrain.train.predictor import LoadedModel, LoadOptions
 
 log = logging.getLogger("evertrain.serve")
 
