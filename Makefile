@@ -23,6 +23,8 @@ test: $(BIN)/python
 lint: $(BIN)/python
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	PYTHONPATH=src $(BIN)/lint-imports --no-cache
+	PYTHONPATH=src $(BIN)/python scripts/import_circles.py
 
 typecheck: $(BIN)/python
 	$(BIN)/mypy

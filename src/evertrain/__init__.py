@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from evertrain.__version__ import __version__
 from evertrain._lazy import lazy_exports
 from evertrain.exceptions import (
     AuthError,
@@ -88,8 +89,6 @@ if TYPE_CHECKING:
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AliasMove",

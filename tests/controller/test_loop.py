@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from evertrain.controller.clock import ManualClock
-from evertrain.controller.loop import STEPS, Controller, CycleContext
+from evertrain.controller.context import CycleContext
+from evertrain.controller.loop import STEPS, Controller
 from evertrain.exceptions import StoreError
 from evertrain.spec import load_spec
 from evertrain.store import Store

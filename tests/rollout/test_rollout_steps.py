@@ -7,9 +7,9 @@ import pytest
 import sqlalchemy as sa
 from servekit import FakeClock, classifier, register
 
+from evertrain.data.logs import ERRORS, FEEDBACK, PREDICTIONS, LogWriter
 from evertrain.exceptions import ConflictError, UsageError
 from evertrain.rollout import abort_rollout, advance, get_active, promote_now, start_rollout
-from evertrain.serve.logs import ERRORS, FEEDBACK, PREDICTIONS, LogWriter
 from evertrain.serve.models import read_desired
 from evertrain.spec import AnalysisSpec, RolloutSpec, RolloutStep
 from evertrain.store import Store

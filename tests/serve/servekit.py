@@ -185,11 +185,8 @@ def wait_until(
 
 
 def read_log(store: Store, kind: str, model: str) -> pd.DataFrame:
-    """Every row of one log of one model, read back from its Parquet partitions."""
-    import pyarrow.parquet as pq
+    """Every row of one log of one model, read back from its Parquet partitions, oldest first."""
+    from evertrain.data import logs
 
-    root = Path(store.logs_url or "") / kind / f"model={model}"
-    parts = sorted(root.glob("date=*/part-*.parquet"))
-    if not parts:
-        return pd.DataFrame()
-    return pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
+    table = logs.read_log(store.logs_url or "", kind, model)
+    return table.to_pandas() if table.num_rows else pd.DataFrame()

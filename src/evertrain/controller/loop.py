@@ -19,12 +19,13 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evertrain.controller import steps as default_steps
 from evertrain.controller.alerts import Alerts
 from evertrain.controller.clock import Clock, ManualClock
+from evertrain.controller.context import CycleContext, StepFn, Stopped
 from evertrain.controller.lease import Lease
 from evertrain.controller.policy import History
 from evertrain.exceptions import EvertrainError
@@ -33,37 +34,8 @@ from evertrain.store import Store
 
 log = logging.getLogger(__name__)
 STEPS = ("monitor", "decide", "train", "gate", "rollout")
-ACTOR = "controller"
 LEASE_TTL_SECONDS = 60.0  # a controller that stops renewing is replaced after this long
 LEASE_RENEW_EVERY = LEASE_TTL_SECONDS / 3
-
-
-@dataclass
-class CycleContext:
-    """What steps of one cycle share: inputs, and the results of earlier steps."""
-
-    store: Store
-    spec: Spec
-    project: Path
-    clock: Clock
-    cycle: int
-    at: float
-    history: History
-    alerts: Alerts
-    manual: str | None = None
-    previous_at: float | None = None
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def model(self) -> str:
-        return self.spec.model.name
-
-
-StepFn = Callable[[CycleContext], dict[str, Any]]
-
-
-class Stopped(Exception):
-    """SIGTERM arrived; the cycle stops between steps and resumes on the next start."""
 
 
 class Controller:
@@ -78,8 +50,6 @@ class Controller:
         holder: str | None = None,
         lease_ttl: float | None = None,
     ) -> None:
-        from evertrain.controller import steps as default_steps
-
         self.store = store
         self.spec = spec
         self.project = Path(project)

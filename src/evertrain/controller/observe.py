@@ -1,81 +1,20 @@
-"""Reading the serving logs for a cycle: the recent served rows, and the labelled ones.
+"""What the controller reads from the serving logs for a cycle, and the realized metric.
 
-The layout is in ``docs/logs.md``: Parquet partitions of predictions and feedback per
-model, through fsspec. Only the columns and rows a window needs are read.
+The logs are read through :mod:`evertrain.data.logs` (the one reader of their layout):
+``read_log`` gives the recent served rows and ``labelled`` the ones whose labels have
+arrived; :func:`realized_metric` scores those against their labels. It lives here, above
+``evaluate``, because it needs the metrics registry that ``data`` may not import.
 """
 
 from __future__ import annotations
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
-LOG_KINDS = ("predictions", "feedback")
+from evertrain.data.logs import labelled, read_log
 
-
-def _dataset(logs_url: str, kind: str, model: str) -> ds.Dataset | None:
-    fs, root = fsspec.core.url_to_fs(logs_url)
-    path = f"{root.rstrip('/')}/{kind}/model={model}"
-    if not fs.exists(path):
-        return None
-    files = [f for f in fs.find(path) if f.endswith(".parquet")]
-    if not files:
-        return None
-    return ds.dataset(files, filesystem=fs, format="parquet", partitioning=None)
-
-
-def read_log(
-    logs_url: str,
-    kind: str,
-    model: str,
-    *,
-    since: float | None = None,
-    until: float | None = None,
-    columns: list[str] | None = None,
-) -> pa.Table:
-    """Rows of one log with ``since < ts <= until`` (either bound optional), oldest first."""
-    if kind not in LOG_KINDS:
-        raise ValueError(f"log kind must be one of {LOG_KINDS}, got {kind!r}")
-    dataset = _dataset(logs_url, kind, model)
-    if dataset is None:
-        return pa.table({"ts": pa.array([], pa.float64())})
-    condition = None
-    if since is not None:
-        condition = ds.field("ts") > since
-    if until is not None:
-        upper = ds.field("ts") <= until
-        condition = upper if condition is None else condition & upper
-    wanted = None if columns is None else [c for c in columns if c in dataset.schema.names]
-    table = dataset.to_table(filter=condition, columns=wanted)
-    if table.num_rows:
-        table = table.take(pc.sort_indices(table, [("ts", "ascending")]))
-    return table
-
-
-def labelled(
-    logs_url: str, model: str, *, at: float, since: float | None = None, arms: tuple[str, ...] = ("champion",)
-) -> pa.Table:
-    """Predictions of ``arms`` joined with the labels that had arrived by ``at``."""
-    preds = read_log(logs_url, "predictions", model, since=since, until=at)
-    if preds.num_rows == 0 or "arm" not in preds.column_names:
-        return pa.table({})
-    mask = pc.is_in(preds["arm"], value_set=pa.array(list(arms)))
-    preds = preds.filter(mask)
-    labels = read_log(logs_url, "feedback", model, until=at, columns=["request_id", "label", "ts"])
-    if labels.num_rows == 0:
-        return pa.table({})
-    labels = labels.rename_columns(["request_id", "label", "label_ts"])
-    # a label sent twice counts once: the newest one wins
-    frame = labels.to_pandas().drop_duplicates("request_id", keep="last")
-    newest = pa.Table.from_pandas(frame, preserve_index=False)
-    newest = newest.set_column(0, "request_id", pc.cast(newest["request_id"], pa.string()))
-    preds = preds.set_column(
-        preds.schema.get_field_index("request_id"), "request_id", pc.cast(preds["request_id"], pa.string())
-    )
-    joined = preds.join(newest, keys="request_id", join_type="inner")
-    return joined.take(pc.sort_indices(joined, [("ts", "ascending")]))
+__all__ = ["labelled", "read_log", "realized_metric"]
 
 
 def realized_metric(table: pa.Table, metric: str, task: str) -> float | None:

@@ -25,11 +25,12 @@ import pyarrow.parquet as pq
 from evertrain.controller.clock import ManualClock
 from evertrain.controller.loop import Controller
 from evertrain.exceptions import NotFoundError
-from evertrain.serve.models import LoadedModel, load_version, read_desired
+from evertrain.serve.models import read_desired
 from evertrain.serve.router import bucket
 from evertrain.spec import Spec
 from evertrain.store import Store
 from evertrain.store.names import CANARY, CHAMPION
+from evertrain.train.predictor import LoadedModel, load_version
 
 ARMS = (CHAMPION, CANARY)
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evertrain.controller import observe
-from evertrain.controller.loop import ACTOR, CycleContext, StepFn
+from evertrain.controller.context import ACTOR, CycleContext, StepFn
 from evertrain.controller.policy import Observation, performance_metric, record_training_time
 from evertrain.controller.policy import decide as policy_decide
 from evertrain.controller.results import (

@@ -3,7 +3,8 @@
 Exit codes, as in DESIGN.md: 0 ok, 1 the check failed (drift found, audit broken, gate
 failed, a lost compare-and-swap), 2 bad usage or bad input, with a one-line reason on
 stderr. Commands live in ``cli_*`` modules, one per part, and register themselves on
-``app`` here.
+``app`` (:mod:`evertrain.faces.cli_app`) when imported; this module imports them all and
+runs the app.
 """
 
 from __future__ import annotations
@@ -13,18 +14,7 @@ import sys
 import typer
 
 from evertrain.exceptions import EvertrainError
-from evertrain.faces._common import close_stores
-
-app = typer.Typer(
-    name="evertrain",
-    help="Continuous training: monitor, decide, retrain, gate, roll out and record production models.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-# Command modules register on `app` when imported; keep these imports below `app`.
-from evertrain.faces import (  # noqa: E402
+from evertrain.faces import (
     cli_backtest,
     cli_controller,
     cli_monitor,
@@ -32,6 +22,8 @@ from evertrain.faces import (  # noqa: E402
     cli_store,
     cli_train,
 )
+from evertrain.faces._common import close_stores
+from evertrain.faces.cli_app import app
 
 __all__ = [
     "app",

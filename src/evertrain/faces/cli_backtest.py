@@ -21,7 +21,7 @@ from rich.table import Table
 from evertrain.controller.results import BacktestResult
 from evertrain.exceptions import UsageError
 from evertrain.faces._common import ProjectOpt, console, err_console, write_json
-from evertrain.faces.cli import app
+from evertrain.faces.cli_app import app
 from evertrain.spec import SPEC_FILE, load_spec
 
 POLICY = "policy"

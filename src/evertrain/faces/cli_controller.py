@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from evertrain.faces._common import ProjectOpt, console, open_store
-from evertrain.faces.cli import app
+from evertrain.faces.cli_app import app
 from evertrain.store.names import check_model_name
 
 

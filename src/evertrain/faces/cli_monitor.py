@@ -18,7 +18,7 @@ from evertrain.data.schema import Schema, infer_schema, validate_table
 from evertrain.data.tables import read_table
 from evertrain.exceptions import UsageError
 from evertrain.faces._common import console, err_console, write_json
-from evertrain.faces.cli import app
+from evertrain.faces.cli_app import app
 from evertrain.monitor.decide import DEFAULT_ALPHA, DEFAULT_CORRECTION
 from evertrain.monitor.report import drift as compute_drift
 

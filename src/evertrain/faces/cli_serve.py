@@ -13,7 +13,7 @@ import typer
 
 from evertrain import settings
 from evertrain.faces._common import JsonFlag, ProjectOpt, console, err_console, open_store, print_json
-from evertrain.faces.cli import app
+from evertrain.faces.cli_app import app
 from evertrain.spec import SPEC_FILE, ServingSpec, Spec, load_spec
 from evertrain.store.names import check_model_name
 

@@ -14,10 +14,10 @@ from rich.table import Table
 from evertrain import settings
 from evertrain.exceptions import CheckFailed, UsageError
 from evertrain.faces._common import JsonFlag, ProjectOpt, console, open_store, print_json
-from evertrain.faces.cli import app
-from evertrain.store import Store
+from evertrain.faces.cli_app import app
+from evertrain.faces.status import status_data
 from evertrain.store.formats import get_format, infer_framework
-from evertrain.store.names import KNOWN_ALIASES, check_model_name, parse_version
+from evertrain.store.names import check_model_name, parse_version
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
@@ -248,24 +248,6 @@ def _decision_text(decision: dict[str, Any] | None) -> str:
     if decision.get("action") != "retrain" and held:
         text += f" (held: {held[0]})"
     return text
-
-
-def status_data(store: Store) -> dict[str, Any]:
-    """The one-glance view of every model; the controller adds decisions and drift to it."""
-    from evertrain.faces import status_extras
-
-    out = []
-    for name in store.registry.list_models():
-        held = store.registry.get_aliases(name)
-        aliases = {a: held.get(a) for a in KNOWN_ALIASES}
-        entry: dict[str, Any] = {
-            "name": name,
-            "aliases": aliases,
-            "n_versions": len(store.registry.list_versions(name)),
-        }
-        entry.update(status_extras.for_model(store, name))
-        out.append(entry)
-    return {"models": out}
 
 
 @app.command()

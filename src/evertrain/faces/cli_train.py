@@ -16,7 +16,7 @@ from rich.table import Table
 
 from evertrain.exceptions import GateFailed, UsageError
 from evertrain.faces._common import JsonFlag, ProjectOpt, console, open_store, print_json
-from evertrain.faces.cli import app
+from evertrain.faces.cli_app import app
 from evertrain.spec import SPEC_FILE, Spec, load_spec
 from evertrain.store.names import check_model_name, parse_version
 

@@ -16,7 +16,8 @@ from evertrain.faces.svg import Marker, Series, line_chart
 from evertrain.store import Store
 
 
-def _when(ts: float | None) -> str:
+def format_time(ts: float | None) -> str:
+    """Epoch seconds as ``YYYY-MM-DD HH:MM`` (UTC), or ``-`` for none; the report and the dashboard agree."""
     if ts is None:
         return "-"
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
@@ -67,7 +68,8 @@ def _markers(data: dict[str, Any]) -> list[Marker]:
     return out
 
 
-def _accuracy_chart(data: dict[str, Any]) -> str:
+def accuracy_chart(data: dict[str, Any]) -> str:
+    """Inline SVG of realized accuracy per cycle against the champion's baseline, with event markers."""
     xs, realized, baseline = [], [], []
     for c in data["cycles"]:
         mon = c.get("monitor") or {}
@@ -84,7 +86,8 @@ def _accuracy_chart(data: dict[str, Any]) -> str:
     )
 
 
-def _drift_chart(data: dict[str, Any]) -> str:
+def drift_chart(data: dict[str, Any]) -> str:
+    """Inline SVG of each feature's drift effect size per cycle, with event markers."""
     by_col: dict[str, list[float | None]] = {}
     xs = []
     for i, c in enumerate(data["cycles"]):
@@ -98,7 +101,8 @@ def _drift_chart(data: dict[str, Any]) -> str:
     )
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+def html_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """An HTML table of ``rows`` under ``headers``, every cell escaped."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -129,7 +133,7 @@ def _gate_evidence(lineage: dict[int, dict[str, Any]]) -> str:
             status = "passed" if gate.get("passed") else "failed"
             blocks.append(
                 f"<h4>v{version} vs champion {gate.get('champion_version') or '-'}: {status}</h4>"
-                + _table(["check", "result", "evidence"], rows)
+                + html_table(["check", "result", "evidence"], rows)
             )
     return "".join(blocks) or "<p>No gate has run yet.</p>"
 
@@ -162,7 +166,7 @@ def render(data: dict[str, Any]) -> str:
     versions = [
         [
             f"v{v['version']}",
-            _when(v["created_at"]),
+            format_time(v["created_at"]),
             v.get("trigger") or "-",
             v.get("parent") or "-",
             (v.get("snapshot") or "-")[:12],
@@ -172,7 +176,7 @@ def render(data: dict[str, Any]) -> str:
     ]
     moves = [
         [
-            _when(m["at"]),
+            format_time(m["at"]),
             m["alias"],
             m["action"],
             m["from_version"],
@@ -183,21 +187,21 @@ def render(data: dict[str, Any]) -> str:
         for m in data["history"]
     ]
     audit = [
-        [e["seq"], _when(e["at"]), e["actor"], e["action"], e["subject"], e["reason"] or ""]
+        [e["seq"], format_time(e["at"]), e["actor"], e["action"], e["subject"], e["reason"] or ""]
         for e in data["audit"]
     ]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>evertrain report: {html.escape(model)}</title>
 <style>{STYLE}</style></head><body>
 <h1>{html.escape(model)}</h1>
-<p class="sub">evertrain report, generated {_when(data["generated_at"])} UTC. {aliases}</p>
-<h2>Performance</h2>{_accuracy_chart(data)}
-<h2>Drift</h2>{_drift_chart(data)}
-<h2>Decisions</h2>{_table(["cycle", "action", "reasons", "held back"], decisions)}
-<h2>Versions and lineage</h2>{_table(VERSION_COLUMNS, versions)}
-<h3>Alias moves</h3>{_table(["when", "alias", "action", "from", "to", "outcome", "reason"], moves)}
+<p class="sub">evertrain report, generated {format_time(data["generated_at"])} UTC. {aliases}</p>
+<h2>Performance</h2>{accuracy_chart(data)}
+<h2>Drift</h2>{drift_chart(data)}
+<h2>Decisions</h2>{html_table(["cycle", "action", "reasons", "held back"], decisions)}
+<h2>Versions and lineage</h2>{html_table(VERSION_COLUMNS, versions)}
+<h3>Alias moves</h3>{html_table(["when", "alias", "action", "from", "to", "outcome", "reason"], moves)}
 <h2>Gate evidence</h2>{_gate_evidence(data["lineage"])}
-<h2>Audit trail</h2>{_table(["seq", "when", "actor", "action", "subject", "reason"], audit)}
+<h2>Audit trail</h2>{html_table(["seq", "when", "actor", "action", "subject", "reason"], audit)}
 </body></html>
 """
 

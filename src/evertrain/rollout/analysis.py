@@ -33,16 +33,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy import stats
 
+from evertrain.data.logs import ERRORS, FEEDBACK, PREDICTIONS, partition_date, read_log_parts
 from evertrain.spec import AnalysisSpec
 
 Status = Literal["pass", "fail", "wait", "info"]
@@ -53,7 +51,6 @@ MIN_LATENCY_REQUESTS = 20
 MIN_DISTRIBUTION_ROWS = 20
 CLASS_LIKE_MAX_VALUES = 20
 """Numeric predictions with at most this many distinct integer values are taken as classes."""
-_DAY = 86400.0
 
 
 def label_text(value: Any) -> str:
@@ -71,38 +68,12 @@ class Logs:
     labels: dict[str, Any] = field(default_factory=dict)  # request_id -> newest label
 
 
-def _dates(start: float, end: float) -> set[str]:
-    import datetime as dt
-
-    first, last = math.floor(start / _DAY), math.floor(end / _DAY)
-    return {dt.datetime.fromtimestamp(d * _DAY, dt.UTC).strftime("%Y-%m-%d") for d in range(first, last + 1)}
-
-
-def _parts(fs: Any, root: str, kind: str, model: str, dates: set[str] | None) -> list[str]:
-    base = f"{root}/{kind}/model={model}"
-    if not fs.exists(base):
-        return []
-    out = []
-    for folder in sorted(fs.ls(base, detail=False)):
-        leaf = folder.rstrip("/").rsplit("/", 1)[-1]
-        if not leaf.startswith("date=") or (dates is not None and leaf[5:] not in dates):
-            continue
-        for path in sorted(fs.ls(folder, detail=False)):
-            name = path.rsplit("/", 1)[-1]
-            if name.endswith(".parquet") and not name.startswith((".", "_")):
-                out.append(path)
-    return out
-
-
-def _read(fs: Any, paths: Iterable[str], columns: list[str]) -> dict[str, np.ndarray]:
-    tables = []
-    for path in paths:
-        with fs.open(path, "rb") as fh:
-            table = pq.read_table(fh)
-        present = [c for c in columns if c in table.column_names]
-        tables.append(table.select(present))
+def _columns(parts: list[pa.Table], columns: list[str]) -> dict[str, np.ndarray]:
+    """``columns`` of the parts as arrays: text as objects, absent columns as None; a column two
+    parts type differently (a version that predicts text after one that predicted numbers) is
+    joined as objects, each value keeping its own type."""
     out: dict[str, list[np.ndarray]] = {c: [] for c in columns}
-    for table in tables:
+    for table in parts:
         for c in columns:
             if c in table.column_names:
                 col = table.column(c)
@@ -125,22 +96,33 @@ def _read(fs: Any, paths: Iterable[str], columns: list[str]) -> dict[str, np.nda
 
 def read_logs(logs_url: str, model: str, start: float, end: float) -> Logs:
     """Prediction and error rows with ``start <= ts < end``, and every label that arrived since ``start``."""
-    fs, root = fsspec.core.url_to_fs(logs_url)
-    root = root.rstrip("/")
-    dates = _dates(start, end)
+    first, last = partition_date(start), partition_date(end)
     logs = Logs()
-    pred_cols = ["request_id", "ts", "model_version", "arm", "latency_ms", "prediction", "score"]
-    preds = _read(fs, _parts(fs, root, "predictions", model, dates), pred_cols)
-    keep = (preds["ts"].astype(np.float64) >= start) & (preds["ts"].astype(np.float64) < end)
-    logs.predictions = {k: v[keep] for k, v in preds.items()}
-    err_cols = ["request_id", "ts", "model_version", "arm", "latency_ms", "kind"]
-    errs = _read(fs, _parts(fs, root, "errors", model, dates), err_cols)
-    keep = (errs["ts"].astype(np.float64) >= start) & (errs["ts"].astype(np.float64) < end)
-    logs.errors = {k: v[keep] for k, v in errs.items()}
+
+    def window(kind: str, columns: list[str]) -> dict[str, np.ndarray]:
+        parts = read_log_parts(
+            logs_url,
+            kind,
+            model,
+            since=start,
+            until=end,
+            inclusive="left",
+            columns=columns,
+            first_date=first,
+            last_date=last,
+        )
+        return _columns(parts, columns)
+
+    logs.predictions = window(
+        PREDICTIONS, ["request_id", "ts", "model_version", "arm", "latency_ms", "prediction", "score"]
+    )
+    logs.errors = window(ERRORS, ["request_id", "ts", "model_version", "arm", "latency_ms", "kind"])
     # Labels arrive after their predictions: every day from the window's first on.
-    first = min(_dates(start, start))
-    recent = [p for p in _parts(fs, root, "feedback", model, None) if p.split("date=")[-1][:10] >= first]
-    feedback = _read(fs, recent, ["request_id", "label", "ts"])
+    label_cols = ["request_id", "label", "ts"]
+    feedback = _columns(
+        read_log_parts(logs_url, FEEDBACK, model, columns=label_cols, first_date=first),
+        label_cols,
+    )
     order = np.argsort(feedback["ts"].astype(np.float64), kind="stable")
     for rid, label in zip(feedback["request_id"][order], feedback["label"][order], strict=True):
         logs.labels[rid] = label

@@ -446,8 +446,8 @@ def _replay_baseline(
     store: Store, r: Rollout, logs_url: str, now: float
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Correctness per labelled row of the promoted version, and of its predecessor on the same rows."""
-    from evertrain.controller.observe import labelled
-    from evertrain.serve.models import load_version
+    from evertrain.data.logs import labelled
+    from evertrain.train.predictor import load_version
 
     rows = labelled(logs_url, r.model, at=now, since=r.step_started_at, arms=(CHAMPION,))
     if rows.num_rows == 0:

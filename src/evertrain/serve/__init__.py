@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
+from evertrain.data.logs import LogWriter
 from evertrain.serve.app import create_app
-from evertrain.serve.logs import LogWriter
 from evertrain.serve.metrics import ServeMetrics
 
 __all__ = ["LogWriter", "ServeMetrics", "create_app"]

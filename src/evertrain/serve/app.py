@@ -4,7 +4,7 @@
 model (or the ones named). Replicas share nothing but the store and the logs: each
 polls aliases and rollout shares from the store (``models.py``), answers with the
 champion or the canary (``router.py``), mirrors to the shadow off the response path,
-and hands every answered row to the background log writer (``logs.py``).
+and hands every answered row to the background log writer (``evertrain.data.logs``).
 
 Bad input never gets a 5xx: bodies are bounded (413), parsed by hand (422 for bad JSON,
 ``NaN`` included) and checked against the version's training schema (422 naming the
@@ -31,15 +31,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from evertrain import settings
+from evertrain.data.logs import ERRORS, FEEDBACK, PREDICTIONS, LogWriter
 from evertrain.exceptions import AuthError, EvertrainError, InputError, ServeError, UsageError
 from evertrain.serve import openapi as doc
-from evertrain.serve.logs import ERRORS, FEEDBACK, PREDICTIONS, LogWriter
 from evertrain.serve.metrics import ServeMetrics
-from evertrain.serve.models import CANARY, CHAMPION, LoadedModel, LoadOptions, ModelManager, Routes
+from evertrain.serve.models import CANARY, CHAMPION, ModelManager, Routes
 from evertrain.serve.router import KEY_HEADER, ShadowMirror, choose, error_rows, prediction_rows
-from evertrain.serve.validation import kind_of, show
 from evertrain.spec import ServingSpec, Spec
 from evertrain.store import Store
+from evertrain.train.inputs import show, value_kind
+from evertrain.train.predictor import LoadedModel, LoadOptions
 
 log = logging.getLogger("evertrain.serve")
 
@@ -70,7 +71,7 @@ def parse_json(data: bytes) -> Any:
 
 def _ids(value: Any, n: int, field: str) -> list[str]:
     if type(value) is not list:
-        raise InputError(field, f"expected an array of strings, got {kind_of(value)} {show(value)}")
+        raise InputError(field, f"expected an array of strings, got {value_kind(value)} {show(value)}")
     if len(value) != n:
         raise InputError(field, f"expected one id per instance ({n}), got {len(value)}")
     for i, rid in enumerate(value):
@@ -187,7 +188,7 @@ class Server:
             return {}
         payload = parse_json(data)
         if type(payload) is not dict:
-            raise InputError("body", f"expected a JSON object, got {kind_of(payload)}")
+            raise InputError("body", f"expected a JSON object, got {value_kind(payload)}")
         return payload
 
     # -- predict ---------------------------------------------------------------------------
@@ -206,12 +207,12 @@ class Server:
     async def _predict(self, name: str, routes: Routes, request: Request) -> Response:
         payload = parse_json(await self.body(request))
         if type(payload) is not dict:
-            raise InputError("body", f"expected a JSON object with 'instances', got {kind_of(payload)}")
+            raise InputError("body", f"expected a JSON object with 'instances', got {value_kind(payload)}")
         instances = payload.get("instances")
         if type(instances) is not list:
             if instances is None and "instances" not in payload:
                 raise InputError("instances", "missing field (expected an array of instances)")
-            raise InputError("instances", f"expected an array of instances, got {kind_of(instances)}")
+            raise InputError("instances", f"expected an array of instances, got {value_kind(instances)}")
         n = len(instances)
         if n == 0:
             raise InputError("instances", "expected at least one instance")
@@ -290,12 +291,14 @@ class Server:
     async def _feedback(self, name: str, routes: Routes, request: Request) -> Response:
         payload = parse_json(await self.body(request))
         if type(payload) is not dict:
-            raise InputError("body", f"expected a JSON object with 'labels', got {kind_of(payload)}")
+            raise InputError("body", f"expected a JSON object with 'labels', got {value_kind(payload)}")
         labels = payload.get("labels")
         if type(labels) is not list:
             if "labels" not in payload:
                 raise InputError("labels", "missing field (expected an array of {request_id, label})")
-            raise InputError("labels", f"expected an array of {{request_id, label}}, got {kind_of(labels)}")
+            raise InputError(
+                "labels", f"expected an array of {{request_id, label}}, got {value_kind(labels)}"
+            )
         if not labels:
             raise InputError("labels", "expected at least one label")
         if len(labels) > self.max_batch:
@@ -309,7 +312,7 @@ class Server:
         for i, item in enumerate(labels):
             if type(item) is not dict:
                 raise InputError(
-                    f"labels[{i}]", f"expected an object {{request_id, label}}, got {kind_of(item)}"
+                    f"labels[{i}]", f"expected an object {{request_id, label}}, got {value_kind(item)}"
                 )
             rid = item.get("request_id")
             if type(rid) is not str or not rid or len(rid) > doc.MAX_ID_CHARS:
@@ -334,7 +337,7 @@ class Server:
         field = f"labels[{index}].label"
         if label is None or type(label) in (list, dict):
             raise InputError(
-                field, f"expected a number, string or boolean, got {kind_of(label)} {show(label)}"
+                field, f"expected a number, string or boolean, got {value_kind(label)} {show(label)}"
             )
         if (type(label) is float and label != label) or (
             type(label) is float and label in (float("inf"), float("-inf"))
@@ -672,5 +675,5 @@ def _text(value: Any, field: str) -> str | None:
     if value is None:
         return None
     if type(value) is not str:
-        raise InputError(field, f"expected a string, got {kind_of(value)} {show(value)}")
+        raise InputError(field, f"expected a string, got {value_kind(value)} {show(value)}")
     return value

@@ -24,10 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from evertrain.serve.logs import ERRORS, PREDICTIONS, LogWriter
+from evertrain.data.logs import ERRORS, PREDICTIONS, LogWriter
 from evertrain.serve.metrics import ServeMetrics
-from evertrain.serve.models import CANARY, CHAMPION, SHADOW, LoadedModel, Routes
-from evertrain.serve.validation import InputError
+from evertrain.serve.models import CANARY, CHAMPION, SHADOW, Routes
+from evertrain.train.inputs import InputError
+from evertrain.train.predictor import LoadedModel
 
 log = logging.getLogger("evertrain.serve.router")
 

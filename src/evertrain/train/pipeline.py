@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evertrain import __version__, settings
+from evertrain import settings
+from evertrain.__version__ import __version__
 from evertrain._background import yield_to_training
 from evertrain.data.snapshots import table_bytes, take_snapshot
 from evertrain.data.sources import open_source, read_table

@@ -15,14 +15,13 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from evertrain.faces import report_html
+from evertrain.faces.status import status_data
 from evertrain.store import Store
 
 REFRESH_SECONDS = 10
 
 
 def state(store: Store) -> dict[str, Any]:
-    from evertrain.faces.cli_store import status_data
-
     return status_data(store)
 
 
@@ -46,16 +45,16 @@ def _model_section(store: Store, entry: dict[str, Any]) -> str:
     }</span>
 {f"<span class='reasons'> ({html.escape(reasons)})</span>" if reasons else ""}</p>
 <p class="rollout"><b>Rollout:</b> {html.escape(str(rollout.get("state", "idle")) if rollout else "idle")}</p>
-{report_html._accuracy_chart(data)}
-{report_html._drift_chart(data)}
+{report_html.accuracy_chart(data)}
+{report_html.drift_chart(data)}
 <details><summary>Audit trail ({len(data["audit"])} entries)</summary>
 {
-        report_html._table(
+        report_html.html_table(
             ["seq", "when", "actor", "action", "subject", "reason"],
             [
                 [
                     e["seq"],
-                    report_html._when(e["at"]),
+                    report_html.format_time(e["at"]),
                     e["actor"],
                     e["action"],
                     e["subject"],

@@ -87,9 +87,6 @@ def value_kind(value: Any) -> str:
     return type(value).__name__
 
 
-#: The former name of :func:`value_kind`, kept until its last callers move.
-kind_of = value_kind
-
 _MISSING = object()
 
 

@@ -1,15 +1,11 @@
-"""The prediction, feedback and error logs: a bounded queue and a background Parquet writer.
+"""Writing the logs: a bounded queue and a background Parquet writer.
 
 Requests hand their rows to :meth:`LogWriter.offer`, which never blocks: when the queue
-already holds ``queue_max`` rows the new ones are refused and counted as dropped in
-``/metrics``, so a slow disk or object store cannot slow serving down. A writer thread
-takes everything queued every ``flush_seconds`` (or as soon as ``batch_rows`` are
-waiting) and writes one Parquet part per log, model and day, in the layout of
-``docs/logs.md``::
-
-    <logs>/predictions/model=<name>/date=<YYYY-MM-DD>/part-<uuid>.parquet
-    <logs>/feedback/model=<name>/date=<YYYY-MM-DD>/part-<uuid>.parquet
-    <logs>/errors/model=<name>/date=<YYYY-MM-DD>/part-<uuid>.parquet
+already holds ``queue_max`` rows the new ones are refused and counted as dropped (in
+serving's ``/metrics``), so a slow disk or object store cannot slow serving down. A
+writer thread takes everything queued every ``flush_seconds`` (or as soon as
+``batch_rows`` are waiting) and writes one Parquet part per log, model and day, in the
+layout of :mod:`evertrain.data.logs.layout`.
 
 Writes go through fsspec, so the same code writes to S3. A local part is written under
 a hidden temporary name and renamed into place, so readers never see half a file; an
@@ -19,7 +15,6 @@ every queued row and returns, which is what a SIGTERM leads to.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import threading
@@ -27,7 +22,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import fsspec
 import numpy as np
@@ -35,35 +30,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from evertrain.serve.metrics import ServeMetrics
+from evertrain.data.logs.layout import (
+    ERROR_COLUMNS,
+    ERRORS,
+    FEEDBACK,
+    FEEDBACK_COLUMNS,
+    KINDS,
+    PREDICTION_COLUMNS,
+    PREDICTIONS,
+    partition_date,
+    partition_folder,
+)
 
-log = logging.getLogger("evertrain.serve.logs")
-
-PREDICTIONS = "predictions"
-FEEDBACK = "feedback"
-ERRORS = "errors"
-KINDS = (PREDICTIONS, FEEDBACK, ERRORS)
-
-# Columns of each log that come first, in this order (docs/logs.md); features follow.
-PREDICTION_COLUMNS = {
-    "request_id": "string",
-    "ts": "float64",
-    "model_version": "int64",
-    "arm": "string",
-    "latency_ms": "float64",
-    "prediction": "float64",  # or string, per version
-    "score": "float64",
-}
-FEEDBACK_COLUMNS = {"request_id": "string", "label": "float64", "ts": "float64"}
-ERROR_COLUMNS = {
-    "request_id": "string",
-    "ts": "float64",
-    "model_version": "int64",
-    "arm": "string",
-    "latency_ms": "float64",
-    "kind": "string",
-    "error": "string",
-}
+log = logging.getLogger("evertrain.data.logs")
 
 _ARROW_TYPES = {
     "string": pa.string(),
@@ -75,6 +54,31 @@ _ARROW_TYPES = {
 _DAY = 86400.0
 _WRITE_ATTEMPTS = 4
 _RETRY_BASE_SECONDS = 0.1  # doubled after each failed attempt
+
+
+class _Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class _CounterFamily(Protocol):
+    def labels(self, *values: str) -> _Counter: ...
+
+
+class LogMetrics(Protocol):
+    """The counters the writer keeps up to date (serving's Prometheus metrics have them)."""
+
+    @property
+    def logged_rows(self) -> _CounterFamily: ...
+    @property
+    def dropped_rows(self) -> _CounterFamily: ...
+    @property
+    def log_queue_rows(self) -> _Gauge: ...
+    @property
+    def log_write_errors(self) -> _Counter: ...
 
 
 @dataclass
@@ -104,11 +108,6 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def partition_date(ts: float) -> str:
-    """The UTC day of epoch seconds ``ts``, as the log partitions name it."""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
-
-
 class LogWriter:
     """Bounded, non-blocking queue of log rows with one background writer thread."""
 
@@ -119,7 +118,7 @@ class LogWriter:
         batch_rows: int = 1000,
         flush_seconds: float = 1.0,
         queue_max: int = 100_000,
-        metrics: ServeMetrics | None = None,
+        metrics: LogMetrics | None = None,
     ) -> None:
         self.url = url
         self.batch_rows = batch_rows
@@ -288,7 +287,7 @@ class LogWriter:
         return out
 
     def _put(self, kind: str, model: str, date: str, table: pa.Table) -> None:
-        folder = f"{self.root}/{kind}/model={model}/date={date}"
+        folder = partition_folder(self.root, kind, model, date)
         name = f"part-{uuid.uuid4().hex}.parquet"
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)

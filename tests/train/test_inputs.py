@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from evertrain.serve.validation import InputError, InputSchema, rule_from_schema, value_kind
+from evertrain.train.inputs import InputError, InputSchema, rule_from_schema, value_kind
 
 COLUMNS = {
     "age": {"type": "numeric", "nullable": False, "min": 18.0, "max": 90.0},
