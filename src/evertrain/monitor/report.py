@@ -36,14 +36,12 @@ from evertrain.monitor.decide import (
     correction_name,
     decide,
 )
-from evertrain.monitor.profiles import (
-    CategoricalProfile,
-    NumericProfile,
-    Profile,
-    _coarse_groups,
+from evertrain.monitor.profile_compare import (
+    coarse_groups,
     compare_categorical_profiles,
     compare_numeric_profiles,
 )
+from evertrain.monitor.profiles import CategoricalProfile, NumericProfile, Profile
 from evertrain.monitor.tests import (
     CATEGORICAL,
     NUMERIC,
@@ -292,7 +290,7 @@ def _numeric_plot_binned(ref: NumericProfile, cur: NumericProfile) -> dict[str, 
     _, c, _ = cur.bins()
     if edges.size < 2 or ref.count == 0:
         return {}
-    groups = _coarse_groups(r, PLOT_BINS)
+    groups = coarse_groups(r, PLOT_BINS)
     starts = np.concatenate(([0], groups + 1))
     bounds = np.concatenate(([edges[0]], edges[groups], [edges[-1]]))
     keep = np.diff(bounds) > 0
