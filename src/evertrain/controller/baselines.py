@@ -27,7 +27,7 @@ from evertrain.data.windows import make_window
 from evertrain.evaluate.scoring import model_frame, wants_categories
 from evertrain.exceptions import UsageError
 from evertrain.spec import Spec
-from evertrain.train.pipeline import DEFAULT_NUM_THREADS
+from evertrain.train.stages import DEFAULT_NUM_THREADS
 from evertrain.train.trainers import TrainContext, get_trainer
 
 
