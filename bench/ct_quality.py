@@ -52,7 +52,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evertrain.controller.backtest import RetrainRule, backtest, default_spec
+from evertrain.controller.backtest import backtest
+from evertrain.controller.backtest_spec import default_spec
+from evertrain.controller.baselines import RetrainRule
 from evertrain.spec import Spec
 
 HERE = Path(__file__).resolve().parent

@@ -44,7 +44,8 @@ from evertrain.data.windows import make_window
 from evertrain.evaluate.scoring import model_frame
 from evertrain.spec import Spec
 from evertrain.store import Store
-from evertrain.train.pipeline import DEFAULT_NUM_THREADS, train_model
+from evertrain.train.pipeline import train_model
+from evertrain.train.stages import DEFAULT_NUM_THREADS
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Training overhead"

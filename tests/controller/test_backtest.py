@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evertrain.controller.backtest import backtest, infer_task
+from evertrain.controller.backtest import backtest
+from evertrain.controller.backtest_spec import task_of_target
 from evertrain.faces.cli import main
 
 BATCH_ROWS = 1000
@@ -119,7 +120,7 @@ def test_the_function_needs_a_target_outside_a_project() -> None:
     ],
 )
 def test_the_task_is_inferred_from_the_target(values: list[Any], task: str) -> None:
-    assert infer_task(pd.Series(values)) == task
+    assert task_of_target(pd.Series(values)) == task
 
 
 def test_bad_input_exits_2_with_a_one_line_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from evertrain.exceptions import DataValidationError, UsageError
 from evertrain.monitor import Profile, drift
-from evertrain.monitor.profiles import _Binner, choose_edges, compare_numeric_profiles
+from evertrain.monitor.binning import Binner, choose_edges
+from evertrain.monitor.profile_compare import compare_numeric_profiles
 from evertrain.monitor.scenario import make_scenario
 from evertrain.monitor.tests import compare_numeric, finite_values
 
@@ -106,7 +107,7 @@ def test_binner_equals_binary_search(
 ) -> None:
     edges = np.unique(offset + scale * np.array(edge_values))
     x = offset + scale * np.array(xs)
-    assert np.array_equal(_Binner(edges)(x), np.searchsorted(edges, x, side="right"))
+    assert np.array_equal(Binner(edges)(x), np.searchsorted(edges, x, side="right"))
 
 
 def test_binner_on_heavy_tails_and_far_apart_modes() -> None:
@@ -119,4 +120,4 @@ def test_binner_on_heavy_tails_and_far_apart_modes() -> None:
     ):
         finite, _ = finite_values(x)
         edges = choose_edges(finite)
-        assert np.array_equal(_Binner(edges)(finite), np.searchsorted(edges, finite, side="right"))
+        assert np.array_equal(Binner(edges)(finite), np.searchsorted(edges, finite, side="right"))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from evertrain.monitor.report import ColumnDrift, DriftReport
+from evertrain.monitor.verdicts import ColumnDrift, DriftReport
 
 _W, _H, _PAD = 420, 150, 24
 _REF_COLOR = "#4C78A8"

@@ -10,8 +10,9 @@ from evertrain.monitor.decide import adjust_p_values
 from evertrain.monitor.estimate import Estimate, PerformanceEstimator, estimate_performance
 from evertrain.monitor.multivariate import MultivariateResult, domain_classifier_test, pca_reconstruction_test
 from evertrain.monitor.profiles import CategoricalProfile, NumericProfile, Profile, profile
-from evertrain.monitor.report import ColumnDrift, DriftReport, drift
+from evertrain.monitor.report import drift
 from evertrain.monitor.tests import DriftTest, TestResult, available_tests, get_test, register_test
+from evertrain.monitor.verdicts import ColumnDrift, DriftReport
 
 __all__ = [
     "CategoricalProfile",

@@ -16,19 +16,8 @@ Counts, minima, maxima and category counts then merge exactly (integer addition)
 moments and offset sums to floating-point rounding, and the KLL sketches with the
 guarantee of a single sketch over the union.
 
-From two profiles on the same bins, :func:`compare_numeric_profiles` gives the KS
-distance at every bin edge (exact there, since counts are exact) and the Wasserstein
-distance from exact per-bin integrals, each with a deterministic error bound
-computed from the data:
-
-* ``ks_error = max over bins of max(reference share, current share)``: the empirical
-  CDFs each rise by at most their share inside a bin.
-* ``wasserstein_error = sum over bins where F - G may change sign of
-  2 * width * min(room above, room below)``: elsewhere the per-bin integral of
-  ``|F - G|`` is exact.
-
-Both distances from profiles are never above the exact ones and never below them by
-more than the bound (``tests/monitor/test_profiles.py`` checks it on random data).
+The binning is in :mod:`evertrain.monitor.binning`; drift statistics from two profiles,
+with their error bounds, in :mod:`evertrain.monitor.profile_compare`.
 """
 
 from __future__ import annotations
@@ -49,41 +38,18 @@ from datasketches import kll_doubles_sketch
 
 from evertrain.exceptions import DataValidationError, UsageError
 from evertrain.monitor import columns as cols
+from evertrain.monitor.binning import FINE_BINS, Binner, Workspace, choose_edges
 from evertrain.monitor.tests import (
     CATEGORICAL,
     MISSING_LABEL,
     NUMERIC,
-    CategoricalComparison,
     ColumnKind,
-    NumericComparison,
-    compare_categorical,
-    ks_asymptotic_p_value,
-    spread_of,
 )
 
-#: Fine reference bins per numeric column. Each holds about 0.1% of the reference, so
-#: the KS distance from bins is within about 0.002 of the exact one while binning a
-#: million values costs about as much as reading them twice.
-FINE_BINS = 1024
-#: At most this many evenly spaced values are sorted to place the bin edges. The edges
-#: only need to be roughly equal-mass (counts in them are exact), and sorting 65,536
-#: values costs 3 ms where sorting a million costs 75.
-EDGE_SAMPLE = 65_536
 #: KLL sketch size: normalised rank error about 0.3% (99% confidence), 23 kB per
 #: column for a million values.
 DEFAULT_KLL_K = 1000
-#: The lookup table that bins values by arithmetic has this many cells per edge. With
-#: 16, a normal column needs one comparison per value after the lookup.
-_LUT_CELLS_PER_EDGE = 16
-#: Below this size of ``lo * scale`` the cell arithmetic is folded into one multiply-add
-#: (absolute rounding at most 2**40 * 2**-52 = 1/4096 of a cell).
-_FUSE_LIMIT = 2.0**40
-#: Values whose lookup cell spans more edges than this are binned by binary search.
-_LUT_MAX_COMPARISONS = 4
 FORMAT_VERSION = 1
-#: Relative size under which a bin's offset sum counts as zero (all values on its left
-#: edge); summation rounding of a million equal values stays far below it.
-_ATOM_TOLERANCE = 1e-9
 #: Profiling threads by default; more rarely helps, since a column pass is memory-bound.
 MAX_THREADS = 4
 #: Below this many rows, threads cost more than they save.
@@ -92,113 +58,6 @@ _THREADS_MIN_ROWS = 100_000
 
 def _default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, MAX_THREADS))
-
-
-class _Binner:
-    """Maps values to reference bins, equal to ``np.searchsorted(edges, x, "right")``.
-
-    Binary search over a thousand edges costs about 60 ns a value here, mostly in
-    mispredicted branches. Instead a uniform grid over the edge range gives each value
-    a cell by arithmetic, a table gives the cell's first possible bin, and at most a few
-    vectorised comparisons finish the job. Cells are widened by one on each side, so
-    rounding in the arithmetic cannot put a value in the wrong bin; values in cells
-    crowded with edges (heavy tails) fall back to binary search.
-    """
-
-    def __init__(self, edges: np.ndarray) -> None:
-        self.edges = edges
-        m = edges.size
-        self.simple = m < 2 or not (edges[-1] > edges[0])
-        if self.simple:
-            return
-        # Heavy tails crowd the edges into a few cells of a uniform grid; a grid on
-        # asinh((x - centre) / scale) spreads them out again. Keep whichever crowds less.
-        self.center, self.spread = 0.0, 0.0
-        self._grid(edges)
-        if self.any_crowded or self.comparisons > 2:
-            q1, q2, q3 = edges[[m // 4, m // 2, (3 * m) // 4]]
-            spread = float(q3 - q1) / 2 or 1.0
-            identity = (self.crowded_share, self.comparisons, dict(self.__dict__))
-            self.center, self.spread = float(q2), spread
-            self._grid(self._transform(edges))
-            if (identity[0], identity[1]) <= (self.crowded_share, self.comparisons):
-                self.__dict__.update(identity[2])
-
-    def _transform(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        t = np.subtract(x, self.center, out=out)
-        np.divide(t, self.spread, out=t)
-        return np.arcsinh(t, out=t)
-
-    def _grid(self, keys: np.ndarray) -> None:
-        """The lookup table over ``keys`` (the edges, possibly transformed)."""
-        edges, m = self.edges, self.edges.size
-        self.lo = float(keys[0])
-        cells = _LUT_CELLS_PER_EDGE * m
-        self.cells = cells
-        self.scale = cells / (float(keys[-1]) - self.lo)
-        # Cell bounds relative to lo, as the values will be: absolute bounds would round
-        # away when cells are narrower than the values' own resolution (1e12 + noise).
-        points = np.arange(-2, cells + 3, dtype=np.float64) / self.scale
-        ranks = np.searchsorted(keys - self.lo, points, side="right")
-        lower = ranks[: cells + 2]  # first possible bin of cell k = c + 1 (one cell lower)
-        upper = ranks[3 : cells + 5]  # last possible bin (one cell higher)
-        width = upper - lower
-        self.comparisons = int(min(width.max(), _LUT_MAX_COMPARISONS))
-        self.crowded = width > _LUT_MAX_COMPARISONS
-        self.any_crowded = bool(self.crowded.any())
-        # Bins are equal-mass, so the share of edges in crowded cells is about the share
-        # of values that will need binary search.
-        self.crowded_share = float(width[self.crowded].sum() / max(width.sum(), 1))
-        self.lower = lower.astype(np.intp)
-        self.padded = np.concatenate((edges, np.full(self.comparisons + 1, np.inf)))
-        self.first = self.padded[self.lower]
-
-    def __call__(self, x: np.ndarray, work: _Workspace | None = None) -> np.ndarray:
-        """Bin index of each finite value of ``x`` (the result may live in ``work``)."""
-        if self.simple:
-            return np.searchsorted(self.edges, x, side="right").astype(np.intp)
-        w = work if work is not None and work.size == x.size else _Workspace(x.size)
-        t, cell, base, probe, hit = w.floats, w.index, w.base, w.probe, w.hits
-        # cell + 1 = (key - lo) * scale + 1: one multiply and one add when lo * scale is
-        # small enough that folding it into the offset loses under 1/4096 of a cell.
-        key = self._transform(x, out=t) if self.spread else x
-        if abs(self.lo * self.scale) < _FUSE_LIMIT:
-            np.multiply(key, self.scale, out=t)
-            np.add(t, 1.0 - self.lo * self.scale, out=t)
-        else:
-            np.subtract(key, self.lo, out=t)
-            np.multiply(t, self.scale, out=t)
-            np.add(t, 1.0, out=t)
-        np.clip(t, 0.0, self.cells + 1.0, out=t)
-        np.copyto(cell, t, casting="unsafe")  # truncation of non-negative values: floor
-        crowded = self.crowded[cell] if self.any_crowded else None
-        # First comparison against each cell's first candidate edge, read from a table.
-        # Indices are in range by construction; mode="clip" skips numpy's per-index check.
-        np.take(self.first, cell, out=probe, mode="clip")
-        np.greater_equal(x, probe, out=hit)
-        np.take(self.lower, cell, out=base, mode="clip")
-        index = cell  # the cells are not needed any more: reuse their buffer
-        np.add(base, hit, out=index)
-        for _ in range(1, self.comparisons):
-            np.add(base, 1, out=base)
-            np.take(self.padded, base, out=probe, mode="clip")
-            np.greater_equal(x, probe, out=hit)
-            np.add(index, hit, out=index)
-        if crowded is not None and crowded.any():
-            index[crowded] = np.searchsorted(self.edges, x[crowded], side="right")
-        return index
-
-
-class _Workspace:
-    """Scratch arrays reused across the columns of one table: fresh 8 MB arrays cost page faults."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.floats = np.empty(size, dtype=np.float64)
-        self.probe = np.empty(size, dtype=np.float64)
-        self.index = np.empty(size, dtype=np.intp)
-        self.base = np.empty(size, dtype=np.intp)
-        self.hits = np.empty(size, dtype=np.bool_)
 
 
 #: Below this ratio of the one-pass sum of squares to its parts, rounding may have eaten
@@ -223,19 +82,6 @@ def _moments(x: np.ndarray, total: float | None = None) -> tuple[float, float]:
     return mean, max(m2, 0.0)
 
 
-def choose_edges(values: np.ndarray, n_bins: int = FINE_BINS) -> np.ndarray:
-    """Inner edges of about ``n_bins`` equal-mass bins of finite ``values`` (deterministic)."""
-    n = values.size
-    if n == 0:
-        return np.empty(0)
-    if n > EDGE_SAMPLE:
-        sample = np.sort(values[np.linspace(0, n - 1, EDGE_SAMPLE).astype(np.intp)])
-    else:
-        sample = np.sort(values)
-    positions = np.round(np.arange(1, n_bins) * (sample.size - 1) / n_bins).astype(np.intp)
-    return np.unique(sample[positions])
-
-
 @dataclass(eq=False)
 class NumericProfile:
     """Summary of one numeric column; see the module docstring."""
@@ -250,7 +96,7 @@ class NumericProfile:
     bin_counts: np.ndarray | None = None
     bin_offsets: np.ndarray | None = None
     sketch: kll_doubles_sketch | None = None
-    _binner: _Binner | None = field(default=None, repr=False)
+    _binner: Binner | None = field(default=None, repr=False)
 
     kind: ColumnKind = NUMERIC
 
@@ -270,11 +116,11 @@ class NumericProfile:
             )
         return self.edges, self.bin_counts, self.bin_offsets
 
-    def binner(self) -> _Binner:
+    def binner(self) -> Binner:
         if self.edges is None:
             raise UsageError("this numeric profile has no reference bins")
         if self._binner is None:
-            self._binner = _Binner(self.edges)
+            self._binner = Binner(self.edges)
         return self._binner
 
     @classmethod
@@ -285,8 +131,8 @@ class NumericProfile:
         edges: np.ndarray | None = None,
         bins: int | None = FINE_BINS,
         sketch_k: int | None = DEFAULT_KLL_K,
-        binner: _Binner | None = None,
-        work: _Workspace | None = None,
+        binner: Binner | None = None,
+        work: Workspace | None = None,
     ) -> NumericProfile:
         """Profile float values (NaN and infinities counted as missing).
 
@@ -315,7 +161,7 @@ class NumericProfile:
         total = None
         if edges is not None:
             prof.edges = edges
-            prof._binner = binner if binner is not None else _Binner(edges)
+            prof._binner = binner if binner is not None else Binner(edges)
             index = prof._binner(x, work)
             m = edges.size
             prof.bin_counts = np.bincount(index, minlength=m + 1).astype(np.int64)
@@ -504,14 +350,14 @@ class Profile:
                 t, columns=columns, numeric=numeric, categorical=categorical, role=role
             )
         numeric_cols = [c for c, k in kinds.items() if k == NUMERIC]
-        ref_binners: dict[str, _Binner] = {}
+        ref_binners: dict[str, Binner] = {}
         if reference is not None:
             for name in numeric_cols:
                 ref_col = reference.columns[name]
                 if isinstance(ref_col, NumericProfile) and ref_col.edges is not None:
                     ref_binners[name] = ref_col.binner()  # built here, not raced for in threads
 
-        def one(name: str, work: _Workspace | None) -> ColumnProfile:
+        def one(name: str, work: Workspace | None) -> ColumnProfile:
             column = t.column(name)
             if kinds[name] != NUMERIC:
                 return CategoricalProfile.from_column(column)
@@ -525,7 +371,7 @@ class Profile:
             return NumericProfile.from_values(values, bins=bins, sketch_k=k, work=work)
 
         def run(names: list[str]) -> list[tuple[str, ColumnProfile]]:
-            work = _Workspace(t.num_rows) if any(kinds[n] == NUMERIC for n in names) else None
+            work = Workspace(t.num_rows) if any(kinds[n] == NUMERIC for n in names) else None
             return [(n, one(n, work)) for n in names]
 
         names = list(kinds)
@@ -615,119 +461,11 @@ def profile(table: Any, *, reference: Profile | None = None, **kwargs: Any) -> P
     return Profile.from_table(table, reference=reference, **kwargs)
 
 
-# --------------------------------------------------------------------------- comparisons
-
-
-def _coarse_groups(ref_counts: np.ndarray, n_groups: int) -> np.ndarray:
-    """Indices of fine edges closest to the reference's k / n_groups quantiles."""
-    total = ref_counts.sum()
-    m = ref_counts.size - 1
-    if total == 0 or m == 0:
-        return np.empty(0, dtype=np.intp)
-    cum = np.cumsum(ref_counts)[:m] / total  # reference share below each edge
-    targets = np.arange(1, n_groups) / n_groups
-    right = np.clip(np.searchsorted(cum, targets), 0, m - 1)
-    left = np.clip(right - 1, 0, m - 1)
-    pick = np.where(np.abs(cum[left] - targets) <= np.abs(cum[right] - targets), left, right)
-    return np.unique(pick)
-
-
-def compare_numeric_profiles(
-    reference: NumericProfile, current: NumericProfile, *, coarse_bins: int = 10
-) -> NumericComparison:
-    """A :class:`NumericComparison` from two profiles on the same reference bins, with error bounds."""
-    if reference.edges is None or current.edges is None or not np.array_equal(reference.edges, current.edges):
-        raise UsageError(
-            "the current profile was not built on the reference's bins; "
-            "build it with Profile.from_table(current, reference=reference_profile)"
-        )
-    edges, r, ref_offsets = reference.bins()
-    _, c, cur_offsets = current.bins()
-    n, m = reference.count, current.count
-    pooled = _pooled_std(reference, current)
-    spread = spread_of(reference.std, pooled)
-    groups = _coarse_groups(r, coarse_bins)
-    starts = np.concatenate(([0], groups + 1))
-    coarse_ref = np.add.reduceat(r, starts) if r.size else r
-    coarse_cur = np.add.reduceat(c, starts) if c.size else c
-    coarse_edges = edges[groups] if groups.size else np.empty(0)
-    if n == 0 or m == 0:
-        return NumericComparison(n, m, 0.0, 0.0, spread, coarse_ref, coarse_cur, coarse_edges, ks_p_value=1.0)
-    p, q = r / n, c / m
-    below_p = np.concatenate(([0.0], np.cumsum(p)[:-1]))  # share strictly below each bin
-    below_q = np.concatenate(([0.0], np.cumsum(q)[:-1]))
-    h_left = below_p - below_q  # F - G just below each bin (at each edge, for bins 1..)
-    lo = min(reference.minimum, current.minimum)
-    hi = max(reference.maximum, current.maximum)
-    if edges.size:
-        lefts = np.concatenate(([min(lo, edges[0])], edges))
-        rights = np.concatenate((edges, [max(hi, edges[-1])]))
-        anchors = np.concatenate((edges[:1], edges))
-    else:
-        lefts, rights, anchors = np.array([lo]), np.array([hi]), np.zeros(1)
-    width = rights - lefts
-    reach = rights - anchors
-    # A bin whose values all sit on its left edge (discrete data: one value per bin) has
-    # F - G constant inside it, so it adds no error: evaluate it just after the edge.
-    scale = np.abs(anchors) + width
-    atom = (np.abs(ref_offsets) <= _ATOM_TOLERANCE * r * scale) & (
-        np.abs(cur_offsets) <= _ATOM_TOLERANCE * c * scale
-    )
-    atom[0] = (r[0] == 0) & (c[0] == 0)  # the open lower bin holds values below its anchor
-    h_after = h_left + p - q
-    d = float(np.abs(h_left[1:]).max()) if edges.size else 0.0
-    if atom.any():
-        d = max(d, float(np.abs(h_after[atom]).max()))
-    smooth = ~atom
-    ks_error = float(np.maximum(p, q)[smooth].max()) if smooth.any() else 0.0
-    # Exact integral of F - G over each bin: the share below times the width, plus the
-    # part of the bin each value covers to the right of itself.
-    inside = (r * reach - ref_offsets) / n - (c * reach - cur_offsets) / m
-    signed = h_left * width + inside
-    w = float(np.abs(signed).sum())
-    room_up = np.maximum(h_left + p, 0.0)
-    room_down = np.maximum(q - h_left, 0.0)
-    w_error = float(np.sum((2.0 * width * np.minimum(room_up, room_down))[smooth]))
-    return NumericComparison(
-        n_reference=n,
-        n_current=m,
-        ks_distance=d,
-        wasserstein=w,
-        spread=spread,
-        reference_bins=coarse_ref,
-        current_bins=coarse_cur,
-        bin_edges=coarse_edges,
-        ks_error=ks_error,
-        wasserstein_error=w_error,
-        ks_p_value=ks_asymptotic_p_value(d, n, m),
-    )
-
-
-def _pooled_std(a: NumericProfile, b: NumericProfile) -> float:
-    n = a.count + b.count
-    if n == 0:
-        return 0.0
-    delta = b.mean - a.mean
-    m2 = a.m2 + b.m2 + delta * delta * a.count * b.count / n
-    return math.sqrt(max(m2, 0.0) / n)
-
-
-def compare_categorical_profiles(
-    reference: CategoricalProfile, current: CategoricalProfile
-) -> CategoricalComparison:
-    """A :class:`CategoricalComparison` from two categorical profiles (exact)."""
-    return compare_categorical(reference.with_missing(), current.with_missing())
-
-
 __all__ = [
     "DEFAULT_KLL_K",
-    "FINE_BINS",
     "CategoricalProfile",
     "ColumnProfile",
     "NumericProfile",
     "Profile",
-    "choose_edges",
-    "compare_categorical_profiles",
-    "compare_numeric_profiles",
     "profile",
 ]

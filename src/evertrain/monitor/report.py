@@ -1,4 +1,5 @@
-"""The drift report and :func:`drift`, which builds it from two tables or profiles.
+"""The drift report: :func:`drift` builds it from two tables or profiles (its types are in
+:mod:`evertrain.monitor.verdicts`).
 
 The JSON form follows DESIGN.md (``columns``, ``drifted_columns``, ``share_drifted``,
 ``dataset_drift``, ``n_reference``, ``n_current``) and adds what a reader needs to
@@ -18,10 +19,9 @@ Two ways through, chosen by size unless ``exact`` says otherwise:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,14 +36,12 @@ from evertrain.monitor.decide import (
     correction_name,
     decide,
 )
-from evertrain.monitor.profiles import (
-    CategoricalProfile,
-    NumericProfile,
-    Profile,
-    _coarse_groups,
+from evertrain.monitor.profile_compare import (
+    coarse_groups,
     compare_categorical_profiles,
     compare_numeric_profiles,
 )
+from evertrain.monitor.profiles import CategoricalProfile, NumericProfile, Profile
 from evertrain.monitor.tests import (
     CATEGORICAL,
     NUMERIC,
@@ -59,9 +57,10 @@ from evertrain.monitor.tests import (
     finite_values,
     get_test,
 )
+from evertrain.monitor.verdicts import MISSING_SHARE_THRESHOLD, ColumnDrift, DriftReport, MissingCheck
 
 if TYPE_CHECKING:
-    from evertrain.monitor.multivariate import MultivariateResult
+    pass
 
 #: Above this many rows (reference and current together) the profiled path is used:
 #: exact sorting costs ~75 ms per million values per column here, binning ~12 ms. At
@@ -73,184 +72,11 @@ DEFAULT_METHODS: dict[ColumnKind, tuple[str, str]] = {
     NUMERIC: ("ks", "wasserstein"),
     CATEGORICAL: ("chi_square", "jensen_shannon"),
 }
-#: A change of missing share is material from five percentage points: day-to-day
-#: pipelines wobble by less, a broken source or join moves it by more.
-MISSING_SHARE_THRESHOLD = 0.05
 #: Bars drawn per numeric column in the HTML report, and categories per categorical one.
 PLOT_BINS = 40
 PLOT_CATEGORIES = 20
 #: Share of the reference left outside the plotted range on each side.
 PLOT_TAIL = 0.005
-
-
-def _num(x: float | None) -> float | None:
-    """A JSON-safe float: NaN and infinities become null."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        return _num(float(value))
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-@dataclass(frozen=True)
-class MissingCheck:
-    """Missing values on both sides; for numeric columns also a test of their share."""
-
-    reference: int
-    current: int
-    reference_share: float
-    current_share: float
-    p_value: float | None = None
-    p_value_adjusted: float | None = None
-    threshold: float = MISSING_SHARE_THRESHOLD
-    drifted: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(
-            {
-                "reference": self.reference,
-                "current": self.current,
-                "reference_share": self.reference_share,
-                "current_share": self.current_share,
-                "p_value": self.p_value,
-                "p_value_adjusted": self.p_value_adjusted,
-                "threshold": self.threshold,
-                "drifted": self.drifted,
-            }
-        )
-
-
-@dataclass(frozen=True)
-class ColumnDrift:
-    """The verdict on one column, with every registered test's result."""
-
-    name: str
-    kind: ColumnKind
-    significance_test: str
-    effect_test: str
-    statistic: float
-    p_value: float | None
-    p_value_adjusted: float | None
-    effect_size: float
-    threshold: float
-    drifted: bool
-    tests: Mapping[str, TestResult]
-    missing: MissingCheck
-    n_reference: int
-    n_current: int
-    exact: bool
-    plot: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def method(self) -> str:
-        return f"{self.significance_test}+{self.effect_test}"
-
-    @property
-    def relative_effect(self) -> float:
-        """Effect size over its threshold: above 1 means material. Reports sort by it."""
-        return self.effect_size / self.threshold if self.threshold > 0 else math.inf
-
-    def to_dict(self) -> dict[str, Any]:
-        tests = {}
-        for name, res in self.tests.items():
-            test = get_test(name, self.kind)
-            tests[name] = {
-                "role": test.role,
-                "statistic": res.statistic,
-                "p_value": res.p_value,
-                "threshold": test.default_threshold,
-                **dict(res.details),
-            }
-        return _jsonable(
-            {
-                "kind": self.kind,
-                "method": self.method,
-                "statistic": self.statistic,
-                "p_value": self.p_value,
-                "p_value_adjusted": self.p_value_adjusted,
-                "effect_size": self.effect_size,
-                "threshold": self.threshold,
-                "drifted": self.drifted,
-                "significance_test": self.significance_test,
-                "effect_test": self.effect_test,
-                "n_reference": self.n_reference,
-                "n_current": self.n_current,
-                "exact": self.exact,
-                "missing": self.missing.to_dict(),
-                "tests": tests,
-            }
-        )
-
-
-@dataclass(frozen=True)
-class DriftReport:
-    """Column verdicts and the dataset verdict of one reference-vs-current comparison."""
-
-    columns: Mapping[str, ColumnDrift]
-    n_reference: int
-    n_current: int
-    alpha: float
-    correction: str
-    hypotheses: int
-    drift_share: float | None = None
-    target: ColumnDrift | None = None
-    skipped: Mapping[str, str] = field(default_factory=dict)
-    multivariate: Sequence[MultivariateResult] = ()
-
-    @property
-    def drifted_columns(self) -> list[str]:
-        return [name for name, c in self.columns.items() if c.drifted]
-
-    @property
-    def share_drifted(self) -> float:
-        return len(self.drifted_columns) / len(self.columns) if self.columns else 0.0
-
-    @property
-    def dataset_drift(self) -> bool:
-        """Any column drifted (default), or at least ``drift_share`` of them; or a multivariate test fired."""
-        if any(m.drifted for m in self.multivariate):
-            return True
-        if self.drift_share is None:
-            return bool(self.drifted_columns)
-        return bool(self.columns) and self.share_drifted >= self.drift_share
-
-    @property
-    def exact(self) -> bool:
-        return all(c.exact for c in self.columns.values())
-
-    def sorted_columns(self) -> list[ColumnDrift]:
-        """Columns by relative effect size (effect / threshold), largest first."""
-        return sorted(self.columns.values(), key=lambda c: -c.relative_effect)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "columns": {name: c.to_dict() for name, c in self.columns.items()},
-            "drifted_columns": self.drifted_columns,
-            "share_drifted": self.share_drifted,
-            "dataset_drift": self.dataset_drift,
-            "n_reference": self.n_reference,
-            "n_current": self.n_current,
-            "correction": {"method": self.correction, "alpha": self.alpha, "hypotheses": self.hypotheses},
-            "drift_share": self.drift_share,
-            "exact": self.exact,
-            "target": None if self.target is None else {"name": self.target.name, **self.target.to_dict()},
-            "skipped_columns": dict(self.skipped),
-            "multivariate": [m.to_dict() for m in self.multivariate],
-        }
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
 
 
 # --------------------------------------------------------------------------- building
@@ -292,7 +118,7 @@ def _numeric_plot_binned(ref: NumericProfile, cur: NumericProfile) -> dict[str, 
     _, c, _ = cur.bins()
     if edges.size < 2 or ref.count == 0:
         return {}
-    groups = _coarse_groups(r, PLOT_BINS)
+    groups = coarse_groups(r, PLOT_BINS)
     starts = np.concatenate(([0], groups + 1))
     bounds = np.concatenate(([edges[0]], edges[groups], [edges[-1]]))
     keep = np.diff(bounds) > 0
@@ -618,4 +444,4 @@ def drift(
     return report
 
 
-__all__ = ["EXACT_MAX_ROWS", "ColumnDrift", "DriftReport", "MissingCheck", "drift"]
+__all__ = ["EXACT_MAX_ROWS", "drift"]
