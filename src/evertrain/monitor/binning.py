@@ -12,6 +12,8 @@ fraction of its cost.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: Fine reference bins per numeric column. Each holds about 0.1% of the reference, so
@@ -52,15 +54,34 @@ class Binner:
         # Heavy tails crowd the edges into a few cells of a uniform grid; a grid on
         # asinh((x - centre) / scale) spreads them out again. Keep whichever crowds less.
         self.center, self.spread = 0.0, 0.0
+        if not math.isfinite(self.cells_per_unit(edges)):
+            self.simple = True  # a range too narrow for a grid's arithmetic: binary search
+            return
         self._grid(edges)
         if self.any_crowded or self.comparisons > 2:
             q1, q2, q3 = edges[[m // 4, m // 2, (3 * m) // 4]]
             spread = float(q3 - q1) / 2 or 1.0
             identity = (self.crowded_share, self.comparisons, dict(self.__dict__))
             self.center, self.spread = float(q2), spread
-            self._grid(self._transform(edges))
-            if (identity[0], identity[1]) <= (self.crowded_share, self.comparisons):
+            keys = self._transform(edges.copy())
+            # The transform can round a narrow range far from its centre to a single
+            # value; such a grid could not tell the edges apart, so keep the plain one.
+            if math.isfinite(self.cells_per_unit(keys)):
+                self._grid(keys)
+            if not math.isfinite(self.scale) or (identity[0], identity[1]) <= (
+                self.crowded_share,
+                self.comparisons,
+            ):
                 self.__dict__.update(identity[2])
+
+    @staticmethod
+    def cells_per_unit(keys: np.ndarray) -> float:
+        """The grid's scale over ``keys``: infinite where their range is zero or too narrow."""
+        span = float(keys[-1]) - float(keys[0])
+        if not span > 0:
+            return math.inf
+        with np.errstate(over="ignore"):
+            return float(np.float64(_LUT_CELLS_PER_EDGE * keys.size) / np.float64(span))
 
     def _transform(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         t = np.subtract(x, self.center, out=out)
