@@ -29,17 +29,17 @@ from evertrain.spec import ModelSpec, RolloutSpec
 from evertrain.store import Store
 from evertrain.store.metadata import models as models_table
 from evertrain.store.metadata import rollouts
+from evertrain.store.names import CANARY, CHAMPION, SHADOW
 from evertrain.train.predictor import LoadedModel, LoadOptions, load_version
 
 log = logging.getLogger("evertrain.serve.models")
 
-CHAMPION, CANARY, SHADOW = "champion", "canary", "shadow"
 ARMS = (CHAMPION, CANARY, SHADOW)
 DEFAULT_CANARY_SHARE = 0.1
 """Share of traffic for a canary alias set by hand, with no rollout and no spec to say otherwise."""
 LOAD_RETRY_SECONDS = 30.0
 """A version that failed to load is tried again after this long (or at once on an explicit refresh)."""
-_ACTIVE_PHASES = ("shadow", "canary")
+_ACTIVE_PHASES = (SHADOW, CANARY)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from evertrain.store.names import CHAMPION
+
 MAX_VERSION = 999_999_999
 MAX_ID_CHARS = 128
 """Longest request id accepted: ids are log keys, not payloads."""
@@ -91,7 +93,7 @@ ROLLBACK_REQUEST: dict[str, Any] = {
         "reason": {"type": "string"},
         "scope": {
             "type": "string",
-            "enum": ["auto", "champion", "rollout"],
+            "enum": ["auto", CHAMPION, "rollout"],
             "description": "auto: abort the active rollout if there is one, else move the champion back.",
         },
     },

@@ -26,7 +26,8 @@ from typing import Any
 
 from evertrain.data.logs import ERRORS, PREDICTIONS, LogWriter
 from evertrain.serve.metrics import ServeMetrics
-from evertrain.serve.models import CANARY, CHAMPION, SHADOW, Routes
+from evertrain.serve.models import Routes
+from evertrain.store.names import CANARY, CHAMPION, SHADOW
 from evertrain.train.inputs import InputError
 from evertrain.train.predictor import LoadedModel
 
@@ -223,14 +224,11 @@ class ShadowMirror:
         cols, types = error_rows(item.model, SHADOW, item.ids, item.ts, latency_ms, kind, message)
         self.logger.offer(ERRORS, item.model.name, cols, types, len(item.ids))
         if self.metrics is not None:
-            self.metrics.error(item.model.name, "shadow", item.model.version_label, SHADOW)
+            self.metrics.error(item.model.name, SHADOW, item.model.version_label, SHADOW)
 
 
 __all__ = [
-    "CANARY",
-    "CHAMPION",
     "KEY_HEADER",
-    "SHADOW",
     "ShadowMirror",
     "bucket",
     "choose",

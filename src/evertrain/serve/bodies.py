@@ -1,0 +1,108 @@
+"""Request bodies into typed values, and JSON out: the parsing every serving route shares.
+
+Bad input never gets a 5xx: bodies are parsed by hand (422 for bad JSON, ``NaN``
+included) and every field is checked with an :class:`InputError` that names the field,
+the rule and the value, which the app answers with 413 or 422.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.responses import Response
+
+from evertrain.exceptions import InputError
+from evertrain.serve import openapi as doc
+from evertrain.train.inputs import show, value_kind
+
+JSON = "application/json"
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``value`` as a JSON response; NaN and Infinity are refused, as in the bodies read."""
+    return Response(json.dumps(value, allow_nan=False), status_code=status, media_type=JSON, headers=headers)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(data: bytes) -> Any:
+    """The JSON document in ``data``; refuses NaN and Infinity, which JSON does not have."""
+    if not data.strip():
+        raise InputError("body", "empty body: expected a JSON object")
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise InputError("body", "JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
+        raise InputError("body", f"not valid JSON: {str(exc)[:200]}") from None
+
+
+def request_ids(value: Any, n: int, field: str) -> list[str]:
+    """The client's ``request_ids``: one unique, bounded string per instance."""
+    if type(value) is not list:
+        raise InputError(field, f"expected an array of strings, got {value_kind(value)} {show(value)}")
+    if len(value) != n:
+        raise InputError(field, f"expected one id per instance ({n}), got {len(value)}")
+    for i, rid in enumerate(value):
+        if type(rid) is not str or not rid or len(rid) > doc.MAX_ID_CHARS:
+            raise InputError(
+                f"{field}[{i}]", f"expected a string of 1-{doc.MAX_ID_CHARS} characters, got {show(rid)}"
+            )
+    if len(set(value)) != n:
+        raise InputError(field, "request ids must be unique within a request")
+    return value
+
+
+def feedback_label(label: Any, index: int, as_text: bool | None) -> Any:
+    """One feedback label, as a float unless the model predicts text (``as_text``)."""
+    field = f"labels[{index}].label"
+    if label is None or type(label) in (list, dict):
+        raise InputError(
+            field, f"expected a number, string or boolean, got {value_kind(label)} {show(label)}"
+        )
+    if (type(label) is float and label != label) or (
+        type(label) is float and label in (float("inf"), float("-inf"))
+    ):
+        raise InputError(field, f"number {show(label)} is not finite")
+    if type(label) is str and len(label) > doc.MAX_ID_CHARS:
+        raise InputError(field, f"a label of {len(label)} characters is longer than {doc.MAX_ID_CHARS}")
+    if as_text is False and type(label) is str:
+        raise InputError(field, f"expected a number (the model predicts numbers), got string {show(label)}")
+    if as_text is False and type(label) is int:
+        try:
+            return float(label)
+        except OverflowError:
+            raise InputError(field, f"number {show(label)} is too large") from None
+    if type(label) is bool and as_text is not True:
+        return float(label)
+    return label
+
+
+MAX_VERSION = doc.MAX_VERSION  # what the registry's parser takes as a string; fits any SQL integer
+
+
+def version_field(value: Any, field: str) -> int:
+    """A version number given in an admin body, as an int or a string of digits."""
+    if type(value) is int and 1 <= value <= MAX_VERSION:
+        return value
+    if (
+        type(value) is str
+        and value.isascii()
+        and value.isdigit()
+        and 1 <= len(value) <= 9
+        and int(value) >= 1
+    ):
+        return int(value)
+    raise InputError(field, f"expected a version number from 1 to {MAX_VERSION}, got {show(value)}")
+
+
+def text_field(value: Any, field: str) -> str | None:
+    """An optional string field of an admin body (a reason, say)."""
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise InputError(field, f"expected a string, got {value_kind(value)} {show(value)}")
+    return value
