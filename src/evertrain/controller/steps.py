@@ -27,6 +27,7 @@ from evertrain.controller.results import (
 )
 from evertrain.exceptions import NotFoundError
 from evertrain.store import Store
+from evertrain.store.names import CANARY, SHADOW
 from evertrain.store.registry import ModelVersion
 
 LOG_COLUMNS = {"request_id", "ts", "model_version", "arm", "latency_ms", "prediction", "score"}
@@ -166,7 +167,7 @@ def _estimate(served: pa.Table, labelled: pa.Table, metric: str) -> dict[str, An
 
 
 def _rollout_in_progress(ctx: CycleContext) -> int | None:
-    from evertrain.rollout.steps import CANARY, SHADOW, get_active
+    from evertrain.rollout import get_active
 
     active = get_active(ctx.store, ctx.model)
     return active.version if active is not None and active.phase in (SHADOW, CANARY) else None
@@ -268,7 +269,7 @@ def train(ctx: CycleContext) -> TrainStepResult:
 def gate(ctx: CycleContext) -> GateStepResult:
     """Judge the new version against the champion; promote a first version, canary a passing one."""
     from evertrain.evaluate.evaluation import evaluate_version
-    from evertrain.rollout.steps import get_active, start_rollout
+    from evertrain.rollout import get_active, start_rollout
 
     trained = ctx.results.get("train") or {}
     if trained.get("status") != "trained" or trained.get("version") is None:
@@ -338,7 +339,7 @@ def gate(ctx: CycleContext) -> GateStepResult:
 
 def rollout(ctx: CycleContext) -> RolloutStepResult:
     """One tick of the rollout in progress, if any: hold, advance, promote or roll back."""
-    from evertrain.rollout.steps import advance, get_active
+    from evertrain.rollout import advance, get_active
 
     if get_active(ctx.store, ctx.model) is None:
         return {"action": "idle"}
