@@ -69,6 +69,7 @@ from evertrain.controller.replay import BatchSource, Replay
 from evertrain.exceptions import DataValidationError, NotFoundError, UsageError
 from evertrain.spec import Spec
 from evertrain.store import Store
+from evertrain.store.names import CANARY, CHAMPION
 
 #: Simulated time of the first replayed batch: 2026-01-05 00:00 UTC, a Monday, so daily
 #: caps and cron schedules start on a day boundary.
@@ -134,7 +135,7 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
         "reason": "; ".join((boot.get("decide") or {}).get("reasons", [])),
         "train_seconds": first_seconds,
     }
-    if _aliases(store, name).get("champion") is None:
+    if _aliases(store, name).get(CHAMPION) is None:
         raise DataValidationError(
             f"the first model could not be trained on the {replay.warm_batches} warm batches: "
             f"{(boot.get('train') or {}).get('error') or (boot.get('gate') or {}).get('reason') or boot}"
@@ -160,8 +161,8 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
             {
                 "index": index,
                 "accuracy": accuracy,
-                "model_version": before.get("champion"),
-                "canary": before.get("canary"),
+                "model_version": before.get(CHAMPION),
+                "canary": before.get(CANARY),
                 "drifted": list((monitored.get("drift") or {}).get("drifted_columns", [])),
                 "decision": decision.get("action"),
                 "held": decision.get("held", []),
@@ -184,11 +185,11 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
             train_seconds += float(trained.get("seconds") or 0.0)
         after = _aliases(store, name)
         rollout = cycle.get("rollout") or {}
-        if after.get("champion") != before.get("champion"):
-            entry = {"batch": index, "version": after.get("champion")}
+        if after.get(CHAMPION) != before.get(CHAMPION):
+            entry = {"batch": index, "version": after.get(CHAMPION)}
             if rollout.get("outcome") == "rolled_back":
                 rollbacks.append(
-                    {**entry, "from": before.get("champion"), "reasons": rollout.get("reasons", [])}
+                    {**entry, "from": before.get(CHAMPION), "reasons": rollout.get("reasons", [])}
                 )
             else:
                 promotions.append(entry)
@@ -197,7 +198,7 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
                 {
                     "batch": index,
                     "version": rollout.get("version"),
-                    "from": "canary",
+                    "from": CANARY,
                     "reasons": rollout.get("reasons", []),
                 }
             )
@@ -207,7 +208,7 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
                     "batch": index,
                     "accuracy": accuracy,
                     "decision": decision.get("action"),
-                    "champion": after.get("champion"),
+                    "champion": after.get(CHAMPION),
                 }
             )
     scores = [b["accuracy"] for b in batches if b["accuracy"] is not None]

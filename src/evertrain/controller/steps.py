@@ -27,7 +27,7 @@ from evertrain.controller.results import (
 )
 from evertrain.exceptions import NotFoundError
 from evertrain.store import Store
-from evertrain.store.names import CANARY, SHADOW
+from evertrain.store.names import CANARY, CHAMPION, SHADOW
 from evertrain.store.registry import ModelVersion
 
 LOG_COLUMNS = {"request_id", "ts", "model_version", "arm", "latency_ms", "prediction", "score"}
@@ -51,7 +51,7 @@ def reference_table(store: Store, mv: ModelVersion) -> tuple[pa.Table, str] | No
 
 def champion_of(ctx: CycleContext) -> ModelVersion | None:
     try:
-        number = ctx.store.registry.get_alias(ctx.model, "champion")
+        number = ctx.store.registry.get_alias(ctx.model, CHAMPION)
     except NotFoundError:
         return None
     return None if number is None else ctx.store.registry.get_version(ctx.model, number)
@@ -69,7 +69,7 @@ def monitor(ctx: CycleContext) -> MonitorResult:
     since = ctx.previous_at
     served = observe.read_log(logs, "predictions", ctx.model, since=since, until=ctx.at)
     if served.num_rows and "arm" in served.column_names:
-        served = served.filter(pa.compute.not_equal(served["arm"], "shadow"))
+        served = served.filter(pa.compute.not_equal(served["arm"], SHADOW))
     window = spec.monitoring.window_rows
     if window is not None and served.num_rows > window:
         served = served.slice(served.num_rows - window)
@@ -105,14 +105,14 @@ def monitor(ctx: CycleContext) -> MonitorResult:
     metric, _ = performance_metric(spec)
     onset = ctx.history.pending_onset
     if onset is not None:
-        since_onset = observe.labelled(logs, ctx.model, at=ctx.at, since=onset, arms=("champion", "canary"))
+        since_onset = observe.labelled(logs, ctx.model, at=ctx.at, since=onset, arms=(CHAMPION, CANARY))
         out["labels_after_onset"] = since_onset.num_rows
         if since_onset.num_rows:
             # what the drift did to the champion: its own labelled rows since the drift began
-            own = since_onset.filter(pa.compute.equal(since_onset["arm"], "champion"))
+            own = since_onset.filter(pa.compute.equal(since_onset["arm"], CHAMPION))
             own = own.filter(pa.compute.equal(own["model_version"], champion.version))
             out["metric_after_onset"] = observe.realized_metric(own, metric, spec.model.task)
-    labelled = observe.labelled(logs, ctx.model, at=ctx.at, arms=("champion",))
+    labelled = observe.labelled(logs, ctx.model, at=ctx.at, arms=(CHAMPION,))
     if labelled.num_rows:
         labelled = labelled.filter(pa.compute.equal(labelled["model_version"], champion.version))
         if window is not None and labelled.num_rows > window:
@@ -304,7 +304,7 @@ def gate(ctx: CycleContext) -> GateStepResult:
             "gate_failed", {"model": ctx.model, "version": version, "reason": report.get("reason")}
         )
         return out
-    champion = ctx.store.registry.get_alias(ctx.model, "champion")
+    champion = ctx.store.registry.get_alias(ctx.model, CHAMPION)
     if champion is None:
         ctx.store.registry.promote(
             ctx.model,
