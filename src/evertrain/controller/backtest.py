@@ -66,6 +66,7 @@ from evertrain.controller.backtest_spec import (
 from evertrain.controller.baselines import Every, Never, RetrainRule, Timeline, batch_score, run_baselines
 from evertrain.controller.clock import ManualClock
 from evertrain.controller.replay import BatchSource, Replay
+from evertrain.data.logs import PREDICTIONS, read_log
 from evertrain.exceptions import DataValidationError, NotFoundError, UsageError
 from evertrain.spec import Spec
 from evertrain.store import Store
@@ -102,13 +103,11 @@ def _train_rows(store: Store, name: str, version: int | None) -> int | None:
 def _served_score(replay: Replay, index: int, task: str, accuracy: float | None) -> float | None:
     if task != "regression":
         return accuracy
-    from evertrain.controller import observe
-
     r = replay
     began = r.start + (index - r.warm_batches) * r.batch_seconds
-    logged = observe.read_log(
+    logged = read_log(
         r.store.logs_url or "",
-        "predictions",
+        PREDICTIONS,
         r.spec.model.name,
         since=began,
         until=began + r.batch_seconds,
