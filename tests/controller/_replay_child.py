@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from evertrain.controller.clock import ManualClock
-from evertrain.faces.demo import START, make_replay, synthetic_scenario, write_project
+from evertrain.faces.demo import START, make_replay
+from evertrain.faces.demo_scenarios import synthetic_scenario, write_project
 from evertrain.store import Store
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from evertrain.rollout.analysis import Evidence, compare
+from evertrain.rollout.analysis import compare
+from evertrain.rollout.evidence import Evidence
 from evertrain.spec import AnalysisSpec
 
 ANALYSIS = AnalysisSpec(

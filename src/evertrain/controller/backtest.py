@@ -66,9 +66,11 @@ from evertrain.controller.backtest_spec import (
 from evertrain.controller.baselines import Every, Never, RetrainRule, Timeline, batch_score, run_baselines
 from evertrain.controller.clock import ManualClock
 from evertrain.controller.replay import BatchSource, Replay
+from evertrain.data.logs import PREDICTIONS, read_log
 from evertrain.exceptions import DataValidationError, NotFoundError, UsageError
 from evertrain.spec import Spec
 from evertrain.store import Store
+from evertrain.store.names import CANARY, CHAMPION
 
 #: Simulated time of the first replayed batch: 2026-01-05 00:00 UTC, a Monday, so daily
 #: caps and cron schedules start on a day boundary.
@@ -101,13 +103,11 @@ def _train_rows(store: Store, name: str, version: int | None) -> int | None:
 def _served_score(replay: Replay, index: int, task: str, accuracy: float | None) -> float | None:
     if task != "regression":
         return accuracy
-    from evertrain.controller import observe
-
     r = replay
     began = r.start + (index - r.warm_batches) * r.batch_seconds
-    logged = observe.read_log(
+    logged = read_log(
         r.store.logs_url or "",
-        "predictions",
+        PREDICTIONS,
         r.spec.model.name,
         since=began,
         until=began + r.batch_seconds,
@@ -134,7 +134,7 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
         "reason": "; ".join((boot.get("decide") or {}).get("reasons", [])),
         "train_seconds": first_seconds,
     }
-    if _aliases(store, name).get("champion") is None:
+    if _aliases(store, name).get(CHAMPION) is None:
         raise DataValidationError(
             f"the first model could not be trained on the {replay.warm_batches} warm batches: "
             f"{(boot.get('train') or {}).get('error') or (boot.get('gate') or {}).get('reason') or boot}"
@@ -160,8 +160,8 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
             {
                 "index": index,
                 "accuracy": accuracy,
-                "model_version": before.get("champion"),
-                "canary": before.get("canary"),
+                "model_version": before.get(CHAMPION),
+                "canary": before.get(CANARY),
                 "drifted": list((monitored.get("drift") or {}).get("drifted_columns", [])),
                 "decision": decision.get("action"),
                 "held": decision.get("held", []),
@@ -184,11 +184,11 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
             train_seconds += float(trained.get("seconds") or 0.0)
         after = _aliases(store, name)
         rollout = cycle.get("rollout") or {}
-        if after.get("champion") != before.get("champion"):
-            entry = {"batch": index, "version": after.get("champion")}
+        if after.get(CHAMPION) != before.get(CHAMPION):
+            entry = {"batch": index, "version": after.get(CHAMPION)}
             if rollout.get("outcome") == "rolled_back":
                 rollbacks.append(
-                    {**entry, "from": before.get("champion"), "reasons": rollout.get("reasons", [])}
+                    {**entry, "from": before.get(CHAMPION), "reasons": rollout.get("reasons", [])}
                 )
             else:
                 promotions.append(entry)
@@ -197,7 +197,7 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
                 {
                     "batch": index,
                     "version": rollout.get("version"),
-                    "from": "canary",
+                    "from": CANARY,
                     "reasons": rollout.get("reasons", []),
                 }
             )
@@ -207,7 +207,7 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
                     "batch": index,
                     "accuracy": accuracy,
                     "decision": decision.get("action"),
-                    "champion": after.get("champion"),
+                    "champion": after.get(CHAMPION),
                 }
             )
     scores = [b["accuracy"] for b in batches if b["accuracy"] is not None]

@@ -1,7 +1,7 @@
 """What the controller reads from the serving logs for a cycle, and the realized metric.
 
 The logs are read through :mod:`evertrain.data.logs` (the one reader of their layout):
-``read_log`` gives the recent served rows and ``labelled`` the ones whose labels have
+its ``read_log`` gives the recent served rows and ``labelled`` the ones whose labels have
 arrived; :func:`realized_metric` scores those against their labels. It lives here, above
 ``evaluate``, because it needs the metrics registry that ``data`` may not import.
 """
@@ -12,9 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from evertrain.data.logs import labelled, read_log
-
-__all__ = ["labelled", "read_log", "realized_metric"]
+__all__ = ["realized_metric"]
 
 
 def realized_metric(table: pa.Table, metric: str, task: str) -> float | None:

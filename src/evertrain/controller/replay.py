@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from evertrain.controller.clock import ManualClock
 from evertrain.controller.loop import Controller
+from evertrain.data.logs import FEEDBACK, PREDICTIONS, partition_date, partition_folder
 from evertrain.exceptions import NotFoundError
 from evertrain.serve.models import read_desired
 from evertrain.serve.router import bucket
@@ -82,11 +83,10 @@ class Replay:
     # -- files, named by batch so that a rerun rewrites the same bytes ---------------------
 
     def _log_path(self, kind: str, index: int, at: float) -> str:
-        import datetime as dt
-
-        day = dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d")
-        root = (self.store.logs_url or str(self.project / ".evertrain" / "logs")).rstrip("/")
-        return f"{root}/{kind}/model={self.spec.model.name}/date={day}/part-b{index:06d}.parquet"
+        """The part of one log that batch ``index`` writes, in the day partition of ``at``."""
+        root = self.store.logs_url or str(self.project / ".evertrain" / "logs")
+        folder = partition_folder(root, kind, self.spec.model.name, partition_date(at))
+        return f"{folder}/part-b{index:06d}.parquet"
 
     @staticmethod
     def _write(path: str, table: pa.Table) -> None:
@@ -172,7 +172,7 @@ class Replay:
                 **{c: frame[c].to_numpy() for c in features},
             }
         )
-        path = self._log_path("predictions", index, float(at[0]))
+        path = self._log_path(PREDICTIONS, index, float(at[0]))
         fs, p = fsspec.core.url_to_fs(path)
         if fs.exists(p):  # a batch served before a crash stays as it was served
             with fs.open(p, "rb") as fh:
@@ -193,7 +193,7 @@ class Replay:
 
     def was_served(self, index: int) -> bool:
         """Whether batch ``index`` reached a model (before the first model, traffic goes unanswered)."""
-        fs, p = fsspec.core.url_to_fs(self._log_path("predictions", index, self.event_times(index, 1)[0]))
+        fs, p = fsspec.core.url_to_fs(self._log_path(PREDICTIONS, index, self.event_times(index, 1)[0]))
         return bool(fs.exists(p))
 
     def send_feedback(self, index: int, ids: list[str], labels: pd.Series, now: float) -> None:
@@ -201,7 +201,7 @@ class Replay:
         table = pa.table(
             {"request_id": ids, "label": labels.to_numpy(dtype=float), "ts": np.full(len(ids), now)}
         )
-        self._write(self._log_path("feedback", index, now), table)
+        self._write(self._log_path(FEEDBACK, index, now), table)
 
     # -- the replay ---------------------------------------------------------------------
 

@@ -25,11 +25,13 @@ from evertrain.controller.results import (
     RolloutStepResult,
     TrainStepResult,
 )
+from evertrain.data.logs import FEEDBACK, PREDICTION_COLUMNS, PREDICTIONS, labelled, read_log
 from evertrain.exceptions import NotFoundError
 from evertrain.store import Store
+from evertrain.store.names import CANARY, CHAMPION, SHADOW
 from evertrain.store.registry import ModelVersion
 
-LOG_COLUMNS = {"request_id", "ts", "model_version", "arm", "latency_ms", "prediction", "score"}
+LOG_COLUMNS = set(PREDICTION_COLUMNS)
 
 
 def feature_columns(ctx: CycleContext, reference: pa.Table) -> list[str]:
@@ -50,7 +52,7 @@ def reference_table(store: Store, mv: ModelVersion) -> tuple[pa.Table, str] | No
 
 def champion_of(ctx: CycleContext) -> ModelVersion | None:
     try:
-        number = ctx.store.registry.get_alias(ctx.model, "champion")
+        number = ctx.store.registry.get_alias(ctx.model, CHAMPION)
     except NotFoundError:
         return None
     return None if number is None else ctx.store.registry.get_version(ctx.model, number)
@@ -66,9 +68,9 @@ def monitor(ctx: CycleContext) -> MonitorResult:
     logs = ctx.store.logs_url or ""
     spec = ctx.spec
     since = ctx.previous_at
-    served = observe.read_log(logs, "predictions", ctx.model, since=since, until=ctx.at)
+    served = read_log(logs, PREDICTIONS, ctx.model, since=since, until=ctx.at)
     if served.num_rows and "arm" in served.column_names:
-        served = served.filter(pa.compute.not_equal(served["arm"], "shadow"))
+        served = served.filter(pa.compute.not_equal(served["arm"], SHADOW))
     window = spec.monitoring.window_rows
     if window is not None and served.num_rows > window:
         served = served.slice(served.num_rows - window)
@@ -104,31 +106,31 @@ def monitor(ctx: CycleContext) -> MonitorResult:
     metric, _ = performance_metric(spec)
     onset = ctx.history.pending_onset
     if onset is not None:
-        since_onset = observe.labelled(logs, ctx.model, at=ctx.at, since=onset, arms=("champion", "canary"))
+        since_onset = labelled(logs, ctx.model, at=ctx.at, since=onset, arms=(CHAMPION, CANARY))
         out["labels_after_onset"] = since_onset.num_rows
         if since_onset.num_rows:
             # what the drift did to the champion: its own labelled rows since the drift began
-            own = since_onset.filter(pa.compute.equal(since_onset["arm"], "champion"))
+            own = since_onset.filter(pa.compute.equal(since_onset["arm"], CHAMPION))
             own = own.filter(pa.compute.equal(own["model_version"], champion.version))
             out["metric_after_onset"] = observe.realized_metric(own, metric, spec.model.task)
-    labelled = observe.labelled(logs, ctx.model, at=ctx.at, arms=("champion",))
-    if labelled.num_rows:
-        labelled = labelled.filter(pa.compute.equal(labelled["model_version"], champion.version))
-        if window is not None and labelled.num_rows > window:
-            labelled = labelled.slice(labelled.num_rows - window)
+    known = labelled(logs, ctx.model, at=ctx.at, arms=(CHAMPION,))
+    if known.num_rows:
+        known = known.filter(pa.compute.equal(known["model_version"], champion.version))
+        if window is not None and known.num_rows > window:
+            known = known.slice(known.num_rows - window)
     out["realized"] = {
         "metric": metric,
-        "value": observe.realized_metric(labelled, metric, spec.model.task),
-        "n_labels": labelled.num_rows,
+        "value": observe.realized_metric(known, metric, spec.model.task),
+        "n_labels": known.num_rows,
         "baseline": champion.metrics.get(metric),
         # event time of the oldest row behind the value: a retrain for decay learns from here on
-        "since": float(pa.compute.min(labelled["ts"]).as_py()) if labelled.num_rows else None,
+        "since": float(pa.compute.min(known["ts"]).as_py()) if known.num_rows else None,
     }
     est = spec.triggers.estimated_performance
-    if est.enabled and served.num_rows and labelled.num_rows:
-        out["estimated"] = _estimate(served, labelled, est.metric)
+    if est.enabled and served.num_rows and known.num_rows:
+        out["estimated"] = _estimate(served, known, est.metric)
     last_retrain = max(ctx.history.retrain_times) if ctx.history.retrain_times else None
-    fresh = observe.read_log(logs, "feedback", ctx.model, since=last_retrain, until=ctx.at, columns=["ts"])
+    fresh = read_log(logs, FEEDBACK, ctx.model, since=last_retrain, until=ctx.at, columns=["ts"])
     out["new_labelled_rows"] = fresh.num_rows
     out["rollout"] = _rollout_in_progress(ctx)
     return out
@@ -166,7 +168,7 @@ def _estimate(served: pa.Table, labelled: pa.Table, metric: str) -> dict[str, An
 
 
 def _rollout_in_progress(ctx: CycleContext) -> int | None:
-    from evertrain.rollout.steps import CANARY, SHADOW, get_active
+    from evertrain.rollout import get_active
 
     active = get_active(ctx.store, ctx.model)
     return active.version if active is not None and active.phase in (SHADOW, CANARY) else None
@@ -268,7 +270,7 @@ def train(ctx: CycleContext) -> TrainStepResult:
 def gate(ctx: CycleContext) -> GateStepResult:
     """Judge the new version against the champion; promote a first version, canary a passing one."""
     from evertrain.evaluate.evaluation import evaluate_version
-    from evertrain.rollout.steps import get_active, start_rollout
+    from evertrain.rollout import get_active, start_rollout
 
     trained = ctx.results.get("train") or {}
     if trained.get("status") != "trained" or trained.get("version") is None:
@@ -303,7 +305,7 @@ def gate(ctx: CycleContext) -> GateStepResult:
             "gate_failed", {"model": ctx.model, "version": version, "reason": report.get("reason")}
         )
         return out
-    champion = ctx.store.registry.get_alias(ctx.model, "champion")
+    champion = ctx.store.registry.get_alias(ctx.model, CHAMPION)
     if champion is None:
         ctx.store.registry.promote(
             ctx.model,
@@ -338,7 +340,7 @@ def gate(ctx: CycleContext) -> GateStepResult:
 
 def rollout(ctx: CycleContext) -> RolloutStepResult:
     """One tick of the rollout in progress, if any: hold, advance, promote or roll back."""
-    from evertrain.rollout.steps import advance, get_active
+    from evertrain.rollout import advance, get_active
 
     if get_active(ctx.store, ctx.model) is None:
         return {"action": "idle"}

@@ -30,11 +30,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from evertrain.data.logs import FEEDBACK, PREDICTION_COLUMNS, PREDICTIONS, model_folder, read_log_parts
 from evertrain.exceptions import DataValidationError, UsageError
 from evertrain.store.names import SHADOW
 
 #: Columns the serving logs add around the features (docs/logs.md); never features themselves.
-LOG_COLUMNS = ("request_id", "ts", "model_version", "arm", "latency_ms", "prediction", "score")
+LOG_COLUMNS = tuple(PREDICTION_COLUMNS)
 #: Name the ``log`` source gives to the arrival time of each row's label (the feedback ``ts``).
 LOG_LABEL_TIME = "label_ts"
 #: Rows of this serving arm were never returned to a client, so their feedback is not theirs.
@@ -203,24 +204,19 @@ class LogSource(Source):
 
     @property
     def uri(self) -> str:
-        return f"log:{self.logs_url}/predictions/model={self.model}"
+        return f"log:{model_folder(self.logs_url, PREDICTIONS, self.model)}"
 
     def _read(self, log: str) -> pa.Table | None:
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(self.logs_url)
-        files = sorted(fs.glob(f"{root.rstrip('/')}/{log}/model={self.model}/**/*.parquet"))
-        if not files:
-            return None
+        """Every part of one log of the model, in path order, through the one reader of the layout."""
         try:
-            tables = [pq.read_table(f, filesystem=fs) for f in files]
-            return pa.concat_tables(tables, promote_options="permissive")
+            parts = read_log_parts(self.logs_url, log, self.model)
+            return pa.concat_tables(parts, promote_options="permissive") if parts else None
         except (OSError, pa.ArrowInvalid) as exc:
             raise DataValidationError(f"{log} log of model {self.model!r}: cannot read: {exc}") from None
 
     def read(self) -> pd.DataFrame:
-        predictions = self._read("predictions")
-        feedback = self._read("feedback")
+        predictions = self._read(PREDICTIONS)
+        feedback = self._read(FEEDBACK)
         if predictions is None:
             raise DataValidationError(
                 f"log source: no prediction log for model {self.model!r} under {self.logs_url}"

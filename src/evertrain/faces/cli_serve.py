@@ -146,7 +146,7 @@ def rollout_advance(model: str, project: ProjectOpt = Path("."), as_json: JsonFl
 @rollout_app.command("status")
 def rollout_status(model: str, project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
     """The active rollout of MODEL and the recent ones."""
-    from evertrain.rollout.steps import rollout_status as status_of
+    from evertrain.rollout.state import rollout_status as status_of
 
     check_model_name(model)
     store = open_store(project)

@@ -17,7 +17,7 @@ from evertrain.faces._common import JsonFlag, ProjectOpt, console, open_store, p
 from evertrain.faces.cli_app import app
 from evertrain.faces.status import status_data
 from evertrain.store.formats import get_format, infer_framework
-from evertrain.store.names import check_model_name, parse_version
+from evertrain.store.names import CANARY, CHAMPION, check_model_name, parse_version
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
@@ -265,8 +265,8 @@ def status(project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
     for col in (
         "model",
         "versions",
-        "champion",
-        "canary",
+        CHAMPION,
+        CANARY,
         "rollout",
         "last drift",
         "last decision",
@@ -280,8 +280,8 @@ def status(project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
         table.add_row(
             m["name"],
             str(m["n_versions"]),
-            str(m["aliases"]["champion"] or "-"),
-            str(m["aliases"]["canary"] or "-"),
+            str(m["aliases"][CHAMPION] or "-"),
+            str(m["aliases"][CANARY] or "-"),
             f"v{rollout.get('version')} {rollout.get('action')}" if rollout.get("version") else "-",
             (
                 f"{drift['share_drifted']:.0%} of columns ({', '.join(drift['drifted_columns'][:3])})"

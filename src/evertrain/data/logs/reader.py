@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from evertrain.data.logs.layout import FEEDBACK, KINDS, PREDICTIONS, model_folder
+from evertrain.store.names import CHAMPION
 
 Inclusive = Literal["right", "left"]
 """Which end of the time bounds a read includes: ``right`` reads ``since < ts <= until`` (what
@@ -146,7 +147,7 @@ def read_log(
 
 
 def labelled(
-    logs_url: str, model: str, *, at: float, since: float | None = None, arms: tuple[str, ...] = ("champion",)
+    logs_url: str, model: str, *, at: float, since: float | None = None, arms: tuple[str, ...] = (CHAMPION,)
 ) -> pa.Table:
     """Predictions of ``arms`` joined with the labels that had arrived by ``at``."""
     preds = read_log(logs_url, PREDICTIONS, model, since=since, until=at)
