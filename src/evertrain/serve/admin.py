@@ -1,7 +1,7 @@
 """The admin routes: promote, roll back, start a rollout and read its status.
 
 Each needs the server's admin token as a bearer token (``Server.check_admin``), runs
-the step from :mod:`evertrain.rollout.steps` that the controller runs too, audited
+the command from :mod:`evertrain.rollout.commands` that the controller runs too, audited
 under the actor ``admin-api``, and then refreshes this replica's routes at once; the
 other replicas see the change at their next poll.
 """
@@ -27,7 +27,7 @@ ADMIN_ACTOR = "admin-api"
 
 def admin_routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
     """Add the admin routes to ``app``; ``spec`` gives the rollout plan of its model."""
-    from evertrain.rollout import steps
+    from evertrain.rollout import commands, state
 
     def _rollout_spec(name: str) -> Any:
         return spec.rollout if spec is not None and spec.model.name == name else None
@@ -50,7 +50,7 @@ def admin_routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         expected = payload.get("expected")
         expected = None if expected is None else version_field(expected, "expected")
         result = await run_in_threadpool(
-            lambda: steps.promote_now(
+            lambda: commands.promote_now(
                 server.store, name, version, actor=ADMIN_ACTOR, reason=reason, expected=expected
             )
         )
@@ -73,7 +73,7 @@ def admin_routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         if scope not in ("auto", CHAMPION, "rollout"):
             raise InputError("scope", f"expected auto, champion or rollout, got {show(scope)}")
         result = await run_in_threadpool(
-            steps.rollback_now, server.store, name, actor=ADMIN_ACTOR, reason=reason, scope=scope
+            commands.rollback_now, server.store, name, actor=ADMIN_ACTOR, reason=reason, scope=scope
         )
         await run_in_threadpool(server.manager.refresh, retry_failed=True)
         return json_response({"model": name, **result})
@@ -88,7 +88,7 @@ def admin_routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
     )
     async def rollout_status(name: str, request: Request) -> Response:
         server.check_admin(request)
-        active, history = await run_in_threadpool(steps.rollout_status, server.store, name)
+        active, history = await run_in_threadpool(state.rollout_status, server.store, name)
         return json_response({"model": name, "active": active, "history": history})
 
     @app.post(
@@ -107,7 +107,7 @@ def admin_routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         reason = text_field(payload.get("reason"), "reason")
         version = version_field(payload["version"], "version")
         started = await run_in_threadpool(
-            lambda: steps.start_rollout(
+            lambda: commands.start_rollout(
                 server.store,
                 name,
                 version,
