@@ -42,8 +42,19 @@ STAGGER_FUNCTIONS = (0, 1, 2, 0)
 #: LED: 10% noise, 17 irrelevant inputs; the concept changes by swapping relevant inputs.
 LED_NOISE = 0.1
 LED_DRIFT_FEATURES = (0, 3, 5, 7)
-HYPERPLANE = {"n_features": 10, "n_drift_features": 2, "mag_change": 0.001, "noise_percentage": 0.05}
-RBF = {"n_classes": 2, "n_features": 10, "n_centroids": 50, "change_speed": 0.0001, "n_drift_centroids": 25}
+HYPERPLANE: dict[str, Any] = {
+    "n_features": 10,
+    "n_drift_features": 2,
+    "mag_change": 0.001,
+    "noise_percentage": 0.05,
+}
+RBF: dict[str, Any] = {
+    "n_classes": 2,
+    "n_features": 10,
+    "n_centroids": 50,
+    "change_speed": 0.0001,
+    "n_drift_centroids": 25,
+}
 #: Share of cells made missing in two features of the ``*_nan`` stream.
 NAN_SHARE = 0.05
 #: Census: rows drawn per survey year (4 years, 2015-2018), 500 per batch.
@@ -202,7 +213,9 @@ def joint(seed: int) -> pd.DataFrame:
     return frame.drop(columns="y_late")
 
 
-def with_missing(build: Callable[[int], pd.DataFrame], columns: tuple[str, ...]) -> Callable[[int], pd.DataFrame]:
+def with_missing(
+    build: Callable[[int], pd.DataFrame], columns: tuple[str, ...]
+) -> Callable[[int], pd.DataFrame]:
     """``build``'s stream with NAN_SHARE of the cells of ``columns`` missing, warm batches included."""
 
     def made(seed: int) -> pd.DataFrame:
@@ -292,8 +305,16 @@ def _streams() -> dict[str, Stream]:
     s: list[Stream] = [
         Stream("sea_abrupt", lambda seed: _chain([_sea(v) for v in range(4)], seed, False), "abrupt"),
         Stream("sea_gradual", lambda seed: _chain([_sea(v) for v in range(4)], seed, True), "gradual"),
-        Stream("agrawal_abrupt", lambda seed: _chain([_agrawal(f) for f in AGRAWAL_FUNCTIONS], seed, False), "abrupt"),
-        Stream("agrawal_gradual", lambda seed: _chain([_agrawal(f) for f in AGRAWAL_FUNCTIONS], seed, True), "gradual"),
+        Stream(
+            "agrawal_abrupt",
+            lambda seed: _chain([_agrawal(f) for f in AGRAWAL_FUNCTIONS], seed, False),
+            "abrupt",
+        ),
+        Stream(
+            "agrawal_gradual",
+            lambda seed: _chain([_agrawal(f) for f in AGRAWAL_FUNCTIONS], seed, True),
+            "gradual",
+        ),
         Stream("hyperplane", hyperplane, "incremental"),
         Stream("rbf_moving", rbf, "incremental"),
         Stream(
@@ -306,8 +327,12 @@ def _streams() -> dict[str, Stream]:
             lambda seed: _stagger_text(_chain([_stagger(f) for f in STAGGER_FUNCTIONS], seed, True)),
             "gradual",
         ),
-        Stream("led_abrupt", lambda seed: _chain([_led(k) for k in LED_DRIFT_FEATURES], seed, False), "abrupt"),
-        Stream("led_gradual", lambda seed: _chain([_led(k) for k in LED_DRIFT_FEATURES], seed, True), "gradual"),
+        Stream(
+            "led_abrupt", lambda seed: _chain([_led(k) for k in LED_DRIFT_FEATURES], seed, False), "abrupt"
+        ),
+        Stream(
+            "led_gradual", lambda seed: _chain([_led(k) for k in LED_DRIFT_FEATURES], seed, True), "gradual"
+        ),
         Stream("joint_agrawal", joint, "joint"),
         Stream("inputs_only", inputs_only, "inputs-only"),
         Stream(
@@ -345,5 +370,13 @@ if __name__ == "__main__":
     # python bench/ct_streams.py NAME SEED: a look at one stream.
     frame = load(sys.argv[1], int(sys.argv[2]))
     print(frame.head().to_string())
-    print(json.dumps({"rows": len(frame), "missing": int(frame.isna().sum().sum()),
-                      "classes": frame[TARGET].value_counts().to_dict()}, default=str))
+    print(
+        json.dumps(
+            {
+                "rows": len(frame),
+                "missing": int(frame.isna().sum().sum()),
+                "classes": frame[TARGET].value_counts().to_dict(),
+            },
+            default=str,
+        )
+    )
