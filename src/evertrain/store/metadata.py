@@ -339,7 +339,9 @@ class Database:
 
     @property
     def safe_url(self) -> str:
-        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        from evertrain.store.redact import mask_url
+
+        return mask_url(sa.engine.make_url(self.url).render_as_string(hide_password=True))
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
