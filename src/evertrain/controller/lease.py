@@ -99,6 +99,6 @@ class Lease:
 
         with self.db.unfenced():
             run_write(self.db, work)
-        if self.db.fence is not None and self.db.fence.lease == self.name:
+        if self.db.fence == Fence(self.name, self.holder, self.token or 0):
             self.db.fence = None
         self.token = None

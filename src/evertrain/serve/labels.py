@@ -135,7 +135,10 @@ def label_rule(store: Store, spec: Spec | None, name: str, version: int) -> Labe
     kind = column.get("type")
     if kind in ("categorical", "string"):
         raw = column.get("categories")
-        classes = frozenset(str(c) for c in raw if c is not None) if isinstance(raw, list) else None
+        known = [c for c in raw if c is not None] if isinstance(raw, list) else None
+        if known and all(type(c) in (int, float) for c in known):
+            return LabelRule(task, NUMBER, frozenset(float(c) for c in known), source="snapshot")
+        classes = None if known is None else frozenset(str(c) for c in known)
         return LabelRule(task, TEXT, classes, source="snapshot")
     if kind == "boolean":
         return LabelRule(task, NUMBER, lo=0.0, hi=1.0, source="snapshot")
