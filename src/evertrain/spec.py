@@ -494,7 +494,7 @@ class ServingSpec(_Part):
     max_body_bytes_in_flight: int = Field(
         64 * 1024 * 1024,
         ge=1024,
-        description="Request body bytes held by all requests together; one that would pass it gets a 503.",
+        description="Request body bytes held by all requests together; one that would pass it gets a 429.",
     )
     body_timeout_seconds: Duration = Field(
         10.0, gt=0, description="A request body must arrive whole within this long (else 408)."

@@ -22,8 +22,7 @@ from evertrain.store import Store
 
 LEASE_TTL = 2.0
 PAUSE = 8.0  # A sleeps this long in its training step (it is stopped during most of it)
-CONTROLLER = (
-    """
+CONTROLLER = """
 import sys, time
 from pathlib import Path
 from evertrain.controller import steps as default_steps
@@ -40,11 +39,9 @@ def train(ctx):
     return default_steps.STEP_FUNCTIONS["train"](ctx)
 
 steps = {**default_steps.STEP_FUNCTIONS, "train": train}
-controller = Controller(store, load_spec(project), project, steps=steps, holder=holder, lease_ttl=%r)
+controller = Controller(store, load_spec(project), project, steps=steps, holder=holder, lease_ttl=LEASE_TTL)
 print("cycles", controller.run(cycles=1), flush=True)
-"""
-    % LEASE_TTL
-)
+""".replace("LEASE_TTL", repr(LEASE_TTL))
 
 
 def _start(project: Path, holder: str, pause: float) -> subprocess.Popen[str]:

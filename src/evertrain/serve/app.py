@@ -109,7 +109,7 @@ def _error_response(status: int, message: str, field: str | None = None) -> Resp
     headers = None
     if status == 401:
         headers = {"www-authenticate": "Bearer"}
-    elif status == 503:
+    elif status in (429, 503):
         headers = {"retry-after": RETRY_AFTER_SECONDS}
     return json_response({"error": message, "field": field}, status, headers)
 
@@ -146,7 +146,7 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         summary="Predict (KServe V1)",
         tags=["inference"],
         response_model=None,
-        responses={200: {"model": doc.PredictResponse}, **doc.errors(404, 408, 413, 422, 500, 503)},
+        responses={200: {"model": doc.PredictResponse}, **doc.errors(404, 408, 413, 422, 429, 500, 503)},
         openapi_extra=doc.body(doc.predict_request(max_batch)),
     )
     async def predict(name: str, request: Request) -> Response:
@@ -157,7 +157,10 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         summary="Feedback labels for earlier predictions, by request id",
         tags=["inference"],
         response_model=None,
-        responses={200: {"model": doc.FeedbackResponse}, **doc.errors(401, 404, 408, 413, 415, 422, 503)},
+        responses={
+            200: {"model": doc.FeedbackResponse},
+            **doc.errors(401, 404, 408, 413, 415, 422, 429, 503),
+        },
         openapi_extra=doc.body(doc.feedback_request(max_batch)),
     )
     async def feedback(name: str, request: Request) -> Response:

@@ -181,7 +181,8 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "Body larger than the server accepts",
         415: "Not a JSON body (Content-Type must be application/json)",
         422: "A field is missing, of the wrong type or outside the schema (the field is named)",
+        429: "Too many request bodies in flight on the server; retry after the Retry-After seconds",
         500: "The model failed on valid input",
-        503: "Not ready (no champion loaded yet), the log queue is full, or too many bodies in flight",
+        503: "Not ready (no champion loaded yet), or the log queue is full",
     }
     return {code: {"model": ErrorBody, "description": text[code]} for code in codes}

@@ -155,7 +155,7 @@ class Server:
         """The request body, bounded in size, in time and in the bytes all requests hold together.
 
         413 past ``max_body_bytes``; 408 when it has not arrived whole within
-        ``body_timeout_seconds`` (a slow sender holds nothing for long); 503 when taking it
+        ``body_timeout_seconds`` (a slow sender holds nothing for long); 429 when taking it
         would pass ``max_body_bytes_in_flight`` (many large bodies at once cannot exhaust
         memory, and small requests still get in).
         """
@@ -183,7 +183,9 @@ class Server:
             nonlocal held
             if not self.inflight.take(n):
                 self.metrics.refused.labels("overloaded").inc()
-                raise ServeError(503, "the server holds too many request bodies now; retry shortly")
+                # 429, not 503: it is the clients' bodies in flight that are too many, and a
+                # client sending a small body still gets in (only what it announces is reserved).
+                raise ServeError(429, "the server holds too many request bodies now; retry shortly")
             held += n
             request.state.body_bytes_held = held
 
