@@ -481,6 +481,40 @@ class ServingSpec(_Part):
     shadow_queue_max: int = Field(
         1000, ge=1, description="Requests waiting for the shadow; more are not mirrored."
     )
+    # -- limits against hostile or broken clients (docs/security.md) --
+    max_connections: int = Field(
+        2048, ge=1, description="Open connections and requests in progress; beyond it a request gets a 503."
+    )
+    max_connections_per_client: int | None = Field(
+        None,
+        ge=1,
+        description="Open connections from one client address; more are closed at once. "
+        "null: no limit (behind a proxy every client has the proxy's address).",
+    )
+    max_body_bytes_in_flight: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Request body bytes held by all requests together; one that would pass it gets a 429.",
+    )
+    body_timeout_seconds: Duration = Field(
+        10.0, gt=0, description="A request body must arrive whole within this long (else 408)."
+    )
+    header_timeout_seconds: Duration = Field(
+        10.0, gt=0, description="A connection must send a request's headers within this long (else closed)."
+    )
+    keepalive_timeout_seconds: Duration = Field(
+        5.0, gt=0, description="An idle kept-alive connection is closed after this long."
+    )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description="Host header values accepted (a leading '*.' matches subdomains); others get a 400. "
+        "null: any. Health and metrics routes answer any host.",
+    )
+    client_routing_key: bool = Field(
+        True,
+        description="Whether the client's X-Evertrain-Key header (or first request id) keeps it on one arm "
+        "during a rollout; false: every request is routed at random.",
+    )
 
 
 AlertEvent = Literal["drift", "decision", "gate_failed", "promotion", "rollback"]

@@ -7,8 +7,10 @@ each step is idempotent (training registers by run id, gates are recorded once p
 version, alias moves are compare-and-swap), so a controller killed at any point resumes
 where it stopped without repeating finished work or losing started work.
 
-A lease in the database makes sure two controllers on one store never both act.
-SIGTERM sets a flag that is checked between steps.
+A lease in the database makes sure two controllers on one store never both act, and
+it is a fence: every write of a cycle carries the lease's token, and once another
+controller took the lease over (this one paused past it), the store refuses them and
+this controller stops. SIGTERM sets a flag that is checked between steps.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from evertrain.controller.clock import Clock, ManualClock
 from evertrain.controller.context import CycleContext, StepFn, Stopped
 from evertrain.controller.lease import Lease
 from evertrain.controller.policy import History
-from evertrain.exceptions import EvertrainError
+from evertrain.exceptions import EvertrainError, LeaseLostError
 from evertrain.spec import Spec
 from evertrain.store import Store
 
@@ -104,7 +106,11 @@ class Controller:
         beat = None if isinstance(self.clock, ManualClock) else self._heartbeat()
         try:
             while (cycles is None or done < cycles) and not self._stop.is_set():
-                result = self.cycle()
+                try:
+                    result = self.cycle()
+                except LeaseLostError as exc:
+                    log.warning("stopping: %s", exc)
+                    break
                 done += 1
                 if on_cycle is not None:
                     on_cycle(result)
@@ -121,10 +127,10 @@ class Controller:
 
     def _heartbeat(self) -> threading.Thread:
         def renew() -> None:
-            while not self._stop.wait(LEASE_RENEW_EVERY):
+            while not self._stop.wait(min(LEASE_RENEW_EVERY, self.lease.ttl / 3)):
                 if self.lease.token is not None:
                     try:
-                        self.lease.acquire()
+                        self.lease.renew()  # never takes a lost lease back: the fence would not know
                     except EvertrainError as exc:  # a store hiccup: the next beat tries again
                         log.warning("lease renewal failed: %s", exc)
 
@@ -140,6 +146,7 @@ class Controller:
                 "cycle": None,
                 "skipped": f"another controller holds the lease ({held[0] if held else '?'})",
             }
+        self.lease.fence()  # every write of this cycle needs this lease and token
         last = self.last_cycle()
         if last is not None and last[1] == "running":
             number = last[0]
@@ -195,6 +202,8 @@ class Controller:
         )
         try:
             result = self.steps[name](ctx)
+        except LeaseLostError:
+            raise
         except EvertrainError as exc:
             self.store.runs.finish(run.id, "failed", error=str(exc))
             # A failed step is recorded and the cycle goes on: the next cycle retries what it needs.

@@ -42,9 +42,8 @@ def serve(
     replicas stay in step. SIGTERM or Ctrl-C stop taking connections, let in-flight
     requests finish and write every queued log row before exiting.
     """
-    import uvicorn
-
     from evertrain.serve import create_app
+    from evertrain.serve.guard import uvicorn_config
 
     spec = _spec(project)
     serving = spec.serving if spec is not None else ServingSpec.model_validate({})
@@ -58,15 +57,8 @@ def serve(
         err_console.print(
             f"serving {len(names)} model(s) on http://{bind_host}:{bind_port} (admin routes {admin})"
         )
-        config = uvicorn.Config(
-            application,
-            host=bind_host,
-            port=bind_port,
-            log_level="warning",
-            lifespan="on",
-            ws="none",
-            access_log=False,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        config = uvicorn_config(
+            application, serving, bind_host, bind_port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS
         )
         _graceful_server(config).run()
     finally:

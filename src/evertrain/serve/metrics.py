@@ -94,6 +94,13 @@ class ServeMetrics:
             ["model", "version"],
             registry=r,
         )
+        self.refused = Counter(
+            "evertrain_refused_requests",
+            "Requests refused before reaching a model, by reason (overloaded, body_timeout, host, "
+            "feedback_auth, content_type, client_limit).",
+            ["reason"],
+            registry=r,
+        )
         self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
 
     def answered(self, model: str, version: str, arm: str, n_instances: int, seconds: float) -> None:

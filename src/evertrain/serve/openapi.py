@@ -174,12 +174,15 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """Documented error responses, all with :class:`ErrorBody`."""
     text = {
         400: "Bad request",
-        401: "Missing or wrong admin token",
+        401: "Missing or wrong token (admin routes: the admin token; feedback: the feedback token)",
+        408: "The body did not arrive within the body timeout",
         404: "No such model (or version)",
         409: "A compare-and-swap lost the race, or the rollout state forbids it",
         413: "Body larger than the server accepts",
+        415: "Not a JSON body (Content-Type must be application/json)",
         422: "A field is missing, of the wrong type or outside the schema (the field is named)",
+        429: "Too many request bodies in flight on the server; retry after the Retry-After seconds",
         500: "The model failed on valid input",
-        503: "Not ready: no champion loaded yet, or the log queue is full",
+        503: "Not ready (no champion loaded yet), or the log queue is full",
     }
     return {code: {"model": ErrorBody, "description": text[code]} for code in codes}

@@ -221,6 +221,13 @@ class FieldRule:
                 f"instances[{index}].{self.name}",
                 f"string of {len(value)} characters is longer than {_MAX_STRING}",
             )
+        try:  # a lone surrogate is not text: no model or log can take it, and it is the caller's error
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(
+                f"instances[{index}].{self.name}",
+                f"string {show(value)} is not valid Unicode (it holds a lone surrogate)",
+            ) from None
 
     def _timestamp(self, value: Any, index: int) -> float:
         if type(value) in (int, float):
