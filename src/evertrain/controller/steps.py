@@ -234,25 +234,19 @@ def train(ctx: CycleContext) -> TrainStepResult:
     if decision.get("action") != "retrain":
         return {"status": "skipped"}
     reasons = decision.get("reasons", [])
-    spec = ctx.spec
     since = decision.get("since")
-    if since is not None:
-        # A drift-triggered retrain learns from what came after the drift began (the policy
-        # waited until enough of those rows were labelled); one for decayed performance from
-        # the monitored window where the decay showed.
-        window = spec.training.window.model_copy(
-            update={"kind": "sliding", "rows": None, "duration": ctx.at - float(since)}
-        )
-        spec = spec.model_copy(update={"training": spec.training.model_copy(update={"window": window})})
+    # The configured window is kept; when a drift or a decay began is a hint: the training
+    # judges on the rows after it and chooses among candidate training sets by them.
     result = train_model(
         ctx.store,
-        spec,
+        ctx.spec,
         ctx.project,
         reason="; ".join(reasons),
         trigger=",".join(decision.get("triggers", [])) or "manual",
         key=f"{ctx.model}/cycle/{ctx.cycle}/training",
         evaluate=False,
         actor=ACTOR,
+        change_at=None if since is None else float(since),
     )
     seconds = float(result.metrics.get("fit_seconds") or result.timings.get("total") or 0.0)
     history = record_training_time(ctx.history, ctx.at, seconds)
