@@ -212,9 +212,9 @@ class HoldoutSpec(_Part):
     min_rows: int = Field(
         1000,
         ge=0,
-        description="A share below this many rows is raised towards it (to at most a third of the rows), so "
-        "that the gate can see a difference that matters: on 1,000 rows where two models disagree on a tenth, "
-        "a paired test at 95% detects about 2.5 accuracy points with 80% power.",
+        description="A share below this many rows is raised towards it (to at most a third of the rows), "
+        "so that the gate can see a difference that matters: on 1,000 rows where two models disagree on "
+        "a tenth, a paired test at 95% detects about 2.5 accuracy points with 80% power.",
     )
     golden_path: str | None = Field(None, description="An optional fixed golden set, evaluated every time.")
 

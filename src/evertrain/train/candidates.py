@@ -96,7 +96,9 @@ def training_rows(
         base = train[weight_column].to_numpy(dtype=float) if has_weights else np.ones(len(train))
         factor = np.where(after, n_before / max(n_after, 1), 1.0)
         return train.assign(**{weight_column: base * factor}), weight_column
-    raise ValueError(f"unknown candidate training set {candidate.name!r} (known: window, since_change, upweighted)")
+    raise ValueError(
+        f"unknown candidate training set {candidate.name!r} (known: {WINDOW}, {SINCE_CHANGE}, {UPWEIGHTED})"
+    )
 
 
 def row_losses(outputs: Outputs) -> np.ndarray:

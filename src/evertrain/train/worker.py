@@ -306,6 +306,7 @@ def _fit_candidates(
     losses: dict[str, np.ndarray] = {}
     records: dict[str, dict[str, Any]] = {}
     metric = get_metric(job.metrics[0]) if job.metrics else None
+    folder = context.checkpoint_dir
     for candidate in plan:
         rows, weights = training_rows(train, candidate, times, WEIGHT_COLUMN)
         if not len(rows):
@@ -313,7 +314,7 @@ def _fit_candidates(
         own = dataclasses.replace(
             context,
             weight_column=weights,
-            checkpoint_dir=None if context.checkpoint_dir is None else context.checkpoint_dir / candidate.name,
+            checkpoint_dir=None if folder is None else folder / candidate.name,
             fingerprint=_candidate_fingerprint(context, candidate.name),
             tree_scorer=None,
             curves={},
