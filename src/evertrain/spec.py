@@ -11,7 +11,7 @@ Durations are seconds or strings such as ``"90s"``, ``"15m"``, ``"6h"``, ``"7d"`
 >>> spec = Spec.model_validate({"model": {"name": "churn", "target": "label"},
 ...                             "data": {"source": {"kind": "csv", "path": "data.csv"}}})
 >>> spec.training.window.kind, spec.policy.cooldown, spec.gates[0].kind
-('sliding', 21600.0, 'superiority')
+('sliding', 21600.0, 'auto')
 """
 
 from __future__ import annotations
@@ -268,7 +268,13 @@ class MonitoringSpec(_Part):
 class DriftTrigger(_Part):
     enabled: bool = True
     share_drifted: Probability = 0.3
-    consecutive: int = Field(1, ge=1, description="Windows in a row that must drift (hysteresis).")
+    consecutive: int = Field(
+        2,
+        ge=1,
+        description="Monitoring windows in a row that must drift (hysteresis). Two by default: a spell "
+        "that lasts one window (a stormy week) is not worth a retrain; a lasting change shows in the next "
+        "window too, and the retrain still learns from the first window on.",
+    )
     min_labels_after: int = Field(
         300,
         ge=0,
@@ -297,6 +303,13 @@ class PerformanceTrigger(_Part):
         "errors such as rmse).",
     )
     min_labels: int = Field(200, ge=1)
+    consecutive: int = Field(
+        2,
+        ge=1,
+        description="The decay must show in each of this many consecutive parts (oldest to newest, equal "
+        "counts) of the champion's newest labelled rows, not only on average: a one-window spell "
+        "does not cost a retrain. 1: the average alone decides.",
+    )
     learn_from: Literal["decay", "window"] = Field(
         "decay",
         description="What a retrain for decayed performance learns from: 'decay', the rows of the monitored "
@@ -368,10 +381,14 @@ class ChampionGate(_Part):
 
     non_inferiority passes when the lower bound of the interval of (challenger - champion)
     is above -margin; superiority when it is above +margin (margins in the metric's units,
-    signs flipped for metrics where lower is better).
+    signs flipped for metrics where lower is better). auto (the freshness rule) is
+    non_inferiority with ``margin`` when the version was trained for a confirmed decay (a
+    drift its labels confirmed, or realized performance below its baseline): the champion
+    is known to be stale, so a challenger as good on the newest rows wins by being fresher;
+    otherwise it is superiority with no margin.
     """
 
-    kind: Literal["non_inferiority", "superiority"] = "non_inferiority"
+    kind: Literal["non_inferiority", "superiority", "auto"] = "non_inferiority"
     metric: str = "accuracy"
     margin: float = Field(0.01, ge=0.0)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
@@ -508,15 +525,30 @@ class AlertsSpec(_Part):
 PRIMARY_METRIC = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse"}
 
 
-def default_gates(task: str) -> list[dict[str, Any]]:
-    """The gates of a project that names none: the challenger must beat the champion on the
-    task's primary metric, on the same fresh holdout (paired bootstrap, 95%, no margin).
+#: The non-inferiority margin of the default gate's freshness path, per task: one accuracy
+#: point, the smallest loss the default analysis of a canary would also tolerate half of.
+#: RMSE has the units of the target, so no margin can be chosen for it without the data:
+#: regression keeps superiority unless the project sets one.
+DEFAULT_FRESHNESS_MARGIN = {"binary": 0.01, "multiclass": 0.01, "regression": 0.0}
 
-    A retrain that is only as good as the champion is not worth a rollout; and when the
-    inputs shift while the labelling rule stays the same, a retrained model is no better,
-    so nothing is promoted. The first version passes (there is no champion to beat).
+
+def default_gates(task: str) -> list[dict[str, Any]]:
+    """The gates of a project that names none: one ``auto`` gate on the task's primary metric,
+    on the same fresh holdout (paired bootstrap, 95%).
+
+    Normally the challenger must beat the champion: a retrain that is only as good is not
+    worth a rollout, and when the inputs shift under an unchanged labelling rule a retrained
+    model is no better, so nothing is promoted. After a confirmed decay the champion is
+    known to be stale, and a challenger not worse than it by more than the margin on the
+    newest rows is promoted for being fresher. The first version passes.
     """
-    return [{"kind": "superiority", "metric": PRIMARY_METRIC.get(task, "accuracy"), "margin": 0.0}]
+    return [
+        {
+            "kind": "auto",
+            "metric": PRIMARY_METRIC.get(task, "accuracy"),
+            "margin": DEFAULT_FRESHNESS_MARGIN.get(task, 0.0),
+        }
+    ]
 
 
 class Spec(_Part):
@@ -530,9 +562,10 @@ class Spec(_Part):
     policy: PolicySpec = Field(default_factory=PolicySpec)
     gates: list[Gate] = Field(
         default_factory=list,
-        description="Absent: one superiority gate on the task's primary metric (accuracy, or rmse for "
-        "regression): the challenger must beat the champion on the same holdout. An empty list: a "
-        "challenger needs only to train. The first version passes champion-relative gates.",
+        description="Absent: one auto gate on the task's primary metric (accuracy, or rmse for "
+        "regression): the challenger must beat the champion on the same holdout, or, after a confirmed "
+        "decay, be not worse than it by more than the margin. An empty list: a challenger needs only to "
+        "train. The first version passes champion-relative gates.",
     )
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)

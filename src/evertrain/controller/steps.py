@@ -118,9 +118,12 @@ def monitor(ctx: CycleContext) -> MonitorResult:
         known = known.filter(pa.compute.equal(known["model_version"], champion.version))
         if window is not None and known.num_rows > window:
             known = known.slice(known.num_rows - window)
+    parts = spec.triggers.performance.consecutive
     out["realized"] = {
         "metric": metric,
         "value": observe.realized_metric(known, metric, spec.model.task),
+        # the same rows in consecutive parts, oldest first: a decay must show in each
+        "parts": _metric_parts(known, metric, spec.model.task, parts),
         "n_labels": known.num_rows,
         "baseline": champion.metrics.get(metric),
         # event time of the oldest row behind the value: a retrain for decay learns from here on
@@ -134,6 +137,18 @@ def monitor(ctx: CycleContext) -> MonitorResult:
     out["new_labelled_rows"] = fresh.num_rows
     out["rollout"] = _rollout_in_progress(ctx)
     return out
+
+
+def _metric_parts(rows: pa.Table, metric: str, task: str, parts: int) -> list[float | None]:
+    """The realized metric on ``parts`` consecutive, equal-count parts of ``rows`` by event time."""
+    if parts <= 1 or rows.num_rows < parts:
+        return []
+    ordered = rows.take(pa.compute.sort_indices(rows, sort_keys=[("ts", "ascending")]))
+    bounds = np.linspace(0, ordered.num_rows, parts + 1).astype(int)
+    return [
+        observe.realized_metric(ordered.slice(a, b - a), metric, task)
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
 
 
 MIN_CALIBRATION_ROWS = 200  # labelled rows below which a calibration is too coarse to trust
@@ -193,6 +208,7 @@ def decide(ctx: CycleContext) -> DecideResult:
         share_drifted=drift.get("share_drifted"),
         drifted_columns=tuple(drift.get("drifted_columns", ())),
         metric=realized.get("value"),
+        metric_parts=tuple(realized.get("parts") or ()),
         n_labels=int(realized.get("n_labels", 0)),
         baseline=realized.get("baseline"),
         new_labelled_rows=int(mon.get("new_labelled_rows", 0)),
