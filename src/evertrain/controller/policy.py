@@ -196,8 +196,7 @@ def _persists(obs: Observation, consecutive: int, drop: float, higher_is_better:
         return False
     baseline = obs.baseline
     return all(
-        v is not None and _worse(v, baseline, drop, higher_is_better)
-        for v in obs.metric_parts[-consecutive:]
+        v is not None and _worse(v, baseline, drop, higher_is_better) for v in obs.metric_parts[-consecutive:]
     )
 
 

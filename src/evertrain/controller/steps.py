@@ -8,6 +8,7 @@ call them in order and keep the loop's own state (the policy history).
 from __future__ import annotations
 
 import io
+import itertools
 from typing import Any, cast
 
 import numpy as np
@@ -147,7 +148,7 @@ def _metric_parts(rows: pa.Table, metric: str, task: str, parts: int) -> list[fl
     bounds = np.linspace(0, ordered.num_rows, parts + 1).astype(int)
     return [
         observe.realized_metric(ordered.slice(a, b - a), metric, task)
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        for a, b in itertools.pairwise(bounds.tolist())
     ]
 
 
