@@ -280,7 +280,7 @@ def train(ctx: CycleContext) -> TrainStepResult:
 
 def gate(ctx: CycleContext) -> GateStepResult:
     """Judge the new version against the champion; promote a first version, canary a passing one."""
-    from evertrain.evaluate.evaluation import evaluate_version
+    from evertrain.evaluate.evaluation import confirmed_decay, evaluate_version
     from evertrain.rollout import get_active, start_rollout
 
     trained = ctx.results.get("train") or {}
@@ -344,6 +344,7 @@ def gate(ctx: CycleContext) -> GateStepResult:
         task=ctx.spec.model.task,
         reason=f"passed its gates: {report.get('reason')}",
         now=ctx.at,
+        decay=confirmed_decay(ctx.spec, ctx.store.registry.get_version(ctx.model, version).trigger),
     )
     out["rollout"] = started.phase
     return out

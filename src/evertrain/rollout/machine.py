@@ -264,6 +264,7 @@ def _step_verdict(r: Rollout, now: float, logs_url: str) -> analysis.Verdict:
         duration=float(config["duration"]),
         final=final,
         task=r.plan.get("task"),
+        sequential=bool(r.plan.get("sequential")),
     )
     limit = config.get("max_duration") or UNDECIDED_STEP_LIMIT * float(config["duration"])
     if verdict.action == "hold" and elapsed >= float(limit):
