@@ -239,8 +239,14 @@ def decide(
         elif same_episode:
             held.append(f"drift on {cols} persists, but this episode was already retrained for")
         elif new.pending_onset is None:
-            # the drift began with the first window of the streak, not the one that completed it
-            new.pending_onset = new.drift_began if new.drift_began is not None else obs.at
+            # the drift began with the first window of the streak that just completed, not with
+            # the window that completed it; new columns in a long-running streak begin now
+            just_completed = new.drift_streak == triggers.drift.consecutive and new.drift_began is not None
+            new.pending_onset = (
+                new.drift_began
+                if just_completed and new.drift_began is not None
+                else (obs.window_start if obs.window_start is not None else obs.at)
+            )
             new.pending_reference = obs.reference_id
             new.pending_columns = sorted(obs.drifted_columns)
         else:
