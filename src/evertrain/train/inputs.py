@@ -371,6 +371,9 @@ def frame_columns(schema: InputSchema, columns: Mapping[str, list[Any]]) -> dict
             out[rule.name] = pd.to_datetime(
                 np.array([np.nan if v is None else v for v in values], dtype=np.float64), unit="s", utc=True
             )
+        elif rule.nullable:
+            # One spelling of a missing value (NaN), as the training rows had it.
+            out[rule.name] = [np.nan if v is None else v for v in values]
         else:
             out[rule.name] = values
     return out
