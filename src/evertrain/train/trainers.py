@@ -62,7 +62,13 @@ _ROUND_ALIASES = (
     "n_estimators",
     "max_iter",
 )
-_MIN_LEAF_ALIASES = ("min_data_in_leaf", "min_data_per_leaf", "min_data", "min_child_samples", "min_samples_leaf")
+_MIN_LEAF_ALIASES = (
+    "min_data_in_leaf",
+    "min_data_per_leaf",
+    "min_data",
+    "min_child_samples",
+    "min_samples_leaf",
+)
 _LGB_OBJECTIVE = {"binary": "binary", "multiclass": "multiclass", "regression": "regression"}
 _DEFAULT_ESTIMATOR = {
     "binary": "sklearn.linear_model.LogisticRegression",
