@@ -125,6 +125,8 @@ class FieldRule:
         """Check one column (``_MISSING`` where an instance lacks the field); return model-ready values."""
         out: list[Any] = []
         for i, value in enumerate(values):
+            if self.nullable and type(value) is float and math.isnan(value):
+                value = None  # a NaN (a replayed table's gap) is a missing value, not a number
             if value is None or value is _MISSING:
                 if self.nullable:
                     out.append(None)
