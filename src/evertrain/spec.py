@@ -202,7 +202,7 @@ class ModelSpec(_Part):
 
 #: Rows a sliding window keeps when the spec names neither ``rows`` nor ``duration``.
 #: Chosen by measurement (``bench/ct_quality.py``, tuning seeds only): see ``docs/training.md``.
-DEFAULT_WINDOW_ROWS = 10_000
+DEFAULT_WINDOW_ROWS = 5_000
 
 
 class WindowSpec(_Part):

@@ -44,7 +44,7 @@ DEFAULT_BOOST_ROUNDS = 500
 #: row in :data:`LEAF_SHARE` of the training rows, between :data:`MIN_LEAF_ROWS` and
 #: LightGBM's own default of 20. LightGBM's 20 suits tens of thousands of rows; on a
 #: window of a few hundred it caps the trees at a few dozen leaves of noisy averages, and
-#: a fixed small value overfits large tables. Measured in ``docs/training.md``.
+#: a fixed small value overfits large tables (see ``docs/training.md``).
 LEAF_SHARE = 1 / 100
 MIN_LEAF_ROWS = 5
 MAX_LEAF_ROWS = 20
