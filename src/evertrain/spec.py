@@ -145,7 +145,17 @@ class DataSpec(_Part):
 
 
 class TrainerSpec(_Part):
-    kind: Literal["sklearn", "lightgbm", "callable"] = "sklearn"
+    """How a model is fitted. The default is gradient boosting (LightGBM) for every task: it
+    reads numeric, categorical and missing values as they come, learns threshold concepts
+    and interactions that a linear model cannot, and needs no scaling; its defaults suit
+    tables of a few hundred to a few hundred thousand rows (see ``docs/training.md``).
+    ``kind: sklearn`` gives a linear model (or any named estimator) instead."""
+
+    kind: Literal["sklearn", "lightgbm", "callable"] = Field(
+        "lightgbm",
+        description="lightgbm (default: gradient boosting), sklearn (an estimator by import path; "
+        "default a linear model) or callable.",
+    )
     estimator: str | None = Field(
         None,
         description="Import path of a scikit-learn estimator, e.g. sklearn.linear_model.LogisticRegression.",
@@ -190,14 +200,41 @@ class ModelSpec(_Part):
             raise ValueError(str(exc)) from None
 
 
+#: Rows a sliding window keeps when the spec names neither ``rows`` nor ``duration``.
+#: Chosen by measurement (``bench/ct_quality.py``, tuning seeds only): see ``docs/training.md``.
+DEFAULT_WINDOW_ROWS = 5_000
+
+
 class WindowSpec(_Part):
     """Which rows to train on: the last N rows or T seconds (sliding), all (expanding), or all
-    with sample weights halving every ``half_life`` (weighted)."""
+    with sample weights halving every ``half_life`` (weighted).
+
+    A sliding window that names neither ``rows`` nor ``duration`` keeps the newest
+    :data:`DEFAULT_WINDOW_ROWS` rows: bounded, so that old concepts leave the training set
+    and a retrain costs the same in year three as in week one.
+    """
 
     kind: Literal["sliding", "expanding", "weighted"] = "sliding"
-    rows: int | None = Field(None, gt=0)
+    rows: int | None = Field(
+        None,
+        gt=0,
+        description=f"Newest rows kept (sliding default {DEFAULT_WINDOW_ROWS} when no duration is named).",
+    )
     duration: Duration | None = None
     half_life: Duration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        """A sliding window with no bound of its own gets the default row cap."""
+        if (
+            isinstance(data, dict)
+            and data.get("kind", "sliding") == "sliding"
+            and "rows" not in data
+            and data.get("duration") is None
+        ):
+            return {**data, "rows": DEFAULT_WINDOW_ROWS}
+        return data
 
     @model_validator(mode="after")
     def _needs(self) -> WindowSpec:
