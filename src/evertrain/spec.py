@@ -512,8 +512,8 @@ class RolloutSpec(_Part):
         description="Judge the canary's quality with an always-valid confidence sequence that stops as soon "
         "as the labels show the challenger not worse (promote at once, skipping the remaining steps) or "
         "worse (roll back) by more than analysis.quality_margin, and holds the last step while it is "
-        "undecided. auto: for a version trained for a confirmed decay, where every cycle on the stale "
-        "champion costs; always; never.",
+        "undecided (at the step's limit the plain checks decide). auto: for a version trained for a "
+        "confirmed decay, where every cycle on the stale champion costs; always; never.",
     )
 
     @field_validator("steps")

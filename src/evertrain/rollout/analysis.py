@@ -35,7 +35,9 @@ the difference's information, valid at every look, so looking each tick costs no
 As soon as it shows the challenger not worse than the champion by more than
 ``quality_margin`` the canary is promoted, whatever step it is on; as soon as it shows it
 worse, it is rolled back; while it is undecided the plan runs as usual but the last step
-holds for the evidence (up to the step's limit), so a close call takes longer.
+holds for the evidence (up to the step's limit), so a close call takes longer. If the
+limit comes first (labels late, a close call), the step gets the plain plan's verdict on
+its fixed-sample checks: sequential mode adds early stops, it is never stricter.
 """
 
 from __future__ import annotations
