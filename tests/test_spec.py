@@ -32,6 +32,18 @@ def test_minimal_spec_gets_documented_defaults() -> None:
     assert [g.metric for g in regression.gates] == ["rmse"]
 
 
+def test_the_default_trainer_is_boosting_on_a_bounded_window() -> None:
+    spec = parse_spec(MINIMAL)
+    assert spec.model.trainer.kind == "lightgbm"
+    assert (spec.training.window.kind, spec.training.window.rows) == ("sliding", 5_000)
+    # A window that names its own bound, or none at all, keeps it.
+    window = "training:\n  window: {kind: sliding, %s}\n"
+    assert parse_spec(MINIMAL + window % "duration: 7d").training.window.rows is None
+    assert parse_spec(MINIMAL + window % "rows: null").training.window.rows is None
+    assert parse_spec(MINIMAL + window % "rows: 800").training.window.rows == 800
+    assert parse_spec(MINIMAL + "training: {window: {kind: expanding}}\n").training.window.rows is None
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [

@@ -82,6 +82,11 @@ class ModelFormat(ABC):
     def loads(self, data: bytes) -> Any: ...
 
 
+#: Types skops flags as untrusted that rebuild as plain data, never code: trusted always.
+#: A numpy dtype is what scikit-learn's SimpleImputer keeps of its training columns.
+SKOPS_DATA_TYPES = ("numpy.dtype",)
+
+
 class SkopsFormat(ModelFormat):
     """scikit-learn estimators and pipelines through skops; untrusted types are refused."""
 
@@ -89,7 +94,7 @@ class SkopsFormat(ModelFormat):
     suffixes = (".skops",)
 
     def __init__(self, trusted: Sequence[str] = ()) -> None:
-        self.trusted = list(trusted)
+        self.trusted = [*SKOPS_DATA_TYPES, *trusted]
 
     def dumps(self, model: Any) -> bytes:
         import skops.io as sio

@@ -125,6 +125,8 @@ class FieldRule:
         """Check one column (``_MISSING`` where an instance lacks the field); return model-ready values."""
         out: list[Any] = []
         for i, value in enumerate(values):
+            if self.nullable and type(value) is float and math.isnan(value):
+                value = None  # a NaN (a replayed table's gap) is a missing value, not a number
             if value is None or value is _MISSING:
                 if self.nullable:
                     out.append(None)
@@ -378,6 +380,9 @@ def frame_columns(schema: InputSchema, columns: Mapping[str, list[Any]]) -> dict
             out[rule.name] = pd.to_datetime(
                 np.array([np.nan if v is None else v for v in values], dtype=np.float64), unit="s", utc=True
             )
+        elif rule.nullable:
+            # One spelling of a missing value (NaN), as the training rows had it.
+            out[rule.name] = [np.nan if v is None else v for v in values]
         else:
             out[rule.name] = values
     return out
