@@ -603,7 +603,7 @@ def load_spec(project: Path | str) -> Spec:
     if path.is_dir():
         path = path / SPEC_FILE
     if not path.is_file():
-        raise SpecError(f"{path}: no project file here (run 'evertrain init DIR' to make one)")
+        raise SpecError(f"{path}: no evertrain.yaml here (use --project or evertrain init)")
     return parse_spec(path.read_text(encoding="utf-8"), source=str(path.name), base=path.parent)
 
 

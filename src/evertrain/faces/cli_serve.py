@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from evertrain import settings
-from evertrain.faces._common import JsonFlag, ProjectOpt, console, err_console, open_store, print_json
+from evertrain.faces._common import JsonOpt, ProjectOpt, console, err_console, open_store, write_json
 from evertrain.faces.cli_app import app
 from evertrain.spec import SPEC_FILE, ServingSpec, Spec, load_spec
 from evertrain.store.names import check_model_name
@@ -103,7 +103,7 @@ def rollout_start(
     version: str,
     reason: Annotated[str | None, typer.Option(help="Why.")] = None,
     project: ProjectOpt = Path("."),
-    as_json: JsonFlag = False,
+    as_json: JsonOpt = None,
 ) -> None:
     """Start rolling out VERSION of MODEL: shadow, then the canary steps of the spec."""
     from evertrain.rollout import start_rollout
@@ -122,13 +122,13 @@ def rollout_start(
         reason=reason,
     )
     if as_json:
-        print_json(started.to_dict())
+        write_json(as_json, started.to_dict())
     else:
         console.print(f"{model}: rolling out v{started.version} ({started.phase}, share {started.share:g})")
 
 
 @rollout_app.command("advance")
-def rollout_advance(model: str, project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
+def rollout_advance(model: str, project: ProjectOpt = Path("."), as_json: JsonOpt = None) -> None:
     """Judge the current step of MODEL's rollout on the serving logs and act (one controller tick)."""
     from evertrain.rollout import advance
 
@@ -136,7 +136,7 @@ def rollout_advance(model: str, project: ProjectOpt = Path("."), as_json: JsonFl
     store = open_store(project)
     decision = advance(store, model, actor=settings.actor())
     if as_json:
-        print_json(decision.to_dict())
+        write_json(as_json, decision.to_dict())
         return
     console.print(f"{model}: {decision.action}")
     for reason in decision.reasons:
@@ -144,7 +144,7 @@ def rollout_advance(model: str, project: ProjectOpt = Path("."), as_json: JsonFl
 
 
 @rollout_app.command("status")
-def rollout_status(model: str, project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
+def rollout_status(model: str, project: ProjectOpt = Path("."), as_json: JsonOpt = None) -> None:
     """The active rollout of MODEL and the recent ones."""
     from evertrain.rollout.state import rollout_status as status_of
 
@@ -152,7 +152,7 @@ def rollout_status(model: str, project: ProjectOpt = Path("."), as_json: JsonFla
     store = open_store(project)
     active, past = status_of(store, model)
     if as_json:
-        print_json({"model": model, "active": active, "history": past})
+        write_json(as_json, {"model": model, "active": active, "history": past})
         return
     if active is None:
         console.print(f"{model}: no active rollout")
