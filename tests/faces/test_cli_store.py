@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,15 +20,42 @@ from evertrain.store.metadata import audit_log
 Cli = Callable[..., tuple[int, str, str]]
 
 
+NUMERIC = ["tenure_months", "monthly_spend", "support_calls", "visits"]
+
+
+@pytest.fixture(scope="module")
+def churn_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The churn example project as ``evertrain init`` writes it (made once, copied per test)."""
+    folder = tmp_path_factory.mktemp("example") / "churn"
+    assert main(["init", str(folder)]) == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_bytes(churn_example: Path) -> bytes:
+    """A scikit-learn model of the churn example's numeric columns, saved with skops."""
+    import pandas as pd
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    frame = pd.read_csv(churn_example / "data" / "churn.csv").head(2000)
+    model = LogisticRegression(max_iter=200).fit(frame[NUMERIC], frame["churned"])
+    return bytes(sio.dumps(model))
+
+
 @pytest.fixture
 def project(
-    tmp_path: Path, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    backend: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    churn_example: Path,
 ) -> Path:
-    """A project folder; on PostgreSQL its metadata lives in a fresh schema."""
+    """A fresh copy of the churn project; on PostgreSQL its metadata lives in a fresh schema."""
     if backend == "postgresql":
         monkeypatch.setenv("EVERTRAIN_DB_URL", request.getfixturevalue("db_url"))
     folder = tmp_path / "project"
-    folder.mkdir()
+    shutil.copytree(churn_example, folder)
     monkeypatch.chdir(folder)
     return folder
 
@@ -52,16 +80,16 @@ def json_of(cli: Cli, *args: str) -> Any:
 
 
 @pytest.fixture
-def model_file(project: Path) -> Path:
-    path = project / "model.json"
-    path.write_text(json.dumps({"threshold": 0.5}))
+def model_file(project: Path, model_bytes: bytes) -> Path:
+    path = project / "model.skops"
+    path.write_bytes(model_bytes)
     return path
 
 
 def test_register_versions_promote_rollback(cli: Cli, model_file: Path) -> None:
     first = json_of(cli, "register", "churn", str(model_file), "--json")
-    assert (first["model"], first["version"], first["framework"]) == ("churn", 1, "json")
-    model_file.write_text(json.dumps({"threshold": 0.7}))
+    assert (first["model"], first["version"], first["framework"]) == ("churn", 1, "sklearn")
+    assert first["checked_rows"] > 0
     code, out, _ = cli(
         "register", "churn", str(model_file), "--metrics", '{"auc": 0.93}', "--reason", "better"
     )
@@ -97,7 +125,8 @@ def test_a_promotion_that_lost_its_race_exits_1(cli: Cli, model_file: Path) -> N
 
 
 def test_status_lineage_and_audit_shapes(cli: Cli, model_file: Path) -> None:
-    assert json_of(cli, "status", "--json") == {"models": []}
+    [configured] = json_of(cli, "status", "--json")["models"]
+    assert (configured["name"], configured["n_versions"], configured["aliases"]["champion"]) == ("churn", 0, None)
     cli("register", "churn", str(model_file))
     cli("promote", "churn", "1")
     status = json_of(cli, "status", "--json")
@@ -144,12 +173,15 @@ def test_audit_verify_exits_1_naming_the_tampered_entry(cli: Cli, model_file: Pa
         ["status", "--bogus"],
         ["versions", "ghost"],
         ["promote", "churn", "9"],
-        ["register", "churn", "missing.json"],
-        ["register", "churn", "model.json", "--metrics", "{not json"],
-        ["register", "churn", "model.json", "--metrics", "[1, 2]"],
-        ["register", "churn", "model.json", "--metrics", '{"auc": NaN}'],
-        ["register", "churn", "model.json", "--framework", "pickle"],
-        ["register", "churn", "model.json", "--framework", "lightgbm"],
+        ["register", "churn", "missing.skops"],
+        ["register", "churn", "model.skops", "--metrics", "{not json"],
+        ["register", "churn", "model.skops", "--metrics", "[1, 2]"],
+        ["register", "churn", "model.skops", "--metrics", '{"auc": NaN}'],
+        ["register", "churn", "model.skops", "--metrics", "[" * 100_000 + "]" * 100_000],
+        ["register", "churn", "model.skops", "--metrics", '{"a": ' * 5000 + "1" + "}" * 5000],
+        ["register", "churn", "model.skops", "--framework", "pickle"],
+        ["register", "churn", "model.skops", "--framework", "lightgbm"],
+        ["register", "other", "model.skops"],
         ["rollback", "churn"],
     ],
 )

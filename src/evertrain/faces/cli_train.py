@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from evertrain.exceptions import GateFailed, UsageError
+from evertrain.exceptions import DataValidationError, EvertrainError, GateFailed, UsageError
 from evertrain.faces._common import (
     SPEC_FILE,
     JsonOpt,
@@ -118,7 +118,16 @@ def evaluate(
     if champion is not None:
         against = None if champion.lower() == "none" else parse_version(champion)
     store = open_store(project)
-    report = evaluate_version(store, spec, model, number, project=project, champion=against, record=record)
+    _check_features(store, spec, model, number)
+    try:
+        report = evaluate_version(store, spec, model, number, project=project, champion=against, record=record)
+    except EvertrainError:
+        raise
+    except Exception as exc:  # the model met rows it cannot score: name it, in one line
+        raise DataValidationError(
+            f"model {model!r} version {number} cannot be scored on this project's data: "
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        ) from None
     data = report.to_dict()
     if as_json:
         write_json(as_json, data)
@@ -126,6 +135,21 @@ def evaluate(
         _print_checks(data)
     if not report.passed:
         raise GateFailed(f"model {model!r} version {number} failed its gates: {report.reason}")
+
+
+def _check_features(store: Any, spec: Spec, model: str, version: int) -> None:
+    """Refuse, naming both lists, a version whose features are not the ones evertrain.yaml lists."""
+    from evertrain.evaluate.scoring import load_model
+
+    if not spec.model.features:
+        return
+    estimator = load_model(store, store.registry.get_version(model, version), spec.model.trusted_types)
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is not None and set(map(str, names)) != set(spec.model.features):
+        raise DataValidationError(
+            f"model {model!r} version {version} takes features {sorted(map(str, names))}, "
+            f"but evertrain.yaml lists {sorted(spec.model.features)}"
+        )
 
 
 def _run_row(run: Any) -> dict[str, Any]:
@@ -208,19 +232,23 @@ def runs(
     extra = varying if wide else []
     columns = ["run", *(["kind"] if wide or wanted != TRAIN_KIND else []), "status", "version", "started", "seconds"]
     for col in (*columns, *extra, "holdout / error"):
-        table.add_column(col, overflow="fold" if wide else "ellipsis", no_wrap=not wide)
+        table.add_column(col, overflow="fold", min_width=8 if col == "run" else None)
     for row in shown:
         flat = _flat(row["params"])
         holdout = row["metrics"].get("holdout") or {}
-        status = row["status"] if row["outcome"] is None else f"{row['status']}: {row['outcome']}"
+        if wide:
+            status = row["status"] if row["outcome"] is None else f"{row['status']}: {row['outcome']}"
+        else:
+            status = row["outcome"] or row["status"]
         error = row["error"] or ""
         detail = (error if wide else error.splitlines()[0][:ERROR_WIDTH] if error else "") or ", ".join(
-            f"{k} {_fmt(v)}" for k, v in list(holdout.items())[: None if wide else 2]
+            f"{k} {_fmt(v)}" for k, v in list(holdout.items())[: None if wide else 1]
         )
+        started = row["created_at"][:16].replace("T", " ")
         cells = [row["id"][:8]]
         if "kind" in columns:
             cells.append(row["kind"])
-        cells += [status, _fmt(row["version"]), row["created_at"][:16].replace("T", " "), _fmt_seconds(row["seconds"])]
+        cells += [status, _fmt(row["version"]), started if wide else started[5:], _fmt_seconds(row["seconds"])]
         table.add_row(*cells, *(flat.get(k, "-") for k in extra), detail)
     console.print(table)
     hidden = len(rows) - len(shown)
