@@ -126,7 +126,11 @@ def test_a_promotion_that_lost_its_race_exits_1(cli: Cli, model_file: Path) -> N
 
 def test_status_lineage_and_audit_shapes(cli: Cli, model_file: Path) -> None:
     [configured] = json_of(cli, "status", "--json")["models"]
-    assert (configured["name"], configured["n_versions"], configured["aliases"]["champion"]) == ("churn", 0, None)
+    assert (configured["name"], configured["n_versions"], configured["aliases"]["champion"]) == (
+        "churn",
+        0,
+        None,
+    )
     cli("register", "churn", str(model_file))
     cli("promote", "churn", "1")
     status = json_of(cli, "status", "--json")
@@ -200,3 +204,82 @@ def test_the_console_script_maps_errors_to_exit_codes(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("error: model name '../etc' is not allowed")
     assert list(tmp_path.iterdir()) == []
+
+
+def _sklearn_bytes(columns: list[str], churn_example: Path, *, c: float = 1.0) -> bytes:
+    import pandas as pd
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    frame = pd.read_csv(churn_example / "data" / "churn.csv").head(500)
+    model = LogisticRegression(C=c, max_iter=200).fit(frame[NUMERIC].to_numpy(), frame["churned"])
+    if columns != NUMERIC:
+        model = LogisticRegression(C=c, max_iter=200).fit(
+            frame[NUMERIC].set_axis(columns, axis=1), frame["churned"]
+        )
+    return bytes(sio.dumps(model))
+
+
+def test_register_refuses_what_cannot_be_served(cli: Cli, project: Path, churn_example: Path) -> None:
+    import skops.io as sio
+
+    (project / "rules.json").write_text(json.dumps({"threshold": 0.5}))
+    (project / "dict.skops").write_bytes(bytes(sio.dumps({"coef": [1.0, 2.0]})))
+    renamed = ["tenure", "spend", "calls", "visits"]
+    (project / "renamed.skops").write_bytes(_sklearn_bytes(renamed, churn_example))
+    (project / "unnamed.skops").write_bytes(_sklearn_bytes(NUMERIC, churn_example))  # fitted on a bare array
+    expected = {
+        "rules.json": "not a model with predict()",
+        "dict.skops": "not a model with predict()",
+        "renamed.skops": "that the project's data lacks",
+        "unnamed.skops": "takes 4 features, but the project has 6",
+    }
+    for name, reason in expected.items():
+        code, out, err = cli("register", "churn", name)
+        assert code == 2, (name, out, err)
+        assert err.count("\n") == 1 and reason in err, (name, err)
+    # Nothing reached the registry: the configured model still has no version.
+    [entry] = json_of(cli, "status", "--json")["models"]
+    assert entry["n_versions"] == 0
+
+
+def test_promoting_the_champion_again_changes_nothing(cli: Cli, model_file: Path) -> None:
+    for _ in range(2):
+        cli("register", "churn", str(model_file))
+    cli("promote", "churn", "1")
+    cli("promote", "churn", "2")
+    again = json_of(cli, "promote", "churn", "2", "--json")
+    assert (again["outcome"], again["from_version"], again["to_version"]) == ("unchanged", 2, 2)
+    code, out, _ = cli("promote", "churn", "2")
+    assert code == 0 and "already the champion" in out
+    back = json_of(cli, "rollback", "churn", "--json")
+    assert (back["from_version"], back["to_version"]) == (2, 1)
+
+
+def test_promote_and_rollback_refuse_an_artifact_that_fails_its_hash_or_cannot_load(
+    cli: Cli, project: Path, model_file: Path, churn_example: Path
+) -> None:
+    import skops.io as sio
+
+    cli("register", "churn", str(model_file))
+    other = project / "other.skops"
+    other.write_bytes(_sklearn_bytes(NUMERIC, churn_example, c=0.25))
+    cli("promote", "churn", "1")
+    with Store.for_project(project) as store:
+        # A version whose artifact is not a model (only the Python API can make one).
+        junk = store.artifacts.put(bytes(sio.dumps({"a": 1})))
+        broken = store.registry.register("churn", junk, framework="sklearn", actor="t").version
+        v1 = store.registry.get_version("churn", 1)
+        blob = Path(store.artifacts.path(v1.artifact_sha256))
+    code, _, err = cli("promote", "churn", str(broken))
+    assert code == 2 and "cannot be loaded" in err and err.count("\n") == 1
+    # Version 1's blob is damaged after a newer champion replaced it: a rollback to it is refused.
+    with Store.for_project(project) as store:
+        digest = store.artifacts.put(other.read_bytes())
+        v3 = store.registry.register("churn", digest, framework="sklearn", actor="t").version
+    assert cli("promote", "churn", str(v3))[0] == 0
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes()[:-10] + b"0123456789")
+    code, _, err = cli("rollback", "churn")
+    assert code == 1 and "corrupt" in err
+    assert json_of(cli, "status", "--json")["models"][0]["aliases"]["champion"] == v3

@@ -111,4 +111,3 @@ def write_json(target: Path, payload: Any) -> None:
         target.write_text(text)
     except OSError as exc:
         raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
-

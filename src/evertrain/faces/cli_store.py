@@ -113,7 +113,11 @@ def register(
     if as_json:
         write_json(as_json, {**mv.to_dict(), "checked_rows": checked})
     else:
-        on = f"predicts on {checked} rows of the project's data" if checked else "no project rows yet to predict on"
+        on = (
+            f"predicts on {checked} rows of the project's data"
+            if checked
+            else "no project rows yet to predict on"
+        )
         console.print(
             f"registered [bold]{model}[/] version [bold]{mv.version}[/] ({fw}, sha256 {digest[:12]}; {on})"
         )
@@ -133,7 +137,9 @@ def _metrics(text: str | None) -> dict[str, Any]:
         raise UsageError(f"--metrics must be a JSON object, got {type(parsed).__name__}")
     nested = [k for k, v in parsed.items() if isinstance(v, dict | list)]
     if nested:
-        raise UsageError(f"--metrics must map names to numbers; {nested[0]!r} holds a {type(parsed[nested[0]]).__name__}")
+        raise UsageError(
+            f"--metrics must map names to numbers; {nested[0]!r} holds a {type(parsed[nested[0]]).__name__}"
+        )
     return parsed
 
 
@@ -151,7 +157,9 @@ def versions(model: str, project: ProjectOpt = Path("."), as_json: JsonOpt = Non
     items = store.registry.list_versions(model)
     aliases = store.registry.get_aliases(model)
     if as_json:
-        write_json(as_json, {"model": model, "aliases": aliases, "versions": [_version_json(v) for v in items]})
+        write_json(
+            as_json, {"model": model, "aliases": aliases, "versions": [_version_json(v) for v in items]}
+        )
         return
     held: dict[int, list[str]] = {}
     for alias, version in aliases.items():
@@ -341,7 +349,7 @@ def status(project: ProjectOpt = Path("."), as_json: JsonOpt = None) -> None:
         rollout = m.get("rollout") or {}
         table.add_row(
             m["name"],
-            str(m["n_versions"]) if m["n_versions"] else "none yet",
+            str(m["n_versions"]),
             str(m["aliases"][CHAMPION] or "-"),
             str(m["aliases"][CANARY] or "-"),
             f"v{rollout.get('version')} {rollout.get('action')}" if rollout.get("version") else "-",
@@ -354,6 +362,11 @@ def status(project: ProjectOpt = Path("."), as_json: JsonOpt = None) -> None:
             _when(m.get("next_cycle_at")),
         )
     console.print(table)
+    for m in data["models"]:
+        if not m["n_versions"]:
+            console.print(
+                f"{m['name']}: no version yet (evertrain train {m['name']}, or evertrain register {m['name']} FILE)"
+            )
 
 
 spec_app = typer.Typer(help="The project file evertrain.yaml.", no_args_is_help=True)

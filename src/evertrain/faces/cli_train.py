@@ -120,7 +120,9 @@ def evaluate(
     store = open_store(project)
     _check_features(store, spec, model, number)
     try:
-        report = evaluate_version(store, spec, model, number, project=project, champion=against, record=record)
+        report = evaluate_version(
+            store, spec, model, number, project=project, champion=against, record=record
+        )
     except EvertrainError:
         raise
     except Exception as exc:  # the model met rows it cannot score: name it, in one line
@@ -228,9 +230,18 @@ def runs(
         console.print(f"no {what} of model {model!r} yet")
         return
     shown = rows if all_runs else rows[-SHORT_ROWS:]
-    table = Table(title=f"{model}: {'runs' if wanted is None else 'trainings' if wanted == TRAIN_KIND else wanted}")
+    table = Table(
+        title=f"{model}: {'runs' if wanted is None else 'trainings' if wanted == TRAIN_KIND else wanted}"
+    )
     extra = varying if wide else []
-    columns = ["run", *(["kind"] if wide or wanted != TRAIN_KIND else []), "status", "version", "started", "seconds"]
+    columns = [
+        "run",
+        *(["kind"] if wide or wanted != TRAIN_KIND else []),
+        "status",
+        "version",
+        "started",
+        "seconds",
+    ]
     for col in (*columns, *extra, "holdout / error"):
         table.add_column(col, overflow="fold", min_width=8 if col == "run" else None)
     for row in shown:
@@ -248,7 +259,12 @@ def runs(
         cells = [row["id"][:8]]
         if "kind" in columns:
             cells.append(row["kind"])
-        cells += [status, _fmt(row["version"]), started if wide else started[5:], _fmt_seconds(row["seconds"])]
+        cells += [
+            status,
+            _fmt(row["version"]),
+            started if wide else started[5:],
+            _fmt_seconds(row["seconds"]),
+        ]
         table.add_row(*cells, *(flat.get(k, "-") for k in extra), detail)
     console.print(table)
     hidden = len(rows) - len(shown)

@@ -70,7 +70,9 @@ def _safetensors(data: bytes) -> None:
         raise DataValidationError(f"not a safetensors file: {len(data)} bytes, shorter than its header")
     (size,) = struct.unpack("<Q", data[:8])
     if size > len(data) - 8:
-        raise DataValidationError(f"not a safetensors file: header of {size} bytes in a {len(data)}-byte file")
+        raise DataValidationError(
+            f"not a safetensors file: header of {size} bytes in a {len(data)}-byte file"
+        )
     try:
         header = json.loads(data[8 : 8 + size])
     except ValueError as exc:
