@@ -34,28 +34,109 @@ _M = "evertrain.faces."
 
 #: Every command, in the order ``--help`` lists them, grouped by what a user is doing.
 COMMANDS: tuple[CommandEntry, ...] = (
-    CommandEntry("init", _M + "cli_train", "Start", "Write a runnable project: evertrain.yaml and a small generated data set."),
-    CommandEntry("demo", _M + "cli_controller", "Start", "The whole loop on a bundled drifting stream: serve, monitor, retrain, gate, canary, roll back."),
+    CommandEntry(
+        "init",
+        _M + "cli_train",
+        "Start",
+        "Write a runnable project: evertrain.yaml and a small generated data set.",
+    ),
+    CommandEntry(
+        "demo",
+        _M + "cli_controller",
+        "Start",
+        "The whole loop on a bundled drifting stream: serve, monitor, retrain, gate, canary, roll back.",
+    ),
     CommandEntry("spec", _M + "cli_store", "Start", "The project file evertrain.yaml."),
-    CommandEntry("train", _M + "cli_train", "Train and register", "Train MODEL on a fresh window, register the version and check its gates."),
-    CommandEntry("evaluate", _M + "cli_train", "Train and register", "Check VERSION's gates against the champion on its holdout rows; exit 1 if a gate fails."),
-    CommandEntry("register", _M + "cli_store", "Train and register", "Register a model file you trained yourself as a new version."),
-    CommandEntry("runs", _M + "cli_train", "Train and register", "List MODEL's trainings (failed and rejected ones too) and what differs between them."),
-    CommandEntry("status", _M + "cli_store", "Inspect the registry", "Every model, its champion and canary, last drift, last decision."),
+    CommandEntry(
+        "train",
+        _M + "cli_train",
+        "Train and register",
+        "Train MODEL on a fresh window, register the version and check its gates.",
+    ),
+    CommandEntry(
+        "evaluate",
+        _M + "cli_train",
+        "Train and register",
+        "Check VERSION's gates against the champion on its holdout rows; exit 1 if a gate fails.",
+    ),
+    CommandEntry(
+        "register",
+        _M + "cli_store",
+        "Train and register",
+        "Register a model file you trained yourself as a new version.",
+    ),
+    CommandEntry(
+        "runs",
+        _M + "cli_train",
+        "Train and register",
+        "List MODEL's trainings (failed and rejected ones too) and what differs between them.",
+    ),
+    CommandEntry(
+        "status",
+        _M + "cli_store",
+        "Inspect the registry",
+        "Every model, its champion and canary, last drift, last decision.",
+    ),
     CommandEntry("versions", _M + "cli_store", "Inspect the registry", "List the versions of MODEL."),
-    CommandEntry("lineage", _M + "cli_store", "Inspect the registry", "Where VERSION came from: snapshots and their sources, parent, trigger, gate results."),
+    CommandEntry(
+        "lineage",
+        _M + "cli_store",
+        "Inspect the registry",
+        "Where VERSION came from: snapshots and their sources, parent, trigger, gate results.",
+    ),
     CommandEntry("audit", _M + "cli_store", "Inspect the registry", "The hash-chained audit log."),
-    CommandEntry("promote", _M + "cli_store", "Deploy", "Make VERSION the champion of MODEL (compare-and-swap on the champion alias)."),
-    CommandEntry("rollback", _M + "cli_store", "Deploy", "Point MODEL's champion back at the champion before it."),
-    CommandEntry("rollout", _M + "cli_serve", "Deploy", "Shadow and canary rollouts: start, advance, status, abort."),
-    CommandEntry("serve", _M + "cli_serve", "Deploy", "Serve every registered model over HTTP (KServe V1 shapes)."),
-    CommandEntry("run", _M + "cli_controller", "Run the loop", "Run the controller: monitor, decide, train, gate, roll out, every cycle_interval."),
-    CommandEntry("backtest", _M + "cli_backtest", "Run the loop", "Replay DATA batch by batch through the controller on a simulated clock, beside baselines."),
-    CommandEntry("drift", _M + "cli_monitor", "Check data", "Compare CURRENT with REFERENCE column by column; exit 1 when the dataset (or the target) drifted."),
-    CommandEntry("validate", _M + "cli_monitor", "Check data", "Check DATA against a schema; list every violation by column; exit 1 if any."),
-    CommandEntry("report", _M + "cli_controller", "Look", "Write one self-contained HTML report of MODEL: performance, drift, versions, gates, audit."),
-    CommandEntry("ui", _M + "cli_controller", "Look", "The dashboard: models, aliases, rollout state, drift and performance, the audit trail."),
-)  # fmt: skip
+    CommandEntry(
+        "promote",
+        _M + "cli_store",
+        "Deploy",
+        "Make VERSION the champion of MODEL (compare-and-swap on the champion alias).",
+    ),
+    CommandEntry(
+        "rollback", _M + "cli_store", "Deploy", "Point MODEL's champion back at the champion before it."
+    ),
+    CommandEntry(
+        "rollout", _M + "cli_serve", "Deploy", "Shadow and canary rollouts: start, advance, status, abort."
+    ),
+    CommandEntry(
+        "serve", _M + "cli_serve", "Deploy", "Serve every registered model over HTTP (KServe V1 shapes)."
+    ),
+    CommandEntry(
+        "run",
+        _M + "cli_controller",
+        "Run the loop",
+        "Run the controller: monitor, decide, train, gate, roll out, every cycle_interval.",
+    ),
+    CommandEntry(
+        "backtest",
+        _M + "cli_backtest",
+        "Run the loop",
+        "Replay DATA batch by batch through the controller on a simulated clock, beside baselines.",
+    ),
+    CommandEntry(
+        "drift",
+        _M + "cli_monitor",
+        "Check data",
+        "Compare CURRENT with REFERENCE column by column; exit 1 when the dataset (or the target) drifted.",
+    ),
+    CommandEntry(
+        "validate",
+        _M + "cli_monitor",
+        "Check data",
+        "Check DATA against a schema; list every violation by column; exit 1 if any.",
+    ),
+    CommandEntry(
+        "report",
+        _M + "cli_controller",
+        "Look",
+        "Write one self-contained HTML report of MODEL: performance, drift, versions, gates, audit.",
+    ),
+    CommandEntry(
+        "ui",
+        _M + "cli_controller",
+        "Look",
+        "The dashboard: models, aliases, rollout state, drift and performance, the audit trail.",
+    ),
+)
 
 _BY_NAME = {c.name: c for c in COMMANDS}
 

@@ -365,7 +365,8 @@ def status(project: ProjectOpt = Path("."), as_json: JsonOpt = None) -> None:
     for m in data["models"]:
         if not m["n_versions"]:
             console.print(
-                f"{m['name']}: no version yet (evertrain train {m['name']}, or evertrain register {m['name']} FILE)"
+                f"{m['name']}: no version yet "
+                f"(evertrain train {m['name']}, or evertrain register {m['name']} FILE)"
             )
 
 

@@ -103,7 +103,7 @@ def check_loadable(framework: str, data: bytes) -> None:
     >>> check_loadable("lightgbm", b"hello")
     Traceback (most recent call last):
     ...
-    evertrain.exceptions.DataValidationError: not a LightGBM model file: expected the text format ('tree', 'version=', 'Tree=' sections)
+    evertrain.exceptions.DataValidationError: not a LightGBM model file: expected the text format ...
     """
     check = CHECKS.get(framework)
     if check is None:

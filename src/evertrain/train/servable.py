@@ -67,7 +67,8 @@ def check_servable(model: Any, spec: Spec, project: Path, *, what: str, logs_url
     n_in = getattr(model, "n_features_in_", None)
     if names is None and n_in is not None and int(n_in) != len(features):
         raise DataValidationError(
-            f"{what}: takes {int(n_in)} features, but the project has {len(features)} ({', '.join(features[:10])})"
+            f"{what}: takes {int(n_in)} features, but the project has {len(features)} "
+            f"({', '.join(features[:10])})"
         )
     sample = frame.head(SAMPLE_ROWS)
     if len(sample) == 0:
