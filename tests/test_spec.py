@@ -85,7 +85,7 @@ def test_round_trip_and_load(tmp_path: Path) -> None:
     spec = parse_spec(MINIMAL)
     (tmp_path / "evertrain.yaml").write_text(dump_spec(spec))
     assert load_spec(tmp_path) == spec
-    with pytest.raises(SpecError, match="no project file"):
+    with pytest.raises(SpecError, match="no evertrain.yaml here"):
         load_spec(tmp_path / "elsewhere")
 
 
@@ -153,7 +153,10 @@ def test_unknown_keys_get_a_did_you_mean() -> None:
     ],
 )
 def test_unknown_trainer_parameters_are_refused(trainer: str, bad: str, hint: str) -> None:
-    text = f"model: {{name: churn, target: label, trainer: {trainer}}}\ndata: {{source: {{kind: csv, path: d.csv}}}}\n"
+    text = (
+        f"model: {{name: churn, target: label, trainer: {trainer}}}\n"
+        "data: {source: {kind: csv, path: d.csv}}\n"
+    )
     with pytest.raises(SpecError) as caught:
         parse_spec(text)
     assert (
