@@ -85,7 +85,7 @@ def test_round_trip_and_load(tmp_path: Path) -> None:
     spec = parse_spec(MINIMAL)
     (tmp_path / "evertrain.yaml").write_text(dump_spec(spec))
     assert load_spec(tmp_path) == spec
-    with pytest.raises(SpecError, match="no evertrain.yaml here"):
+    with pytest.raises(SpecError, match=r"no evertrain\.yaml here"):
         load_spec(tmp_path / "elsewhere")
 
 
