@@ -161,6 +161,7 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         summary="The models served (KServe V1 list), with readiness and aliases",
         tags=["inference"],
         response_model=None,
+        responses={200: {"model": doc.ModelList}},
     )
     async def list_models() -> Response:
         return json_response(server.list_models())

@@ -164,6 +164,12 @@ class Versions(_Out):
     shadow: int | None = None
 
 
+class ModelList(_Out):
+    models: list[str] = Field(description="The names served (KServe V1).")
+    ready: dict[str, bool]
+    versions: dict[str, Versions]
+
+
 class ModelStatus(_Out):
     name: str
     ready: bool
