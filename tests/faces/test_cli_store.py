@@ -283,3 +283,19 @@ def test_promote_and_rollback_refuse_an_artifact_that_fails_its_hash_or_cannot_l
     code, _, err = cli("rollback", "churn")
     assert code == 1 and "corrupt" in err
     assert json_of(cli, "status", "--json")["models"][0]["aliases"]["champion"] == v3
+
+
+def test_rollout_start_shows_the_load_error_and_starts_nothing(
+    cli: Cli, project: Path, model_file: Path
+) -> None:
+    import skops.io as sio
+
+    cli("register", "churn", str(model_file))
+    cli("promote", "churn", "1")
+    with Store.for_project(project) as store:
+        junk = store.artifacts.put(bytes(sio.dumps({"coef": [1.0]})))
+        broken = store.registry.register("churn", junk, framework="sklearn", actor="t").version
+    code, _, err = cli("rollout", "start", "churn", str(broken))
+    assert code == 2 and err.count("\n") == 1
+    assert f"model 'churn' version {broken} cannot be loaded" in err and "no predict()" in err
+    assert json_of(cli, "rollout", "status", "churn", "--json")["active"] is None
