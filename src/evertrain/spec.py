@@ -180,7 +180,54 @@ class TrainerSpec(_Part):
             raise ValueError("a callable trainer needs 'callable: package.module:function'")
         if self.callable and ":" not in self.callable:
             raise ValueError(f"callable must look like 'package.module:function', got {self.callable!r}")
+        known = _known_trainer_params(self.kind, self.estimator)
+        unknown = sorted(set(self.params) - known) if known is not None else []
+        if unknown:
+            what = self.estimator if self.kind == "sklearn" else "LightGBM"
+            hints = [f"{u!r}{_did_you_mean(u, known or set())}" for u in unknown]
+            raise ValueError(f"params: {what} has no parameter {', '.join(hints)}")
         return self
+
+
+def _known_trainer_params(kind: str, estimator: str | None) -> set[str] | None:
+    """The parameter names the trainer's library accepts, or None when they cannot be known here.
+
+    LightGBM: every parameter and alias of its own list. scikit-learn: the estimator's
+    constructor arguments (its ``get_params`` names), read from the class without
+    building it. A library that is not installed, an estimator path that does not import
+    (the trainer reports that) or a factory taking ``**kwargs`` is not checked.
+    """
+    import importlib
+    import inspect
+
+    if kind == "lightgbm":
+        try:
+            from lightgbm.basic import _ConfigAliases
+
+            aliases = _ConfigAliases._get_all_param_aliases()
+        except (ImportError, AttributeError):
+            return None
+        return {name for key, names in aliases.items() for name in (key, *names)}
+    if kind != "sklearn" or not estimator or "." not in estimator:
+        return None
+    module_name, _, attr = estimator.rpartition(".")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+        signature = inspect.signature(factory.__init__ if inspect.isclass(factory) else factory)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None
+    parameters = [p for p in signature.parameters.values() if p.name != "self"]
+    if any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in parameters):
+        return None
+    return {p.name for p in parameters}
+
+
+def _did_you_mean(word: str, choices: set[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class ModelSpec(_Part):
@@ -690,6 +737,33 @@ def _field(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, lists, unions, Annotated)."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _fields_at(loc: tuple[Any, ...]) -> set[str]:
+    """The field names allowed at ``loc`` in the spec: what a misspelt key is compared with."""
+    models: list[type[BaseModel]] = [Spec]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        nested = [
+            m
+            for model in models
+            if (field := model.model_fields.get(str(part))) is not None
+            for m in _models_in(field.annotation)
+        ]
+        if nested:
+            models = nested
+        # else: a discriminator tag in the location (``threshold`` of a gate): stay on the union
+    return {name for model in models for name in model.model_fields}
+
+
 def parse_spec(text: str, source: str = SPEC_FILE, base: Path | None = None) -> Spec:
     """Parse YAML text into a :class:`Spec`; errors name ``source``, the line and the field."""
     try:
@@ -712,6 +786,8 @@ def parse_spec(text: str, source: str = SPEC_FILE, base: Path | None = None) -> 
             line = _line_of(node, loc)
             where = f"{source}:{line}" if line else source
             message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+                message = "unknown key" + _did_you_mean(loc[-1], _fields_at(loc[:-1]))
             problems.append(f"{where}: field '{_field(loc)}': {message}")
         raise SpecError("; ".join(problems)) from None
 
@@ -722,7 +798,7 @@ def load_spec(project: Path | str) -> Spec:
     if path.is_dir():
         path = path / SPEC_FILE
     if not path.is_file():
-        raise SpecError(f"{path}: no project file here (run 'evertrain init DIR' to make one)")
+        raise SpecError(f"{path}: no evertrain.yaml here (use --project or evertrain init)")
     return parse_spec(path.read_text(encoding="utf-8"), source=str(path.name), base=path.parent)
 
 

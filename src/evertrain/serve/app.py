@@ -167,6 +167,16 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         return await server.feedback(name, request)
 
     @app.get(
+        "/v1/models",
+        summary="The models served (KServe V1 list), with readiness and aliases",
+        tags=["inference"],
+        response_model=None,
+        responses={200: {"model": doc.ModelList}},
+    )
+    async def list_models() -> Response:
+        return json_response(server.list_models())
+
+    @app.get(
         "/v1/models/{name}",
         summary="Model status: versions, readiness and inputs",
         tags=["inference"],

@@ -95,6 +95,29 @@ def check_unicode(value: Any, where: str) -> None:
             stack.extend((sub, f"{path}[{i}]") for i, sub in enumerate(item))
 
 
+#: What ``parameters.return`` of a predict request may ask for, besides the predictions.
+RETURNS = ("predictions", "probabilities", "scores")
+
+
+def predict_parameters(value: Any) -> str:
+    """The KServe V1 ``parameters`` of a predict request: what to return (default ``predictions``).
+
+    ``{"return": "probabilities"}`` adds each class's probability per instance and the
+    class order; ``{"return": "scores"}`` adds one score per instance (docs/http.md).
+    """
+    if value is None:
+        return "predictions"
+    if type(value) is not dict:
+        raise InputError("parameters", f"expected an object, got {value_kind(value)} {show(value)}")
+    unknown = sorted(set(value) - {"return"})
+    if unknown:
+        raise InputError(f"parameters.{unknown[0]}", "unknown parameter; known: return")
+    wanted = value.get("return", "predictions")
+    if wanted not in RETURNS:
+        raise InputError("parameters.return", f"expected one of {', '.join(RETURNS)}, got {show(wanted)}")
+    return str(wanted)
+
+
 def request_ids(value: Any, n: int, field: str) -> list[str]:
     """The client's ``request_ids``: one unique, bounded string per instance."""
     if type(value) is not list:

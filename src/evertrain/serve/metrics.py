@@ -41,6 +41,13 @@ class ServeMetrics:
             ["model", "version", "arm", "kind"],
             registry=r,
         )
+        self.unknown_feedback_ids = Counter(
+            "evertrain_feedback_unknown_ids",
+            "Feedback labels whose request_id matches no logged prediction of the model "
+            "(kept, but they can never join one).",
+            ["model"],
+            registry=r,
+        )
         self.latency = Histogram(
             "evertrain_predict_latency_seconds",
             "Model time of one predict request, by model, version and arm.",

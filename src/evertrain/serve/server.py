@@ -27,7 +27,8 @@ from evertrain import settings
 from evertrain.data.logs import ERRORS, FEEDBACK, PREDICTIONS, LogWriter
 from evertrain.exceptions import AuthError, InputError, ServeError
 from evertrain.serve import openapi as doc
-from evertrain.serve.bodies import json_response, parse_json, request_ids
+from evertrain.serve.bodies import json_response, parse_json, predict_parameters, request_ids
+from evertrain.serve.known_ids import KnownIds
 from evertrain.serve.labels import LabelRule, label_rule, rule_from_model
 from evertrain.serve.metrics import ServeMetrics
 from evertrain.serve.models import ModelManager, Routes
@@ -117,6 +118,7 @@ class Server:
             queue_max=serving.log.queue_max,
             metrics=metrics,
         )
+        self.known_ids = KnownIds(logs_url)
         self.manager = ModelManager(
             store,
             spec=None if spec is None else spec.model,
@@ -260,6 +262,7 @@ class Server:
             )
         given_ids = payload.get("request_ids")
         ids = None if given_ids is None else request_ids(given_ids, n, "request_ids")
+        wanted = predict_parameters(payload.get("parameters"))
         if routes.champion is None:
             raise ServeError(503, f"model {name!r} has no champion loaded yet")
         key = None
@@ -285,10 +288,36 @@ class Server:
         if routes.shadow is not None:
             self.mirror.submit(routes.shadow, instances, ids, ts)
         self.metrics.answered(name, model.version_label, arm, n, seconds)
-        return json_response(
-            {"predictions": predictions, "model_version": model.version_label, "request_ids": ids},
-            headers={"x-evertrain-arm": arm},
-        )
+        self.known_ids.add(name, ids)
+        reply: dict[str, Any] = {
+            "predictions": predictions,
+            "model_version": model.version_label,
+            "request_ids": ids,
+        }
+        if wanted != "predictions":
+            reply.update(self._extra_outputs(model, columns, scores, wanted))
+        return json_response(reply, headers={"x-evertrain-arm": arm})
+
+    @staticmethod
+    def _extra_outputs(
+        model: LoadedModel, columns: dict[str, list[Any]], scores: list[float] | None, wanted: str
+    ) -> dict[str, Any]:
+        """``parameters.return``: class probabilities (with the class order) or one score per instance.
+
+        A score is the positive class's probability for a binary classifier, and the
+        predicted class's probability for a multiclass one; a regressor has neither.
+        """
+        if model.task == "regression" or not hasattr(model.estimator, "predict_proba"):
+            raise InputError(
+                "parameters.return",
+                f"model {model.name!r} v{model.version} is a {model.task} model: it has no {wanted}",
+            )
+        if wanted == "scores" and scores is not None:
+            return {"scores": scores}
+        classes, matrix = model.probabilities(columns, scores)
+        if wanted == "scores":
+            return {"scores": [max(row) for row in matrix]}
+        return {"classes": classes, "probabilities": matrix}
 
     def answer(
         self,
@@ -458,9 +487,28 @@ class Server:
         types = {"request_id": "string", "label": rule.log_type, "ts": "float64"}
         if not self.logger.offer(FEEDBACK, name, cols, types, len(ids)):
             raise ServeError(503, "the feedback log queue is full; retry shortly")
-        return json_response({"accepted": len(ids)})
+        unknown = await asyncio.to_thread(self.known_ids.unknown, name, list(dict.fromkeys(ids)))
+        if unknown:
+            self.metrics.unknown_feedback_ids.labels(name).inc(len(unknown))
+        return json_response({"accepted": len(ids), "unknown_request_ids": unknown})
 
     # -- status ----------------------------------------------------------------------------
+
+    def list_models(self) -> dict[str, Any]:
+        """``GET /v1/models``: the names served (KServe V1), with readiness and aliases of each."""
+        names = sorted(self.manager.names())
+        ready = {}
+        versions = {}
+        for name in names:
+            routes = self.manager.routes(name)
+            ready[name] = routes is not None and routes.champion is not None
+            desired = None if routes is None else routes.desired
+            versions[name] = {
+                CHAMPION: None if desired is None else desired.champion,
+                CANARY: None if desired is None else desired.canary,
+                SHADOW: None if desired is None else desired.shadow,
+            }
+        return {"models": names, "ready": ready, "versions": versions}
 
     def model_status(self, name: str) -> dict[str, Any]:
         routes = self.routes(name)
