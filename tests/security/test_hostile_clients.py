@@ -417,7 +417,10 @@ def test_feedback_has_its_own_door(served: Served) -> None:
             body = json.dumps({"labels": [{"request_id": rid, "label": bad}]})
             r = _post(http, "/v1/models/m:feedback", body, **auth)
             assert r.status_code == 422 and r.json()["field"] == "labels[0].label", (bad, r.text)
-        assert _post(http, "/v1/models/m:feedback", good, **auth).json() == {"accepted": 1}
+        assert _post(http, "/v1/models/m:feedback", good, **auth).json() == {
+            "accepted": 1,
+            "unknown_request_ids": [],
+        }
         # The model status shows no path of the server's disk.
         status = http.get("/v1/models/m").text
         assert str(served.project) not in status
