@@ -258,7 +258,8 @@ def test_after_an_abrupt_change_candidates_are_recorded_and_the_best_is_chosen(
         **{
             "model.target": "y",
             "data.source": {"kind": "csv", "path": "flip.csv"},
-            "training.window": {"kind": "sliding"},
+            # a window that holds every row, so the old concept is in it (the default keeps 5,000)
+            "training.window": {"kind": "sliding", "rows": 10_000},
             "gates": [],
         }
     )
