@@ -256,6 +256,14 @@ def _write_local(path: Path, data: bytes) -> None:
         raise
 
 
+def put_bytes(fs: Any, path: str, data: bytes) -> None:
+    """``data`` as the file ``path`` of ``fs``, seen whole or not at all by readers."""
+    if isinstance(fs, LocalFileSystem):
+        _write_local(Path(path), data)
+    else:
+        fs.pipe_file(path, data)
+
+
 class LogWriter:
     """Bounded, non-blocking queue of log rows with one background writer thread and a local spool."""
 
@@ -473,10 +481,7 @@ class LogWriter:
 
         def attempt() -> None:
             try:
-                if isinstance(self.fs, LocalFileSystem):
-                    _write_local(Path(folder) / name, data)
-                else:
-                    self.fs.pipe_file(f"{folder}/{name}", data)
+                put_bytes(self.fs, f"{folder}/{name}", data)
             except BaseException as exc:
                 if self.metrics is not None and is_transport_error(exc):
                     self.metrics.log_write_errors.inc()
