@@ -185,7 +185,7 @@ def _metric(text: str, name: str, log: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_controller_and_two_replicas_on_postgres_and_s3_through_drift_promotion_and_an_outage(
     s3: Relay, pg_schemas: Any, tmp_path: Path
 ) -> None:
@@ -201,8 +201,18 @@ def test_controller_and_two_replicas_on_postgres_and_s3_through_drift_promotion_
     env.update(
         {"EVERTRAIN_STORAGE_OPTIONS": os.environ["EVERTRAIN_STORAGE_OPTIONS"], "EVERTRAIN_ACTOR": "test"}
     )
-    controller_env = {**env, "EVERTRAIN_DB_URL": db_url, "EVERTRAIN_ARTIFACTS_URL": artifacts}
     store = Store(db_url, artifacts, logs_url=f"s3://{BUCKET}/logs").open()
+    try:
+        _run(store, s3, db_url, artifacts, project, env, tmp_path)
+    finally:
+        store.close()
+
+
+def _run(
+    store: Store, s3: Relay, db_url: str, artifacts: str, project: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    controller_env = {**env, "EVERTRAIN_DB_URL": db_url, "EVERTRAIN_ARTIFACTS_URL": artifacts}
+    rng = np.random.default_rng(1)
     outputs = [tmp_path / "controller.log", tmp_path / "replica-1.log", tmp_path / "replica-2.log"]
     with _process(["run", "--project", str(project)], controller_env, project, outputs[0]) as controller:
         _wait(
@@ -248,10 +258,14 @@ def test_controller_and_two_replicas_on_postgres_and_s3_through_drift_promotion_
             _wait("20 controller cycles", lambda: _cycles(store) >= 20, 300, outputs)
             traffic.finish()
 
+            seen: dict[str, list[str]] = {}
+
             def all_logged() -> bool:
-                predicted = set(_read_ids(logs.PREDICTIONS))
-                labelled = set(_read_ids(logs.FEEDBACK))
-                return set(traffic.served) <= predicted and set(traffic.labelled) <= labelled
+                seen[logs.PREDICTIONS] = _read_ids(logs.PREDICTIONS)
+                if not set(traffic.served) <= set(seen[logs.PREDICTIONS]):
+                    return False
+                seen[logs.FEEDBACK] = _read_ids(logs.FEEDBACK)
+                return set(traffic.labelled) <= set(seen[logs.FEEDBACK])
 
             _wait("every served row and label in the log", all_logged, 120, outputs)
             metrics = [httpx.get(f"{u}/metrics").text for u in urls]
@@ -260,10 +274,10 @@ def test_controller_and_two_replicas_on_postgres_and_s3_through_drift_promotion_
     assert traffic.failures == [], traffic.failures[:5]
     assert len(traffic.served) > 500
     # every row served is in the prediction log exactly once; every accepted label is in the feedback log
-    predicted = _read_ids(logs.PREDICTIONS)
-    served_rows = [r for r in predicted if r in set(traffic.served)]
+    served = set(traffic.served)
+    served_rows = [r for r in seen[logs.PREDICTIONS] if r in served]
     assert len(served_rows) == len(traffic.served) == len(set(served_rows))
-    assert set(traffic.labelled) <= set(_read_ids(logs.FEEDBACK))
+    assert set(traffic.labelled) <= set(seen[logs.FEEDBACK])
     # the outage was felt and healed: rows were spooled during it and all drained after
     spooled = sum(_metric(m, "evertrain_log_spooled_rows", logs.PREDICTIONS) for m in metrics)
     drained = sum(_metric(m, "evertrain_log_drained_rows", logs.PREDICTIONS) for m in metrics)
@@ -280,7 +294,6 @@ def test_controller_and_two_replicas_on_postgres_and_s3_through_drift_promotion_
     stored = store.specs.current(MODEL)
     assert stored is not None
     assert json.loads(stored.data)["serving"]["poll_seconds"] == 0.5
-    store.close()
 
 
 def _ready(url: str) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from dataclasses import dataclass
 
 PREDICTIONS = "predictions"
@@ -69,7 +68,6 @@ PART_PREFIX = "part-"
 COMPACT_PREFIX = "compact-"
 #: Parquet metadata key of a compacted part: the JSON list of the part names whose rows it holds.
 REPLACES_KEY = b"evertrain.replaces"
-_NAMED = re.compile(r"^(part|compact)-(\d+)-(\d+)-(\d+)-([0-9a-f]+)\.parquet$")
 
 
 @dataclass(frozen=True)
@@ -110,9 +108,10 @@ def parse_part_name(name: str) -> PartName | None:
     file, a hidden file, a file of another layout)."""
     if name.startswith((".", "_")) or not name.endswith(".parquet"):
         return None
-    m = _NAMED.match(name)
-    if m is not None:
-        return PartName(name, int(m[2]) / 1000.0, int(m[3]) / 1000.0, int(m[4]), m[1] == "compact")
+    fields = name[: -len(".parquet")].split("-")
+    if len(fields) == 5 and fields[0] in ("part", "compact") and all(f.isdigit() for f in fields[1:4]):
+        first, last, rows = (int(f) for f in fields[1:4])
+        return PartName(name, first / 1000.0, last / 1000.0, rows, fields[0] == "compact")
     if name.startswith(PART_PREFIX):
         return PartName(name, None, None, None, False)
     return None

@@ -9,6 +9,7 @@ labels that had arrived by a given time. Only the partition days asked for are l
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,9 @@ T = TypeVar("T")
 #: Tries of a read whose parts were compacted away between the listing and the read.
 _READ_TRIES = 3
 #: How much earlier than its prediction a label may be stamped (clocks of two machines differ).
-LABEL_SKEW_SECONDS = 86400.0
+LABEL_SKEW_SECONDS = 300.0
+#: The first look back of a read of the newest labelled rows; each further look is four times longer.
+FIRST_LOOK_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -269,38 +272,31 @@ def labelled(
 
     ``newest``: only the newest that many labelled rows are wanted, so the newest parts
     are read first and older ones only while too few rows are found: a monitoring cycle
-    reads the few parts its window needs, not the whole history of the log.
+    reads the few parts its window needs, not the whole history of the log: the newest
+    minute first, then a look back four times longer, until enough rows are found.
     """
     if newest is None:
         return _labelled(logs_url, model, at=at, since=since, arms=arms, versions=versions)
     fs, root = open_fs(logs_url)
-    first = None if since is None else partition_date(since)
     with storage_errors(logs_url, f"read the {PREDICTIONS} log of model {model!r}"):
-        parts = list_parts(
-            fs,
-            root,
-            PREDICTIONS,
-            model,
-            first_date=first,
-            last_date=partition_date(at),
-            since=since,
-            until=at,
-        )
-    if any(p.info.first is None or p.info.last is None for p in parts):
-        table = _labelled(logs_url, model, at=at, since=since, arms=arms, versions=versions)
-        return table.slice(max(0, table.num_rows - newest))
-    parts.sort(key=lambda p: p.info.last or 0.0, reverse=True)
-    take = 8
+        days = [
+            f.rsplit("/", 1)[-1][len("date=") :]
+            for f in fresh_ls(fs, model_folder(root, PREDICTIONS, model))
+            if f.rsplit("/", 1)[-1].startswith("date=")
+        ]
+    if not days:
+        return pa.table({})
+    # the start of the oldest day partition: no row is older, so looking further back finds nothing
+    oldest = dt.datetime.strptime(min(days), "%Y-%m-%d").replace(tzinfo=dt.UTC).timestamp()
+    span = FIRST_LOOK_SECONDS
     while True:
-        chosen = parts[:take]
-        if not chosen:
-            return pa.table({})
-        lo = min(p.info.first or 0.0 for p in chosen) - 0.001
-        look = lo if since is None else max(lo, since)
+        look = at - span
+        if since is not None:
+            look = max(look, since)
         table = _labelled(logs_url, model, at=at, since=look, arms=arms, versions=versions)
-        if table.num_rows >= newest or take >= len(parts):
+        if table.num_rows >= newest or look <= oldest or look == since:
             return table.slice(max(0, table.num_rows - newest))
-        take *= 4
+        span *= 4
 
 
 def _labelled(
