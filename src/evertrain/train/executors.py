@@ -332,8 +332,9 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             address = self.address or settings.RAY_ADDRESS.raw() or None
             if address is not None and address != "local":
-                use_token_from_environment()
                 check_reachable(address)
+                if use_token_from_environment():
+                    _refresh_ray_config()
             try:
                 with stdout_to_stderr():
                     ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -387,6 +388,17 @@ def use_token_from_environment() -> bool:
     if has_token:
         os.environ["RAY_AUTH_MODE"] = "token"  # what Ray itself does for a local cluster with a token
     return has_token
+
+
+def _refresh_ray_config() -> None:
+    """Make an already imported Ray read ``RAY_AUTH_MODE`` again (it caches its settings on import)."""
+    try:
+        import ray._raylet as raylet
+    except ImportError:  # pragma: no cover - older Ray reads the environment when it connects
+        return
+    config = getattr(raylet, "Config", None)
+    if config is not None:
+        config.initialize("")
 
 
 def check_reachable(address: str) -> None:
