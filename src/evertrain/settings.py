@@ -62,6 +62,22 @@ LOGS_URL = Variable(
     "Default: <project>/.evertrain/logs.",
 )
 RAY_ADDRESS = Variable("EVERTRAIN_RAY_ADDRESS", "Address of a Ray cluster for the Ray executor (ray.init).")
+RAY_CONNECT_TIMEOUT = Variable(
+    "EVERTRAIN_RAY_CONNECT_TIMEOUT",
+    "Seconds to wait for a Ray cluster to answer before giving up with a one-line error. Default: 10.",
+    "10",
+)
+STORAGE_OPTIONS = Variable(
+    "EVERTRAIN_STORAGE_OPTIONS",
+    "fsspec storage options by protocol, as JSON, e.g. "
+    '\'{"s3": {"endpoint_url": "http://minio:9000", "client_kwargs": {"region_name": "eu-west-1"}}}\'. '
+    "Overlays the project file's storage.options.",
+)
+SPOOL_DIR = Variable(
+    "EVERTRAIN_SPOOL_DIR",
+    "Local folder where a serving replica keeps log rows the log store could not take, until it "
+    "takes them again. Default: .evertrain/spool under the current folder.",
+)
 ADMIN_TOKEN = Variable("EVERTRAIN_ADMIN_TOKEN", "Bearer token that the admin HTTP routes require.")
 FEEDBACK_TOKEN = Variable(
     "EVERTRAIN_FEEDBACK_TOKEN",
@@ -88,7 +104,10 @@ ALL = (
     DB_URL,
     ARTIFACTS_URL,
     LOGS_URL,
+    STORAGE_OPTIONS,
+    SPOOL_DIR,
     RAY_ADDRESS,
+    RAY_CONNECT_TIMEOUT,
     ADMIN_TOKEN,
     FEEDBACK_TOKEN,
     ROUTING_SECRET,
@@ -114,6 +133,12 @@ def artifacts_url(project: Path) -> str:
 
 def logs_url(project: Path) -> str:
     return LOGS_URL.raw() or str((state_dir(project) / "logs").resolve())
+
+
+def spool_dir() -> Path:
+    """Where the log writer keeps rows the log store could not take (``EVERTRAIN_SPOOL_DIR``)."""
+    explicit = SPOOL_DIR.raw()
+    return Path(explicit) if explicit else (Path(STATE_DIR) / "spool").resolve()
 
 
 def actor() -> str:

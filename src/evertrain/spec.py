@@ -17,6 +17,7 @@ Durations are seconds or strings such as ``"90s"``, ``"15m"``, ``"6h"``, ``"7d"`
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -633,6 +634,24 @@ class ServingSpec(_Part):
     )
 
 
+class StorageSpec(_Part):
+    """Where the logs live and how object storage is reached (artifacts, logs, warehouse files)."""
+
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="fsspec storage options by protocol, e.g. {s3: {endpoint_url: 'http://minio:9000', "
+        "profile: prod}}; EVERTRAIN_STORAGE_OPTIONS (JSON) overlays them.",
+    )
+    logs_url: str | None = Field(
+        None,
+        description="Where serving replicas write the prediction and feedback logs (any fsspec URL); "
+        "EVERTRAIN_LOGS_URL wins over it. Default: .evertrain/logs in the project folder.",
+    )
+    compact_every: int = Field(
+        10, ge=0, description="Compact small log parts into larger ones every N controller cycles; 0: never."
+    )
+
+
 AlertEvent = Literal["drift", "decision", "gate_failed", "promotion", "rollback"]
 ALERT_EVENTS: tuple[AlertEvent, ...] = ("drift", "decision", "gate_failed", "promotion", "rollback")
 
@@ -696,6 +715,7 @@ class Spec(_Part):
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
 
     @model_validator(mode="before")
     @classmethod
@@ -805,6 +825,22 @@ def load_spec(project: Path | str) -> Spec:
 def dump_spec(spec: Spec) -> str:
     """The spec as YAML (defaults included), e.g. for ``init`` and for the audit log."""
     return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def canonical_json(spec: Spec) -> bytes:
+    """The spec as canonical JSON (sorted keys, no spaces, defaults included): the bytes stored in the
+    store for replicas, whose sha256 is the ``spec_sha256`` of every version trained with it."""
+    data = spec.model_dump(mode="json", exclude_none=True)
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def spec_from_json(data: bytes, source: str = "stored spec") -> Spec:
+    """A spec back from :func:`canonical_json` bytes; errors name ``source`` and the field."""
+    try:
+        return Spec.model_validate_json(data)
+    except ValidationError as exc:
+        problems = [f"{source}: field '{_field(tuple(e['loc']))}': {e['msg']}" for e in exc.errors()]
+        raise SpecError("; ".join(problems)) from None
 
 
 def json_schema() -> dict[str, Any]:

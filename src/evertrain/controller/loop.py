@@ -30,14 +30,33 @@ from evertrain.controller.clock import Clock, ManualClock
 from evertrain.controller.context import CycleContext, StepFn, Stopped
 from evertrain.controller.lease import Lease
 from evertrain.controller.policy import History
-from evertrain.exceptions import EvertrainError, LeaseLostError
-from evertrain.spec import Spec
+from evertrain.data.logs import CompactResult, compact
+from evertrain.exceptions import EvertrainError, LeaseLostError, StoreError
+from evertrain.spec import Spec, canonical_json
 from evertrain.store import Store
+from evertrain.store.storage import configure, describe, is_transport_error
 
 log = logging.getLogger(__name__)
 STEPS = ("monitor", "decide", "train", "gate", "rollout")
 LEASE_TTL_SECONDS = 60.0  # a controller that stops renewing is replaced after this long
 LEASE_RENEW_EVERY = LEASE_TTL_SECONDS / 3
+COMPACTION_LEASE_TTL = 600.0  # a compaction that dies frees the logs for another after this long
+
+
+def compact_logs(
+    store: Store, models: list[str] | None = None, holder: str | None = None
+) -> CompactResult | None:
+    """Compact the store's logs under the compaction lease; None when another compaction holds it."""
+    if not store.logs_url:
+        return CompactResult()
+    who = holder or f"{socket.gethostname()}:{os.getpid()}"
+    lease = Lease(store.db, f"compact/{store.logs_url}", who, COMPACTION_LEASE_TTL, store.clock)
+    if not lease.acquire():
+        return None
+    try:
+        return compact(store.logs_url, models=models)
+    finally:
+        lease.release()
 
 
 class Controller:
@@ -62,6 +81,7 @@ class Controller:
         ttl = lease_ttl if lease_ttl is not None else LEASE_TTL_SECONDS
         self.lease = Lease(store.db, f"controller/{spec.model.name}", self.holder, ttl, self.clock)
         self._stop = threading.Event()
+        configure(spec.storage.options)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -164,6 +184,11 @@ class Controller:
                 "interval": self.spec.policy.cycle_interval,
             },
         )
+        # Replicas started with only the store URLs serve with the project file saved here.
+        try:
+            self.store.specs.save(self.spec.model.name, canonical_json(self.spec))
+        except EvertrainError as exc:  # the artifact store is down: the next cycle saves it
+            log.warning("cannot save the project file in the store: %s", exc)
         history, previous_at = self.previous()
         ctx = CycleContext(
             store=self.store,
@@ -186,8 +211,20 @@ class Controller:
             log.info("stop requested: cycle %d stops before its next step", number)
             return {"cycle": number, "stopped": True, **ctx.results}
         result = {"cycle": number, "at": ctx.at, **ctx.results, "history": ctx.history.to_dict()}
+        every = self.spec.storage.compact_every
+        if every and number % every == 0:
+            result["compaction"] = self._compact()
         self.store.runs.finish(run.id, "succeeded", result=result)
         return result
+
+    def _compact(self) -> dict[str, Any]:
+        """Compact this model's logs; a failure is reported in the cycle's result, not raised."""
+        try:
+            done = compact_logs(self.store, [self.spec.model.name], self.holder)
+        except EvertrainError as exc:
+            log.warning("log compaction failed: %s", exc)
+            return {"error": str(exc)}
+        return {"skipped": "another compaction is running"} if done is None else done.to_dict()
 
     def _step(self, ctx: CycleContext, cycle_run: str, name: str) -> dict[str, Any]:
         key = f"{self._cycle_key(ctx.cycle)}/{name}"
@@ -201,7 +238,13 @@ class Controller:
             "step", model=self.spec.model.name, key=key, parent_id=cycle_run, params={"step": name}
         )
         try:
-            result = self.steps[name](ctx)
+            try:
+                result = self.steps[name](ctx)
+            except Exception as exc:
+                if isinstance(exc, EvertrainError) or not is_transport_error(exc):
+                    raise
+                # A storage client's failure that no part turned into a StoreError is one all the same.
+                raise StoreError(f"step {name}: storage failed: {describe(exc)}") from exc
         except LeaseLostError:
             raise
         except EvertrainError as exc:

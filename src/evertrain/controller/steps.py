@@ -26,7 +26,7 @@ from evertrain.controller.results import (
     RolloutStepResult,
     TrainStepResult,
 )
-from evertrain.data.logs import FEEDBACK, PREDICTION_COLUMNS, PREDICTIONS, labelled, read_log
+from evertrain.data.logs import FEEDBACK, PREDICTION_COLUMNS, PREDICTIONS, count_rows, labelled, read_log
 from evertrain.exceptions import NotFoundError
 from evertrain.store import Store
 from evertrain.store.names import CANARY, CHAMPION, SHADOW
@@ -114,7 +114,10 @@ def monitor(ctx: CycleContext) -> MonitorResult:
             own = since_onset.filter(pa.compute.equal(since_onset["arm"], CHAMPION))
             own = own.filter(pa.compute.equal(own["model_version"], champion.version))
             out["metric_after_onset"] = observe.realized_metric(own, metric, spec.model.task)
-    known = labelled(logs, ctx.model, at=ctx.at, arms=(CHAMPION,))
+    # Only the newest window of the champion's labelled rows: read newest parts first, not history.
+    known = labelled(
+        logs, ctx.model, at=ctx.at, arms=(CHAMPION,), versions=(champion.version,), newest=window
+    )
     if known.num_rows:
         known = known.filter(pa.compute.equal(known["model_version"], champion.version))
         if window is not None and known.num_rows > window:
@@ -134,8 +137,7 @@ def monitor(ctx: CycleContext) -> MonitorResult:
     if est.enabled and served.num_rows and known.num_rows:
         out["estimated"] = _estimate(served, known, est.metric)
     last_retrain = max(ctx.history.retrain_times) if ctx.history.retrain_times else None
-    fresh = read_log(logs, FEEDBACK, ctx.model, since=last_retrain, until=ctx.at, columns=["ts"])
-    out["new_labelled_rows"] = fresh.num_rows
+    out["new_labelled_rows"] = count_rows(logs, FEEDBACK, ctx.model, since=last_retrain, until=ctx.at)
     out["rollout"] = _rollout_in_progress(ctx)
     return out
 

@@ -5,6 +5,9 @@ One small interface (:class:`Source`: ``read()`` and ``uri``) and one class per
 
 - ``parquet``: a file, a folder (every ``*.parquet`` below it) or a glob;
 - ``csv``: a file or a glob;
+
+  both on the local disk or under any fsspec URL (``s3://bucket/warehouse/*.parquet``),
+  listed fresh on every read, with the storage options of :mod:`evertrain.store.storage`;
 - ``sql``: a query through SQLAlchemy (any URL it knows);
 - ``duckdb``: a DuckDB query over files (needs the optional ``duckdb`` package);
 - ``log``: the serving prediction log joined with its feedback labels (see ``docs/logs.md``).
@@ -26,14 +29,17 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
+import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from evertrain.data.logs import FEEDBACK, PREDICTION_COLUMNS, PREDICTIONS, model_folder, read_log_parts
-from evertrain.exceptions import DataValidationError, UsageError
+from evertrain.exceptions import DataValidationError, NotFoundError, UsageError
 from evertrain.store.names import SHADOW
 from evertrain.store.redact import mask_text, mask_url
+from evertrain.store.storage import fresh_find, fresh_glob, open_fs, storage_errors
 
 #: Columns the serving logs add around the features (docs/logs.md); never features themselves.
 LOG_COLUMNS = tuple(PREDICTION_COLUMNS)
@@ -50,14 +56,26 @@ def _resolve(path: str, base: Path | None) -> str:
     return str(base / path)
 
 
-def _expand(pattern: str, suffix: str) -> list[str]:
-    """The files a path, a folder or a glob names, sorted so that reads are reproducible."""
-    path = Path(pattern)
-    if path.is_dir():
-        return sorted(str(p) for p in path.rglob(f"*{suffix}"))
-    if any(ch in pattern for ch in "*?["):
-        return sorted(globlib.glob(pattern, recursive=True))
-    return [pattern] if path.exists() else []
+def _expand(pattern: str, suffix: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    """The filesystem of ``pattern`` (any fsspec URL or a local path) and the files that a path, a
+    folder or a glob there names, listed fresh and sorted so that reads are reproducible."""
+    fs, path = open_fs(pattern)
+    if isinstance(fs, LocalFileSystem):
+        local = Path(path)
+        if local.is_dir():
+            return fs, sorted(str(p) for p in local.rglob(f"*{suffix}"))
+        if any(ch in pattern for ch in "*?["):
+            return fs, sorted(globlib.glob(path, recursive=True))
+        return fs, [path] if local.exists() else []
+    if any(ch in path for ch in "*?["):
+        return fs, fresh_glob(fs, path)
+    fs.invalidate_cache(path)
+    if fs.isdir(path):
+        found = fresh_find(fs, path)
+        return fs, [
+            p for p in found if p.endswith(suffix) and not p.rsplit("/", 1)[-1].startswith((".", "_"))
+        ]
+    return fs, [path] if fs.exists(path) else []
 
 
 class Source(ABC):
@@ -88,13 +106,15 @@ class ParquetSource(Source):
 
     def read(self) -> pd.DataFrame:
         target = _resolve(self.path, self.base)
-        files = _expand(target, ".parquet")
+        with storage_errors(target, "list the parquet source"):
+            fs, files = _expand(target, ".parquet")
         if not files:
             raise DataValidationError(f"parquet source {self.path!r}: no Parquet files found at {target}")
         try:
-            tables = [pq.read_table(f) for f in files]
+            with storage_errors(target, "read the parquet source"):
+                tables = [pq.read_table(f, filesystem=fs) for f in files]
             table = pa.concat_tables(tables, promote_options="default")
-        except (OSError, pa.ArrowInvalid) as exc:
+        except (OSError, pa.ArrowInvalid, NotFoundError) as exc:
             raise DataValidationError(f"parquet source {self.path!r}: cannot read {target}: {exc}") from None
         return table.to_pandas().reset_index(drop=True)
 
@@ -112,12 +132,17 @@ class CsvSource(Source):
 
     def read(self) -> pd.DataFrame:
         target = _resolve(self.path, self.base)
-        files = _expand(target, ".csv")
+        with storage_errors(target, "list the csv source"):
+            fs, files = _expand(target, ".csv")
         if not files:
             raise DataValidationError(f"csv source {self.path!r}: no CSV files found at {target}")
         try:
-            frames = [pd.read_csv(f) for f in files]
-        except (OSError, ValueError) as exc:
+            with storage_errors(target, "read the csv source"):
+                frames = []
+                for f in files:
+                    with fs.open(f, "rb") as fh:
+                        frames.append(pd.read_csv(fh))
+        except (OSError, ValueError, NotFoundError) as exc:
             raise DataValidationError(f"csv source {self.path!r}: cannot read {target}: {exc}") from None
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from evertrain.exceptions import UsageError
+from evertrain.exceptions import EvertrainError, UsageError
 
 if TYPE_CHECKING:
     from evertrain.store import Store
@@ -76,14 +76,50 @@ def open_store(project: Path) -> Store:
     """The project's store, opened; ``close_stores`` closes it when the command ends.
 
     Refuses a folder that is not a project, so that a command run in the wrong folder
-    creates nothing there.
+    creates nothing there. The project file's ``storage`` section (storage options, logs
+    URL) applies to it when the file is valid; the commands that need the file report a
+    bad one.
     """
     from evertrain.store import Store
 
     require_project(project)
+    apply_storage(project)
     store = Store.for_project(project)
+    logs = storage_logs_url(project)
+    if logs is not None:
+        store.logs_url = logs
     _opened.append(store)
     return store.open()
+
+
+def apply_storage(project: Path) -> None:
+    """Use the storage options of the project file in ``project`` (if it has a valid one)."""
+    from evertrain.spec import SPEC_FILE, load_spec
+    from evertrain.store.storage import configure
+
+    if not (Path(project) / SPEC_FILE).is_file():
+        return
+    try:
+        spec = load_spec(project)
+    except EvertrainError:
+        return
+    configure(spec.storage.options)
+
+
+def storage_logs_url(project: Path) -> str | None:
+    """The logs URL of the project file's ``storage.logs_url``, unless ``EVERTRAIN_LOGS_URL`` is set."""
+    from evertrain import settings
+    from evertrain.spec import SPEC_FILE, load_spec
+
+    if settings.LOGS_URL.raw() or not (Path(project) / SPEC_FILE).is_file():
+        return None
+    try:
+        url = load_spec(project).storage.logs_url
+    except EvertrainError:
+        return None
+    if url is None or "://" in url or Path(url).is_absolute():
+        return url
+    return str((Path(project) / url).resolve())
 
 
 def close_stores() -> None:

@@ -100,6 +100,7 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry(
         "serve", _M + "cli_serve", "Deploy", "Serve every registered model over HTTP (KServe V1 shapes)."
     ),
+    CommandEntry("logs", _M + "cli_serve", "Deploy", "The prediction, feedback and error logs: compact."),
     CommandEntry(
         "run",
         _M + "cli_controller",

@@ -17,19 +17,24 @@ from evertrain.faces._common import (
     SPEC_FILE,
     JsonOpt,
     ProjectOpt,
+    apply_storage,
     console,
     err_console,
     open_store,
+    storage_logs_url,
     write_json,
 )
 from evertrain.faces.cli_app import app
 from evertrain.spec import ServingSpec, Spec, load_spec
+from evertrain.store import Store
 from evertrain.store.names import check_model_name
 
 rollout_app = typer.Typer(
     help="Shadow and canary rollouts: start, advance, status, abort.", no_args_is_help=True
 )
 app.add_typer(rollout_app, name="rollout")
+logs_app = typer.Typer(help="The prediction, feedback and error logs: compact.", no_args_is_help=True)
+app.add_typer(logs_app, name="logs")
 
 GRACEFUL_SHUTDOWN_SECONDS = 30
 """How long SIGTERM waits for in-flight requests before closing connections (logs are flushed after)."""
@@ -39,6 +44,39 @@ def _spec(project: Path) -> Spec | None:
     return load_spec(project) if (project / SPEC_FILE).is_file() else None
 
 
+def _replica_store(
+    project: Path, db_url: str | None, artifacts_url: str | None, logs_url: str | None
+) -> tuple[Store, Spec | None]:
+    """The store a replica serves from, and the project file it serves with.
+
+    The store URLs come from the flags, else the environment, else the project folder.
+    The project file is the local one when there is one, else the one the controller
+    saved in the store: a replica started with only the store URLs serves the project's
+    models with the project's settings.
+    """
+    from evertrain.spec import spec_from_json
+    from evertrain.store.storage import configure
+
+    spec = _spec(project)
+    apply_storage(project)
+    store = Store(
+        db_url or settings.db_url(project),
+        artifacts_url or settings.artifacts_url(project),
+        logs_url=logs_url or storage_logs_url(project) or settings.logs_url(project),
+    )
+    store.open()
+    stored = None if spec is not None else store.specs.current()
+    if stored is not None:
+        spec = spec_from_json(stored.data, f"project file of model {stored.model!r} in the store")
+        configure(spec.storage.options)
+        if not logs_url and not settings.LOGS_URL.raw() and spec.storage.logs_url:
+            store.logs_url = spec.storage.logs_url
+        err_console.print(
+            f"using the project file of model {stored.model!r} saved in the store ({stored.sha256[:12]})"
+        )
+    return store, spec
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address (default: the spec's, or 127.0.0.1).")] = None,
@@ -46,19 +84,36 @@ def serve(
         int | None, typer.Option(min=1, max=65535, help="Port, 1-65535 (default: the spec's, or 8080).")
     ] = None,
     project: ProjectOpt = Path("."),
+    db_url: Annotated[
+        str | None, typer.Option("--db-url", help=f"Metadata store URL (default: ${settings.DB_URL.name}).")
+    ] = None,
+    artifacts_url: Annotated[
+        str | None,
+        typer.Option(
+            "--artifacts-url", help=f"Artifact store URL (default: ${settings.ARTIFACTS_URL.name})."
+        ),
+    ] = None,
+    logs_url: Annotated[
+        str | None,
+        typer.Option(
+            "--logs-url",
+            help=f"Logs URL (default: ${settings.LOGS_URL.name}, else the project file's storage.logs_url).",
+        ),
+    ] = None,
 ) -> None:
     """Serve every registered model over HTTP (KServe V1 shapes).
 
     Aliases and rollout shares are read from the store every few seconds, so several
-    replicas stay in step. SIGTERM or Ctrl-C stop taking connections, let in-flight
-    requests finish and write every queued log row before exiting.
+    replicas stay in step. Without a project file here, the one the controller saved in
+    the store is used, so a replica needs only the store URLs. SIGTERM or Ctrl-C stop
+    taking connections, let in-flight requests finish and write every queued log row
+    before exiting.
     """
     from evertrain.serve import create_app
     from evertrain.serve.guard import uvicorn_config
 
-    spec = _spec(project)
+    store, spec = _replica_store(project, db_url, artifacts_url, logs_url)
     serving = spec.serving if spec is not None else ServingSpec.model_validate({})
-    store = open_store(project)
     try:
         application = create_app(store, spec)
         bind_host = host or serving.host
@@ -223,3 +278,35 @@ def rollout_abort(
     store = open_store(project)
     done = abort_rollout(store, model, actor=settings.actor(), reason=reason)
     console.print(f"{model}: rollout of v{done.version} aborted")
+
+
+@logs_app.command("compact")
+def logs_compact(
+    model: Annotated[
+        str | None, typer.Option(help="Only this model's logs (default: every model's).")
+    ] = None,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = None,
+) -> None:
+    """Compact the small log parts of each day into larger ones (safe while replicas write).
+
+    Takes the compaction lease in the metadata store, so it never runs beside the
+    controller's own compaction; exits 1 when another compaction holds it.
+    """
+    from evertrain.controller.loop import compact_logs
+
+    if model is not None:
+        check_model_name(model)
+    store = open_store(project)
+    result = compact_logs(store, models=None if model is None else [model])
+    if result is None:
+        err_console.print("another compaction of these logs is running; try again later")
+        raise typer.Exit(1)
+    if as_json is not None:
+        write_json(as_json, {"logs_url": store.logs_url, **result.to_dict()})
+        return
+    console.print(
+        f"{store.logs_url}: {result.parts_before} parts -> {result.parts_after} "
+        f"({result.rows} rows moved into {len(result.written)} larger parts, "
+        f"{result.deleted} small parts deleted)"
+    )

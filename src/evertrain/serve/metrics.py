@@ -77,6 +77,24 @@ class ServeMetrics:
         self.log_write_errors = Counter(
             "evertrain_log_write_errors", "Failed attempts to write a log part (each is retried).", registry=r
         )
+        self.log_spooled_rows = Counter(
+            "evertrain_log_spooled_rows",
+            "Rows the log store would not take, kept in the local spool until it does, by log.",
+            ["log"],
+            registry=r,
+        )
+        self.log_drained_rows = Counter(
+            "evertrain_log_drained_rows",
+            "Spooled rows written to the log store once it answered again, by log.",
+            ["log"],
+            registry=r,
+        )
+        self.log_set_aside_rows = Counter(
+            "evertrain_log_set_aside_rows",
+            "Rows that cannot be stored at all (e.g. invalid Unicode), set aside with their reason, by log.",
+            ["log"],
+            registry=r,
+        )
         self.shadow_dropped = Counter(
             "evertrain_shadow_dropped_requests",
             "Requests not mirrored to the shadow because its queue was full, by model.",

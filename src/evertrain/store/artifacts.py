@@ -24,6 +24,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from evertrain.exceptions import IntegrityError, NotFoundError, StoreError, UsageError
+from evertrain.store.storage import open_fs, storage_errors
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
@@ -48,30 +49,54 @@ def check_digest(digest: str) -> str:
 
 
 class ArtifactStore:
-    """Blobs addressed by sha256 under any fsspec URL (a local folder by default)."""
+    """Blobs addressed by sha256 under any fsspec URL (a local folder by default).
+
+    The filesystem is opened on first use, with the storage options configured by then
+    (``storage.options`` of the project file, ``EVERTRAIN_STORAGE_OPTIONS``). Any storage
+    client's failure is a :class:`StoreError` naming the URL and the cause.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
-        fs, root = fsspec.core.url_to_fs(url)
-        self.fs: fsspec.AbstractFileSystem = fs
-        self.root = root.rstrip("/")
-        self._local = isinstance(fs, LocalFileSystem)
+        self._fs: fsspec.AbstractFileSystem | None = None
+        self._root: str | None = None
+
+    def _open(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        if self._fs is None or self._root is None:
+            fs, root = open_fs(self.url)
+            self._fs, self._root = fs, root.rstrip("/")
+        return self._fs, self._root
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return self._open()[0]
+
+    @property
+    def root(self) -> str:
+        return self._open()[1]
+
+    @property
+    def _local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
 
     def path(self, digest: str) -> str:
         check_digest(digest)
         return f"{self.root}/sha256/{digest[:2]}/{digest[2:]}"
 
     def exists(self, digest: str) -> bool:
-        return bool(self.fs.exists(self.path(digest)))
+        path = self.path(digest)
+        with storage_errors(self.url, f"look for artifact {digest[:12]}"):
+            return bool(self.fs.exists(path))
 
     def size(self, digest: str) -> int:
         """The stored size of ``digest`` in bytes (its content is checked when it is read, not here)."""
         path = self.path(digest)
         try:
-            if self._local:
-                return os.stat(path).st_size
-            return int(self.fs.size(path))
-        except FileNotFoundError:
+            with storage_errors(self.url, f"read the size of artifact {digest[:12]}"):
+                if self._local:
+                    return os.stat(path).st_size
+                return int(self.fs.size(path))
+        except (FileNotFoundError, NotFoundError):
             raise NotFoundError(f"artifact {digest} is not in the artifact store at {self.url}") from None
 
     def put(self, data: bytes) -> str:
@@ -82,17 +107,16 @@ class ArtifactStore:
         """
         digest = sha256_bytes(data)
         final = self.path(digest)
-        if self.fs.exists(final) and self._stored_hash(final) == digest:
-            return digest
-        tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
+        with storage_errors(self.url, f"write artifact {digest[:12]}"):
+            if self.fs.exists(final) and self._stored_hash(final) == digest:
+                return digest
         try:
             if self._local:
-                self._put_local(tmp, final, data)
+                self._put_local(f"{self.root}/tmp/{uuid.uuid4().hex}", final, data)
             else:
-                self.fs.makedirs(f"{self.root}/tmp", exist_ok=True)
-                self.fs.pipe_file(tmp, data)
-                self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-                self.fs.mv(tmp, final)
+                # An object store's put is atomic: a reader sees the whole object or none.
+                with storage_errors(self.url, f"write artifact {digest[:12]}"):
+                    self.fs.pipe_file(final, data)
         except OSError as exc:
             raise StoreError(f"cannot write artifact {digest[:12]} under {self.url}: {exc}") from None
         return digest
@@ -123,8 +147,9 @@ class ArtifactStore:
         """The bytes stored under ``digest``, after checking that they still hash to it."""
         path = self.path(digest)
         try:
-            data = self.fs.cat_file(path)
-        except FileNotFoundError:
+            with storage_errors(self.url, f"read artifact {digest[:12]}"):
+                data = self.fs.cat_file(path)
+        except (FileNotFoundError, NotFoundError):
             raise NotFoundError(f"artifact {digest} is not in the artifact store at {self.url}") from None
         actual = sha256_bytes(data)
         if actual != digest:

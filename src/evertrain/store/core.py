@@ -13,6 +13,7 @@ from evertrain.store.lineage import Lineage
 from evertrain.store.metadata import Database
 from evertrain.store.registry import Registry
 from evertrain.store.runs import Runs
+from evertrain.store.specs import Specs
 
 
 class Store:
@@ -34,6 +35,7 @@ class Store:
         self.registry = Registry(self.db, self.artifacts, self.audit, clock)
         self.lineage = Lineage(self.db, self.registry, self.audit, clock)
         self.runs = Runs(self.db, clock)
+        self.specs = Specs(self.runs, self.artifacts)
 
     @classmethod
     def for_project(cls, project: Path | str, *, clock: Callable[[], float] = time.time) -> Store:

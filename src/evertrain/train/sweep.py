@@ -39,6 +39,7 @@ from evertrain.train.executors import (
     collect,
     job_inputs,
     run_job_from_bytes,
+    stdout_to_stderr,
 )
 from evertrain.train.worker import DATA_SUFFIX, JOB_FILE, OUT_DIR, PARENT_FILE, RESULT_FILE
 
@@ -208,6 +209,21 @@ def _tune_trial(config: dict[str, Any], files: dict[str, bytes], metric: str, si
         )
 
 
+def tune_storage(store: Store) -> dict[str, Any]:
+    """Where Tune keeps a sweep's results: under the artifact store's URL (``<artifacts>/tune``),
+    through the same filesystem and storage options, so every node of a cluster reaches them."""
+    import pyarrow.fs as pafs
+    from fsspec.implementations.local import LocalFileSystem
+
+    from evertrain.store.storage import open_fs
+
+    fs, root = open_fs(store.artifacts.url)
+    path = f"{root.rstrip('/')}/tune"
+    if isinstance(fs, LocalFileSystem):
+        return {"storage_path": path}
+    return {"storage_path": path, "storage_filesystem": pafs.PyFileSystem(pafs.FSSpecHandler(fs))}
+
+
 def _tune_sweep(
     store: Store, spec: Any, run: Run, job_dir: Path, executor: RayExecutor, seconds_left: float, metric: str
 ) -> SweepResult:
@@ -231,9 +247,10 @@ def _tune_sweep(
             num_samples=sweep.trials,
             time_budget_s=seconds_left if math.isfinite(seconds_left) else None,
         ),
-        run_config=tune.RunConfig(name="sweep", storage_path=str(job_dir.resolve() / "tune"), verbose=0),
+        run_config=tune.RunConfig(name=f"sweep-{run.id}", verbose=0, **tune_storage(store)),
     )
-    grid = tuner.fit()
+    with stdout_to_stderr():
+        grid = tuner.fit()
     result = SweepResult({}, None, None, metric, seconds=time.perf_counter() - started)
     for index in range(len(grid)):
         trial = grid[index]

@@ -10,6 +10,7 @@ every one of its users, so the layout of ``docs/logs.md`` is written down once
 
 from __future__ import annotations
 
+from evertrain.data.logs.compact import CompactResult, compact
 from evertrain.data.logs.layout import (
     ERROR_COLUMNS,
     ERRORS,
@@ -22,7 +23,7 @@ from evertrain.data.logs.layout import (
     partition_date,
     partition_folder,
 )
-from evertrain.data.logs.reader import Inclusive, labelled, read_log, read_log_parts
+from evertrain.data.logs.reader import Inclusive, count_rows, labelled, list_parts, read_log, read_log_parts
 from evertrain.data.logs.writer import LogMetrics, LogWriter
 
 __all__ = [
@@ -33,10 +34,14 @@ __all__ = [
     "KINDS",
     "PREDICTIONS",
     "PREDICTION_COLUMNS",
+    "CompactResult",
     "Inclusive",
     "LogMetrics",
     "LogWriter",
+    "compact",
+    "count_rows",
     "labelled",
+    "list_parts",
     "model_folder",
     "partition_date",
     "partition_folder",

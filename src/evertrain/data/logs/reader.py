@@ -9,43 +9,113 @@ labels that had arrived by a given time. Only the partition days asked for are l
 
 from __future__ import annotations
 
-from typing import Literal
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
-from evertrain.data.logs.layout import FEEDBACK, KINDS, PREDICTIONS, model_folder
+from evertrain.data.logs.layout import (
+    FEEDBACK,
+    KINDS,
+    PREDICTIONS,
+    REPLACES_KEY,
+    PartName,
+    model_folder,
+    parse_part_name,
+    partition_date,
+)
 from evertrain.store.names import CHAMPION
+from evertrain.store.storage import fresh_ls, open_fs, storage_errors
 
 Inclusive = Literal["right", "left"]
 """Which end of the time bounds a read includes: ``right`` reads ``since < ts <= until`` (what
 arrived after the last look, up to now), ``left`` reads ``since <= ts < until`` (a window)."""
 
+T = TypeVar("T")
+#: Tries of a read whose parts were compacted away between the listing and the read.
+_READ_TRIES = 3
+#: How much earlier than its prediction a label may be stamped (clocks of two machines differ).
+LABEL_SKEW_SECONDS = 300.0
+#: The first look back of a read of the newest labelled rows; each further look is four times longer.
+FIRST_LOOK_SECONDS = 60.0
 
-def _part_files(
+
+@dataclass(frozen=True)
+class Part:
+    path: str
+    day: str
+    info: PartName
+
+
+def _replaced(fs: fsspec.AbstractFileSystem, part: Part) -> list[str]:
+    """The names of the parts a compacted part holds the rows of (from its Parquet metadata)."""
+    try:
+        meta = pq.read_schema(part.path, filesystem=fs).metadata or {}
+    except FileNotFoundError:
+        return []
+    raw = meta.get(REPLACES_KEY)
+    return list(json.loads(raw)) if raw else []
+
+
+def list_parts(
     fs: fsspec.AbstractFileSystem,
     root: str,
     kind: str,
     model: str,
-    first_date: str | None,
-    last_date: str | None,
-) -> list[str]:
-    """Every finished part of one log of one model, in path order, within the partition days given."""
+    *,
+    first_date: str | None = None,
+    last_date: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+) -> list[Part]:
+    """The finished parts of one log of one model that may hold rows within the bounds, in path order.
+
+    Listed fresh (no listing cache): only the day folders within ``first_date`` ..
+    ``last_date`` are listed, and a part whose name puts all its rows outside ``since`` ..
+    ``until`` is left out unopened. A part whose rows a compacted part also holds (a
+    compaction that has not deleted it yet) is left out too, so no row is read twice.
+    """
     base = model_folder(root, kind, model)
-    if not fs.exists(base):
-        return []
-    out = []
-    for path in sorted(fs.find(base)):
-        folder, name = path.rsplit("/", 2)[-2:]
-        if not name.endswith(".parquet") or name.startswith((".", "_")) or not folder.startswith("date="):
-            continue  # a writer's hidden temporary file, or not a part of this layout
-        day = folder[len("date=") :]
+    parts: list[Part] = []
+    for folder in fresh_ls(fs, base):
+        name = folder.rsplit("/", 1)[-1]
+        if not name.startswith("date="):
+            continue
+        day = name[len("date=") :]
         if (first_date is not None and day < first_date) or (last_date is not None and day > last_date):
             continue
-        out.append(path)
-    return out
+        for path in fresh_ls(fs, folder):
+            info = parse_part_name(path.rsplit("/", 1)[-1])
+            if info is not None and info.overlaps(since, until):
+                parts.append(Part(path, day, info))
+    compacted = [p for p in parts if p.info.compacted]
+    if compacted:
+        held: set[tuple[str, str]] = set()
+        # newest compaction first: a part it holds is skipped even if it is itself a compacted part
+        for part in sorted(compacted, key=lambda p: p.path, reverse=True):
+            if (part.day, part.info.name) in held:
+                continue
+            held.update((part.day, name) for name in _replaced(fs, part))
+        parts = [p for p in parts if (p.day, p.info.name) not in held]
+    return sorted(parts, key=lambda p: p.path)
+
+
+def _retrying(read: Callable[[], T]) -> T:
+    """``read()``, listed and read again when a part vanished in between (compacted away)."""
+    for attempt in range(_READ_TRIES):
+        try:
+            return read()
+        except FileNotFoundError:
+            if attempt == _READ_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _time_filter(since: float | None, until: float | None, inclusive: Inclusive) -> ds.Expression | None:
@@ -80,18 +150,59 @@ def read_log_parts(
     """
     if kind not in KINDS:
         raise ValueError(f"log kind must be one of {KINDS}, got {kind!r}")
-    fs, root = fsspec.core.url_to_fs(logs_url)
-    files = _part_files(fs, root, kind, model, first_date, last_date)
-    if not files:
-        return []
-    dataset = ds.dataset(files, filesystem=fs, format="parquet", partitioning=None)
+    if since is not None and first_date is None:
+        first_date = partition_date(since)
+    if until is not None and last_date is None:
+        last_date = partition_date(until)
+    fs, root = open_fs(logs_url)
     condition = _time_filter(since, until, inclusive)
-    tables = []
-    for fragment in dataset.get_fragments():
-        schema = fragment.physical_schema
-        wanted = schema.names if columns is None else [c for c in columns if c in schema.names]
-        tables.append(fragment.to_table(schema=schema, columns=wanted, filter=condition))
-    return tables
+
+    def read() -> list[pa.Table]:
+        parts = list_parts(
+            fs, root, kind, model, first_date=first_date, last_date=last_date, since=since, until=until
+        )
+        if not parts:
+            return []
+        dataset = ds.dataset([p.path for p in parts], filesystem=fs, format="parquet", partitioning=None)
+        tables = []
+        for fragment in dataset.get_fragments():
+            schema = fragment.physical_schema
+            wanted = schema.names if columns is None else [c for c in columns if c in schema.names]
+            tables.append(fragment.to_table(schema=schema, columns=wanted, filter=condition))
+        return tables
+
+    with storage_errors(logs_url, f"read the {kind} log of model {model!r}"):
+        return _retrying(read)
+
+
+def count_rows(
+    logs_url: str, kind: str, model: str, *, since: float | None = None, until: float | None = None
+) -> int:
+    """How many rows of one log have ``since < ts <= until``: from the part names where a part lies
+    wholly inside the bounds, by reading only ``ts`` where it straddles one."""
+    if kind not in KINDS:
+        raise ValueError(f"log kind must be one of {KINDS}, got {kind!r}")
+    fs, root = open_fs(logs_url)
+    first = None if since is None else partition_date(since)
+    last = None if until is None else partition_date(until)
+
+    def count() -> int:
+        parts = list_parts(fs, root, kind, model, first_date=first, last_date=last, since=since, until=until)
+        total = 0
+        straddling = []
+        for part in parts:
+            if part.info.rows is not None and part.info.within(since, until):
+                total += part.info.rows
+            else:
+                straddling.append(part.path)
+        if straddling:
+            dataset = ds.dataset(straddling, filesystem=fs, format="parquet", partitioning=None)
+            condition = _time_filter(since, until, "right")
+            total += dataset.count_rows(filter=condition) if condition is not None else dataset.count_rows()
+        return total
+
+    with storage_errors(logs_url, f"count the {kind} log of model {model!r}"):
+        return _retrying(count)
 
 
 def _unify(tables: list[pa.Table]) -> pa.Table:
@@ -147,15 +258,71 @@ def read_log(
 
 
 def labelled(
-    logs_url: str, model: str, *, at: float, since: float | None = None, arms: tuple[str, ...] = (CHAMPION,)
+    logs_url: str,
+    model: str,
+    *,
+    at: float,
+    since: float | None = None,
+    arms: tuple[str, ...] = (CHAMPION,),
+    versions: tuple[int, ...] | None = None,
+    newest: int | None = None,
 ) -> pa.Table:
-    """Predictions of ``arms`` joined with the labels that had arrived by ``at``."""
+    """Predictions of ``arms`` (and ``versions``, when given) with ``since < ts <= at``, joined with
+    the labels that had arrived by ``at``, oldest first.
+
+    ``newest``: only the newest that many labelled rows are wanted, so the newest parts
+    are read first and older ones only while too few rows are found: a monitoring cycle
+    reads the few parts its window needs, not the whole history of the log: the newest
+    minute first, then a look back four times longer, until enough rows are found.
+    """
+    if newest is None:
+        return _labelled(logs_url, model, at=at, since=since, arms=arms, versions=versions)
+    fs, root = open_fs(logs_url)
+    with storage_errors(logs_url, f"read the {PREDICTIONS} log of model {model!r}"):
+        days = [
+            f.rsplit("/", 1)[-1][len("date=") :]
+            for f in fresh_ls(fs, model_folder(root, PREDICTIONS, model))
+            if f.rsplit("/", 1)[-1].startswith("date=")
+        ]
+    if not days:
+        return pa.table({})
+    # the start of the oldest day partition: no row is older, so looking further back finds nothing
+    oldest = dt.datetime.strptime(min(days), "%Y-%m-%d").replace(tzinfo=dt.UTC).timestamp()
+    span = FIRST_LOOK_SECONDS
+    while True:
+        look = at - span
+        if since is not None:
+            look = max(look, since)
+        table = _labelled(logs_url, model, at=at, since=look, arms=arms, versions=versions)
+        if table.num_rows >= newest or look <= oldest or look == since:
+            return table.slice(max(0, table.num_rows - newest))
+        span *= 4
+
+
+def _labelled(
+    logs_url: str,
+    model: str,
+    *,
+    at: float,
+    since: float | None,
+    arms: tuple[str, ...],
+    versions: tuple[int, ...] | None,
+) -> pa.Table:
     preds = read_log(logs_url, PREDICTIONS, model, since=since, until=at)
     if preds.num_rows == 0 or "arm" not in preds.column_names:
         return pa.table({})
     mask = pc.is_in(preds["arm"], value_set=pa.array(list(arms)))
     preds = preds.filter(mask)
-    labels = read_log(logs_url, FEEDBACK, model, until=at, columns=["request_id", "label", "ts"])
+    if versions is not None and "model_version" in preds.column_names:
+        wanted = pa.array(list(versions), pa.int64()).cast(preds["model_version"].type)
+        preds = preds.filter(pc.is_in(preds["model_version"], value_set=wanted))
+    if preds.num_rows == 0:
+        return pa.table({})
+    # Labels come after their predictions: those stamped well before the oldest one are not theirs.
+    label_since = None if since is None else since - LABEL_SKEW_SECONDS
+    labels = read_log(
+        logs_url, FEEDBACK, model, since=label_since, until=at, columns=["request_id", "label", "ts"]
+    )
     if labels.num_rows == 0:
         return pa.table({})
     labels = labels.rename_columns(["request_id", "label", "label_ts"])
