@@ -26,7 +26,7 @@ def test_minimal_spec_gets_documented_defaults() -> None:
     assert spec.policy.cooldown == 6 * 3600.0
     assert [s.share for s in spec.rollout.steps] == [0.1, 0.5]
     # a project that names no gates must beat its champion; one that says [] needs none
-    assert [(g.kind, g.metric, g.margin) for g in spec.gates] == [("superiority", "accuracy", 0.0)]
+    assert [(g.kind, g.metric, g.margin) for g in spec.gates] == [("auto", "accuracy", 0.01)]
     assert parse_spec(MINIMAL + "gates: []\n").gates == []
     regression = parse_spec(MINIMAL.replace("target: label", "target: label\n  task: regression"))
     assert [g.metric for g in regression.gates] == ["rmse"]
