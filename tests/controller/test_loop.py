@@ -36,7 +36,12 @@ def test_sigterm_stops_the_loop_cleanly_and_frees_the_lease(
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()
-    assert first.startswith("cycle "), first + proc.stderr.read() if proc.stderr else first
+    assert first.startswith("cycle 1"), first + proc.stderr.read() if proc.stderr else first
+    lines = [first]
+    while not lines[-1].startswith("next cycle at"):  # one line per step, then when the next is due
+        lines.append(proc.stdout.readline())
+        assert lines[-1], "".join(lines)
+    assert [line.split()[0] for line in lines[1:6]] == list(STEPS), "".join(lines)
     proc.send_signal(signal.SIGTERM)  # the loop now waits for its next cycle
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -83,7 +88,7 @@ def test_a_failed_step_is_recorded_and_the_next_cycle_runs(
     table = {**steps.STEP_FUNCTIONS, "monitor": flaky_monitor}
     controller = Controller(store, load_spec(project), project, clock=clock, steps=table, holder="t")
     broken = controller.cycle()
-    assert broken["monitor"] == {"error": "the logs bucket did not answer"}
+    assert broken["monitor"] == {"status": "failed", "error": "the logs bucket did not answer"}
     failed = [r for r in store.runs.list(model="demo", kind="step") if r.status == "failed"]
     assert failed and failed[-1].error == "the logs bucket did not answer"
     clock.advance(3600)
