@@ -146,7 +146,7 @@ triggers:
   volume: {{new_labelled_rows: 3000}}   # and retrain once 3000 new labels have come in
 policy:
   cycle_interval: 10s         # production: 1h (evertrain run --interval overrides it)
-  cooldown: 30s               # production: hours
+  cooldown: 15s               # production: hours
 rollout:
   steps:
     - {{share: 0.5, duration: 10s, min_samples: 100}}   # production: an hour or more
