@@ -128,7 +128,8 @@ def demo(
     """The whole loop on a bundled drifting stream: serve, monitor, retrain, gate, canary, roll back."""
     from evertrain.faces.demo import run_demo
 
-    run_demo(out, fast=fast, seed=seed, dataset=dataset, console=console)
+    with on_interrupt(f"the demo stopped; {out} holds what it did so far (a new --out starts afresh)"):
+        run_demo(out, fast=fast, seed=seed, dataset=dataset, console=console)
 
 
 @app.command()

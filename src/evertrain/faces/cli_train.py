@@ -17,6 +17,7 @@ from rich.table import Table
 from evertrain.exceptions import GateFailed, UsageError
 from evertrain.faces._common import JsonFlag, ProjectOpt, console, open_store, print_json
 from evertrain.faces.cli_app import app
+from evertrain.faces.interrupt import elapsed, on_interrupt
 from evertrain.spec import SPEC_FILE, Spec, load_spec
 from evertrain.store.names import check_model_name, parse_version
 
@@ -70,7 +71,11 @@ def train(
 
     spec = _spec_for(project, model)
     store = open_store(project)
-    result = train_model(store, spec, project, reason=reason, trigger="manual", key=key, executor=executor)
+    stopped = f"training of {model} stopped; its run stays recorded and `evertrain train` starts anew"
+    with on_interrupt(stopped), elapsed(f"training {model}", as_json):
+        result = train_model(
+            store, spec, project, reason=reason, trigger="manual", key=key, executor=executor
+        )
     if as_json:
         print_json(result.to_dict())
     else:

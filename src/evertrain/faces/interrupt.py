@@ -37,3 +37,22 @@ def wants_progress(json_output: bool = False) -> bool:
     from evertrain.faces._common import console
 
     return console.is_terminal and not json_output
+
+
+def elapsed(what: str, json_output: bool = False) -> contextlib.AbstractContextManager[object]:
+    """A spinner with ``what`` and the time elapsed while the block runs (a terminal only)."""
+    if not wants_progress(json_output):
+        return contextlib.nullcontext()
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from evertrain.faces._common import console
+
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    progress.add_task(what, total=None)
+    return progress
