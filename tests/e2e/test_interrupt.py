@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from evertrain.store import Store
+from evertrain.train.worker import LOG_FILE
 
 pytestmark = pytest.mark.e2e
 
@@ -75,7 +76,7 @@ def test_ctrl_c_stops_train_kills_its_worker_and_exits_130(tmp_path: Path) -> No
     )
     deadline = time.monotonic() + 120
     logs = project / ".evertrain"
-    while not any("training has begun" in p.read_text() for p in logs.rglob("*.log") if p.is_file()):
+    while not any("training has begun" in p.read_text(errors="replace") for p in logs.rglob(LOG_FILE)):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the training never began"
         time.sleep(0.2)

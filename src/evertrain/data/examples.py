@@ -277,15 +277,19 @@ MODEL, TARGET, LIVE = @MODEL@, @TARGET@, @LIVE@
 
 
 def post(url, body):
-    """POST JSON; a refused request is reported with the server's reason and gives None."""
+    """POST JSON; a refused request is printed with the server's reason, which is returned."""
     data = json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
     except urllib.error.HTTPError as exc:
-        print(f"{url}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:300]}", flush=True)
-        return None
+        text = exc.read().decode(errors="replace")
+        print(f"{url}: HTTP {exc.code}: {text[:300]}", flush=True)
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
 
 
 def wait_ready(url, seconds=120):
@@ -328,7 +332,14 @@ def main():
         instances = [{k: value(v) for k, v in row.items() if k != TARGET} for row in batch]
         ids = [f"{run}-{args.start + start + i}" for i in range(len(batch))]
         answer = post(f"{args.url}/v1/models/{MODEL}:predict", {"instances": instances, "request_ids": ids})
-        if answer is None:
+        while isinstance(answer, dict) and str(answer.get("field", "")).startswith("instances["):
+            # The server refused one row (a value far outside what it was trained on): drop it.
+            index = int(answer["field"].split("[")[1].split("]")[0])
+            del batch[index], instances[index], ids[index]
+            answer = post(
+                f"{args.url}/v1/models/{MODEL}:predict", {"instances": instances, "request_ids": ids}
+            )
+        if answer is None or "predictions" not in answer:
             continue
         labels = [value(row[TARGET]) for row in batch]
         feedback = [{"request_id": i, "label": y} for i, y in zip(ids, labels)]
