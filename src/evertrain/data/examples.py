@@ -142,8 +142,9 @@ _LOOP_TIMINGS = """\
 monitoring:
   window_rows: 500            # realized performance over the newest 500 labelled rows
 triggers:
-  performance: {{drop: 0.05, min_labels: 200}}
-  volume: {{new_labelled_rows: 3000}}   # and retrain once 3000 new labels have come in
+  # a decay retrains on the training window (the newest labelled rows, most of them served
+  # after the change), which keeps enough rows of every region for the slice gate to judge
+  performance: {{drop: 0.05, min_labels: 200, learn_from: window}}
 policy:
   cycle_interval: 10s         # production: 1h (evertrain run --interval overrides it)
   cooldown: 15s               # production: hours
