@@ -234,8 +234,8 @@ class Controller:
             # cycle goes on: the next cycle retries what it needs. KeyboardInterrupt and
             # SystemExit are not Exceptions: they stop the controller, the step stays running.
             error = describe_error(exc)
-            if not isinstance(exc, EvertrainError):
-                log.error("step %s of cycle %d failed", name, ctx.cycle, exc_info=exc)
+            # The step's line and its run carry the error; the traceback is for debug logs only.
+            log.debug("step %s of cycle %d failed", name, ctx.cycle, exc_info=exc)
             self.store.runs.finish(run.id, "failed", error=error)
             return {"status": "failed", "error": error}
         self.store.runs.finish(run.id, "succeeded", result=result)
