@@ -36,7 +36,7 @@ def test_sigterm_stops_the_loop_cleanly_and_frees_the_lease(
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()
-    assert first.startswith("cycle 1"), first + proc.stderr.read() if proc.stderr else first
+    assert first.startswith("cycle "), first
     lines = [first]
     while not lines[-1].startswith("next cycle at"):  # one line per step, then when the next is due
         lines.append(proc.stdout.readline())
