@@ -61,6 +61,8 @@ NAN_SHARE = 0.05
 CENSUS_ROWS_PER_YEAR = 7_500
 #: Seattle weather has 1,461 days: batches of 50 days give 29 batches.
 SEATTLE_BATCH = 50
+#: TrumpApproval has 1,001 days: batches of 25 days give 40 batches.
+TRUMP_BATCH = 25
 
 #: Packages whose pins conflict with evertrain's stack (NannyML wants an older LightGBM
 #: and pandas < 3) or that only ship data: installed in their own environment, used
@@ -79,6 +81,7 @@ class Stream:
     batch: int = BATCH
     seeded: bool = True  # False: the same table whatever the seed
     missing: bool = False  # holds missing values
+    held_out: bool = False  # kept for the final report: no tuning run ever reads it
 
     @property
     def drifting(self) -> bool:
@@ -298,6 +301,18 @@ def seattle(seed: int) -> pd.DataFrame:
     return table.drop(columns="date").rename(columns={"weather": TARGET}).reset_index(drop=True)
 
 
+def trump_approval(seed: int) -> pd.DataFrame:
+    """Daily approval polls of 2017-2019 (River's bundled TrumpApproval): FiveThirtyEight's
+    average from the polls of five pollsters that day. Real, time-ordered, a regression
+    (the backtest scores it by R²). Held out: it is read only by the final report, so
+    that one real table is one that no choice of the defaults was made on. The day
+    number is the time, not a feature."""
+    from river.datasets import TrumpApproval
+
+    rows = [{**x, TARGET: y} for x, y in TrumpApproval()]
+    return pd.DataFrame(rows).drop(columns="ordinal_date")
+
+
 # -- the registry ------------------------------------------------------------------------
 
 
@@ -344,6 +359,15 @@ def _streams() -> dict[str, Stream]:
         Stream("rainfall", rainfall, "real", kind="real", seeded=False),
         Stream("census_ma", census, "real", kind="real"),
         Stream("seattle_weather", seattle, "real", kind="real", batch=SEATTLE_BATCH, seeded=False),
+        Stream(
+            "trump_approval",
+            trump_approval,
+            "real",
+            kind="real",
+            batch=TRUMP_BATCH,
+            seeded=False,
+            held_out=True,
+        ),
     ]
     return {x.name: x for x in s}
 

@@ -32,6 +32,18 @@ def test_minimal_spec_gets_documented_defaults() -> None:
     assert [g.metric for g in regression.gates] == ["rmse"]
 
 
+def test_the_default_trainer_is_boosting_on_a_bounded_window() -> None:
+    spec = parse_spec(MINIMAL)
+    assert spec.model.trainer.kind == "lightgbm"
+    assert (spec.training.window.kind, spec.training.window.rows) == ("sliding", 5_000)
+    # A window that names its own bound, or none at all, keeps it.
+    window = "training:\n  window: {kind: sliding, %s}\n"
+    assert parse_spec(MINIMAL + window % "duration: 7d").training.window.rows is None
+    assert parse_spec(MINIMAL + window % "rows: null").training.window.rows is None
+    assert parse_spec(MINIMAL + window % "rows: 800").training.window.rows == 800
+    assert parse_spec(MINIMAL + "training: {window: {kind: expanding}}\n").training.window.rows is None
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [
@@ -64,7 +76,7 @@ def test_errors_name_file_line_and_field() -> None:
 
 
 def test_unknown_fields_and_bad_names_are_refused() -> None:
-    with pytest.raises(SpecError, match=r"evertrain.yaml:4: field 'model.colour': Extra inputs"):
+    with pytest.raises(SpecError, match=r"evertrain.yaml:4: field 'model.colour': unknown key"):
         parse_spec(MINIMAL.replace("target: label", "target: label\n  colour: blue"))
     with pytest.raises(SpecError, match=r"model\.name"):
         parse_spec(MINIMAL.replace("name: churn", "name: ../etc"))
@@ -85,7 +97,7 @@ def test_round_trip_and_load(tmp_path: Path) -> None:
     spec = parse_spec(MINIMAL)
     (tmp_path / "evertrain.yaml").write_text(dump_spec(spec))
     assert load_spec(tmp_path) == spec
-    with pytest.raises(SpecError, match="no project file"):
+    with pytest.raises(SpecError, match=r"no evertrain\.yaml here"):
         load_spec(tmp_path / "elsewhere")
 
 
@@ -126,3 +138,43 @@ def test_bad_cron_is_refused_when_the_spec_is_read(cron: str, why: str) -> None:
     message = str(info.value)
     assert "evertrain.yaml:8: field 'triggers.schedule.cron'" in message
     assert repr(cron) in message and why in message
+
+
+def test_unknown_keys_get_a_did_you_mean() -> None:
+    text = (
+        "model: {name: churn, target: label}\n"
+        "data:\n  source: {kind: csv, path: d.csv}\n  time_colum: ts\n"
+        "gates:\n  - {kind: threshold, metric: accuracy, mni: 0.6}\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text)
+    message = str(caught.value)
+    assert "evertrain.yaml:4: field 'data.time_colum': unknown key (did you mean 'time_column'?)" in message
+    assert "field 'gates[0].threshold.mni': unknown key (did you mean 'min'?)" in message
+
+
+@pytest.mark.parametrize(
+    ("trainer", "bad", "hint"),
+    [
+        ("{kind: lightgbm, params: {num_leavs: 15}}", "'num_leavs'", "did you mean"),
+        (
+            "{kind: sklearn, estimator: sklearn.linear_model.LogisticRegression, params: {max_iters: 10}}",
+            "'max_iters'",
+            "did you mean 'max_iter'?",
+        ),
+    ],
+)
+def test_unknown_trainer_parameters_are_refused(trainer: str, bad: str, hint: str) -> None:
+    text = (
+        f"model: {{name: churn, target: label, trainer: {trainer}}}\n"
+        "data: {source: {kind: csv, path: d.csv}}\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text)
+    assert (
+        "field 'model.trainer'" in str(caught.value)
+        and bad in str(caught.value)
+        and hint in str(caught.value)
+    )
+    good = trainer.replace("num_leavs", "num_leaves").replace("max_iters", "max_iter")
+    parse_spec(text.replace(trainer, good))

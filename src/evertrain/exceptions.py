@@ -15,6 +15,7 @@ and the HTTP status it maps to, so the faces never guess::
     ├── ServeError                    exit 2, HTTP 500   an HTTP answer with its own status (404, 503...)
     └── CheckFailed                   exit 1, HTTP 409   a check ran and said no
         ├── ConflictError             exit 1, HTTP 409   a compare-and-swap lost the race
+        │   └── LeaseLostError        exit 1, HTTP 409   a write of a holder that lost its lease (fenced)
         ├── IntegrityError            exit 1, HTTP 500   a hash did not match (artifact, audit chain)
         ├── GateFailed                exit 1, HTTP 409   a challenger failed its gates
         ├── TrainingFailed            exit 1, HTTP 409   a training attempt crashed or ran out of time
@@ -109,6 +110,12 @@ class ConflictError(CheckFailed):
     code = "conflict"
 
 
+class LeaseLostError(ConflictError):
+    """A write refused because its process no longer holds the lease it started under (fencing)."""
+
+    code = "lease_lost"
+
+
 class IntegrityError(CheckFailed):
     code = "integrity"
     http_status = 500
@@ -148,6 +155,7 @@ __all__ = [
     "InputError",
     "IntegrityError",
     "InvalidNameError",
+    "LeaseLostError",
     "NotFoundError",
     "ServeError",
     "SpecError",

@@ -63,13 +63,38 @@ LOGS_URL = Variable(
 )
 RAY_ADDRESS = Variable("EVERTRAIN_RAY_ADDRESS", "Address of a Ray cluster for the Ray executor (ray.init).")
 ADMIN_TOKEN = Variable("EVERTRAIN_ADMIN_TOKEN", "Bearer token that the admin HTTP routes require.")
+FEEDBACK_TOKEN = Variable(
+    "EVERTRAIN_FEEDBACK_TOKEN",
+    "Bearer token that the feedback route requires (unset: feedback is open). Not the admin token.",
+)
+MAX_MODEL_BYTES = Variable(
+    "EVERTRAIN_MAX_MODEL_BYTES",
+    "Largest model file, uncompressed, that is loaded (a skops zip's members together, a LightGBM "
+    "text file); larger ones are refused before loading, so a small file cannot expand to fill memory.",
+    default=str(512 * 1024 * 1024),
+)
+ROUTING_SECRET = Variable(
+    "EVERTRAIN_ROUTING_SECRET",
+    "Secret mixed into the canary routing hash, the same on every replica, so that no client can "
+    "compute which routing key lands on the canary. Unset: derived from the admin token, else none.",
+)
 ACTOR = Variable(
     "EVERTRAIN_ACTOR",
     "Who is acting, as written in the registry and the audit log. Default: the login name.",
 )
 STATE_DIR = ".evertrain"
 
-ALL = (DB_URL, ARTIFACTS_URL, LOGS_URL, RAY_ADDRESS, ADMIN_TOKEN, ACTOR)
+ALL = (
+    DB_URL,
+    ARTIFACTS_URL,
+    LOGS_URL,
+    RAY_ADDRESS,
+    ADMIN_TOKEN,
+    FEEDBACK_TOKEN,
+    ROUTING_SECRET,
+    MAX_MODEL_BYTES,
+    ACTOR,
+)
 
 
 def state_dir(project: Path) -> Path:

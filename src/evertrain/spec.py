@@ -11,7 +11,7 @@ Durations are seconds or strings such as ``"90s"``, ``"15m"``, ``"6h"``, ``"7d"`
 >>> spec = Spec.model_validate({"model": {"name": "churn", "target": "label"},
 ...                             "data": {"source": {"kind": "csv", "path": "data.csv"}}})
 >>> spec.training.window.kind, spec.policy.cooldown, spec.gates[0].kind
-('sliding', 21600.0, 'superiority')
+('sliding', 21600.0, 'auto')
 """
 
 from __future__ import annotations
@@ -155,7 +155,17 @@ class DataSpec(_Part):
 
 
 class TrainerSpec(_Part):
-    kind: Literal["sklearn", "lightgbm", "callable"] = "sklearn"
+    """How a model is fitted. The default is gradient boosting (LightGBM) for every task: it
+    reads numeric, categorical and missing values as they come, learns threshold concepts
+    and interactions that a linear model cannot, and needs no scaling; its defaults suit
+    tables of a few hundred to a few hundred thousand rows (see ``docs/training.md``).
+    ``kind: sklearn`` gives a linear model (or any named estimator) instead."""
+
+    kind: Literal["sklearn", "lightgbm", "callable"] = Field(
+        "lightgbm",
+        description="lightgbm (default: gradient boosting), sklearn (an estimator by import path; "
+        "default a linear model) or callable.",
+    )
     estimator: str | None = Field(
         None,
         description="Import path of a scikit-learn estimator, e.g. sklearn.linear_model.LogisticRegression.",
@@ -180,7 +190,54 @@ class TrainerSpec(_Part):
             raise ValueError("a callable trainer needs 'callable: package.module:function'")
         if self.callable and ":" not in self.callable:
             raise ValueError(f"callable must look like 'package.module:function', got {self.callable!r}")
+        known = _known_trainer_params(self.kind, self.estimator)
+        unknown = sorted(set(self.params) - known) if known is not None else []
+        if unknown:
+            what = self.estimator if self.kind == "sklearn" else "LightGBM"
+            hints = [f"{u!r}{_did_you_mean(u, known or set())}" for u in unknown]
+            raise ValueError(f"params: {what} has no parameter {', '.join(hints)}")
         return self
+
+
+def _known_trainer_params(kind: str, estimator: str | None) -> set[str] | None:
+    """The parameter names the trainer's library accepts, or None when they cannot be known here.
+
+    LightGBM: every parameter and alias of its own list. scikit-learn: the estimator's
+    constructor arguments (its ``get_params`` names), read from the class without
+    building it. A library that is not installed, an estimator path that does not import
+    (the trainer reports that) or a factory taking ``**kwargs`` is not checked.
+    """
+    import importlib
+    import inspect
+
+    if kind == "lightgbm":
+        try:
+            from lightgbm.basic import _ConfigAliases
+
+            aliases = _ConfigAliases._get_all_param_aliases()
+        except (ImportError, AttributeError):
+            return None
+        return {name for key, names in aliases.items() for name in (key, *names)}
+    if kind != "sklearn" or not estimator or "." not in estimator:
+        return None
+    module_name, _, attr = estimator.rpartition(".")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+        signature = inspect.signature(factory.__init__ if inspect.isclass(factory) else factory)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None
+    parameters = [p for p in signature.parameters.values() if p.name != "self"]
+    if any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in parameters):
+        return None
+    return {p.name for p in parameters}
+
+
+def _did_you_mean(word: str, choices: set[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class ModelSpec(_Part):
@@ -200,14 +257,41 @@ class ModelSpec(_Part):
             raise ValueError(str(exc)) from None
 
 
+#: Rows a sliding window keeps when the spec names neither ``rows`` nor ``duration``.
+#: Chosen by measurement (``bench/ct_quality.py``, tuning seeds only): see ``docs/training.md``.
+DEFAULT_WINDOW_ROWS = 5_000
+
+
 class WindowSpec(_Part):
     """Which rows to train on: the last N rows or T seconds (sliding), all (expanding), or all
-    with sample weights halving every ``half_life`` (weighted)."""
+    with sample weights halving every ``half_life`` (weighted).
+
+    A sliding window that names neither ``rows`` nor ``duration`` keeps the newest
+    :data:`DEFAULT_WINDOW_ROWS` rows: bounded, so that old concepts leave the training set
+    and a retrain costs the same in year three as in week one.
+    """
 
     kind: Literal["sliding", "expanding", "weighted"] = "sliding"
-    rows: int | None = Field(None, gt=0)
+    rows: int | None = Field(
+        None,
+        gt=0,
+        description=f"Newest rows kept (sliding default {DEFAULT_WINDOW_ROWS} when no duration is named).",
+    )
     duration: Duration | None = None
     half_life: Duration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        """A sliding window with no bound of its own gets the default row cap."""
+        if (
+            isinstance(data, dict)
+            and data.get("kind", "sliding") == "sliding"
+            and "rows" not in data
+            and data.get("duration") is None
+        ):
+            return {**data, "rows": DEFAULT_WINDOW_ROWS}
+        return data
 
     @model_validator(mode="after")
     def _needs(self) -> WindowSpec:
@@ -219,6 +303,13 @@ class WindowSpec(_Part):
 class HoldoutSpec(_Part):
     fraction: Probability = Field(0.2, description="Newest share of the window kept out of training.")
     duration: Duration | None = Field(None, description="Or the newest span of time instead of a share.")
+    min_rows: int = Field(
+        1000,
+        ge=0,
+        description="A share below this many rows is raised towards it (to at most a third of the rows), "
+        "so that the gate can see a difference that matters: on 1,000 rows where two models disagree on "
+        "a tenth, a paired test at 95% detects about 2.5 accuracy points with 80% power.",
+    )
     golden_path: str | None = Field(None, description="An optional fixed golden set, evaluated every time.")
 
 
@@ -271,7 +362,13 @@ class MonitoringSpec(_Part):
 class DriftTrigger(_Part):
     enabled: bool = True
     share_drifted: Probability = 0.3
-    consecutive: int = Field(1, ge=1, description="Windows in a row that must drift (hysteresis).")
+    consecutive: int = Field(
+        2,
+        ge=1,
+        description="Monitoring windows in a row that must drift (hysteresis). Two by default: a spell "
+        "that lasts one window (a stormy week) is not worth a retrain; a lasting change shows in the next "
+        "window too, and the retrain still learns from the first window on.",
+    )
     min_labels_after: int = Field(
         300,
         ge=0,
@@ -300,6 +397,13 @@ class PerformanceTrigger(_Part):
         "errors such as rmse).",
     )
     min_labels: int = Field(200, ge=1)
+    consecutive: int = Field(
+        2,
+        ge=1,
+        description="The decay must show in each of this many consecutive parts (oldest to newest, equal "
+        "counts) of the champion's newest labelled rows, not only on average: a one-window spell "
+        "does not cost a retrain. 1: the average alone decides.",
+    )
     learn_from: Literal["decay", "window"] = Field(
         "decay",
         description="What a retrain for decayed performance learns from: 'decay', the rows of the monitored "
@@ -371,10 +475,14 @@ class ChampionGate(_Part):
 
     non_inferiority passes when the lower bound of the interval of (challenger - champion)
     is above -margin; superiority when it is above +margin (margins in the metric's units,
-    signs flipped for metrics where lower is better).
+    signs flipped for metrics where lower is better). auto (the freshness rule) is
+    non_inferiority with ``margin`` when the version was trained for a confirmed decay (a
+    drift its labels confirmed, or realized performance below its baseline): the champion
+    is known to be stale, so a challenger as good on the newest rows wins by being fresher;
+    otherwise it is superiority with no margin.
     """
 
-    kind: Literal["non_inferiority", "superiority"] = "non_inferiority"
+    kind: Literal["non_inferiority", "superiority", "auto"] = "non_inferiority"
     metric: str = "accuracy"
     margin: float = Field(0.01, ge=0.0)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
@@ -456,6 +564,14 @@ class RolloutSpec(_Part):
     watch_after_promotion: Duration = Field(
         86400.0, description="How long a promoted version is watched for an automatic rollback."
     )
+    sequential: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Judge the canary's quality with an always-valid confidence sequence that stops as soon "
+        "as the labels show the challenger not worse (promote at once, skipping the remaining steps) or "
+        "worse (roll back) by more than analysis.quality_margin, and holds the last step while it is "
+        "undecided (at the step's limit the plain checks decide). auto: for a version trained for a "
+        "confirmed decay, where every cycle on the stale champion costs; always; never.",
+    )
 
     @field_validator("steps")
     @classmethod
@@ -491,6 +607,40 @@ class ServingSpec(_Part):
     shadow_queue_max: int = Field(
         1000, ge=1, description="Requests waiting for the shadow; more are not mirrored."
     )
+    # -- limits against hostile or broken clients (docs/security.md) --
+    max_connections: int = Field(
+        2048, ge=1, description="Open connections and requests in progress; beyond it a request gets a 503."
+    )
+    max_connections_per_client: int | None = Field(
+        None,
+        ge=1,
+        description="Open connections from one client address; more are closed at once. "
+        "null: no limit (behind a proxy every client has the proxy's address).",
+    )
+    max_body_bytes_in_flight: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Request body bytes held by all requests together; one that would pass it gets a 429.",
+    )
+    body_timeout_seconds: Duration = Field(
+        10.0, gt=0, description="A request body must arrive whole within this long (else 408)."
+    )
+    header_timeout_seconds: Duration = Field(
+        10.0, gt=0, description="A connection must send a request's headers within this long (else closed)."
+    )
+    keepalive_timeout_seconds: Duration = Field(
+        5.0, gt=0, description="An idle kept-alive connection is closed after this long."
+    )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description="Host header values accepted (a leading '*.' matches subdomains); others get a 400. "
+        "null: any. Health and metrics routes answer any host.",
+    )
+    client_routing_key: bool = Field(
+        True,
+        description="Whether the client's X-Evertrain-Key header (or first request id) keeps it on one arm "
+        "during a rollout; false: every request is routed at random.",
+    )
 
 
 AlertEvent = Literal["drift", "decision", "gate_failed", "promotion", "rollback"]
@@ -511,15 +661,30 @@ class AlertsSpec(_Part):
 PRIMARY_METRIC = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse"}
 
 
-def default_gates(task: str) -> list[dict[str, Any]]:
-    """The gates of a project that names none: the challenger must beat the champion on the
-    task's primary metric, on the same fresh holdout (paired bootstrap, 95%, no margin).
+#: The non-inferiority margin of the default gate's freshness path, per task: one accuracy
+#: point, the smallest loss the default analysis of a canary would also tolerate half of.
+#: RMSE has the units of the target, so no margin can be chosen for it without the data:
+#: regression keeps superiority unless the project sets one.
+DEFAULT_FRESHNESS_MARGIN = {"binary": 0.01, "multiclass": 0.01, "regression": 0.0}
 
-    A retrain that is only as good as the champion is not worth a rollout; and when the
-    inputs shift while the labelling rule stays the same, a retrained model is no better,
-    so nothing is promoted. The first version passes (there is no champion to beat).
+
+def default_gates(task: str) -> list[dict[str, Any]]:
+    """The gates of a project that names none: one ``auto`` gate on the task's primary metric,
+    on the same fresh holdout (paired bootstrap, 95%).
+
+    Normally the challenger must beat the champion: a retrain that is only as good is not
+    worth a rollout, and when the inputs shift under an unchanged labelling rule a retrained
+    model is no better, so nothing is promoted. After a confirmed decay the champion is
+    known to be stale, and a challenger not worse than it by more than the margin on the
+    newest rows is promoted for being fresher. The first version passes.
     """
-    return [{"kind": "superiority", "metric": PRIMARY_METRIC.get(task, "accuracy"), "margin": 0.0}]
+    return [
+        {
+            "kind": "auto",
+            "metric": PRIMARY_METRIC.get(task, "accuracy"),
+            "margin": DEFAULT_FRESHNESS_MARGIN.get(task, 0.0),
+        }
+    ]
 
 
 class Spec(_Part):
@@ -533,9 +698,10 @@ class Spec(_Part):
     policy: PolicySpec = Field(default_factory=PolicySpec)
     gates: list[Gate] = Field(
         default_factory=list,
-        description="Absent: one superiority gate on the task's primary metric (accuracy, or rmse for "
-        "regression): the challenger must beat the champion on the same holdout. An empty list: a "
-        "challenger needs only to train. The first version passes champion-relative gates.",
+        description="Absent: one auto gate on the task's primary metric (accuracy, or rmse for "
+        "regression): the challenger must beat the champion on the same holdout, or, after a confirmed "
+        "decay, be not worse than it by more than the margin. An empty list: a challenger needs only to "
+        "train. The first version passes champion-relative gates.",
     )
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
@@ -581,6 +747,33 @@ def _field(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, lists, unions, Annotated)."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _fields_at(loc: tuple[Any, ...]) -> set[str]:
+    """The field names allowed at ``loc`` in the spec: what a misspelt key is compared with."""
+    models: list[type[BaseModel]] = [Spec]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        nested = [
+            m
+            for model in models
+            if (field := model.model_fields.get(str(part))) is not None
+            for m in _models_in(field.annotation)
+        ]
+        if nested:
+            models = nested
+        # else: a discriminator tag in the location (``threshold`` of a gate): stay on the union
+    return {name for model in models for name in model.model_fields}
+
+
 def parse_spec(text: str, source: str = SPEC_FILE, base: Path | None = None) -> Spec:
     """Parse YAML text into a :class:`Spec`; errors name ``source``, the line and the field."""
     try:
@@ -603,6 +796,8 @@ def parse_spec(text: str, source: str = SPEC_FILE, base: Path | None = None) -> 
             line = _line_of(node, loc)
             where = f"{source}:{line}" if line else source
             message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+                message = "unknown key" + _did_you_mean(loc[-1], _fields_at(loc[:-1]))
             problems.append(f"{where}: field '{_field(loc)}': {message}")
         raise SpecError("; ".join(problems)) from None
 
@@ -613,7 +808,7 @@ def load_spec(project: Path | str) -> Spec:
     if path.is_dir():
         path = path / SPEC_FILE
     if not path.is_file():
-        raise SpecError(f"{path}: no project file here (run 'evertrain init DIR' to make one)")
+        raise SpecError(f"{path}: no evertrain.yaml here (use --project or evertrain init)")
     return parse_spec(path.read_text(encoding="utf-8"), source=str(path.name), base=path.parent)
 
 

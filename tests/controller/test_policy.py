@@ -13,12 +13,19 @@ DAY = 86400.0
 T0 = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC).timestamp()  # a Monday
 
 
-def make_spec(**overrides: object) -> Spec:
+def make_spec(*, persist: bool = False, **overrides: object) -> Spec:
+    """A spec with ``overrides``; unless ``persist``, one window suffices for drift and decay,
+    so that each test looks at one rule (persistence has tests of its own)."""
     base: dict[str, object] = {
         "model": {"name": "m", "target": "y"},
         "data": {"source": {"kind": "csv", "path": "d.csv"}},
     }
     base.update(overrides)
+    if not persist:
+        triggers = dict(base.get("triggers") or {})  # type: ignore[call-overload]
+        triggers["drift"] = {"consecutive": 1, **triggers.get("drift", {})}
+        triggers["performance"] = {"consecutive": 1, **triggers.get("performance", {})}
+        base["triggers"] = triggers
     return Spec.model_validate(base)
 
 
@@ -269,3 +276,70 @@ def test_the_performance_trigger_knows_which_way_its_metric_improves() -> None:
     auc = make_spec(triggers={"performance": {"metric": "roc_auc", "drop": 0.02}}, policy={"cooldown": 0})
     fell, _ = decide(auc, Observation(at=T0, metric=0.80, baseline=0.85, n_labels=500), History())
     assert fell.triggers == ["performance"] and "roc_auc 0.800 is below" in fell.reasons[0]
+
+
+def test_a_one_window_spell_does_not_trigger_a_retrain() -> None:
+    """A stormy week: the inputs drift and the champion fails for one window, then all is as before."""
+    spec = make_spec(persist=True, policy={"cooldown": 0})
+    calm = Observation(
+        at=T0, share_drifted=0.0, metric=0.9, baseline=0.9, n_labels=1000, metric_parts=(0.9, 0.9)
+    )
+    h = History()
+    _, h = decide(spec, calm, h)
+    storm = Observation(
+        at=T0 + 3600,
+        window_start=T0,
+        share_drifted=0.6,
+        drifted_columns=("x1", "x2"),
+        reference_id="r",
+        metric=0.75,
+        baseline=0.9,
+        n_labels=1000,
+        metric_parts=(0.9, 0.6),  # the older half calm, the newest half stormy
+        labels_after_onset=500,
+        metric_after_onset=0.6,
+    )
+    during, h = decide(spec, storm, h)
+    assert during.action == "none"
+    assert any("not in each of 2 consecutive parts" in x for x in during.held)
+    after = Observation(
+        at=T0 + 7200,
+        window_start=T0 + 3600,
+        share_drifted=0.0,
+        reference_id="r",
+        metric=0.75,
+        baseline=0.9,
+        n_labels=1000,
+        metric_parts=(0.6, 0.9),  # the spell is over in the newest labels
+    )
+    later, h = decide(spec, after, h)
+    assert later.action == "none" and h.pending_onset is None
+
+
+def test_a_lasting_decay_retrains_and_learns_from_its_first_window_on() -> None:
+    spec = make_spec(persist=True, policy={"cooldown": 0})
+    common = {"reference_id": "r", "drifted_columns": ("x1",), "share_drifted": 0.6, "baseline": 0.9}
+    first, h = decide(
+        spec,
+        Observation(
+            at=T0, window_start=T0 - 3600, metric=0.8, n_labels=1000, metric_parts=(0.9, 0.7), **common
+        ),
+        History(),
+    )
+    assert first.action == "none"
+    second, h = decide(
+        spec,
+        Observation(
+            at=T0 + 3600,
+            window_start=T0,
+            metric=0.7,
+            n_labels=1000,
+            metric_parts=(0.7, 0.7),
+            labels_after_onset=1000,
+            metric_after_onset=0.7,
+            **common,
+        ),
+        h,
+    )
+    assert second.action == "retrain" and {"drift", "performance"} <= set(second.triggers)
+    assert second.since == T0 - 3600  # the first drifted window, not the one that confirmed it

@@ -134,3 +134,30 @@ def test_latency_and_size_budgets() -> None:
     assert [c.passed for c in over] == [False, False] and over[1].evidence["size_mb"] == 2.0
     unmeasured = evaluate_gates(gates, GateInputs(out))
     assert [c.passed for c in unmeasured] == [False, False]
+
+
+def test_auto_gate_promotes_a_non_inferior_challenger_only_under_confirmed_decay(
+    rows: tuple[np.ndarray, pd.DataFrame],
+) -> None:
+    """After a confirmed decay a fresh model as good as the champion wins; otherwise it must beat it."""
+    y, frame = rows
+    rng = np.random.default_rng(5)
+    right = rng.uniform(size=N) < 0.85
+    champion = Outputs.classification(y, np.where(right == (y == 1), 0.8, 0.2))
+    # the challenger differs from the champion on 80 rows, half of them to its advantage
+    flip = np.zeros(N, dtype=bool)
+    flip[rng.choice(np.flatnonzero(right), 40, replace=False)] = True
+    flip[rng.choice(np.flatnonzero(~right), 40, replace=False)] = True
+    challenger = Outputs.classification(y, np.where((right ^ flip) == (y == 1), 0.8, 0.2))
+    gate = [ChampionGate(kind="auto", metric="accuracy", margin=0.01)]
+    stale = "trained for realized performance below its baseline"
+    [fresh] = evaluate_gates(gate, GateInputs(challenger, champion, 1, frame, confirmed_decay=stale))
+    [plain] = evaluate_gates(gate, GateInputs(challenger, champion, 1, frame))
+    assert fresh.passed and fresh.evidence["test"] == "non_inferiority" and fresh.evidence["bound"] == -0.01
+    assert "freshness" in fresh.evidence["rule"] and "auto rule" in fresh.reason
+    assert not plain.passed and plain.evidence["test"] == "superiority" and plain.evidence["bound"] == 0.0
+    # both state the smallest difference their holdout can see, at 80% power
+    for check in (fresh, plain):
+        mde = check.evidence["minimum_detectable_difference"]
+        assert 0 < mde < 0.05 and check.evidence["power"] == 0.8
+        assert "smallest difference this holdout detects" in check.reason

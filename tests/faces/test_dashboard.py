@@ -71,7 +71,9 @@ def test_dashboard_shows_champion_and_last_decision(dashboard: tuple[str, Store]
     with sync_playwright() as pw:  # Playwright gives the browser a fresh temporary profile
         browser = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page()
+            # The server has an admin token, so the page asks for it (HTTP Basic, any user name).
+            context = browser.new_context(http_credentials={"username": "admin", "password": "secret"})
+            page = context.new_page()
             page.goto(f"{url}/ui")
             section = page.locator('section[data-model="demo"]')
             assert section.locator('td[data-alias="champion"]').inner_text() == f"v{champion}"
@@ -82,10 +84,12 @@ def test_dashboard_shows_champion_and_last_decision(dashboard: tuple[str, Store]
             browser.close()
 
 
-def test_dashboard_actions_need_the_admin_token(dashboard: tuple[str, Store]) -> None:
+def test_dashboard_and_its_actions_need_the_admin_token(dashboard: tuple[str, Store]) -> None:
     url, store = dashboard
     champion = store.registry.get_alias("demo", "champion")
-    state = httpx.get(f"{url}/ui/state").json()
+    assert httpx.get(f"{url}/ui/state").status_code == 401  # the audit trail is not for anyone
+    assert httpx.get(f"{url}/ui", auth=("admin", "wrong")).status_code == 401
+    state = httpx.get(f"{url}/ui/state", headers={"Authorization": "Bearer secret"}).json()
     assert state["models"][0]["aliases"]["champion"] == champion
     refused = httpx.post(f"{url}/admin/models/demo/rollback", json={})
     assert refused.status_code == 401

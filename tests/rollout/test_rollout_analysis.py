@@ -119,3 +119,36 @@ def test_latency_p_value_is_scipys_mann_whitney(seed: int) -> None:
     latency = next(c for c in verdict.checks if c.name == "latency")
     expected = stats.mannwhitneyu(canary.latency_ms, champion.latency_ms, alternative="greater").pvalue
     assert latency.p_value == pytest.approx(expected)
+
+
+def test_a_sequential_canary_stops_early_on_a_clear_win_and_on_a_clear_loss() -> None:
+    """Under a confirmed decay the first canary step decides as soon as the labels do."""
+    stale = arm("champion", 1, 900, accuracy=0.6, seed=5)
+    early = {"min_samples": 200, "elapsed": 60.0, "duration": 600.0, "final": False, "sequential": True}
+    # 100 labelled rows on a first step that has run a tenth of its time: a clear win promotes
+    action, checks = judge(stale, arm("canary", 2, 100, accuracy=0.95, seed=6), **early)
+    assert action == "promote" and checks["quality"] == "pass"
+    # ... a clear loss rolls back
+    good = arm("champion", 1, 900, accuracy=0.95, seed=7)
+    action, checks = judge(good, arm("canary", 2, 100, accuracy=0.6, seed=8), **early)
+    assert action == "rollback" and checks["quality"] == "fail"
+    # without sequential mode the same win waits for the step's time and sample
+    action, _ = judge(stale, arm("canary", 2, 100, accuracy=0.95, seed=6), **{**early, "sequential": False})
+    assert action == "hold"
+
+
+def test_a_close_sequential_canary_holds_its_last_step_until_it_decides() -> None:
+    champion, canary = arm("champion", 1, 2000, seed=1), arm("canary", 2, 400, seed=2)
+    verdict = compare(
+        champion,
+        canary,
+        ANALYSIS,
+        min_samples=200,
+        elapsed=600.0,
+        duration=600.0,
+        final=True,
+        task="binary",
+        sequential=True,
+    )
+    assert verdict.action == "hold"
+    assert any("always-valid" in r and "not yet decided" in r for r in verdict.reasons)

@@ -198,6 +198,57 @@ def test_a_version_that_fails_after_promotion_is_rolled_back_to_its_baseline(
     assert store.registry.history("m", "champion")[-1].action == "rollback"
 
 
+def test_an_early_sequential_promotion_is_still_watched_and_rolled_back_when_it_fails(
+    store: Store, clock: FakeClock, versions: tuple[int, int]
+) -> None:
+    v1, v2 = versions
+    traffic = Traffic(store, clock)
+    plan = RolloutSpec(
+        steps=[RolloutStep(share=0.1, duration=600, min_samples=50), RolloutStep(share=0.5, duration=600)],
+        analysis=AnalysisSpec(min_labels=50, max_latency_increase=1.0),
+        watch_after_promotion=600,
+    )
+    start_rollout(store, "m", v2, actor="ctl", rollout_spec=plan, decay="performance: accuracy fell")
+    clock.advance(1)
+    traffic.rows("champion", v1, 300, accuracy=0.55)
+    traffic.rows("canary", v2, 300, accuracy=0.97)
+    clock.advance(5)
+    d = advance(store, "m", actor="ctl")
+    # promoted on the first step, long before its time is up, and watched rather than done
+    assert d.action == "promote" and "sequential" in d.reasons[0]
+    assert d.rollout.phase == "watching" and store.registry.get_alias("m", "champion") == v2
+    clock.advance(1)
+    traffic.rows("champion", v2, 200, errors=60)
+    clock.advance(5)
+    d = advance(store, "m", actor="ctl")
+    assert (d.action, d.rollout.outcome) == ("rollback", "rolled_back")
+    assert store.registry.get_alias("m", "champion") == v1
+
+
+def test_a_sequential_canary_undecided_at_its_limit_gets_the_plain_plans_verdict(
+    store: Store, clock: FakeClock, versions: tuple[int, int]
+) -> None:
+    v1, v2 = versions
+    traffic = Traffic(store, clock)
+    plan = RolloutSpec(
+        steps=[RolloutStep(share=0.5, duration=10, min_samples=50, max_duration=100)],
+        analysis=AnalysisSpec(min_labels=50, max_latency_increase=1.0),
+        watch_after_promotion=600,
+    )
+    start_rollout(store, "m", v2, actor="ctl", rollout_spec=plan, decay="performance: accuracy fell")
+    clock.advance(1)
+    traffic.rows("champion", v1, 150, accuracy=0.85)
+    traffic.rows("canary", v2, 150, accuracy=0.85)
+    clock.advance(20)
+    d = advance(store, "m", actor="ctl")
+    assert d.action == "hold" and "not yet decided" in " ".join(d.reasons)  # the sequence waits for evidence
+    clock.advance(100)
+    d = advance(store, "m", actor="ctl")
+    # at the limit it is judged as without sequential mode: nothing failed, so it is promoted and watched
+    assert d.action == "promote" and "undecided" in d.reasons[0]
+    assert d.rollout.phase == "watching" and store.registry.get_alias("m", "champion") == v2
+
+
 def test_hand_moves_are_reconciled_and_conflicts_refused(
     store: Store, clock: FakeClock, versions: tuple[int, int]
 ) -> None:

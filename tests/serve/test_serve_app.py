@@ -56,7 +56,7 @@ def test_kserve_shapes_status_health_and_logs(store: Store, champion: int) -> No
         assert c.post("/v1/models/nope:predict", json={"instances": rows}).status_code == 404
 
         fb = c.post("/v1/models/churn:feedback", json={"labels": [{"request_id": "a", "label": 1}]})
-        assert fb.json() == {"accepted": 1}
+        assert fb.json() == {"accepted": 1, "unknown_request_ids": []}
         bad = c.post("/v1/models/churn:feedback", json={"labels": [{"request_id": "a", "label": "yes"}]})
         assert bad.status_code == 422 and bad.json()["field"] == "labels[0].label"
 

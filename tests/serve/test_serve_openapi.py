@@ -47,7 +47,7 @@ def test_every_operation_keeps_its_documented_promises(store: Store) -> None:
         config = SchemathesisConfig.from_dict({"auth": {"openapi": {"bearer": {"bearer": TOKEN}}}})
         schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json", config=config)
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 10
+        assert len(operations) == 11
         calls = 0
         for operation in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):

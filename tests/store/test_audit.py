@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -27,7 +28,7 @@ N_ENTRIES = N_MODELS * N_VERSIONS * 2  # a register and a promote per version
 def fill(store: Store) -> None:
     for m in range(N_MODELS):
         for v in range(N_VERSIONS):
-            digest = store.artifacts.put(f"{m}-{v}".encode())
+            digest = store.artifacts.put(json.dumps(f"{m}-{v}").encode())
             mv = store.registry.register(f"model-{m}", digest, framework="json", actor="a", metrics={"v": v})
             store.registry.promote(f"model-{m}", mv.version, actor="b", reason=f"step {v}")
 

@@ -87,6 +87,9 @@ def test_the_lineage_command_shows_snapshots_and_gates(
         model = store.artifacts.put(b"{}")
         store.registry.register("m", model, framework="json", actor="a", snapshots=[(train, "train")])
         store.lineage.record_evaluation("m", 1, passed=False, report={}, actor="gate")
+    (tmp_path / "evertrain.yaml").write_text(
+        "model: {name: m, target: y}\ndata: {source: {kind: csv, path: d.csv}}\n"
+    )
     capsys.readouterr()
     assert main(["lineage", "m", "1", "--json", "--project", str(tmp_path)]) == 0
     info = json.loads(capsys.readouterr().out)

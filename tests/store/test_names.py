@@ -64,6 +64,9 @@ def test_an_accepted_alias_is_a_single_safe_path_segment(alias: str) -> None:
     assert 1 <= len(alias) <= 32
 
 
+SPEC = "model: {name: m, target: y}\ndata: {source: {kind: csv, path: d.csv}}\n"
+
+
 def tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
@@ -97,8 +100,10 @@ def test_the_cli_refuses_bad_versions_and_writes_nothing_outside_the_store(
 ) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    (project / "model.json").write_text(json.dumps({"threshold": 1}))
-    assert main(["register", "m", str(project / "model.json"), "--project", str(project)]) == 0
+    (project / "evertrain.yaml").write_text(SPEC)
+    with Store.for_project(project) as store:
+        digest = store.artifacts.put(json.dumps({"threshold": 1}).encode())
+        store.registry.register("m", digest, framework="json", actor="t")
     before = tree(tmp_path)
     for args in (
         ["promote", "m", version],

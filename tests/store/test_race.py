@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
 
@@ -22,7 +23,7 @@ def test_two_promotions_from_the_same_champion_one_wins(
     with Store(db_url, artifacts_url) as store:
         for version in (START, MINE, THEIRS):
             store.registry.register(
-                "m", store.artifacts.put(f"v{version}".encode()), framework="json", actor="t"
+                "m", store.artifacts.put(json.dumps(f"v{version}").encode()), framework="json", actor="t"
             )
         store.registry.promote("m", START, actor="t", expected=None)
         for round_ in range(ROUNDS):

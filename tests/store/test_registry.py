@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from evertrain.store.registry import ModelVersion
 
 
 def register(store: Store, name: str = "m", **kwargs: object) -> ModelVersion:
-    digest = store.artifacts.put(f"model {name} {kwargs.get('run_id')} {len(store.audit.entries())}".encode())
+    digest = store.artifacts.put(
+        json.dumps(f"model {name} {kwargs.get('run_id')} {len(store.audit.entries())}").encode()
+    )
     kwargs.setdefault("framework", "json")
     kwargs.setdefault("actor", "alice")
     return store.registry.register(name, digest, **kwargs)  # type: ignore[arg-type]
@@ -46,7 +49,7 @@ def test_versions_count_up_per_model_and_keep_what_was_registered(db_url: str, t
 
 def test_a_run_registers_its_version_once(store: Store) -> None:
     """A run killed after registering and run again gets its version back, not a second one."""
-    digest = store.artifacts.put(b"weights")
+    digest = store.artifacts.put(b'"weights"')
     first = store.registry.register("m", digest, framework="json", actor="a", run_id="run-1")
     again = store.registry.register("m", digest, framework="json", actor="a", run_id="run-1")
     other = store.registry.register("m", digest, framework="json", actor="a", run_id="run-2")
@@ -57,7 +60,7 @@ def test_a_run_registers_its_version_once(store: Store) -> None:
 
 
 def test_a_refused_registration_writes_nothing(store: Store) -> None:
-    digest = store.artifacts.put(b"weights")
+    digest = store.artifacts.put(b'"weights"')
     register(store)
     with pytest.raises(NotFoundError, match="no version 7"):
         store.registry.register("m", digest, framework="json", actor="a", parent=7)

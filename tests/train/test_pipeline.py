@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -236,3 +237,46 @@ def test_training_from_the_serving_logs(store: Store, project: Path, rows: pd.Da
     result = train_model(store, spec, project)
     assert store.registry.get_version("churn", result.version).params["features"] == features
     assert result.metrics["holdout"]["roc_auc"] > 0.7
+
+
+def test_after_an_abrupt_change_candidates_are_recorded_and_the_best_is_chosen(
+    store: Store, project: Path, clock: Any
+) -> None:
+    """The configured window is kept; the rows after the change judge which training set wins."""
+    rng = np.random.default_rng(4)
+    n_before, n_after = 6000, 1200
+    n = n_before + n_after
+    x1, x2 = rng.uniform(size=n), rng.uniform(size=n)
+    ts = np.arange(n, dtype=float) * 60.0
+    # the concept flips at the change: what was positive is now negative
+    y = np.where(np.arange(n) < n_before, x1 > 0.5, x1 <= 0.5).astype(int)
+    pd.DataFrame({"ts": ts, "label_ts": ts, "x1": x1, "x2": x2, "y": y}).to_csv(
+        project / "flip.csv", index=False
+    )
+    clock.now = float(ts[-1]) + 1.0
+    spec = _spec(
+        **{
+            "model.target": "y",
+            "data.source": {"kind": "csv", "path": "flip.csv"},
+            "training.window": {"kind": "sliding"},
+            "gates": [],
+        }
+    )
+    change_at = float(ts[n_before])
+    result = train_model(store, spec, project, trigger="drift", change_at=change_at)
+    run = store.runs.get(result.run_id)
+    window = run.result["window"]
+    # judged on the rows after the change; every older row stays in the training window
+    assert window["change_at"] == change_at and window["n_after_change"] == n_after
+    assert window["n_train"] > n_before and window["train_time_range"][0] == 0.0
+    candidates = {c["name"]: c for c in run.result["candidates"]}
+    assert set(candidates) == {"window", "since_change", "upweighted"}
+    assert candidates["window"]["n_train"] == window["n_train"]
+    assert candidates["since_change"]["n_train"] == window["n_train_after_change"] >= 200
+    [chosen] = [c for c in candidates.values() if c["chosen"]]
+    assert chosen["name"] != "window"  # the old concept fails on the new rows
+    assert chosen["valid_score"] > candidates["window"]["valid_score"] + 0.2
+    mv = store.registry.get_version("churn", result.version)
+    assert mv.params["training_set"] == chosen["name"]
+    assert [c["name"] for c in mv.params["candidates"]] == ["window", "since_change", "upweighted"]
+    assert result.metrics["holdout"]["accuracy"] > 0.9

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from evertrain.spec import Webhook
+from evertrain.store.redact import mask_url
 from evertrain.store.retry import Retry
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,18 @@ class Alerts:
             try:
                 response = client.post(hook.url, json=body)
             except httpx.HTTPError as exc:
-                log.debug("webhook %s attempt %d failed: %s", hook.url, tries, exc)
+                masked = mask_url(hook.url, keep_path=False)
+                log.debug(
+                    "webhook %s attempt %d failed: %s", masked, tries, str(exc).replace(hook.url, masked)
+                )
                 raise
             if response.status_code >= 500 or response.status_code == 429:
-                log.debug("webhook %s attempt %d answered %d", hook.url, tries, response.status_code)
+                log.debug(
+                    "webhook %s attempt %d answered %d",
+                    mask_url(hook.url, keep_path=False),
+                    tries,
+                    response.status_code,
+                )
                 raise _TryAgain(response.status_code)
 
         policy = Retry(
@@ -88,7 +97,10 @@ class Alerts:
         except (httpx.HTTPError, _TryAgain):
             self.failed += 1
             log.warning(
-                "webhook %s gave up after %d attempts (event %s)", hook.url, hook.retries + 1, body["event"]
+                "webhook %s gave up after %d attempts (event %s)",
+                mask_url(hook.url, keep_path=False),
+                hook.retries + 1,
+                body["event"],
             )
         else:
             self.sent += 1

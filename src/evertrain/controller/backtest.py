@@ -61,6 +61,8 @@ from evertrain.controller.backtest_spec import (
     check_table,
     default_spec,
     encode_target,
+    find_label_time,
+    order_by_time,
     replay_spec,
 )
 from evertrain.controller.baselines import Every, Never, RetrainRule, Timeline, batch_score, run_baselines
@@ -242,6 +244,8 @@ def backtest(
     keep: bool = False,
     on_batch: Callable[[dict[str, Any]], None] | None = None,
     what: str = "the table",
+    time_column: str | None = None,
+    label_time_column: str | None = None,
 ) -> dict[str, Any]:
     """Replay ``table`` (rows in time order) through the loop and the baselines; the JSON record.
 
@@ -252,6 +256,12 @@ def backtest(
     (default: a temporary folder, deleted afterwards unless ``keep``; a given one is
     kept). ``rules`` add baselines to never and every-N. ``what`` names the table in errors.
 
+    ``time_column`` (default: the spec's ``data.time_column`` when the table has it) orders
+    the rows (batches are cut in time order) and is never a feature. ``label_time_column``
+    (default: the spec's, else a column named like ``label_ts`` or ``label_time``, see
+    :data:`~evertrain.controller.backtest_spec.LABEL_TIME_NAMES`) says when each label
+    arrived: without ``label_delay``, the delay is the median label lag in batches.
+
     Returns ``{"batches": [{"index", "accuracy", "model_version", "canary"}],
     "retrains": [{"batch", "reason", ...}], "promotions": [{"batch", "version"}],
     "rollbacks", "mean_accuracy", "n_retrains", "train_seconds", "initial", "baselines":
@@ -259,6 +269,25 @@ def backtest(
     "settings": {...}}``; for regression, ``accuracy`` holds R^2 per batch.
     """
     frame = as_frame(table)
+    if spec is not None:
+        if time_column is None and spec.data.time_column in frame.columns:
+            time_column = spec.data.time_column
+        if label_time_column is None and spec.data.label_time_column in frame.columns:
+            label_time_column = spec.data.label_time_column
+    if label_time_column is None and (found := find_label_time(frame)) is not None:
+        if time_column is None:
+            frame = frame.drop(columns=[found])  # never a feature, even when it cannot be used
+        else:
+            label_time_column = found
+    frame, data_delay = order_by_time(
+        frame,
+        time_column=time_column,
+        label_time_column=label_time_column,
+        batch_size=max(batch_size, 1),
+        what=what,
+    )
+    if label_delay is None and data_delay is not None:
+        label_delay = data_delay
     if spec is None:
         if target is None:
             raise UsageError("outside a project a backtest needs the target column (--target COL)")
@@ -340,6 +369,8 @@ def backtest(
             "n_batches": source.n_batches,
             "warm_batches": warm_batches,
             "label_delay_batches": delay,
+            "time_column": time_column,
+            "label_time_column": label_time_column,
             "batch_seconds": seconds,
             "metric": "r2" if task == "regression" else "accuracy",
             "policy_seconds": policy_seconds,

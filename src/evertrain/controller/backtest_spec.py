@@ -91,6 +91,68 @@ def default_spec(frame: pd.DataFrame, target: str, *, name: str = MODEL_NAME) ->
     )
 
 
+#: Column names taken for label-arrival times when ``--label-time-column`` names none
+#: (compared without case).
+LABEL_TIME_NAMES = ("label_ts", "label_time", "label_timestamp", "labelled_at", "labeled_at", "label_at")
+
+
+def find_label_time(frame: pd.DataFrame) -> str | None:
+    """The table's label-arrival time column, when one is named like :data:`LABEL_TIME_NAMES`.
+
+    >>> find_label_time(pd.DataFrame({"x": [1], "Label_TS": [2.0], "y": [0]}))
+    'Label_TS'
+    """
+    for column in frame.columns:
+        if str(column).lower() in LABEL_TIME_NAMES:
+            return str(column)
+    return None
+
+
+def order_by_time(
+    frame: pd.DataFrame,
+    *,
+    time_column: str | None,
+    label_time_column: str | None,
+    batch_size: int,
+    what: str,
+) -> tuple[pd.DataFrame, int | None]:
+    """The table sorted by its time column (stable), without its time columns, and the label
+    delay in batches its label times imply (None when it has none).
+
+    A row's label arrives with the first batch whose newest event is at or after the row's
+    label time; the delay of the table is the median over rows of that batch less the row's
+    own, since a replay delivers a batch's labels together.
+    """
+    from evertrain.data.windows import epoch_seconds
+
+    for role, column in (("time", time_column), ("label time", label_time_column)):
+        if column is not None and column not in frame.columns:
+            shown = ", ".join(map(str, list(frame.columns)[:10]))
+            raise DataValidationError(
+                f"{what}: {role} column {column!r} is not in the table (columns: {shown})"
+            )
+    delay = None
+    if time_column is not None:
+        event = epoch_seconds(frame[time_column])
+        if np.isnan(event).any():
+            raise DataValidationError(
+                f"{what}: time column {time_column!r} has {int(np.isnan(event).sum())} missing values"
+            )
+        order = np.argsort(event, kind="stable")
+        frame = frame.iloc[order].reset_index(drop=True)
+        if label_time_column is not None:
+            event = event[order]
+            labelled = epoch_seconds(frame[label_time_column])
+            own = np.arange(len(frame)) // batch_size
+            batch_end = pd.Series(event).groupby(own).max().to_numpy()
+            arrival = np.searchsorted(batch_end, np.where(np.isnan(labelled), np.inf, labelled), side="left")
+            delay = int(np.ceil(np.median(np.maximum(arrival - own, 0))))
+    elif label_time_column is not None:
+        raise UsageError(f"{what}: label times ({label_time_column!r}) need the event time column too")
+    drop = [c for c in (time_column, label_time_column) if c is not None]
+    return frame.drop(columns=drop), delay
+
+
 def replay_spec(spec: Spec) -> Spec:
     """``spec`` as the replay runs it: the warehouse as its source and in-process training;
     every policy, trigger, window, gate and rollout step as written."""

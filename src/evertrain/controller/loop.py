@@ -12,10 +12,13 @@ failed with its error, and the cycle and the loop go on: a bug in one step, or a
 hiccup, never kills the controller. A training that fails does not count as a retrain for
 the cooldown, so the next cycle may try again, and its result says so.
 
-A lease in the database makes sure two controllers on one store never both act.
-SIGTERM sets a flag that is checked between steps; SIGINT (Ctrl-C) raises
-``KeyboardInterrupt`` at once, which stops a training worker (the executor kills it)
-and leaves the cycle's running step to be run again on the next start.
+A lease in the database makes sure two controllers on one store never both act, and
+it is a fence: every write of a cycle carries the lease's token, and once another
+controller took the lease over (this one paused past it), the store refuses them and
+this controller stops (a lost lease is the one error that ends the loop). SIGTERM sets a
+flag that is checked between steps; SIGINT (Ctrl-C) raises ``KeyboardInterrupt`` at once,
+which stops a training worker (the executor kills it) and leaves the cycle's running
+step to be run again on the next start.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from evertrain.controller.clock import Clock, ManualClock
 from evertrain.controller.context import CycleContext, StepFn, Stopped
 from evertrain.controller.lease import Lease
 from evertrain.controller.policy import History
-from evertrain.exceptions import EvertrainError
+from evertrain.exceptions import EvertrainError, LeaseLostError
 from evertrain.spec import Spec
 from evertrain.store import Store
 
@@ -128,7 +131,11 @@ class Controller:
         beat = None if isinstance(self.clock, ManualClock) else self._heartbeat()
         try:
             while (cycles is None or done < cycles) and not self._stop.is_set():
-                result = self.cycle()
+                try:
+                    result = self.cycle()
+                except LeaseLostError as exc:
+                    log.warning("stopping: %s", exc)
+                    break
                 done += 1
                 more = cycles is None or done < cycles
                 if more:
@@ -149,10 +156,10 @@ class Controller:
 
     def _heartbeat(self) -> threading.Thread:
         def renew() -> None:
-            while not self._stop.wait(LEASE_RENEW_EVERY):
+            while not self._stop.wait(min(LEASE_RENEW_EVERY, self.lease.ttl / 3)):
                 if self.lease.token is not None:
                     try:
-                        self.lease.acquire()
+                        self.lease.renew()  # never takes a lost lease back: the fence would not know
                     except EvertrainError as exc:  # a store hiccup: the next beat tries again
                         log.warning("lease renewal failed: %s", exc)
 
@@ -168,6 +175,7 @@ class Controller:
                 "cycle": None,
                 "skipped": f"another controller holds the lease ({held[0] if held else '?'})",
             }
+        self.lease.fence()  # every write of this cycle needs this lease and token
         last = self.last_cycle()
         if last is not None and last[1] == "running":
             number = last[0]
@@ -229,9 +237,11 @@ class Controller:
         )
         try:
             result = self.steps[name](ctx)
+        except LeaseLostError:
+            raise  # another controller has the lease now: this one stops, writing nothing more
         except Exception as exc:
-            # Any failure (an evertrain error, a bug, a dependency's error) is recorded and the
-            # cycle goes on: the next cycle retries what it needs. KeyboardInterrupt and
+            # Any other failure (an evertrain error, a bug, a dependency's error) is recorded
+            # and the cycle goes on: the next cycle retries what it needs. KeyboardInterrupt and
             # SystemExit are not Exceptions: they stop the controller, the step stays running.
             error = describe_error(exc)
             # The step's line and its run carry the error; the traceback is for debug logs only.

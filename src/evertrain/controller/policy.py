@@ -16,6 +16,10 @@ The rules, in order:
    ``triggers.performance.drop`` with at least ``min_labels`` labels; estimated
    performance below its baseline by ``triggers.estimated_performance.drop``; the
    schedule is due; enough new labelled rows; or a manual request.
+   A decay must persist: the drift for ``triggers.drift.consecutive`` windows (two by
+   default; the retrain then learns from the first of them on), the realized decay in
+   each of ``triggers.performance.consecutive`` consecutive parts of the labelled rows.
+   A one-window spell does not cost a retrain.
 2. A trigger is held back while a challenger is in shadow or canary, by the cooldown
    since the last retrain, by the daily cap on
    retrains, and by the daily compute budget. A manual request ignores the cooldown
@@ -25,10 +29,11 @@ The rules, in order:
    a column that starts drifting is new evidence, and a new reference (a promotion)
    starts a new episode. An episode found harmless by its labels is closed the same way.
 
-A drift-triggered retrain learns from the rows after the drift began; a retrain for
-decayed performance (with ``triggers.performance.learn_from: decay``) learns from the
-rows of the monitored window in which the decay showed, and after: those are the rows
-the champion now fails on, while the configured window may still be mostly the old data.
+A retrain keeps the configured window. When the data changed is a hint (``since``): the
+drift's onset, or for decayed performance (with ``triggers.performance.learn_from:
+decay``) the start of the labelled rows where the decay showed. The training judges on
+the rows after it and chooses among candidate training sets by them
+(:mod:`evertrain.train.candidates`).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class Observation:
     share_drifted: float | None = None
     drifted_columns: tuple[str, ...] = ()
     metric: float | None = None  # realized, from labels that have arrived
+    metric_parts: tuple[float | None, ...] = ()  # the same rows cut in consecutive parts, oldest first
     n_labels: int = 0
     baseline: float | None = None  # the champion's metric when it was promoted
     estimated: float | None = None  # label-free estimate
@@ -81,6 +87,7 @@ class History:
     pending_onset: float | None = None  # when a drift began that awaits post-drift labels
     pending_columns: list[str] = field(default_factory=list)
     pending_reference: str | None = None
+    drift_began: float | None = None  # start of the first window of the current drift streak
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +101,7 @@ class History:
             "pending_onset": self.pending_onset,
             "pending_columns": self.pending_columns,
             "pending_reference": self.pending_reference,
+            "drift_began": self.drift_began,
         }
 
     @classmethod
@@ -110,6 +118,7 @@ class History:
             pending_onset=data.get("pending_onset"),
             pending_columns=list(data.get("pending_columns", [])),
             pending_reference=data.get("pending_reference"),
+            drift_began=data.get("drift_began"),
         )
 
 
@@ -176,6 +185,21 @@ def _worse(value: float, baseline: float, drop: float, higher_is_better: bool) -
     return value < baseline - drop if higher_is_better else value > baseline + drop
 
 
+def _persists(obs: Observation, consecutive: int, drop: float, higher_is_better: bool) -> bool:
+    """Whether the decay shows in each of ``consecutive`` parts of the labelled rows, oldest to newest.
+
+    With one part (or when monitoring gave no parts) the average alone decides.
+    """
+    if consecutive <= 1 or not obs.metric_parts or obs.baseline is None:
+        return True
+    if len(obs.metric_parts) < consecutive:
+        return False
+    baseline = obs.baseline
+    return all(
+        v is not None and _worse(v, baseline, drop, higher_is_better) for v in obs.metric_parts[-consecutive:]
+    )
+
+
 def decide(
     spec: Spec, obs: Observation, history: History, *, manual: str | None = None
 ) -> tuple[Decision, History]:
@@ -194,6 +218,10 @@ def decide(
         and obs.share_drifted > 0
     )
     new.drift_streak = history.drift_streak + 1 if drift_now else 0
+    if not drift_now:
+        new.drift_began = None
+    elif history.drift_streak == 0 or history.drift_began is None:
+        new.drift_began = obs.window_start if obs.window_start is not None else obs.at
     if obs.reference_id is not None and obs.reference_id != history.episode_reference:
         new.episode_reference, new.episode_columns = None, []  # a new reference starts a new episode
         new.episode_outcome = None
@@ -211,7 +239,14 @@ def decide(
         elif same_episode:
             held.append(f"drift on {cols} persists, but this episode was already retrained for")
         elif new.pending_onset is None:
-            new.pending_onset = obs.window_start if obs.window_start is not None else obs.at
+            # the drift began with the first window of the streak that just completed, not with
+            # the window that completed it; new columns in a long-running streak begin now
+            just_completed = new.drift_streak == triggers.drift.consecutive and new.drift_began is not None
+            new.pending_onset = (
+                new.drift_began
+                if just_completed and new.drift_began is not None
+                else (obs.window_start if obs.window_start is not None else obs.at)
+            )
             new.pending_reference = obs.reference_id
             new.pending_columns = sorted(obs.drifted_columns)
         else:
@@ -260,6 +295,15 @@ def decide(
     if perf.enabled and obs.metric is not None and obs.baseline is not None:
         if obs.n_labels < perf.min_labels:
             held.append(f"performance: only {obs.n_labels} labels, {perf.min_labels} needed")
+        elif _worse(obs.metric, obs.baseline, perf.drop, higher_is_better) and not _persists(
+            obs, perf.consecutive, perf.drop, higher_is_better
+        ):
+            parts = ", ".join("n/a" if v is None else f"{v:.3f}" for v in obs.metric_parts)
+            held.append(
+                f"performance: {metric} {obs.metric:.3f} is {worse_word} the baseline {obs.baseline:.3f} "
+                f"by more than {perf.drop:.3f} on average, but not in each of {perf.consecutive} "
+                f"consecutive parts of its labelled rows ({parts}): a spell, not yet a decay"
+            )
         elif _worse(obs.metric, obs.baseline, perf.drop, higher_is_better):
             fired.append("performance")
             reasons.append(

@@ -169,7 +169,8 @@ class Replay:
                 "latency_ms": pa.array(latency, mask=np.isnan(latency)),
                 "prediction": preds,
                 "score": pa.array(scores, mask=np.isnan(scores)),
-                **{c: frame[c].to_numpy() for c in features},
+                # from_pandas: a gap (NaN or None) is logged as null, whatever the column's type.
+                **{c: pa.Array.from_pandas(frame[c]) for c in features},
             }
         )
         path = self._log_path(PREDICTIONS, index, float(at[0]))

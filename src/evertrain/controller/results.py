@@ -32,6 +32,7 @@ class RealizedPerformance(TypedDict):
     n_labels: int
     baseline: float | None
     since: float | None  # event time of the oldest labelled row behind ``value``
+    parts: list[float | None]  # ``value`` on consecutive parts of the same rows, oldest first
 
 
 class StepError(TypedDict, total=False):

@@ -8,6 +8,7 @@ call them in order and keep the loop's own state (the policy history).
 from __future__ import annotations
 
 import io
+import itertools
 from typing import Any, cast
 
 import numpy as np
@@ -118,9 +119,12 @@ def monitor(ctx: CycleContext) -> MonitorResult:
         known = known.filter(pa.compute.equal(known["model_version"], champion.version))
         if window is not None and known.num_rows > window:
             known = known.slice(known.num_rows - window)
+    parts = spec.triggers.performance.consecutive
     out["realized"] = {
         "metric": metric,
         "value": observe.realized_metric(known, metric, spec.model.task),
+        # the same rows in consecutive parts, oldest first: a decay must show in each
+        "parts": _metric_parts(known, metric, spec.model.task, parts),
         "n_labels": known.num_rows,
         "baseline": champion.metrics.get(metric),
         # event time of the oldest row behind the value: a retrain for decay learns from here on
@@ -134,6 +138,18 @@ def monitor(ctx: CycleContext) -> MonitorResult:
     out["new_labelled_rows"] = fresh.num_rows
     out["rollout"] = _rollout_in_progress(ctx)
     return out
+
+
+def _metric_parts(rows: pa.Table, metric: str, task: str, parts: int) -> list[float | None]:
+    """The realized metric on ``parts`` consecutive, equal-count parts of ``rows`` by event time."""
+    if parts <= 1 or rows.num_rows < parts:
+        return []
+    ordered = rows.take(pa.compute.sort_indices(rows, sort_keys=[("ts", "ascending")]))
+    bounds = np.linspace(0, ordered.num_rows, parts + 1).astype(int)
+    return [
+        observe.realized_metric(ordered.slice(a, b - a), metric, task)
+        for a, b in itertools.pairwise(bounds.tolist())
+    ]
 
 
 MIN_CALIBRATION_ROWS = 200  # labelled rows below which a calibration is too coarse to trust
@@ -193,6 +209,7 @@ def decide(ctx: CycleContext) -> DecideResult:
         share_drifted=drift.get("share_drifted"),
         drifted_columns=tuple(drift.get("drifted_columns", ())),
         metric=realized.get("value"),
+        metric_parts=tuple(realized.get("parts") or ()),
         n_labels=int(realized.get("n_labels", 0)),
         baseline=realized.get("baseline"),
         new_labelled_rows=int(mon.get("new_labelled_rows", 0)),
@@ -234,25 +251,19 @@ def train(ctx: CycleContext) -> TrainStepResult:
     if decision.get("action") != "retrain":
         return {"status": "skipped"}
     reasons = decision.get("reasons", [])
-    spec = ctx.spec
     since = decision.get("since")
-    if since is not None:
-        # A drift-triggered retrain learns from what came after the drift began (the policy
-        # waited until enough of those rows were labelled); one for decayed performance from
-        # the monitored window where the decay showed.
-        window = spec.training.window.model_copy(
-            update={"kind": "sliding", "rows": None, "duration": ctx.at - float(since)}
-        )
-        spec = spec.model_copy(update={"training": spec.training.model_copy(update={"window": window})})
+    # The configured window is kept; when a drift or a decay began is a hint: the training
+    # judges on the rows after it and chooses among candidate training sets by them.
     result = train_model(
         ctx.store,
-        spec,
+        ctx.spec,
         ctx.project,
         reason="; ".join(reasons),
         trigger=",".join(decision.get("triggers", [])) or "manual",
         key=f"{ctx.model}/cycle/{ctx.cycle}/training",
         evaluate=False,
         actor=ACTOR,
+        change_at=None if since is None else float(since),
     )
     seconds = float(result.metrics.get("fit_seconds") or result.timings.get("total") or 0.0)
     history = record_training_time(ctx.history, ctx.at, seconds)
@@ -269,7 +280,7 @@ def train(ctx: CycleContext) -> TrainStepResult:
 
 def gate(ctx: CycleContext) -> GateStepResult:
     """Judge the new version against the champion; promote a first version, canary a passing one."""
-    from evertrain.evaluate.evaluation import evaluate_version
+    from evertrain.evaluate.evaluation import confirmed_decay, evaluate_version
     from evertrain.rollout import get_active, start_rollout
 
     trained = ctx.results.get("train") or {}
@@ -333,6 +344,7 @@ def gate(ctx: CycleContext) -> GateStepResult:
         task=ctx.spec.model.task,
         reason=f"passed its gates: {report.get('reason')}",
         now=ctx.at,
+        decay=confirmed_decay(ctx.spec, ctx.store.registry.get_version(ctx.model, version).trigger),
     )
     out["rollout"] = started.phase
     return out

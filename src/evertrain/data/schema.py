@@ -72,6 +72,15 @@ class ColumnSchema:
     maximum: float | None = None
     categories: list[str] | None = None
 
+    @property
+    def nullable(self) -> bool:
+        """Whether the reference had missing values here: a gap in this column is expected.
+
+        >>> ColumnSchema("age", NUMERIC, "double", 0.05).nullable
+        True
+        """
+        return self.missing_rate > 0.0
+
 
 @dataclass(frozen=True)
 class Schema:
@@ -85,7 +94,7 @@ class Schema:
             "format": SCHEMA_FORMAT,
             "version": SCHEMA_VERSION,
             "n_rows": self.n_rows,
-            "columns": {name: asdict(c) for name, c in self.columns.items()},
+            "columns": {name: {**asdict(c), "nullable": c.nullable} for name, c in self.columns.items()},
         }
 
     @classmethod
@@ -101,7 +110,8 @@ class Schema:
         out = {}
         for name, c in dict(d.get("columns", {})).items():
             try:
-                out[name] = ColumnSchema(**c)
+                # "nullable" is written for readers; it follows from the missing rate.
+                out[name] = ColumnSchema(**{k: v for k, v in dict(c).items() if k != "nullable"})
             except TypeError as exc:
                 raise DataValidationError(f"{source}: column {name!r}: {exc}") from None
         return cls(columns=out, n_rows=int(d.get("n_rows", 0)))

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from evertrain.data.logs import FEEDBACK, PREDICTION_COLUMNS, PREDICTIONS, model_folder, read_log_parts
 from evertrain.exceptions import DataValidationError, UsageError
 from evertrain.store.names import SHADOW
+from evertrain.store.redact import mask_text, mask_url
 
 #: Columns the serving logs add around the features (docs/logs.md); never features themselves.
 LOG_COLUMNS = tuple(PREDICTION_COLUMNS)
@@ -136,10 +137,8 @@ class SqlSource(Source):
     def uri(self) -> str:
         import hashlib
 
-        import sqlalchemy as sa
-
-        safe = sa.engine.make_url(self.url).render_as_string(hide_password=True)
-        return f"sql:{safe}#{hashlib.sha256(self.query.encode()).hexdigest()[:16]}"
+        # Lineage and error messages show it: no password, in the authority or the query.
+        return f"sql:{mask_url(self.url)}#{hashlib.sha256(self.query.encode()).hexdigest()[:16]}"
 
     def read(self) -> pd.DataFrame:
         import sqlalchemy as sa
@@ -147,12 +146,14 @@ class SqlSource(Source):
         try:
             engine = sa.create_engine(self.url)
         except (sa.exc.ArgumentError, ImportError) as exc:
-            raise UsageError(f"sql source: cannot use URL {self.uri}: {exc}") from None
+            raise UsageError(f"sql source: cannot use URL {self.uri}: {mask_text(str(exc))}") from None
         try:
             with engine.connect() as conn:
                 return pd.read_sql_query(sa.text(self.query), conn)
         except sa.exc.SQLAlchemyError as exc:
-            raise DataValidationError(f"sql source {self.uri}: the query failed: {exc}") from None
+            raise DataValidationError(
+                f"sql source {self.uri}: the query failed: {mask_text(str(exc))}"
+            ) from None
         finally:
             engine.dispose()
 

@@ -12,9 +12,18 @@ Then, on the rows ordered by event time:
    ``expanding`` (all), or ``weighted`` (all, or limited like sliding, with sample
    weights halving every ``half_life`` of age behind the newest training row);
 2. the holdout: the newest slice of the window (a share of rows, or a span of time),
-   never trained on, on which challenger and champion are judged;
-3. the valid part: the newest ``valid_fraction`` of what is left, for early stopping;
+   never trained on, on which challenger and champion are judged; a share is raised
+   towards ``holdout.min_rows`` (at most a third of the rows) so that the gate's test
+   can see a difference that matters;
+3. the valid part: the newest ``valid_fraction`` of what is left, for early stopping
+   and for choosing among candidate training sets;
 4. the train part: the rest.
+
+A *change hint* (``change_at``: when a drift or a decay began, from the policy) never
+narrows the window. It moves the judging to the new data: the holdout and the valid part
+are then cut from the rows after the change (each sized as above, on those rows), so
+that the gate and the choice of training set look at the data the model will serve;
+every older row of the window stays in the train part.
 
 Everything here is a pure function of a table, a spec and a cut-off.
 
@@ -40,8 +49,15 @@ import pandas as pd
 from evertrain.data.sources import LOG_COLUMNS, LOG_LABEL_TIME
 from evertrain.exceptions import DataValidationError, SpecError
 
-#: Column holding the recency weight of each training row (weighted windows only).
+#: Column holding the weight of each training row (weighted windows, up-weighted candidates).
 WEIGHT_COLUMN = "__sample_weight__"
+#: The most a holdout or valid part is raised to (share of the rows it is cut from) to
+#: reach ``holdout.min_rows``: two thirds stay for training, so a small window is not
+#: starved to give the gate power.
+MAX_RAISED_SHARE = 1 / 3
+#: Fewest rows after a change hint for the hint to move the judging onto them: a third
+#: of fewer (the holdout) could not tell two models apart; the window is judged as usual.
+MIN_ROWS_AFTER_CHANGE = 100
 
 
 @dataclass(frozen=True)
@@ -182,18 +198,45 @@ def recency_weights(times: np.ndarray, half_life: float) -> np.ndarray:
     return np.power(0.5, (np.nanmax(times) - times) / half_life)
 
 
-def _split_newest(frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    n_new = math.ceil(len(frame) * fraction) if fraction > 0 else 0
-    cut = len(frame) - n_new
+def newest_count(n: int, fraction: float, min_rows: int = 0) -> int:
+    """How many of ``n`` rows the newest part takes: ``fraction`` of them (rounded up), raised
+    towards ``min_rows`` but never past a third of the rows.
+
+    >>> newest_count(10_000, 0.2, 1000), newest_count(2_000, 0.2, 1000), newest_count(90, 0.2, 0)
+    (2000, 666, 18)
+    """
+    share = math.ceil(n * fraction) if fraction > 0 else 0
+    return max(share, min(min_rows, int(n * MAX_RAISED_SHARE)))
+
+
+def _split_newest(frame: pd.DataFrame, n_new: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cut = len(frame) - min(n_new, len(frame))
     return frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)
 
 
-def make_window(frame: pd.DataFrame, spec: Any, cutoff: float) -> Window:
-    """Split a source table into train, valid and holdout as known at ``cutoff``."""
+def _after(frame: pd.DataFrame, columns: Columns, change_at: float | None) -> int:
+    """How many of the (time-ordered) rows of ``frame`` came after ``change_at``."""
+    if change_at is None or not columns.time or not len(frame):
+        return 0
+    return int((epoch_seconds(frame[columns.time]) >= change_at).sum())
+
+
+def make_window(frame: pd.DataFrame, spec: Any, cutoff: float, *, change_at: float | None = None) -> Window:
+    """Split a source table into train, valid and holdout as known at ``cutoff``.
+
+    ``change_at``: when the data changed (a hint from the policy); the holdout and the
+    valid part are then cut from the rows after it, the window itself is unchanged.
+    """
     columns = resolve_columns(spec, frame)
     known = known_at(frame, columns, spec.data.label_delay, cutoff)
     rows = _window_rows(known, spec, columns, cutoff)
     holdout_spec = spec.training.holdout
+    min_rows = int(getattr(holdout_spec, "min_rows", 0) or 0)
+    n_after = _after(rows, columns, change_at)
+    if n_after < MIN_ROWS_AFTER_CHANGE:
+        n_after = 0
+    # the rows the newest parts are sized on: those after the change, when there are some
+    judged = n_after if n_after else len(rows)
     if holdout_spec.duration is not None:
         if not columns.time:
             raise SpecError("training.holdout.duration needs data.time_column")
@@ -202,8 +245,14 @@ def make_window(frame: pd.DataFrame, spec: Any, cutoff: float) -> Window:
         is_holdout = times > newest - holdout_spec.duration
         rest, holdout = rows[~is_holdout].reset_index(drop=True), rows[is_holdout].reset_index(drop=True)
     else:
-        rest, holdout = _split_newest(rows, holdout_spec.fraction)
-    train, valid = _split_newest(rest, spec.training.valid_fraction)
+        rest, holdout = _split_newest(rows, newest_count(judged, holdout_spec.fraction, min_rows))
+    rest_after = _after(rest, columns, change_at) if n_after else 0
+    if rest_after:
+        # the choice among training sets is a comparison like the gate's: as many rows
+        n_valid = newest_count(rest_after, spec.training.valid_fraction, min_rows)
+    else:
+        n_valid = newest_count(len(rest), spec.training.valid_fraction)
+    train, valid = _split_newest(rest, n_valid)
     if len(train) == 0:
         raise DataValidationError(
             f"the training window at cut-off {cutoff} has no training rows: {len(frame)} rows in the source, "
@@ -227,6 +276,10 @@ def make_window(frame: pd.DataFrame, spec: Any, cutoff: float) -> Window:
         "n_valid": len(valid),
         "n_holdout": len(holdout),
     }
+    if change_at is not None:
+        info["change_at"] = float(change_at)
+        info["n_after_change"] = n_after
+        info["n_train_after_change"] = _after(train, columns, change_at)
     if columns.time:
         for name, part in (("train", train), ("holdout", holdout)):
             if len(part):

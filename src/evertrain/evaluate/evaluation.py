@@ -249,6 +249,7 @@ def evaluate_version(
                 golden["champion"] = compute_many(names, c_out)
     latency = challenger_scores.ms_per_row
     inputs = GateInputs(
+        confirmed_decay=confirmed_decay(spec, mv.trigger),
         challenger=challenger,
         champion=champion_out,
         champion_version=champion_version,
@@ -292,6 +293,27 @@ def evaluate_version(
             snapshot_id=holdout_id,
         )
     return report
+
+
+def confirmed_decay(spec: Any, trigger: str | None) -> str | None:
+    """Why the champion is known to be stale when a version was trained for ``trigger``, else None.
+
+    Realized performance below its baseline is a decay seen in labels; a drift is one when
+    the policy retrains for it only after its labels confirmed a loss (``triggers.drift.confirm``).
+    Schedules, volume and manual retrains say nothing about the champion.
+
+    >>> from evertrain.spec import Spec
+    >>> spec = Spec.model_validate({"model": {"name": "m", "target": "y"},
+    ...     "data": {"source": {"kind": "csv", "path": "x.csv"}}})
+    >>> confirmed_decay(spec, "drift"), confirmed_decay(spec, "schedule")
+    ('trained for a drift whose labels confirmed a loss', None)
+    """
+    fired = set((trigger or "").split(","))
+    if "performance" in fired:
+        return "trained for realized performance below its baseline"
+    if "drift" in fired and spec.triggers.drift.confirm:
+        return "trained for a drift whose labels confirmed a loss"
+    return None
 
 
 def _summary(checks: list[CheckResult], champion: Outputs | None, no_champion: str) -> str:

@@ -31,6 +31,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from evertrain.evaluate.bootstrap import p_value_below, paired_bootstrap
 from evertrain.evaluate.metrics import Metric, Outputs, get_metric
@@ -45,6 +46,9 @@ SLICE_QUANTILE_BINS = 4
 #: In fairness checks, a group needs this many true positives for its true-positive rate
 #: to be compared (equal opportunity); fewer would make the rate mostly noise.
 MIN_GROUP_POSITIVES = 10
+#: The power at which a champion gate states its minimum detectable difference: 80%, the
+#: convention of power analysis (a 1-in-5 chance of missing a real difference that size).
+MDE_POWER = 0.8
 #: Resamples per slice: slices are many and small, so a fixed 1000 each keeps the gate
 #: fast while still resolving p-values down to 1/1001, enough for Holm over 40+ slices.
 SLICE_BOOT = 1000
@@ -93,6 +97,9 @@ class GateInputs:
     latency_ms_per_row: float | None = None
     size_bytes: int | None = None
     no_champion_reason: str = NO_CHAMPION
+    #: Why the champion is known to be stale (the challenger was trained for a confirmed
+    #: decay), else None; ``auto`` gates then judge non-inferiority instead of superiority.
+    confirmed_decay: str | None = None
 
 
 def _fmt(value: float | None) -> str:
@@ -137,6 +144,37 @@ def _oriented(metric: Metric, low: float, high: float) -> tuple[float, float]:
     return (low, high) if metric.higher_is_better else (-high, -low)
 
 
+def _test_of(gate: Any, inputs: GateInputs) -> tuple[str, float, str | None]:
+    """The test a champion gate runs: its kind, the bound on the improvement, and for an
+    ``auto`` gate the rule that chose it."""
+    if gate.kind == "non_inferiority":
+        return "non_inferiority", -gate.margin, None
+    if gate.kind == "superiority":
+        return "superiority", gate.margin, None
+    if inputs.confirmed_decay is not None:
+        return (
+            "non_inferiority",
+            -gate.margin,
+            f"freshness: {inputs.confirmed_decay}, so a challenger not worse by more than "
+            f"{gate.margin:g} on the newest rows is promoted for being fresher",
+        )
+    return "superiority", 0.0, "no confirmed decay: the challenger must beat the champion"
+
+
+def minimum_detectable(samples: np.ndarray, confidence: float, power: float = MDE_POWER) -> float | None:
+    """The smallest true difference the test would find with ``power``, from the bootstrap's
+    standard error: (z of the one-sided level + z of the power) x SE.
+
+    >>> round(minimum_detectable(np.random.default_rng(0).normal(0, 0.01, 5000), 0.95), 3)
+    0.025
+    """
+    finite = samples[np.isfinite(samples)]
+    if finite.size < 2:
+        return None
+    se = float(finite.std(ddof=1))
+    return float((stats.norm.ppf(confidence) + stats.norm.ppf(power)) * se)
+
+
 def check_champion(gate: Any, inputs: GateInputs, seed: int) -> CheckResult:
     metric = get_metric(gate.metric)
     name = f"{gate.kind}({metric.name}, margin {gate.margin:g})"
@@ -148,8 +186,9 @@ def check_champion(gate: Any, inputs: GateInputs, seed: int) -> CheckResult:
         metric, inputs.challenger, inputs.champion, n_boot=gate.n_boot, confidence=gate.confidence, seed=seed
     )
     low, high = _oriented(metric, result.low, result.high)
-    bound = -gate.margin if gate.kind == "non_inferiority" else gate.margin
+    test, bound, rule = _test_of(gate, inputs)
     passed = bool(np.isfinite(low) and low > bound)
+    mde = minimum_detectable(result.samples, gate.confidence)
     challenger_value, champion_value = metric(inputs.challenger), metric(inputs.champion)
     pct = f"{gate.confidence:.0%}"
     if passed:
@@ -162,8 +201,14 @@ def check_champion(gate: Any, inputs: GateInputs, seed: int) -> CheckResult:
         f"{metric.name}: challenger {_fmt(challenger_value)} vs champion {_fmt(champion_value)} "
         f"(v{inputs.champion_version}), difference {_signed(result.estimate)}, "
         f"{pct} CI [{_signed(result.low)}, {_signed(result.high)}]: {verdict}"
+        + ("" if mde is None else f" (smallest difference this holdout detects: {mde:.3g})")
+        + ("" if rule is None else f"; {test} by the auto rule ({rule.split(':')[0]})")
     )
     evidence = {
+        "test": test,
+        "rule": rule,
+        "minimum_detectable_difference": mde,
+        "power": MDE_POWER,
         "metric": metric.name,
         "higher_is_better": metric.higher_is_better,
         "champion_version": inputs.champion_version,
@@ -404,6 +449,7 @@ CHECKS: dict[str, Callable[[Any, GateInputs, int], CheckResult]] = {
     "threshold": check_threshold,
     "non_inferiority": check_champion,
     "superiority": check_champion,
+    "auto": check_champion,
     "slices": check_slices,
     "fairness": check_fairness,
     "latency": check_latency,

@@ -1,17 +1,33 @@
-"""What every command shares: the project option, JSON output, the store, error handling."""
+"""What every command shares: the project option, JSON output, the store, error handling.
+
+One ``--json`` convention holds for every command: ``--json`` alone prints the result as
+JSON on standard output instead of the table (and nothing else goes there), and
+``--json FILE`` writes the same JSON to FILE (``-`` is standard output). The bare form
+is turned into ``--json -`` by :func:`normalize_json_flag` before parsing, so every command
+declares one option, :data:`JsonOpt`.
+
+This module stays light (typer, rich, the error tree): a command imports the heavy
+parts it needs inside its own body, so ``evertrain status`` never pays for pandas.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from evertrain.exceptions import UsageError
-from evertrain.store import Store
+
+if TYPE_CHECKING:
+    from evertrain.store import Store
+
+#: The project file's name (the same as :data:`evertrain.spec.SPEC_FILE`; spelled here so
+#: that checking for it does not import pydantic).
+SPEC_FILE = "evertrain.yaml"
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -19,14 +35,52 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 ProjectOpt = Annotated[
     Path, typer.Option("--project", "-p", help="Project folder (holds evertrain.yaml and .evertrain/).")
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+JsonOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--json",
+        metavar="[FILE]",
+        help="Print JSON instead of the table; with FILE, write it there ('-': standard output).",
+    ),
+]
+JSON_OPTION = "--json"
+
+
+def normalize_json_flag(argv: list[str]) -> list[str]:
+    """``--json`` given without a FILE becomes ``--json -`` (standard output).
+
+    A bare ``--json`` is one that ends the command line or is followed by another option.
+    """
+    out: list[str] = []
+    for i, token in enumerate(argv):
+        out.append(token)
+        if token == JSON_OPTION:
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            if following is None or (following.startswith("-") and following != "-"):
+                out.append("-")
+    return out
+
+
+def require_project(project: Path) -> Path:
+    """``project`` if it holds evertrain.yaml; else a one-line usage error, and nothing is created."""
+    if not (project / SPEC_FILE).is_file():
+        where = "here" if project.resolve() == Path.cwd().resolve() else f"in {project}"
+        raise UsageError(f"no {SPEC_FILE} {where} (use --project or evertrain init)")
+    return project
 
 
 _opened: list[Store] = []
 
 
 def open_store(project: Path) -> Store:
-    """The project's store, opened; ``close_stores`` closes it when the command ends."""
+    """The project's store, opened; ``close_stores`` closes it when the command ends.
+
+    Refuses a folder that is not a project, so that a command run in the wrong folder
+    creates nothing there.
+    """
+    from evertrain.store import Store
+
+    require_project(project)
     store = Store.for_project(project)
     _opened.append(store)
     return store.open()
@@ -38,12 +92,17 @@ def close_stores() -> None:
         _opened.pop().close()
 
 
+def to_stdout(target: Path | None) -> bool:
+    """Whether ``--json`` asks for JSON on standard output (so no table may go there)."""
+    return target is not None and str(target) == "-"
+
+
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def write_json(target: Path, payload: Any) -> None:
-    """``--json FILE`` output: the file, or standard output when FILE is ``-``."""
+    """``--json [FILE]`` output: the file, or standard output when FILE is ``-``."""
     text = json.dumps(payload, indent=2, default=str) + "\n"
     if str(target) == "-":
         sys.stdout.write(text)

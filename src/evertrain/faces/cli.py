@@ -2,61 +2,74 @@
 
 Exit codes, as in DESIGN.md: 0 ok, 1 the check failed (drift found, audit broken, gate
 failed, a lost compare-and-swap), 2 bad usage or bad input, with a one-line reason on
-stderr. Commands live in ``cli_*`` modules, one per part, and register themselves on
-``app`` (:mod:`evertrain.faces.cli_app`) when imported; this module imports them all and
-runs the app.
+stderr. No traceback reaches a user: an error nobody foresaw is one line too (exit 2),
+and ``EVERTRAIN_DEBUG=1`` shows its traceback.
+
+Commands live in ``cli_*`` modules, one per part, and register themselves on ``app``
+(:mod:`evertrain.faces.cli_app`) when imported; the app imports only the module of the
+command being run, so quick commands stay quick.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 
 from evertrain.exceptions import EvertrainError
-from evertrain.faces import (
-    cli_backtest,
-    cli_controller,
-    cli_monitor,
-    cli_serve,
-    cli_store,
-    cli_train,
-)
-from evertrain.faces._common import close_stores
+from evertrain.faces._common import close_stores, normalize_json_flag
 from evertrain.faces.cli_app import app
 
-__all__ = [
-    "app",
-    "cli_backtest",
-    "cli_controller",
-    "cli_monitor",
-    "cli_serve",
-    "cli_store",
-    "cli_train",
-    "main",
-]
+__all__ = ["app", "main"]
+
+DEBUG_VARIABLE = "EVERTRAIN_DEBUG"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; maps evertrain errors to exit codes."""
+    """Entry point of the console script; maps every error to an exit code and one line."""
+    args = normalize_json_flag(list(sys.argv[1:] if argv is None else argv))
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=args, standalone_mode=False, prog_name="evertrain")
     except EvertrainError as exc:
-        sys.stderr.write(f"error: {exc.message.splitlines()[0] if exc.message else type(exc).__name__}\n")
-        return exc.exit_code
+        return _fail(exc.message or type(exc).__name__, exc.exit_code)
     except typer.Exit as exc:
         return int(exc.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("aborted\n")
-        return 2
+        return 130
+    except RecursionError:
+        return _fail("input nested too deeply to read", 2)
     except Exception as exc:
         if isinstance(exc, _usage_errors()):
             exc.show()  # type: ignore[attr-defined]
             return 2
-        raise
+        if _debug():
+            raise
+        return _fail(_unexpected(exc), 2)
     finally:
         close_stores()
     return result if isinstance(result, int) else 0
+
+
+def _fail(message: str, code: int) -> int:
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    sys.stderr.write(f"error: {first}\n")
+    return code
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _unexpected(exc: BaseException) -> str:
+    """One line for an error no check foresaw: what it was, and how to see more."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename}" if exc.filename else ""
+        text = f"{exc.strerror}{where}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return f"{text} (set {DEBUG_VARIABLE}=1 for the traceback)"
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
@@ -70,11 +83,8 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     vendored = getattr(typer, "TyperException", None)
     if isinstance(vendored, type):
         kinds.append(vendored)
-    try:
-        import click
-    except ImportError:  # pragma: no cover - only typer's own copy is installed
-        pass
-    else:
+    click = sys.modules.get("click")  # only when something imported it: never import it for this
+    if click is not None:
         kinds.append(click.ClickException)
     return tuple(kinds)
 

@@ -72,11 +72,20 @@ def events_table(result: BacktestResult) -> Table | None:
     rows: list[tuple[int, str, str]] = []
     for r in result["retrains"]:
         gates = f" -> v{r['version']} gates {r['gates']}" if r.get("version") is not None else ""
-        rows.append((r["batch"], f"retrain{gates}", r["reason"]))
+        why = r["reason"]
+        if r.get("gates") not in (None, "passed") and r.get("gate_reason"):
+            why = f"{why}; gates: {r['gate_reason']}"  # both numbers and the interval, as the gate said
+        rows.append((r["batch"], f"retrain{gates}", why))
     for p in result["promotions"]:
         rows.append((p["batch"], f"v{p['version']} promoted", ""))
-    for b in result["rollbacks"]:
-        rows.append((b["batch"], f"v{b['version']} rolled back", "; ".join(b.get("reasons", []))))
+    for move in result["rollbacks"]:
+        b = cast(dict[str, Any], move)  # a rollback also says what it rolled back ("from")
+        why = "; ".join(b.get("reasons", []))
+        if isinstance(b.get("from"), int):
+            # The champion changed back: "version" is the one serving again, "from" the one rolled back.
+            rows.append((b["batch"], f"v{b['from']} rolled back, v{b['version']} champion again", why))
+        else:
+            rows.append((b["batch"], f"canary v{b['version']} rolled back", why))
     if not rows:
         return None
     table = Table(title="what the loop did", title_justify="left")
@@ -112,6 +121,21 @@ def backtest(
     json_out: Annotated[
         Path | None,
         typer.Option("--json", help="Write the result as JSON to FILE ('-' for standard output)."),
+    ] = None,
+    time_column: Annotated[
+        str | None,
+        typer.Option(
+            "--time-column",
+            help="Event time column: rows are sorted by it, batches cut in time order; never a feature.",
+        ),
+    ] = None,
+    label_time_column: Annotated[
+        str | None,
+        typer.Option(
+            "--label-time-column",
+            help="When each label arrived (default: a column named label_ts, label_time, labelled_at...); "
+            "sets the label delay when --label-delay is not given; never a feature.",
+        ),
     ] = None,
     keep: Annotated[
         Path | None,
@@ -158,6 +182,8 @@ def backtest(
             workdir=keep,
             on_batch=tick,
             what=str(data),
+            time_column=time_column,
+            label_time_column=label_time_column,
         )
     if json_out is not None:
         write_json(json_out, result)

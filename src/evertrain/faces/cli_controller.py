@@ -147,11 +147,13 @@ def ui(
 
     from evertrain.faces import ui as dashboard
     from evertrain.serve.app import create_app
-    from evertrain.spec import SPEC_FILE, load_spec
+    from evertrain.serve.guard import uvicorn_config
+    from evertrain.spec import SPEC_FILE, ServingSpec, load_spec
 
     store = open_store(project)
     spec = load_spec(project) if (project / SPEC_FILE).is_file() else None
     app_ = create_app(store, spec)
     dashboard.mount(app_, store)
     console.print(f"dashboard on http://{host}:{port}/ui")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    serving = spec.serving if spec is not None else ServingSpec.model_validate({})
+    uvicorn.Server(uvicorn_config(app_, serving, host, port)).run()

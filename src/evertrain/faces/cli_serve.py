@@ -12,9 +12,18 @@ from typing import Annotated, Any
 import typer
 
 from evertrain import settings
-from evertrain.faces._common import JsonFlag, ProjectOpt, console, err_console, open_store, print_json
+from evertrain.exceptions import CheckFailed, EvertrainError, UsageError
+from evertrain.faces._common import (
+    SPEC_FILE,
+    JsonOpt,
+    ProjectOpt,
+    console,
+    err_console,
+    open_store,
+    write_json,
+)
 from evertrain.faces.cli_app import app
-from evertrain.spec import SPEC_FILE, ServingSpec, Spec, load_spec
+from evertrain.spec import ServingSpec, Spec, load_spec
 from evertrain.store.names import check_model_name
 
 rollout_app = typer.Typer(
@@ -33,7 +42,9 @@ def _spec(project: Path) -> Spec | None:
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address (default: the spec's, or 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: the spec's, or 8080).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port, 1-65535 (default: the spec's, or 8080).")
+    ] = None,
     project: ProjectOpt = Path("."),
 ) -> None:
     """Serve every registered model over HTTP (KServe V1 shapes).
@@ -42,9 +53,8 @@ def serve(
     replicas stay in step. SIGTERM or Ctrl-C stop taking connections, let in-flight
     requests finish and write every queued log row before exiting.
     """
-    import uvicorn
-
     from evertrain.serve import create_app
+    from evertrain.serve.guard import uvicorn_config
 
     spec = _spec(project)
     serving = spec.serving if spec is not None else ServingSpec.model_validate({})
@@ -58,19 +68,31 @@ def serve(
         err_console.print(
             f"serving {len(names)} model(s) on http://{bind_host}:{bind_port} (admin routes {admin})"
         )
-        config = uvicorn.Config(
-            application,
-            host=bind_host,
-            port=bind_port,
-            log_level="warning",
-            lifespan="on",
-            ws="none",
-            access_log=False,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        config = uvicorn_config(
+            application, serving, bind_host, bind_port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS
         )
-        _graceful_server(config).run()
+        server = _graceful_server(config)
+        _check_bindable(bind_host, bind_port)
+        server.run()
     finally:
         store.close()
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Refuse, in one line, an address this process cannot listen on (in use, not local, no permission)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(f"cannot serve on {host}:{port}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _graceful_server(config: Any) -> Any:
@@ -103,15 +125,20 @@ def rollout_start(
     version: str,
     reason: Annotated[str | None, typer.Option(help="Why.")] = None,
     project: ProjectOpt = Path("."),
-    as_json: JsonFlag = False,
+    as_json: JsonOpt = None,
 ) -> None:
-    """Start rolling out VERSION of MODEL: shadow, then the canary steps of the spec."""
+    """Start rolling out VERSION of MODEL: shadow, then the canary steps of the spec.
+
+    The version is loaded first, as serving would load it; one that cannot be loaded is
+    refused with the reason (exit 2) and no rollout starts.
+    """
     from evertrain.rollout import start_rollout
 
     check_model_name(model)
     spec = _spec(project)
     own = spec if spec is not None and spec.model.name == model else None
     store = open_store(project)
+    _check_loads(store, model, version, own)
     started = start_rollout(
         store,
         model,
@@ -122,13 +149,30 @@ def rollout_start(
         reason=reason,
     )
     if as_json:
-        print_json(started.to_dict())
+        write_json(as_json, started.to_dict())
     else:
         console.print(f"{model}: rolling out v{started.version} ({started.phase}, share {started.share:g})")
 
 
+def _check_loads(store: Any, model: str, version: str, spec: Spec | None) -> None:
+    """Load the challenger as a serving replica would; refuse it, in one line, if that fails."""
+    from evertrain.train.predictor import load_version
+
+    number = store.registry.resolve(model, version).version
+    try:
+        load_version(store, model, number, spec=None if spec is None else spec.model)
+    except CheckFailed:
+        raise  # an artifact that fails its hash: exit 1, as everywhere
+    except EvertrainError as exc:
+        raise UsageError(f"model {model!r} version {number} cannot be loaded: {exc.message}") from None
+    except Exception as exc:  # a foreign library's failure to load is the answer we need
+        raise UsageError(
+            f"model {model!r} version {number} cannot be loaded: {type(exc).__name__}: {exc}"
+        ) from None
+
+
 @rollout_app.command("advance")
-def rollout_advance(model: str, project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
+def rollout_advance(model: str, project: ProjectOpt = Path("."), as_json: JsonOpt = None) -> None:
     """Judge the current step of MODEL's rollout on the serving logs and act (one controller tick)."""
     from evertrain.rollout import advance
 
@@ -136,7 +180,7 @@ def rollout_advance(model: str, project: ProjectOpt = Path("."), as_json: JsonFl
     store = open_store(project)
     decision = advance(store, model, actor=settings.actor())
     if as_json:
-        print_json(decision.to_dict())
+        write_json(as_json, decision.to_dict())
         return
     console.print(f"{model}: {decision.action}")
     for reason in decision.reasons:
@@ -144,7 +188,7 @@ def rollout_advance(model: str, project: ProjectOpt = Path("."), as_json: JsonFl
 
 
 @rollout_app.command("status")
-def rollout_status(model: str, project: ProjectOpt = Path("."), as_json: JsonFlag = False) -> None:
+def rollout_status(model: str, project: ProjectOpt = Path("."), as_json: JsonOpt = None) -> None:
     """The active rollout of MODEL and the recent ones."""
     from evertrain.rollout.state import rollout_status as status_of
 
@@ -152,7 +196,7 @@ def rollout_status(model: str, project: ProjectOpt = Path("."), as_json: JsonFla
     store = open_store(project)
     active, past = status_of(store, model)
     if as_json:
-        print_json({"model": model, "active": active, "history": past})
+        write_json(as_json, {"model": model, "active": active, "history": past})
         return
     if active is None:
         console.print(f"{model}: no active rollout")

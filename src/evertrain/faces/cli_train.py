@@ -14,20 +14,30 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from evertrain.exceptions import GateFailed, UsageError
-from evertrain.faces._common import JsonFlag, ProjectOpt, console, open_store, print_json
+from evertrain.exceptions import DataValidationError, EvertrainError, GateFailed, UsageError
+from evertrain.faces._common import (
+    SPEC_FILE,
+    JsonOpt,
+    ProjectOpt,
+    console,
+    open_store,
+    require_project,
+    write_json,
+)
 from evertrain.faces.cli_app import app
 from evertrain.faces.interrupt import elapsed, on_interrupt
-from evertrain.spec import SPEC_FILE, Spec, load_spec
+from evertrain.spec import Spec, load_spec
 from evertrain.store.names import check_model_name, parse_version
 
-#: Characters of an error shown in the runs table (the JSON has all of it).
+#: Characters of an error shown in the runs table (``--wide`` and the JSON have all of it).
 ERROR_WIDTH = 60
+#: The run kind of a training (see :mod:`evertrain.train.stages`).
+TRAIN_KIND = "train"
 
 
 def _spec_for(project: Path, model: str) -> Spec:
     check_model_name(model)
-    spec = load_spec(project)
+    spec = load_spec(require_project(project))
     if spec.model.name != model:
         raise UsageError(f"{project / SPEC_FILE} describes model {spec.model.name!r}, not {model!r}")
     return spec
@@ -64,7 +74,7 @@ def train(
     ] = None,
     executor: Annotated[str | None, typer.Option(help="inline, local or ray (default: the spec's).")] = None,
     project: ProjectOpt = Path("."),
-    as_json: JsonFlag = False,
+    as_json: JsonOpt = None,
 ) -> None:
     """Train MODEL on a fresh window, register the version and check its gates."""
     from evertrain.train.pipeline import train_model
@@ -72,12 +82,12 @@ def train(
     spec = _spec_for(project, model)
     store = open_store(project)
     stopped = f"training of {model} stopped; its run stays recorded and `evertrain train` starts anew"
-    with on_interrupt(stopped), elapsed(f"training {model}", as_json):
+    with on_interrupt(stopped), elapsed(f"training {model}", as_json is not None):
         result = train_model(
             store, spec, project, reason=reason, trigger="manual", key=key, executor=executor
         )
     if as_json:
-        print_json(result.to_dict())
+        write_json(as_json, result.to_dict())
     else:
         resumed = " (resumed)" if result.resumed else ""
         console.print(
@@ -102,7 +112,7 @@ def evaluate(
     ] = None,
     record: Annotated[bool, typer.Option(help="Store the report in lineage and the audit log.")] = True,
     project: ProjectOpt = Path("."),
-    as_json: JsonFlag = False,
+    as_json: JsonOpt = None,
 ) -> None:
     """Check VERSION's gates against the champion on its holdout rows; exit 1 if a gate fails."""
     from evertrain.evaluate.evaluation import CURRENT_CHAMPION, evaluate_version
@@ -113,14 +123,40 @@ def evaluate(
     if champion is not None:
         against = None if champion.lower() == "none" else parse_version(champion)
     store = open_store(project)
-    report = evaluate_version(store, spec, model, number, project=project, champion=against, record=record)
+    _check_features(store, spec, model, number)
+    try:
+        report = evaluate_version(
+            store, spec, model, number, project=project, champion=against, record=record
+        )
+    except EvertrainError:
+        raise
+    except Exception as exc:  # the model met rows it cannot score: name it, in one line
+        raise DataValidationError(
+            f"model {model!r} version {number} cannot be scored on this project's data: "
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        ) from None
     data = report.to_dict()
     if as_json:
-        print_json(data)
+        write_json(as_json, data)
     else:
         _print_checks(data)
     if not report.passed:
         raise GateFailed(f"model {model!r} version {number} failed its gates: {report.reason}")
+
+
+def _check_features(store: Any, spec: Spec, model: str, version: int) -> None:
+    """Refuse, naming both lists, a version whose features are not the ones evertrain.yaml lists."""
+    from evertrain.evaluate.scoring import load_model
+
+    if not spec.model.features:
+        return
+    estimator = load_model(store, store.registry.get_version(model, version), spec.model.trusted_types)
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is not None and set(map(str, names)) != set(spec.model.features):
+        raise DataValidationError(
+            f"model {model!r} version {version} takes features {sorted(map(str, names))}, "
+            f"but evertrain.yaml lists {sorted(spec.model.features)}"
+        )
 
 
 def _run_row(run: Any) -> dict[str, Any]:
@@ -160,45 +196,89 @@ def varying_params(rows: list[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({f.get(k) for f in flats}) > 1]
 
 
+#: Trainings the default ``runs`` table shows (the newest); ``--all`` shows every run.
+SHORT_ROWS = 20
+
+
 @app.command()
 def runs(
     model: Annotated[str, typer.Argument(help="Model name.")],
-    kind: Annotated[str | None, typer.Option(help="Only runs of this kind (train, trial, ...).")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="Only runs of this kind (train, trial, cycle, decision, ...).")
+    ] = None,
+    all_runs: Annotated[
+        bool,
+        typer.Option("--all", help=f"Every run of every kind, not only the newest {SHORT_ROWS} trainings."),
+    ] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column: run kind, parameters that differ, full errors.")
+    ] = False,
     project: ProjectOpt = Path("."),
-    as_json: JsonFlag = False,
+    as_json: JsonOpt = None,
 ) -> None:
-    """List MODEL's training attempts (failed and rejected ones too) and what differs between them."""
+    """List MODEL's trainings (failed and rejected ones too) and what differs between them.
+
+    By default a short table of the newest trainings; ``--all`` lists every run (cycles,
+    decisions, sweep trials), ``--wide`` adds the parameters that differ and whole errors.
+    ``--json`` holds every run of the kinds asked, with all fields.
+    """
     check_model_name(model)
     store = open_store(project)
-    rows = [_run_row(r) for r in store.runs.list(model=model, kind=kind)]
+    wanted = kind if kind is not None else (None if all_runs else TRAIN_KIND)
+    rows = [_run_row(r) for r in store.runs.list(model=model, kind=wanted)]
     varying = varying_params(rows)
     if as_json:
-        print_json({"model": model, "runs": rows, "varying_params": varying})
+        write_json(as_json, {"model": model, "runs": rows, "varying_params": varying})
         return
     if not rows:
-        console.print(f"no runs of model {model!r} yet")
+        what = "runs" if wanted is None else f"{wanted} runs"
+        console.print(f"no {what} of model {model!r} yet")
         return
-    table = Table(title=f"{model}: runs")
-    for col in ("run", "kind", "status", "version", "started", "seconds", *varying, "holdout / error"):
-        table.add_column(col)
-    for row in rows:
+    shown = rows if all_runs else rows[-SHORT_ROWS:]
+    table = Table(
+        title=f"{model}: {'runs' if wanted is None else 'trainings' if wanted == TRAIN_KIND else wanted}"
+    )
+    extra = varying if wide else []
+    columns = [
+        "run",
+        *(["kind"] if wide or wanted != TRAIN_KIND else []),
+        "status",
+        "version",
+        "started",
+        "seconds",
+    ]
+    for col in (*columns, *extra, "holdout / error"):
+        table.add_column(col, overflow="fold", min_width=8 if col == "run" else None)
+    for row in shown:
         flat = _flat(row["params"])
         holdout = row["metrics"].get("holdout") or {}
-        status = row["status"] if row["outcome"] is None else f"{row['status']}: {row['outcome']}"
-        detail = (row["error"] or "")[:ERROR_WIDTH] or ", ".join(
-            f"{k} {_fmt(v)}" for k, v in list(holdout.items())[:2]
+        if wide:
+            status = row["status"] if row["outcome"] is None else f"{row['status']}: {row['outcome']}"
+        else:
+            status = row["outcome"] or row["status"]
+        error = row["error"] or ""
+        detail = (error if wide else error.splitlines()[0][:ERROR_WIDTH] if error else "") or ", ".join(
+            f"{k} {_fmt(v)}" for k, v in list(holdout.items())[: None if wide else 1]
         )
-        table.add_row(
-            row["id"][:8],
-            row["kind"],
+        started = row["created_at"][:16].replace("T", " ")
+        cells = [row["id"][:8]]
+        if "kind" in columns:
+            cells.append(row["kind"])
+        cells += [
             status,
             _fmt(row["version"]),
-            row["created_at"][:16].replace("T", " "),
-            _fmt(row["seconds"]),
-            *(flat.get(k, "-") for k in varying),
-            detail,
-        )
+            started if wide else started[5:],
+            _fmt_seconds(row["seconds"]),
+        ]
+        table.add_row(*cells, *(flat.get(k, "-") for k in extra), detail)
     console.print(table)
+    hidden = len(rows) - len(shown)
+    if hidden:
+        console.print(f"{hidden} older run(s) not shown; --all lists them, --json holds them all")
+
+
+def _fmt_seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 @app.command()
@@ -214,7 +294,10 @@ def init(
         raise UsageError(f"unknown example {example!r}; known: {', '.join(sorted(EXAMPLES))}")
     if (folder / SPEC_FILE).exists() and not force:
         raise UsageError(f"{folder / SPEC_FILE} already exists; pass --force to overwrite it")
-    write_project(folder, example)
+    try:
+        write_project(folder, example)
+    except OSError as exc:
+        raise UsageError(f"cannot write the project into {folder}: {exc.strerror or exc}") from None
     spec = load_spec(folder)
     console.print(
         f"wrote {folder / SPEC_FILE} and {folder / EXAMPLES[example].data_file}: "

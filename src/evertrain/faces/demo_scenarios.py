@@ -2,7 +2,7 @@
 
 Two scenarios: the seeded synthetic stream of :mod:`evertrain.data.streams` (stable,
 covariate shift, abrupt concept change, gradual drift, and an offline sign flip of x1
-partway through the gradual phase) with :data:`DEMO_SPEC`; and real daily weather
+from a few batches after the abrupt change on) with :data:`DEMO_SPEC`; and real daily weather
 (``--dataset rainfall``) with :data:`RAINFALL_SPEC`. :mod:`evertrain.faces.demo` runs
 either through the real HTTP app.
 """
@@ -24,7 +24,9 @@ MODEL = "demo"
 BATCH_SECONDS = 3600.0  # one batch of traffic per simulated hour
 HISTORY_BATCHES = 3  # stable batches already labelled before production starts
 LABEL_DELAY_BATCHES = 2
-FAULT_AFTER_BATCHES = 2  # the offline sign flip starts this many batches into the gradual drift
+# The offline sign flip starts this many batches after the abrupt change: after the rows the
+# abrupt change's retrain learns from (its labels are a few batches late), before the next retrain.
+FAULT_AFTER_ABRUPT_BATCHES = 4
 
 DEMO_SPEC = f"""\
 # evertrain demo project: a binary classifier on a drifting stream.
@@ -121,7 +123,8 @@ def write_project(out: Path, spec_text: str = DEMO_SPEC) -> None:
 
 
 def demo_stream(seed: int, fast: bool, batch_size: int = 400) -> DemoStream:
-    """The demo's stream; the offline x1 sign flip starts a few batches into the gradual drift."""
+    """The demo's stream; the offline x1 sign flip starts a few batches after the abrupt change, so
+    the retrain that follows the abrupt change's learns from faulty warehouse rows."""
     stream = DemoStream(
         seed=seed,
         batch_size=batch_size,
@@ -130,7 +133,7 @@ def demo_stream(seed: int, fast: bool, batch_size: int = 400) -> DemoStream:
         abrupt=7 if fast else 8,
         gradual=11 if fast else 15,
     )
-    return replace(stream, offline_fault_from=stream.phase_start("gradual") + FAULT_AFTER_BATCHES)
+    return replace(stream, offline_fault_from=stream.phase_start("abrupt") + FAULT_AFTER_ABRUPT_BATCHES)
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,29 @@ from evertrain.store import Store
 from evertrain.store.names import KNOWN_ALIASES
 
 
-def status_data(store: Store) -> dict[str, Any]:
-    """The one-glance view of every model; the controller adds decisions and drift to it."""
+def status_data(store: Store, configured: str | None = None) -> dict[str, Any]:
+    """The one-glance view of every model; the controller adds decisions and drift to it.
+
+    ``configured`` is the model the project file describes: it is listed even before its
+    first version (no aliases, no versions), so ``status`` right after ``init`` shows it.
+    """
     from evertrain.faces import status_extras
 
     out = []
-    for name in store.registry.list_models():
+    registered = store.registry.list_models()
+    if configured is not None and configured not in registered:
+        out.append(
+            {
+                "name": configured,
+                "aliases": dict.fromkeys(KNOWN_ALIASES),
+                "n_versions": 0,
+                "last_decision": None,
+                "last_drift": None,
+                "rollout": None,
+                "next_cycle_at": None,
+            }
+        )
+    for name in registered:
         held = store.registry.get_aliases(name)
         aliases = {a: held.get(a) for a in KNOWN_ALIASES}
         entry: dict[str, Any] = {

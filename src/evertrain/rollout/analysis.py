@@ -27,6 +27,17 @@ Errors are judged at any sample size, so a broken canary is rolled back at once;
 other checks wait for ``min_samples``. The tests are re-run on the growing window at
 each tick; that repeated look raises the false-alarm rate a little above ``alpha``, a
 price paid, as in Kayenta, for rolling back a bad version early.
+
+**Sequential mode** (``rollout.sequential``; by default for a version trained for a
+confirmed decay, when every cycle on the stale champion costs): quality is judged by an
+always-valid confidence sequence on the accuracy difference (Robbins' normal mixture over
+the difference's information, valid at every look, so looking each tick costs nothing).
+As soon as it shows the challenger not worse than the champion by more than
+``quality_margin`` the canary is promoted, whatever step it is on; as soon as it shows it
+worse, it is rolled back; while it is undecided the plan runs as usual but the last step
+holds for the evidence (up to the step's limit), so a close call takes longer. If the
+limit comes first (labels late, a close call), the step gets the plain plan's verdict on
+its fixed-sample checks: sequential mode adds early stops, it is never stricter.
 """
 
 from __future__ import annotations
@@ -240,6 +251,71 @@ def _noninferiority(
     return Check("quality", "wait", detail, champion, value, min(p_worse, p_fine), margin)
 
 
+#: Fewest labels per arm before the confidence sequence is read: its width uses the
+#: observed variance of each arm's correctness, which a normal approximation trusts from
+#: about 30 rows on (the usual rule for a sample mean).
+SEQUENTIAL_MIN_LABELS = 30
+
+
+def confidence_sequence_halfwidth(information: float, rho: float, alpha: float) -> float:
+    """Half-width of a (1 - alpha) always-valid confidence sequence for a mean difference.
+
+    Robbins' two-sided normal mixture: for S_t with variance t (here t is the information
+    1/Var of the estimate), P(exists t: |S_t| >= sqrt((t + rho) log((t + rho) / (rho alpha^2))))
+    <= alpha. Dividing by the information gives the half-width on the difference; ``rho``
+    sets where the sequence is tightest.
+
+    >>> round(confidence_sequence_halfwidth(400.0, 400.0, 0.05), 3)
+    0.183
+    """
+    total = information + rho
+    return math.sqrt(total * math.log(total / (rho * alpha**2))) / information
+
+
+def sequential_quality(
+    champion: Evidence, challenger: Evidence, analysis: AnalysisSpec, min_labels: int
+) -> Check:
+    """Challenger vs champion accuracy by an always-valid confidence sequence (see the module doc).
+
+    Pass when the whole sequence interval of (challenger - champion) lies above
+    ``-quality_margin``, fail when it lies below, wait otherwise. The mixture is tuned to be
+    tightest at ``min_labels`` labels per arm (the evidence the plan asks for anyway).
+    """
+    n_a, n_b = challenger.labels.size, champion.labels.size
+    if n_a < SEQUENTIAL_MIN_LABELS or n_b < SEQUENTIAL_MIN_LABELS:
+        return Check(
+            "quality",
+            "wait",
+            f"sequential quality needs {SEQUENTIAL_MIN_LABELS} labels per arm (have {n_a} and {n_b})",
+        )
+    acc_a = _accuracy(challenger)
+    acc_b = _accuracy(champion)
+    # variances from smoothed rates, so an arm that is right on every row still counts as uncertain
+    pa, pb = (acc_a * n_a + 1) / (n_a + 2), (acc_b * n_b + 1) / (n_b + 2)
+    var_a, var_b = pa * (1 - pa), pb * (1 - pb)
+    information = 1.0 / (var_a / n_a + var_b / n_b)
+    rho = 1.0 / (var_a / min_labels + var_b / min_labels)
+    half = confidence_sequence_halfwidth(information, rho, analysis.alpha)
+    diff = acc_a - acc_b
+    low, high = diff - half, diff + half
+    margin = analysis.quality_margin
+    interval = f"always-valid {1 - analysis.alpha:.0%} interval [{low:+.3f}, {high:+.3f}]"
+    head = f"accuracy {acc_a:.3f} vs champion {acc_b:.3f} on {n_a} and {n_b} labels ({diff:+.3f}; {interval})"
+    if low > -margin:
+        return Check(
+            "quality", "pass", f"{head}: not worse by more than {margin:g}", acc_b, acc_a, None, margin
+        )
+    if high < -margin:
+        return Check("quality", "fail", f"{head}: worse by more than {margin:g}", acc_b, acc_a, None, margin)
+    return Check("quality", "wait", f"{head}: not yet decided", acc_b, acc_a, None, margin)
+
+
+def _accuracy(arm: Evidence) -> float:
+    return float(
+        np.mean([label_text(p) == label_text(y) for p, y in zip(arm.labelled, arm.labels, strict=True)])
+    )
+
+
 def paired_quality(correct_new: np.ndarray, correct_old: np.ndarray, analysis: AnalysisSpec) -> Check:
     """Quality of a promoted version against its predecessor scored on the same labelled rows.
 
@@ -326,14 +402,23 @@ def compare(
     duration: float,
     final: bool,
     task: str | None = None,
+    sequential: bool = False,
 ) -> Verdict:
     """The verdict on one step: roll back on any failed check, hold until the sample and time are
-    there, then advance (or promote after the last step)."""
+    there, then advance (or promote after the last step). ``sequential`` (classification
+    only): quality by a confidence sequence that promotes or rolls back as soon as it decides."""
     classification = is_classification(task, challenger.predictions, champion.predictions)
+    sequential = sequential and classification
     errors = check_errors(champion, challenger, analysis)
     checks = [errors]
     enough = challenger.n >= min_samples
-    if enough:
+    if sequential:
+        checks += [
+            check_latency(champion, challenger, analysis),
+            sequential_quality(champion, challenger, analysis, analysis.min_labels),
+            check_predictions(champion, challenger, classification),
+        ]
+    elif enough:
         checks += [
             check_latency(champion, challenger, analysis),
             check_quality(champion, challenger, analysis, classification),
@@ -342,12 +427,22 @@ def compare(
     failed = [c for c in checks if c.status == "fail"]
     if failed:
         return Verdict("rollback", [c.detail for c in failed], checks, champion.n, challenger.n)
+    quality = next((c for c in checks if c.name == "quality"), None)
+    if sequential and quality is not None and quality.status == "pass":
+        return Verdict(
+            "promote",
+            [f"{challenger.arm} v{challenger.version} passed the sequential test early: {quality.detail}"],
+            checks,
+            champion.n,
+            challenger.n,
+        )
     waits = []
     if not enough:
         waits.append(f"{challenger.arm} has {challenger.n} of the {min_samples} rows this step needs")
     if elapsed < duration:
         waits.append(f"the step has run {elapsed:.0f}s of {duration:.0f}s")
-    if enough and analysis.require_labels:
+    if enough and (analysis.require_labels or (sequential and final)):
+        # a sequential canary's last step waits for the sequence to decide: close calls take longer
         waits += [c.detail for c in checks if c.name == "quality" and c.status == "wait"]
     if waits:
         return Verdict("hold", waits, checks, champion.n, challenger.n)

@@ -50,8 +50,12 @@ def start_rollout(
     task: str | None = None,
     reason: str | None = None,
     now: float | None = None,
+    decay: str | None = None,
 ) -> Rollout:
     """Begin rolling out ``version``: shadow first if the plan has one, else the first canary step.
+
+    ``decay``: why the champion is known to be stale, when it is (a confirmed decay): the
+    canary is then judged sequentially unless the spec says ``sequential: never``.
 
     Needs a champion to compare with (a first version is promoted directly). A rollout that
     is still watching an earlier promotion is completed; one in shadow or canary is a
@@ -84,7 +88,7 @@ def start_rollout(
             PROMOTED,
             [f"watch ended early: rollout of v{number} started"],
         )
-    plan = make_plan(rollout_spec, task)
+    plan = make_plan(rollout_spec, task, decay=decay)
     if plan["shadow"] is not None:
         phase, step, share, alias = SHADOW, None, 0.0, SHADOW
     elif plan["steps"]:

@@ -264,8 +264,38 @@ def _step_verdict(r: Rollout, now: float, logs_url: str) -> analysis.Verdict:
         duration=float(config["duration"]),
         final=final,
         task=r.plan.get("task"),
+        sequential=bool(r.plan.get("sequential")),
     )
     limit = config.get("max_duration") or UNDECIDED_STEP_LIMIT * float(config["duration"])
+    sequential = bool(r.plan.get("sequential")) and not plan_analysis.require_labels
+    if verdict.action == "hold" and elapsed >= float(limit) and sequential:
+        # The sequence held the step for evidence that did not come in time (labels late, a
+        # close call). Sequential mode only adds early stops: at the limit the step gets the
+        # verdict the plain plan gives, its fixed-sample checks (a challenger they show worse
+        # is rolled back), never a stricter one.
+        plain = analysis.compare(
+            champion,
+            challenger,
+            plan_analysis,
+            min_samples=int(config["min_samples"]),
+            elapsed=elapsed,
+            duration=float(config["duration"]),
+            final=final,
+            task=r.plan.get("task"),
+        )
+        if plain.action != "hold":
+            held = "; ".join(verdict.reasons)
+            return analysis.Verdict(
+                plain.action,
+                [
+                    f"the sequential test stayed undecided to the step's limit ({held}); "
+                    "the plain checks decide",
+                    *plain.reasons,
+                ],
+                plain.checks,
+                plain.n_champion,
+                plain.n_challenger,
+            )
     if verdict.action == "hold" and elapsed >= float(limit):
         verdict = analysis.Verdict(
             "rollback",

@@ -80,10 +80,19 @@ class Decision:
         }
 
 
-def make_plan(rollout_spec: RolloutSpec | None = None, task: str | None = None) -> dict[str, Any]:
-    """The plan a rollout follows, frozen at its start so that editing the spec mid-way changes nothing."""
+def make_plan(
+    rollout_spec: RolloutSpec | None = None, task: str | None = None, *, decay: str | None = None
+) -> dict[str, Any]:
+    """The plan a rollout follows, frozen at its start so that editing the spec mid-way changes nothing.
+
+    ``decay``: why the champion is known to be stale (the version was trained for a
+    confirmed decay), which makes ``sequential: auto`` judge the canary sequentially.
+    """
     spec = rollout_spec or RolloutSpec.model_validate({})
+    sequential = spec.sequential == "always" or (spec.sequential == "auto" and decay is not None)
     return {
+        "sequential": sequential,
+        "decay": decay,
         "shadow": None if spec.shadow is None else spec.shadow.model_dump(),
         "steps": [s.model_dump() for s in spec.steps],
         "analysis": spec.analysis.model_dump(),

@@ -34,6 +34,7 @@ from evertrain.exceptions import EvertrainError, InputError, ServeError, UsageEr
 from evertrain.serve import openapi as doc
 from evertrain.serve.admin import admin_routes
 from evertrain.serve.bodies import json_response
+from evertrain.serve.guard import HostAllowlist
 from evertrain.serve.metrics import ServeMetrics
 from evertrain.serve.server import Server
 from evertrain.spec import ServingSpec, Spec
@@ -49,6 +50,7 @@ def create_app(
     serving: ServingSpec | None = None,
     clock: Callable[[], float] = time.time,
     admin_token: str | None = None,
+    feedback_token: str | None = None,
     logs_url: str | None = None,
     models: Iterable[str] | None = None,
     metrics: ServeMetrics | None = None,
@@ -58,7 +60,8 @@ def create_app(
     ``spec`` (optional) gives the serving settings, the rollout plan and the model's
     task, features and trusted types; without it every registered model is served with
     default settings. ``serving`` overrides ``spec.serving``. ``admin_token`` defaults to
-    ``EVERTRAIN_ADMIN_TOKEN`` (unset: admin routes answer 401). ``logs_url`` defaults to
+    ``EVERTRAIN_ADMIN_TOKEN`` (unset: admin routes answer 401), ``feedback_token`` to
+    ``EVERTRAIN_FEEDBACK_TOKEN`` (unset: feedback needs no token). ``logs_url`` defaults to
     the store's. ``models`` limits serving to those names. Background threads start and
     stop with the app's lifespan (``app.state.server.start()``/``stop()`` without one).
     """
@@ -67,12 +70,14 @@ def create_app(
     if not url:
         raise UsageError("the serving app needs a logs URL: pass logs_url or open the store with one")
     token = admin_token if admin_token is not None else settings.ADMIN_TOKEN.raw()
+    labels_token = feedback_token if feedback_token is not None else settings.FEEDBACK_TOKEN.raw()
     server = Server(
         store,
         spec,
         serving,
         clock=clock,
         admin_token=token,
+        feedback_token=labels_token,
         logs_url=url,
         only=models,
         metrics=metrics or ServeMetrics(),
@@ -95,6 +100,8 @@ def create_app(
     app.state.server = server
     _handlers(app, server)
     _routes(app, server, spec)
+    if serving.allowed_hosts is not None:
+        app.add_middleware(HostAllowlist, hosts=serving.allowed_hosts, metrics=server.metrics)
     return app
 
 
@@ -102,7 +109,7 @@ def _error_response(status: int, message: str, field: str | None = None) -> Resp
     headers = None
     if status == 401:
         headers = {"www-authenticate": "Bearer"}
-    elif status == 503:
+    elif status in (429, 503):
         headers = {"retry-after": RETRY_AFTER_SECONDS}
     return json_response({"error": message, "field": field}, status, headers)
 
@@ -139,7 +146,7 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         summary="Predict (KServe V1)",
         tags=["inference"],
         response_model=None,
-        responses={200: {"model": doc.PredictResponse}, **doc.errors(404, 413, 422, 500, 503)},
+        responses={200: {"model": doc.PredictResponse}, **doc.errors(404, 408, 413, 422, 429, 500, 503)},
         openapi_extra=doc.body(doc.predict_request(max_batch)),
     )
     async def predict(name: str, request: Request) -> Response:
@@ -150,11 +157,24 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         summary="Feedback labels for earlier predictions, by request id",
         tags=["inference"],
         response_model=None,
-        responses={200: {"model": doc.FeedbackResponse}, **doc.errors(404, 413, 422, 503)},
+        responses={
+            200: {"model": doc.FeedbackResponse},
+            **doc.errors(401, 404, 408, 413, 415, 422, 429, 503),
+        },
         openapi_extra=doc.body(doc.feedback_request(max_batch)),
     )
     async def feedback(name: str, request: Request) -> Response:
         return await server.feedback(name, request)
+
+    @app.get(
+        "/v1/models",
+        summary="The models served (KServe V1 list), with readiness and aliases",
+        tags=["inference"],
+        response_model=None,
+        responses={200: {"model": doc.ModelList}},
+    )
+    async def list_models() -> Response:
+        return json_response(server.list_models())
 
     @app.get(
         "/v1/models/{name}",

@@ -8,6 +8,7 @@ the rule and the value, which the app answers with 413 or 422.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi.responses import Response
@@ -28,16 +29,93 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# A ``\\u`` escape of a UTF-16 surrogate (D800-DFFF): the only way a JSON text in valid
+# UTF-8 can carry a lone surrogate. Escaped pairs are fine and also match; they are then
+# checked string by string.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def parse_json(data: bytes) -> Any:
-    """The JSON document in ``data``; refuses NaN and Infinity, which JSON does not have."""
+    """The JSON document in ``data``; refuses what is not valid Unicode text, and NaN and Infinity.
+
+    The body must be UTF-8 (RFC 8259 for JSON between systems), and no string in it, key
+    or value, may hold a lone UTF-16 surrogate (``"\\ud800"``): such a string is not
+    Unicode text, cannot be written to Parquet or Arrow, and would make a model or the log
+    writer fail on the client's behalf. Both are the client's error (422, naming the field).
+    """
     if not data.strip():
         raise InputError("body", "empty body: expected a JSON object")
     try:
-        return json.loads(data, parse_constant=_no_constant)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            "body", f"not UTF-8 text: byte {exc.start} ({data[exc.start : exc.start + 1]!r})"
+        ) from None
+    text = text.removeprefix("\ufeff")
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
     except RecursionError:
         raise InputError("body", "JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
+    except ValueError as exc:  # JSONDecodeError, too many digits
         raise InputError("body", f"not valid JSON: {str(exc)[:200]}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        check_unicode(value, "body")
+    return value
+
+
+def _bad_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_unicode(value: Any, where: str) -> None:
+    """Refuse (422) any string in ``value``, key or value, that is not valid Unicode.
+
+    >>> check_unicode({"a": ["ok", "\\U0001f600"]}, "body")  # a pair is fine; "\\ud800" alone is not
+    """
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if type(item) is str:
+            if _bad_text(item):
+                raise InputError(
+                    path, f"string {show(item)} is not valid Unicode (it holds a lone surrogate)"
+                )
+        elif type(item) is dict:
+            for key, sub in item.items():
+                if _bad_text(key):
+                    raise InputError(
+                        path, f"key {show(key)} is not valid Unicode (it holds a lone surrogate)"
+                    )
+                stack.append((sub, f"{path}.{key}" if path != "body" else key))
+        elif type(item) is list:
+            stack.extend((sub, f"{path}[{i}]") for i, sub in enumerate(item))
+
+
+#: What ``parameters.return`` of a predict request may ask for, besides the predictions.
+RETURNS = ("predictions", "probabilities", "scores")
+
+
+def predict_parameters(value: Any) -> str:
+    """The KServe V1 ``parameters`` of a predict request: what to return (default ``predictions``).
+
+    ``{"return": "probabilities"}`` adds each class's probability per instance and the
+    class order; ``{"return": "scores"}`` adds one score per instance (docs/http.md).
+    """
+    if value is None:
+        return "predictions"
+    if type(value) is not dict:
+        raise InputError("parameters", f"expected an object, got {value_kind(value)} {show(value)}")
+    unknown = sorted(set(value) - {"return"})
+    if unknown:
+        raise InputError(f"parameters.{unknown[0]}", "unknown parameter; known: return")
+    wanted = value.get("return", "predictions")
+    if wanted not in RETURNS:
+        raise InputError("parameters.return", f"expected one of {', '.join(RETURNS)}, got {show(wanted)}")
+    return str(wanted)
 
 
 def request_ids(value: Any, n: int, field: str) -> list[str]:
@@ -54,31 +132,6 @@ def request_ids(value: Any, n: int, field: str) -> list[str]:
     if len(set(value)) != n:
         raise InputError(field, "request ids must be unique within a request")
     return value
-
-
-def feedback_label(label: Any, index: int, as_text: bool | None) -> Any:
-    """One feedback label, as a float unless the model predicts text (``as_text``)."""
-    field = f"labels[{index}].label"
-    if label is None or type(label) in (list, dict):
-        raise InputError(
-            field, f"expected a number, string or boolean, got {value_kind(label)} {show(label)}"
-        )
-    if (type(label) is float and label != label) or (
-        type(label) is float and label in (float("inf"), float("-inf"))
-    ):
-        raise InputError(field, f"number {show(label)} is not finite")
-    if type(label) is str and len(label) > doc.MAX_ID_CHARS:
-        raise InputError(field, f"a label of {len(label)} characters is longer than {doc.MAX_ID_CHARS}")
-    if as_text is False and type(label) is str:
-        raise InputError(field, f"expected a number (the model predicts numbers), got string {show(label)}")
-    if as_text is False and type(label) is int:
-        try:
-            return float(label)
-        except OverflowError:
-            raise InputError(field, f"number {show(label)} is too large") from None
-    if type(label) is bool and as_text is not True:
-        return float(label)
-    return label
 
 
 MAX_VERSION = doc.MAX_VERSION  # what the registry's parser takes as a string; fits any SQL integer

@@ -41,6 +41,13 @@ class ServeMetrics:
             ["model", "version", "arm", "kind"],
             registry=r,
         )
+        self.unknown_feedback_ids = Counter(
+            "evertrain_feedback_unknown_ids",
+            "Feedback labels whose request_id matches no logged prediction of the model "
+            "(kept, but they can never join one).",
+            ["model"],
+            registry=r,
+        )
         self.latency = Histogram(
             "evertrain_predict_latency_seconds",
             "Model time of one predict request, by model, version and arm.",
@@ -92,6 +99,13 @@ class ServeMetrics:
             "evertrain_model_load_errors",
             "Failed loads or warm-ups of a version.",
             ["model", "version"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "evertrain_refused_requests",
+            "Requests refused before reaching a model, by reason (overloaded, body_timeout, host, "
+            "feedback_auth, content_type, client_limit).",
+            ["reason"],
             registry=r,
         )
         self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}

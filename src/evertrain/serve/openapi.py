@@ -46,6 +46,13 @@ def predict_request(max_batch: int) -> dict[str, Any]:
                 "uniqueItems": True,
                 "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
             },
+            "parameters": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "What to return besides the predictions: 'probabilities' (each class's, "
+                "with 'classes' giving their order) or 'scores' (one per instance); classifiers only.",
+                "properties": {"return": {"enum": ["predictions", "probabilities", "scores"]}},
+            },
         },
     }
 
@@ -132,16 +139,35 @@ class PredictResponse(_Out):
     predictions: list[Any]
     model_version: str = Field(description="The version that produced every prediction of this response.")
     request_ids: list[str]
+    classes: list[Any] | None = Field(None, description="With parameters.return = probabilities.")
+    probabilities: list[list[float]] | None = Field(
+        None, description="Each instance's probability of each class, in the order of 'classes'."
+    )
+    scores: list[float] | None = Field(
+        None,
+        description="With parameters.return = scores: the positive class's probability (binary), "
+        "the predicted class's (multiclass).",
+    )
 
 
 class FeedbackResponse(_Out):
     accepted: int
+    unknown_request_ids: list[str] = Field(
+        default_factory=list,
+        description="Ids of labels that match no logged prediction of the model (kept, and counted).",
+    )
 
 
 class Versions(_Out):
     champion: int | None = None
     canary: int | None = None
     shadow: int | None = None
+
+
+class ModelList(_Out):
+    models: list[str] = Field(description="The names served (KServe V1).")
+    ready: dict[str, bool]
+    versions: dict[str, Versions]
 
 
 class ModelStatus(_Out):
@@ -174,12 +200,15 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """Documented error responses, all with :class:`ErrorBody`."""
     text = {
         400: "Bad request",
-        401: "Missing or wrong admin token",
+        401: "Missing or wrong token (admin routes: the admin token; feedback: the feedback token)",
+        408: "The body did not arrive within the body timeout",
         404: "No such model (or version)",
         409: "A compare-and-swap lost the race, or the rollout state forbids it",
         413: "Body larger than the server accepts",
+        415: "Not a JSON body (Content-Type must be application/json)",
         422: "A field is missing, of the wrong type or outside the schema (the field is named)",
+        429: "Too many request bodies in flight on the server; retry after the Retry-After seconds",
         500: "The model failed on valid input",
-        503: "Not ready: no champion loaded yet, or the log queue is full",
+        503: "Not ready (no champion loaded yet), or the log queue is full",
     }
     return {code: {"model": ErrorBody, "description": text[code]} for code in codes}

@@ -3,9 +3,15 @@
 * **Champion** answers by default.
 * **Canary**: a request whose key hashes below the canary share goes to the canary.
   The key is the ``X-Evertrain-Key`` header (say, a user id), else the request's first
-  id, else random. Hashing is salted with the model and canary version, so the same key
-  always reaches the same arm during a rollout, and since shares only grow step by step,
-  a key in the canary at 10% stays in it at 50%.
+  id, else random. It exists for stickiness only: the hash is keyed with a server-side
+  secret (``EVERTRAIN_ROUTING_SECRET``, the same on every replica) and salted with the
+  model and canary version, so the same key always reaches the same arm during a
+  rollout, and since shares only grow step by step, a key in the canary at 10% stays in
+  it at 50%; but no client can compute offline which key lands where. A client can still
+  learn its arm from the answer (``model_version``), so the key is not a security
+  boundary: what keeps a client from vetoing a canary is that failures caused by its
+  input count against no arm (``Server``). ``serving.client_routing_key: false`` ignores
+  client keys altogether (every request routed at random).
 * **Shadow**: a copy of each request is handed to a worker thread through a bounded
   queue after the response is ready. The shadow's predictions are logged with arm
   ``shadow`` and never returned; when its queue is full the copy is dropped and counted,
@@ -15,6 +21,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import queue
 import random
@@ -37,22 +44,36 @@ KEY_HEADER = "x-evertrain-key"
 _HASH_SPACE = float(1 << 64)
 
 
-def bucket(key: str, salt: str) -> float:
-    """A stable point in [0, 1) for ``key``: the same key and salt always give the same point."""
-    digest = hashlib.blake2b(
-        key.encode("utf-8", "surrogatepass"), digest_size=8, key=salt.encode()[:64]
-    ).digest()
+def bucket(key: str, salt: str, secret: bytes = b"") -> float:
+    """A stable point in [0, 1) for ``key``: the same key, salt and secret always give the same point.
+
+    A keyed BLAKE2b (a MAC): without ``secret`` nobody can tell a key's point in advance.
+    """
+    mac_key = hashlib.sha256(secret + b"\0" + salt.encode("utf-8", "surrogatepass")).digest()
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8, key=mac_key).digest()
     return int.from_bytes(digest, "big") / _HASH_SPACE
 
 
+def routing_secret(explicit: str | None, admin_token: str | None) -> bytes:
+    """The routing hash's secret: ``EVERTRAIN_ROUTING_SECRET``, else one derived from the admin token.
+
+    Derived (HMAC), so the hash never reveals the admin token; empty when neither is set.
+    """
+    if explicit:
+        return explicit.encode("utf-8", "surrogatepass")
+    if admin_token:
+        return hmac.new(admin_token.encode("utf-8", "surrogatepass"), b"evertrain-routing", "sha256").digest()
+    return b""
+
+
 def choose(
-    routes: Routes, key: str | None, rng: Callable[[], float] = random.random
+    routes: Routes, key: str | None, rng: Callable[[], float] = random.random, secret: bytes = b""
 ) -> tuple[str, LoadedModel]:
     """The arm and model for one request (the champion must be loaded)."""
     champion = routes.champion
     canary = routes.canary
     if canary is not None and routes.share > 0.0:
-        point = rng() if key is None else bucket(key, f"{routes.name}/{canary.version}")
+        point = rng() if key is None else bucket(key, f"{routes.name}/{canary.version}", secret)
         if point < routes.share:
             return CANARY, canary
     if champion is None:
@@ -234,4 +255,5 @@ __all__ = [
     "choose",
     "error_rows",
     "prediction_rows",
+    "routing_secret",
 ]

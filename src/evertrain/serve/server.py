@@ -9,25 +9,37 @@ logged for the rollout analysis. The routes that call it are wired in ``app.py``
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from evertrain import settings
 from evertrain.data.logs import ERRORS, FEEDBACK, PREDICTIONS, LogWriter
 from evertrain.exceptions import AuthError, InputError, ServeError
 from evertrain.serve import openapi as doc
-from evertrain.serve.bodies import feedback_label, json_response, parse_json, request_ids
+from evertrain.serve.bodies import json_response, parse_json, predict_parameters, request_ids
+from evertrain.serve.known_ids import KnownIds
+from evertrain.serve.labels import LabelRule, label_rule, rule_from_model
 from evertrain.serve.metrics import ServeMetrics
 from evertrain.serve.models import ModelManager, Routes
-from evertrain.serve.router import KEY_HEADER, ShadowMirror, choose, error_rows, prediction_rows
+from evertrain.serve.router import (
+    KEY_HEADER,
+    ShadowMirror,
+    choose,
+    error_rows,
+    prediction_rows,
+    routing_secret,
+)
 from evertrain.spec import ServingSpec, Spec
 from evertrain.store import Store
 from evertrain.store.names import CANARY, CHAMPION, SHADOW
@@ -35,6 +47,40 @@ from evertrain.train.inputs import show, value_kind
 from evertrain.train.predictor import LoadedModel, LoadOptions
 
 log = logging.getLogger("evertrain.serve")
+
+#: Exceptions a model raises on input it cannot take (a value its encoder never saw, a
+#: shape it refuses): the request's fault, answered 422, counted against no arm. Anything
+#: else a model raises is its own failure (500, or the champion answers a canary's request).
+INPUT_FAILURES: tuple[type[Exception], ...] = (ValueError, TypeError, KeyError, IndexError, UnicodeError)
+
+JSON_TYPES = ("application/json",)
+_PATH = re.compile(r"""(?:[A-Za-z][A-Za-z0-9+.-]*://[^\s'"]+|(?<![\w.])/(?:[^\s'"/]+/)+[^\s'",)]*)""")
+
+
+def public_message(message: str) -> str:
+    """``message`` with every absolute path and URL replaced by ``<path>``, for public answers.
+
+    >>> public_message("IntegrityError: artifact /srv/p/.evertrain/artifacts/ab/cd changed")
+    'IntegrityError: artifact <path> changed'
+    """
+    return _PATH.sub("<path>", message)
+
+
+class BodyBudget:
+    """Bytes of request bodies held by all requests together, bounded; shared by one app."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held = max(0, self.held - n)
 
 
 class Server:
@@ -48,6 +94,7 @@ class Server:
         *,
         clock: Callable[[], float],
         admin_token: str | None,
+        feedback_token: str | None = None,
         logs_url: str,
         only: Iterable[str] | None,
         metrics: ServeMetrics,
@@ -57,6 +104,10 @@ class Server:
         self.serving = serving
         self.clock = clock
         self.admin_token = admin_token or None
+        self.feedback_token = feedback_token or None
+        self.routing_secret = routing_secret(settings.ROUTING_SECRET.raw(), self.admin_token)
+        self.inflight = BodyBudget(serving.max_body_bytes_in_flight)
+        self._label_rules: dict[tuple[str, int], LabelRule | None] = {}
         self.metrics = metrics
         self.max_batch = serving.max_batch
         self.max_body = serving.max_body_bytes
@@ -67,6 +118,7 @@ class Server:
             queue_max=serving.log.queue_max,
             metrics=metrics,
         )
+        self.known_ids = KnownIds(logs_url)
         self.manager = ModelManager(
             store,
             spec=None if spec is None else spec.model,
@@ -102,18 +154,53 @@ class Server:
     # -- helpers ---------------------------------------------------------------------------
 
     async def body(self, request: Request) -> bytes:
+        """The request body, bounded in size, in time and in the bytes all requests hold together.
+
+        413 past ``max_body_bytes``; 408 when it has not arrived whole within
+        ``body_timeout_seconds`` (a slow sender holds nothing for long); 429 when taking it
+        would pass ``max_body_bytes_in_flight`` (many large bodies at once cannot exhaust
+        memory, and small requests still get in).
+        """
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise InputError(
                 "body", f"{declared} bytes is more than the {self.max_body} accepted", http_status=413
             )
-        chunks: list[bytes] = []
+        try:
+            return await asyncio.wait_for(self._read(request, declared), self.serving.body_timeout_seconds)
+        except TimeoutError:
+            self.metrics.refused.labels("body_timeout").inc()
+            raise ServeError(
+                408, f"the body did not arrive within {self.serving.body_timeout_seconds:g} s"
+            ) from None
+        finally:
+            self.inflight.give(getattr(request.state, "body_bytes_held", 0))
+            request.state.body_bytes_held = 0
+
+    async def _read(self, request: Request, declared: str | None) -> bytes:
         size = 0
+        held = 0
+
+        def hold(n: int) -> None:
+            nonlocal held
+            if not self.inflight.take(n):
+                self.metrics.refused.labels("overloaded").inc()
+                # 429, not 503: it is the clients' bodies in flight that are too many, and a
+                # client sending a small body still gets in (only what it announces is reserved).
+                raise ServeError(429, "the server holds too many request bodies now; retry shortly")
+            held += n
+            request.state.body_bytes_held = held
+
+        if declared is not None and declared.isdigit():
+            hold(int(declared))  # reserve what is announced before reading any of it
+        chunks: list[bytes] = []
         try:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > self.max_body:
                     raise InputError("body", f"more than the {self.max_body} bytes accepted", http_status=413)
+                if size > held:
+                    hold(size - held)
                 chunks.append(chunk)
         except ClientDisconnect:
             raise ServeError(400, "the client went away before sending its body") from None
@@ -175,10 +262,13 @@ class Server:
             )
         given_ids = payload.get("request_ids")
         ids = None if given_ids is None else request_ids(given_ids, n, "request_ids")
+        wanted = predict_parameters(payload.get("parameters"))
         if routes.champion is None:
             raise ServeError(503, f"model {name!r} has no champion loaded yet")
-        key = request.headers.get(KEY_HEADER) or (ids[0] if ids else None)
-        arm, model = choose(routes, key)
+        key = None
+        if self.serving.client_routing_key:
+            key = request.headers.get(KEY_HEADER) or (ids[0] if ids else None)
+        arm, model = choose(routes, key, secret=self.routing_secret)
         try:
             columns = model.schema.columns(instances)
         except InputError:
@@ -190,40 +280,113 @@ class Server:
         if ids is None:
             ids = [uuid.uuid4().hex for _ in range(n)]
         ts = self.clock()
-        start = time.perf_counter()
-        try:
-            predictions, scores = model.predict(columns)
-        except Exception as exc:
-            self._model_failed(model, arm, ids, ts, start, exc)
-            if arm != CANARY:
-                if isinstance(exc, ValueError | TypeError):
-                    # Input the schema allows but the model cannot take (say, a null where the
-                    # training data had one but the estimator has no imputer): the client's
-                    # request cannot be served as sent, so a 4xx, counted and logged as an error.
-                    raise InputError("instances", f"the model refused them: {str(exc)[:300]}") from None
-                raise ServeError(
-                    500, f"model {name!r} v{model.version} failed: {type(exc).__name__}"
-                ) from None
-            arm, model = CHAMPION, routes.champion
-            columns = model.schema.columns(instances)
-            start = time.perf_counter()
-            predictions, scores = model.predict(columns)
-        seconds = time.perf_counter() - start
+        arm, model, columns, predictions, scores, seconds = self.answer(
+            name, routes, arm, model, columns, instances, ids, ts
+        )
         cols, types = prediction_rows(model, arm, columns, ids, predictions, scores, ts, seconds * 1000.0)
         self.logger.offer(PREDICTIONS, name, cols, types, n)
         if routes.shadow is not None:
             self.mirror.submit(routes.shadow, instances, ids, ts)
         self.metrics.answered(name, model.version_label, arm, n, seconds)
-        return json_response(
-            {"predictions": predictions, "model_version": model.version_label, "request_ids": ids},
-            headers={"x-evertrain-arm": arm},
-        )
+        self.known_ids.add(name, ids)
+        reply: dict[str, Any] = {
+            "predictions": predictions,
+            "model_version": model.version_label,
+            "request_ids": ids,
+        }
+        if wanted != "predictions":
+            reply.update(self._extra_outputs(model, columns, scores, wanted))
+        return json_response(reply, headers={"x-evertrain-arm": arm})
+
+    @staticmethod
+    def _extra_outputs(
+        model: LoadedModel, columns: dict[str, list[Any]], scores: list[float] | None, wanted: str
+    ) -> dict[str, Any]:
+        """``parameters.return``: class probabilities (with the class order) or one score per instance.
+
+        A score is the positive class's probability for a binary classifier, and the
+        predicted class's probability for a multiclass one; a regressor has neither.
+        """
+        if model.task == "regression" or not hasattr(model.estimator, "predict_proba"):
+            raise InputError(
+                "parameters.return",
+                f"model {model.name!r} v{model.version} is a {model.task} model: it has no {wanted}",
+            )
+        if wanted == "scores" and scores is not None:
+            return {"scores": scores}
+        classes, matrix = model.probabilities(columns, scores)
+        if wanted == "scores":
+            return {"scores": [max(row) for row in matrix]}
+        return {"classes": classes, "probabilities": matrix}
+
+    def answer(
+        self,
+        name: str,
+        routes: Routes,
+        arm: str,
+        model: LoadedModel,
+        columns: dict[str, list[Any]],
+        instances: list[Any],
+        ids: list[str],
+        ts: float,
+    ) -> tuple[str, LoadedModel, dict[str, list[Any]], list[Any], list[float] | None, float]:
+        """Predict with ``model``; on its failure, judge whose failure it is (one handler, both arms).
+
+        * The canary fails and the champion answers the same input: the canary's own
+          failure, logged against it (the rollout analysis counts it); the champion answers.
+        * Both fail on the same input: the input is at fault, whichever arm the client
+          reached, so no arm is charged; the champion's failure gives the status.
+        * The champion fails: a ValueError-like refusal of input that passed the schema is
+          the client's (422, charged to no arm); anything else is the champion's own (500,
+          logged against it).
+        """
+        start = time.perf_counter()
+        try:
+            predictions, scores = model.predict(columns)
+            return arm, model, columns, predictions, scores, time.perf_counter() - start
+        except Exception as exc:
+            failure: Exception = exc
+        failed_ms = (time.perf_counter() - start) * 1000.0
+        champion = routes.champion
+        if arm == CANARY and champion is not None:
+            start = time.perf_counter()
+            try:
+                champion_columns = champion.schema.columns(instances)
+                predictions, scores = champion.predict(champion_columns)
+            except Exception as exc:
+                self._refuse(name, champion, ids, ts, start, exc, also=(model, failure))
+            seconds = time.perf_counter() - start
+            self._model_failed(model, CANARY, ids, ts, failed_ms, failure)
+            return CHAMPION, champion, champion_columns, predictions, scores, seconds
+        self._refuse(name, model, ids, ts, start, failure)
+
+    def _refuse(
+        self,
+        name: str,
+        model: LoadedModel,
+        ids: list[str],
+        ts: float,
+        start: float,
+        exc: Exception,
+        also: tuple[LoadedModel, Exception] | None = None,
+    ) -> NoReturn:
+        """Answer a request the champion could not: 422 when the input is at fault, else 500."""
+        if isinstance(exc, (InputError, *INPUT_FAILURES)):
+            other = "" if also is None else f" (the canary v{also[0].version} failed on it too)"
+            log.info("model %s v%s refused %d instances%s: %s", name, model.version, len(ids), other, exc)
+            if isinstance(exc, InputError):
+                raise exc
+            raise InputError(
+                "instances", f"the model cannot take them: {type(exc).__name__}: {str(exc)[:300]}"
+            ) from None
+        self._model_failed(model, CHAMPION, ids, ts, (time.perf_counter() - start) * 1000.0, exc)
+        raise ServeError(500, f"model {name!r} v{model.version} failed: {type(exc).__name__}") from None
 
     def _model_failed(
-        self, model: LoadedModel, arm: str, ids: list[str], ts: float, start: float, exc: Exception
+        self, model: LoadedModel, arm: str, ids: list[str], ts: float, latency_ms: float, exc: Exception
     ) -> None:
-        latency_ms = (time.perf_counter() - start) * 1000.0
-        message = f"{type(exc).__name__}: {exc}"
+        """Log a failure that is the model's own: the rollout analysis counts it against ``arm``."""
+        message = public_message(f"{type(exc).__name__}: {exc}")
         log.warning(
             "model %s v%s (%s) failed on %d instances: %s", model.name, model.version, arm, len(ids), message
         )
@@ -235,11 +398,56 @@ class Server:
 
     async def feedback(self, name: str, request: Request) -> Response:
         routes = self.routes(name)
+        self.check_feedback(request)
         try:
             return await self._feedback(name, routes, request)
         except InputError as exc:
             self.metrics.error(name, "too_large" if exc.http_status == 413 else "feedback")
             raise
+
+    def check_feedback(self, request: Request) -> None:
+        """The feedback route's own door: its token (when set) and a JSON body only.
+
+        JSON only (415 otherwise) because a web page can make a browser send ``text/plain``
+        or a form to any address without asking (a CORS simple request), but never
+        ``application/json``: so no page a user opens can post labels in their name.
+        """
+        if self.feedback_token is not None:
+            given = request.headers.get("authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), self.feedback_token.encode()
+            ):
+                self.metrics.refused.labels("feedback_auth").inc()
+                raise AuthError(
+                    "feedback needs 'Authorization: Bearer <token>' with the server's feedback token "
+                    f"({settings.FEEDBACK_TOKEN.name})"
+                )
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media not in JSON_TYPES:
+            self.metrics.refused.labels("content_type").inc()
+            raise ServeError(
+                415, f"feedback takes a JSON body (Content-Type: application/json), got {media or 'none'!r}"
+            )
+
+    async def label_rule(self, name: str, routes: Routes) -> LabelRule:
+        """The rule labels of ``name`` follow, from the spec and the champion's snapshot (cached)."""
+        version = routes.desired.champion
+        if version is None:
+            raise ServeError(503, f"model {name!r} has no champion yet: its labels cannot be typed")
+        key = (name, version)
+        if key not in self._label_rules:
+            self._label_rules[key] = await run_in_threadpool(label_rule, self.store, self.spec, name, version)
+        rule = self._label_rules[key]
+        if rule is not None:
+            return rule
+        champion = routes.champion
+        if champion is None or champion.version != version:
+            raise ServeError(
+                503,
+                f"model {name!r}: no spec describes it and v{version} is not loaded yet to type its labels",
+            )
+        return rule_from_model(champion)
 
     async def _feedback(self, name: str, routes: Routes, request: Request) -> Response:
         payload = parse_json(await self.body(request))
@@ -258,8 +466,7 @@ class Server:
             raise InputError(
                 "labels", f"{len(labels)} labels is more than the {self.max_batch} accepted per request"
             )
-        champion = routes.champion
-        as_text = champion.prediction_type == "string" if champion is not None else None
+        rule = await self.label_rule(name, routes)
         ids: list[str] = []
         values: list[Any] = []
         for i, item in enumerate(labels):
@@ -273,19 +480,35 @@ class Server:
                     f"labels[{i}].request_id",
                     f"expected a string of 1-{doc.MAX_ID_CHARS} characters, got {show(rid)}",
                 )
-            label = item.get("label")
-            values.append(feedback_label(label, i, as_text))
+            values.append(rule.check(item.get("label"), i))
             ids.append(rid)
-        if as_text is None:
-            as_text = any(type(v) is str for v in values)
         ts = self.clock()
         cols = {"request_id": ids, "label": values, "ts": [ts] * len(ids)}
-        types = {"request_id": "string", "label": "string" if as_text else "float64", "ts": "float64"}
+        types = {"request_id": "string", "label": rule.log_type, "ts": "float64"}
         if not self.logger.offer(FEEDBACK, name, cols, types, len(ids)):
             raise ServeError(503, "the feedback log queue is full; retry shortly")
-        return json_response({"accepted": len(ids)})
+        unknown = await asyncio.to_thread(self.known_ids.unknown, name, list(dict.fromkeys(ids)))
+        if unknown:
+            self.metrics.unknown_feedback_ids.labels(name).inc(len(unknown))
+        return json_response({"accepted": len(ids), "unknown_request_ids": unknown})
 
     # -- status ----------------------------------------------------------------------------
+
+    def list_models(self) -> dict[str, Any]:
+        """``GET /v1/models``: the names served (KServe V1), with readiness and aliases of each."""
+        names = sorted(self.manager.names())
+        ready = {}
+        versions = {}
+        for name in names:
+            routes = self.manager.routes(name)
+            ready[name] = routes is not None and routes.champion is not None
+            desired = None if routes is None else routes.desired
+            versions[name] = {
+                CHAMPION: None if desired is None else desired.champion,
+                CANARY: None if desired is None else desired.canary,
+                SHADOW: None if desired is None else desired.shadow,
+            }
+        return {"models": names, "ready": ready, "versions": versions}
 
     def model_status(self, name: str) -> dict[str, Any]:
         routes = self.routes(name)
@@ -296,6 +519,7 @@ class Server:
             for v in (desired.champion, desired.canary, desired.shadow)
             if (e := self.manager.load_error(name, v)) is not None
         }
+        errors = {v: public_message(e) for v, e in errors.items()}
         return {
             "name": name,
             "ready": champion is not None,

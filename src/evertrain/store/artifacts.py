@@ -25,7 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from evertrain.exceptions import IntegrityError, NotFoundError, StoreError, UsageError
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
 
 
@@ -42,7 +42,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def check_digest(digest: str) -> str:
-    if not isinstance(digest, str) or not _HEX64.match(digest):
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
         raise UsageError(f"artifact digest must be 64 lowercase hex characters, got {digest!r}")
     return digest
 

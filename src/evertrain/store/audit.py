@@ -7,21 +7,34 @@ updates it in the same transaction, which also serializes concurrent appenders (
 lock on PostgreSQL, the write lock on SQLite) and lets ``verify`` notice a truncated tail.
 
 Entries are appended inside the caller's transaction, so a state change and its audit
-entry commit together or not at all.
+entry commit together or not at all. That is also what ``verify`` checks beyond the
+chain itself: every registered version has its ``register`` entry (same artifact hash),
+every alias move the registry applied has its entry, and replaying the entries gives the
+aliases the registry holds. So wiping the audit table and its head together, or
+rewriting a version or an alias behind the log's back, is found: a chain that is whole
+but says less than the registry is not intact.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from evertrain.store.metadata import Database, audit_head, audit_log
+from evertrain.store.metadata import (
+    Database,
+    alias_history,
+    aliases,
+    audit_head,
+    audit_log,
+    model_versions,
+    models,
+)
 
 GENESIS = "0" * 64
 
@@ -148,10 +161,25 @@ class AuditLog:
         return sorted(out, key=lambda e: e.seq)
 
     def verify(self) -> VerifyResult:
-        """Recompute the chain; name the first entry that was altered, removed or reordered."""
+        """Recompute the chain, then hold it against the registry.
+
+        Names the first entry that was altered, removed or reordered; or the version or
+        alias the registry holds that the chain does not account for.
+        """
         with self.db.read() as conn:
             head = conn.execute(sa.select(audit_head).where(audit_head.c.id == 1)).first()
             rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)).all()
+            registry = _registry_state(conn)
+        chain = self._verify_chain(head, rows)
+        if not chain.ok:
+            return chain
+        problem = _cross_check(rows, registry)
+        if problem is not None:
+            return VerifyResult(False, len(rows), None, problem)
+        return chain
+
+    @staticmethod
+    def _verify_chain(head: Any, rows: Sequence[Any]) -> VerifyResult:
         prev, expected_seq = GENESIS, 1
         for row in rows:
             if row.seq != expected_seq:
@@ -206,3 +234,102 @@ class AuditLog:
                 f"entry {last} was rewritten with a new hash: the chain head recorded another one",
             )
         return VerifyResult(True, len(rows))
+
+
+@dataclass(frozen=True)
+class _Registry:
+    versions: list[tuple[str, int, str]]  # model, version, artifact sha256
+    applied_moves: dict[tuple[str, str], int]  # (model, alias) -> moves applied
+    held: dict[tuple[str, str], int | None]  # (model, alias) -> version now
+
+
+def _registry_state(conn: Connection) -> _Registry:
+    versions = [
+        (str(r.name), int(r.version), str(r.artifact_sha256))
+        for r in conn.execute(
+            sa.select(models.c.name, model_versions.c.version, model_versions.c.artifact_sha256)
+            .join(models, models.c.id == model_versions.c.model_id)
+            .order_by(models.c.name, model_versions.c.version)
+        )
+    ]
+    applied: dict[tuple[str, str], int] = {}
+    for r in conn.execute(
+        sa.select(models.c.name, alias_history.c.alias, sa.func.count())
+        .join(models, models.c.id == alias_history.c.model_id)
+        .where(alias_history.c.outcome == "applied")
+        .group_by(models.c.name, alias_history.c.alias)
+    ):
+        applied[(str(r[0]), str(r[1]))] = int(r[2])
+    held = {
+        (str(r.name), str(r.alias)): None if r.version is None else int(r.version)
+        for r in conn.execute(
+            sa.select(models.c.name, aliases.c.alias, aliases.c.version).join(
+                models, models.c.id == aliases.c.model_id
+            )
+        )
+    }
+    return _Registry(versions, applied, held)
+
+
+def _cross_check(rows: Sequence[Any], registry: _Registry) -> str | None:
+    """What the registry holds that the (whole) chain does not account for; None if nothing."""
+    registered: dict[tuple[str, int], str | None] = {}
+    moves: dict[tuple[str, str], int] = {}
+    replayed: dict[tuple[str, str], int | None] = {}
+    for row in rows:
+        parts = str(row.subject).split("/")
+        if len(parts) < 3 or parts[0] != "model":
+            continue
+        model = parts[1]
+        try:
+            payload = json.loads(row.payload)
+        except ValueError:
+            payload = {}
+        if not isinstance(payload, dict):
+            payload = {}
+        if row.action == "register" and len(parts) == 3 and parts[2].isdigit():
+            sha = payload.get("artifact_sha256")
+            registered[(model, int(parts[2]))] = sha if isinstance(sha, str) else None
+        elif len(parts) == 4 and parts[2] == "alias":
+            alias = parts[3]
+            moves[(model, alias)] = moves.get((model, alias), 0) + 1
+            to = payload.get("to")
+            replayed[(model, alias)] = to if isinstance(to, int) else None
+            cleared = payload.get("cleared")
+            for other in cleared if isinstance(cleared, dict) else {}:
+                moves[(model, str(other))] = moves.get((model, str(other)), 0) + 1
+                replayed[(model, str(other))] = None
+    for model, version, sha in registry.versions:
+        if (model, version) not in registered:
+            return (
+                f"model {model!r} v{version} is registered but the audit chain has no register entry "
+                f"for it ({len(rows)} entries: entries removed, or the version written behind the log's back)"
+            )
+        if registered[(model, version)] not in (None, sha):
+            return (
+                f"model {model!r} v{version}: the registry holds artifact {sha[:12]}, the audit chain "
+                f"registered {str(registered[(model, version)])[:12]}"
+            )
+    known = {(m, v) for m, v, _ in registry.versions}
+    for model, version in registered:
+        if (model, version) not in known:
+            return f"the audit chain registers model {model!r} v{version}, which the registry does not have"
+    for key in sorted(set(registry.applied_moves) | set(moves)):
+        in_registry, in_chain = registry.applied_moves.get(key, 0), moves.get(key, 0)
+        if in_registry != in_chain:
+            return (
+                f"alias {key[1]!r} of model {key[0]!r}: the registry applied {in_registry} moves, "
+                f"the audit chain records {in_chain}"
+            )
+    for key, held in sorted(registry.held.items()):
+        last = replayed.get(key)
+        if last != held:
+            return (
+                f"alias {key[1]!r} of model {key[0]!r} points at {_v(held)} in the registry, "
+                f"but the audit chain last moved it to {_v(last)}"
+            )
+    return None
+
+
+def _v(version: int | None) -> str:
+    return "nothing" if version is None else f"v{version}"

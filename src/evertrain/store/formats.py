@@ -3,12 +3,16 @@
 Each framework has one safe format: skops for scikit-learn (no pickle; only trusted
 types are rebuilt), LightGBM's own text format, safetensors for tensors. Loading
 always starts from bytes that the artifact store has already checked against the
-hash the registry holds, so nothing unregistered is ever deserialized.
+hash the registry holds, so nothing unregistered is ever deserialized; and a file whose
+content, uncompressed, is larger than ``EVERTRAIN_MAX_MODEL_BYTES`` is refused before
+it is loaded (a 1 MB zip can hold a 1 GiB array of zeros).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +20,55 @@ from typing import Any
 
 import numpy as np
 
+from evertrain import settings
 from evertrain.exceptions import DataValidationError, UsageError
+
+ZIP_BOMB_RATIO = 200
+"""A zip member this many times larger than its compressed bytes (and over 64 MiB) is refused:
+model arrays compress a few times, a bomb by thousands."""
+_ZIP_BOMB_FLOOR = 64 * 1024 * 1024
+
+
+def max_model_bytes() -> int:
+    """The largest model content loaded, uncompressed (``EVERTRAIN_MAX_MODEL_BYTES``)."""
+    raw = settings.MAX_MODEL_BYTES.raw() or "0"
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"environment variable {settings.MAX_MODEL_BYTES.name}: expected bytes, got {raw!r}")
+    return int(raw)
+
+
+def check_size(data: bytes, what: str, limit: int | None = None) -> None:
+    """Refuse ``data`` larger than the model size limit."""
+    limit = max_model_bytes() if limit is None else limit
+    if len(data) > limit:
+        raise DataValidationError(
+            f"{what} of {len(data)} bytes is larger than the {limit} accepted "
+            f"({settings.MAX_MODEL_BYTES.name})"
+        )
+
+
+def check_zip(data: bytes, what: str, limit: int | None = None) -> None:
+    """Refuse a zip whose members, uncompressed, pass the size limit or look like a bomb."""
+    limit = max_model_bytes() if limit is None else limit
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise DataValidationError(f"{what}: not a zip file: {exc}") from None
+    total = 0
+    for member in members:
+        total += member.file_size
+        if total > limit:
+            raise DataValidationError(
+                f"{what} holds more than {limit} bytes uncompressed ({member.filename!r} takes it past; "
+                f"{settings.MAX_MODEL_BYTES.name})"
+            )
+        packed = max(member.compress_size, 1)
+        if member.file_size > _ZIP_BOMB_FLOOR and member.file_size / packed > ZIP_BOMB_RATIO:
+            raise DataValidationError(
+                f"{what}: member {member.filename!r} expands {member.file_size // packed}x "
+                f"({member.compress_size} to {member.file_size} bytes), more than {ZIP_BOMB_RATIO}x"
+            )
 
 
 class ModelFormat(ABC):
@@ -30,6 +82,11 @@ class ModelFormat(ABC):
     def loads(self, data: bytes) -> Any: ...
 
 
+#: Types skops flags as untrusted that rebuild as plain data, never code: trusted always.
+#: A numpy dtype is what scikit-learn's SimpleImputer keeps of its training columns.
+SKOPS_DATA_TYPES = ("numpy.dtype",)
+
+
 class SkopsFormat(ModelFormat):
     """scikit-learn estimators and pipelines through skops; untrusted types are refused."""
 
@@ -37,7 +94,7 @@ class SkopsFormat(ModelFormat):
     suffixes = (".skops",)
 
     def __init__(self, trusted: Sequence[str] = ()) -> None:
-        self.trusted = list(trusted)
+        self.trusted = [*SKOPS_DATA_TYPES, *trusted]
 
     def dumps(self, model: Any) -> bytes:
         import skops.io as sio
@@ -47,6 +104,7 @@ class SkopsFormat(ModelFormat):
     def loads(self, data: bytes) -> Any:
         import skops.io as sio
 
+        check_zip(data, "skops file")
         try:
             untrusted = sio.get_untrusted_types(data=data)
         except Exception as exc:
@@ -115,6 +173,7 @@ class LightGBMFormat(ModelFormat):
     def loads(self, data: bytes) -> Any:
         import lightgbm
 
+        check_size(data, "LightGBM model file")
         try:
             text = data.decode("utf-8")
             booster = lightgbm.Booster(model_str=text)
@@ -139,6 +198,7 @@ class SafetensorsFormat(ModelFormat):
             from safetensors.numpy import load
         except ImportError:
             raise UsageError("the safetensors package is needed: pip install 'evertrain[llm]'") from None
+        check_size(data, "safetensors file")
         try:
             return load(data)
         except Exception as exc:
@@ -155,6 +215,7 @@ class JsonFormat(ModelFormat):
         return json.dumps(model, sort_keys=True).encode("utf-8")
 
     def loads(self, data: bytes) -> Any:
+        check_size(data, "JSON model file")
         try:
             return json.loads(data)
         except ValueError as exc:

@@ -14,6 +14,7 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from evertrain.exceptions import StoreError, UsageError
+from evertrain.exceptions import LeaseLostError, StoreError, UsageError
 from evertrain.store.retry import Retry
 
 metadata = sa.MetaData(
@@ -271,6 +272,45 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 
+@dataclass(frozen=True)
+class Fence:
+    """The lease (and its fencing token) every write transaction must still hold."""
+
+    lease: str
+    holder: str
+    token: int
+
+
+def check_fence(conn: Connection, fence: Fence) -> None:
+    """Refuse the write transaction ``conn`` unless ``fence``'s lease still has its holder and token.
+
+    The lease row is read with a row lock (PostgreSQL) or inside the write lock (SQLite),
+    so the lease cannot change hands between this check and the transaction's commit.
+    """
+    row = conn.execute(
+        sa.select(leases.c.holder, leases.c.token).where(leases.c.name == fence.lease).with_for_update()
+    ).first()
+    if row is None or row.holder != fence.holder or int(row.token) != fence.token:
+        now = "nobody" if row is None else f"{row.holder} (token {row.token})"
+        raise LeaseLostError(
+            f"lease {fence.lease!r} was lost: {fence.holder} holds token {fence.token}, the store says "
+            f"{now}; this write is refused"
+        )
+
+
+MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
+
+
+def newest_migration() -> str | None:
+    """The newest migration's revision, from the file names (``NNNN_what.py`` holds revision ``NNNN``).
+
+    A test holds this equal to Alembic's own head. Should the naming rule ever break, the
+    quick check in :meth:`Database.at_head` simply fails and Alembic decides: slower, never wrong.
+    """
+    numbers = [p.name.split("_", 1)[0] for p in MIGRATIONS.glob("[0-9]*_*.py")]
+    return max(numbers) if numbers else None
+
+
 class Database:
     """One metadata database. Construction opens nothing; ``migrate`` brings the schema up to date."""
 
@@ -278,6 +318,18 @@ class Database:
         self.url = url
         self._engine: Engine | None = None
         self._local = threading.local()  # the write transaction this thread is in, if any
+        #: When set (by a controller holding its lease), every write transaction checks it.
+        self.fence: Fence | None = None
+
+    @contextlib.contextmanager
+    def unfenced(self) -> Iterator[None]:
+        """Writes of this thread that skip the fence: taking, renewing and releasing leases."""
+        before = getattr(self._local, "unfenced", False)
+        self._local.unfenced = True
+        try:
+            yield
+        finally:
+            self._local.unfenced = before
 
     @property
     def engine(self) -> Engine:
@@ -290,7 +342,14 @@ class Database:
         return self.engine.dialect.name
 
     def migrate(self) -> None:
-        """Upgrade the schema to the newest migration (a no-op when it is current)."""
+        """Upgrade the schema to the newest migration (a no-op when it is current).
+
+        A store already at the newest migration is recognised with one query, without
+        importing Alembic (which reads every migration script: a large share of a quick
+        command's time); anything else goes through Alembic's upgrade.
+        """
+        if self.at_head():
+            return
         from evertrain.store.migrations import upgrade
 
         try:
@@ -298,9 +357,23 @@ class Database:
         except sa.exc.OperationalError as exc:
             raise StoreError(f"cannot open the metadata store at {self.safe_url}: {exc.orig}") from None
 
+    def at_head(self) -> bool:
+        """Whether the schema is at the newest migration, read from Alembic's version table."""
+        head = newest_migration()
+        if head is None:
+            return False
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+        except sa.exc.DBAPIError:
+            return False  # no version table yet (a fresh store), or it cannot be read: migrate
+        return rows == [head]
+
     @property
     def safe_url(self) -> str:
-        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        from evertrain.store.redact import mask_url
+
+        return mask_url(sa.engine.make_url(self.url).render_as_string(hide_password=True))
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -319,6 +392,9 @@ class Database:
             with conn.begin():
                 self._local.conn = conn
                 try:
+                    fence = self.fence
+                    if fence is not None and not getattr(self._local, "unfenced", False):
+                        check_fence(conn, fence)
                     yield conn
                 finally:
                     self._local.conn = None

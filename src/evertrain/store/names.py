@@ -6,8 +6,8 @@ import re
 
 from evertrain.exceptions import InvalidNameError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 #: The aliases the loop moves, defined here once for every part. The serving log's
 #: ``arm`` column uses the same words: the arm is the alias that served the row.
 CHAMPION = "champion"  # serves the traffic
@@ -23,7 +23,7 @@ def check_model_name(name: str) -> str:
     >>> check_model_name("churn-v2")
     'churn-v2'
     """
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise InvalidNameError(
             f"model name {name!r} is not allowed: use 1-128 letters, digits, '_', '.', '-', "
             "starting with a letter or digit, and no '..'"
@@ -51,7 +51,7 @@ def parse_version(value: str | int) -> int:
 
 
 def check_alias(alias: str) -> str:
-    if not isinstance(alias, str) or not _ALIAS.match(alias):
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
         raise InvalidNameError(
             f"alias {alias!r} is not allowed: use 1-32 lowercase letters, digits, '_' or '-' "
             f"(the usual ones are {', '.join(KNOWN_ALIASES)})"

@@ -19,10 +19,11 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from evertrain.exceptions import ConflictError, NotFoundError, UsageError
+from evertrain.exceptions import ConflictError, DataValidationError, NotFoundError, UsageError
 from evertrain.store._tx import run_write
 from evertrain.store.artifacts import ArtifactStore, check_digest
 from evertrain.store.audit import AuditLog
+from evertrain.store.loadable import check_loadable
 from evertrain.store.metadata import (
     Database,
     alias_history,
@@ -353,6 +354,23 @@ class Registry:
         """The model's bytes, only if they hash to what the registry holds for it."""
         return self.artifacts.get(mv.artifact_sha256)
 
+    def check_servable(self, name: str, version: int | str) -> ModelVersion:
+        """The version, once its artifact hashes to its digest and is a well-formed model of its framework.
+
+        Raises :class:`IntegrityError` for a blob that no longer matches its hash and
+        :class:`DataValidationError` for one its framework cannot load (see
+        :mod:`evertrain.store.loadable`), naming the version.
+        """
+        mv = self.get_version(name, version)
+        data = self.load_artifact(mv)
+        try:
+            check_loadable(mv.framework, data)
+        except DataValidationError as exc:
+            raise DataValidationError(
+                f"model {name!r} version {mv.version}: its {mv.framework} artifact cannot be loaded: {exc}"
+            ) from None
+        return mv
+
     # -- aliases ------------------------------------------------------------------------
 
     def get_alias(self, name: str, alias: str) -> int | None:
@@ -378,6 +396,7 @@ class Registry:
         reason: str | None = None,
         action: str = "set_alias",
         clear_others: bool = False,
+        keep_if_current: bool = False,
     ) -> AliasMove:
         """Point ``alias`` at ``version`` (``None`` clears it) if it still holds ``expected``.
 
@@ -386,7 +405,9 @@ class Registry:
         With ``clear_others``, every other alias that holds ``version`` when the move
         commits is cleared in the same transaction (promoting a canary clears ``canary``;
         a canary moved elsewhere meanwhile stays). A lost race raises
-        :class:`ConflictError` after the attempt is written to the alias history.
+        :class:`ConflictError` after the attempt is written to the alias history. With
+        ``keep_if_current``, an alias that already holds ``version`` (as expected) is left
+        alone: nothing is written and the move's outcome is ``"unchanged"``.
         """
         check_model_name(name)
         check_alias(alias)
@@ -404,6 +425,8 @@ class Registry:
                 self._require_version(conn, model_id, name, target)
             current, revision = self._alias_row(conn, model_id, alias, lock=True)
             now = self.clock()
+            if keep_if_current and current == want and current == target:
+                return AliasMove(name, alias, current, target, want, "unchanged", action, actor, reason, now)
             if current != want:
                 move = AliasMove(name, alias, current, target, want, "conflict", action, actor, reason, now)
                 self._history(conn, model_id, move)
@@ -453,16 +476,25 @@ class Registry:
         expected: int | _Unset | None = UNSET,
         reason: str | None = None,
     ) -> AliasMove:
-        """Make ``version`` the champion; a canary, challenger or shadow alias on it is cleared."""
+        """Make ``version`` the champion; a canary, challenger or shadow alias on it is cleared.
+
+        The version's artifact is checked first (hash and structure,
+        :meth:`check_servable`). Promoting the current champion again changes nothing
+        (outcome ``"unchanged"``): no history entry, so the next rollback still goes back
+        to the champion before it.
+        """
+        number = parse_version(version)
+        self.check_servable(name, number)
         return self.set_alias(
             name,
             CHAMPION,
-            parse_version(version),
+            number,
             actor=actor,
             expected=expected,
             reason=reason,
             action="promote",
             clear_others=True,
+            keep_if_current=True,
         )
 
     def champion_stack(self, name: str) -> list[int]:
@@ -490,6 +522,7 @@ class Registry:
             raise UsageError(f"model {name!r} has no champion to roll back")
         if len(stack) < 2 or stack[-1] != current:
             raise UsageError(f"model {name!r}: champion {current} has no earlier champion to roll back to")
+        self.check_servable(name, stack[-2])
         return self.set_alias(
             name, CHAMPION, stack[-2], actor=actor, expected=current, reason=reason, action="rollback"
         )

@@ -125,6 +125,8 @@ class FieldRule:
         """Check one column (``_MISSING`` where an instance lacks the field); return model-ready values."""
         out: list[Any] = []
         for i, value in enumerate(values):
+            if self.nullable and type(value) is float and math.isnan(value):
+                value = None  # a NaN (a replayed table's gap) is a missing value, not a number
             if value is None or value is _MISSING:
                 if self.nullable:
                     out.append(None)
@@ -221,6 +223,13 @@ class FieldRule:
                 f"instances[{index}].{self.name}",
                 f"string of {len(value)} characters is longer than {_MAX_STRING}",
             )
+        try:  # a lone surrogate is not text: no model or log can take it, and it is the caller's error
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(
+                f"instances[{index}].{self.name}",
+                f"string {show(value)} is not valid Unicode (it holds a lone surrogate)",
+            ) from None
 
     def _timestamp(self, value: Any, index: int) -> float:
         if type(value) in (int, float):
@@ -371,6 +380,9 @@ def frame_columns(schema: InputSchema, columns: Mapping[str, list[Any]]) -> dict
             out[rule.name] = pd.to_datetime(
                 np.array([np.nan if v is None else v for v in values], dtype=np.float64), unit="s", utc=True
             )
+        elif rule.nullable:
+            # One spelling of a missing value (NaN), as the training rows had it.
+            out[rule.name] = [np.nan if v is None else v for v in values]
         else:
             out[rule.name] = values
     return out

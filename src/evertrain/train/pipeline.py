@@ -156,6 +156,7 @@ def train_model(
     executor: Executor | str | None = None,
     evaluate: bool = True,
     actor: str | None = None,
+    change_at: float | None = None,
 ) -> TrainResult:
     """Train ``spec``'s model on a fresh window, register it, and judge it (see the module doc).
 
@@ -164,6 +165,12 @@ def train_model(
     ``registered``). Raises :class:`TrainingFailed` when the training crashed or timed
     out (the failed run keeps the error and the log) and :class:`BudgetExhausted` when
     the budget or the concurrency cap says no.
+
+    ``change_at``: when the data changed (the policy's hint after a drift or a decay). The
+    configured window is kept; the holdout and valid part are cut from the rows after the
+    change, and the training chooses among candidate training sets
+    (:mod:`evertrain.train.candidates`) by those valid rows. The hint is a run parameter,
+    so a resumed run cuts the same rows.
     """
     total_started = time.perf_counter()
     project = Path(project).resolve()
@@ -172,6 +179,7 @@ def train_model(
     step = TrainingStep(store, spec, project, executor, actor or settings.actor())
     name = spec.model.name
     params = _run_params(store, spec, project, executor, reason=reason, trigger=trigger)
+    params["change_at"] = change_at
     run, resumed = step.claim(key, params)
     if run.status == "succeeded":
         return _result_of(run, resumed=True)
@@ -242,7 +250,10 @@ def _fit(
     store, spec, name = step.store, step.spec, step.name
     budget = TrainingBudget(store, name, spec.training.budget)
     seconds_left = budget.check()
-    window, source_uri, _golden = step.window(float(params["cutoff"]))
+    change_at = params.get("change_at")
+    window, source_uri, _golden = step.window(
+        float(params["cutoff"]), None if change_at is None else float(change_at)
+    )
     champion = ChampionScorer(store, spec, step.project, _champion(store, name), window, evaluate)
     try:
         with budget.slot(step.holder), champion:
@@ -276,6 +287,7 @@ def _register_fitted(step: TrainingStep, run: Run, params: dict[str, Any], fitte
         scores = Scored.from_arrays(outcome.holdout_scores, held.get("classes"), held.get("ms_per_row"))
     extra = dict(
         fitted.extra,
+        candidates=outcome.result.get("candidates"),
         curves=outcome.result.get("curves", {}),
         info=outcome.result.get("info", {}),
         log_tail=outcome.log_tail,
@@ -365,6 +377,9 @@ def _register(
         "window": window.info,
         **{k: v for k, v in result.get("info", {}).items() if isinstance(v, int | float | str)},
     }
+    if result.get("candidates"):
+        # lineage: which training sets were tried after the change, their scores and the choice
+        version_params["candidates"] = result["candidates"]
     mv = store.registry.register(
         spec.model.name,
         digest,

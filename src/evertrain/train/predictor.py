@@ -111,6 +111,26 @@ class LoadedModel:
             return _plain(preds), _plain(positive.astype(np.float64))
         return _plain(np.asarray(self.estimator.predict(X))), None
 
+    def probabilities(
+        self, columns: dict[str, list[Any]], positive: list[float] | None = None
+    ) -> tuple[list[Any], list[list[float]]]:
+        """The classes, in order, and each instance's probability of each; classifiers only.
+
+        ``positive``, when the binary answer already holds it, spares a second pass.
+        """
+        if not hasattr(self.estimator, "predict_proba") or self.task == "regression":
+            raise UsageError(f"model {self.name!r} v{self.version} gives no class probabilities")
+        if positive is not None and self.binary:
+            p = np.asarray(positive, dtype=np.float64)
+            matrix = np.column_stack([1.0 - p, p])
+        else:
+            matrix = self.estimator.predict_proba(self.inputs(columns))
+            matrix = np.asarray(matrix, dtype=np.float64)
+            if matrix.ndim == 1:
+                matrix = np.column_stack([1.0 - matrix, matrix])
+        classes = self.classes if self.classes is not None else np.arange(matrix.shape[1])
+        return _plain(np.asarray(classes)), [_plain(row) for row in matrix]
+
 
 def _plain(values: np.ndarray) -> list[Any]:
     """JSON-ready values: non-finite floats become null rather than invalid JSON."""

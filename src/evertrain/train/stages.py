@@ -22,6 +22,7 @@ from evertrain.spec import Spec
 from evertrain.store import Store
 from evertrain.store.runs import Run
 from evertrain.train.budget import Leases, holder_id
+from evertrain.train.candidates import plan as plan_candidates
 from evertrain.train.executors import Executor, Outcome
 from evertrain.train.overlap import SnapshotWriter
 from evertrain.train.sweep import run_sweep
@@ -91,7 +92,7 @@ class TrainingStep:
     def timed(self, stage: str, started: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
 
-    def window(self, cutoff: float) -> tuple[Window, str, Any]:
+    def window(self, cutoff: float, change_at: float | None = None) -> tuple[Window, str, Any]:
         started = time.perf_counter()
         spec = self.spec
         source = open_source(
@@ -101,7 +102,7 @@ class TrainingStep:
             model=self.name,
             target=spec.model.target,
         )
-        window = make_window(source.read(), spec, cutoff)
+        window = make_window(source.read(), spec, cutoff, change_at=change_at)
         self.timed("window", started)
         started = time.perf_counter()
         parts: list[tuple[str, Any, list[str]]] = [
@@ -152,6 +153,15 @@ class TrainingStep:
             checkpoint_seconds=trainer.checkpoint_seconds,
             num_threads=int(trainer.params.get("num_threads") or DEFAULT_NUM_THREADS),
             metrics=list(dict.fromkeys(metrics)),
+            candidates=[
+                c.to_dict()
+                for c in plan_candidates(
+                    len(window.train),
+                    int(window.info.get("n_train_after_change") or 0),
+                    window.info.get("change_at"),
+                )
+            ],
+            time_column=window.columns.time,
         )
         job.write(job_dir)
         return job

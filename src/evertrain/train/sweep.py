@@ -49,7 +49,7 @@ DEFAULT_SWEEP_METRIC = {"binary": "log_loss", "multiclass": "log_loss", "regress
 def sweep_metric(spec: Any) -> str:
     """The first champion gate's metric (what promotion will judge), else the task's default."""
     for gate in spec.gates:
-        if gate.kind in ("non_inferiority", "superiority"):
+        if gate.kind in ("non_inferiority", "superiority", "auto"):
             return str(gate.metric)
     return DEFAULT_SWEEP_METRIC[spec.model.task]
 

@@ -40,6 +40,14 @@ from evertrain.store.formats import BoosterModel, framework_of, get_format
 
 #: Boosting rounds when the spec's params name none; early stopping usually ends sooner.
 DEFAULT_BOOST_ROUNDS = 500
+#: LightGBM's ``min_data_in_leaf`` when the params name none: a leaf holds at least one
+#: row in :data:`LEAF_SHARE` of the training rows, between :data:`MIN_LEAF_ROWS` and
+#: LightGBM's own default of 20. LightGBM's 20 suits tens of thousands of rows; on a
+#: window of a few hundred it caps the trees at a few dozen leaves of noisy averages, and
+#: a fixed small value overfits large tables (see ``docs/training.md``).
+LEAF_SHARE = 1 / 100
+MIN_LEAF_ROWS = 5
+MAX_LEAF_ROWS = 20
 #: LightGBM spellings of the number of boosting rounds, all taken out of its params.
 _ROUND_ALIASES = (
     "num_boost_round",
@@ -53,6 +61,13 @@ _ROUND_ALIASES = (
     "nrounds",
     "n_estimators",
     "max_iter",
+)
+_MIN_LEAF_ALIASES = (
+    "min_data_in_leaf",
+    "min_data_per_leaf",
+    "min_data",
+    "min_child_samples",
+    "min_samples_leaf",
 )
 _LGB_OBJECTIVE = {"binary": "binary", "multiclass": "multiclass", "regression": "regression"}
 _DEFAULT_ESTIMATOR = {
@@ -180,6 +195,16 @@ def _text_columns(X: pd.DataFrame) -> list[str]:
     ]
 
 
+def _takes_missing(estimator: Any) -> bool:
+    """Whether a scikit-learn estimator fits on NaN itself (its ``allow_nan`` tag)."""
+    from sklearn.utils import get_tags
+
+    try:
+        return bool(get_tags(estimator).input_tags.allow_nan)
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
 class SklearnTrainer(Trainer):
     kind = "sklearn"
 
@@ -187,22 +212,37 @@ class SklearnTrainer(Trainer):
         """The estimator to fit: the spec's, or by default a scaled linear model.
 
         Text columns are one-hot encoded in front of a bare estimator that cannot read
-        them; the default linear model also gets its numeric columns standardized, which
-        it needs to converge on features of different scales.
+        them (a missing value is a category of its own); the default linear model also
+        gets its numeric columns standardized, which it needs to converge on features of
+        different scales. Numeric gaps are filled with the training mean in front of the
+        default linear model always (a gap first seen at serving must not fail), and in
+        front of a named bare estimator when the training rows have gaps and the
+        estimator does not take missing values itself.
         """
         from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
         path = self.spec.estimator or _DEFAULT_ESTIMATOR[context.task]
         estimator = build_estimator(path, dict(self.spec.params))
         text = _text_columns(X)
+        numeric = [c for c in X.columns if c not in text]
         steps: list[tuple[str, Any, list[str]]] = []
-        if text and not isinstance(estimator, Pipeline):
+        if isinstance(estimator, Pipeline):
+            _seed_everywhere(estimator, context.seed)
+            return estimator  # a pipeline the spec spelled out encodes its own inputs
+        if text:
             steps.append(("text", OneHotEncoder(handle_unknown="ignore"), text))
             context.log(f"one-hot encoding text feature(s) {', '.join(text)} in front of {path}")
+        gaps = [c for c in numeric if X[c].isna().any()]
         if self.spec.estimator is None:
-            steps.append(("numeric", StandardScaler(), [c for c in X.columns if c not in text]))
+            steps.append(
+                ("numeric", Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())]), numeric)
+            )
+        elif gaps and not _takes_missing(estimator):
+            steps.append(("numeric", SimpleImputer(), numeric))
+            context.log(f"filling gaps in {', '.join(gaps)} with the training mean in front of {path}")
         if steps:
             estimator = Pipeline(
                 [("encode", ColumnTransformer(steps, remainder="passthrough")), ("model", estimator)]
@@ -214,7 +254,10 @@ class SklearnTrainer(Trainer):
         from sklearn.pipeline import Pipeline
 
         X, y = context.xy(train)
-        X = X.astype({c: object for c in _text_columns(X)})
+        text = _text_columns(X)
+        # One spelling of a missing text value (NaN), as serving hands it over.
+        X = X.astype({c: object for c in text})
+        X = X.assign(**{c: X[c].where(X[c].notna(), np.nan) for c in text})
         estimator = self.make_estimator(context, X)
         kwargs: dict[str, Any] = {}
         weights = context.weights(train)
@@ -258,6 +301,15 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
     os.replace(tmp, path)
 
 
+def default_min_leaf(n_rows: int) -> int:
+    """LightGBM's ``min_data_in_leaf`` for ``n_rows`` training rows when the spec names none.
+
+    >>> default_min_leaf(300), default_min_leaf(1_000), default_min_leaf(50_000)
+    (5, 10, 20)
+    """
+    return int(min(MAX_LEAF_ROWS, max(MIN_LEAF_ROWS, round(n_rows * LEAF_SHARE))))
+
+
 class LightGBMTrainer(Trainer):
     """Gradient boosting, one iteration at a time, so that early stopping, curves, deadlines
     and checkpoints are all handled in one loop that a resumed training re-enters."""
@@ -271,6 +323,8 @@ class LightGBMTrainer(Trainer):
             if alias in params:
                 rounds = int(params.pop(alias))
         params.setdefault("objective", _LGB_OBJECTIVE[context.task])
+        if not any(k in params for k in _MIN_LEAF_ALIASES):
+            params["min_data_in_leaf"] = default_min_leaf(len(y))
         if context.task == "multiclass":
             params.setdefault("num_class", int(y.max()) + 1)
         params.setdefault("verbosity", -1)

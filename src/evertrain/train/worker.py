@@ -20,6 +20,7 @@ long-running controller's next training does not wait for a Python start.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -33,11 +34,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from evertrain.data.tables import arrow_table
-from evertrain.evaluate.metrics import compute_many
+from evertrain.evaluate.metrics import compute_many, get_metric
 from evertrain.evaluate.scoring import (
     Scored,
     importable,
@@ -49,6 +51,7 @@ from evertrain.evaluate.scoring import (
 from evertrain.exceptions import EvertrainError
 from evertrain.store.artifacts import sha256_bytes
 from evertrain.store.formats import BoosterModel, get_format
+from evertrain.train.candidates import Candidate, choose, row_losses, training_rows
 from evertrain.train.trainers import LightGBMTrainer, TrainContext, get_trainer, model_bytes, write_atomic
 from evertrain.train.tree_scoring import TreeScorer
 
@@ -92,6 +95,11 @@ class TrainJob:
     #: Score the valid part too (sweeps rank trials by it). Off by default: early stopping
     #: already tracks the valid loss, and scoring costs about half as much as training.
     score_valid: bool = False
+    #: Candidate training sets (``train.candidates``), the configured window first; with
+    #: more than one, each is fitted and the valid part chooses (see that module).
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    #: The event-time column, which the candidates cut and weight the train rows by.
+    time_column: str | None = None
 
     def write(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -169,6 +177,9 @@ def execute_job(
         if len(holdout) and isinstance(trainer, LightGBMTrainer):
             holdout_X = model_frame(holdout, job.features, categorical_as_category=True)
             scorer = TreeScorer(holdout_X, lookback=trainer.spec.early_stopping_rounds or 0)
+        plan = [Candidate.from_dict(c) for c in job.candidates]
+        if len(plan) > 1 and len(valid):
+            scorer = None  # the chosen model is scored on the holdout after the choice
         context = TrainContext(
             task=job.task,
             target=job.target,
@@ -191,8 +202,12 @@ def execute_job(
             f"seed {job.seed}"
         )
         fit_started = time.perf_counter()
+        chosen: list[dict[str, Any]] | None = None
         try:
-            model = trainer.fit(train, valid, context)
+            if len(plan) > 1 and len(valid):
+                model, context, chosen = _fit_candidates(trainer, train, valid, job, context, plan, log)
+            else:
+                model = trainer.fit(train, valid, context)
         except BaseException:
             if scorer is not None:
                 scorer.close()
@@ -247,6 +262,8 @@ def execute_job(
         "score_seconds": score_seconds,
         "job_seconds": time.perf_counter() - started,
     }
+    if chosen is not None:
+        result["candidates"] = chosen
     if scored is not None:
         result["holdout_scores"] = {"classes": scored.classes, "ms_per_row": scored.ms_per_row}
         write_atomic(out / SCORES_FILE, scored.arrays(), durable=False)
@@ -261,6 +278,86 @@ def execute_job(
         f"sha256 {result['model_sha256'][:12]}"
     )
     return result
+
+
+def _fit_candidates(
+    trainer: Any,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    job: TrainJob,
+    context: TrainContext,
+    plan: list[Candidate],
+    log: Callable[[str], None],
+) -> tuple[Any, TrainContext, list[dict[str, Any]]]:
+    """Fit each candidate training set and keep the one the valid part chooses.
+
+    Each fits on its rows of the same train part, early-stops on the same valid part and
+    is scored there; each checkpoints in a folder of its own, under a fingerprint of its own.
+    Returns the chosen model, its context (curves and info) and every candidate's record.
+    """
+    from evertrain.data.windows import WEIGHT_COLUMN, epoch_seconds
+
+    times = (
+        epoch_seconds(train[job.time_column])
+        if job.time_column and job.time_column in train.columns
+        else None
+    )
+    fitted: dict[str, tuple[Any, TrainContext]] = {}
+    losses: dict[str, np.ndarray] = {}
+    records: dict[str, dict[str, Any]] = {}
+    metric = get_metric(job.metrics[0]) if job.metrics else None
+    folder = context.checkpoint_dir
+    for candidate in plan:
+        rows, weights = training_rows(train, candidate, times, WEIGHT_COLUMN)
+        if not len(rows):
+            continue
+        own = dataclasses.replace(
+            context,
+            weight_column=weights,
+            checkpoint_dir=None if folder is None else folder / candidate.name,
+            fingerprint=_candidate_fingerprint(context, candidate.name),
+            tree_scorer=None,
+            curves={},
+            info={},
+        )
+        log(f"candidate {candidate.name}: {len(rows)} train rows")
+        model = trainer.fit(rows, valid, own)
+        outputs, _ = predict_outputs(model, valid, job.features, job.task, job.target)
+        fitted[candidate.name] = (model, own)
+        losses[candidate.name] = row_losses(outputs)
+        records[candidate.name] = {
+            **candidate.to_dict(),
+            "n_train": len(rows),
+            "weighted": weights is not None,
+            "valid_metric": None if metric is None else metric.name,
+            "valid_score": None if metric is None else _finite_or_none(metric(outputs)),
+            "n_valid": len(valid),
+        }
+    name, evidence = choose(losses)
+    for key, record in records.items():
+        record.update(evidence.get(key, {}), chosen=key == name)
+    model, chosen_context = fitted[name]
+    chosen_context.info.update(training_set=name, n_train_rows=records[name]["n_train"])
+    log(
+        "chose "
+        + name
+        + " by the one-standard-error rule on the valid part: "
+        + ", ".join(f"{k} loss {r['valid_loss']:.4f}" for k, r in records.items())
+    )
+    return model, chosen_context, list(records.values())
+
+
+def _candidate_fingerprint(context: TrainContext, name: str) -> Callable[[], str]:
+    """The job's fingerprint told apart per candidate, so a checkpoint resumes its own fit only."""
+
+    def compute() -> str:
+        return hashlib.sha256(f"{context.job_fingerprint()}:{name}".encode()).hexdigest()
+
+    return compute
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def _plain(value: Any) -> Any:

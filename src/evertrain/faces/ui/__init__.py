@@ -1,17 +1,27 @@
 """The dashboard: one page per store, served by the same ASGI app as the model server.
 
 Shows every model with its aliases, rollout state, last decision, accuracy and drift over
-time, and the audit trail. Read-only for everyone; the promote and rollback buttons call
-the admin routes, which need the admin token (the page asks for it and never stores it).
+time, and the audit trail. When the server has an admin token, the page and its state
+need it too (the audit trail and the decisions are not for anyone who can reach the
+port): as a bearer token, or as the password of HTTP Basic auth, which a browser asks for
+by itself (any user name). The promote and rollback buttons call the admin routes, which
+need the admin token (the page asks for it and never stores it).
+
+The page reads the store in a worker thread, never on the event loop: the same loop
+answers predict requests, and a dashboard being loaded must not slow them down.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import html
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from evertrain.faces import report_html
@@ -98,16 +108,54 @@ def page(store: Store) -> str:
 {sections}<script>{SCRIPT}</script></body></html>"""
 
 
-def mount(app: Any, store: Store) -> None:
-    """Add the dashboard to an ASGI app (the serving app, so one process serves both)."""
-    app.router.routes.extend(routes(store))
+def mount(app: Any, store: Store, admin_token: str | None = None) -> None:
+    """Add the dashboard to an ASGI app (the serving app, so one process serves both).
+
+    ``admin_token`` defaults to the serving app's own; when there is one, the dashboard
+    needs it.
+    """
+    if admin_token is None:
+        server = getattr(getattr(app, "state", None), "server", None)
+        admin_token = getattr(server, "admin_token", None)
+    app.router.routes.extend(routes(store, admin_token))
 
 
-def routes(store: Store) -> list[Route]:
-    async def ui_page(_request: Request) -> HTMLResponse:
-        return HTMLResponse(page(store))
+def authorized(request: Request, token: str | None) -> bool:
+    """Whether ``request`` carries ``token`` (bearer, or Basic auth's password); no token: everyone."""
+    if not token:
+        return True
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    given = value.strip()
+    if scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(given, validate=True).decode("utf-8").partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass"))
 
-    async def ui_state(_request: Request) -> JSONResponse:
-        return JSONResponse(state(store))
+
+def _refused() -> Response:
+    return JSONResponse(
+        {
+            "error": "the dashboard needs the admin token (bearer, or as the Basic auth password)",
+            "field": None,
+        },
+        status_code=401,
+        headers={"www-authenticate": 'Basic realm="evertrain", charset="UTF-8"'},
+    )
+
+
+def routes(store: Store, admin_token: str | None = None) -> list[Route]:
+    async def ui_page(request: Request) -> Response:
+        if not authorized(request, admin_token):
+            return _refused()
+        return HTMLResponse(await run_in_threadpool(page, store))
+
+    async def ui_state(request: Request) -> Response:
+        if not authorized(request, admin_token):
+            return _refused()
+        return JSONResponse(await run_in_threadpool(state, store))
 
     return [Route("/ui", ui_page), Route("/ui/state", ui_state)]
