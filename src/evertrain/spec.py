@@ -110,16 +110,26 @@ class SourceSpec(_Part):
 
     ``parquet`` and ``csv`` take a path or a glob (relative to the project folder);
     ``sql`` takes a SQLAlchemy ``url`` and a ``query``; ``duckdb`` a ``query`` over files;
-    ``log`` reads the serving prediction log joined with its feedback labels.
+    ``log`` reads the serving prediction log joined with its feedback labels, and its
+    optional ``history`` (any other source) the labelled rows from before serving began.
     """
 
     kind: Literal["parquet", "csv", "sql", "duckdb", "log"]
     path: str | None = None
     url: str | None = None
     query: str | None = None
+    history: SourceSpec | None = Field(
+        None,
+        description="For a log source: a warehouse source with the labelled rows from before serving "
+        "started, read beside the log (same feature and target names; times in 'ts' and 'label_ts').",
+    )
 
     @model_validator(mode="after")
     def _needs(self) -> SourceSpec:
+        if self.history is not None and self.kind != "log":
+            raise ValueError(f"'history' belongs to a log source, not to a {self.kind} source")
+        if self.history is not None and self.history.kind == "log":
+            raise ValueError("the history of a log source cannot be a log source itself")
         if self.kind in ("parquet", "csv") and not self.path:
             raise ValueError(f"a {self.kind} source needs 'path'")
         if self.kind == "sql" and not (self.url and self.query):

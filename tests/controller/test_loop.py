@@ -36,7 +36,12 @@ def test_sigterm_stops_the_loop_cleanly_and_frees_the_lease(
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()
-    assert first.startswith("cycle "), first + proc.stderr.read() if proc.stderr else first
+    assert first.startswith("cycle "), first
+    lines = [first]
+    while not lines[-1].startswith("next cycle at"):  # one line per step, then when the next is due
+        lines.append(proc.stdout.readline())
+        assert lines[-1], "".join(lines)
+    assert [line.split()[0] for line in lines[1:6]] == list(STEPS), "".join(lines)
     proc.send_signal(signal.SIGTERM)  # the loop now waits for its next cycle
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -85,10 +90,40 @@ def test_a_failed_step_is_recorded_and_the_next_cycle_runs(
     table = {**steps.STEP_FUNCTIONS, "monitor": flaky_monitor}
     controller = Controller(store, load_spec(project), project, clock=clock, steps=table, holder="t")
     broken = controller.cycle()
-    assert broken["monitor"] == {"error": "the logs bucket did not answer"}
+    assert broken["monitor"] == {"status": "failed", "error": "the logs bucket did not answer"}
     failed = [r for r in store.runs.list(model="demo", kind="step") if r.status == "failed"]
     assert failed and failed[-1].error == "the logs bucket did not answer"
     clock.advance(3600)
     healthy = controller.cycle()
     assert healthy["monitor"]["status"] == "ok"
     assert set(STEPS) <= healthy.keys()
+
+
+def test_any_exception_fails_only_its_step_and_a_failed_training_holds_no_cooldown(
+    demo_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    from evertrain.controller import steps
+    from evertrain.faces.run_lines import step_lines
+
+    project = _copy(demo_run, tmp_path)
+    clock = ManualClock(time.time())
+    store = Store.for_project(project, clock=clock).open()
+
+    def broken_train(ctx: CycleContext) -> dict[str, Any]:
+        raise KeyError("a column the trainer wanted")
+
+    table = {**steps.STEP_FUNCTIONS, "train": broken_train}
+    controller = Controller(store, load_spec(project), project, clock=clock, steps=table, holder="t")
+    result = controller.cycle(manual="asked by hand")
+    assert result["decide"]["action"] == "retrain"
+    assert result["train"]["status"] == "failed"
+    assert result["train"]["error"] == "KeyError: 'a column the trainer wanted'"
+    assert "does not count toward the cooldown" in result["train"]["cooldown"]
+    assert result["at"] not in result["history"]["retrain_times"]  # the cooldown is not held by it
+    assert result["gate"] == {"status": "skipped"}
+    lines = step_lines("train", result["train"])
+    assert lines[0].startswith("train    FAILED: KeyError") and "cooldown" in lines[1]
+    failed = [r for r in store.runs.list(model="demo", kind="step") if r.status == "failed"]
+    assert failed[-1].error == "KeyError: 'a column the trainer wanted'"
+    clock.advance(3600)
+    assert controller.cycle()["monitor"]["status"] == "ok"  # the loop went on

@@ -7,10 +7,18 @@ each step is idempotent (training registers by run id, gates are recorded once p
 version, alias moves are compare-and-swap), so a controller killed at any point resumes
 where it stopped without repeating finished work or losing started work.
 
+A step that raises anything (an evertrain error or any other exception) is recorded as
+failed with its error, and the cycle and the loop go on: a bug in one step, or a store
+hiccup, never kills the controller. A training that fails does not count as a retrain for
+the cooldown, so the next cycle may try again, and its result says so.
+
 A lease in the database makes sure two controllers on one store never both act, and
 it is a fence: every write of a cycle carries the lease's token, and once another
 controller took the lease over (this one paused past it), the store refuses them and
-this controller stops. SIGTERM sets a flag that is checked between steps.
+this controller stops (a lost lease is the one error that ends the loop). SIGTERM sets a
+flag that is checked between steps; SIGINT (Ctrl-C) raises ``KeyboardInterrupt`` at once,
+which stops a training worker (the executor kills it) and leaves the cycle's running
+step to be run again on the next start.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ from evertrain.store import Store
 from evertrain.store.storage import configure, describe, is_transport_error
 
 log = logging.getLogger(__name__)
+StepCallback = Callable[[int, str, dict[str, Any]], None]
+"""Called as each step of a cycle ends: the cycle number, the step's name, its result."""
 STEPS = ("monitor", "decide", "train", "gate", "rollout")
 LEASE_TTL_SECONDS = 60.0  # a controller that stops renewing is replaced after this long
 LEASE_RENEW_EVERY = LEASE_TTL_SECONDS / 3
@@ -70,6 +80,7 @@ class Controller:
         steps: dict[str, StepFn] | None = None,
         holder: str | None = None,
         lease_ttl: float | None = None,
+        interval: float | None = None,
     ) -> None:
         self.store = store
         self.spec = spec
@@ -80,8 +91,12 @@ class Controller:
         self.alerts = Alerts(spec.alerts.webhooks)
         ttl = lease_ttl if lease_ttl is not None else LEASE_TTL_SECONDS
         self.lease = Lease(store.db, f"controller/{spec.model.name}", self.holder, ttl, self.clock)
+        #: Time between cycles: ``interval`` when given (``evertrain run --interval``), else the spec's.
+        self.interval = float(interval) if interval is not None else spec.policy.cycle_interval
         self._stop = threading.Event()
         configure(spec.storage.options)
+        self._on_step: StepCallback | None = None
+        self._on_start: Callable[[int], None] | None = None
 
     # -- state ---------------------------------------------------------------------------
 
@@ -112,17 +127,27 @@ class Controller:
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM stops the loop between steps; SIGINT keeps Python's KeyboardInterrupt (stop now)."""
         signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
 
-    def run(self, cycles: int | None = None, on_cycle: Callable[[dict[str, Any]], None] | None = None) -> int:
+    def run(
+        self,
+        cycles: int | None = None,
+        on_cycle: Callable[[dict[str, Any]], None] | None = None,
+        on_step: StepCallback | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> int:
         """Run cycles until ``cycles`` are done or a stop is requested; returns cycles run.
 
-        On the wall clock a heartbeat thread renews the lease while the loop works or
-        waits, so a long training keeps it, and a clean stop releases it so that a
-        successor starts at once rather than after the lease expires.
+        ``on_start(cycle)`` is called as a cycle begins (or resumes), ``on_step(cycle, name,
+        result)`` as each of its steps ends and ``on_cycle`` with
+        each cycle's result; when another cycle follows, that result carries ``next_at``,
+        the time it is due. On the wall clock a heartbeat thread renews the lease while the
+        loop works or waits, so a long training keeps it, and a clean stop releases it so
+        that a successor starts at once rather than after the lease expires.
         """
         done = 0
+        self._on_step, self._on_start = on_step, on_start
         beat = None if isinstance(self.clock, ManualClock) else self._heartbeat()
         try:
             while (cycles is None or done < cycles) and not self._stop.is_set():
@@ -132,11 +157,15 @@ class Controller:
                     log.warning("stopping: %s", exc)
                     break
                 done += 1
+                more = cycles is None or done < cycles
+                if more:
+                    result = {**result, "next_at": self.clock.now() + self.interval}
                 if on_cycle is not None:
                     on_cycle(result)
-                if cycles is None or done < cycles:
-                    self.clock.sleep(self.spec.policy.cycle_interval, until=self._stop)
+                if more:
+                    self.clock.sleep(self.interval, until=self._stop)
         finally:
+            self._on_step = self._on_start = None
             self._stop.set()
             if beat is not None:
                 beat.join(timeout=5)
@@ -181,7 +210,7 @@ class Controller:
                 "cycle": number,
                 "at": self.clock.now(),
                 "manual": manual,
-                "interval": self.spec.policy.cycle_interval,
+                "interval": self.interval,
             },
         )
         # Replicas started with only the store URLs serve with the project file saved here.
@@ -189,6 +218,8 @@ class Controller:
             self.store.specs.save(self.spec.model.name, canonical_json(self.spec))
         except EvertrainError as exc:  # the artifact store is down: the next cycle saves it
             log.warning("cannot save the project file in the store: %s", exc)
+        if self._on_start is not None:
+            self._on_start(number)
         history, previous_at = self.previous()
         ctx = CycleContext(
             store=self.store,
@@ -207,6 +238,10 @@ class Controller:
                 if self._stop.is_set():
                     raise Stopped
                 ctx.results[name] = self._step(ctx, run.id, name)
+                if name == "train" and ctx.results[name].get("status") == "failed":
+                    ctx.results[name]["cooldown"] = self._forget_failed_retrain(ctx)
+                if self._on_step is not None:
+                    self._on_step(number, name, ctx.results[name])
         except Stopped:
             log.info("stop requested: cycle %d stops before its next step", number)
             return {"cycle": number, "stopped": True, **ctx.results}
@@ -246,11 +281,36 @@ class Controller:
                 # A storage client's failure that no part turned into a StoreError is one all the same.
                 raise StoreError(f"step {name}: storage failed: {describe(exc)}") from exc
         except LeaseLostError:
-            raise
-        except EvertrainError as exc:
-            self.store.runs.finish(run.id, "failed", error=str(exc))
-            # A failed step is recorded and the cycle goes on: the next cycle retries what it needs.
-            result = {"error": str(exc)}
-            return result
+            raise  # another controller has the lease now: this one stops, writing nothing more
+        except Exception as exc:
+            # Any other failure (an evertrain error, a bug, a dependency's error) is recorded
+            # and the cycle goes on: the next cycle retries what it needs. KeyboardInterrupt and
+            # SystemExit are not Exceptions: they stop the controller, the step stays running.
+            error = describe_error(exc)
+            # The step's line and its run carry the error; the traceback is for debug logs only.
+            log.debug("step %s of cycle %d failed", name, ctx.cycle, exc_info=exc)
+            self.store.runs.finish(run.id, "failed", error=error)
+            return {"status": "failed", "error": error}
         self.store.runs.finish(run.id, "succeeded", result=result)
         return result
+
+    @staticmethod
+    def _forget_failed_retrain(ctx: CycleContext) -> str:
+        """A failed training is no retrain: drop it from the history the cooldown reads.
+
+        The decision recorded the retrain before training began; left there, its cooldown
+        would hold every later cycle without anything new being served. Returns what the
+        cycle's result says about it.
+        """
+        times = ctx.history.retrain_times
+        if ctx.at in times:
+            ctx.history.retrain_times = [t for t in times if t != ctx.at]
+        return "a failed training does not count toward the cooldown: the next cycle may retrain"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a failed step: an evertrain error's message, else the type and message."""
+    if isinstance(exc, EvertrainError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

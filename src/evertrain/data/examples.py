@@ -119,31 +119,64 @@ def make_price_stream(
 
 @dataclass(frozen=True)
 class Example:
-    """A project ``evertrain init`` can write: its spec and how to make its data."""
+    """A project ``evertrain init`` can write: its spec, its history and the traffic to serve.
+
+    ``make_history`` gives the labelled rows from before serving (the warehouse the first
+    version trains on); ``make_live`` the rows a client sends to the server afterwards,
+    features and label, with a concept change partway (``traffic.py`` sends them).
+    """
 
     description: str
+    model: str
+    target: str
     data_file: str
-    make_data: Callable[[], pd.DataFrame]
+    make_history: Callable[[], pd.DataFrame]
+    live_file: str
+    make_live: Callable[[], pd.DataFrame]
     spec: str
 
 
+# The loop's timings in both examples are short, so that serve -> predict -> feedback ->
+# run -> retrain -> canary -> promote shows in minutes; production values are hours.
+_LOOP_TIMINGS = """\
+monitoring:
+  window_rows: 500            # realized performance over the newest 500 labelled rows
+triggers:
+  # a decay retrains on the training window (the newest labelled rows, most of them served
+  # after the change), which keeps enough rows of every region for the slice gate to judge
+  performance: {{drop: 0.05, min_labels: 200, learn_from: window}}
+policy:
+  cycle_interval: 10s         # production: 1h (evertrain run --interval overrides it)
+  cooldown: 15s               # production: hours
+rollout:
+  steps:
+    - {{share: 0.5, duration: 10s, min_samples: 100}}   # production: an hour or more
+  analysis: {{min_labels: 50, quality_margin: {margin}}}
+  watch_after_promotion: 1m
+"""
+
 _CHURN_SPEC = """\
-# A churn model retrained on a sliding window of labelled rows (labels arrive ~1 day late).
+# A churn model that learns from its own served traffic: the prediction log joined with
+# the labels posted to the feedback route, after data/churn.csv (the labelled history
+# from before serving started). Labels are the churned column (0 or 1).
 model:
   name: churn
   task: binary
   target: churned
+  features: [region, plan, tenure_months, monthly_spend, support_calls, visits]
   trainer:
     kind: lightgbm
     params: {num_leaves: 15, learning_rate: 0.1, num_boost_round: 300}
     seed: 7
     early_stopping_rounds: 30
 data:
-  source: {kind: csv, path: data/churn.csv}
+  source:
+    kind: log
+    history: {kind: csv, path: data/churn.csv}
   time_column: ts
   label_time_column: label_ts
 training:
-  window: {kind: sliding, rows: 4000}
+  window: {kind: sliding, rows: 3000}   # the newest 3000 labelled rows
   holdout: {fraction: 0.25}
   executor: local
   budget: {daily_train_seconds: 1h, max_concurrent: 1}
@@ -153,14 +186,17 @@ gates:
   - {kind: slices, column: region, metric: accuracy, margin: 0.03}
   - {kind: size, max_mb: 50}
   - {kind: latency, max_ms_per_row: 5}
-"""
+""" + _LOOP_TIMINGS.format(margin=0.02)
 
 _PRICES_SPEC = """\
-# A price model (scikit-learn) retrained on the last 5000 sales, the recent ones weighing more.
+# A price model (scikit-learn) that learns from its served traffic (the prediction log
+# joined with the sale prices posted as feedback) after data/prices.csv, the sales from
+# before serving started; the recent sales weigh more.
 model:
   name: prices
   task: regression
   target: price
+  features: [district, size_m2, rooms, age_years]
   trainer:
     kind: sklearn
     estimator: sklearn.ensemble.HistGradientBoostingRegressor
@@ -169,7 +205,9 @@ model:
   # skops rebuilds only types it trusts; scikit-learn's own tree predictor is one to allow.
   trusted_types: [sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor]
 data:
-  source: {kind: csv, path: data/prices.csv}
+  source:
+    kind: log
+    history: {kind: csv, path: data/prices.csv}
   time_column: ts
   label_time_column: label_ts
 training:
@@ -179,34 +217,165 @@ training:
 gates:
   - {kind: threshold, metric: rmse, max: 40}
   - {kind: non_inferiority, metric: mae, margin: 1.0}
-"""
+""" + _LOOP_TIMINGS.format(margin=5.0)
 
-#: Rows of the bundled example tables: small enough to train in seconds, big enough for gates.
-EXAMPLE_ROWS = 8000
+#: Rows of the bundled history tables: small enough to train in seconds, big enough for gates.
+EXAMPLE_ROWS = 4000
+#: Rows a client sends (``traffic.py``); the concept changes after ``LIVE_CHANGE_AT`` of them.
+LIVE_ROWS = 12000
+LIVE_CHANGE_AT = 2000
 EXAMPLE_SEED = 20260101
+
+
+def _live(frame: pd.DataFrame) -> pd.DataFrame:
+    """What a client has: features and the label that comes back later; no times (it is now)."""
+    return frame.drop(columns=["ts", "label_ts"])
+
 
 EXAMPLES: dict[str, Example] = {
     "churn": Example(
-        "binary churn model (LightGBM) on a stream whose concept changes halfway in three of four regions",
+        "binary churn model (LightGBM) learning from its served traffic, whose concept changes "
+        "in three of four regions",
+        "churn",
+        "churned",
         "data/churn.csv",
-        lambda: make_churn_stream(EXAMPLE_ROWS, seed=EXAMPLE_SEED, change_at=EXAMPLE_ROWS // 2),
+        lambda: make_churn_stream(EXAMPLE_ROWS, seed=EXAMPLE_SEED),
+        "data/churn-live.csv",
+        lambda: _live(make_churn_stream(LIVE_ROWS, seed=EXAMPLE_SEED + 1, change_at=LIVE_CHANGE_AT)),
         _CHURN_SPEC,
     ),
     "prices": Example(
-        "regression price model (scikit-learn) with a recency-weighted window",
+        "regression price model (scikit-learn) learning from its served traffic, recent sales weighing more",
+        "prices",
+        "price",
         "data/prices.csv",
-        lambda: make_price_stream(EXAMPLE_ROWS, seed=EXAMPLE_SEED, change_at=EXAMPLE_ROWS // 2),
+        lambda: make_price_stream(EXAMPLE_ROWS, seed=EXAMPLE_SEED),
+        "data/prices-live.csv",
+        lambda: _live(make_price_stream(LIVE_ROWS, seed=EXAMPLE_SEED + 1, change_at=LIVE_CHANGE_AT)),
         _PRICES_SPEC,
     ),
 }
 
+_TRAFFIC = '''\
+"""Plays production for this project: sends LIVE to the model server, then posts the labels.
+
+Rows go in batches to POST /v1/models/MODEL:predict with request ids; the true labels of a
+batch go to POST /v1/models/MODEL:feedback right after (in real life they come later).
+Only HTTP is used, as by any client of the server.
+
+    python traffic.py [--url http://127.0.0.1:8080] [--batch 100] [--pause 0.5] [--start ROW] [--rows N]
+"""
+
+import argparse
+import csv
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+MODEL, TARGET, LIVE = @MODEL@, @TARGET@, @LIVE@
+
+
+def post(url, body):
+    """POST JSON; a refused request is printed with the server's reason, which is returned."""
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode(errors="replace")
+        print(f"{url}: HTTP {exc.code}: {text[:300]}", flush=True)
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+
+
+def wait_ready(url, seconds=120):
+    """Wait for the server to answer /readyz (it may still be starting)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"no model server ready at {url} after {seconds}s")
+            time.sleep(0.5)
+
+
+def value(text):
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text else number
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8080")
+    parser.add_argument("--batch", type=int, default=100, help="rows per predict request")
+    parser.add_argument("--pause", type=float, default=0.5, help="seconds between batches")
+    parser.add_argument("--start", type=int, default=0, help="first row of the file to send")
+    parser.add_argument("--rows", type=int, default=None, help="rows to send (default: all)")
+    args = parser.parse_args()
+    with open(LIVE, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows = rows[args.start : None if args.rows is None else args.start + args.rows]
+    wait_ready(args.url)
+    run = uuid.uuid4().hex[:8]
+    right = total = 0
+    for start in range(0, len(rows), args.batch):
+        batch = rows[start : start + args.batch]
+        instances = [{k: value(v) for k, v in row.items() if k != TARGET} for row in batch]
+        ids = [f"{run}-{args.start + start + i}" for i in range(len(batch))]
+        answer = post(f"{args.url}/v1/models/{MODEL}:predict", {"instances": instances, "request_ids": ids})
+        while isinstance(answer, dict) and str(answer.get("field", "")).startswith("instances["):
+            # The server refused one row (a value far outside what it was trained on): drop it.
+            index = int(answer["field"].split("[")[1].split("]")[0])
+            del batch[index], instances[index], ids[index]
+            answer = post(
+                f"{args.url}/v1/models/{MODEL}:predict", {"instances": instances, "request_ids": ids}
+            )
+        if answer is None or "predictions" not in answer:
+            continue
+        labels = [value(row[TARGET]) for row in batch]
+        feedback = [{"request_id": i, "label": y} for i, y in zip(ids, labels)]
+        post(f"{args.url}/v1/models/{MODEL}:feedback", {"labels": feedback})
+        for predicted, label in zip(answer["predictions"], labels):
+            right += abs(float(predicted) - float(label)) < 0.5
+            total += 1
+        if total % 1000 < len(batch):
+            print(
+                f"sent {args.start + total} rows, answered by v{answer['model_version']}; "
+                f"right so far: {right / total:.1%}",
+                flush=True,
+            )
+        time.sleep(args.pause)
+
+
+if __name__ == "__main__":
+    main()
+'''
+
 
 def write_project(folder: Path | str, name: str = "churn") -> Path:
-    """Write example ``name`` into ``folder``: its ``evertrain.yaml`` and its generated data."""
+    """Write example ``name`` into ``folder``: ``evertrain.yaml``, the history it trains on
+    first, the live rows a client sends and ``traffic.py``, the client that sends them."""
     example = EXAMPLES[name]
     root = Path(folder)
-    data_path = root / example.data_file
-    data_path.parent.mkdir(parents=True, exist_ok=True)
-    example.make_data().to_csv(data_path, index=False)
+    for file, make in ((example.data_file, example.make_history), (example.live_file, example.make_live)):
+        path = root / file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make().to_csv(path, index=False)
     (root / "evertrain.yaml").write_text(example.spec, encoding="utf-8")
+    script = (
+        _TRAFFIC.replace("@MODEL@", repr(example.model))
+        .replace("@TARGET@", repr(example.target))
+        .replace("@LIVE@", repr(example.live_file))
+    )
+    (root / "traffic.py").write_text(script, encoding="utf-8")
     return root

@@ -10,7 +10,8 @@ One small interface (:class:`Source`: ``read()`` and ``uri``) and one class per
   listed fresh on every read, with the storage options of :mod:`evertrain.store.storage`;
 - ``sql``: a query through SQLAlchemy (any URL it knows);
 - ``duckdb``: a DuckDB query over files (needs the optional ``duckdb`` package);
-- ``log``: the serving prediction log joined with its feedback labels (see ``docs/logs.md``).
+- ``log``: the serving prediction log joined with its feedback labels (see ``docs/logs.md``),
+  after the rows of its optional ``history`` source (a warehouse of the time before serving).
 
 A source returns every row it has, labels and label arrival times included; choosing
 the rows that were known at a training time is the job of :mod:`evertrain.data.windows`.
@@ -24,6 +25,7 @@ the rows that were known at a training time is the job of :mod:`evertrain.data.w
 
 from __future__ import annotations
 
+import contextlib
 import glob as globlib
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -223,14 +225,16 @@ class LogSource(Source):
 
     kind = "log"
 
-    def __init__(self, logs_url: str, model: str, target: str) -> None:
+    def __init__(self, logs_url: str, model: str, target: str, *, history: Source | None = None) -> None:
         self.logs_url = logs_url.rstrip("/")
         self.model = model
         self.target = target
+        self.history = history
 
     @property
     def uri(self) -> str:
-        return f"log:{model_folder(self.logs_url, PREDICTIONS, self.model)}"
+        uri = f"log:{model_folder(self.logs_url, PREDICTIONS, self.model)}"
+        return uri if self.history is None else f"{uri}+{self.history.uri}"
 
     def _read(self, log: str) -> pa.Table | None:
         """Every part of one log of the model, in path order, through the one reader of the layout."""
@@ -241,12 +245,36 @@ class LogSource(Source):
             raise DataValidationError(f"{log} log of model {self.model!r}: cannot read: {exc}") from None
 
     def read(self) -> pd.DataFrame:
+        """The labelled served rows, after the history's rows when there is a history.
+
+        Before anything was served (the first training of a new project) the history alone
+        is read; without a history that is an error naming the log's location.
+        """
+        served = self._served()
+        if self.history is None:
+            if served is None:
+                raise DataValidationError(
+                    f"log source: no prediction log for model {self.model!r} under {self.logs_url} "
+                    "(serve the model and post feedback first, or give the source a history)"
+                )
+            return served
+        past = self.history.read()
+        if "request_id" not in past.columns:
+            # Every row of a log source has an id; a warehouse row's is its place in the history.
+            past.insert(0, "request_id", [f"history:{i}" for i in range(len(past))])
+        if served is None or served.empty:
+            return past.reset_index(drop=True)
+        if self.target in past.columns and self.target in served.columns:
+            # The log keeps labels as floats; a history of integer classes keeps its type.
+            with contextlib.suppress(ValueError, TypeError):
+                served[self.target] = served[self.target].astype(past[self.target].dtype)
+        return pd.concat([past, served], ignore_index=True)
+
+    def _served(self) -> pd.DataFrame | None:
         predictions = self._read(PREDICTIONS)
         feedback = self._read(FEEDBACK)
         if predictions is None:
-            raise DataValidationError(
-                f"log source: no prediction log for model {self.model!r} under {self.logs_url}"
-            )
+            return None
         pred = predictions.to_pandas()
         pred = pred[pred["arm"] != SHADOW_ARM].drop_duplicates("request_id", keep="first")
         if feedback is None:
@@ -282,7 +310,8 @@ def open_source(
         url = (source.path and _resolve(source.path, base)) or logs_url
         if not url:
             raise UsageError("a log source needs the logs location (EVERTRAIN_LOGS_URL or source.path)")
-        return LogSource(url, model, target)
+        history = None if source.history is None else open_source(source.history, base=base)
+        return LogSource(url, model, target, history=history)
     raise UsageError(f"unknown data source kind {kind!r}; known: {', '.join(sorted(SOURCES))}")
 
 

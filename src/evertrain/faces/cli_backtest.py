@@ -22,6 +22,7 @@ from evertrain.controller.results import BacktestResult
 from evertrain.exceptions import UsageError
 from evertrain.faces._common import ProjectOpt, console, err_console, write_json
 from evertrain.faces.cli_app import app
+from evertrain.faces.interrupt import on_interrupt
 from evertrain.spec import SPEC_FILE, load_spec
 
 POLICY = "policy"
@@ -161,9 +162,10 @@ def backtest(
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
-        disable=quiet,
+        disable=quiet or not err_console.is_terminal,
     )
-    with progress:
+    interrupted = "the backtest stopped" + (f"; its replay project is in {keep}" if keep else "")
+    with on_interrupt(interrupted), progress:
         task = progress.add_task(data.name, total=replayed)
 
         def tick(event: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ import typer
 
 from evertrain.faces._common import ProjectOpt, console, open_store
 from evertrain.faces.cli_app import app
+from evertrain.faces.interrupt import on_interrupt
 from evertrain.store.names import check_model_name
 
 
@@ -16,26 +17,69 @@ from evertrain.store.names import check_model_name
 def run(
     project: ProjectOpt = Path("."),
     cycles: Annotated[
-        int | None, typer.Option(help="Stop after N cycles (default: run until SIGTERM).")
+        int | None, typer.Option(help="Stop after N cycles (default: run until stopped).", min=1)
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run one cycle and stop (same as --cycles 1).")
+    ] = False,
+    interval: Annotated[
+        str | None,
+        typer.Option(
+            "--interval",
+            metavar="DURATION",
+            help="Time between cycles, e.g. 30s, 15m, 1h (default: policy.cycle_interval of the project).",
+        ),
     ] = None,
 ) -> None:
-    """Run the controller: monitor, decide, train, gate, roll out, every cycle_interval."""
-    from evertrain.controller.loop import Controller
-    from evertrain.spec import load_spec
+    """Run the controller: monitor, decide, train, gate, roll out, every cycle interval.
 
+    Prints one line per step and when the next cycle is due. SIGTERM stops it between
+    steps; Ctrl-C stops it at once (exit 130) and the next start resumes the cycle.
+
+    Example: evertrain run --interval 30s
+    """
+    from evertrain.controller.loop import Controller
+    from evertrain.exceptions import UsageError
+    from evertrain.faces.run_lines import in_words, step_lines, styled, when
+    from evertrain.spec import load_spec, parse_duration
+
+    if once and cycles not in (None, 1):
+        raise UsageError(f"--once runs one cycle, but --cycles {cycles} was given too")
+    if once:
+        cycles = 1
+    seconds = None
+    if interval is not None:
+        try:
+            seconds = parse_duration(interval)
+        except ValueError as exc:
+            raise UsageError(f"--interval: {exc}") from None
+        if seconds <= 0:
+            raise UsageError(f"--interval must be longer than 0s, got {interval!r}")
     spec = load_spec(project)
     store = open_store(project)
-    controller = Controller(store, spec, project)
+    controller = Controller(store, spec, project, interval=seconds)
     controller.install_signal_handlers()
+
+    def show_step(cycle: int, name: str, result: dict[str, object]) -> None:
+        for line in step_lines(name, dict(result)):
+            console.print("  " + styled(line))
 
     def show(result: dict[str, object]) -> None:
         if result.get("skipped"):
             console.print(f"[yellow]skipped[/]: {result['skipped']}")
-            return
-        decision = result.get("decide") or {}
-        reasons = "; ".join(decision.get("reasons", [])) if isinstance(decision, dict) else ""
-        action = decision.get("action", "-") if isinstance(decision, dict) else "-"
-        console.print(f"cycle {result.get('cycle')}: {action} {reasons}")
+        elif result.get("stopped"):
+            console.print(
+                f"cycle {result.get('cycle')} stopped before its next step; the next start resumes it"
+            )
+        next_at = result.get("next_at")
+        if isinstance(next_at, float):
+            console.print(
+                f"next cycle at {when(next_at)} (in {in_words(next_at - controller.clock.now())})",
+                style="dim",
+            )
+
+    def started(cycle: int) -> None:
+        console.print(f"cycle {cycle} at {when(controller.clock.now())}")
 
     warm = spec.training.executor == "local" and cycles != 1
     if warm:
@@ -43,8 +87,10 @@ def run(
 
         # Trainings come again and again here: each finds a worker with its imports done.
         LocalExecutor.keep_warm()
+    done = 0
     try:
-        done = controller.run(cycles=cycles, on_cycle=show)
+        with on_interrupt("the controller stopped; the next `evertrain run` resumes the cycle"):
+            done = controller.run(cycles=cycles, on_cycle=show, on_step=show_step, on_start=started)
     finally:
         if warm:
             LocalExecutor.keep_warm(False)
@@ -82,7 +128,8 @@ def demo(
     """The whole loop on a bundled drifting stream: serve, monitor, retrain, gate, canary, roll back."""
     from evertrain.faces.demo import run_demo
 
-    run_demo(out, fast=fast, seed=seed, dataset=dataset, console=console)
+    with on_interrupt(f"the demo stopped; {out} holds what it did so far (a new --out starts afresh)"):
+        run_demo(out, fast=fast, seed=seed, dataset=dataset, console=console)
 
 
 @app.command()

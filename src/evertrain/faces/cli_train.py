@@ -25,6 +25,7 @@ from evertrain.faces._common import (
     write_json,
 )
 from evertrain.faces.cli_app import app
+from evertrain.faces.interrupt import elapsed, on_interrupt
 from evertrain.spec import Spec, load_spec
 from evertrain.store.names import check_model_name, parse_version
 
@@ -80,7 +81,11 @@ def train(
 
     spec = _spec_for(project, model)
     store = open_store(project)
-    result = train_model(store, spec, project, reason=reason, trigger="manual", key=key, executor=executor)
+    stopped = f"training of {model} stopped; its run stays recorded and `evertrain train` starts anew"
+    with on_interrupt(stopped), elapsed(f"training {model}", as_json is not None):
+        result = train_model(
+            store, spec, project, reason=reason, trigger="manual", key=key, executor=executor
+        )
     if as_json:
         write_json(as_json, result.to_dict())
     else:

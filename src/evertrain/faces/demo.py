@@ -26,6 +26,7 @@ import httpx
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from evertrain.controller.clock import ManualClock
@@ -264,9 +265,29 @@ def run_demo(
             f"{_summarize_cycle(cycle)}"
         )
 
-    with _Server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+    # A bar of batches and elapsed time under the batch lines, on a terminal only.
+    progress = Progress(
+        TextColumn("demo"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    batches = progress.add_task("batches", total=max(0, scenario.source.n_batches - scenario.warm_batches))
+
+    def step(result: dict[str, Any]) -> None:
+        show(result)
+        progress.advance(batches)
+
+    with (
+        progress,
+        _Server(app) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         replay = make_replay(out, scenario, clock, store, HttpReplay, client=client, server=app.state.server)
-        replay.run(on_batch=show)
+        replay.run(on_batch=step)
     data = summary(store, scenario.model, record)
     data["dataset"] = dataset
     data["seconds"] = round(time.monotonic() - began, 1)

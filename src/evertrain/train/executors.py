@@ -231,10 +231,15 @@ class LocalExecutor(Executor):
         threading.Thread(target=watchdog, name="evertrain-job-watchdog", daemon=True).start()
         try:
             code = proc.wait()
-        finally:
+        except BaseException:
+            # Ctrl-C (or any exit) of the caller: the worker is in its own process group, so
+            # the terminal's SIGINT never reached it; kill it rather than leave it training.
             ended.set()
-            # Started once this job is over, so its imports do not slow the training.
-            self._replenish()
+            self._kill(proc)
+            raise
+        ended.set()
+        # Started once this job is over, so its imports do not slow the training.
+        self._replenish()
         seconds = time.perf_counter() - started
         if expired.is_set():
             return collect(
@@ -255,6 +260,14 @@ class LocalExecutor(Executor):
                 f"{outcome.log_tail.strip().splitlines()[-1] if outcome.log.strip() else 'no output'}",
             )
         return collect(job_dir, seconds)
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL to the job's process group at once, and reap it (its run stays resumable)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=KILL_GRACE_SECONDS)
 
     @staticmethod
     def _stop(proc: subprocess.Popen[bytes], ended: threading.Event) -> None:
