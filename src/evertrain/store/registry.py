@@ -57,6 +57,11 @@ _LATEST_VERSION = sa.select(sa.func.max(model_versions.c.version)).where(
 _VERSION_ID = sa.select(model_versions.c.id).where(
     model_versions.c.model_id == _b("model_id"), model_versions.c.version == _b("version")
 )
+_ARTIFACT_OF = (
+    sa.select(model_versions.c.artifact_sha256, model_versions.c.framework)
+    .join(models, models.c.id == model_versions.c.model_id)
+    .where(models.c.name == _b("name"), model_versions.c.version == _b("version"))
+)
 _ALIAS_ROW = sa.select(aliases.c.version, aliases.c.revision).where(
     aliases.c.model_id == _b("model_id"), aliases.c.alias == _b("alias")
 )
@@ -354,22 +359,27 @@ class Registry:
         """The model's bytes, only if they hash to what the registry holds for it."""
         return self.artifacts.get(mv.artifact_sha256)
 
-    def check_servable(self, name: str, version: int | str) -> ModelVersion:
-        """The version, once its artifact hashes to its digest and is a well-formed model of its framework.
+    def check_servable(self, name: str, version: int | str) -> None:
+        """Check that a version's artifact hashes to its digest and is a well-formed model of its framework.
 
         Raises :class:`IntegrityError` for a blob that no longer matches its hash and
         :class:`DataValidationError` for one its framework cannot load (see
         :mod:`evertrain.store.loadable`), naming the version.
         """
-        mv = self.get_version(name, version)
-        data = self.load_artifact(mv)
+        check_model_name(name)
+        number = parse_version(version)
+        with self.db.read() as conn:  # one query: this runs on every promotion and rollback
+            row = conn.execute(_ARTIFACT_OF, {"name": name, "version": number}).first()
+            if row is None:
+                self._model_id(conn, name)  # raises when the model is not registered
+                raise NotFoundError(f"model {name!r} has no version {number}")
+        data = self.artifacts.get(row.artifact_sha256)
         try:
-            check_loadable(mv.framework, data)
+            check_loadable(row.framework, data)
         except DataValidationError as exc:
             raise DataValidationError(
-                f"model {name!r} version {mv.version}: its {mv.framework} artifact cannot be loaded: {exc}"
+                f"model {name!r} version {number}: its {row.framework} artifact cannot be loaded: {exc}"
             ) from None
-        return mv
 
     # -- aliases ------------------------------------------------------------------------
 
