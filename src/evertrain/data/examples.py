@@ -163,7 +163,6 @@ model:
   name: churn
   task: binary
   target: churned
-  features: [region, plan, tenure_months, monthly_spend, support_calls, visits]
   trainer:
     kind: lightgbm
     params: {num_leaves: 15, learning_rate: 0.1, num_boost_round: 300}
@@ -196,7 +195,6 @@ model:
   name: prices
   task: regression
   target: price
-  features: [district, size_m2, rooms, age_years]
   trainer:
     kind: sklearn
     estimator: sklearn.ensemble.HistGradientBoostingRegressor

@@ -31,7 +31,7 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run the controller: monitor, decide, train, gate, roll out, every cycle interval.
+    """Run the controller: monitor, decide, train, gate, roll out, every cycle_interval.
 
     Prints one line per step and when the next cycle is due. SIGTERM stops it between
     steps; Ctrl-C stops it at once (exit 130) and the next start resumes the cycle.
