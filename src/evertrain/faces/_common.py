@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from evertrain.exceptions import EvertrainError, UsageError
+from evertrain.exceptions import UsageError
 
 if TYPE_CHECKING:
     from evertrain.store import Store
@@ -92,31 +92,46 @@ def open_store(project: Path) -> Store:
     return store.open()
 
 
+def _storage_section(project: Path) -> Any:
+    """The ``storage`` section of the project file in ``project``, or None.
+
+    Only that section is read and validated: checking the whole file (trainer parameters
+    against their framework) would import the frameworks, and the quick commands that
+    open a store must not pay for them. A bad section, or a file that cannot be read, is
+    left to the commands that need the file, which report it.
+    """
+    import yaml
+
+    from evertrain.spec import SPEC_FILE, StorageSpec
+
+    path = Path(project) / SPEC_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+        section = data.get("storage") if isinstance(data, dict) else None
+        return StorageSpec.model_validate(section or {})
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+
+
 def apply_storage(project: Path) -> None:
     """Use the storage options of the project file in ``project`` (if it has a valid one)."""
-    from evertrain.spec import SPEC_FILE, load_spec
     from evertrain.store.storage import configure
 
-    if not (Path(project) / SPEC_FILE).is_file():
-        return
-    try:
-        spec = load_spec(project)
-    except EvertrainError:
-        return
-    configure(spec.storage.options)
+    storage = _storage_section(project)
+    if storage is not None:
+        configure(storage.options)
 
 
 def storage_logs_url(project: Path) -> str | None:
     """The logs URL of the project file's ``storage.logs_url``, unless ``EVERTRAIN_LOGS_URL`` is set."""
     from evertrain import settings
-    from evertrain.spec import SPEC_FILE, load_spec
 
-    if settings.LOGS_URL.raw() or not (Path(project) / SPEC_FILE).is_file():
+    if settings.LOGS_URL.raw():
         return None
-    try:
-        url = load_spec(project).storage.logs_url
-    except EvertrainError:
-        return None
+    storage = _storage_section(project)
+    url = None if storage is None else storage.logs_url
     if url is None or "://" in url or Path(url).is_absolute():
         return url
     return str((Path(project) / url).resolve())
