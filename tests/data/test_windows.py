@@ -106,7 +106,8 @@ def test_weighted_window_weights_halve_every_half_life() -> None:
 
 
 def test_holdout_is_the_newest_slice_and_never_trained_on() -> None:
-    window = make_window(_rows(100), _spec(holdout={"fraction": 0.2}, valid_fraction=0.25), cutoff=1000.0)
+    spec = _spec(holdout={"fraction": 0.2, "min_rows": 0}, valid_fraction=0.25)
+    window = make_window(_rows(100), spec, cutoff=1000.0)
     assert len(window.holdout) == 20 and len(window.valid) == 20 and len(window.train) == 60
     assert (
         window.train["t"].max()
@@ -116,6 +117,10 @@ def test_holdout_is_the_newest_slice_and_never_trained_on() -> None:
     )
     by_time = make_window(_rows(100), _spec(holdout={"duration": 5}), cutoff=1000.0)
     assert by_time.holdout["t"].tolist() == [95.0, 96.0, 97.0, 98.0, 99.0]
+    # By default the holdout grows towards holdout.min_rows so that the gate can see a
+    # difference, but never past a third of the rows: 33 of 100, the newest.
+    raised = make_window(_rows(100), _spec(holdout={"fraction": 0.2}), cutoff=1000.0)
+    assert raised.holdout["t"].tolist() == [float(t) for t in range(67, 100)]
 
 
 def test_timestamps_and_strings_are_times() -> None:

@@ -121,13 +121,16 @@ class Binner:
         # cell + 1 = (key - lo) * scale + 1: one multiply and one add when lo * scale is
         # small enough that folding it into the offset loses under 1/4096 of a cell.
         key = self._transform(x, out=t) if self.spread else x
-        if abs(self.lo * self.scale) < _FUSE_LIMIT:
-            np.multiply(key, self.scale, out=t)
-            np.add(t, 1.0 - self.lo * self.scale, out=t)
-        else:
-            np.subtract(key, self.lo, out=t)
-            np.multiply(t, self.scale, out=t)
-            np.add(t, 1.0, out=t)
+        # A value far outside a narrow grid overflows to +-inf here; the clip below puts it
+        # in the first or last cell, which is where it belongs, so the overflow is harmless.
+        with np.errstate(over="ignore"):
+            if abs(self.lo * self.scale) < _FUSE_LIMIT:
+                np.multiply(key, self.scale, out=t)
+                np.add(t, 1.0 - self.lo * self.scale, out=t)
+            else:
+                np.subtract(key, self.lo, out=t)
+                np.multiply(t, self.scale, out=t)
+                np.add(t, 1.0, out=t)
         np.clip(t, 0.0, self.cells + 1.0, out=t)
         np.copyto(cell, t, casting="unsafe")  # truncation of non-negative values: floor
         crowded = self.crowded[cell] if self.any_crowded else None
