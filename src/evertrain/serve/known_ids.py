@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from evertrain.data.logs import PREDICTIONS, read_log_parts
+from evertrain.exceptions import StoreError
 
 #: Ids kept in memory per replica (about 100 bytes each: some tens of MB at most).
 MAX_REMEMBERED = 500_000
@@ -61,8 +62,10 @@ class KnownIds:
             parts = read_log_parts(
                 self.logs_url, PREDICTIONS, model, since=start, columns=["request_id", "ts"]
             )
-        except (OSError, ValueError):
-            return missing  # the log cannot be read now: report what memory does not know
+        except (OSError, ValueError, StoreError):
+            # The log store is unreachable or the log unreadable: the label is kept all the
+            # same (it is spooled like any row), and what memory does not know is reported.
+            return missing
         newest = since
         for part in parts:
             if part.num_rows == 0 or "request_id" not in part.column_names:
