@@ -45,7 +45,8 @@ from evertrain.spec import load_spec
 from evertrain.store import Store
 
 START = 1767571200.0  # 2026-01-05 00:00 UTC, a Monday
-REQUEST_ROWS = 100  # instances per predict request
+REQUEST_ROWS = 10  # instances per predict request: routing is per request, so small requests split
+# the traffic between champion and canary finely, as real traffic of a few rows per request does
 FEEDBACK_ROWS = 500  # labels per feedback request
 
 
