@@ -20,6 +20,7 @@ holds one transaction around the move and the row's transition.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -255,7 +256,8 @@ def _step_verdict(r: Rollout, now: float, logs_url: str) -> analysis.Verdict:
     logs = read_logs(logs_url, r.model, r.step_started_at, now)
     champion = evidence(logs, CHAMPION, r.baseline or 0)
     challenger = evidence(logs, r.phase, r.version)
-    verdict = analysis.compare(
+    judge = functools.partial(
+        analysis.compare,
         champion,
         challenger,
         plan_analysis,
@@ -264,8 +266,8 @@ def _step_verdict(r: Rollout, now: float, logs_url: str) -> analysis.Verdict:
         duration=float(config["duration"]),
         final=final,
         task=r.plan.get("task"),
-        sequential=bool(r.plan.get("sequential")),
     )
+    verdict = judge(sequential=bool(r.plan.get("sequential")))
     limit = config.get("max_duration") or UNDECIDED_STEP_LIMIT * float(config["duration"])
     sequential = bool(r.plan.get("sequential")) and not plan_analysis.require_labels
     if verdict.action == "hold" and elapsed >= float(limit) and sequential:
@@ -273,16 +275,7 @@ def _step_verdict(r: Rollout, now: float, logs_url: str) -> analysis.Verdict:
         # close call). Sequential mode only adds early stops: at the limit the step gets the
         # verdict the plain plan gives, its fixed-sample checks (a challenger they show worse
         # is rolled back), never a stricter one.
-        plain = analysis.compare(
-            champion,
-            challenger,
-            plan_analysis,
-            min_samples=int(config["min_samples"]),
-            elapsed=elapsed,
-            duration=float(config["duration"]),
-            final=final,
-            task=r.plan.get("task"),
-        )
+        plain = judge()
         if plain.action != "hold":
             held = "; ".join(verdict.reasons)
             return analysis.Verdict(
