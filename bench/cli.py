@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -35,8 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import replace_section
+
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
 MLFLOW_VENV = HERE / ".venvs" / "mlflow"
 MLFLOW_REQUIREMENT = "mlflow==3.17.*"
 MODEL = "churn"
@@ -132,17 +132,6 @@ def timed(command: list[str], *, cwd: Path, env: dict[str, str]) -> float:
     return seconds
 
 
-def write_results(section: str) -> None:
-    """Replace (or add) the ``## Command line`` section of RESULTS.md, leaving the others alone."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Command line\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -208,7 +197,7 @@ evertrain {evertrain.__version__}; load average {load_at_start[0]:.1f} at the st
 """
     print(section)
     if not args.no_write:
-        write_results(section)
+        replace_section("Command line", section)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import sqlite3
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from _results import replace_section
 
 import evertrain
 from evertrain.store import Store
@@ -184,17 +184,6 @@ def fmt(stats: tuple[float, float, float] | None) -> str:
     return f"{median:,.0f} ({low:,.0f}-{high:,.0f})"
 
 
-def write_results(section: str) -> None:
-    """Replace (or add) the ``## Registry`` section of RESULTS.md, leaving the others alone."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Registry\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -284,7 +273,7 @@ systems taking turns.
   evertrain keeps it so that a registered version never outlives its artifact after a power cut.
 """
     if not args.no_write:
-        write_results(section)
+        replace_section("Registry", section)
         print(f"\nwrote the Registry section of {RESULTS.relative_to(HERE.parent)}")
 
 
