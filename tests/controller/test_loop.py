@@ -18,6 +18,10 @@ from evertrain.spec import load_spec
 from evertrain.store import Store
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
 def _copy(demo_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> Path:
     project = tmp_path / "project"
     shutil.copytree(demo_run[0], project)
@@ -34,16 +38,23 @@ def test_sigterm_stops_the_loop_cleanly_and_frees_the_lease(
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    assert first.startswith("cycle "), first
-    lines = [first]
-    while not lines[-1].startswith("next cycle at"):  # one line per step, then when the next is due
-        lines.append(proc.stdout.readline())
-        assert lines[-1], "".join(lines)
-    assert [line.split()[0] for line in lines[1:6]] == list(STEPS), "".join(lines)
-    proc.send_signal(signal.SIGTERM)  # the loop now waits for its next cycle
-    out, err = proc.communicate(timeout=30)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("cycle "), first
+        lines = [first]
+        while not lines[-1].startswith("next cycle at"):  # one line per step, then when the next is due
+            lines.append(proc.stdout.readline())
+            assert lines[-1], "".join(lines)
+        # each step's line has the same indent; the detail under it (a gate's checks) has more
+        steps_shown = [line.split()[0] for line in lines[1:] if _indent(line) == _indent(lines[1])]
+        assert steps_shown == list(STEPS), "".join(lines)
+        proc.send_signal(signal.SIGTERM)  # the loop now waits for its next cycle
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
     assert "1 cycle(s) run" in out
     store = Store.for_project(project).open()
