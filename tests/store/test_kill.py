@@ -29,6 +29,17 @@ MAX_DELAY = 0.15  # seconds; SQLite does a register + promote in a few ms, Postg
 PHASE_NAMES = {0: "idle", 1: "put", 2: "register", 3: "promote"}
 
 
+def _iteration(state: Path) -> int:
+    return int(struct.unpack_from("<Q", state.read_bytes(), 8)[0])
+
+
+def _wait_past(state: Path, iteration: int, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _iteration(state) <= iteration:
+        assert time.monotonic() < deadline, f"{what}: the helper made no progress in {timeout:.0f}s"
+        time.sleep(0.002)
+
+
 def check_store(store: Store) -> int:
     """Every invariant a crash must not break; returns how many versions there are."""
     verdict = store.audit.verify()
@@ -76,8 +87,12 @@ def test_sigkill_during_register_and_promote_leaves_a_sound_store(
     landed: Counter[str] = Counter()
     with Store(db_url, artifacts_url) as store:
         for kill in range(KILLS):
+            resumed = _iteration(state)
             worker.send("churn", db_url, artifacts_url, str(state))
             pid = worker.recv()["ready"]
+            # Each child first finishes the iteration its predecessor left, however slow a
+            # loaded machine makes it; the kill then lands at a random point after that.
+            _wait_past(state, resumed, f"kill {kill} (seed {seed})")
             time.sleep(rng.uniform(0.0, MAX_DELAY))
             os.kill(pid, signal.SIGKILL)
             worker.send("reap", pid)
@@ -89,7 +104,7 @@ def test_sigkill_during_register_and_promote_leaves_a_sound_store(
             check_store(store)
 
         # Every iteration begun was registered exactly once, under its own run_id.
-        iteration = struct.unpack_from("<Q", state.read_bytes(), 8)[0]
+        iteration = _iteration(state)
         n_versions = check_store(store)
         with store.db.read() as conn:
             run_ids = set(conn.execute(sa.select(model_versions.c.run_id)).scalars())
