@@ -14,9 +14,19 @@ the store (``evertrain runs``); these lines only read them.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from evertrain.controller.results import (
+        DecideResult,
+        GateStepResult,
+        MonitorResult,
+        RolloutStepResult,
+        TrainStepResult,
+    )
 
 WIDTH = 8  # the step names are padded to this width, so the lines read as a table
 
@@ -29,7 +39,7 @@ def _line(name: str, text: str) -> str:
     return f"{name:<{WIDTH}} {text}"
 
 
-def _failed(name: str, result: dict[str, Any]) -> list[str] | None:
+def _failed(name: str, result: Mapping[str, Any]) -> list[str] | None:
     if result.get("status") != "failed" or "error" not in result:
         return None
     lines = [_line(name, f"FAILED: {result['error']}")]
@@ -38,7 +48,7 @@ def _failed(name: str, result: dict[str, Any]) -> list[str] | None:
     return lines
 
 
-def _monitor(result: dict[str, Any]) -> str:
+def _monitor(result: MonitorResult) -> str:
     if result.get("status") == "no champion":
         return "no champion yet: nothing served to watch"
     parts = [f"{result.get('n_rows', 0)} rows served since the last cycle"]
@@ -50,8 +60,8 @@ def _monitor(result: dict[str, Any]) -> str:
             f"drift in {len(columns)}/{total} columns"
             + (f" ({', '.join(columns[:5])}{'...' if len(columns) > 5 else ''})" if columns else "")
         )
-    realized = result.get("realized") or {}
-    if realized.get("n_labels"):
+    realized = result.get("realized")
+    if realized and realized.get("n_labels"):
         parts.append(
             f"{realized.get('metric')} {_num(realized.get('value'))} on {realized['n_labels']} labels "
             f"(champion v{result.get('champion')} trained at {_num(realized.get('baseline'))})"
@@ -66,7 +76,7 @@ def _monitor(result: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _decide(result: dict[str, Any]) -> str:
+def _decide(result: DecideResult) -> str:
     reasons = "; ".join(result.get("reasons") or [])
     held = "; ".join(result.get("held") or [])
     if result.get("action") == "retrain":
@@ -76,7 +86,7 @@ def _decide(result: dict[str, Any]) -> str:
     return text + (f"; held: {held}" if held else "")
 
 
-def _train(result: dict[str, Any]) -> str:
+def _train(result: TrainStepResult) -> str:
     if result.get("status") == "skipped":
         return "skipped (no retrain decided)"
     metrics = result.get("metrics") or {}
@@ -90,7 +100,7 @@ def _train(result: dict[str, Any]) -> str:
     )
 
 
-def _gate(result: dict[str, Any]) -> list[str]:
+def _gate(result: GateStepResult) -> list[str]:
     if result.get("status") == "skipped":
         return [_line("gate", "skipped (nothing new to judge)")]
     version = result.get("version")
@@ -109,35 +119,40 @@ def _gate(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _rollout(result: dict[str, Any]) -> str:
+def _rollout(result: RolloutStepResult) -> str:
     action = result.get("action")
     if action == "idle":
         return "no rollout in progress"
     where = f"v{result.get('version')}"
     if result.get("phase"):
         where += f" {result['phase']}"
-    if result.get("share") is not None:
-        where += f" at {float(result['share']):.0%}"
+    share = result.get("share")
+    if share is not None:
+        where += f" at {float(share):.0%}"
     outcome = {"promoted": "PROMOTED", "rolled_back": "ROLLED BACK"}.get(result.get("outcome") or "", "")
     reasons = "; ".join(result.get("reasons") or [])
     return f"{outcome or action}: {where}" + (f" ({reasons})" if reasons else "")
 
 
-def step_lines(name: str, result: dict[str, Any]) -> list[str]:
-    """The lines that tell what step ``name`` of a cycle did, from its result."""
+def step_lines(name: str, result: Mapping[str, Any]) -> list[str]:
+    """The lines that tell what step ``name`` of a cycle did, from its result.
+
+    ``result`` is the step's stored JSON; each step's lines read it as that step's
+    result type of ``evertrain.controller.results``.
+    """
     failed = _failed(name, result)
     if failed is not None:
         return failed
     if name == "monitor":
-        return [_line(name, _monitor(result))]
+        return [_line(name, _monitor(cast("MonitorResult", result)))]
     if name == "decide":
-        return [_line(name, _decide(result))]
+        return [_line(name, _decide(cast("DecideResult", result)))]
     if name == "train":
-        return [_line(name, _train(result))]
+        return [_line(name, _train(cast("TrainStepResult", result)))]
     if name == "gate":
-        return _gate(result)
+        return _gate(cast("GateStepResult", result))
     if name == "rollout":
-        return [_line(name, _rollout(result))]
+        return [_line(name, _rollout(cast("RolloutStepResult", result)))]
     return [_line(name, str(result))]
 
 
