@@ -8,9 +8,12 @@ request whose input has passed validation joins the batch gathering for its vers
 (champion, canary and shadow each have their own), and the batch is answered by one
 model call as soon as:
 
-* every request in progress on that model has joined a batch or left (a lone request
-  is answered at once: no request ever waits for one that has not arrived),
-* its first request has waited ``max_wait_ms`` (a slow body cannot hold the others), or
+* every request in progress on that model has joined a batch or left, and the batch
+  holds as many requests as the version's previous batch (under steady concurrency the
+  clients answered together send again together: waiting for them keeps batches full;
+  a lone client's previous batch held one request, so it is answered at once),
+* its first request has waited ``max_wait_ms`` (a slow body or a client that went quiet
+  cannot hold the others; the next batch then expects only as many as came), or
 * it holds ``max_rows`` rows.
 
 Each request keeps its own share of the answer, its own latency (the time it waited
@@ -127,6 +130,7 @@ class Batches:
         self.metrics = metrics
         self.coming = 0
         self._open: dict[int, _Batch] = {}
+        self._expect: dict[int, int] = {}  # requests in the previous batch of each version
 
     def arrive(self) -> Ticket:
         """Count a request that has started: batches gathering now wait for it (up to ``max_wait_ms``)."""
@@ -143,7 +147,11 @@ class Batches:
         self.coming -= 1
         if self.coming <= 0:
             for batch in list(self._open.values()):
-                self._due(batch)
+                if self._full(batch):
+                    self._due(batch)
+
+    def _full(self, batch: _Batch) -> bool:
+        return len(batch.entries) >= self._expect.get(id(batch.model), 1)
 
     async def predict(
         self, model: LoadedModel, columns: dict[str, list[Any]], rows: int, ticket: Ticket
@@ -163,6 +171,7 @@ class Batches:
         if batch is None or batch.rows + rows > self.max_rows:
             if batch is not None:
                 self._due(batch)
+                del self._open[key]
             batch = _Batch(model)
             self._open[key] = batch
             batch.timer = loop.call_later(self.max_wait, self._due, batch)
@@ -171,23 +180,26 @@ class Batches:
         batch.rows += rows
         if not ticket.gone:
             self._gone(ticket)
-        if batch.rows >= self.max_rows:
+        if batch.rows >= self.max_rows or (self.coming <= 0 and self._full(batch)):
             self._due(batch)
         return await entry.future
 
     def _due(self, batch: _Batch) -> None:
-        """Answer ``batch`` on the next turn of the loop: requests that are ready to run join it first."""
+        """Answer ``batch`` on the next turn of the loop: the requests that are ready to run before
+        then still join it (it stays open until it runs)."""
         if batch.due:
             return
         batch.due = True
-        if self._open.get(id(batch.model)) is batch:
-            del self._open[id(batch.model)]
         if batch.timer is not None:
             batch.timer.cancel()
             batch.timer = None
         asyncio.get_running_loop().call_soon(self._run, batch)
 
     def _run(self, batch: _Batch) -> None:
+        key = id(batch.model)
+        if self._open.get(key) is batch:
+            del self._open[key]
+        self._expect[key] = len(batch.entries)
         entries = [e for e in batch.entries if not e.future.done()]
         if not entries:
             return
