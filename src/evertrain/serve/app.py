@@ -8,8 +8,9 @@ and hands every answered row to the background log writer (``evertrain.data.logs
 
 Bad input never gets a 5xx: bodies are bounded (413), read by pydantic models (and by
 hand where those refuse one, to name the field: 422 for bad JSON, ``NaN`` included) and
-checked against the version's training schema (422 naming the field and the value). A canary that fails on valid input is answered by the champion
-instead and its failure is logged for the rollout analysis.
+checked against the version's training schema (422 naming the field and the value).
+A canary that fails on valid input is answered by the champion instead and its failure
+is logged for the rollout analysis.
 
 This module wires the app: the error handlers, the inference and health routes, and
 the OpenAPI security scheme. ``POST /v1/models/{name}:predict`` is answered by
