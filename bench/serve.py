@@ -196,6 +196,13 @@ def mlflow_python() -> Path | None:
     return py
 
 
+def mlflow_version() -> str:
+    py = MLFLOW_VENV / "bin" / "python"
+    code = "import importlib.metadata as m; print(m.version('mlflow'))"
+    done = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    return done.stdout.strip() or "(version unknown)"
+
+
 def mlflow_server(folder: Path, model_file: Path, port: int) -> subprocess.Popen[bytes] | None:
     """MLflow's scoring server (``mlflow models serve``, one worker) on the same booster."""
     py = mlflow_python()
@@ -377,17 +384,20 @@ def report(
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}, LightGBM {lightgbm.__version__}"
         + (
-            ", MLflow in its own virtual environment (`mlflow models serve --env-manager local -w 1`)."
+            f", MLflow {mlflow_version()} in its own virtual environment "
+            "(`mlflow models serve --env-manager local -w 1`)."
             if args.mlflow
             else ", MLflow not run (pass --mlflow)."
         )
         + f" Load average (1 min) {load_before[0]:.1f} before the run and {load_after[0]:.1f} after it"
         + (
             ": the machine was shared with other work, so every figure is lower and noisier than on an "
-            "idle machine; the servers took turns, so the ratios are the comparable part."
+            "idle machine; the servers took turns, so the ratios are the comparable part, though even "
+            "they move by tens of percent from run to run on a machine this busy."
             if max(load_before[0], load_after[0]) > 1.0
             else "."
         ),
+        "",
         "",
     ]
     return "\n".join(lines)
