@@ -203,7 +203,13 @@ class Batches:
         entries = [e for e in batch.entries if not e.future.done()]
         if not entries:
             return
-        answers = predict_together(batch.model, [e.columns for e in entries])
+        try:
+            answers = predict_together(batch.model, [e.columns for e in entries])
+        except BaseException as exc:  # never leave a request waiting for an answer that will not come
+            for entry in entries:
+                if not entry.future.done():
+                    entry.future.set_exception(exc)
+            raise
         now = time.perf_counter()
         if self.metrics is not None:
             self.metrics.batch_requests.labels(self.name).observe(len(entries))
