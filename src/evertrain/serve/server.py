@@ -173,9 +173,8 @@ class Server:
                 "body", f"{declared} bytes is more than the {self.max_body} accepted", http_status=413
             )
         try:
-            async with asyncio.timeout(
-                self.serving.body_timeout_seconds
-            ):  # no task per request, unlike wait_for
+            # asyncio.timeout, not wait_for: no task made per request
+            async with asyncio.timeout(self.serving.body_timeout_seconds):
                 return await self._read(request, declared)
         except TimeoutError:
             self.metrics.refused.labels("body_timeout").inc()
