@@ -589,10 +589,32 @@ class LogSpec(_Part):
     queue_max: int = Field(100_000, ge=1)
 
 
+class BatchingSpec(_Part):
+    """Adaptive batching: predict requests to one version that arrive together share one model call.
+
+    A request joins the batch that is gathering for its version; the batch is answered as soon
+    as every predict request in progress on that model has joined it, or ``max_wait_ms`` after
+    its first request, or when it holds ``max_rows`` rows. A lone request is answered at once
+    (no wait). Each request keeps its own validation, answer, log rows and latency; a model
+    failure in a batch is retried request by request, so one bad request fails alone.
+    """
+
+    enabled: bool = Field(
+        True, description="Gather concurrent requests into one model call; false: every request calls alone."
+    )
+    max_wait_ms: float = Field(
+        2.0, ge=0.0, le=1000.0, description="The longest a request waits for others to join its batch."
+    )
+    max_rows: int = Field(
+        256, ge=1, description="Rows in one model call at most; a fuller batch is answered at once."
+    )
+
+
 class ServingSpec(_Part):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_batch: int = Field(1000, ge=1)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
     log: LogSpec = Field(default_factory=LogSpec)
     poll_seconds: Duration = Field(1.0, gt=0, description="How often a replica reads aliases and rollouts.")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Larger request bodies get a 413.")

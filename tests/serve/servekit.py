@@ -79,10 +79,17 @@ def put_snapshot(store: Store, schema: dict[str, Any], n_rows: int = 1000) -> st
     return sid
 
 
-def register(store: Store, name: str, estimator: Any, *, schema: dict[str, Any] | None = SCHEMA) -> int:
+def register(
+    store: Store,
+    name: str,
+    estimator: Any,
+    *,
+    schema: dict[str, Any] | None = SCHEMA,
+    framework: str = "sklearn",
+) -> int:
     """Register ``estimator`` as a new version of ``name`` (with a training snapshot when ``schema``)."""
-    digest = store.artifacts.put(get_format("sklearn").dumps(estimator))
-    mv = store.registry.register(name, digest, framework="sklearn", actor="test")
+    digest = store.artifacts.put(get_format(framework).dumps(estimator))
+    mv = store.registry.register(name, digest, framework=framework, actor="test")
     if schema is not None:
         # Linked in the table directly, as the data part's snapshot step will do.
         sid = put_snapshot(store, schema)

@@ -6,18 +6,24 @@ polls aliases and rollout shares from the store (``models.py``), answers with th
 champion or the canary (``router.py``), mirrors to the shadow off the response path,
 and hands every answered row to the background log writer (``evertrain.data.logs``).
 
-Bad input never gets a 5xx: bodies are bounded (413), parsed by hand (422 for bad JSON,
-``NaN`` included) and checked against the version's training schema (422 naming the
-field and the value). A canary that fails on valid input is answered by the champion
-instead and its failure is logged for the rollout analysis.
+Bad input never gets a 5xx: bodies are bounded (413), read by pydantic models (and by
+hand where those refuse one, to name the field: 422 for bad JSON, ``NaN`` included) and
+checked against the version's training schema (422 naming the field and the value).
+A canary that fails on valid input is answered by the champion instead and its failure
+is logged for the rollout analysis.
 
 This module wires the app: the error handlers, the inference and health routes, and
-the OpenAPI security scheme. The handlers' logic is the :class:`Server`'s
-(``server.py``), the body parsing is ``bodies.py`` and the admin routes ``admin.py``.
+the OpenAPI security scheme. ``POST /v1/models/{name}:predict`` is answered by
+:class:`PredictRoute` before FastAPI's router (its dependency solving costs as much as the
+rest of a request); the route stays declared for the OpenAPI document and for the answers
+to other methods, and the errors are answered as the app's handlers answer them. The
+handlers' logic is the :class:`Server`'s (``server.py``), the body parsing is
+``bodies.py`` and the admin routes ``admin.py``.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -100,6 +106,7 @@ def create_app(
     app.state.server = server
     _handlers(app, server)
     _routes(app, server, spec)
+    app.add_middleware(PredictRoute, server=server)  # inside the host allowlist, added after it
     if serving.allowed_hosts is not None:
         app.add_middleware(HostAllowlist, hosts=serving.allowed_hosts, metrics=server.metrics)
     return app
@@ -112,6 +119,36 @@ def _error_response(status: int, message: str, field: str | None = None) -> Resp
     elif status in (429, 503):
         headers = {"retry-after": RETRY_AFTER_SECONDS}
     return json_response({"error": message, "field": field}, status, headers)
+
+
+_PREDICT_PATH = re.compile(r"^/v1/models/([^/]+):predict$")  # the route's own pattern
+
+
+class PredictRoute:
+    """ASGI middleware: predict requests straight to the :class:`Server`, past FastAPI's router."""
+
+    def __init__(self, app: Any, server: Server) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            match = _PREDICT_PATH.match(path)
+            if match is not None:
+                request = Request(scope, receive)
+                try:
+                    response = await self.server.predict(match.group(1), request)
+                except (InputError, ServeError) as exc:
+                    response = _error_response(exc.http_status, exc.message, exc.field)
+                except EvertrainError as exc:
+                    response = _error_response(exc.http_status, exc.message)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _handlers(app: FastAPI, server: Server) -> None:

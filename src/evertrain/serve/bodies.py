@@ -1,17 +1,26 @@
 """Request bodies into typed values, and JSON out: the parsing every serving route shares.
 
-Bad input never gets a 5xx: bodies are parsed by hand (422 for bad JSON, ``NaN``
-included) and every field is checked with an :class:`InputError` that names the field,
-the rule and the value, which the app answers with 413 or 422.
+Bad input never gets a 5xx. The predict and feedback bodies are read by pydantic models
+(:class:`PredictBody`, :class:`FeedbackBody`) straight from the bytes, which is several
+times faster than decoding JSON and then checking it in Python. A body they refuse, or
+one that may hold what the JSON standard forbids and their parser lets through (``NaN``,
+``Infinity``, an escaped lone surrogate), is read again by hand (:func:`parse_json` and
+the field checks below) to name the field, the rule and the value in an
+:class:`InputError`, which the app answers with 413 or 422; so a bad body gets the same
+clear message as before and a good one is never refused by one parser and taken by the
+other. Answers are written with orjson.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
+import orjson
 from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evertrain.exceptions import InputError
 from evertrain.serve import openapi as doc
@@ -21,8 +30,12 @@ JSON = "application/json"
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """``value`` as a JSON response; NaN and Infinity are refused, as in the bodies read."""
-    return Response(json.dumps(value, allow_nan=False), status_code=status, media_type=JSON, headers=headers)
+    """``value`` as a JSON response (orjson; NaN and Infinity are written as null, never as invalid JSON)."""
+    try:
+        body = orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):  # a lone surrogate, an integer past 64 bits
+        body = json.dumps(value, allow_nan=False).encode()
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
 def _no_constant(name: str) -> Any:
@@ -97,6 +110,103 @@ def check_unicode(value: Any, where: str) -> None:
 
 #: What ``parameters.return`` of a predict request may ask for, besides the predictions.
 RETURNS = ("predictions", "probabilities", "scores")
+
+
+#: Bytes after which a body is read by hand: what pydantic's JSON parser takes but RFC 8259 does not
+#: (NaN, Infinity), and escaped UTF-16 surrogates, which need the check of :func:`check_unicode`.
+_BY_HAND = re.compile(rb"NaN|Infinity|\\u[dD][89a-fA-F]")
+
+
+class PredictParameters(BaseModel):
+    """``parameters`` of a predict request (KServe V1): what to return besides the predictions."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True)
+    return_: Literal["predictions", "probabilities", "scores"] = Field("predictions", alias="return")
+
+
+class PredictBody(BaseModel):
+    """A predict request: the rows (checked against the version's inputs later), their ids, parameters."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    instances: list[Any] = Field(min_length=1)
+    request_ids: list[str] | None = None
+    parameters: PredictParameters | None = None
+
+
+class FeedbackBody(BaseModel):
+    """A feedback request: labels by request id (each label is checked against the model's rule later)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    labels: list[dict[str, Any]] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Predict:
+    """A predict request, read: its rows, the client's ids (``None``: server-made) and what to return."""
+
+    instances: list[Any]
+    ids: list[str] | None
+    wanted: str
+
+
+def _fast(model: type[BaseModel], data: bytes) -> Any:
+    """``data`` read by ``model``, or ``None`` when it must be read by hand (refused, or may hold NaN)."""
+    if _BY_HAND.search(data) is not None:
+        return None
+    try:
+        return model.model_validate_json(data)
+    except ValidationError:
+        return None
+
+
+def parse_predict(data: bytes, max_batch: int) -> Predict:
+    """The predict request in ``data``; a 422 naming the field at fault otherwise.
+
+    >>> parse_predict(b'{"instances": [{"x": 1}], "parameters": {"return": "scores"}}', 10).wanted
+    'scores'
+    """
+    body = _fast(PredictBody, data)
+    if body is not None and len(body.instances) <= max_batch:
+        n = len(body.instances)
+        ids = None if body.request_ids is None else request_ids(body.request_ids, n, "request_ids")
+        wanted = "predictions" if body.parameters is None else body.parameters.return_
+        return Predict(body.instances, ids, wanted)
+    payload = parse_json(data)
+    if type(payload) is not dict:
+        raise InputError("body", f"expected a JSON object with 'instances', got {value_kind(payload)}")
+    instances = payload.get("instances")
+    if type(instances) is not list:
+        if instances is None and "instances" not in payload:
+            raise InputError("instances", "missing field (expected an array of instances)")
+        raise InputError("instances", f"expected an array of instances, got {value_kind(instances)}")
+    n = len(instances)
+    if n == 0:
+        raise InputError("instances", "expected at least one instance")
+    if n > max_batch:
+        raise InputError("instances", f"{n} instances is more than the {max_batch} accepted per request")
+    given_ids = payload.get("request_ids")
+    ids = None if given_ids is None else request_ids(given_ids, n, "request_ids")
+    return Predict(instances, ids, predict_parameters(payload.get("parameters")))
+
+
+def parse_feedback(data: bytes, max_batch: int) -> list[Any]:
+    """The ``labels`` of the feedback request in ``data`` (each still to check); a 422 otherwise."""
+    body = _fast(FeedbackBody, data)
+    if body is not None and len(body.labels) <= max_batch:
+        return body.labels
+    payload = parse_json(data)
+    if type(payload) is not dict:
+        raise InputError("body", f"expected a JSON object with 'labels', got {value_kind(payload)}")
+    labels = payload.get("labels")
+    if type(labels) is not list:
+        if "labels" not in payload:
+            raise InputError("labels", "missing field (expected an array of {request_id, label})")
+        raise InputError("labels", f"expected an array of {{request_id, label}}, got {value_kind(labels)}")
+    if not labels:
+        raise InputError("labels", "expected at least one label")
+    if len(labels) > max_batch:
+        raise InputError("labels", f"{len(labels)} labels is more than the {max_batch} accepted per request")
+    return labels
 
 
 def predict_parameters(value: Any) -> str:

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 # Model time spans from sub-millisecond trees to multi-second language models.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Requests per model call: one (no batching happened) up to a full batch.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class ServeMetrics:
@@ -50,7 +52,7 @@ class ServeMetrics:
         )
         self.latency = Histogram(
             "evertrain_predict_latency_seconds",
-            "Model time of one predict request, by model, version and arm.",
+            "Model time of one predict request (its wait in a batch included), by model, version and arm.",
             ["model", "version", "arm"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -60,6 +62,13 @@ class ServeMetrics:
             "Whole handling time of one predict request (parse, validate, route, predict, log), by model.",
             ["model"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "evertrain_batch_requests",
+            "Requests answered by one model call (adaptive batching), by model.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.logged_rows = Counter(

@@ -27,6 +27,7 @@ from evertrain.exceptions import EvertrainError, NotFoundError
 from evertrain.serve.metrics import ServeMetrics
 from evertrain.spec import ModelSpec, RolloutSpec
 from evertrain.store import Store
+from evertrain.store.formats import BoosterModel
 from evertrain.store.metadata import models as models_table
 from evertrain.store.metadata import rollouts
 from evertrain.store.names import CANARY, CHAMPION, SHADOW
@@ -93,6 +94,18 @@ def read_desired(store: Store, name: str, rollout_spec: RolloutSpec | None = Non
         else:
             share = DEFAULT_CANARY_SHARE
     return Desired(aliases.get(CHAMPION), canary, share, aliases.get(SHADOW))
+
+
+def for_serving(model: LoadedModel) -> LoadedModel:
+    """``model``, fed the way that costs a request least.
+
+    A LightGBM booster on numeric inputs takes the float matrix in the order of its
+    features as it is: building a DataFrame for it on every call, which it converts
+    straight back to that matrix, costs many times the trees' own time on a small batch.
+    """
+    if model.all_numeric and isinstance(model.estimator, BoosterModel):
+        model.wants_frame = False
+    return model
 
 
 class ModelManager:
@@ -242,7 +255,7 @@ class ModelManager:
         if failed is not None and not retry_failed and self.clock() - failed[0] < LOAD_RETRY_SECONDS:
             return None
         try:
-            model = self.loader(self.store, name, version, spec=self.spec, options=self.options)
+            model = for_serving(self.loader(self.store, name, version, spec=self.spec, options=self.options))
         except (EvertrainError, Exception) as exc:  # a broken version must never take serving down
             message = f"{type(exc).__name__}: {exc}"
             if failed is None or failed[1] != message:

@@ -15,7 +15,9 @@
 * **Shadow**: a copy of each request is handed to a worker thread through a bounded
   queue after the response is ready. The shadow's predictions are logged with arm
   ``shadow`` and never returned; when its queue is full the copy is dropped and counted,
-  so a slow shadow cannot add to response time or change a response.
+  so a slow shadow cannot add to response time or change a response. The copies waiting
+  when the worker is free are answered together, one model call per version (up to
+  ``max_rows`` rows), each checked and logged on its own.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evertrain.data.logs import ERRORS, PREDICTIONS, LogWriter
+from evertrain.serve.batching import batchable, predict_together
 from evertrain.serve.metrics import ServeMetrics
 from evertrain.serve.models import Routes
 from evertrain.store.names import CANARY, CHAMPION, SHADOW
@@ -160,10 +163,12 @@ class ShadowMirror:
         queue_max: int = 1000,
         metrics: ServeMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        max_rows: int = 1,
     ) -> None:
         self.logger = logger
         self.metrics = metrics
         self.clock = clock
+        self.max_rows = max_rows
         self._queue: queue.Queue[_Copy | None] = queue.Queue(maxsize=queue_max)
         self._thread: threading.Thread | None = None
         self.mirrored = 0
@@ -209,28 +214,71 @@ class ShadowMirror:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            items = self._take()
+            stop = items[-1] is None
+            copies = [i for i in items if i is not None]
             try:
-                if item is None:
-                    return
-                self._one(item)
+                if copies:
+                    self._answer(copies)
             except Exception as exc:  # the shadow must never take anything down
-                log.warning("shadow copy failed: %s", exc)
+                log.warning("shadow copies failed: %s", exc)
             finally:
-                self._queue.task_done()
+                for _ in items:
+                    self._queue.task_done()
+            if stop:
+                return
 
-    def _one(self, item: _Copy) -> None:
-        model = item.model
+    def _take(self) -> list[_Copy | None]:
+        """The next copy (waiting for one), and the ones queued behind it up to ``max_rows`` rows."""
+        first = self._queue.get()
+        items: list[_Copy | None] = [first]
+        rows = 0 if first is None else len(first.ids)
+        while first is not None and rows < self.max_rows:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            items.append(item)
+            if item is None:
+                break
+            rows += len(item.ids)
+        return items
+
+    def _answer(self, copies: list[_Copy]) -> None:
+        """Check each copy on its own, then answer the valid copies of each version in one model call."""
         start = time.perf_counter()
-        try:
-            columns = model.schema.columns(item.instances)
-            predictions, scores = model.predict(columns)
-        except InputError as exc:
-            self._error(item, "validation", str(exc), start)
-            return
-        except Exception as exc:
-            self._error(item, "model", f"{type(exc).__name__}: {exc}", start)
-            return
+        by_model: dict[int, list[tuple[_Copy, dict[str, list[Any]]]]] = {}
+        for item in copies:
+            try:
+                columns = item.model.schema.columns(item.instances)
+            except InputError as exc:
+                self._error(item, "validation", str(exc), start)
+                continue
+            except Exception as exc:
+                self._error(item, "model", f"{type(exc).__name__}: {exc}", start)
+                continue
+            by_model.setdefault(id(item.model), []).append((item, columns))
+        for group in by_model.values():
+            model = group[0][0].model
+            if batchable(model):
+                answers = predict_together(model, [columns for _, columns in group])
+            else:
+                answers = [predict_together(model, [columns])[0] for _, columns in group]
+            for (item, columns), answer in zip(group, answers, strict=True):
+                if isinstance(answer, Exception):
+                    self._error(item, "model", f"{type(answer).__name__}: {answer}", start)
+                else:
+                    self._one(item, columns, answer, start)
+
+    def _one(
+        self,
+        item: _Copy,
+        columns: dict[str, list[Any]],
+        answer: tuple[list[Any], list[float] | None],
+        start: float,
+    ) -> None:
+        model = item.model
+        predictions, scores = answer
         latency_ms = (time.perf_counter() - start) * 1000.0
         cols, types = prediction_rows(
             model, SHADOW, columns, item.ids, predictions, scores, item.ts, latency_ms

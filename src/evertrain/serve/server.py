@@ -27,7 +27,8 @@ from evertrain import settings
 from evertrain.data.logs import ERRORS, FEEDBACK, PREDICTIONS, LogWriter
 from evertrain.exceptions import AuthError, InputError, ServeError
 from evertrain.serve import openapi as doc
-from evertrain.serve.bodies import json_response, parse_json, predict_parameters, request_ids
+from evertrain.serve.batching import Batches, Ticket
+from evertrain.serve.bodies import json_response, parse_feedback, parse_json, parse_predict
 from evertrain.serve.known_ids import KnownIds
 from evertrain.serve.labels import LabelRule, label_rule, rule_from_model
 from evertrain.serve.metrics import ServeMetrics
@@ -130,8 +131,13 @@ class Server:
             clock=clock,
         )
         self.mirror = ShadowMirror(
-            self.logger, queue_max=serving.shadow_queue_max, metrics=metrics, clock=clock
+            self.logger,
+            queue_max=serving.shadow_queue_max,
+            metrics=metrics,
+            clock=clock,
+            max_rows=serving.batching.max_rows if serving.batching.enabled else 1,
         )
+        self._batches: dict[str, Batches] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -167,7 +173,9 @@ class Server:
                 "body", f"{declared} bytes is more than the {self.max_body} accepted", http_status=413
             )
         try:
-            return await asyncio.wait_for(self._read(request, declared), self.serving.body_timeout_seconds)
+            # asyncio.timeout, not wait_for: no task made per request
+            async with asyncio.timeout(self.serving.body_timeout_seconds):
+                return await self._read(request, declared)
         except TimeoutError:
             self.metrics.refused.labels("body_timeout").inc()
             raise ServeError(
@@ -233,36 +241,34 @@ class Server:
 
     # -- predict ---------------------------------------------------------------------------
 
+    def batches(self, name: str) -> Batches:
+        """The batches gathering for model ``name`` (made on its first request)."""
+        batches = self._batches.get(name)
+        if batches is None:
+            batches = self._batches[name] = Batches(name, self.serving.batching, self.metrics)
+        return batches
+
     async def predict(self, name: str, request: Request) -> Response:
         started = time.perf_counter()
         routes = self.routes(name)
+        batches = self.batches(name)
+        ticket = batches.arrive()
         try:
-            response = await self._predict(name, routes, request)
+            response = await self._predict(name, routes, request, batches, ticket)
         except InputError as exc:
             self.metrics.error(name, "too_large" if exc.http_status == 413 else "validation")
             raise
+        finally:
+            batches.leave(ticket)
         self.metrics.request_latency.labels(name).observe(time.perf_counter() - started)
         return response
 
-    async def _predict(self, name: str, routes: Routes, request: Request) -> Response:
-        payload = parse_json(await self.body(request))
-        if type(payload) is not dict:
-            raise InputError("body", f"expected a JSON object with 'instances', got {value_kind(payload)}")
-        instances = payload.get("instances")
-        if type(instances) is not list:
-            if instances is None and "instances" not in payload:
-                raise InputError("instances", "missing field (expected an array of instances)")
-            raise InputError("instances", f"expected an array of instances, got {value_kind(instances)}")
+    async def _predict(
+        self, name: str, routes: Routes, request: Request, batches: Batches, ticket: Ticket
+    ) -> Response:
+        body = parse_predict(await self.body(request), self.max_batch)
+        instances, ids, wanted = body.instances, body.ids, body.wanted
         n = len(instances)
-        if n == 0:
-            raise InputError("instances", "expected at least one instance")
-        if n > self.max_batch:
-            raise InputError(
-                "instances", f"{n} instances is more than the {self.max_batch} accepted per request"
-            )
-        given_ids = payload.get("request_ids")
-        ids = None if given_ids is None else request_ids(given_ids, n, "request_ids")
-        wanted = predict_parameters(payload.get("parameters"))
         if routes.champion is None:
             raise ServeError(503, f"model {name!r} has no champion loaded yet")
         key = None
@@ -280,8 +286,8 @@ class Server:
         if ids is None:
             ids = [uuid.uuid4().hex for _ in range(n)]
         ts = self.clock()
-        arm, model, columns, predictions, scores, seconds = self.answer(
-            name, routes, arm, model, columns, instances, ids, ts
+        arm, model, columns, predictions, scores, seconds = await self.answer(
+            name, routes, arm, model, columns, instances, ids, ts, batches, ticket
         )
         cols, types = prediction_rows(model, arm, columns, ids, predictions, scores, ts, seconds * 1000.0)
         self.logger.offer(PREDICTIONS, name, cols, types, n)
@@ -319,7 +325,7 @@ class Server:
             return {"scores": [max(row) for row in matrix]}
         return {"classes": classes, "probabilities": matrix}
 
-    def answer(
+    async def answer(
         self,
         name: str,
         routes: Routes,
@@ -329,8 +335,11 @@ class Server:
         instances: list[Any],
         ids: list[str],
         ts: float,
+        batches: Batches,
+        ticket: Ticket,
     ) -> tuple[str, LoadedModel, dict[str, list[Any]], list[Any], list[float] | None, float]:
-        """Predict with ``model``; on its failure, judge whose failure it is (one handler, both arms).
+        """Predict with ``model`` (in a batch with the requests to it that arrive together); on its
+        failure, judge whose failure it is (one handler, both arms).
 
         * The canary fails and the champion answers the same input: the canary's own
           failure, logged against it (the rollout analysis counts it); the champion answers.
@@ -342,8 +351,8 @@ class Server:
         """
         start = time.perf_counter()
         try:
-            predictions, scores = model.predict(columns)
-            return arm, model, columns, predictions, scores, time.perf_counter() - start
+            (predictions, scores), seconds = await batches.predict(model, columns, len(ids), ticket)
+            return arm, model, columns, predictions, scores, seconds
         except Exception as exc:
             failure: Exception = exc
         failed_ms = (time.perf_counter() - start) * 1000.0
@@ -450,22 +459,7 @@ class Server:
         return rule_from_model(champion)
 
     async def _feedback(self, name: str, routes: Routes, request: Request) -> Response:
-        payload = parse_json(await self.body(request))
-        if type(payload) is not dict:
-            raise InputError("body", f"expected a JSON object with 'labels', got {value_kind(payload)}")
-        labels = payload.get("labels")
-        if type(labels) is not list:
-            if "labels" not in payload:
-                raise InputError("labels", "missing field (expected an array of {request_id, label})")
-            raise InputError(
-                "labels", f"expected an array of {{request_id, label}}, got {value_kind(labels)}"
-            )
-        if not labels:
-            raise InputError("labels", "expected at least one label")
-        if len(labels) > self.max_batch:
-            raise InputError(
-                "labels", f"{len(labels)} labels is more than the {self.max_batch} accepted per request"
-            )
+        labels = parse_feedback(await self.body(request), self.max_batch)
         rule = await self.label_rule(name, routes)
         ids: list[str] = []
         values: list[Any] = []
