@@ -208,7 +208,8 @@ class LazyGroup(TyperGroup):
         out.print(Panel(examples, title="Examples", title_align="left", border_style="dim"))
         out.print(
             " Every command works on the project folder given by --project DIR (default: here).\n"
-            " Exit codes: 0 ok, 1 a check said no (drift, gate, audit), 2 bad usage or input.\n"
+            " Exit codes: 0 ok, 1 a check said no (drift, gate, audit), 2 bad usage or input;\n"
+            " `run --once --json` adds 3, an infrastructure error (try again later).\n"
         )
 
 
