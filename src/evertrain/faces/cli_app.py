@@ -137,6 +137,12 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "Look",
         "The dashboard: models, aliases, rollout state, drift and performance, the audit trail.",
     ),
+    CommandEntry(
+        "mlflow",
+        _M + "cli_integrations",
+        "Work with other tools",
+        "MLflow models both ways (import, export) and mirroring to a tracking server (sync).",
+    ),
 )
 
 _BY_NAME = {c.name: c for c in COMMANDS}

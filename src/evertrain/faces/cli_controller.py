@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,6 +11,10 @@ from evertrain.faces._common import JsonOpt, ProjectOpt, console, err_console, o
 from evertrain.faces.cli_app import app
 from evertrain.faces.interrupt import on_interrupt
 from evertrain.store.names import check_model_name
+
+if TYPE_CHECKING:
+    from evertrain.spec import Spec
+    from evertrain.store import Store
 
 
 @app.command()
@@ -113,8 +117,35 @@ def _run_task(project: Path, interval: str | None, target: Path) -> int:
     else:
         result = results[0]
     outcome = cycle_outcome(dict(result))
-    write_json(target, {**outcome.to_dict(), "model": spec.model.name, **result})
+    mirrored = mirror(spec, store)
+    extra = {"tracking": mirrored} if mirrored else {}
+    write_json(target, {**outcome.to_dict(), "model": spec.model.name, **result, **extra})
     return outcome.exit_code
+
+
+def mirror(spec: Spec, store: Store) -> dict[str, object]:
+    """Mirror the store to the trackers the project file names (``tracking``); what each did.
+
+    A tracker that fails is reported on stderr and in the result, never raised: the loop
+    goes on and the next cycle's mirror catches up.
+    """
+    from evertrain.controller.loop import describe_error
+
+    done: dict[str, object] = {}
+    tracking = spec.tracking
+    if tracking.mlflow_uri:
+        try:
+            from evertrain.integrations.mlflow_tracking import sync
+
+            done["mlflow"] = sync(
+                store, spec.model.name, tracking.mlflow_uri, tracking.mlflow_experiment
+            ).to_dict()
+        except Exception as exc:
+            done["mlflow"] = {"error": describe_error(exc)}
+            err_console.print(
+                f"mlflow mirror failed: {describe_error(exc)} (the next cycle tries again)", markup=False
+            )
+    return done
 
 
 def _run_loop(project: Path, cycles: int | None, interval: str | None) -> None:
@@ -133,6 +164,7 @@ def _run_loop(project: Path, cycles: int | None, interval: str | None) -> None:
             console.print("  " + styled(line))
 
     def show(result: dict[str, object]) -> None:
+        mirror(spec, store)
         if result.get("skipped"):
             console.print(f"[yellow]skipped[/]: {result['skipped']}")
         elif result.get("stopped"):
