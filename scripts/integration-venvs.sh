@@ -18,6 +18,7 @@ DEST=${EVERTRAIN_TEST_VENVS:-$ROOT/.venvs}
 # below what evertrain runs with.
 declare -A REQS=(
   [mlflow]="mlflow>=2.12 lightgbm scikit-learn"
+  [kfp]="kfp>=2.7"
 )
 TOOLS=("$@")
 [ ${#TOOLS[@]} -eq 0 ] && TOOLS=("${!REQS[@]}")
