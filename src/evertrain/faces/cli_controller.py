@@ -117,33 +117,49 @@ def _run_task(project: Path, interval: str | None, target: Path) -> int:
     else:
         result = results[0]
     outcome = cycle_outcome(dict(result))
-    mirrored = mirror(spec, store)
+    mirrored = mirror(spec, store, project)
     extra = {"tracking": mirrored} if mirrored else {}
     write_json(target, {**outcome.to_dict(), "model": spec.model.name, **result, **extra})
     return outcome.exit_code
 
 
-def mirror(spec: Spec, store: Store) -> dict[str, object]:
+def mirror(spec: Spec, store: Store, project: Path) -> dict[str, object]:
     """Mirror the store to the trackers the project file names (``tracking``); what each did.
 
     A tracker that fails is reported on stderr and in the result, never raised: the loop
     goes on and the next cycle's mirror catches up.
     """
     from evertrain.controller.loop import describe_error
+    from evertrain.settings import STATE_DIR
+
+    tracking = spec.tracking
+    name = spec.model.name
+
+    def to_mlflow() -> dict[str, object]:
+        from evertrain.integrations.mlflow_tracking import sync
+
+        assert tracking.mlflow_uri is not None
+        return sync(store, name, tracking.mlflow_uri, tracking.mlflow_experiment).to_dict()
+
+    def to_wandb() -> dict[str, object]:
+        from evertrain.integrations.wandb import mirror as to_runs
+
+        assert tracking.wandb_project is not None
+        return dict(to_runs(store, name, tracking.wandb_project, project / STATE_DIR))
 
     done: dict[str, object] = {}
-    tracking = spec.tracking
-    if tracking.mlflow_uri:
+    for tool, configured, copy in (
+        ("mlflow", tracking.mlflow_uri, to_mlflow),
+        ("wandb", tracking.wandb_project, to_wandb),
+    ):
+        if not configured:
+            continue
         try:
-            from evertrain.integrations.mlflow_tracking import sync
-
-            done["mlflow"] = sync(
-                store, spec.model.name, tracking.mlflow_uri, tracking.mlflow_experiment
-            ).to_dict()
+            done[tool] = copy()
         except Exception as exc:
-            done["mlflow"] = {"error": describe_error(exc)}
+            done[tool] = {"error": describe_error(exc)}
             err_console.print(
-                f"mlflow mirror failed: {describe_error(exc)} (the next cycle tries again)", markup=False
+                f"{tool} mirror failed: {describe_error(exc)} (the next cycle tries again)", markup=False
             )
     return done
 
@@ -164,7 +180,7 @@ def _run_loop(project: Path, cycles: int | None, interval: str | None) -> None:
             console.print("  " + styled(line))
 
     def show(result: dict[str, object]) -> None:
-        mirror(spec, store)
+        mirror(spec, store, project)
         if result.get("skipped"):
             console.print(f"[yellow]skipped[/]: {result['skipped']}")
         elif result.get("stopped"):
