@@ -14,8 +14,8 @@ DEST=${EVERTRAIN_TEST_VENVS:-$ROOT/.venvs}
 
 # TOOL -> what goes into its venv. mlflow: the tracking server and `mlflow models serve`
 # (evertrain itself only needs mlflow-skinny, which installs beside our pins; the server
-# would downgrade pyarrow). The orchestrators and Feast pin fastapi, protobuf or pandas
-# below what evertrain runs with.
+# would downgrade pyarrow). kfp pins protobuf below ours; Prefect and Airflow pin fastapi,
+# Feast pandas, below what evertrain runs with.
 declare -A REQS=(
   [mlflow]="mlflow>=2.12 lightgbm scikit-learn"
   [kfp]="kfp>=2.7"
