@@ -112,6 +112,16 @@ def test_an_exported_version_loads_in_mlflow_and_predicts_as_evertrain(
     # a folder that exists is not overwritten
     code, _, err = cli(capsys, "mlflow", "export", "churn", "1", str(out), "-p", str(trained))
     assert code == 2 and "not empty" in err
+    # and a local MLflow model folder registers back: the same bytes, a new version
+    code, text, err = cli(capsys, "mlflow", "import", "churn", str(out), "-p", str(trained), "--json")
+    assert code == 0, err
+    back = json.loads(text)
+    store = Store.for_project(trained).open()
+    try:
+        assert back["artifact_sha256"] == store.registry.get_version("churn", 1).artifact_sha256
+    finally:
+        store.close()
+    assert back["framework"] == "lightgbm" and back["params"]["mlflow_flavor"] == "lightgbm"
 
 
 @pytest.mark.slow  # a real MLflow server or scorer starts (tens of seconds)
