@@ -13,8 +13,11 @@ from evertrain.faces.interrupt import on_interrupt
 from evertrain.store.names import check_model_name
 
 if TYPE_CHECKING:
+    from evertrain.controller.loop import Controller
     from evertrain.spec import Spec
     from evertrain.store import Store
+
+RESUMES = "the controller stopped; the next `evertrain run` resumes the cycle"
 
 
 @app.command()
@@ -78,25 +81,19 @@ def _interval_seconds(interval: str | None) -> float | None:
 
 def _run_task(project: Path, interval: str | None, target: Path) -> int:
     """One cycle as a task: its result and outcome as JSON, its exit code by the task contract."""
-    from evertrain.controller.loop import Controller, describe_error
+    from evertrain.controller.loop import describe_error
     from evertrain.controller.outcome import cycle_outcome, error_code, error_exit_code
     from evertrain.faces.run_lines import step_lines
 
     results: list[dict[str, object]] = []
     try:
-        from evertrain.spec import load_spec
-
-        seconds = _interval_seconds(interval)
-        spec = load_spec(project)
-        store = open_store(project)
-        controller = Controller(store, spec, project, interval=seconds)
-        controller.install_signal_handlers()
+        spec, store, controller = _controller(project, interval)
 
         def show_step(cycle: int, name: str, result: dict[str, object]) -> None:
             for line in step_lines(name, dict(result)):
                 err_console.print("  " + line, markup=False)
 
-        with on_interrupt("the controller stopped; the next `evertrain run` resumes the cycle"):
+        with on_interrupt(RESUMES):
             controller.run(cycles=1, on_cycle=results.append, on_step=show_step)
     except typer.Exit:
         raise  # Ctrl-C: exit 130, as for every command
@@ -164,9 +161,9 @@ def mirror(spec: Spec, store: Store, project: Path) -> dict[str, object]:
     return done
 
 
-def _run_loop(project: Path, cycles: int | None, interval: str | None) -> None:
+def _controller(project: Path, interval: str | None) -> tuple[Spec, Store, Controller]:
+    """The project's file, its store and a controller on them that stops on SIGTERM."""
     from evertrain.controller.loop import Controller
-    from evertrain.faces.run_lines import in_words, step_lines, styled, when
     from evertrain.spec import load_spec
 
     seconds = _interval_seconds(interval)
@@ -174,6 +171,13 @@ def _run_loop(project: Path, cycles: int | None, interval: str | None) -> None:
     store = open_store(project)
     controller = Controller(store, spec, project, interval=seconds)
     controller.install_signal_handlers()
+    return spec, store, controller
+
+
+def _run_loop(project: Path, cycles: int | None, interval: str | None) -> None:
+    from evertrain.faces.run_lines import in_words, step_lines, styled, when
+
+    spec, store, controller = _controller(project, interval)
 
     def show_step(cycle: int, name: str, result: dict[str, object]) -> None:
         for line in step_lines(name, dict(result)):
@@ -205,7 +209,7 @@ def _run_loop(project: Path, cycles: int | None, interval: str | None) -> None:
         LocalExecutor.keep_warm()
     done = 0
     try:
-        with on_interrupt("the controller stopped; the next `evertrain run` resumes the cycle"):
+        with on_interrupt(RESUMES):
             done = controller.run(cycles=cycles, on_cycle=show, on_step=show_step, on_start=started)
     finally:
         if warm:
