@@ -9,7 +9,7 @@ from pathlib import Path
 
 from evertrain.faces.cli import main
 
-TOOLS = ("mlflow", "wandb", "prefect", "airflow", "kfp", "dvc", "feast", "evertrain.integrations")
+TOOLS = ("mlflow", "wandb", "prefect", "airflow", "kfp", "dvc", "feast", "evertrain.faces.integrations")
 
 PROBE = """
 import json, sys
@@ -29,7 +29,7 @@ def modules_after(*args: str) -> list[str]:
 
 
 def loaded_tools(modules: list[str]) -> list[str]:
-    return [m for m in modules if m.split(".")[0] in TOOLS or m.startswith("evertrain.integrations")]
+    return [m for m in modules if m.split(".")[0] in TOOLS or m.startswith("evertrain.faces.integrations")]
 
 
 def test_quick_commands_import_no_integration(tmp_path: Path) -> None:

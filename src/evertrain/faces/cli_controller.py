@@ -133,13 +133,13 @@ def mirror(spec: Spec, store: Store, project: Path) -> dict[str, object]:
     name = spec.model.name
 
     def to_mlflow() -> dict[str, object]:
-        from evertrain.integrations.mlflow_tracking import sync
+        from evertrain.faces.integrations.mlflow_tracking import sync
 
         assert tracking.mlflow_uri is not None
         return sync(store, name, tracking.mlflow_uri, tracking.mlflow_experiment).to_dict()
 
     def to_wandb() -> dict[str, object]:
-        from evertrain.integrations.wandb import mirror as to_runs
+        from evertrain.faces.integrations.wandb import mirror as to_runs
 
         assert tracking.wandb_project is not None
         return dict(to_runs(store, name, tracking.wandb_project, project / STATE_DIR))

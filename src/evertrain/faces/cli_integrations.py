@@ -46,7 +46,7 @@ def mlflow_import(
     the MLflow run's metrics come with it when its server answers.
     """
     from evertrain.faces.cli_store import register_bytes
-    from evertrain.integrations.mlflow import fetch_model, read_model, run_metrics
+    from evertrain.faces.integrations.mlflow import fetch_model, read_model, run_metrics
     from evertrain.spec import load_spec
 
     check_model_name(model)
@@ -80,7 +80,7 @@ def mlflow_export(
     as_json: JsonOpt = None,
 ) -> None:
     """Write VERSION as an MLflow model folder: `mlflow models serve -m OUT` serves it."""
-    from evertrain.integrations.mlflow import export_version
+    from evertrain.faces.integrations.mlflow import export_version
     from evertrain.spec import SPEC_FILE, load_spec
 
     check_model_name(model)
@@ -103,7 +103,7 @@ def mlflow_sync(
 ) -> None:
     """Mirror trainings, metrics, gate verdicts and alias moves to an MLflow tracking server."""
     from evertrain.exceptions import UsageError
-    from evertrain.integrations.mlflow_tracking import sync
+    from evertrain.faces.integrations.mlflow_tracking import sync
     from evertrain.spec import load_spec
 
     spec = load_spec(project)

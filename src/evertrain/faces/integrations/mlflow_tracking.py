@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evertrain.exceptions import NotFoundError
-from evertrain.integrations.mlflow import require_mlflow
+from evertrain.faces.integrations.mlflow import require_mlflow
 from evertrain.store import Store
 
 RUN_TAG = "evertrain.run_id"
