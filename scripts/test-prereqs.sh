@@ -20,3 +20,6 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "chromium is missing and cannot be installed here (needs root and apt-get); the dashboard test will say so"
   fi
 fi
+
+# The tools whose pins clash with ours get their own venvs (.venvs/TOOL) for tests/integrations.
+bash "$(dirname "$0")/integration-venvs.sh" "$PY" || echo "some integration tools did not install; their tests will skip"

@@ -248,6 +248,12 @@ class ModelSpec(_Part):
     features: list[str] | None = Field(None, description="Default: every column but target, time and id.")
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
     trusted_types: list[str] = Field(default_factory=list, description="Extra types skops may rebuild.")
+    trust_pickle: bool = Field(
+        False,
+        description="Let `evertrain mlflow import` load a model MLflow saved with pickle or cloudpickle "
+        "(loading it runs code from the file: only for models from a source you trust). It is stored "
+        "re-saved in a safe format; without this, such models are refused.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -684,6 +690,27 @@ class StorageSpec(_Part):
     )
 
 
+class TrackingSpec(_Part):
+    """Experiment trackers that mirror the loop's trainings, metrics, gate verdicts and alias moves.
+
+    Mirroring is one way (evertrain's store stays the record) and never holds the loop
+    back: a tracker that is down is retried on the next cycle.
+    """
+
+    mlflow_uri: str | None = Field(
+        None,
+        description="An MLflow tracking server (http://host:5000) or store URI: each version becomes a "
+        "run with its params and metrics, gate verdicts its tags, alias moves an aliases run. Needs "
+        "the mlflow extra.",
+    )
+    mlflow_experiment: str | None = Field(None, description="Experiment name; default: evertrain-<model>.")
+    wandb_project: str | None = Field(
+        None,
+        description="A Weights & Biases project that mirrors trainings and metrics (WANDB_MODE=offline "
+        "writes them to ./wandb for a later `wandb sync`). Needs the wandb extra.",
+    )
+
+
 AlertEvent = Literal["drift", "decision", "gate_failed", "promotion", "rollback"]
 ALERT_EVENTS: tuple[AlertEvent, ...] = ("drift", "decision", "gate_failed", "promotion", "rollback")
 
@@ -748,6 +775,7 @@ class Spec(_Part):
     serving: ServingSpec = Field(default_factory=ServingSpec)
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
     @model_validator(mode="before")
     @classmethod

@@ -101,7 +101,11 @@ def test_a_failed_step_is_recorded_and_the_next_cycle_runs(
     table = {**steps.STEP_FUNCTIONS, "monitor": flaky_monitor}
     controller = Controller(store, load_spec(project), project, clock=clock, steps=table, holder="t")
     broken = controller.cycle()
-    assert broken["monitor"] == {"status": "failed", "error": "the logs bucket did not answer"}
+    assert broken["monitor"] == {
+        "status": "failed",
+        "error": "the logs bucket did not answer",
+        "error_code": "store",  # what kind of failure: a task runner retries it (exit 3)
+    }
     failed = [r for r in store.runs.list(model="demo", kind="step") if r.status == "failed"]
     assert failed and failed[-1].error == "the logs bucket did not answer"
     clock.advance(3600)
@@ -129,6 +133,7 @@ def test_any_exception_fails_only_its_step_and_a_failed_training_holds_no_cooldo
     assert result["decide"]["action"] == "retrain"
     assert result["train"]["status"] == "failed"
     assert result["train"]["error"] == "KeyError: 'a column the trainer wanted'"
+    assert result["train"]["error_code"] == "internal"
     assert "does not count toward the cooldown" in result["train"]["cooldown"]
     assert result["at"] not in result["history"]["retrain_times"]  # the cooldown is not held by it
     assert result["gate"] == {"status": "skipped"}

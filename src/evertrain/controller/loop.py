@@ -37,6 +37,7 @@ from evertrain.controller.alerts import Alerts
 from evertrain.controller.clock import Clock, ManualClock
 from evertrain.controller.context import CycleContext, StepFn, Stopped
 from evertrain.controller.lease import Lease
+from evertrain.controller.outcome import error_code
 from evertrain.controller.policy import History
 from evertrain.data.logs import CompactResult, compact
 from evertrain.exceptions import EvertrainError, LeaseLostError, StoreError
@@ -290,7 +291,8 @@ class Controller:
             # The step's line and its run carry the error; the traceback is for debug logs only.
             log.debug("step %s of cycle %d failed", name, ctx.cycle, exc_info=exc)
             self.store.runs.finish(run.id, "failed", error=error)
-            return {"status": "failed", "error": error}
+            # the code says what kind of failure it was (evertrain.controller.outcome maps it)
+            return {"status": "failed", "error": error, "error_code": error_code(exc)}
         self.store.runs.finish(run.id, "succeeded", result=result)
         return result
 

@@ -4,7 +4,8 @@ The loop stores each step's result as plain JSON in its run, and the faces read 
 back from there or from a backtest's record, so these are ``TypedDict``s: the shapes
 written down and checked by mypy, while the values stay plain dicts (the JSON does not
 change). Every key of a step result is optional to the type: a step that raised is
-stored as ``{"status": "failed", "error": message}``, and skipped steps carry only their status.
+stored as ``{"status": "failed", "error": message, "error_code": code}``, and skipped steps
+carry only their status.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class RealizedPerformance(TypedDict):
 
 class StepError(TypedDict, total=False):
     error: str  # set when the step raised (any exception), with ``status`` "failed"
+    error_code: str  # the error's stable code (``store``, ``data_validation``...; ``internal``)
     cooldown: str  # on a failed training: that it does not count toward the cooldown
 
 

@@ -137,6 +137,12 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "Look",
         "The dashboard: models, aliases, rollout state, drift and performance, the audit trail.",
     ),
+    CommandEntry(
+        "mlflow",
+        _M + "cli_integrations",
+        "Work with other tools",
+        "MLflow models both ways (import, export) and mirroring to a tracking server (sync).",
+    ),
 )
 
 _BY_NAME = {c.name: c for c in COMMANDS}
@@ -208,7 +214,8 @@ class LazyGroup(TyperGroup):
         out.print(Panel(examples, title="Examples", title_align="left", border_style="dim"))
         out.print(
             " Every command works on the project folder given by --project DIR (default: here).\n"
-            " Exit codes: 0 ok, 1 a check said no (drift, gate, audit), 2 bad usage or input.\n"
+            " Exit codes: 0 ok, 1 a check said no (drift, gate, audit), 2 bad usage or input;\n"
+            " `run --once --json` adds 3, an infrastructure error (try again later).\n"
         )
 
 

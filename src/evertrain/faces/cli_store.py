@@ -78,37 +78,66 @@ def register(
     project's own data with the project's features; anything else is refused (exit 2)
     before a version exists.
     """
-    from evertrain.spec import load_spec
-    from evertrain.store.formats import get_format, infer_framework
-    from evertrain.train.servable import check_servable
+    from evertrain.store.formats import infer_framework
 
     check_model_name(model)
     require_project(project)
     parsed = _metrics(metrics)
     if not file.is_file():
         raise UsageError(f"model file {file} does not exist")
+    register_bytes(
+        project,
+        model,
+        file.read_bytes(),
+        framework or infer_framework(file),
+        what=f"model file {file.name}",
+        metrics=parsed,
+        params={"source_file": file.name},
+        reason=reason or f"registered from {file.name}",
+        as_json=as_json,
+    )
+
+
+def register_bytes(
+    project: Path,
+    model: str,
+    data: bytes,
+    fw: str,
+    *,
+    what: str,
+    metrics: dict[str, Any],
+    params: dict[str, Any],
+    reason: str,
+    as_json: Path | None,
+) -> None:
+    """Register ``data`` (a model in the safe format ``fw``) as a new version of ``model`` and say so.
+
+    The model is loaded with its format and must predict on a sample of the project's own
+    data with the project's features before a version exists (``evertrain register`` and
+    ``evertrain mlflow import``).
+    """
+    from evertrain.spec import load_spec
+    from evertrain.store.formats import get_format
+    from evertrain.train.servable import check_servable
+
     spec = load_spec(project)
     if spec.model.name != model:
         raise UsageError(f"evertrain.yaml describes model {spec.model.name!r}, not {model!r}")
-    fw = framework or infer_framework(file)
-    data = file.read_bytes()
     options = {"trusted": spec.model.trusted_types} if fw == "sklearn" and spec.model.trusted_types else {}
     loaded = get_format(fw, **options).loads(data)  # refuse a file that is not what it claims
     store = open_store(project)
-    checked = check_servable(
-        loaded, spec, project, what=f"model file {file.name}", logs_url=settings.logs_url(project)
-    )
+    checked = check_servable(loaded, spec, project, what=what, logs_url=settings.logs_url(project))
     digest = store.artifacts.put(data)
     mv = store.registry.register(
         model,
         digest,
         framework=fw,
         actor=settings.actor(),
-        metrics=parsed,
-        params={"source_file": file.name},
+        metrics=metrics,
+        params=params,
         trigger="manual",
         code_version=git_sha(project),
-        reason=reason or f"registered from {file.name}",
+        reason=reason,
     )
     if as_json:
         write_json(as_json, {**mv.to_dict(), "checked_rows": checked})

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Virtual environments of the tools whose pins clash with evertrain's (tests/integrations use them).
+#
+#   scripts/integration-venvs.sh [PYTHON] [TOOL...]      (default: every tool below)
+#
+# Each tool gets .venvs/TOOL (or $EVERTRAIN_TEST_VENVS/TOOL) with its packages; a venv whose
+# requirement line is unchanged is left as it is, so a second run is fast. A tool that cannot
+# install here is reported and skipped: its tests then skip with the reason printed.
+set -uo pipefail
+PY=${1:-python3}
+shift || true
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DEST=${EVERTRAIN_TEST_VENVS:-$ROOT/.venvs}
+
+# TOOL -> what goes into its venv. mlflow: the tracking server and `mlflow models serve`
+# (evertrain itself only needs mlflow-skinny, which installs beside our pins; the server
+# would downgrade pyarrow). kfp pins protobuf below ours; Prefect and Airflow pin fastapi,
+# Feast pandas, below what evertrain runs with.
+declare -A REQS=(
+  [mlflow]="mlflow>=2.12 lightgbm scikit-learn"
+  [kfp]="kfp>=2.7"
+)
+TOOLS=("$@")
+[ ${#TOOLS[@]} -eq 0 ] && TOOLS=("${!REQS[@]}")
+
+mkdir -p "$DEST"
+status=0
+for tool in "${TOOLS[@]}"; do
+  reqs=${REQS[$tool]:-}
+  if [ -z "$reqs" ]; then echo "integration-venvs: unknown tool $tool" >&2; status=2; continue; fi
+  venv=$DEST/$tool
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.requirements" 2>/dev/null)" = "$reqs" ]; then
+    continue
+  fi
+  echo "integration-venvs: creating $venv ($reqs)..."
+  rm -rf "$venv"
+  log=$DEST/$tool.log
+  # shellcheck disable=SC2086
+  if "$PY" -m venv "$venv" >"$log" 2>&1 \
+    && "$venv/bin/python" -m pip install -q --upgrade pip >>"$log" 2>&1 \
+    && "$venv/bin/python" -m pip install -q $reqs >>"$log" 2>&1; then
+    echo "$reqs" >"$venv/.requirements"
+  else
+    echo "integration-venvs: $tool cannot install here (see $log); its tests will skip" >&2
+    rm -rf "$venv"
+  fi
+done
+exit $status
