@@ -111,7 +111,9 @@ class ParquetColumns(ColumnReader):
         self._strings = set(_string_columns(self.schema))
         if self._strings:
             fields = [
-                pa.field(f.name, pa.dictionary(pa.int32(), f.type), f.nullable) if f.name in self._strings else f
+                pa.field(f.name, pa.dictionary(pa.int32(), f.type), f.nullable)
+                if f.name in self._strings
+                else f
                 for f in self.schema
             ]
             self.schema = pa.schema(fields, metadata=self.schema.metadata)

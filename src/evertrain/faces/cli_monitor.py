@@ -66,7 +66,7 @@ def drift(
         Path | None,
         typer.Option(
             "--save-profile",
-            help="Also save REFERENCE's profile to FILE; give FILE as REFERENCE next time to skip reading it.",
+            help="Also save REFERENCE's profile to FILE; give FILE as REFERENCE next time to skip it.",
         ),
     ] = None,
 ) -> None:
@@ -141,7 +141,7 @@ def _import_quietly(module: str) -> None:
 
     try:
         importlib.import_module(module)
-    except Exception:  # noqa: BLE001 - reported by the import that needs it
+    except Exception:  # reported by the import that needs it
         return
 
 

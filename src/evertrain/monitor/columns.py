@@ -186,7 +186,9 @@ def _to_numpy(array: pa.Array) -> np.ndarray:
     if array.null_count == 0 and (pa.types.is_floating(dtype) or pa.types.is_integer(dtype)):
         code = "f" if pa.types.is_floating(dtype) else "i" if pa.types.is_signed_integer(dtype) else "u"
         width = dtype.bit_width // 8
-        return np.frombuffer(array.buffers()[1], dtype=f"{code}{width}", count=len(array), offset=array.offset * width)
+        return np.frombuffer(
+            array.buffers()[1], dtype=f"{code}{width}", count=len(array), offset=array.offset * width
+        )
     return array.to_numpy(zero_copy_only=False)
 
 

@@ -164,7 +164,9 @@ def _all_missing(name: str, role: str, n: int) -> DataValidationError:
 
 def _exact_columns(
     ref: pa.Table | cols.ColumnReader,
-    cur: pa.Table | cols.ColumnReader, kinds: Mapping[str, ColumnKind], labels: tuple[str, str]
+    cur: pa.Table | cols.ColumnReader,
+    kinds: Mapping[str, ColumnKind],
+    labels: tuple[str, str],
 ) -> list[_Column]:
     out = []
     for name, kind in kinds.items():
