@@ -194,6 +194,14 @@ def whole_process(rounds: int, ref: Path, cur: Path, rows: int) -> None:
         k: statistics.median(a / w for a, (w, _, _) in zip(alibi_walls, v, strict=True))
         for k, v in times.items()
     }
+    alibi_cpu = [c for _, c, _ in times["Alibi Detect"]]
+    cpu_ratio = {
+        k: statistics.median(a / c for a, (_, c, _) in zip(alibi_cpu, v, strict=True))
+        for k, v in times.items()
+    }
+    (WORK / "whole.json").write_text(
+        json.dumps({"times": times, "flags": flags, "load": [load_start, load_end]})
+    )
     lines = [
         "## Drift from a cold start",
         "",
@@ -203,9 +211,9 @@ def whole_process(rounds: int, ref: Path, cur: Path, rows: int) -> None:
         f"{rounds} rounds. Wall time from start to exit, median (min-max); *vs Alibi* is the median "
         "of the same-round ratios.",
         "",
-        "| process | wall (median) | min-max | CPU (median) | peak RSS | vs Alibi | drifted flagged (of 5) "
-        "| false flags (of 20) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| process | wall (median) | min-max | vs Alibi (wall) | CPU (median) | vs Alibi (CPU) | peak RSS "
+        "| drifted flagged (of 5) | false flags (of 20) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     label = {
         "evertrain": "`evertrain drift REF.parquet CUR.parquet --json OUT`",
@@ -219,8 +227,8 @@ def whole_process(rounds: int, ref: Path, cur: Path, rows: int) -> None:
         rss = max(m for _, _, m in v)
         hits, false = flags[name]
         lines.append(
-            f"| {label[name]} | {med[name]:.2f} s | {min(walls):.2f}-{max(walls):.2f} s | {cpu:.2f} s "
-            f"| {rss:,.0f} MB | {ratio[name]:.1f}x | {hits} | {false} |"
+            f"| {label[name]} | {med[name]:.2f} s | {min(walls):.2f}-{max(walls):.2f} s | {ratio[name]:.1f}x "
+            f"| {cpu:.2f} s | {cpu_ratio[name]:.1f}x | {rss:,.0f} MB | {hits} | {false} |"
         )
     import numpy
     import pyarrow
@@ -229,9 +237,12 @@ def whole_process(rounds: int, ref: Path, cur: Path, rows: int) -> None:
 
     lines += [
         "",
-        f"Targets: at least 5x Alibi Detect's whole process cold (measured {ratio['evertrain']:.1f}x), "
-        f"10x with a stored reference profile (measured "
-        f"{ratio['evertrain, stored reference profile']:.1f}x); flags unchanged (5 of 5, none false).",
+        f"Targets: at least 5x Alibi Detect's whole process cold (measured {ratio['evertrain']:.1f}x in wall "
+        f"time, {cpu_ratio['evertrain']:.1f}x in CPU time), 10x with a stored reference profile (measured "
+        f"{ratio['evertrain, stored reference profile']:.1f}x in wall time, "
+        f"{cpu_ratio['evertrain, stored reference profile']:.1f}x in CPU time); flags unchanged "
+        "(5 of 5, none false). CPU time is user + system of the process and its threads "
+        "(`os.wait4`): on a loaded machine it is the steadier figure.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work; load average "
         f"(1 min) {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end "
