@@ -75,12 +75,14 @@ def _moments(x: np.ndarray, total: float | None = None) -> tuple[float, float]:
     """
     n = x.size
     s1 = float(x.sum()) if total is None else total
-    s2 = float(np.dot(x, x))
+    # einsum's own loop, not BLAS: OpenBLAS's threads spin-wait after a dot product, and
+    # across a table's columns that spinning cost a drift run a sixth of its CPU time.
+    s2 = float(np.einsum("i,i->", x, x))
     mean = s1 / n
     m2 = s2 - s1 * mean
     if m2 <= _CANCELLATION * s2:
         dev = x - mean
-        m2 = float(np.dot(dev, dev))
+        m2 = float(np.einsum("i,i->", dev, dev))
     return mean, max(m2, 0.0)
 
 
