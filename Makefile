@@ -29,9 +29,20 @@ lint: $(BIN)/python
 typecheck: $(BIN)/python
 	$(BIN)/mypy
 
+# The speed comparisons, each beside its competitors in the same run; every script makes
+# the competitors' virtual environments it needs (bench/.venvs/) and rewrites its own
+# section of bench/RESULTS.md. The statistical benchmarks (bench/acceptance.py,
+# bench/estimate.py, bench/ct_quality.py: hours) are run on their own.
 bench: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
-	@echo "each script in bench/ creates the environments of the tools it compares against; results: bench/RESULTS.md"
+	@uptime
+	$(BIN)/python bench/drift.py --whole 5
+	$(BIN)/python bench/train_overhead.py
+	$(BIN)/python bench/cli.py
+	$(BIN)/python bench/registry.py
+	$(BIN)/python bench/serve.py --mlflow --write
+	$(BIN)/python bench/logs.py
+	@uptime
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build dist src/*.egg-info

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import tempfile
 import time
@@ -37,6 +36,7 @@ from typing import Any
 import lightgbm
 import numpy as np
 import pandas as pd
+from _results import replace_section
 
 import evertrain
 from evertrain.data.examples import make_churn_stream
@@ -47,7 +47,6 @@ from evertrain.store import Store
 from evertrain.train.pipeline import train_model
 from evertrain.train.stages import DEFAULT_NUM_THREADS
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Training overhead"
 HOLDOUT_FRACTION, VALID_FRACTION = 0.2, 0.15
 PARAMS = {"num_leaves": 31, "learning_rate": 0.05, "num_boost_round": 300}
@@ -262,28 +261,21 @@ def render(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace (or add) this benchmark's section of RESULTS.md, leaving the others untouched."""
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    updated = (
-        pattern.sub(lambda _: text + "\n", current)
-        if pattern.search(current)
-        else current.rstrip() + "\n\n" + text
-    )
-    RESULTS.write_text(updated.rstrip() + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="training rows (default 100000)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]
     text = render([measure(args.rows, args.repeats, extra) for extra in EXTRA_FEATURES])
+    text = text.rstrip("\n") + (
+        f" Load average (1 min, `uptime`) {load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the "
+        "end: the machine is shared, and every figure of a row comes from pairs run back to back.\n"
+    )
     print(text)
     if not args.no_write:
-        write_section(text)
+        replace_section(SECTION.removeprefix("## "), text)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,11 @@ MODULE_ONLY: list[tuple[str, tuple[str, ...], str]] = [
         "result types of the exported schema functions",
     ),
     ("evertrain.data.tables", ("CSV_SUFFIXES", "PARQUET_SUFFIXES"), "constants of the table reader"),
+    (
+        "evertrain.data.tables",
+        ("ParquetColumns", "open_table"),
+        "the column-by-column Parquet reader drift profiles from; read_table is the API for whole tables",
+    ),
 ]
 
 # Heavy libraries that ``import evertrain`` must not load (every CLI command pays for it).

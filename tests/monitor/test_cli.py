@@ -140,3 +140,39 @@ def test_target_drift_is_reported_apart_and_fails_the_check(tmp_path: Path, caps
     assert code == 1
     assert report["dataset_drift"] is False and report["drifted_columns"] == []
     assert report["target"]["name"] == "y" and report["target"]["drifted"] is True
+
+
+def test_saved_reference_profile_gives_the_same_report(
+    files: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    """--save-profile, then the profile as REFERENCE: the same verdicts, exact path or profiled."""
+    big_ref, big_cur = tmp_path / "big_ref.parquet", tmp_path / "big_cur.parquet"
+    pq.write_table(make_scenario(30_000, seed=1, drifted=False), big_ref)
+    pq.write_table(make_scenario(30_000, seed=2, drifted=True), big_cur)
+    for ref, cur in ((files["ref"], files["cur"]), (big_ref, big_cur)):
+        plain, saved, again = tmp_path / "plain.json", tmp_path / "saved.json", tmp_path / "again.json"
+        profile = tmp_path / f"{ref.stem}.profile.json"
+        assert _run(["drift", str(ref), str(cur), "--json", str(plain)], capsys)[0] == 1
+        code, _, _ = _run(
+            ["drift", str(ref), str(cur), "--json", str(saved), "--save-profile", str(profile)], capsys
+        )
+        assert code == 1
+        assert json.loads(saved.read_text()) == json.loads(plain.read_text())
+        assert _run(["drift", str(profile), str(cur), "--json", str(again)], capsys)[0] == 1
+        report = json.loads(again.read_text())
+        assert sorted(report["drifted_columns"]) == sorted(DRIFTED)
+        if ref == big_ref:  # large data is compared through the reference profile either way
+            assert report["columns"] == json.loads(plain.read_text())["columns"]
+
+
+def test_bad_reference_profile_gives_exit_2(files: dict[str, Path], tmp_path: Path, capsys) -> None:
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text('{"format": "something else"}')
+    code, _, err = _run(["drift", str(bogus), str(files["cur"])], capsys)
+    assert code == 2 and "not an evertrain profile" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run(["drift", str(tmp_path / "absent.json"), str(files["cur"])], capsys)
+    assert code == 2 and "does not exist" in err
+    code, _, err = _run(
+        ["drift", str(bogus), str(files["cur"]), "--save-profile", str(tmp_path / "p.json")], capsys
+    )
+    assert code == 2 and "--save-profile needs a table" in err

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from evertrain.exceptions import DataValidationError
+from evertrain.monitor.columns import ColumnReader
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".tsv", ".txt")
@@ -73,6 +77,74 @@ def _find_line(path: Path, row: str) -> int | None:
     return None
 
 
+def _kind(p: Path) -> str:
+    if not p.exists():
+        raise DataValidationError(f"{p}: no such file")
+    return "parquet" if p.is_dir() else _sniff(p)
+
+
+def _string_columns(schema: pa.Schema) -> list[str]:
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+
+
+def _parquet_error(p: Path, exc: Exception) -> DataValidationError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DataValidationError(f"{p}: not a readable Parquet file ({reason})")
+
+
+class ParquetColumns(ColumnReader):
+    """A Parquet file read one column at a time, string columns dictionary-encoded.
+
+    Only the footer is read when it is opened; each :meth:`column` call decodes that
+    column alone, so a profile of the file holds one column per thread instead of the
+    whole table, and starts on the first column while the others are still on disk.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._meta = meta = pq.read_metadata(path)
+            self.schema = meta.schema.to_arrow_schema()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _parquet_error(path, exc) from None
+        self.num_rows = meta.num_rows
+        self._strings = set(_string_columns(self.schema))
+        if self._strings:
+            fields = [
+                pa.field(f.name, pa.dictionary(pa.int32(), f.type), f.nullable)
+                if f.name in self._strings
+                else f
+                for f in self.schema
+            ]
+            self.schema = pa.schema(fields, metadata=self.schema.metadata)
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        strings = [name] if name in self._strings else None
+        try:
+            # ParquetFile, not read_table: no dataset layer (which imports pandas) for one column.
+            one = pq.ParquetFile(self.path, metadata=self._meta, read_dictionary=strings, memory_map=True)
+            return one.read(columns=[name]).column(0)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _parquet_error(self.path, exc) from None
+
+
+def open_table(path: str | Path) -> pa.Table | ParquetColumns:
+    """A table to monitor: a Parquet file opened to be read column by column, else :func:`read_table`.
+
+    The same checks as :func:`read_table` (no such file, not a table, no columns, no
+    rows) apply, on the Parquet footer alone.
+    """
+    p = Path(path)
+    if not (p.is_file() and _kind(p) == "parquet"):
+        return read_table(p)
+    reader = ParquetColumns(p)
+    if not reader.column_names:
+        raise DataValidationError(f"{p}: the table has no columns")
+    if reader.num_rows == 0:
+        raise DataValidationError(f"{p}: the table has no rows")
+    return reader
+
+
 def read_table(path: str | Path, *, allow_empty: bool = False, dictionary_strings: bool = True) -> pa.Table:
     """Read a Parquet file (or folder of Parquet files) or a CSV file.
 
@@ -83,21 +155,14 @@ def read_table(path: str | Path, *, allow_empty: bool = False, dictionary_string
     2
     """
     p = Path(path)
-    if not p.exists():
-        raise DataValidationError(f"{p}: no such file")
-    kind = "parquet" if p.is_dir() else _sniff(p)
+    kind = _kind(p)
     if kind == "parquet":
         try:
             schema = pq.read_schema(p) if p.is_file() else None
-            strings = (
-                [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-                if schema is not None and dictionary_strings
-                else None
-            )
+            strings = _string_columns(schema) if schema is not None and dictionary_strings else None
             table = pq.read_table(p, read_dictionary=strings or None)
         except (pa.ArrowInvalid, OSError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DataValidationError(f"{p}: not a readable Parquet file ({reason})") from None
+            raise _parquet_error(p, exc) from None
     elif kind == "csv":
         try:
             delimiter = "\t" if p.name.lower().endswith(".tsv") else ","
@@ -120,7 +185,7 @@ def read_table(path: str | Path, *, allow_empty: bool = False, dictionary_string
     return table
 
 
-__all__ = ["CSV_SUFFIXES", "PARQUET_SUFFIXES", "read_table"]
+__all__ = ["CSV_SUFFIXES", "PARQUET_SUFFIXES", "ParquetColumns", "open_table", "read_table"]
 
 
 def arrow_table(frame: pd.DataFrame) -> pa.Table:

@@ -3,8 +3,8 @@
 One ``--json`` convention holds for every command: ``--json`` alone prints the result as
 JSON on standard output instead of the table (and nothing else goes there), and
 ``--json FILE`` writes the same JSON to FILE (``-`` is standard output). The bare form
-is turned into ``--json -`` by :func:`normalize_json_flag` before parsing, so every command
-declares one option, :data:`JsonOpt`.
+is turned into ``--json -`` by :func:`evertrain.faces._entry.normalize_json_flag` before
+parsing, so every command declares one option, :data:`JsonOpt`.
 
 This module stays light (typer, rich, the error tree): a command imports the heavy
 parts it needs inside its own body, so ``evertrain status`` never pays for pandas.
@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 
 from evertrain.exceptions import UsageError
+from evertrain.faces._entry import track_store
 
 if TYPE_CHECKING:
     from evertrain.store import Store
@@ -43,22 +44,6 @@ JsonOpt = Annotated[
         help="Print JSON instead of the table; with FILE, write it there ('-': standard output).",
     ),
 ]
-JSON_OPTION = "--json"
-
-
-def normalize_json_flag(argv: list[str]) -> list[str]:
-    """``--json`` given without a FILE becomes ``--json -`` (standard output).
-
-    A bare ``--json`` is one that ends the command line or is followed by another option.
-    """
-    out: list[str] = []
-    for i, token in enumerate(argv):
-        out.append(token)
-        if token == JSON_OPTION:
-            following = argv[i + 1] if i + 1 < len(argv) else None
-            if following is None or (following.startswith("-") and following != "-"):
-                out.append("-")
-    return out
 
 
 def require_project(project: Path) -> Path:
@@ -67,9 +52,6 @@ def require_project(project: Path) -> Path:
         where = "here" if project.resolve() == Path.cwd().resolve() else f"in {project}"
         raise UsageError(f"no {SPEC_FILE} {where} (use --project or evertrain init)")
     return project
-
-
-_opened: list[Store] = []
 
 
 def open_store(project: Path) -> Store:
@@ -88,7 +70,7 @@ def open_store(project: Path) -> Store:
     logs = storage_logs_url(project)
     if logs is not None:
         store.logs_url = logs
-    _opened.append(store)
+    track_store(store)
     return store.open()
 
 
@@ -102,15 +84,18 @@ def _storage_section(project: Path) -> Any:
     """
     import yaml
 
-    from evertrain.spec import SPEC_FILE, StorageSpec
-
     path = Path(project) / SPEC_FILE
     if not path.is_file():
         return None
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         section = data.get("storage") if isinstance(data, dict) else None
-        return StorageSpec.model_validate(section or {})
+        if not section:
+            # The defaults configure nothing: no need to import the spec's models for them.
+            return None
+        from evertrain.spec import StorageSpec
+
+        return StorageSpec.model_validate(section)
     except (OSError, ValueError, yaml.YAMLError):
         return None
 
@@ -135,12 +120,6 @@ def storage_logs_url(project: Path) -> str | None:
     if url is None or "://" in url or Path(url).is_absolute():
         return url
     return str((Path(project) / url).resolve())
-
-
-def close_stores() -> None:
-    """Close every store this command opened (their pooled database connections)."""
-    while _opened:
-        _opened.pop().close()
 
 
 def to_stdout(target: Path | None) -> bool:

@@ -18,7 +18,7 @@ import sys
 import typer
 
 from evertrain.exceptions import EvertrainError
-from evertrain.faces._common import close_stores, normalize_json_flag
+from evertrain.faces._entry import close_stores, normalize_json_flag
 from evertrain.faces.cli_app import app
 
 __all__ = ["app", "main"]

@@ -9,18 +9,24 @@ column, a column whose type changed, an all-missing column.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from evertrain.data.schema import Schema, infer_schema, validate_table
-from evertrain.data.tables import read_table
 from evertrain.exceptions import UsageError
 from evertrain.faces._common import console, err_console, write_json
 from evertrain.faces.cli_app import app
 from evertrain.monitor.decide import DEFAULT_ALPHA, DEFAULT_CORRECTION
-from evertrain.monitor.report import drift as compute_drift
+
+if TYPE_CHECKING:
+    from evertrain.monitor.profiles import Profile
+
+# Each command imports what it computes with inside its body: ``drift`` reads Parquet
+# column by column into profiles and never needs pandas, the schema checks of
+# ``validate`` or scipy.stats, and ``--help`` needs none of them.
+
+#: A REFERENCE whose name ends so is a saved profile, not a table.
+PROFILE_SUFFIX = ".json"
 
 JsonOut = Annotated[
     Path | None, typer.Option("--json", help="Write the report as JSON to FILE ('-' for standard output).")
@@ -56,10 +62,28 @@ def drift(
         float | None,
         typer.Option(help="Dataset drift when at least this share of columns drift (default: any)."),
     ] = None,
+    save_profile: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-profile",
+            help="Also save REFERENCE's profile to FILE; give FILE as REFERENCE next time to skip it.",
+        ),
+    ] = None,
 ) -> None:
-    """Compare CURRENT with REFERENCE column by column; exit 1 when the dataset (or the target) drifted."""
-    ref = read_table(reference)
-    cur = read_table(current)
+    """Compare CURRENT with REFERENCE column by column; exit 1 when the dataset (or the target) drifted.
+
+    REFERENCE may also be a profile saved by --save-profile: the reference is then not read again.
+    """
+    import threading
+
+    from evertrain.data.tables import open_table
+    from evertrain.monitor.report import drift as compute_drift
+
+    # The p-values at the end need scipy.special; importing it on the other core while
+    # this one reads and profiles the columns takes it off the wall-clock time.
+    threading.Thread(target=_import_quietly, args=("scipy.special",), daemon=True).start()
+    cur = open_table(current)
+    ref = _reference(reference, save_profile, cur.num_rows)
     report = compute_drift(
         ref,
         cur,
@@ -79,6 +103,8 @@ def drift(
         except OSError as exc:
             raise UsageError(f"cannot write {html}: {exc.strerror or exc}") from None
     if json_out is None or str(json_out) != "-":
+        from rich.table import Table
+
         table = Table(title=f"drift: {current.name} vs {reference.name}", title_justify="left")
         for col in ("column", "kind", "test", "p (adj.)", "effect", "threshold", "drifted"):
             table.add_column(col, justify="right" if col in ("p (adj.)", "effect", "threshold") else "left")
@@ -109,6 +135,46 @@ def drift(
         raise typer.Exit(1)
 
 
+def _import_quietly(module: str) -> None:
+    """Import ``module`` ahead of its use; a failure shows where it is used, not here."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except Exception:  # reported by the import that needs it
+        return
+
+
+def _reference(path: Path, save_profile: Path | None, current_rows: int) -> Any:
+    """REFERENCE as ``drift`` compares with it: a saved profile, or the table (opened, not read).
+
+    With ``--save-profile``, the table is profiled here and saved; when the two sides are
+    large enough to be compared by profiles anyway, that profile is the one compared with
+    (profiled once), else the rows are compared exactly, as without the option.
+    """
+    from evertrain.data.tables import open_table
+    from evertrain.monitor.profiles import Profile
+    from evertrain.monitor.report import EXACT_MAX_ROWS
+
+    if path.name.lower().endswith(PROFILE_SUFFIX):
+        if save_profile is not None:
+            raise UsageError("REFERENCE is a profile already; --save-profile needs a table")
+        return Profile.load(path)
+    ref = open_table(path)
+    if save_profile is None:
+        return ref
+    prof = Profile.from_table(ref, sketch=False, role=path.name)
+    _save(prof, save_profile)
+    return prof if ref.num_rows + current_rows > EXACT_MAX_ROWS else ref
+
+
+def _save(prof: Profile, target: Path) -> None:
+    try:
+        prof.save(target)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
+
+
 @app.command()
 def validate(
     data: Annotated[Path, typer.Argument(help="The batch to check (Parquet or CSV).")],
@@ -125,6 +191,11 @@ def validate(
     ] = None,
 ) -> None:
     """Check DATA against a schema; list every violation by column; exit 1 if any."""
+    from rich.table import Table
+
+    from evertrain.data.schema import Schema, infer_schema, validate_table
+    from evertrain.data.tables import read_table
+
     if (reference is None) == (schema is None):
         raise UsageError("give exactly one of --reference REF or --schema FILE")
     sch: Schema

@@ -6,10 +6,12 @@ dashboard needs nothing from the command modules.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from evertrain.store import Store
 from evertrain.store.names import KNOWN_ALIASES
+
+if TYPE_CHECKING:
+    from evertrain.store import Store  # the store (and SQLAlchemy) is the caller's to open
 
 
 def status_data(store: Store, configured: str | None = None) -> dict[str, Any]:

@@ -30,6 +30,34 @@ OTHER_LABEL = "(other)"
 EXAMPLES = 3
 
 
+class ColumnReader:
+    """A table read one column at a time: profiling holds one column per thread, not the table.
+
+    It offers what the monitor reads of a pyarrow Table (``schema``, ``column_names``,
+    ``num_rows``, ``column(name)``), so it passes wherever a table does;
+    :func:`evertrain.data.tables.open_table` returns one for a Parquet file.
+    """
+
+    schema: pa.Schema
+    num_rows: int
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.schema.names)
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        raise NotImplementedError
+
+    def read_all(self) -> pa.Table:
+        """The whole table (what the multivariate tests need)."""
+        return pa.table({name: self.column(name) for name in self.column_names})
+
+
+def as_columns(obj: Any, role: str) -> pa.Table | ColumnReader:
+    """:func:`as_table`, except that a :class:`ColumnReader` passes as it is (read column by column)."""
+    return obj if isinstance(obj, ColumnReader) else as_table(obj, role)
+
+
 def as_table(obj: Any, role: str) -> pa.Table:
     """A pyarrow Table from a pyarrow Table or RecordBatch, a pandas or a polars DataFrame."""
     if isinstance(obj, pa.Table):
@@ -145,7 +173,23 @@ def numeric_values(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
             column = column.combine_chunks()
     if column.null_count:
         column = pc.fill_null(column, np.nan)
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return np.asarray(_to_numpy(column), dtype=np.float64)
+
+
+def _to_numpy(array: pa.Array) -> np.ndarray:
+    """An Arrow array without nulls as numpy, zero-copy where it can be.
+
+    A copying ``to_numpy`` goes through Arrow's pandas conversion, which imports pandas
+    (most of a small drift run's start-up); a primitive array without nulls needs none.
+    """
+    dtype = array.type
+    if array.null_count == 0 and (pa.types.is_floating(dtype) or pa.types.is_integer(dtype)):
+        code = "f" if pa.types.is_floating(dtype) else "i" if pa.types.is_signed_integer(dtype) else "u"
+        width = dtype.bit_width // 8
+        return np.frombuffer(
+            array.buffers()[1], dtype=f"{code}{width}", count=len(array), offset=array.offset * width
+        )
+    return array.to_numpy(zero_copy_only=False)
 
 
 def non_numeric_examples(column: pa.ChunkedArray, limit: int = EXAMPLES) -> list[Any]:
@@ -208,7 +252,7 @@ def _dictionary_counts(column: pa.ChunkedArray | pa.Array) -> tuple[dict[str, in
         missing += codes.null_count
         if codes.null_count:
             codes = codes.drop_null()
-        totals += np.bincount(codes.to_numpy(zero_copy_only=False), minlength=len(dictionary))
+        totals += np.bincount(_to_numpy(codes), minlength=len(dictionary))
     labels = dictionary if pa.types.is_string(dictionary.type) else pc.cast(dictionary, pa.string())
     out: dict[str, int] = {}
     for label, count in zip(labels.to_pylist(), totals.tolist(), strict=True):

@@ -163,7 +163,10 @@ def _all_missing(name: str, role: str, n: int) -> DataValidationError:
 
 
 def _exact_columns(
-    ref: pa.Table, cur: pa.Table, kinds: Mapping[str, ColumnKind], labels: tuple[str, str]
+    ref: pa.Table | cols.ColumnReader,
+    cur: pa.Table | cols.ColumnReader,
+    kinds: Mapping[str, ColumnKind],
+    labels: tuple[str, str],
 ) -> list[_Column]:
     out = []
     for name, kind in kinds.items():
@@ -235,7 +238,8 @@ def drift(
 ) -> DriftReport:
     """Compare ``current`` with ``reference`` column by column and decide what drifted.
 
-    ``reference`` and ``current`` are pyarrow, pandas or polars tables, or
+    ``reference`` and ``current`` are pyarrow, pandas or polars tables, column readers
+    (:func:`evertrain.data.tables.open_table`: a Parquet file read column by column), or
     :class:`~evertrain.monitor.profiles.Profile` objects (a reference profile computed
     once and reused for every later window; a current profile built against it).
 
@@ -267,8 +271,8 @@ def drift(
 
     ref_profile = reference if isinstance(reference, Profile) else None
     cur_profile = current if isinstance(current, Profile) else None
-    ref_table = None if ref_profile is not None else cols.as_table(reference, labels[0])
-    cur_table = None if cur_profile is not None else cols.as_table(current, labels[1])
+    ref_table = None if ref_profile is not None else cols.as_columns(reference, labels[0])
+    cur_table = None if cur_profile is not None else cols.as_columns(current, labels[1])
     if ref_table is not None:
         cols.require_rows(ref_table, labels[0])
     if cur_table is not None:
@@ -332,7 +336,8 @@ def drift(
         if ref_profile is None:
             assert ref_table is not None
             ref_profile = Profile.from_table(
-                ref_table.select(list(kinds)),
+                ref_table,
+                columns=list(kinds),
                 numeric=[c for c, k in kinds.items() if k == NUMERIC],
                 categorical=[c for c, k in kinds.items() if k == CATEGORICAL],
                 sketch=False,
@@ -428,6 +433,10 @@ def drift(
         from evertrain.monitor.multivariate import domain_classifier_test, pca_reconstruction_test
 
         feats = [c for c in out]
+        if isinstance(ref_table, cols.ColumnReader):
+            ref_table = ref_table.read_all()
+        if isinstance(cur_table, cols.ColumnReader):
+            cur_table = cur_table.read_all()
         mv_results = [
             domain_classifier_test(ref_table, cur_table, columns=feats, alpha=alpha, seed=seed),
             pca_reconstruction_test(

@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
 
 from evertrain.exceptions import UsageError
+from evertrain.monitor.kolmogorov import kstwo_sf
 
 ColumnKind = Literal["numeric", "categorical"]
 Role = Literal["significance", "effect"]
@@ -237,6 +237,8 @@ def _pooled_std(a: np.ndarray, b: np.ndarray) -> float:
 
 def ks_exact_p_value(reference_sorted: np.ndarray, current_sorted: np.ndarray) -> float:
     """Exact two-sided KS p-value through scipy (which falls back to asymptotic if it must)."""
+    from scipy import stats  # exact samples are small; scipy.stats is not imported for profiles
+
     with warnings.catch_warnings():
         # scipy warns when it switches from exact to asymptotic; that switch is what we want.
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -244,12 +246,15 @@ def ks_exact_p_value(reference_sorted: np.ndarray, current_sorted: np.ndarray) -
 
 
 def ks_asymptotic_p_value(d: float, n1: int, n2: int) -> float:
-    """Two-sided KS p-value from Smirnov's limit distribution (scipy's ``method="asymp"``)."""
+    """Two-sided KS p-value from Smirnov's limit distribution (scipy's ``method="asymp"``).
+
+    ``scipy.stats.kstwo.sf``, evaluated by :func:`~evertrain.monitor.kolmogorov.kstwo_sf`.
+    """
     if n1 == 0 or n2 == 0:
         return 1.0
     m, n = sorted((float(n1), float(n2)), reverse=True)
     en = m * n / (m + n)
-    return float(np.clip(stats.kstwo.sf(d, np.round(en)), 0.0, 1.0))
+    return float(np.clip(kstwo_sf(d, float(np.round(en))), 0.0, 1.0))
 
 
 def compare_numeric(reference: np.ndarray, current: np.ndarray) -> NumericComparison:
@@ -347,7 +352,9 @@ def chi_square(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, f
     expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
     stat = float(np.sum((table - expected) ** 2 / expected))
     dof = table.shape[1] - 1
-    return stat, float(stats.chi2.sf(stat, dof)), dof
+    from scipy import special  # chdtrc is what scipy.stats.chi2.sf evaluates
+
+    return stat, float(special.chdtrc(dof, stat)), dof
 
 
 # --------------------------------------------------------------------------- the tests

@@ -49,7 +49,6 @@ from evertrain.evaluate.scoring import (
     wants_categories,
 )
 from evertrain.exceptions import EvertrainError
-from evertrain.store.artifacts import sha256_bytes
 from evertrain.store.formats import BoosterModel, get_format
 from evertrain.train.candidates import Candidate, choose, row_losses, training_rows
 from evertrain.train.trainers import LightGBMTrainer, TrainContext, get_trainer, model_bytes, write_atomic
@@ -253,7 +252,7 @@ def execute_job(
         score_seconds = time.perf_counter() - score_started
     result: dict[str, Any] = {
         "framework": framework,
-        "model_sha256": sha256_bytes(data),
+        "model_sha256": hashlib.sha256(data).hexdigest(),  # not the artifact store's fsspec
         "size_bytes": len(data),
         "metrics": metrics,
         "curves": context.curves,
