@@ -20,8 +20,11 @@ def status_data(store: Store, configured: str | None = None) -> dict[str, Any]:
     """
     from evertrain.faces import status_extras
 
+    from evertrain.faces.ui.data import models_overview
+
     out = []
     registered = store.registry.list_models()
+    counts = {m["name"]: m["n_versions"] for m in models_overview(store)}
     if configured is not None and configured not in registered:
         out.append(
             {
@@ -40,7 +43,7 @@ def status_data(store: Store, configured: str | None = None) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "name": name,
             "aliases": aliases,
-            "n_versions": len(store.registry.list_versions(name)),
+            "n_versions": counts.get(name, 0),
         }
         entry.update(status_extras.for_model(store, name))
         out.append(entry)
