@@ -57,7 +57,8 @@ LAYOUT_PROBLEMS = """
     const texts = [...svg.querySelectorAll('text')].filter(t => t.textContent.trim())
       .map(t => [t.textContent, t.getBoundingClientRect()]);
     for (const [label, r] of texts) {
-      if (!inside(r, box, 1)) problems.push(`"${label}" leaves its chart (${svg.getAttribute('aria-label')})`);
+      const chart = svg.getAttribute('aria-label');
+      if (!inside(r, box, 1)) problems.push(`"${label}" leaves its chart (${chart})`);
     }
     for (let i = 0; i < texts.length; i++) for (let j = i + 1; j < texts.length; j++) {
       if (overlap(texts[i][1], texts[j][1])) {
@@ -72,13 +73,17 @@ LAYOUT_PROBLEMS = """
       if (r.width && !inside(r, box, 1)) problems.push(`"${el.textContent.slice(0, 40)}" leaves its figure`);
       if (el.scrollWidth > el.clientWidth + 1) problems.push(`"${el.textContent.slice(0, 40)}" is cut`);
     }
-    const items = [...fig.querySelectorAll('ul.legend li')].map(li => [li.textContent, li.getBoundingClientRect()]);
+    const items = [...fig.querySelectorAll('ul.legend li')]
+      .map(li => [li.textContent, li.getBoundingClientRect()]);
     for (let i = 0; i < items.length; i++) for (let j = i + 1; j < items.length; j++) {
-      if (overlap(items[i][1], items[j][1])) problems.push(`legend "${items[i][0]}" overlaps "${items[j][0]}"`);
+      if (overlap(items[i][1], items[j][1])) {
+        problems.push(`legend "${items[i][0]}" overlaps "${items[j][0]}"`);
+      }
     }
   }
   if (document.documentElement.scrollWidth > window.innerWidth + 1) {
-    problems.push(`the page is ${document.documentElement.scrollWidth}px wide in a ${window.innerWidth}px window`);
+    const wide = document.documentElement.scrollWidth;
+    problems.push(`the page is ${wide}px wide in a ${window.innerWidth}px window`);
   }
   return problems;
 }

@@ -41,15 +41,17 @@ def render(d: dict[str, Any]) -> str:
         for a, v in sorted((d["overview"].get("aliases") or {}).items())
         if v
     )
+    runs, failed = d["overview"].get("n_runs", 0), d["overview"].get("n_failed", 0)
     parts = views.sections(
         d, admin=False, interactive=False, distributions=d.get("distributions"), chosen=d.get("drift_chosen")
     )
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">
 <title>evertrain report: {html.escape(model)}</title><style>{STYLE}</style></head><body>
 <header class="top"><h1>{html.escape(model)}</h1>{aliases}
 <p class="sub">evertrain report, generated {format_time(d["generated_at"])} UTC · {d["n_cycles"]} cycles ·
-{d["n_versions"]} versions · {d["overview"].get("n_runs", 0)} runs ({d["overview"].get("n_failed", 0)} failed)</p>
+{d["n_versions"]} versions · {runs} runs ({failed} failed)</p>
 {views.nav()}</header>
 <main>{views.render_sections(parts)}</main>
 </body></html>

@@ -121,7 +121,10 @@ def figure(title: str, svg: str, legend: str = "", note: str = "", cls: str = ""
 
 
 def empty(title: str, why: str = "no data yet") -> str:
-    return f'<figure class="chart empty"><figcaption>{html.escape(title)}</figcaption><p class="note">{html.escape(why)}</p></figure>'
+    return (
+        f'<figure class="chart empty"><figcaption>{html.escape(title)}</figcaption>'
+        f'<p class="note">{html.escape(why)}</p></figure>'
+    )
 
 
 def _open_svg(title: str, width: float = WIDTH, height: float = HEIGHT) -> str:
@@ -161,7 +164,8 @@ def _axes(
     width: float = WIDTH,
 ) -> list[str]:
     parts = [
-        f'<rect x="{fr.left}" y="{fr.top}" width="{fr.plot_w}" height="{fr.plot_h}" fill="none" stroke="#bbb"/>'
+        f'<rect x="{fr.left}" y="{fr.top}" width="{fr.plot_w}" height="{fr.plot_h}" fill="none" '
+        'stroke="#bbb"/>'
     ]
     for tick in _ticks(fr.y0, fr.y1, y_ticks) if y_ticks else ():
         y = fr.py(tick)
@@ -169,7 +173,8 @@ def _axes(
             f'<line x1="{fr.left}" x2="{fr.left + fr.plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
         )
         parts.append(
-            f'<text class="tick" x="{fr.left - 5}" y="{y + 4:.1f}" text-anchor="end">{html.escape(y_fmt(tick))}</text>'
+            f'<text class="tick" x="{fr.left - 5}" y="{y + 4:.1f}" '
+            f'text-anchor="end">{html.escape(y_fmt(tick))}</text>'
         )
     xt = list(x_ticks) if x_ticks is not None else _x_ticks(fr.x0, fr.x1, fr.plot_w, x_fmt)
     last_right = -math.inf
@@ -181,7 +186,8 @@ def _axes(
             continue  # would touch its neighbour or leave the picture: skip it
         last_right = x + half
         parts.append(
-            f'<text class="tick" x="{x:.1f}" y="{fr.top + fr.plot_h + 18}" text-anchor="middle">{html.escape(label)}</text>'
+            f'<text class="tick" x="{x:.1f}" y="{fr.top + fr.plot_h + 18}" '
+            f'text-anchor="middle">{html.escape(label)}</text>'
         )
     if x_label:
         parts.append(
@@ -230,7 +236,8 @@ def line_chart(
     for a, b in gap_spans:
         xa, xb = fr.px(a), fr.px(b)
         parts.append(
-            f'<rect class="gap" x="{xa:.1f}" y="{top}" width="{max(xb - xa, 2):.1f}" height="{fr.plot_h}" fill="{GAP_FILL}"/>'
+            f'<rect class="gap" x="{xa:.1f}" y="{top}" width="{max(xb - xa, 2):.1f}" '
+            f'height="{fr.plot_h}" fill="{GAP_FILL}"/>'
         )
     parts += _axes(fr, y_fmt=y_fmt, x_fmt=x_fmt, x_label=x_label)
     for t in thresholds:
@@ -246,7 +253,8 @@ def line_chart(
         dash = MARKER_DASH.get(m.kind, "3,3")
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         parts.append(
-            f'<line class="event {html.escape(m.kind)}" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + fr.plot_h}" '
+            f'<line class="event {html.escape(m.kind)}" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" '
+            f'y2="{top + fr.plot_h}" '
             f'stroke="{colour}" stroke-width="1.5"{dash_attr}><title>{html.escape(m.label)}</title></line>'
         )
         parts.append(
@@ -258,12 +266,12 @@ def line_chart(
         colour = s.colour or PALETTE[i % len(PALETTE)]
         dash = ' stroke-dasharray="6,3"' if s.dashed else ""
         segments: list[list[tuple[float, float]]] = [[]]
-        for x, y in zip(s.xs, s.ys, strict=True):
-            if y is None or not math.isfinite(y):
+        for xv, yv in zip(s.xs, s.ys, strict=True):
+            if yv is None or not math.isfinite(yv):
                 if segments[-1]:
                     segments.append([])
                 continue
-            segments[-1].append((fr.px(x), fr.py(y)))
+            segments[-1].append((fr.px(xv), fr.py(yv)))
         for seg in segments:
             if len(seg) > 1:
                 points = " ".join(f"{a:.1f},{b:.1f}" for a, b in seg)
@@ -367,7 +375,8 @@ def histogram_pair(
         for j, (v, colour) in enumerate(((a, PALETTE[0]), (b, PALETTE[1]))):
             y = fr.py(v)
             parts.append(
-                f'<rect x="{x + j * bar:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{fr.top + fr.plot_h - y:.1f}" '
+                f'<rect x="{x + j * bar:.1f}" y="{y:.1f}" width="{bar:.1f}" '
+                f'height="{fr.top + fr.plot_h - y:.1f}" '
                 f'fill="{colour}"><title>{html.escape(labels[i])}: {names[j]} {_pct(v)}</title></rect>'
             )
     # category labels under the bars, only where they fit in their slot
@@ -378,7 +387,9 @@ def histogram_pair(
                 f'text-anchor="middle">{html.escape(label)}</text>'
             )
     parts.append("</svg>")
-    legend = _legend([("box", f"background:{PALETTE[0]}", names[0]), ("box", f"background:{PALETTE[1]}", names[1])])
+    legend = _legend(
+        [("box", f"background:{PALETTE[0]}", names[0]), ("box", f"background:{PALETTE[1]}", names[1])]
+    )
     return figure(title, "".join(parts), legend, note)
 
 
@@ -415,20 +426,28 @@ def interval_chart(items: Sequence[Interval], *, title: str, x_label: str = "", 
         colour = item.colour or PALETTE[k % len(PALETTE)]
         y = fr.top + (k + 0.5) * row_h
         parts.append(
-            f'<text class="tick" x="{left - 6:.1f}" y="{y + 4:.1f}" text-anchor="end">{html.escape(item.name)}</text>'
+            f'<text class="tick" x="{left - 6:.1f}" y="{y + 4:.1f}" '
+            f'text-anchor="end">{html.escape(item.name)}</text>'
         )
         if item.value is None:
             continue
         if item.low is not None and item.high is not None:
             xa, xb = fr.px(item.low), fr.px(item.high)
-            parts.append(f'<line x1="{xa:.1f}" x2="{xb:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" stroke-width="2"/>')
+            parts.append(
+                f'<line x1="{xa:.1f}" x2="{xb:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" '
+                'stroke-width="2"/>'
+            )
             for xe in (xa, xb):
-                parts.append(f'<line x1="{xe:.1f}" x2="{xe:.1f}" y1="{y - 6:.1f}" y2="{y + 6:.1f}" stroke="{colour}" stroke-width="2"/>')
+                parts.append(
+                    f'<line x1="{xe:.1f}" x2="{xe:.1f}" y1="{y - 6:.1f}" y2="{y + 6:.1f}" '
+                    f'stroke="{colour}" stroke-width="2"/>'
+                )
         tip = f"{item.name}: {item.value:.4g}"
         if item.low is not None and item.high is not None:
             tip += f" [{item.low:.4g}, {item.high:.4g}]"
         parts.append(
-            f'<circle cx="{fr.px(item.value):.1f}" cy="{y:.1f}" r="5" fill="{colour}"><title>{html.escape(tip)}</title></circle>'
+            f'<circle cx="{fr.px(item.value):.1f}" cy="{y:.1f}" r="5" '
+            f'fill="{colour}"><title>{html.escape(tip)}</title></circle>'
         )
     parts.append("</svg>")
     return figure(title, "".join(parts), "", note)
@@ -444,7 +463,8 @@ def reliability_chart(bins: Sequence[tuple[float, float, int]], *, title: str, n
     parts = [_open_svg(title)]
     parts += _axes(fr, y_fmt=_pct, x_fmt=_pct, x_label="mean predicted probability")
     parts.append(
-        f'<line x1="{fr.px(0):.1f}" y1="{fr.py(0):.1f}" x2="{fr.px(1):.1f}" y2="{fr.py(1):.1f}" stroke="#999" stroke-dasharray="4,4"/>'
+        f'<line x1="{fr.px(0):.1f}" y1="{fr.py(0):.1f}" x2="{fr.px(1):.1f}" y2="{fr.py(1):.1f}" '
+        'stroke="#999" stroke-dasharray="4,4"/>'
     )
     pts = " ".join(f"{fr.px(p):.1f},{fr.py(o):.1f}" for p, o, _ in bins)
     parts.append(f'<polyline points="{pts}" fill="none" stroke="{PALETTE[0]}" stroke-width="2"/>')
@@ -457,7 +477,10 @@ def reliability_chart(bins: Sequence[tuple[float, float, int]], *, title: str, n
         )
     parts.append("</svg>")
     legend = _legend(
-        [("line", f"border-color:{PALETTE[0]}", "observed rate (dot size: rows)"), ("line dashed", "border-color:#999", "perfect calibration")]
+        [
+            ("line", f"border-color:{PALETTE[0]}", "observed rate (dot size: rows)"),
+            ("line dashed", "border-color:#999", "perfect calibration"),
+        ]
     )
     return figure(title, "".join(parts), legend, note)
 
@@ -476,11 +499,15 @@ def bar_chart(
     for a, b, n in zip(edges[:-1], edges[1:], counts, strict=True):
         xa, xb, y = fr.px(a), fr.px(b), fr.py(n)
         parts.append(
-            f'<rect x="{xa:.1f}" y="{y:.1f}" width="{max(xb - xa - 1, 1):.1f}" height="{fr.top + fr.plot_h - y:.1f}" '
+            f'<rect x="{xa:.1f}" y="{y:.1f}" width="{max(xb - xa - 1, 1):.1f}" '
+            f'height="{fr.top + fr.plot_h - y:.1f}" '
             f'fill="{PALETTE[0]}"><title>[{a:.3g}, {b:.3g}): {n:g}</title></rect>'
         )
     if edges[0] < 0 < edges[-1]:
         x = fr.px(0)
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{fr.top}" y2="{fr.top + fr.plot_h}" stroke="#555" stroke-dasharray="4,3"/>')
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{fr.top}" y2="{fr.top + fr.plot_h}" stroke="#555" '
+            'stroke-dasharray="4,3"/>'
+        )
     parts.append("</svg>")
     return figure(title, "".join(parts), "", note)

@@ -23,6 +23,7 @@ import binascii
 import hmac
 import html
 import json
+from importlib import resources
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -84,7 +85,7 @@ def _models_table(models: list[dict[str, Any]], current: str | None) -> str:
                 *(f"v{al[a]}" if al.get(a) else "-" for a in ("champion", "canary", "shadow", "previous")),
                 html.escape(ro_text),
                 str(m["n_versions"]),
-                f'{m["n_runs"]} ({m["n_failed"]} failed)',
+                f"{m['n_runs']} ({m['n_failed']} failed)",
                 views._time(m.get("last_activity")),
             ]
         )
@@ -103,13 +104,16 @@ def page(store: Store, model: str | None = None, *, admin: bool = False, base: s
         raise NotFoundError(f"model {model!r} is not registered")
     model = model or (names[0] if names else None)
     if model is None:
-        body = '<main><p class="note">No models registered yet: train or register one, then reload.</p></main>'
+        body = (
+            '<main><p class="note">No models registered yet: train or register one, then reload.</p></main>'
+        )
         config = {"base": base, "model": None, "poll": POLL_SECONDS, "fingerprint": None}
         title = "evertrain dashboard"
     else:
         got = model_sections(store, model, admin=admin)
         body = (
-            f'<main><section id="models" class="view"><h2>Models</h2><div class="body">{_models_table(models, model)}</div></section>'
+            '<main><section id="models" class="view"><h2>Models</h2><div '
+            f'class="body">{_models_table(models, model)}</div></section>'
             f"{views.render_sections(got['sections'])}</main>"
         )
         config = {"base": base, "model": model, "poll": POLL_SECONDS, "fingerprint": got["fingerprint"]}
@@ -121,7 +125,8 @@ def page(store: Store, model: str | None = None, *, admin: bool = False, base: s
     )
     heading = html.escape(model or "evertrain")
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,"><title>{html.escape(title)}</title>
+<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">
+<title>{html.escape(title)}</title>
 <style>{views.STYLE}</style></head><body>
 <header class="top"><h1>{heading}</h1><span id="live" class="note" aria-live="polite">live</span>
 <p class="sub">evertrain dashboard · {html.escape(admin_note)}</p>{views.nav() if model else ""}</header>
@@ -130,107 +135,13 @@ def page(store: Store, model: str | None = None, *, admin: bool = False, base: s
 <p class="note" id="confirm-what"></p>
 <label>Reason (kept in the audit log)<textarea name="reason" required rows="3"></textarea></label>
 <label>Admin token (not stored)<input name="token" type="password" required autocomplete="off"></label>
-<p><button value="ok" type="submit">Confirm</button> <button value="cancel" type="button" id="confirm-cancel">Cancel</button></p>
+<p><button value="ok" type="submit">Confirm</button>
+<button value="cancel" type="button" id="confirm-cancel">Cancel</button></p>
 <output id="confirm-result"></output></form></dialog>
 <script>const CONFIG = {json.dumps(config)};</script><script>{SCRIPT}</script></body></html>"""
 
 
-SCRIPT = r"""
-(() => {
-  if (!CONFIG.model) return;
-  const api = `${CONFIG.base}/api/models/${encodeURIComponent(CONFIG.model)}`;
-  let fingerprint = CONFIG.fingerprint, runsOffset = 0, runsStatus = '', driftCycle = null, busy = false;
-  const live = document.getElementById('live');
-
-  function openDetails() {
-    return new Set([...document.querySelectorAll('details[open]')].map(d => d.id || d.querySelector('summary')?.textContent));
-  }
-  function reopen(open) {
-    document.querySelectorAll('details').forEach(d => {
-      if (open.has(d.id || d.querySelector('summary')?.textContent)) d.open = true;
-    });
-  }
-  async function refresh(force) {
-    if (busy) return;
-    busy = true;
-    try {
-      const q = new URLSearchParams({runs_offset: runsOffset, runs_status: runsStatus});
-      if (!force && fingerprint) q.set('since', fingerprint);
-      if (driftCycle !== null) q.set('drift_cycle', driftCycle);
-      const r = await fetch(`${api}/sections?${q}`, {credentials: 'same-origin', cache: 'no-store'});
-      if (!r.ok) { live.textContent = `not updated (${r.status})`; live.className = 'note stale'; return; }
-      const got = await r.json();
-      if (!got.unchanged) {
-        const open = openDetails();
-        for (const [id, body] of Object.entries(got.sections)) {
-          const el = document.querySelector(`[data-section="${id}"]`);
-          if (el) el.innerHTML = body;
-        }
-        reopen(open);
-        fingerprint = got.fingerprint;
-      }
-      live.textContent = `live · checked ${new Date().toLocaleTimeString()}`;
-      live.className = 'note live-dot';
-    } catch (err) {
-      live.textContent = 'not updated (server unreachable)'; live.className = 'note stale';
-    } finally { busy = false; }
-  }
-  document.addEventListener('click', ev => {
-    const pager = ev.target.closest('.pager button');
-    if (pager) { runsOffset = Number(pager.dataset.offset); refresh(true); return; }
-    const act = ev.target.closest('.actions button');
-    if (act) { ask(act.dataset.action, act.closest('.actions')); }
-  });
-  document.addEventListener('change', ev => {
-    if (ev.target.matches('.only-failed')) { runsStatus = ev.target.checked ? 'failed' : ''; runsOffset = 0; refresh(true); }
-    if (ev.target.matches('.drift-cycle')) { driftCycle = ev.target.value; refresh(true); }
-  });
-
-  const dialog = document.getElementById('confirm');
-  const form = document.getElementById('confirm-form');
-  let pending = null;
-  function ask(action, box) {
-    const version = box.querySelector('select[name=version]').value;
-    pending = {action, box, version};
-    document.getElementById('confirm-title').textContent =
-      action === 'promote' ? `Promote v${version} of ${CONFIG.model} to champion` : `Roll back ${CONFIG.model}`;
-    document.getElementById('confirm-what').textContent = action === 'promote'
-      ? 'The champion alias moves to this version at once; serving replicas follow at their next poll.'
-      : 'Aborts the live rollout if there is one, else moves the champion back to the previous one.';
-    document.getElementById('confirm-result').textContent = '';
-    form.reset();
-    dialog.showModal();
-  }
-  document.getElementById('confirm-cancel').addEventListener('click', () => dialog.close());
-  form.addEventListener('submit', async ev => {
-    ev.preventDefault();
-    if (!pending) return;
-    const reason = form.reason.value.trim(), token = form.token.value;
-    const body = pending.action === 'promote' ? {version: Number(pending.version), reason} : {reason};
-    const out = document.getElementById('confirm-result');
-    out.textContent = 'sending...';
-    let text;
-    try {
-      const r = await fetch(`/admin/models/${encodeURIComponent(CONFIG.model)}/${pending.action}`, {
-        method: 'POST', headers: {'Authorization': `Bearer ${token}`, 'Content-Type': 'application/json'},
-        body: JSON.stringify(body)});
-      const got = await r.json().catch(() => ({}));
-      text = r.ok ? `done: ${summarize(got)}` : `refused (${r.status}): ${got.error || r.statusText}`;
-    } catch (err) { text = `failed: ${err}`; }
-    out.textContent = text;
-    pending.box.querySelector('output.result').textContent = text;
-    refresh(true);
-  });
-  function summarize(got) {
-    const parts = [];
-    for (const k of ['action', 'alias', 'from_version', 'to_version', 'version', 'scope', 'outcome']) {
-      if (got[k] !== undefined && got[k] !== null) parts.push(`${k} ${got[k]}`);
-    }
-    return parts.join(', ') || JSON.stringify(got);
-  }
-  setInterval(() => refresh(false), CONFIG.poll * 1000);
-})();
-"""
+SCRIPT = (resources.files("evertrain.faces.ui") / "dashboard.js").read_text(encoding="utf-8")
 
 
 def mount(app: Any, store: Store, admin_token: str | None = None, *, root: bool = False) -> None:
@@ -334,7 +245,13 @@ def routes(store: Store, admin_token: str | None = None, *, root: bool = False) 
         since = request.query_params.get("since") or None
         got = await run_in_threadpool(
             lambda: model_sections(
-                store, name, admin=admin, since=since, runs_offset=offset, runs_status=status, drift_cycle=cycle
+                store,
+                name,
+                admin=admin,
+                since=since,
+                runs_offset=offset,
+                runs_status=status,
+                drift_cycle=cycle,
             )
         )
         return JSONResponse(got)

@@ -50,27 +50,40 @@ def models_overview(store: Store) -> list[dict[str, Any]]:
         held: dict[int, dict[str, int | None]] = {}
         for r in conn.execute(sa.select(aliases.c.model_id, aliases.c.alias, aliases.c.version)):
             held.setdefault(int(r.model_id), {})[r.alias] = r.version
-        n_versions = dict(
-            conn.execute(
-                sa.select(model_versions.c.model_id, sa.func.count()).group_by(model_versions.c.model_id)
-            ).all()
-        )
+        n_versions: dict[int, int] = {
+            int(r.model_id): int(r.n)
+            for r in conn.execute(
+                sa.select(model_versions.c.model_id, sa.func.count().label("n")).group_by(
+                    model_versions.c.model_id
+                )
+            )
+        }
         run_counts: dict[int, dict[str, int]] = {}
         for r in conn.execute(
-            sa.select(runs.c.model_id, runs.c.status, sa.func.count(), sa.func.max(runs.c.created_at))
+            sa.select(
+                runs.c.model_id,
+                runs.c.status,
+                sa.func.count().label("n"),
+                sa.func.max(runs.c.created_at).label("last"),
+            )
             .where(runs.c.model_id.is_not(None))
             .group_by(runs.c.model_id, runs.c.status)
         ):
-            counts = run_counts.setdefault(int(r[0]), {"runs": 0, "failed": 0, "running": 0})
-            counts["runs"] += int(r[2])
-            if r[1] in ("failed", "running"):
-                counts[r[1]] += int(r[2])
-            counts["last"] = max(counts.get("last", 0), int(r[3] or 0))
+            counts = run_counts.setdefault(int(r.model_id), {"runs": 0, "failed": 0, "running": 0})
+            counts["runs"] += int(r.n)
+            if r.status in ("failed", "running"):
+                counts[r.status] += int(r.n)
+            counts["last"] = max(counts.get("last", 0), int(r.last or 0))
         live = {
             int(r.model_id): {"phase": r.phase, "version": r.version, "share": float(r.share), "step": r.step}
             for r in conn.execute(
-                sa.select(rollouts.c.model_id, rollouts.c.phase, rollouts.c.version, rollouts.c.share, rollouts.c.step)
-                .where(rollouts.c.phase.in_(("shadow", "canary", "watching")))
+                sa.select(
+                    rollouts.c.model_id,
+                    rollouts.c.phase,
+                    rollouts.c.version,
+                    rollouts.c.share,
+                    rollouts.c.step,
+                ).where(rollouts.c.phase.in_(("shadow", "canary", "watching")))
             )
         }
     out = []
@@ -105,7 +118,9 @@ def fingerprint(store: Store, model: str) -> str:
         roll = conn.execute(
             sa.select(sa.func.max(rollouts.c.updated_at), sa.func.count()).where(rollouts.c.model_id == mid)
         ).one()
-        alias_row = conn.execute(sa.select(sa.func.max(aliases.c.updated_at)).where(aliases.c.model_id == mid)).scalar()
+        alias_row = conn.execute(
+            sa.select(sa.func.max(aliases.c.updated_at)).where(aliases.c.model_id == mid)
+        ).scalar()
         running = conn.execute(
             sa.select(sa.func.count()).where(runs.c.model_id == mid, runs.c.status == "running")
         ).scalar()
@@ -208,7 +223,9 @@ def versions(store: Store, model: str, limit: int = VERSIONS_SHOWN) -> tuple[lis
         snaps: dict[int, list[dict[str, str]]] = {}
         gates: dict[int, list[dict[str, Any]]] = {}
         if ids:
-            for s in conn.execute(sa.select(version_snapshots).where(version_snapshots.c.version_id.in_(ids))):
+            for s in conn.execute(
+                sa.select(version_snapshots).where(version_snapshots.c.version_id.in_(ids))
+            ):
                 snaps.setdefault(s.version_id, []).append({"id": s.snapshot_id, "role": s.role})
             for e in conn.execute(
                 sa.select(evaluations).where(evaluations.c.version_id.in_(ids)).order_by(evaluations.c.id)
@@ -310,7 +327,9 @@ def newest_cycle(store: Store, model: str) -> tuple[dict[str, Any], dict[str, An
 LIVE_PHASES = ("shadow", "canary", "watching")
 
 
-def rollouts_of(store: Store, model: str, limit: int = 20) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+def rollouts_of(
+    store: Store, model: str, limit: int = 20
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The live rollout of ``model`` (None without one) and its newest ``limit`` rollouts, newest first.
 
     Read here rather than through :mod:`evertrain.rollout`, whose import pulls in the

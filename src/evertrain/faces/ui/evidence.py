@@ -17,6 +17,7 @@ read the logs again until something changed.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import threading
 import time
@@ -88,8 +89,16 @@ def task_of(store: Store, model: str, table: pa.Table | None = None) -> str:
     return "regression"
 
 
-def _labelled(store: Store, model: str, *, arms: tuple[str, ...], since: float | None, until: float | None,
-              versions: tuple[int, ...] | None = None, newest: int | None = None) -> pa.Table:
+def _labelled(
+    store: Store,
+    model: str,
+    *,
+    arms: tuple[str, ...],
+    since: float | None,
+    until: float | None,
+    versions: tuple[int, ...] | None = None,
+    newest: int | None = None,
+) -> pa.Table:
     from evertrain.data.logs import labelled
 
     if not store.logs_url:
@@ -214,10 +223,19 @@ def _arms(store: Store, model: str, rollout: dict[str, Any]) -> dict[str, Any]:
         else:
             rows = table
         n = rows.num_rows
-        entry: dict[str, Any] = {"arm": arm, "version": version, "n": n, "value": None, "low": None, "high": None}
+        entry: dict[str, Any] = {
+            "arm": arm,
+            "version": version,
+            "n": n,
+            "value": None,
+            "low": None,
+            "high": None,
+        }
         if n:
             if task == "regression":
-                err = np.abs(np.asarray(rows["label"], dtype=float) - np.asarray(rows["prediction"], dtype=float))
+                err = np.abs(
+                    np.asarray(rows["label"], dtype=float) - np.asarray(rows["prediction"], dtype=float)
+                )
                 err = err[np.isfinite(err)]
                 if err.size:
                     mean = float(err.mean())
@@ -237,7 +255,9 @@ def distributions(store: Store, model: str, cycle: dict[str, Any]) -> dict[str, 
     mon = cycle.get("monitor") or {}
     if not mon.get("reference") or not mon.get("window") or not (mon.get("drift") or {}).get("columns"):
         return None
-    return cached(("dist", model, cycle.get("cycle"), mon["reference"]), lambda: _distributions(store, model, mon))
+    return cached(
+        ("dist", model, cycle.get("cycle"), mon["reference"]), lambda: _distributions(store, model, mon)
+    )
 
 
 def _distributions(store: Store, model: str, mon: dict[str, Any]) -> dict[str, Any] | None:
@@ -281,7 +301,7 @@ def _distributions(store: Store, model: str, mon: dict[str, Any]) -> dict[str, A
         }
         if "bounds" in plot:
             bounds = np.asarray(plot["bounds"], dtype=float)
-            entry["labels"] = [f"{a:.3g}..{b:.3g}" for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            entry["labels"] = [f"{a:.3g}..{b:.3g}" for a, b in itertools.pairwise(bounds)]
             entry["edges"] = bounds.tolist()
         elif "categories" in plot:
             entry["labels"] = [str(v) for v in plot["categories"]]
@@ -304,7 +324,7 @@ def effect_thresholds(columns: dict[str, dict[str, Any]]) -> dict[str, float]:
         effect = method.split("+")[-1] if "+" in method else method
         for kind in ("numeric", "categorical"):
             try:
-                out[name] = float(get_test(effect, kind).default_threshold)  # type: ignore[arg-type]
+                out[name] = float(get_test(effect, kind).default_threshold)
                 break
             except (EvertrainError, KeyError, ValueError):
                 continue

@@ -13,6 +13,7 @@ import html
 import json
 import math
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
 from evertrain.exceptions import EvertrainError, NotFoundError
@@ -75,7 +76,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") 
     """A table of already-escaped cells, in a wrapper that scrolls sideways on a narrow screen."""
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<div class="tw"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    return (
+        f'<div class="tw"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def badge(text: str, kind: str = "") -> str:
@@ -266,7 +270,8 @@ def summary_section(d: dict[str, Any], *, admin: bool = False) -> str:
         f'<div class="d">{o.get("n_failed", 0)} failed · {o.get("n_running", 0)} running</div></div>'
     )
     cards.append(
-        f'<div class="card"><div class="k">next cycle</div><div class="v">{_time(st.get("next_cycle_at"))}</div>'
+        '<div class="card"><div class="k">next cycle</div><div '
+        f'class="v">{_time(st.get("next_cycle_at"))}</div>'
         f'<div class="d">{d["n_cycles"]} cycles so far</div></div>'
     )
     actions = ""
@@ -284,7 +289,10 @@ def summary_section(d: dict[str, Any], *, admin: bool = False) -> str:
 
 def performance_section(d: dict[str, Any]) -> str:
     cycles = [c for c in d["cycles"] if not c.get("failed")]
-    xs, realized, baseline, estimated, floor = [], [], [], [], []
+    xs: list[float] = []
+    realized: list[float | None] = []
+    baseline: list[float | None] = []
+    floor: list[float | None] = []
     metric = None
     for c in cycles:
         mon = c.get("monitor") or {}
@@ -300,10 +308,14 @@ def performance_section(d: dict[str, Any]) -> str:
     series = [Series(f"realized {metric or 'metric'} (labelled rows)", xs, realized)]
     series.append(Series("champion baseline (holdout)", xs, baseline, dashed=True, colour=svg.PALETTE[7]))
     if any(v is not None for v in floor):
-        series.append(Series("retrain below (baseline - drop)", xs, floor, dashed=True, colour=svg.THRESHOLD_COLOUR))
+        series.append(
+            Series("retrain below (baseline - drop)", xs, floor, dashed=True, colour=svg.THRESHOLD_COLOUR)
+        )
     if d.get("accuracy_per_batch"):
         acc = d["accuracy_per_batch"]
-        series.append(Series("served accuracy (true labels)", [float(i) for i in range(1, len(acc) + 1)], acc))
+        series.append(
+            Series("served accuracy (true labels)", [float(i) for i in range(1, len(acc) + 1)], acc)
+        )
     metric_name = metric or "metric"
     bounded = metric_name in ("accuracy", "f1", "roc_auc", "precision", "recall", "balanced_accuracy")
     main = svg.line_chart(
@@ -367,17 +379,21 @@ def _cycle_row(c: dict[str, Any]) -> str:
     else:
         if drift:
             share = drift.get("share_drifted")
-            dtext = badge("drift", "warn") + " " + e(", ".join(drift.get("drifted_columns") or [])) if drift.get(
-                "dataset_drift"
-            ) else e(f"{share:.0%}" if isinstance(share, float) else "-")
+            dtext = (
+                badge("drift", "warn") + " " + e(", ".join(drift.get("drifted_columns") or []))
+                if drift.get("dataset_drift")
+                else e(f"{share:.0%}" if isinstance(share, float) else "-")
+            )
         else:
             dtext = e(mon.get("status") or "-")
         action = dec.get("action", "-")
         reasons = "; ".join(dec.get("reasons") or [])
         held = "; ".join(dec.get("held") or [])
-        dcell = (badge(action, "act") if action not in ("none", "-") else e(action)) + (
-            f'<div class="why">{e(reasons)}</div>' if reasons else ""
-        ) + (f'<div class="why held">held: {e(held)}</div>' if held else "")
+        dcell = (
+            (badge(action, "act") if action not in ("none", "-") else e(action))
+            + (f'<div class="why">{e(reasons)}</div>' if reasons else "")
+            + (f'<div class="why held">held: {e(held)}</div>' if held else "")
+        )
         tstat = train.get("status") or "-"
         if tstat == "trained":
             tcell = badge(f"trained v{train.get('version')}", "good")
@@ -427,17 +443,20 @@ def timeline_section(d: dict[str, Any]) -> str:
             first, last = quiet[-1].get("cycle"), quiet[0].get("cycle")
             inner = "".join(_cycle_row(c).replace("<tr>", '<tr class="quiet">', 1) for c in quiet)
             rows.append(
-                f'<tr class="fold"><td colspan="7"><details><summary>cycles {e(first)}–{e(last)}: '
+                f'<tr class="fold"><td colspan="7"><details><summary>cycles {e(first)}-{e(last)}: '
                 f"{len(quiet)} quiet cycles (no trigger fired, nothing changed)</summary>"
                 f'<div class="tw"><table><tbody>{inner}</tbody></table></div></details></td></tr>'
             )
         i = j
-    head = "".join(f"<th>{h}</th>" for h in TIMELINE_HEAD)
-    return f'<div class="tw"><table class="timeline"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+    return table(TIMELINE_HEAD, [], "timeline").replace("<tbody></tbody>", f"<tbody>{''.join(rows)}</tbody>")
 
 
 def drift_section(
-    d: dict[str, Any], distributions: dict[str, Any] | None, chosen: dict[str, Any] | None, *, interactive: bool
+    d: dict[str, Any],
+    distributions: dict[str, Any] | None,
+    chosen: dict[str, Any] | None,
+    *,
+    interactive: bool,
 ) -> str:
     cycles = [c for c in d["cycles"] if ((c.get("monitor") or {}).get("drift") or {}).get("columns")]
     if not cycles:
@@ -449,11 +468,15 @@ def drift_section(
     for c in d["cycles"]:
         cols = ((c.get("monitor") or {}).get("drift") or {}).get("columns") or {}
         for name, col in cols.items():
-            by_col.setdefault(name, [None] * len(xs))[index[float(c.get("cycle") or 0)]] = col.get("effect_size")
+            by_col.setdefault(name, [None] * len(xs))[index[float(c.get("cycle") or 0)]] = col.get(
+                "effect_size"
+            )
             meta[name] = col
     thresholds = evidence.effect_thresholds(meta)
     share = [
-        ((c.get("monitor") or {}).get("drift") or {}).get("share_drifted") for c in d["cycles"] if not c.get("failed")
+        ((c.get("monitor") or {}).get("drift") or {}).get("share_drifted")
+        for c in d["cycles"]
+        if not c.get("failed")
     ]
     charts = [
         svg.line_chart(
@@ -481,8 +504,13 @@ def drift_section(
     return f'<div class="grid">{"".join(charts)}</div>{detail}'
 
 
+def _drifted(c: dict[str, Any]) -> bool:
+    return bool(((c.get("monitor") or {}).get("drift") or {}).get("dataset_drift"))
+
+
 def drift_cycle(d: dict[str, Any], cycle: int | None = None) -> dict[str, Any] | None:
-    """The cycle whose distributions are shown: ``cycle``, else the newest that drifted, else the newest measured."""
+    """The cycle whose distributions are shown: ``cycle``, else the newest that drifted, else the "
+    "newest measured."""
     measured = [c for c in d["cycles"] if ((c.get("monitor") or {}).get("drift") or {}).get("columns")]
     if not measured:
         return None
@@ -501,14 +529,17 @@ def distributions_html(
     interactive: bool,
 ) -> str:
     options = "".join(
-        f'<option value="{c.get("cycle")}"{" selected" if chosen is not None and c.get("cycle") == chosen.get("cycle") else ""}>'
-        f'cycle {c.get("cycle")}{" (drift)" if (c.get("monitor") or {}).get("drift", {}).get("dataset_drift") else ""}</option>'
+        f'<option value="{c.get("cycle")}"{" selected" if c is chosen else ""}>'
+        f"cycle {c.get('cycle')}{' (drift)' if _drifted(c) else ''}</option>"
         for c in reversed(measured)
     )
     picker = f'<label>cycle <select class="drift-cycle">{options}</select></label>' if interactive else ""
     head = f'<div class="dist-head"><h3>Reference vs current, per feature</h3>{picker}</div>'
     if chosen is None or dist is None:
-        return head + '<div class="dist"><p class="note">The distributions of this cycle cannot be rebuilt (its reference or its logs are gone).</p></div>'
+        return (
+            head + '<div class="dist"><p class="note">The distributions of this cycle cannot be rebuilt '
+            "(its reference or its logs are gone).</p></div>"
+        )
     cards = []
     for col in dist["columns"]:
         state = "drift" if col["drifted"] else "stable"
@@ -518,10 +549,14 @@ def distributions_html(
             f"adjusted p {_num(col['p_value'], 3)}"
         )
         chart = svg.histogram_pair(col["labels"], col["reference"], col["current"], title=title, note=meta)
-        cards.append(f'<div class="dcard {state}">{badge(state, "bad" if col["drifted"] else "good")}{chart}</div>')
+        cards.append(
+            f'<div class="dcard {state}">{badge(state, "bad" if col["drifted"] else "good")}{chart}</div>'
+        )
     sub = (
-        f'<p class="note">Cycle {e(chosen.get("cycle"))}: {dist["n_reference"]} reference rows (the champion\'s '
-        f"training snapshot) vs {dist['n_current']} served rows; features sorted by effect over threshold.</p>"
+        f'<p class="note">Cycle {e(chosen.get("cycle"))}: {dist["n_reference"]} reference rows (the '
+        "champion's "
+        f"training snapshot) vs {dist['n_current']} served rows; features sorted by effect over "
+        "threshold.</p>"
     )
     return head + f'<div class="dist">{sub}<div class="grid">{"".join(cards)}</div></div>'
 
@@ -534,19 +569,24 @@ def rollout_section(d: dict[str, Any]) -> str:
     r = d.get("rollout")
     hist = d.get("rollout_history") or []
     if r is None:
-        return '<p class="note">No rollout yet: a candidate that passes its gates goes through shadow and canary steps here.</p>'
+        return (
+            '<p class="note">No rollout yet: a candidate that passes its gates goes through '
+            "shadow and canary steps here.</p>"
+        )
     live = d.get("rollout_live")
     verdict = r.get("last_verdict") or {}
     steps = (r.get("plan") or {}).get("steps") or []
     state = f"{r['phase']}" + (f" ({r['outcome']})" if r.get("outcome") else "")
     step_txt = f"step {int(r['step']) + 1} of {len(steps)}" if r.get("step") is not None and steps else "-"
+    ended = f" · ended {_time(r['ended_at'])}" if r.get("ended_at") else ""
     head = (
         f'<div class="cards"><div class="card {"live" if live else ""}"><div class="k">challenger</div>'
         f'<div class="v">v{e(r["version"])} vs v{e(r.get("baseline"))}</div>'
-        f'<div class="d">started {_time(r.get("created_at"))}{" · ended " + _time(r.get("ended_at")) if r.get("ended_at") else ""}</div></div>'
+        f'<div class="d">started {_time(r.get("created_at"))}{ended}</div></div>'
         f'<div class="card"><div class="k">phase</div><div class="v" id="rollout-phase">{e(state)}</div>'
         f'<div class="d">{e(step_txt)} · {r.get("share", 0):.0%} of traffic</div></div>'
-        f'<div class="card wide"><div class="k">verdict</div><div class="v">{e(verdict.get("action") or "-")}</div>'
+        '<div class="card wide"><div class="k">verdict</div><div '
+        f'class="v">{e(verdict.get("action") or "-")}</div>'
         f'<div class="d">{e("; ".join(r.get("reasons") or []))}</div></div></div>'
     )
     # traffic share by step, from the audited transitions of this rollout
@@ -597,7 +637,7 @@ def rollout_section(d: dict[str, Any]) -> str:
             items,
             title=f"Each arm's {metric} on its labelled rows, 95% interval",
             x_label=metric,
-            note="Wilson interval for accuracy, normal interval for MAE; the verdict uses the analysis below.",
+            note="Wilson interval for accuracy, normal interval for MAE; the verdict's own test is below.",
         )
         if items
         else svg.empty("Each arm's metric", "no labelled rows yet")
@@ -605,7 +645,10 @@ def rollout_section(d: dict[str, Any]) -> str:
     checks = [
         [
             e(c.get("name")),
-            badge(str(c.get("status")), {"pass": "good", "fail": "bad", "wait": "warn"}.get(str(c.get("status")), "")),
+            badge(
+                str(c.get("status")),
+                {"pass": "good", "fail": "bad", "wait": "warn"}.get(str(c.get("status")), ""),
+            ),
             _num(c.get("champion")),
             _num(c.get("challenger")),
             e(c.get("detail")),
@@ -618,7 +661,10 @@ def rollout_section(d: dict[str, Any]) -> str:
             e(h["version"]),
             e(h.get("baseline")),
             e(h["phase"]),
-            badge(str(h.get("outcome") or "live"), {"promoted": "good", "rolled_back": "bad"}.get(str(h.get("outcome")), "")),
+            badge(
+                str(h.get("outcome") or "live"),
+                {"promoted": "good", "rolled_back": "bad"}.get(str(h.get("outcome")), ""),
+            ),
             _time(h.get("created_at")),
             _time(h.get("ended_at")),
             e("; ".join(h.get("reasons") or [])),
@@ -640,7 +686,10 @@ def quality_section(d: dict[str, Any]) -> str:
         return f'<p class="note">Prediction quality is not available: {e(q["error"])}</p>'
     if not q.get("n"):
         return '<p class="note">No labelled predictions of the champion yet.</p>'
-    sub = f'<p class="note">The champion (v{e(q.get("version"))}) on its newest {q["n"]} labelled predictions ({e(q.get("task"))}).</p>'
+    sub = (
+        f'<p class="note">The champion (v{e(q.get("version"))}) on its newest {q["n"]} '
+        f"labelled predictions ({e(q.get('task'))}).</p>"
+    )
     parts = []
     if "residuals" in q:
         r = q["residuals"]
@@ -663,20 +712,23 @@ def quality_section(d: dict[str, Any]) -> str:
             total = sum(row) or 1
             cells = "".join(
                 f'<td class="cm{" diag" if i == j else ""}" style="--a:{v / biggest:.3f}" '
-                f'title="label {e(label)}, predicted {e(c["classes"][j])}: {v} ({v / total:.0%} of the row)">{v}</td>'
+                f'title="label {e(label)}, predicted {e(c["classes"][j])}: {v} ({v / total:.0%} of the '
+                f'row)">{v}</td>'
                 for j, v in enumerate(row)
             )
             body.append(f"<tr><th>{e(label)}</th>{cells}</tr>")
         parts.append(
-            f'<figure class="chart"><figcaption>Confusion matrix (rows: label, columns: prediction)</figcaption>'
-            f'<div class="tw"><table class="confusion"><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+            '<figure class="chart"><figcaption>Confusion matrix (rows: label, columns: '
+            "prediction)</figcaption>"
+            '<div class="tw"><table '
+            f'class="confusion"><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
             f'<p class="note">accuracy {c["accuracy"]:.3f}</p></figure>'
         )
     if "calibration" in q:
         cal = q["calibration"]
         parts.append(
             svg.reliability_chart(
-                [tuple(b) for b in cal["bins"]],  # type: ignore[misc]
+                [tuple(b) for b in cal["bins"]],
                 title="Calibration (reliability curve)",
                 note=f"expected calibration error {cal['ece']:.3f}",
             )
@@ -696,9 +748,12 @@ def _gate_table(gate: dict[str, Any]) -> str:
     ]
     status = badge("passed", "good") if gate.get("passed") else badge("failed", "bad")
     return (
-        f"<h4>vs champion v{e(gate.get('champion_version') or '-')}: {status} {_time(gate.get('created_at'))}</h4>"
-        + table(["check", "result", "evidence"], rows)
+        f"<h4>vs champion v{e(gate.get('champion_version') or '-')}: {status} "
+        f"{_time(gate.get('created_at'))}</h4>" + table(["check", "result", "evidence"], rows)
     )
+
+
+VERDICT_KIND = {"passed": "good", "failed": "bad"}
 
 
 def versions_section(d: dict[str, Any]) -> str:
@@ -710,7 +765,9 @@ def versions_section(d: dict[str, Any]) -> str:
         now = [a for a, n in current.items() if n == v["version"]]
         gates = v["gates"]
         verdict = "-" if not gates else ("passed" if gates[-1]["passed"] else "failed")
-        metrics = v["metrics"].get("holdout") if isinstance(v["metrics"].get("holdout"), dict) else v["metrics"]
+        metrics = (
+            v["metrics"].get("holdout") if isinstance(v["metrics"].get("holdout"), dict) else v["metrics"]
+        )
         key_metrics = ", ".join(
             f"{k} {_num(val, 3)}" for k, val in sorted(metrics.items()) if isinstance(val, int | float)
         )[:160]
@@ -718,7 +775,7 @@ def versions_section(d: dict[str, Any]) -> str:
             f'<summary><span class="vn">v{v["version"]}</span>'
             f"{''.join(badge(a, 'good' if a == 'champion' else 'act') for a in now)}"
             f'<span class="vt">{format_time(v["created_at"])}</span>'
-            f'<span class="vg">{badge("gates " + verdict, {"passed": "good", "failed": "bad"}.get(verdict, ""))}</span>'
+            f'<span class="vg">{badge("gates " + verdict, VERDICT_KIND.get(verdict, ""))}</span>'
             f'<span class="vm">{e(key_metrics)}</span></summary>'
         )
         lineage = [
@@ -736,7 +793,7 @@ def versions_section(d: dict[str, Any]) -> str:
         blocks.append(
             f'<details class="version" id="v-{v["version"]}" data-version="{v["version"]}">{summary}'
             f'<div class="grid"><div><h4>Lineage</h4>{table(["", ""], lineage, "kv")}</div>'
-            f'<div><h4>Metrics</h4>{table(["metric", "value"], all_metrics, "kv")}</div></div>'
+            f"<div><h4>Metrics</h4>{table(['metric', 'value'], all_metrics, 'kv')}</div></div>"
             f"<h4>Gates</h4>{gates_html}</details>"
         )
     note = ""
@@ -785,7 +842,7 @@ def _run_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
             [
                 _time(r["created_at"]),
                 e(r["kind"]),
-                f'<code>{e(r.get("key") or r["id"][:12])}</code>',
+                f"<code>{e(r.get('key') or r['id'][:12])}</code>",
                 badge(status, {"failed": "bad", "running": "warn", "succeeded": "good"}.get(status, "")),
                 _duration(took),
                 f'<span class="err" title="{e(err)}">{e(short)}</span>' if err else "",
@@ -805,15 +862,18 @@ def runs_table(page: dict[str, Any], *, pager: bool) -> str:
     nav = ""
     if pager:
         prev_off = max(page["offset"] - page["limit"], 0)
+        checked = " checked" if page.get("status") == "failed" else ""
         next_off = page["offset"] + page["limit"]
         nav = (
             f'<div class="pager" data-status="{e(page.get("status") or "")}">'
-            f'<button type="button" data-offset="{prev_off}"{" disabled" if page["offset"] == 0 else ""}>newer</button>'
-            f'<button type="button" data-offset="{next_off}"{" disabled" if next_off >= page["total"] else ""}>older</button>'
-            f'<label><input type="checkbox" class="only-failed"{" checked" if page.get("status") == "failed" else ""}> only failed</label></div>'
+            '<button type="button" '
+            f'data-offset="{prev_off}"{" disabled" if page["offset"] == 0 else ""}>newer</button>'
+            '<button type="button" '
+            f'data-offset="{next_off}"{" disabled" if next_off >= page["total"] else ""}>older</button>'
+            f'<label><input type="checkbox" class="only-failed"{checked}> only failed</label></div>'
         )
     return (
-        f'<p class="note">{what} {start}–{end} of {page["total"]}, newest first.</p>'
+        f'<p class="note">{what} {start} to {end} of {page["total"]}, newest first.</p>'
         + nav
         + table(RUN_HEAD, rows, "runs")
     )
@@ -830,7 +890,14 @@ def runs_section(d: dict[str, Any], *, pager: bool) -> str:
 
 def audit_section(d: dict[str, Any]) -> str:
     rows = [
-        [e(a["seq"]), _time(a["at"]), e(a["actor"]), e(a["action"]), f"<code>{e(a['subject'])}</code>", e(a.get("reason") or "")]
+        [
+            e(a["seq"]),
+            _time(a["at"]),
+            e(a["actor"]),
+            e(a["action"]),
+            f"<code>{e(a['subject'])}</code>",
+            e(a.get("reason") or ""),
+        ]
         for a in reversed(d["audit"])
     ]
     return (
@@ -863,7 +930,8 @@ def sections(
 
 def render_sections(parts: dict[str, str]) -> str:
     return "".join(
-        f'<section id="{sid}" class="view"><h2>{e(title)}</h2><div class="body" data-section="{sid}">{parts[sid]}</div></section>'
+        f'<section id="{sid}" class="view"><h2>{e(title)}</h2><div class="body" '
+        f'data-section="{sid}">{parts[sid]}</div></section>'
         for sid, title in SECTIONS
     )
 
@@ -872,59 +940,5 @@ def nav() -> str:
     return '<nav class="toc">' + "".join(f'<a href="#{sid}">{e(t)}</a>' for sid, t in SECTIONS) + "</nav>"
 
 
-STYLE = """
-:root{--fg:#1d1d1f;--mut:#5f6368;--line:#dcdcdc;--bg:#fff;--card:#f7f7f8;--good:#009E73;--bad:#D55E00;
---warn:#E69F00;--act:#0072B2}
-*{box-sizing:border-box}
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:var(--fg);background:var(--bg);
-font-size:14px;line-height:1.4}
-header.top{padding:14px 24px 8px;border-bottom:1px solid var(--line);position:sticky;top:0;background:#fff;z-index:2}
-header.top h1{font-size:20px;margin:0;display:inline-block;margin-right:12px}
-header.top .sub{color:var(--mut);font-size:13px;margin:2px 0 6px}
-.toc{display:flex;flex-wrap:wrap;gap:4px 12px;font-size:13px} .toc a{color:var(--act);text-decoration:none}
-main{max-width:1320px;margin:0 auto;padding:8px 24px 40px}
-section.view{margin-top:18px;border-top:2px solid var(--line);padding-top:4px}
-section.view>h2{font-size:17px;margin:8px 0}
-h3{font-size:15px;margin:16px 0 6px} h4{font-size:13px;margin:10px 0 4px}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,460px),1fr));gap:14px;align-items:start}
-figure.chart{margin:0;min-width:0;border:1px solid var(--line);border-radius:6px;padding:8px 10px;background:#fff}
-figure.chart figcaption{font-weight:600;font-size:13px;margin-bottom:4px;overflow-wrap:anywhere}
-figure.chart svg{display:block;width:100%;height:auto;overflow:hidden}
-figure.chart .tick{fill:#444} .note{color:var(--mut);font-size:12px;margin:4px 0;overflow-wrap:anywhere}
-ul.legend{list-style:none;padding:0;margin:6px 0 0;display:flex;flex-wrap:wrap;gap:2px 14px;font-size:12px;color:#333}
-ul.legend li{display:flex;align-items:center;gap:6px;min-width:0;overflow-wrap:anywhere}
-.sw{display:inline-block;flex:none;width:22px;height:0;border-top:3px solid #000}
-.sw.dashed{border-top-style:dashed} .sw.rule{width:0;height:14px;border-top:0;border-left:2px dashed #000}
-.sw.box{width:14px;height:12px;border:1px solid #ccc}
-.cards{display:flex;flex-wrap:wrap;gap:10px;margin:6px 0}
-.card{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px 12px;min-width:130px;
-max-width:100%;flex:0 1 auto}
-.card.wide{flex:1 1 320px} .card.live{border-color:var(--warn);box-shadow:0 0 0 1px var(--warn) inset}
-.card .k{font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:var(--mut)}
-.card .v{font-size:18px;font-weight:600;overflow-wrap:anywhere} .card .d{font-size:12px;color:var(--mut);overflow-wrap:anywhere}
-.tw{overflow-x:auto;max-width:100%}
-table{border-collapse:collapse;margin:6px 0 12px;font-size:13px;width:100%}
-td,th{border-bottom:1px solid #eee;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f4f4f4;font-weight:600;white-space:nowrap}
-time.ts{white-space:nowrap;font-variant-numeric:tabular-nums}
-td code{font-size:12px;overflow-wrap:anywhere}
-.badge{display:inline-block;padding:0 7px;border-radius:9px;font-size:12px;background:#eceff1;white-space:nowrap;margin-right:4px}
-.badge.good{background:#dff3ec;color:#00634a} .badge.bad{background:#fbe3d6;color:#8a3300}
-.badge.warn{background:#fdf0d5;color:#7a5200} .badge.act{background:#dcebf7;color:#004f7c}
-.why{font-size:12px;color:var(--mut);max-width:520px} .err{color:#8a3300;font-size:12px;overflow-wrap:anywhere}
-tr.quiet td{color:#777} tr.fold summary{cursor:pointer;color:var(--mut)}
-details.version{border:1px solid var(--line);border-radius:6px;margin:6px 0;padding:4px 10px}
-details.version summary{cursor:pointer;display:flex;flex-wrap:wrap;gap:4px 12px;align-items:center}
-.vn{font-weight:700;min-width:36px} .vt{color:var(--mut);font-size:12px;white-space:nowrap}
-.vm{color:var(--mut);font-size:12px;overflow-wrap:anywhere}
-table.kv td:first-child{color:var(--mut);white-space:nowrap}
-table.confusion{width:auto} table.confusion td.cm{text-align:right;font-variant-numeric:tabular-nums;
-background:rgba(0,114,178,calc(var(--a)*.55))} table.confusion td.diag{outline:2px solid #009E73;outline-offset:-2px}
-.dist-head{display:flex;flex-wrap:wrap;align-items:center;gap:8px 16px} .dist-head h3{margin:14px 0 6px}
-.dcard{position:relative} .dcard>.badge{position:absolute;right:10px;top:8px}
-.dcard.drift figure{border-color:var(--bad)}
-.actions{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin:8px 0}
-.actions output{font-size:13px} .pager{display:flex;gap:8px;align-items:center;margin:4px 0}
-dialog{border:1px solid var(--line);border-radius:8px;max-width:min(520px,92vw)}
-dialog textarea,dialog input{width:100%;font:inherit} .live-dot{color:var(--good)} .stale{color:var(--bad)}
-"""
+STYLE = (resources.files("evertrain.faces.ui") / "style.css").read_text(encoding="utf-8")
+"""The page's and the report's styles (inlined into both: the report is one offline file)."""
