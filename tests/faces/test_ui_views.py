@@ -50,9 +50,10 @@ def _cycle(
 
 
 @pytest.fixture
-def busy(project_store: Store) -> Store:
-    """A model with 12 cycles (one drift, one failed retrain) and their runs."""
+def busy(project_store: Store, clock: Any) -> Store:
+    """A model with 12 cycles (one drift, one failed retrain) and their runs, an hour apart."""
     for n in range(1, 13):
+        clock.now += 3600
         _cycle(
             project_store,
             n,
@@ -60,6 +61,7 @@ def busy(project_store: Store) -> Store:
             train="failed" if n == 7 else "skipped",
             drift=n == 6,
         )
+    clock.now += 1
     failed = project_store.runs.start("train", model="m", key="m/cycle/7/training")
     project_store.runs.finish(failed.id, "failed", error="ValueError: no rows")
     return project_store

@@ -30,7 +30,14 @@ MARKER_COLOURS = {
     "failed": "#CC79A7",
     "drift": "#56B4E9",
 }
-MARKER_DASH = {"retrain": "4,3", "promotion": "", "rollback": "1,2", "rejected": "6,2,1,2", "failed": "2,2"}
+MARKER_DASH = {
+    "drift": "1,4",
+    "retrain": "4,3",
+    "promotion": "",
+    "rollback": "1,2",
+    "rejected": "6,2,1,2",
+    "failed": "2,2",
+}
 THRESHOLD_COLOUR = "#D55E00"
 GAP_FILL = "#f1f1f1"
 
