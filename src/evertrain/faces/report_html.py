@@ -27,7 +27,9 @@ STYLE = views.STYLE
 
 def collect(store: Store, model: str, *, extra_accuracy: list[float | None] | None = None) -> dict[str, Any]:
     """Everything the report shows, from the store, its logs and its artifacts."""
-    d = views.collect(store, model, runs_limit=views.REPORT_RUNS, extra_accuracy=extra_accuracy)
+    d = views.collect(
+        store, model, runs_limit=views.REPORT_RUNS, extra_accuracy=extra_accuracy, with_failed=True
+    )
     chosen = views.drift_cycle(d)
     d["drift_chosen"] = chosen
     d["distributions"] = None if chosen is None else evidence.distributions(store, model, chosen)

@@ -97,7 +97,7 @@ def _fmt_tick(v: float) -> str:
 
 def _x_ticks(lo: float, hi: float, plot_w: float, fmt: Callable[[float], str]) -> list[float]:
     """As many x ticks as fit side by side with room between their labels; integers for integer axes."""
-    integer = float(lo).is_integer() and float(hi).is_integer()
+    integer = float(lo).is_integer() and float(hi).is_integer() and hi - lo >= 4  # e.g. cycle numbers
     for n in range(10, 0, -1):
         ticks = _ticks(lo, hi, n)
         if integer:

@@ -24,7 +24,7 @@ import hmac
 import html
 import json
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -55,10 +55,34 @@ def model_sections(
     runs_status: str | None = None,
     drift_cycle: int | None = None,
 ) -> dict[str, Any]:
-    """The sections of ``model`` as HTML, or ``unchanged`` when ``since`` is still the store's fingerprint."""
-    fp = data.fingerprint(store, model)
+    """The sections of ``model`` as HTML, or ``unchanged`` when ``since`` is still the store's fingerprint.
+
+    Sections are built once per fingerprint and view: clients polling together after a
+    change share one rendering. A request without ``since`` (a first load, an action
+    just taken) reads the fingerprint afresh.
+    """
+    fp = data.fingerprint(store, model, fresh=since is None)
     if since is not None and since == fp:
         return {"fingerprint": fp, "unchanged": True}
+    key = ("sections", id(store), model, fp, admin, runs_offset, runs_status, drift_cycle)
+    return cast(
+        dict[str, Any],
+        evidence.cached(
+            key,
+            lambda: _render(store, model, fp, admin, runs_offset, runs_status, drift_cycle),
+        ),
+    )
+
+
+def _render(
+    store: Store,
+    model: str,
+    fp: str,
+    admin: bool,
+    runs_offset: int,
+    runs_status: str | None,
+    drift_cycle: int | None,
+) -> dict[str, Any]:
     d = views.collect(store, model, runs_offset=runs_offset, runs_status=runs_status, key=fp)
     chosen = views.drift_cycle(d, drift_cycle)
     dist = None

@@ -9,6 +9,7 @@ change whenever anything shown does, so a polling page learns "nothing new" chea
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -105,8 +106,29 @@ def models_overview(store: Store) -> list[dict[str, Any]]:
     return out
 
 
-def fingerprint(store: Store, model: str) -> str:
-    """A short string that changes whenever anything the page shows for ``model`` does."""
+FINGERPRINT_SECONDS = 2.0
+"""How long a fingerprint is reused: clients polling together share one read."""
+_fingerprints: dict[tuple[int, str], tuple[float, str]] = {}
+
+
+def fingerprint(store: Store, model: str, *, fresh: bool = False) -> str:
+    """A short string that changes whenever anything the page shows for ``model`` does.
+
+    Reused for :data:`FINGERPRINT_SECONDS` unless ``fresh``: the count of running runs
+    and the newest end time read every row of the model, and several clients polling
+    at once need that read only once.
+    """
+    key = (id(store), model)
+    now = time.monotonic()
+    held = _fingerprints.get(key)
+    if not fresh and held is not None and now - held[0] < FINGERPRINT_SECONDS:
+        return held[1]
+    value = _read_fingerprint(store, model)
+    _fingerprints[key] = (now, value)
+    return value
+
+
+def _read_fingerprint(store: Store, model: str) -> str:
     with store.db.read() as conn:
         mid = model_id(conn, model)
         run_row = conn.execute(
@@ -170,39 +192,60 @@ def runs_page(
     status: str | None = None,
     kind: str | None = None,
 ) -> dict[str, Any]:
-    """One page of ``model``'s runs, newest first, with the total; ``status``/``kind`` filter them."""
+    """One page of ``model``'s runs, newest first, with the total; ``status``/``kind`` filter them.
+
+    Read kind by kind, each in the order of the (model, kind, created) index, so a page
+    costs about ``offset + limit`` rows of each kind whatever the size of the history
+    (one query over all kinds would sort every run of the model first).
+    """
+    offset, limit = max(offset, 0), max(min(limit, 500), 1)
+    columns = (
+        runs.c.id,
+        runs.c.key,
+        runs.c.kind,
+        runs.c.status,
+        runs.c.error,
+        runs.c.created_at,
+        runs.c.started_at,
+        runs.c.ended_at,
+        runs.c.parent_id,
+    )
     with store.db.read() as conn:
         mid = model_id(conn, model)
         where = [runs.c.model_id == mid]
         if status:
             where.append(runs.c.status == status)
-        if kind:
-            where.append(runs.c.kind == kind)
-        total = int(conn.execute(sa.select(sa.func.count()).where(*where)).scalar() or 0)
-        rows = conn.execute(
-            sa.select(
-                runs.c.id,
-                runs.c.key,
-                runs.c.kind,
-                runs.c.status,
-                runs.c.error,
-                runs.c.created_at,
-                runs.c.started_at,
-                runs.c.ended_at,
-                runs.c.parent_id,
-            )
-            .where(*where)
-            .order_by(runs.c.created_at.desc(), runs.c.id.desc())
-            .offset(max(offset, 0))
-            .limit(max(min(limit, 500), 1))
-        ).all()
+        total = int(
+            conn.execute(
+                sa.select(sa.func.count()).where(*where, *([runs.c.kind == kind] if kind else []))
+            ).scalar()
+            or 0
+        )
+        kinds = (
+            [kind]
+            if kind
+            else list(conn.execute(sa.select(runs.c.kind).where(runs.c.model_id == mid).distinct()).scalars())
+        )
+        found: list[dict[str, Any]] = []
+        for k in kinds:
+            found += [
+                dict(r._mapping)
+                for r in conn.execute(
+                    sa.select(*columns)
+                    .where(*where, runs.c.kind == k)
+                    .order_by(runs.c.created_at.desc())
+                    .limit(offset + limit)
+                )
+            ]
+    found.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
+    rows = found[offset : offset + limit]
     return {
         "total": total,
         "offset": offset,
         "limit": limit,
         "status": status,
         "kind": kind,
-        "runs": [dict(r._mapping) for r in rows],
+        "runs": rows,
     }
 
 

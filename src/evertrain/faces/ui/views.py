@@ -98,8 +98,13 @@ def collect(
     runs_limit: int = data.RUNS_PAGE,
     extra_accuracy: list[float | None] | None = None,
     key: str | None = None,
+    with_failed: bool = False,
 ) -> dict[str, Any]:
-    """Everything the views of ``model`` show. ``key`` (the store's fingerprint) keys the evidence cache."""
+    """Everything the views of ``model`` show. ``key`` (the store's fingerprint) keys the evidence cache.
+
+    ``with_failed``: the newest failed runs too, apart (the report lists them first; the
+    dashboard has a filter instead).
+    """
     from evertrain.faces import status_extras
 
     key = key or data.fingerprint(store, model)
@@ -135,6 +140,7 @@ def collect(
         "overview": overview or {},
         "status": extras,
         "cycles": cycles,
+        "markers": markers(cycles),
         "n_cycles": n_cycles,
         "versions": versions,
         "n_versions": n_versions,
@@ -148,7 +154,7 @@ def collect(
         "performance_drop": drop,
         "runs": data.runs_page(store, model, offset=runs_offset, status=runs_status, limit=runs_limit),
         "failed_runs": data.runs_page(store, model, status="failed", limit=runs_limit)
-        if runs_status != "failed"
+        if with_failed
         else None,
         "audit": [
             dict(a.__dict__) for a in store.audit.entries(subject_prefix=f"model/{model}/", limit=AUDIT_SHOWN)
@@ -321,7 +327,7 @@ def performance_section(d: dict[str, Any]) -> str:
     main = svg.line_chart(
         series,
         title=f"Realized {metric_name} per cycle",
-        markers=markers(d["cycles"]),
+        markers=d["markers"],
         y_range=(0.0, 1.0) if bounded else None,
         x_label="cycle",
         note="A gap is a cycle without labelled rows yet (labels arrive late), not a zero.",
@@ -346,7 +352,7 @@ def performance_section(d: dict[str, Any]) -> str:
                 Series("reference", est_x, est_b, dashed=True, colour=svg.PALETTE[7]),
             ],
             title=f"Estimated {est_metric} without labels (confidence-based)",
-            markers=markers(d["cycles"]),
+            markers=d["markers"],
             x_label="cycle",
         )
     note = ""
@@ -482,7 +488,7 @@ def drift_section(
         svg.line_chart(
             [Series("share of columns drifted", xs, share)],
             title="Share of columns drifted per cycle",
-            markers=markers(d["cycles"]),
+            markers=d["markers"],
             y_range=(0.0, 1.0),
             y_fmt=lambda v: f"{v:.0%}",
             x_label="cycle",
@@ -495,7 +501,7 @@ def drift_section(
             svg.line_chart(
                 [Series(f"{name}: {method} effect size", xs, ys)],
                 title=f"{name}: effect over time",
-                markers=markers(d["cycles"]),
+                markers=d["markers"],
                 thresholds=[Threshold(thr, f"threshold {thr:g}")] if thr is not None else [],
                 x_label="cycle",
             )
@@ -605,7 +611,7 @@ def rollout_section(d: dict[str, Any]) -> str:
             share = 0.0
         px.append((float(a["at"]) - start) / 3600)
         py.append(float(share))
-    end = r.get("ended_at") or d.get("generated_at")
+    end = r.get("ended_at") or r.get("updated_at")  # the rollout's own clock, which may be simulated
     if px and end is not None:
         px.append(max((float(end) - start) / 3600, px[-1]))
         py.append(py[-1])
