@@ -12,8 +12,8 @@ process; this script
   sections answer it gets when something did;
 - runs REQUESTS one-instance predict requests over 4 keep-alive connections, alone and
   while 4 dashboard clients poll (each: the page once, then its sections poll every
-  POLL seconds, five times as often as the page does, with a run finishing every
-  FINISH_EVERY seconds so that some polls get fresh sections), alternating, ROUNDS times,
+  POLL seconds as the page does, with a run finishing every FINISH_EVERY seconds, a
+  busy controller's pace, so that some polls get fresh sections), alternating, ROUNDS times,
   and compares the medians of p50.
 
     python bench/ui.py [--runs N] [--requests N] [--rounds R] [--write]
@@ -44,12 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import replace_section
 
+from evertrain.faces.ui import POLL_SECONDS
 from serve import ENTRY, FEATURES, build, free_port, load, wait_up
 
 TARGET_RENDER_MS = 500.0
 TARGET_P50_SLOWDOWN = 0.10
-POLL = 1.0
-FINISH_EVERY = 5.0
+POLL = float(POLL_SECONDS)  # as often as the page polls
+FINISH_EVERY = 10.0
 CLIENTS = 4
 
 
@@ -335,7 +336,7 @@ tenth of the retrains failed). Times are over HTTP from a client on the same mac
 
 Predict (one instance, 4 keep-alive connections, {args.requests} requests a round, rounds
 alternating): p50 {f["p50_alone"]:.2f} ms alone, {f["p50_polled"]:.2f} ms while {CLIENTS} dashboard
-clients poll every {POLL:g} s (five times the page's own rate) and a run finishes every {FINISH_EVERY:g} s
+clients poll every {POLL:g} s (the page's own rate) and a run finishes every {FINISH_EVERY:g} s
 ({int(f["polls_unchanged"])} polls answered "unchanged", {int(f["polls_fresh"])} with fresh sections):
 {slowdown:+.1%} (target: within {TARGET_P50_SLOWDOWN:.0%}). Every store read of the dashboard runs in
 a worker thread, never on the event loop that answers predict. The machine is shared: repeat runs
