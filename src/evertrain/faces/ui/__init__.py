@@ -74,6 +74,16 @@ def model_sections(
     )
 
 
+def sections_body(store: Store, model: str, **kwargs: Any) -> bytes:
+    """:func:`model_sections` as the JSON body of a response, encoded once per rendering."""
+    got = model_sections(store, model, **kwargs)
+    if got["unchanged"]:
+        return json.dumps(got).encode()
+    view = tuple(sorted((k, v) for k, v in kwargs.items() if k != "since"))
+    key = ("body", id(store), model, got["fingerprint"], view)
+    return cast(bytes, evidence.cached(key, lambda: json.dumps(got).encode()))
+
+
 def _render(
     store: Store,
     model: str,
@@ -178,6 +188,7 @@ def mount(app: Any, store: Store, admin_token: str | None = None, *, root: bool 
         server = getattr(getattr(app, "state", None), "server", None)
         admin_token = getattr(server, "admin_token", None)
     app.router.routes.extend(routes(store, admin_token, root=root))
+    evidence.preload()
 
 
 def authorized(request: Request, token: str | None) -> bool:
@@ -267,8 +278,8 @@ def routes(store: Store, admin_token: str | None = None, *, root: bool = False) 
         offset = _int_param(request, "runs_offset", 0) or 0
         cycle = _int_param(request, "drift_cycle", None)
         since = request.query_params.get("since") or None
-        got = await run_in_threadpool(
-            lambda: model_sections(
+        body = await run_in_threadpool(
+            lambda: sections_body(
                 store,
                 name,
                 admin=admin,
@@ -278,7 +289,7 @@ def routes(store: Store, admin_token: str | None = None, *, root: bool = False) 
                 drift_cycle=cycle,
             )
         )
-        return JSONResponse(got)
+        return Response(body, media_type="application/json")
 
     async def api_runs(request: Request) -> Response:
         name = request.path_params["name"]

@@ -57,6 +57,15 @@ def cached(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
     return value
 
 
+def preload() -> None:
+    """Import now what the views import lazily, so that a dashboard's first load does not wait
+    for it (the command line's status, which shares the reads, never needs them)."""
+    import evertrain.data.logs
+    import evertrain.monitor
+    import evertrain.monitor.tests
+    import evertrain.spec  # noqa: F401
+
+
 def model_spec(store: Store, model: str) -> Any | None:
     """The project file the controller saved for ``model`` (None without one, or unreadable)."""
     from evertrain.exceptions import EvertrainError
