@@ -10,8 +10,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from evertrain.faces import status_reads as data
 from evertrain.faces import svg, ui
-from evertrain.faces.ui import data, views
+from evertrain.faces.ui import views
 from evertrain.store import Store
 
 

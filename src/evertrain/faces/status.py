@@ -19,7 +19,7 @@ def status_data(store: Store, configured: str | None = None) -> dict[str, Any]:
     first version (no aliases, no versions), so ``status`` right after ``init`` shows it.
     """
     from evertrain.faces import status_extras
-    from evertrain.faces.ui.data import models_overview
+    from evertrain.faces.status_reads import models_overview
 
     out = []
     registered = store.registry.list_models()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evertrain.faces.ui import data
+from evertrain.faces import status_reads as data
 from evertrain.store import Store
 
 

@@ -32,8 +32,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from evertrain.exceptions import EvertrainError, NotFoundError
+from evertrain.faces import status_reads as data
 from evertrain.faces.status import status_data
-from evertrain.faces.ui import data, evidence, views
+from evertrain.faces.ui import evidence, views
 from evertrain.store import Store
 
 POLL_SECONDS = 5

@@ -1,6 +1,6 @@
 """The views of one model, as HTML sections: the dashboard and the report both show these.
 
-:func:`collect` reads what they need (bounded reads, see :mod:`.data`; log-based
+:func:`collect` reads what they need (bounded reads, see :mod:`evertrain.faces.status_reads`; log-based
 evidence, see :mod:`.evidence`); :func:`sections` turns it into one HTML fragment per
 section, keyed by the section's id. The dashboard swaps fragments in place when the
 store changes; the report writes them all into one file.
@@ -17,9 +17,10 @@ from importlib import resources
 from typing import Any
 
 from evertrain.exceptions import EvertrainError, NotFoundError
+from evertrain.faces import status_reads as data
 from evertrain.faces import svg
 from evertrain.faces.svg import Interval, Marker, Series, Threshold
-from evertrain.faces.ui import data, evidence
+from evertrain.faces.ui import evidence
 from evertrain.store import Store
 
 SECTIONS = (

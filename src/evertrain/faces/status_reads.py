@@ -1,4 +1,7 @@
-"""What the dashboard and the report read from the store, in bounded queries.
+"""What ``evertrain status``, the dashboard and the report read from the store, in bounded queries.
+
+Only the metadata (no logs, no artifacts, nothing heavier than SQLAlchemy to import), so
+that the status command stays quick.
 
 A store that has run for months holds tens of thousands of runs: every read here is
 limited (the newest cycles, one page of runs, the newest versions) and walks an index
