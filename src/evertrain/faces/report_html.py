@@ -20,8 +20,6 @@ from evertrain.faces.ui import evidence, views
 from evertrain.faces.ui.views import format_time
 from evertrain.store import Store
 
-__all__ = ["collect", "format_time", "render", "write_report"]
-
 STYLE = views.STYLE
 
 
