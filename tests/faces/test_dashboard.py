@@ -1,4 +1,11 @@
-"""The dashboard, loaded in real headless Chromium, shows the champion and the last decision."""
+"""The dashboard and the report, loaded in real headless Chromium at a wide and a narrow width.
+
+Every section is there, no console error, no text of a chart leaves its chart or
+overlaps another text (from the browser's bounding boxes), the canary's state shows
+while one runs, the page updates itself without a reload, and promote and roll back
+ask for a reason and show the answer. Screenshots go to ``test-screenshots/`` at the
+top of the repository (ignored by git).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ import pytest
 import uvicorn
 
 from evertrain.faces import ui
+from evertrain.faces.report_html import write_report
+from evertrain.faces.ui import views
 from evertrain.serve.app import create_app
 from evertrain.spec import load_spec
 from evertrain.store import Store
@@ -29,6 +38,56 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+WIDTHS = (1400, 800)
+SHOTS = Path(__file__).resolve().parents[2] / "test-screenshots"
+SECTION_IDS = [sid for sid, _ in views.SECTIONS]
+
+# Every text of every chart: inside its SVG, and not overlapping another text of it; every
+# legend entry, caption and note inside its figure; nothing wider than the window.
+LAYOUT_PROBLEMS = """
+() => {
+  const problems = [];
+  const inside = (a, b, slack) => a.left >= b.left - slack && a.right <= b.right + slack &&
+    a.top >= b.top - slack && a.bottom <= b.bottom + slack;
+  const overlap = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 0.5 &&
+    Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 0.5;
+  const svgs = [...document.querySelectorAll('figure.chart svg')];
+  for (const svg of svgs) {
+    const box = svg.getBoundingClientRect();
+    const texts = [...svg.querySelectorAll('text')].filter(t => t.textContent.trim())
+      .map(t => [t.textContent, t.getBoundingClientRect()]);
+    for (const [label, r] of texts) {
+      const chart = svg.getAttribute('aria-label');
+      if (!inside(r, box, 1)) problems.push(`"${label}" leaves its chart (${chart})`);
+    }
+    for (let i = 0; i < texts.length; i++) for (let j = i + 1; j < texts.length; j++) {
+      if (overlap(texts[i][1], texts[j][1])) {
+        problems.push(`"${texts[i][0]}" overlaps "${texts[j][0]}" (${svg.getAttribute('aria-label')})`);
+      }
+    }
+  }
+  for (const fig of document.querySelectorAll('figure.chart')) {
+    const box = fig.getBoundingClientRect();
+    for (const el of fig.querySelectorAll('figcaption, ul.legend li, p.note')) {
+      const r = el.getBoundingClientRect();
+      if (r.width && !inside(r, box, 1)) problems.push(`"${el.textContent.slice(0, 40)}" leaves its figure`);
+      if (el.scrollWidth > el.clientWidth + 1) problems.push(`"${el.textContent.slice(0, 40)}" is cut`);
+    }
+    const items = [...fig.querySelectorAll('ul.legend li')]
+      .map(li => [li.textContent, li.getBoundingClientRect()]);
+    for (let i = 0; i < items.length; i++) for (let j = i + 1; j < items.length; j++) {
+      if (overlap(items[i][1], items[j][1])) {
+        problems.push(`legend "${items[i][0]}" overlaps "${items[j][0]}"`);
+      }
+    }
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth + 1) {
+    const wide = document.documentElement.scrollWidth;
+    problems.push(`the page is ${wide}px wide in a ${window.innerWidth}px window`);
+  }
+  return problems;
+}
+"""
 
 
 def _chromium() -> str:
@@ -41,19 +100,40 @@ def _chromium() -> str:
     return path
 
 
-@pytest.fixture
-def dashboard(demo_run: tuple[Path, dict[str, Any]]) -> Iterator[tuple[str, Store]]:
+@pytest.fixture(scope="module")
+def project(demo_run: tuple[Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the demo's project (these tests change it), with a rollout live."""
+    from evertrain.rollout import commands, state
+
     out, _ = demo_run
-    store = Store.for_project(out).open()
-    app = create_app(store, load_spec(out), admin_token="secret")
-    ui.mount(app, store)
+    copy = tmp_path_factory.mktemp("ui") / "project"
+    shutil.copytree(out, copy)
+    store = Store.for_project(copy).open()
+    try:
+        if state.get_active(store, "demo") is None:
+            champion = store.registry.get_alias("demo", "champion")
+            newest = store.registry.list_versions("demo")[-1].version
+            version = newest if newest != champion else newest - 1
+            commands.start_rollout(
+                store, "demo", version, rollout_spec=load_spec(copy).rollout, actor="tester", reason="ui test"
+            )
+    finally:
+        store.close()
+    return copy
+
+
+@pytest.fixture(scope="module")
+def dashboard(project: Path) -> Iterator[tuple[str, Store]]:
+    store = Store.for_project(project).open()
+    app = create_app(store, load_spec(project), admin_token="secret")
+    ui.mount(app, store, root=True)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     yield f"http://127.0.0.1:{port}", store
@@ -62,35 +142,140 @@ def dashboard(demo_run: tuple[Path, dict[str, Any]]) -> Iterator[tuple[str, Stor
     store.close()
 
 
-def test_dashboard_shows_champion_and_last_decision(dashboard: tuple[str, Store]) -> None:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
-    url, store = dashboard
-    champion = store.registry.get_alias("demo", "champion")
-    last = store.runs.list(model="demo", kind="decision")[-1].result or {}
     with sync_playwright() as pw:  # Playwright gives the browser a fresh temporary profile
-        browser = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS)
+        launched = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS)
         try:
-            # The server has an admin token, so the page asks for it (HTTP Basic, any user name).
-            context = browser.new_context(http_credentials={"username": "admin", "password": "secret"})
-            page = context.new_page()
-            page.goto(f"{url}/ui")
-            section = page.locator('section[data-model="demo"]')
-            assert section.locator('td[data-alias="champion"]').inner_text() == f"v{champion}"
-            assert section.locator("#last-decision-demo").inner_text() == last["action"]
-            assert "Read-only" in page.content()
-            assert section.locator("svg").count() >= 2
+            yield launched
         finally:
-            browser.close()
+            launched.close()
+
+
+def _open(browser: Any, url: str, width: int) -> tuple[Any, Any, list[str]]:
+    # The server has an admin token, so the page asks for it (HTTP Basic, any user name).
+    context = browser.new_context(
+        viewport={"width": width, "height": 900}, http_credentials={"username": "admin", "password": "secret"}
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+    return context, page, errors
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_dashboard_shows_every_section_laid_out_at_width(
+    dashboard: tuple[str, Store], browser: Any, width: int
+) -> None:
+    from evertrain.rollout import state
+
+    url, store = dashboard
+    context, page, errors = _open(browser, f"{url}/", width)
+    try:
+        for sid in ["models", *SECTION_IDS]:
+            assert page.locator(f"section#{sid}").count() == 1, f"section {sid} is missing"
+        assert page.locator("figure.chart svg").count() >= 5
+        champion = store.registry.get_alias("demo", "champion")
+        assert page.locator('.card[data-alias="champion"] .v').inner_text() == f"v{champion}"
+        last = store.runs.list(model="demo", kind="decision")[-1].result or {}
+        assert page.locator("#last-decision").inner_text() == last["action"]
+        # the rollout that runs is shown as what it is, never as idle
+        active = state.get_active(store, "demo")
+        assert active is not None
+        shown = page.locator("#rollout-state").inner_text()
+        assert shown == f"{active.phase} v{active.version}", shown
+        assert f"{active.share:.0%} of traffic" in page.locator(".rollout-state .d").inner_text()
+        assert page.locator("#rollout-phase").inner_text().startswith(active.phase)
+        # the failed runs are listed with their error, and versions open to their lineage
+        page.locator(".only-failed").check()
+        page.wait_for_function("document.querySelector('#runs .note').textContent.includes('failed runs')")
+        first = page.locator("details.version").first
+        first.locator("summary").click()
+        assert first.locator("h4", has_text="Lineage").is_visible()
+        problems = page.evaluate(LAYOUT_PROBLEMS)
+        assert problems == [], problems
+        SHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"dashboard-{width}.png"), full_page=True)
+        assert errors == [], errors
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_report_is_one_offline_file_laid_out_at_width(project: Path, browser: Any, width: int) -> None:
+    store = Store.for_project(project).open()
+    try:
+        target = project / "report.html"
+        write_report(store, "demo", str(target))
+    finally:
+        store.close()
+    text = target.read_text()
+    assert "<script" not in text and "http://" not in text.replace("http://www.w3.org/2000/svg", "")
+    context, page, errors = _open(browser, target.as_uri(), width)
+    try:
+        for sid in SECTION_IDS:
+            assert page.locator(f"section#{sid}").count() == 1, f"section {sid} is missing"
+        assert page.locator("#drift .dcard").count() >= 1  # reference vs current per feature
+        assert page.locator("#rollout-phase").count() == 1
+        problems = page.evaluate(LAYOUT_PROBLEMS)
+        assert problems == [], problems
+        SHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"report-{width}.png"), full_page=True)
+        assert errors == [], errors
+    finally:
+        context.close()
 
 
 def test_dashboard_and_its_actions_need_the_admin_token(dashboard: tuple[str, Store]) -> None:
     url, store = dashboard
     champion = store.registry.get_alias("demo", "champion")
     assert httpx.get(f"{url}/ui/state").status_code == 401  # the audit trail is not for anyone
-    assert httpx.get(f"{url}/ui", auth=("admin", "wrong")).status_code == 401
+    assert httpx.get(f"{url}/", auth=("admin", "wrong")).status_code == 401
+    assert httpx.get(f"{url}/ui/api/models/demo/sections").status_code == 401
     state = httpx.get(f"{url}/ui/state", headers={"Authorization": "Bearer secret"}).json()
     assert state["models"][0]["aliases"]["champion"] == champion
     refused = httpx.post(f"{url}/admin/models/demo/rollback", json={})
     assert refused.status_code == 401
     assert store.registry.get_alias("demo", "champion") == champion
+
+
+def test_dashboard_updates_in_place_and_rolls_back_with_a_reason(
+    dashboard: tuple[str, Store], browser: Any
+) -> None:
+    from evertrain.rollout import state
+
+    url, store = dashboard
+    context, page, errors = _open(browser, f"{url}/ui", 1400)
+    try:
+        page.evaluate("window.__same_page = true")
+        # a run fails behind the page's back: it shows up without a reload
+        run = store.runs.start("train", model="demo", params={"note": "from the ui test"})
+        store.runs.finish(run.id, "failed", error="ValueError: the ui test broke this training")
+        page.wait_for_function(
+            "document.querySelector('#runs').textContent.includes('the ui test broke this training')",
+            timeout=30_000,
+        )
+        assert page.evaluate("window.__same_page") is True
+        # roll back from the page: it asks for a reason and the token, and shows the answer
+        active = state.get_active(store, "demo")
+        assert active is not None
+        page.locator('.actions button[data-action="rollback"]').click()
+        dialog = page.locator("dialog#confirm")
+        assert dialog.is_visible()
+        dialog.locator("textarea[name=reason]").fill("the ui test stops this rollout")
+        dialog.locator("input[name=token]").fill("secret")
+        dialog.locator("button[value=ok]").click()
+        page.wait_for_function("document.querySelector('#confirm-result').textContent.startsWith('done')")
+        assert state.get_active(store, "demo") is None
+        page.wait_for_function("!document.querySelector('#rollout-state').textContent.startsWith('canary')")
+        assert page.locator("#rollout-state").inner_text().startswith("idle")
+        reasons = [e.reason for e in store.audit.entries(subject_prefix="model/demo/")]
+        assert "the ui test stops this rollout" in reasons
+        assert errors == [], errors
+    finally:
+        context.close()

@@ -135,7 +135,7 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "ui",
         _M + "cli_controller",
         "Look",
-        "The dashboard: models, aliases, rollout state, drift and performance, the audit trail.",
+        "The dashboard at /: models, versions, runs, cycles, drift, rollout, quality, the audit trail.",
     ),
     CommandEntry(
         "mlflow",

@@ -258,10 +258,11 @@ def ui(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
 ) -> None:
-    """The dashboard: models, aliases, rollout state, drift and performance, the audit trail.
+    """The dashboard at /: models, versions, runs, cycles, drift, rollout, quality, the audit trail.
 
-    Served by the same app as the model server (predict routes included); read-only
-    without the admin token.
+    Served by the same app as the model server (predict routes included; `evertrain
+    serve` has it at /ui). With EVERTRAIN_ADMIN_TOKEN set, the page needs the token and
+    offers promote and roll back; without it, the page is read-only.
     """
     import uvicorn
 
@@ -273,7 +274,7 @@ def ui(
     store = open_store(project)
     spec = load_spec(project) if (project / SPEC_FILE).is_file() else None
     app_ = create_app(store, spec)
-    dashboard.mount(app_, store)
-    console.print(f"dashboard on http://{host}:{port}/ui")
+    dashboard.mount(app_, store, root=True)
+    console.print(f"dashboard on http://{host}:{port}/")
     serving = spec.serving if spec is not None else ServingSpec.model_validate({})
     uvicorn.Server(uvicorn_config(app_, serving, host, port)).run()

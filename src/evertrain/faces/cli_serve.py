@@ -109,6 +109,7 @@ def serve(
     taking connections, let in-flight requests finish and write every queued log row
     before exiting.
     """
+    from evertrain.faces import ui
     from evertrain.serve import create_app
     from evertrain.serve.guard import uvicorn_config
 
@@ -116,6 +117,7 @@ def serve(
     serving = spec.serving if spec is not None else ServingSpec.model_validate({})
     try:
         application = create_app(store, spec)
+        ui.mount(application, store)  # the dashboard at /ui, behind the admin token when one is set
         bind_host = host or serving.host
         bind_port = serving.port if port is None else port
         names = store.registry.list_models()

@@ -21,9 +21,11 @@ def status_data(store: Store, configured: str | None = None) -> dict[str, Any]:
     first version (no aliases, no versions), so ``status`` right after ``init`` shows it.
     """
     from evertrain.faces import status_extras
+    from evertrain.faces.status_reads import models_overview
 
     out = []
     registered = store.registry.list_models()
+    counts = {m["name"]: m["n_versions"] for m in models_overview(store)}
     if configured is not None and configured not in registered:
         out.append(
             {
@@ -42,7 +44,7 @@ def status_data(store: Store, configured: str | None = None) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "name": name,
             "aliases": aliases,
-            "n_versions": len(store.registry.list_versions(name)),
+            "n_versions": counts.get(name, 0),
         }
         entry.update(status_extras.for_model(store, name))
         out.append(entry)

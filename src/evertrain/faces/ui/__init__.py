@@ -1,14 +1,19 @@
-"""The dashboard: one page per store, served by the same ASGI app as the model server.
+"""The dashboard: every model, its versions, runs, cycles, drift, rollout and audit trail.
 
-Shows every model with its aliases, rollout state, last decision, accuracy and drift over
-time, and the audit trail. When the server has an admin token, the page and its state
-need it too (the audit trail and the decisions are not for anyone who can reach the
-port): as a bearer token, or as the password of HTTP Basic auth, which a browser asks for
-by itself (any user name). The promote and rollback buttons call the admin routes, which
-need the admin token (the page asks for it and never stores it).
+``evertrain ui`` serves it at ``/`` (and ``/ui``); ``evertrain serve`` at ``/ui``, in the
+same app as the predict routes. The page is the views of :mod:`.views` (the same as
+the report's) and keeps itself current without reloading: every few seconds it asks
+``/ui/api/models/NAME/sections`` with the fingerprint it holds, and the server answers
+"unchanged" from a handful of aggregate reads, or the sections again.
 
-The page reads the store in a worker thread, never on the event loop: the same loop
-answers predict requests, and a dashboard being loaded must not slow them down.
+When the server has an admin token, the page, its data and its actions need it (the
+audit trail and the decisions are not for anyone who can reach the port): as a bearer
+token, or as the password of HTTP Basic auth, which a browser asks for by itself (any
+user name). Promote and roll back appear only then; each asks for a reason and the
+token (never stored) and shows what the admin route answered.
+
+Every read of the store runs in a worker thread, never on the event loop: the same loop
+answers predict requests, and a dashboard being polled must not slow them down.
 """
 
 from __future__ import annotations
@@ -17,107 +22,174 @@ import base64
 import binascii
 import hmac
 import html
-from typing import Any
+import json
+from importlib import resources
+from typing import Any, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from evertrain.faces import report_html
+from evertrain.exceptions import EvertrainError, NotFoundError
+from evertrain.faces import status_reads as data
 from evertrain.faces.status import status_data
+from evertrain.faces.ui import evidence, views
 from evertrain.store import Store
 
-REFRESH_SECONDS = 10
+POLL_SECONDS = 5
+BASE = "/ui"
 
 
 def state(store: Store) -> dict[str, Any]:
+    """The one-glance status of every model (what ``evertrain status --json`` prints)."""
     return status_data(store)
 
 
-def _model_section(store: Store, entry: dict[str, Any]) -> str:
-    name = entry["name"]
-    data = report_html.collect(store, name)
-    aliases = entry["aliases"]
-    decision = entry.get("last_decision") or {}
-    rollout = entry.get("rollout") or {}
-    alias_cells = "".join(
-        f'<td data-alias="{a}">{"v" + str(v) if v else "-"}</td>' for a, v in aliases.items()
+def model_sections(
+    store: Store,
+    model: str,
+    *,
+    admin: bool,
+    since: str | None = None,
+    runs_offset: int = 0,
+    runs_status: str | None = None,
+    drift_cycle: int | None = None,
+) -> dict[str, Any]:
+    """The sections of ``model`` as HTML, or ``unchanged`` when ``since`` is still the store's fingerprint.
+
+    Sections are built once per fingerprint and view: clients polling together after a
+    change share one rendering. A request without ``since`` (a first load, an action
+    just taken) reads the fingerprint afresh.
+    """
+    fp = data.fingerprint(store, model, fresh=since is None)
+    if since is not None and since == fp:
+        return {"fingerprint": fp, "unchanged": True}
+    key = ("sections", id(store), model, fp, admin, runs_offset, runs_status, drift_cycle)
+    return cast(
+        dict[str, Any],
+        evidence.cached(
+            key,
+            lambda: _render(store, model, fp, admin, runs_offset, runs_status, drift_cycle),
+        ),
     )
-    reasons = "; ".join(decision.get("reasons", [])) if decision else ""
-    return f"""
-<section class="model" data-model="{html.escape(name)}">
-<h2>{html.escape(name)}</h2>
-<table><thead><tr>{"".join(f"<th>{html.escape(a)}</th>" for a in aliases)}<th>versions</th></tr></thead>
-<tbody><tr>{alias_cells}<td>{entry.get("n_versions", 0)}</td></tr></tbody></table>
-<p class="decision"><b>Last decision:</b> <span id="last-decision-{html.escape(name)}">{
-        html.escape(decision.get("action", "none yet")) if decision else "none yet"
-    }</span>
-{f"<span class='reasons'> ({html.escape(reasons)})</span>" if reasons else ""}</p>
-<p class="rollout"><b>Rollout:</b> {html.escape(str(rollout.get("state", "idle")) if rollout else "idle")}</p>
-{report_html.accuracy_chart(data)}
-{report_html.drift_chart(data)}
-<details><summary>Audit trail ({len(data["audit"])} entries)</summary>
-{
-        report_html.html_table(
-            ["seq", "when", "actor", "action", "subject", "reason"],
+
+
+def sections_body(store: Store, model: str, **kwargs: Any) -> bytes:
+    """:func:`model_sections` as the JSON body of a response, encoded once per rendering."""
+    got = model_sections(store, model, **kwargs)
+    if got["unchanged"]:
+        return json.dumps(got).encode()
+    view = tuple(sorted((k, v) for k, v in kwargs.items() if k != "since"))
+    key = ("body", id(store), model, got["fingerprint"], view)
+    return cast(bytes, evidence.cached(key, lambda: json.dumps(got).encode()))
+
+
+def _render(
+    store: Store,
+    model: str,
+    fp: str,
+    admin: bool,
+    runs_offset: int,
+    runs_status: str | None,
+    drift_cycle: int | None,
+) -> dict[str, Any]:
+    d = views.collect(store, model, runs_offset=runs_offset, runs_status=runs_status, key=fp)
+    chosen = views.drift_cycle(d, drift_cycle)
+    dist = None
+    if chosen is not None:
+        try:
+            dist = evidence.distributions(store, model, chosen)
+        except (EvertrainError, OSError, ValueError):
+            dist = None
+    parts = views.sections(d, admin=admin, interactive=True, distributions=dist, chosen=chosen)
+    return {"fingerprint": fp, "unchanged": False, "sections": parts, "generated_at": d["generated_at"]}
+
+
+def _models_table(models: list[dict[str, Any]], current: str | None) -> str:
+    rows = []
+    for m in models:
+        al = m["aliases"]
+        ro = m.get("rollout")
+        ro_text = f"{ro['phase']} v{ro['version']} at {ro['share']:.0%}" if ro else "idle"
+        name = html.escape(m["name"])
+        link = f'<a href="?model={name}">{name}</a>' if m["name"] != current else f"<b>{name}</b>"
+        rows.append(
             [
-                [
-                    e["seq"],
-                    report_html.format_time(e["at"]),
-                    e["actor"],
-                    e["action"],
-                    e["subject"],
-                    e["reason"] or "",
-                ]
-                for e in data["audit"][-50:]
-            ],
+                link,
+                *(f"v{al[a]}" if al.get(a) else "-" for a in ("champion", "canary", "shadow", "previous")),
+                html.escape(ro_text),
+                str(m["n_versions"]),
+                f"{m['n_runs']} ({m['n_failed']} failed)",
+                views._time(m.get("last_activity")),
+            ]
         )
-    }
-</details>
-<form class="admin" onsubmit="return adminAction(event, '{html.escape(name)}')">
-<input name="version" placeholder="version" size="6"> <button value="promote">Promote</button>
-<button value="rollback">Roll back</button> <span class="result"></span></form>
-</section>"""
+    return views.table(
+        ["model", "champion", "canary", "shadow", "previous", "rollout", "versions", "runs", "last activity"],
+        rows,
+        "models",
+    )
 
 
-SCRIPT = """
-async function adminAction(event, model) {
-  event.preventDefault();
-  const form = event.target, action = event.submitter.value;
-  const token = window.prompt('Admin token (not stored):');
-  if (!token) return false;
-  const body = action === 'promote' ? {version: form.version.value} : {};
-  const r = await fetch(`/admin/models/${model}/${action}`, {method: 'POST',
-    headers: {'Authorization': `Bearer ${token}`, 'Content-Type': 'application/json'},
-    body: JSON.stringify(body)});
-  form.querySelector('.result').textContent = r.ok ? 'done' : `refused (${r.status})`;
-  if (r.ok) setTimeout(() => location.reload(), 500);
-  return false;
-}
-"""
-
-
-def page(store: Store) -> str:
-    data = state(store)
-    sections = "".join(_model_section(store, m) for m in data["models"]) or "<p>No models registered yet.</p>"
+def page(store: Store, model: str | None = None, *, admin: bool = False, base: str = BASE) -> str:
+    """The whole page for ``model`` (the first model when None)."""
+    models = data.models_overview(store)
+    names = [m["name"] for m in models]
+    if model is not None and model not in names:
+        raise NotFoundError(f"model {model!r} is not registered")
+    model = model or (names[0] if names else None)
+    if model is None:
+        body = (
+            '<main><p class="note">No models registered yet: train or register one, then reload.</p></main>'
+        )
+        config = {"base": base, "model": None, "poll": POLL_SECONDS, "fingerprint": None}
+        title = "evertrain dashboard"
+    else:
+        got = model_sections(store, model, admin=admin)
+        body = (
+            '<main><section id="models" class="view"><h2>Models</h2><div '
+            f'class="body">{_models_table(models, model)}</div></section>'
+            f"{views.render_sections(got['sections'])}</main>"
+        )
+        config = {"base": base, "model": model, "poll": POLL_SECONDS, "fingerprint": got["fingerprint"]}
+        title = f"evertrain: {model}"
+    admin_note = (
+        "Promote and roll back need the admin token; each asks for a reason."
+        if admin
+        else "Read-only view: promote and roll back are off until the server has an admin token."
+    )
+    heading = html.escape(model or "evertrain")
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{REFRESH_SECONDS}"><title>evertrain dashboard</title>
-<style>{report_html.STYLE} section{{border-top:2px solid #ddd;margin-top:18px}}</style></head>
-<body><h1>evertrain</h1><p class="sub">Read-only view; actions need the admin token.</p>
-{sections}<script>{SCRIPT}</script></body></html>"""
+<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">
+<title>{html.escape(title)}</title>
+<style>{views.STYLE}</style></head><body>
+<header class="top"><h1>{heading}</h1><span id="live" class="note" aria-live="polite">live</span>
+<p class="sub">evertrain dashboard · {html.escape(admin_note)}</p>{views.nav() if model else ""}</header>
+{body}
+<dialog id="confirm"><form method="dialog" id="confirm-form"><h3 id="confirm-title"></h3>
+<p class="note" id="confirm-what"></p>
+<label>Reason (kept in the audit log)<textarea name="reason" required rows="3"></textarea></label>
+<label>Admin token (not stored)<input name="token" type="password" required autocomplete="off"></label>
+<p><button value="ok" type="submit">Confirm</button>
+<button value="cancel" type="button" id="confirm-cancel">Cancel</button></p>
+<output id="confirm-result"></output></form></dialog>
+<script>const CONFIG = {json.dumps(config)};</script><script>{SCRIPT}</script></body></html>"""
 
 
-def mount(app: Any, store: Store, admin_token: str | None = None) -> None:
+SCRIPT = (resources.files("evertrain.faces.ui") / "dashboard.js").read_text(encoding="utf-8")
+
+
+def mount(app: Any, store: Store, admin_token: str | None = None, *, root: bool = False) -> None:
     """Add the dashboard to an ASGI app (the serving app, so one process serves both).
 
     ``admin_token`` defaults to the serving app's own; when there is one, the dashboard
-    needs it.
+    needs it. ``root``: serve the page at ``/`` too (``evertrain ui``).
     """
     if admin_token is None:
         server = getattr(getattr(app, "state", None), "server", None)
         admin_token = getattr(server, "admin_token", None)
-    app.router.routes.extend(routes(store, admin_token))
+    app.router.routes.extend(routes(store, admin_token, root=root))
+    evidence.preload()
 
 
 def authorized(request: Request, token: str | None) -> bool:
@@ -147,15 +219,103 @@ def _refused() -> Response:
     )
 
 
-def routes(store: Store, admin_token: str | None = None) -> list[Route]:
+def _error(status: int, message: str, field: str | None = None) -> Response:
+    return JSONResponse({"error": message, "field": field}, status_code=status)
+
+
+def _int_param(request: Request, name: str, default: int | None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _BadParam(name, f"expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise _BadParam(name, f"expected 0 or more, got {value}")
+    return value
+
+
+class _BadParam(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def routes(store: Store, admin_token: str | None = None, *, root: bool = False) -> list[Route]:
+    admin = bool(admin_token)
+
+    def guarded(handler: Any) -> Any:
+        async def endpoint(request: Request) -> Response:
+            if not authorized(request, admin_token):
+                return _refused()
+            try:
+                return await handler(request)
+            except _BadParam as exc:
+                return _error(422, f"{exc.field}: {exc.message}", exc.field)
+            except NotFoundError as exc:
+                return _error(404, str(exc))
+            except EvertrainError as exc:
+                return _error(getattr(exc, "http_status", 400), str(exc))
+
+        return endpoint
+
     async def ui_page(request: Request) -> Response:
-        if not authorized(request, admin_token):
-            return _refused()
-        return HTMLResponse(await run_in_threadpool(page, store))
+        model = request.query_params.get("model") or None
+        return HTMLResponse(await run_in_threadpool(lambda: page(store, model, admin=admin)))
 
     async def ui_state(request: Request) -> Response:
-        if not authorized(request, admin_token):
-            return _refused()
         return JSONResponse(await run_in_threadpool(state, store))
 
-    return [Route("/ui", ui_page), Route("/ui/state", ui_state)]
+    async def api_models(request: Request) -> Response:
+        return JSONResponse({"models": await run_in_threadpool(data.models_overview, store)})
+
+    async def api_sections(request: Request) -> Response:
+        name = request.path_params["name"]
+        status = request.query_params.get("runs_status") or None
+        if status not in (None, "failed", "running", "succeeded"):
+            raise _BadParam("runs_status", f"expected failed, running or succeeded, got {status!r}")
+        offset = _int_param(request, "runs_offset", 0) or 0
+        cycle = _int_param(request, "drift_cycle", None)
+        since = request.query_params.get("since") or None
+        body = await run_in_threadpool(
+            lambda: sections_body(
+                store,
+                name,
+                admin=admin,
+                since=since,
+                runs_offset=offset,
+                runs_status=status,
+                drift_cycle=cycle,
+            )
+        )
+        return Response(body, media_type="application/json")
+
+    async def api_runs(request: Request) -> Response:
+        name = request.path_params["name"]
+        status = request.query_params.get("status") or None
+        offset = _int_param(request, "offset", 0) or 0
+        limit = _int_param(request, "limit", data.RUNS_PAGE) or data.RUNS_PAGE
+        got = await run_in_threadpool(
+            lambda: data.runs_page(store, name, offset=offset, limit=limit, status=status)
+        )
+        return JSONResponse(got)
+
+    async def api_version(request: Request) -> Response:
+        name = request.path_params["name"]
+        version = request.path_params["version"]
+        return JSONResponse(await run_in_threadpool(store.lineage.of_version, name, version))
+
+    routes_ = [
+        Route(BASE, guarded(ui_page)),
+        Route(f"{BASE}/", guarded(ui_page)),
+        Route(f"{BASE}/state", guarded(ui_state)),
+        Route(f"{BASE}/api/models", guarded(api_models)),
+        Route(f"{BASE}/api/models/{{name}}/sections", guarded(api_sections)),
+        Route(f"{BASE}/api/models/{{name}}/runs", guarded(api_runs)),
+        Route(f"{BASE}/api/models/{{name}}/versions/{{version:int}}", guarded(api_version)),
+    ]
+    if root:
+        routes_.append(Route("/", guarded(ui_page)))
+    return routes_

@@ -1,0 +1,371 @@
+"""The dashboard on a large store: /ui render time, and predict's latency while 4 clients poll it.
+
+A project with one served model (logistic regression on 8 features, as ``serve.py``)
+gets RUNS runs written straight into its store: cycles with full monitoring results (8
+drifting columns, realized and estimated performance, decisions, trainings of which
+one in ten failed, gates, rollout ticks), their step and decision runs, and the
+trainings. ``evertrain serve`` (which mounts the dashboard at /ui) runs in its own
+process; this script
+
+- loads /ui ROUNDS x 5 times and reports the first (cold) and the median of the others;
+- measures the poll the page makes every few seconds when nothing changed, and the full
+  sections answer it gets when something did;
+- runs REQUESTS one-instance predict requests over 4 keep-alive connections, alone and
+  while 4 dashboard clients poll (each: the page once, then its sections poll every
+  POLL seconds as the page does, with a run finishing every FINISH_EVERY seconds, a
+  busy controller's pace, so that some polls get fresh sections), alternating, ROUNDS times,
+  and compares the medians of p50.
+
+    python bench/ui.py [--runs N] [--requests N] [--rounds R] [--write]
+
+``--write`` puts the figures in the ``## Dashboard`` section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import replace_section
+
+from evertrain.faces.ui import POLL_SECONDS
+from serve import ENTRY, FEATURES, build, free_port, load, wait_up
+
+TARGET_RENDER_MS = 500.0
+TARGET_P50_SLOWDOWN = 0.10
+POLL = float(POLL_SECONDS)  # as often as the page polls
+FINISH_EVERY = 10.0
+CLIENTS = 4
+
+
+def fill(project: Path, n_runs: int) -> int:
+    """Write about ``n_runs`` runs of model ``m`` into the project's store; returns how many."""
+    import sqlalchemy as sa
+
+    from evertrain.store import Store
+    from evertrain.store.metadata import models, runs
+
+    store = Store.for_project(project).open()
+    rng = random.Random(0)
+    with store.db.read() as conn:
+        mid = conn.execute(sa.select(models.c.id).where(models.c.name == "m")).scalar()
+    per_cycle = 10  # cycle, decision, monitor/decide/train/gate/rollout steps, training, evaluation, spare
+    n_cycles = n_runs // per_cycle
+    t0 = time.time() - n_cycles * 3600.0
+    rows = []
+    for n in range(1, n_cycles + 1):
+        at = t0 + n * 3600.0
+        drifted = rng.random() < 0.1
+        retrain = drifted or rng.random() < 0.05
+        failed = retrain and rng.random() < 0.1
+        cols = {
+            f: {
+                "method": "ks+wasserstein",
+                "statistic": rng.random() * 0.1,
+                "p_value": rng.random(),
+                "effect_size": rng.random() * (0.4 if drifted else 0.08),
+                "drifted": drifted and i < 3,
+            }
+            for i, f in enumerate(FEATURES)
+        }
+        result = {
+            "cycle": n,
+            "at": at,
+            "monitor": {
+                "status": "ok",
+                "champion": 1,
+                "n_rows": 1000,
+                "window": [at - 3600.0, at],
+                "reference": "0" * 64,
+                "drift": {
+                    "share_drifted": 3 / 8 if drifted else 0.0,
+                    "drifted_columns": FEATURES[:3] if drifted else [],
+                    "dataset_drift": drifted,
+                    "columns": cols,
+                },
+                "realized": {
+                    "metric": "accuracy",
+                    "value": None if rng.random() < 0.1 else 0.8 + rng.random() * 0.1,
+                    "parts": [0.8, 0.85],
+                    "n_labels": 400,
+                    "baseline": 0.86,
+                    "since": at - 7200.0,
+                },
+                "estimated": {
+                    "metric": "roc_auc",
+                    "value": 0.85,
+                    "lower": 0.8,
+                    "upper": 0.9,
+                    "baseline": 0.86,
+                },
+            },
+            "decide": {
+                "action": "retrain" if retrain else "none",
+                "reasons": ["drift: x0, x1, x2 drifted for 2 windows"] if retrain else [],
+                "held": [],
+                "triggers": ["drift"] if retrain else [],
+            },
+            "train": {"status": "failed", "error": "ValueError: no rows in the window"}
+            if failed
+            else ({"status": "trained", "version": 1} if retrain else {"status": "skipped"}),
+            "gate": {
+                "status": "failed" if retrain and not failed else "skipped",
+                "version": 1,
+                "reason": "worse",
+            },
+            "rollout": {"action": "idle"},
+        }
+        cycle_id = uuid.uuid4().hex
+        base = {"model_id": mid, "metrics": {}, "started_at": at, "ended_at": at + 5, "heartbeat_at": at}
+        rows.append(
+            dict(
+                base,
+                id=cycle_id,
+                key=f"m/cycle/{n}",
+                kind="cycle",
+                status="succeeded",
+                parent_id=None,
+                params={"cycle": n, "at": at, "interval": 3600.0},
+                result=result,
+                error=None,
+                created_at=at,
+            )
+        )
+        rows.append(
+            dict(
+                base,
+                id=uuid.uuid4().hex,
+                key=f"m/cycle/{n}/decision",
+                kind="decision",
+                status="succeeded",
+                parent_id=cycle_id,
+                params={},
+                result=result["decide"],
+                error=None,
+                created_at=at + 1,
+            )
+        )
+        for k, step in enumerate(("monitor", "decide", "train", "gate", "rollout", "evaluate")):
+            bad = failed and step == "train"
+            rows.append(
+                dict(
+                    base,
+                    id=uuid.uuid4().hex,
+                    key=f"m/cycle/{n}/{step}",
+                    kind="step",
+                    status="failed" if bad else "succeeded",
+                    parent_id=cycle_id,
+                    params={"step": step},
+                    result=None if bad else {"status": "ok"},
+                    error="ValueError: no rows" if bad else None,
+                    created_at=at + 1 + k * 0.1,
+                )
+            )
+        rows.append(
+            dict(
+                base,
+                id=uuid.uuid4().hex,
+                key=f"m/cycle/{n}/training",
+                kind="train",
+                status="failed" if failed else "succeeded",
+                parent_id=cycle_id,
+                params={},
+                result=None,
+                error="ValueError: no rows in the window" if failed else None,
+                created_at=at + 2,
+            )
+        )
+        rows.append(
+            dict(
+                base,
+                id=uuid.uuid4().hex,
+                key=None,
+                kind="evaluation",
+                status="succeeded",
+                parent_id=cycle_id,
+                params={},
+                result={},
+                error=None,
+                created_at=at + 3,
+            )
+        )
+    with store.db.write() as conn:
+        for i in range(0, len(rows), 1000):
+            conn.execute(sa.insert(runs), rows[i : i + 1000])
+    store.close()
+    return len(rows)
+
+
+def get(port: int, path: str) -> tuple[float, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    start = time.perf_counter()
+    conn.request("GET", path)
+    r = conn.getresponse()
+    body = r.read()
+    took = time.perf_counter() - start
+    conn.close()
+    if r.status != 200:
+        raise RuntimeError(f"{path} answered {r.status}: {body[:200]!r}")
+    return took, body
+
+
+def finisher(project: Path, stop: threading.Event) -> None:
+    """A run finishing every FINISH_EVERY seconds (a busy controller's steps), so some polls get news."""
+    from evertrain.store import Store
+
+    store = Store.for_project(project).open()
+    try:
+        while not stop.wait(FINISH_EVERY):
+            run = store.runs.start("step", model="m", params={"bench": True})
+            store.runs.finish(run.id, "succeeded", result={})
+    finally:
+        store.close()
+
+
+def poller(port: int, stop: threading.Event, counts: list[int]) -> None:
+    _, first = get(port, "/ui/api/models/m/sections")
+    fingerprint = json.loads(first)["fingerprint"]
+    while not stop.wait(POLL):
+        _, body = get(port, f"/ui/api/models/m/sections?since={fingerprint}")
+        got = json.loads(body)
+        fingerprint = got["fingerprint"]
+        counts[0 if got["unchanged"] else 1] += 1
+
+
+def dashboard_clients(port: int, project: Path, stop: Any, counts: Any) -> None:
+    """CLIENTS pollers and the run finisher, in a process of their own: their JSON parsing
+    must not slow the load generator's threads down (one GIL), only the server."""
+    local = [0, 0]
+    halt = threading.Event()
+    threads = [threading.Thread(target=poller, args=(port, halt, local)) for _ in range(CLIENTS)]
+    threads.append(threading.Thread(target=finisher, args=(project, halt)))
+    for t in threads:
+        t.start()
+    stop.wait()
+    halt.set()
+    for t in threads:
+        t.join()
+    counts[0] += local[0]
+    counts[1] += local[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    rng = np.random.default_rng(1)
+    rows = [dict(zip(FEATURES, map(float, r), strict=True)) for r in rng.normal(size=(500, len(FEATURES)))]
+    bodies = [json.dumps({"instances": [r]}).encode() for r in rows]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        project, _ = build(folder)
+        written = fill(project, args.runs)
+        print(f"store filled with {written} runs")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EVERTRAIN_")}
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ENTRY, "serve", "--project", str(project), "--port", str(port)], env=env
+        )
+        try:
+            wait_up(port, "/readyz")
+            cold, page = get(port, "/ui")
+            assert b'id="timeline"' in page
+            warm = [get(port, "/ui")[0] for _ in range(args.rounds * 5)]
+            _, first = get(port, "/ui/api/models/m/sections")
+            fp = json.loads(first)["fingerprint"]
+            unchanged = [get(port, f"/ui/api/models/m/sections?since={fp}")[0] for _ in range(20)]
+            full = [get(port, "/ui/api/models/m/sections")[0] for _ in range(args.rounds * 3)]
+            print(f"/ui cold {cold * 1000:.0f} ms, warm median {statistics.median(warm) * 1000:.0f} ms")
+            load(port, "/v1/models/m:predict", bodies, 400)  # warm up
+            alone: list[float] = []
+            polled: list[float] = []
+            counts = multiprocessing.Array("i", 2)
+            for _ in range(args.rounds):
+                _, lat = load(port, "/v1/models/m:predict", bodies, args.requests)
+                alone.append(float(np.percentile(lat, 50)) * 1000)
+                stop = multiprocessing.Event()
+                clients = multiprocessing.Process(
+                    target=dashboard_clients, args=(port, project, stop, counts)
+                )
+                clients.start()
+                time.sleep(POLL)
+                _, lat = load(port, "/v1/models/m:predict", bodies, args.requests)
+                polled.append(float(np.percentile(lat, 50)) * 1000)
+                stop.set()
+                clients.join(timeout=120)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    figures = {
+        "runs": written,
+        "cold_ms": cold * 1000,
+        "warm_ms": statistics.median(warm) * 1000,
+        "unchanged_ms": statistics.median(unchanged) * 1000,
+        "full_ms": statistics.median(full) * 1000,
+        "p50_alone": statistics.median(alone),
+        "p50_polled": statistics.median(polled),
+        "polls_unchanged": counts[0],
+        "polls_fresh": counts[1],
+    }
+    slowdown = figures["p50_polled"] / figures["p50_alone"] - 1
+    print(json.dumps(figures, indent=2), f"\npredict p50 slowdown while polled: {slowdown:+.1%}")
+    if args.write:
+        write(figures, slowdown, args)
+
+
+def write(f: dict[str, float], slowdown: float, args: argparse.Namespace) -> None:
+    import fastapi
+    import uvicorn
+
+    section = f"""## Dashboard
+
+`bench/ui.py --runs {args.runs} --requests {args.requests} --rounds {args.rounds}`: `evertrain serve`
+with the dashboard at `/ui`, on a SQLite store holding {int(f["runs"]):,} runs of one model
+({int(f["runs"]) // 10:,} cycles with full monitoring results, their steps, decisions and trainings, a
+tenth of the retrains failed). Times are over HTTP from a client on the same machine, medians.
+
+| what | time |
+|---|---:|
+| `/ui`, the whole page, first load | {f["cold_ms"]:.0f} ms |
+| `/ui`, the whole page, later loads | {f["warm_ms"]:.0f} ms (target: under {TARGET_RENDER_MS:.0f} ms) |
+| the page's poll when nothing changed | {f["unchanged_ms"]:.1f} ms |
+| the page's poll when something changed (all sections) | {f["full_ms"]:.0f} ms |
+
+Predict (one instance, 4 keep-alive connections, {args.requests} requests a round, rounds
+alternating): p50 {f["p50_alone"]:.2f} ms alone, {f["p50_polled"]:.2f} ms while {CLIENTS} dashboard
+clients (a process of their own) poll every {POLL:g} s (the page's own rate) and a run finishes
+every {FINISH_EVERY:g} s ({int(f["polls_unchanged"])} polls answered "unchanged",
+{int(f["polls_fresh"])} with fresh sections): {slowdown:+.1%} (target: within
+{TARGET_P50_SLOWDOWN:.0%}). Every store read of the dashboard runs in a worker thread, never on the
+event loop that answers predict. The machine is shared: repeat runs move each figure by several
+percent.
+
+Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},
+fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}.
+"""
+    replace_section("Dashboard", section)
+
+
+if __name__ == "__main__":
+    main()
