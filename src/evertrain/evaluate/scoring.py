@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from evertrain.store.adapters import load_adapter
 from evertrain.evaluate.metrics import Outputs
 from evertrain.exceptions import DataValidationError
+from evertrain.store.adapters import load_adapter
 from evertrain.store.formats import BoosterModel, get_format
 
 if TYPE_CHECKING:

@@ -28,7 +28,12 @@ HEAD_WEIGHT, HEAD_BIAS = "head.weight", "head.bias"
 
 
 def encode(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, Any]:
-    """Token ids and attention mask of ``texts``, padded to the longest, cut at ``max_length``."""
+    """Token ids and attention mask of ``texts``, padded to the longest, cut at ``max_length``.
+
+    An empty text is read as the end-of-text token, so that it still has one token to pool.
+    """
+    filler = tokenizer.eos_token or tokenizer.unk_token or " "
+    texts = [t if t else filler for t in texts]
     return dict(tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt"))
 
 

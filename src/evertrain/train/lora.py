@@ -120,14 +120,15 @@ class LoraTrainer(Trainer):
             )
         train = train[train[context.target].notna()]
         valid = valid[valid[context.target].notna()]
-        texts, y = texts_of(train, column), encode_labels(train[context.target], classes)
-        vtexts, vy = texts_of(valid, column), encode_labels(valid[context.target], classes)
+        known = classes.tolist()
+        texts, y = texts_of(train, column), encode_labels(train[context.target], known)
+        vtexts, vy = texts_of(valid, column), encode_labels(valid[context.target], known)
 
         config = lora_config(s, model_type)
         torch.manual_seed(context.seed)
         with quiet_peft():
             model = get_peft_model(backbone, LoraConfig(**config))
-        config["target_modules"] = sorted(model.peft_config["default"].target_modules)
+        config["target_modules"] = sorted(getattr(model.peft_config["default"], "target_modules", None) or [])
         head = torch.nn.Linear(int(backbone.config.hidden_size), len(classes))
         self._warm_start(context, model, head, digest, config, classes)
         model.to(device)
