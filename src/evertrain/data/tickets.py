@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evertrain.data.examples import LABEL_DELAY_SECONDS, START_EPOCH, STEP_SECONDS
+from evertrain.data.timeline import LABEL_DELAY_SECONDS, START_EPOCH, STEP_SECONDS
 
 INTENTS = ("billing", "login", "shipping", "refund")
 #: The intent that appears at the change.
