@@ -16,7 +16,7 @@ demo: $(BIN)/python
 	$(BIN)/evertrain demo --out $(DEMO_OUT)
 
 test: $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,llm]'
 	bash scripts/test-prereqs.sh $(BIN)/python
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

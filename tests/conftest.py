@@ -178,3 +178,18 @@ def project_store(project: Path, clock: ManualTime) -> Iterator[Store]:
     opened = Store.for_project(project, clock=clock).open()
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 base model (2 layers, 64 wide) with a tokenizer trained on ticket text,
+    pre-trained briefly; built offline once per test session (about ten seconds on one core)."""
+    torch = pytest.importorskip("torch", reason="the llm extra (torch, transformers, peft) is not installed")
+    pytest.importorskip("peft")
+    torch.set_num_threads(1)
+    from evertrain.data.tickets import pretraining_text
+    from evertrain.train.tiny_base import build_tiny_base
+
+    return build_tiny_base(
+        tmp_path_factory.mktemp("tiny-base") / "base", pretraining_text(800), pretrain_steps=30
+    )

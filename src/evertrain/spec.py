@@ -155,6 +155,46 @@ class DataSpec(_Part):
 # -- model and training -----------------------------------------------------------------
 
 
+class LoraSpec(_Part):
+    """Fine-tuning a base language model with LoRA (``kind: lora``, the ``llm`` extra).
+
+    The model classifies one text column (the model's only feature, or ``text_column``):
+    a LoRA adapter on the base and a classification head on its mean-pooled last hidden
+    states. The base model is read from a folder or an fsspec URL, never from a model hub.
+    """
+
+    base_model: str = Field(
+        description="Folder (relative to the project) or fsspec URL of the base model, as "
+        "save_pretrained writes it with safetensors weights and its tokenizer."
+    )
+    text_column: str | None = Field(None, description="The text feature (default: the only feature).")
+    r: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    target_modules: list[str] | None = Field(
+        None, description="Modules to adapt (default: PEFT's choice for the architecture)."
+    )
+    max_length: int = Field(128, ge=2, description="Tokens kept per text.")
+    epochs: int = Field(3, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps at most (before the epochs end).")
+    batch_size: int = Field(16, ge=1, description="Texts per micro-batch.")
+    grad_accum_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of the steps with a rising rate.")
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    eval_every: int | None = Field(
+        None, ge=1, description="Optimizer steps between valid-loss checks (default: once per epoch)."
+    )
+    patience: int | None = Field(
+        3, ge=1, description="Valid-loss checks without improvement before stopping; null: never stop early."
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Autocast precision of the forward pass (fp16 needs a GPU)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 class TrainerSpec(_Part):
     """How a model is fitted. The default is gradient boosting (LightGBM) for every task: it
     reads numeric, categorical and missing values as they come, learns threshold concepts
@@ -162,16 +202,17 @@ class TrainerSpec(_Part):
     tables of a few hundred to a few hundred thousand rows (see ``docs/training.md``).
     ``kind: sklearn`` gives a linear model (or any named estimator) instead."""
 
-    kind: Literal["sklearn", "lightgbm", "callable"] = Field(
+    kind: Literal["sklearn", "lightgbm", "callable", "lora"] = Field(
         "lightgbm",
         description="lightgbm (default: gradient boosting), sklearn (an estimator by import path; "
-        "default a linear model) or callable.",
+        "default a linear model), callable, or lora (fine-tune a base language model on a text column).",
     )
     estimator: str | None = Field(
         None,
         description="Import path of a scikit-learn estimator, e.g. sklearn.linear_model.LogisticRegression.",
     )
     callable: str | None = Field(None, description="'package.module:function' for kind callable.")
+    lora: LoraSpec | None = Field(None, description="For kind lora: the base model and fine-tuning settings.")
     params: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     early_stopping_rounds: int | None = 50
@@ -191,6 +232,12 @@ class TrainerSpec(_Part):
             raise ValueError("a callable trainer needs 'callable: package.module:function'")
         if self.callable and ":" not in self.callable:
             raise ValueError(f"callable must look like 'package.module:function', got {self.callable!r}")
+        if self.kind == "lora" and self.lora is None:
+            raise ValueError("a lora trainer needs 'lora: {base_model: FOLDER_OR_URL, ...}'")
+        if self.lora is not None and self.kind != "lora":
+            raise ValueError(f"'lora' settings belong to kind lora, not to kind {self.kind}")
+        if self.kind == "lora" and self.params:
+            raise ValueError("a lora trainer takes its settings under 'lora', not 'params'")
         known = _known_trainer_params(self.kind, self.estimator)
         unknown = sorted(set(self.params) - known) if known is not None else []
         if unknown:
@@ -254,6 +301,18 @@ class ModelSpec(_Part):
         "(loading it runs code from the file: only for models from a source you trust). It is stored "
         "re-saved in a safe format; without this, such models are refused.",
     )
+
+    @model_validator(mode="after")
+    def _text_model(self) -> ModelSpec:
+        if self.trainer.kind == "lora":
+            if self.task == "regression":
+                raise ValueError("a lora trainer classifies text: task must be binary or multiclass")
+            text = self.trainer.lora.text_column if self.trainer.lora else None
+            if self.features is not None and len(self.features) != 1 and text is None:
+                raise ValueError(
+                    "a lora trainer reads one text column: list one feature or name lora.text_column"
+                )
+        return self
 
     @field_validator("name")
     @classmethod

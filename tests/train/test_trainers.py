@@ -107,7 +107,8 @@ def _context(**overrides: Any) -> TrainContext:
 
 
 def test_every_trainer_kind_has_a_conformance_case() -> None:
-    assert {case.kind for case in CASES.values()} == set(TRAINERS)
+    # LoRA reads text, not these tables: its conformance (fit, bytes, reload) is in test_lora.py.
+    assert {case.kind for case in CASES.values()} == set(TRAINERS) - {"lora"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -23,6 +23,7 @@ import pandas as pd
 
 from evertrain.evaluate.metrics import Outputs
 from evertrain.exceptions import DataValidationError
+from evertrain.store.adapters import load_adapter
 from evertrain.store.formats import BoosterModel, get_format
 
 if TYPE_CHECKING:
@@ -148,7 +149,11 @@ def wants_categories(model: Any) -> bool:
 def load_model(store: Any, version: ModelVersion, trusted: Sequence[str] = ()) -> Any:
     """The model object of a registered version, from hash-checked bytes."""
     options = {"trusted": list(trusted)} if version.framework == "sklearn" and trusted else {}
-    return get_format(version.framework, **options).loads(store.registry.load_artifact(version))
+    model = get_format(version.framework, **options).loads(store.registry.load_artifact(version))
+    if version.framework == "lora":
+        # An adapter predicts once attached to its base model (loaded once per process).
+        return load_adapter(model, store.artifacts)
+    return model
 
 
 def encode_labels(values: Any, classes: Sequence[Any], *, what: str = "label") -> np.ndarray:

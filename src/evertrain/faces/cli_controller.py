@@ -242,7 +242,12 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic stream.")] = 7,
     dataset: Annotated[
         str,
-        typer.Option(help="synthetic (the four-phase stream) or rainfall (real NOAA weather, demo extra)."),
+        typer.Option(
+            "--dataset",
+            "--scenario",
+            help="synthetic (the four-phase stream), rainfall (real NOAA weather, demo extra) or llm "
+            "(support tickets classified by LoRA fine-tuning of a small language model, llm extra).",
+        ),
     ] = "synthetic",
 ) -> None:
     """The whole loop on a bundled drifting stream: serve, monitor, retrain, gate, canary, roll back."""

@@ -294,8 +294,22 @@ def init(
         raise UsageError(f"unknown example {example!r}; known: {', '.join(sorted(EXAMPLES))}")
     if (folder / SPEC_FILE).exists() and not force:
         raise UsageError(f"{folder / SPEC_FILE} already exists; pass --force to overwrite it")
+    base_model = EXAMPLES[example].base_model
+    if base_model is not None:
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                f"example {example!r} needs the llm extra: pip install 'evertrain[llm]'"
+            ) from None
     try:
         write_project(folder, example)
+        if base_model is not None:
+            from evertrain.data.tickets import pretraining_text
+            from evertrain.train.tiny_base import build_tiny_base
+
+            console.print(f"building a tiny base language model in {folder / base_model} ...")
+            build_tiny_base(folder / base_model, pretraining_text(800), pretrain_steps=40)
     except OSError as exc:
         raise UsageError(f"cannot write the project into {folder}: {exc.strerror or exc}") from None
     spec = load_spec(folder)

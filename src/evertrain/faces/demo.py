@@ -37,6 +37,7 @@ from evertrain.exceptions import UsageError
 from evertrain.faces.demo_scenarios import (
     BATCH_SECONDS,
     Scenario,
+    llm_scenario,
     rainfall_scenario,
     synthetic_scenario,
     write_project,
@@ -101,7 +102,10 @@ class HttpReplay(Replay):
             response.raise_for_status()
             preds.extend(response.json()["predictions"])
         self.served_batches.add(index)
-        return float(np.mean(np.asarray(preds, dtype=float) == frame[target].to_numpy()))
+        truth = frame[target].to_numpy()
+        # Class names (a text classifier's intents) compare as they are; numbers as floats.
+        answered = np.asarray(preds, dtype=float if truth.dtype.kind in "biuf" else object)
+        return float(np.mean(answered == truth))
 
     def was_served(self, index: int) -> bool:
         return index in self.served_batches
@@ -113,7 +117,7 @@ class HttpReplay(Replay):
             stop = start + FEEDBACK_ROWS
             payload = {
                 "labels": [
-                    {"request_id": rid, "label": int(y)}
+                    {"request_id": rid, "label": y.item() if hasattr(y, "item") else y}
                     for rid, y in zip(ids[start:stop], values[start:stop], strict=True)
                 ]
             }
@@ -242,9 +246,13 @@ def run_demo(
         scenario = synthetic_scenario(seed, fast)
     elif dataset == "rainfall":
         scenario = rainfall_scenario(fast)
+    elif dataset == "llm":
+        scenario = llm_scenario(fast)
     else:
-        raise UsageError(f"unknown demo dataset {dataset!r}; known: synthetic, rainfall")
+        raise UsageError(f"unknown demo scenario {dataset!r}; known: synthetic, rainfall, llm")
     write_project(out, scenario.spec_text)
+    if scenario.prepare is not None:
+        scenario.prepare(out)
     clock = ManualClock(START)
     store = Store.for_project(out, clock=clock).open()
     app = create_app(store, load_spec(out), clock=clock, admin_token="")
@@ -291,6 +299,9 @@ def run_demo(
         replay.run(on_batch=step)
     data = summary(store, scenario.model, record)
     data["dataset"] = dataset
+    if scenario.drift_note is not None:
+        data["text_drift"] = scenario.drift_note()
+        console.print(data["text_drift"])
     data["seconds"] = round(time.monotonic() - began, 1)
     (out / "summary.json").write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     from evertrain.faces.report_html import write_report

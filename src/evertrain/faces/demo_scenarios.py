@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -147,6 +148,10 @@ class Scenario:
     batch_size: int
     warm_batches: int = HISTORY_BATCHES
     label_delay_batches: int = LABEL_DELAY_BATCHES
+    #: Writes what the project needs besides its spec before the replay starts (a base model).
+    prepare: Callable[[Path], None] | None = None
+    #: A line on how the inputs moved, printed after the replay.
+    drift_note: Callable[[], str] | None = None
 
     @property
     def model(self) -> str:
@@ -193,4 +198,97 @@ def rainfall_scenario(fast: bool = False) -> Scenario:
         batch_size=RAINFALL_DAYS_PER_BATCH,
         warm_batches=1,
         label_delay_batches=1,
+    )
+
+
+LLM_BASE_FOLDER = "base-model"
+LLM_BATCH = 200
+LLM_SPEC = f"""\
+# evertrain demo project: support tickets -> intent, by LoRA fine-tuning of a small language
+# model (a tiny GPT-2 built in {LLM_BASE_FOLDER}/ for the demo; any save_pretrained folder or URL works).
+model:
+  name: tickets
+  task: multiclass
+  target: intent
+  features: [text]
+  trainer:
+    kind: lora
+    seed: 7
+    warm_start: true   # continued fine-tuning from the champion's adapter
+    lora: {{base_model: {LLM_BASE_FOLDER}, r: 8, alpha: 16, epochs: 2, batch_size: 16, learning_rate: 0.01,
+            max_length: 40}}
+data:
+  source: {{kind: parquet, path: "warehouse/*.parquet"}}
+  time_column: event_ts
+  label_time_column: label_ts
+training:
+  window: {{kind: sliding, rows: 600}}
+  holdout: {{fraction: 0.25, min_rows: 0}}
+  executor: inline
+monitoring:
+  window_rows: 400
+triggers:
+  performance: {{metric: accuracy, drop: 0.05, min_labels: 150}}
+policy:
+  cooldown: 2h
+  max_retrains_per_day: 8
+  cycle_interval: {int(BATCH_SECONDS)}
+gates:
+  - {{kind: non_inferiority, metric: f1, margin: 0.02, confidence: 0.95, n_boot: 1000}}
+  - {{kind: threshold, metric: accuracy, min: 0.7}}
+rollout:
+  steps:
+    - {{share: 0.5, duration: 1h, min_samples: 100, max_duration: 4h}}
+  analysis: {{min_labels: 80, quality_margin: 0.02, alpha: 0.05, require_labels: true}}
+"""
+
+
+def _build_base(out: Path) -> None:
+    """A tiny GPT-2 and its tokenizer, pre-trained on ticket text from before the change."""
+    from evertrain.data.tickets import pretraining_text
+    from evertrain.train.tiny_base import build_tiny_base
+
+    build_tiny_base(out / LLM_BASE_FOLDER, pretraining_text(800), pretrain_steps=40)
+
+
+def llm_scenario(fast: bool = False) -> Scenario:
+    """Support tickets; new product names and a new intent appear partway (the llm extra)."""
+    try:
+        import peft  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        raise UsageError("the llm demo needs the llm extra: pip install 'evertrain[llm]'") from None
+    from evertrain.data.tickets import make_support_tickets
+
+    stable, changed = (5, 9) if fast else (6, 12)
+    frame = make_support_tickets(LLM_BATCH * (stable + changed), seed=7, change_at=LLM_BATCH * stable)
+    frame = frame.drop(columns=["ts", "label_ts"])
+    source = BatchSource.from_frame(frame, LLM_BATCH)
+    return Scenario(
+        spec_text=LLM_SPEC,
+        source=source,
+        phase=lambda i: "stable" if i < stable else "new-intent",
+        intro=(
+            f"{source.n_batches - HISTORY_BATCHES} batches of {LLM_BATCH} support tickets classified by a "
+            f"LoRA adapter; from batch {stable - HISTORY_BATCHES + 1} new product names and a new intent "
+            f"(cancel) appear, labels {LABEL_DELAY_BATCHES} batches late"
+        ),
+        batch_size=LLM_BATCH,
+        prepare=_build_base,
+        drift_note=lambda: _text_drift_note(frame, LLM_BATCH * stable),
+    )
+
+
+def _text_drift_note(frame: Any, change_at: int) -> str:
+    """The text drift of the tickets after the change against those before it."""
+    from evertrain.monitor.text import text_drift
+
+    report = text_drift(frame["text"][:change_at], frame["text"][change_at:], n_permutations=300)
+    unknown, domain = report.unknown, report.domain
+    new = ", ".join(word for word, _ in unknown["top_new"][:4])
+    return (
+        f"text drift after the change: {'drifted' if report.drifted else 'no drift'}; unknown-token rate "
+        f"{unknown['rate']:.3f} (baseline {unknown['baseline_rate']:.3f}; new: {new}), domain classifier "
+        f"AUC {domain['auc']:.2f} (threshold {domain['threshold']:.2f}), "
+        f"length KS {report.length['statistic']:.2f}"
     )

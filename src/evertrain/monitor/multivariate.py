@@ -115,6 +115,25 @@ def _matrices(
     return np.column_stack(xr), np.column_stack(xc), is_cat
 
 
+def permutation_threshold(
+    scores: np.ndarray, y: np.ndarray, auc: float, rng: np.random.Generator, n_permutations: int, alpha: float
+) -> tuple[float, float]:
+    """The AUC chance reaches at this sample size (the ``1 - alpha`` quantile) and ``auc``'s p-value.
+
+    The null is the same AUC under shuffled labels: the Mann-Whitney rank sum of the rows
+    drawn as "current", so the scores are ranked once rather than sorted per draw.
+    """
+    ranks = stats.rankdata(scores)
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    null = np.empty(n_permutations)
+    for i in range(n_permutations):
+        pick = rng.permutation(y.size)[:n1]
+        null[i] = (ranks[pick].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
+    chance = float(np.quantile(null, 1 - alpha))
+    return chance, float((1 + np.count_nonzero(null >= auc)) / (1 + n_permutations))
+
+
 def domain_classifier_test(
     reference: Any,
     current: Any,
@@ -160,17 +179,7 @@ def domain_classifier_test(
             model.fit(x[train], y[train])
             scores[test] = model.predict_proba(x[test])[:, 1]
     auc = float(roc_auc_score(y, scores))  # both sides have rows: the AUC is defined
-    # The null: the same AUC under shuffled labels. It is the Mann-Whitney rank sum of the
-    # rows drawn as "current", so the scores are ranked once rather than sorted per draw.
-    ranks = stats.rankdata(scores)
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    null = np.empty(n_permutations)
-    for i in range(n_permutations):
-        pick = rng.permutation(y.size)[:n1]
-        null[i] = (ranks[pick].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
-    chance = float(np.quantile(null, 1 - alpha))
-    p_value = float((1 + np.count_nonzero(null >= auc)) / (1 + n_permutations))
+    chance, p_value = permutation_threshold(scores, y, auc, rng, n_permutations, alpha)
     threshold = max(chance, min_auc)
     return MultivariateResult(
         "domain_classifier",

@@ -60,7 +60,9 @@ class LabelRule:
                 raise InputError(
                     field, f"a label of {len(label)} characters is longer than {doc.MAX_ID_CHARS}"
                 )
-            if self.classes is not None and label not in self.classes:
+            # A multiclass model's text classes are open: a class it does not know yet (a new
+            # intent) is how the labels tell the loop the world has one more; the retrain learns it.
+            if self.classes is not None and label not in self.classes and self.task != "multiclass":
                 raise InputError(field, f"{show(label)} is not one of the model's classes ({self._shown()})")
             return label
         if type(label) is str:

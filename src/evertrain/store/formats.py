@@ -205,6 +205,57 @@ class SafetensorsFormat(ModelFormat):
             raise DataValidationError(f"not a safetensors file: {exc}") from None
 
 
+class AdapterArtifact:
+    """A LoRA adapter as stored: named float arrays (adapter and head weights) and JSON metadata.
+
+    The metadata names the base model by its hash (``base_model_sha256``), so the artifact
+    is a few megabytes however large the base; see :mod:`evertrain.store.adapters`.
+    """
+
+    def __init__(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.tensors = tensors
+        self.meta = meta
+
+    def __repr__(self) -> str:
+        base = str(self.meta.get("base_model_sha256"))[:12]
+        return f"AdapterArtifact(base {base}, {len(self.tensors)} tensors)"
+
+
+class LoraFormat(ModelFormat):
+    """A LoRA adapter: one safetensors file whose metadata holds the adapter's settings as JSON."""
+
+    name = "lora"
+    suffixes = (".lora",)
+    _KEY = "evertrain"
+
+    def dumps(self, model: Any) -> bytes:
+        from safetensors.numpy import save
+
+        artifact = model if isinstance(model, AdapterArtifact) else getattr(model, "artifact", None)
+        if not isinstance(artifact, AdapterArtifact):
+            raise UsageError(f"a {type(model).__name__} is not a LoRA adapter")
+        tensors = {k: np.ascontiguousarray(v) for k, v in sorted(artifact.tensors.items())}
+        meta = {self._KEY: json.dumps(artifact.meta, sort_keys=True, separators=(",", ":"))}
+        return bytes(save(tensors, metadata=meta))
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            from safetensors.numpy import load
+        except ImportError:
+            raise UsageError("the safetensors package is needed: pip install 'evertrain[llm]'") from None
+        check_size(data, "LoRA adapter file")
+        try:
+            tensors = load(data)
+            header_len = int.from_bytes(data[:8], "little")
+            header = json.loads(data[8 : 8 + header_len])
+            meta = json.loads(header["__metadata__"][self._KEY])
+        except Exception as exc:
+            raise DataValidationError(f"not a LoRA adapter file: {exc}") from None
+        if not isinstance(meta, dict) or "base_model_sha256" not in meta:
+            raise DataValidationError("not a LoRA adapter file: its metadata names no base model")
+        return AdapterArtifact(tensors, meta)
+
+
 class JsonFormat(ModelFormat):
     """Plain JSON parameters, for models that are a few numbers (rules, thresholds, baselines)."""
 
@@ -223,7 +274,7 @@ class JsonFormat(ModelFormat):
 
 
 FORMATS: dict[str, type[ModelFormat]] = {
-    f.name: f for f in (SkopsFormat, LightGBMFormat, SafetensorsFormat, JsonFormat)
+    f.name: f for f in (SkopsFormat, LightGBMFormat, SafetensorsFormat, LoraFormat, JsonFormat)
 }
 
 
@@ -249,6 +300,8 @@ def infer_framework(path: Path) -> str:
 def framework_of(model: Any) -> str:
     """The format to save a fitted model object in."""
     module = type(model).__module__
+    if isinstance(model, AdapterArtifact) or isinstance(getattr(model, "artifact", None), AdapterArtifact):
+        return "lora"
     if module.startswith("lightgbm") or isinstance(model, BoosterModel):
         return "lightgbm"
     if module.startswith("sklearn") or (hasattr(model, "fit") and hasattr(model, "predict")):

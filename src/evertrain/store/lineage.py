@@ -28,6 +28,19 @@ from evertrain.store.metadata import (
 from evertrain.store.registry import Registry
 
 
+def _base_model(params: dict[str, Any]) -> dict[str, Any]:
+    """A LoRA adapter's base model (stored once in the artifact store, named by its manifest's hash)."""
+    if "base_model_sha256" not in params:
+        return {}
+    return {
+        "base_model": {
+            "sha256": params["base_model_sha256"],
+            "uri": params.get("base_model_uri"),
+            "tokenizer_sha256": params.get("tokenizer_sha256"),
+        }
+    }
+
+
 def snapshot_info(conn: Connection, snapshot_id: str) -> dict[str, Any]:
     row = conn.execute(sa.select(snapshots).where(snapshots.c.id == snapshot_id)).first()
     if row is None:
@@ -205,6 +218,7 @@ class Lineage:
             "created_at": mv.created_at,
             "created_by": mv.created_by,
             "gates": self.evaluations(model, mv.version),
+            **_base_model(mv.params),
         }
 
     def of_snapshot(self, snapshot_id: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ for scikit-learn or LightGBM) on every promotion, so the registry reads the arti
 - ``lightgbm``: LightGBM's text model format (``tree`` header, ``version=``, at least one
   ``Tree=`` section);
 - ``safetensors``: an 8-byte header length and a JSON header of that length;
+- ``lora``: a safetensors file whose metadata names the adapter's base model;
 - ``json``: a JSON document.
 
 ``evertrain register`` goes further before a version exists: it loads the file with its
@@ -81,6 +82,19 @@ def _safetensors(data: bytes) -> None:
         raise DataValidationError("not a safetensors file: header is not a JSON object")
 
 
+def _lora(data: bytes) -> None:
+    """A safetensors file whose metadata names the base model the adapter needs."""
+    _safetensors(data)
+    size = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
+    try:
+        adapter = json.loads(meta["evertrain"])
+    except (KeyError, TypeError, ValueError):
+        raise DataValidationError("not a LoRA adapter file: no evertrain metadata in its header") from None
+    if not isinstance(adapter, dict) or "base_model_sha256" not in adapter:
+        raise DataValidationError("not a LoRA adapter file: its metadata names no base model")
+
+
 def _json(data: bytes) -> None:
     try:
         json.loads(data)
@@ -92,6 +106,7 @@ CHECKS: dict[str, Callable[[bytes], None]] = {
     "sklearn": _skops,
     "lightgbm": _lightgbm,
     "safetensors": _safetensors,
+    "lora": _lora,
     "json": _json,
 }
 

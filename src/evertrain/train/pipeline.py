@@ -37,6 +37,7 @@ from evertrain.exceptions import EvertrainError, IntegrityError, NotFoundError, 
 from evertrain.spec import Spec
 from evertrain.store import Store
 from evertrain.store.artifacts import sha256_bytes
+from evertrain.store.bases import store_base
 from evertrain.store.registry import CHAMPION
 from evertrain.store.runs import Run
 from evertrain.train.budget import TrainingBudget, heartbeat
@@ -362,6 +363,10 @@ def _register(
     assert outcome.model is not None  # checked by the caller
     result = outcome.result
     digest = store.artifacts.put(outcome.model)
+    info = result.get("info", {})
+    if result["framework"] == "lora":
+        # The adapter names its base by hash; the base goes into the store once, beside it.
+        store_base(store.artifacts, str(info["base_model_uri"]), str(info["base_model_sha256"]))
     measured = result.get("metrics", {})
     version_metrics = dict(measured.get("holdout", {}))
     version_metrics.update({f"valid_{k}": v for k, v in measured.get("valid", {}).items()})

@@ -20,6 +20,7 @@ from evertrain.evaluate.scoring import model_frame, wants_categories
 from evertrain.exceptions import UsageError
 from evertrain.spec import ModelSpec
 from evertrain.store import Store
+from evertrain.store.adapters import load_adapter
 from evertrain.store.formats import get_format
 from evertrain.store.metadata import snapshots
 from evertrain.train.inputs import (
@@ -182,6 +183,9 @@ def load_version(
     else:
         fmt = get_format(mv.framework)
     estimator = fmt.loads(data)
+    if mv.framework == "lora":
+        # Attached to the replica's one copy of its base model; swapped in place on a hot swap.
+        estimator = load_adapter(estimator, store.artifacts)
     if not callable(getattr(estimator, "predict", None)):
         raise UsageError(
             f"model {name!r} v{version}: a {mv.framework} artifact has no predict(); it cannot be served"

@@ -136,6 +136,13 @@ class TrainingStep:
         fingerprint = hashlib.sha256(
             json.dumps([trainer.model_dump(mode="json"), parent], sort_keys=True, default=str).encode()
         ).hexdigest()
+        candidates = plan_candidates(
+            len(window.train), int(window.info.get("n_train_after_change") or 0), window.info.get("change_at")
+        )
+        if trainer.kind == "lora":
+            # One fine-tuning, on the configured window: a fit per candidate set would multiply
+            # the cost of the most expensive trainer.
+            candidates = candidates[:1]
         job = TrainJob(
             trainer=trainer.model_dump(mode="json"),
             task=spec.model.task,
@@ -153,14 +160,7 @@ class TrainingStep:
             checkpoint_seconds=trainer.checkpoint_seconds,
             num_threads=int(trainer.params.get("num_threads") or DEFAULT_NUM_THREADS),
             metrics=list(dict.fromkeys(metrics)),
-            candidates=[
-                c.to_dict()
-                for c in plan_candidates(
-                    len(window.train),
-                    int(window.info.get("n_train_after_change") or 0),
-                    window.info.get("change_at"),
-                )
-            ],
+            candidates=[c.to_dict() for c in candidates],
             time_column=window.columns.time,
         )
         job.write(job_dir)

@@ -195,6 +195,7 @@ def execute_job(
             fingerprint=lambda: _fingerprint(job, parts),
             num_threads=job.num_threads,
             log=log,
+            project=Path(job.project) if job.project else None,
         )
         log(
             f"training {trainer.kind} on {len(train)} rows (valid {len(valid)}, holdout {len(holdout)}), "
@@ -216,7 +217,8 @@ def execute_job(
         # Measure exactly what will be registered: the model rebuilt from its bytes (a booster
         # the trainer itself rebuilt from this very text already is).
         stored = model
-        if not (isinstance(model, BoosterModel) and model.text_ is not None):
+        # A LoRA adapter is scored as trained: rebuilding it would load its base model again.
+        if framework != "lora" and not (isinstance(model, BoosterModel) and model.text_ is not None):
             options = {"trusted": job.trusted_types} if framework == "sklearn" and job.trusted_types else {}
             stored = get_format(framework, **options).loads(data)
         metrics: dict[str, Any] = {}

@@ -1,0 +1,433 @@
+"""``kind: lora``: fine-tune a base language model with LoRA to classify a text column.
+
+The loop an ML engineer would write with PEFT, with what a continuous-training job needs
+around it:
+
+- the base model comes from a folder or an fsspec URL (never a model hub) and is named by
+  the hash of its files (:mod:`evertrain.store.bases`), which the adapter records;
+- micro-batches with gradient accumulation, AdamW with linear warm-up and decay, gradient
+  clipping, autocast to bf16 (CPU or GPU) or fp16 (GPU, with loss scaling);
+- the valid loss checked every ``eval_every`` optimizer steps (default: once per epoch),
+  the best adapter kept, early stopping after ``patience`` checks without improvement;
+- checkpoints (adapter, head, optimizer moments, the position in the epoch's order and
+  the best so far, as safetensors and JSON: nothing is unpickled) every
+  ``checkpoint_every`` steps or ``checkpoint_seconds``, so a killed training resumes
+  where it stopped and ends with the same adapter;
+- a warm start from the parent version's adapter (continued fine-tuning) when
+  ``warm_start`` is set and the parent was trained on the same base: its adapter weights,
+  and its head's rows for the classes both know; a new class starts fresh.
+
+Each micro-batch's order and dropout come from the seed and its index alone, so a resumed
+training draws what an uninterrupted one would have drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evertrain.evaluate.scoring import encode_labels
+from evertrain.exceptions import DataValidationError, UsageError
+from evertrain.store.adapters import (
+    ADAPTER_PREFIX,
+    HEAD_BIAS,
+    HEAD_WEIGHT,
+    AdapterModel,
+    encode,
+    text_logits,
+    texts_of,
+)
+from evertrain.store.bases import (
+    SharedBase,
+    load_pretrained,
+    materialize,
+    quiet_peft,
+    read_base,
+    resolve_location,
+)
+from evertrain.store.formats import AdapterArtifact
+from evertrain.train.context import TrainContext, Trainer, write_atomic
+
+FORMAT = "evertrain-lora/1"
+CHECKPOINT_TENSORS = "lora_state.safetensors"
+CHECKPOINT_STATE = "lora_state.json"
+#: Texts per forward pass when computing the valid loss.
+EVAL_BATCH = 64
+
+
+def lora_config(spec: Any, model_type: str) -> dict[str, Any]:
+    """The PEFT ``LoraConfig`` arguments of a spec's ``lora`` settings, as plain JSON."""
+    config: dict[str, Any] = {
+        "r": spec.r,
+        "lora_alpha": spec.alpha,
+        "lora_dropout": spec.dropout,
+        "bias": "none",
+        # GPT-2 keeps its projections as Conv1D, whose weights are stored transposed.
+        "fan_in_fan_out": model_type == "gpt2",
+    }
+    if spec.target_modules:
+        config["target_modules"] = list(spec.target_modules)
+    return config
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("lora.device is cuda but no GPU is available to torch here")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class LoraTrainer(Trainer):
+    kind = "lora"
+
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, context: TrainContext) -> Any:
+        import torch
+        from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+
+        s = self.spec.lora
+        column = s.text_column or (context.features[0] if len(context.features) == 1 else None)
+        if column is None:
+            raise UsageError(
+                f"a lora trainer reads one text column; the features are {context.features}: "
+                "name lora.text_column"
+            )
+        if context.num_threads:
+            torch.set_num_threads(context.num_threads)
+        device = _device(s.device)
+        if s.precision == "fp16" and device.type != "cuda":
+            raise UsageError("lora.precision fp16 needs a GPU; use bf16 or fp32 on a CPU")
+        location = resolve_location(s.base_model, context.project)
+        manifest, _files = read_base(location)
+        digest = manifest.digest
+        folder = materialize(digest, location=location)
+        backbone, tokenizer = load_pretrained(folder)
+        model_type = str(getattr(backbone.config, "model_type", ""))
+        context.log(f"base model {digest[:12]} ({model_type}) from {location}")
+
+        labels = pd.concat([train[context.target], valid[context.target]]).dropna()
+        classes = np.unique(labels.to_numpy())
+        if len(classes) < 2:
+            raise DataValidationError(
+                f"target {context.target!r} has fewer than two classes in the training rows"
+            )
+        train = train[train[context.target].notna()]
+        valid = valid[valid[context.target].notna()]
+        known = classes.tolist()
+        texts, y = texts_of(train, column), encode_labels(train[context.target], known)
+        vtexts, vy = texts_of(valid, column), encode_labels(valid[context.target], known)
+
+        config = lora_config(s, model_type)
+        torch.manual_seed(context.seed)
+        with quiet_peft():
+            model = get_peft_model(backbone, LoraConfig(**config))
+        config["target_modules"] = sorted(getattr(model.peft_config["default"], "target_modules", None) or [])
+        head = torch.nn.Linear(int(backbone.config.hidden_size), len(classes))
+        self._warm_start(context, model, head, digest, config, classes)
+        model.to(device)
+        head.to(device)
+        params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+        optimizer = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=s.weight_decay)
+        micro_per_epoch = math.ceil(len(texts) / s.batch_size)
+        steps_per_epoch = math.ceil(micro_per_epoch / s.grad_accum_steps)
+        total_steps = s.epochs * steps_per_epoch
+        if s.max_steps is not None:
+            total_steps = min(total_steps, s.max_steps)
+        warmup = int(s.warmup_ratio * total_steps)
+
+        def rate(step: int) -> float:
+            if step < warmup:
+                return s.learning_rate * (step + 1) / warmup
+            return s.learning_rate * max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+        state: dict[str, Any] = {
+            "step": 0,
+            "epoch": 0,
+            "position": 0,
+            "best_loss": None,
+            "best_step": 0,
+            "bad_checks": 0,
+            "train_loss": [],
+            "valid_loss": [],
+            "stopped": None,
+            "tokens": 0,
+        }
+        best: dict[str, Any] | None = None
+        resumed = self._load_checkpoint(context, model, head, optimizer)
+        if resumed is not None:
+            state, best = resumed
+            context.log(f"resuming from checkpoint at step {state['step']} (epoch {state['epoch']})")
+            context.info["resumed_from_step"] = state["step"]
+        autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(s.precision)
+        scaler = torch.amp.GradScaler("cuda") if s.precision == "fp16" else None
+        checkpointed = time.monotonic()
+        started = time.perf_counter()
+        tokens_before = state["tokens"]
+        model.train()
+        eval_every = s.eval_every
+        running: list[float] = []
+
+        def valid_loss() -> float:
+            model.eval()
+            total, count = 0.0, 0
+            with torch.inference_mode():
+                for i in range(0, len(vtexts), EVAL_BATCH):
+                    batch = _to(encode(tokenizer, vtexts[i : i + EVAL_BATCH], s.max_length), device)
+                    target = torch.as_tensor(vy[i : i + EVAL_BATCH], device=device)
+                    with torch.autocast(
+                        device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+                    ):
+                        logits = text_logits(model, head.weight, head.bias, batch)
+                    total += float(torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum"))
+                    count += len(target)
+            model.train()
+            return total / max(count, 1)
+
+        def check() -> bool:
+            """Score the valid part; True when training should stop early."""
+            nonlocal best
+            if not vtexts:
+                return False
+            loss = valid_loss()
+            state["checked_at"] = state["step"]
+            state["valid_loss"].append(loss)
+            if state["best_loss"] is None or loss < state["best_loss"]:
+                state["best_loss"], state["best_step"], state["bad_checks"] = loss, state["step"], 0
+                best = _trainable(model, head)
+            else:
+                state["bad_checks"] += 1
+            context.log(f"step {state['step']}: valid loss {loss:.4f} (best {state['best_loss']:.4f})")
+            return s.patience is not None and state["bad_checks"] >= s.patience
+
+        while state["stopped"] is None:
+            if state["step"] >= total_steps:
+                state["stopped"] = (
+                    "max_steps" if s.max_steps is not None and state["step"] >= s.max_steps else "epochs"
+                )
+                break
+            order = np.random.default_rng([context.seed, state["epoch"]]).permutation(len(texts))
+            micro = state["position"]
+            if micro >= micro_per_epoch:
+                state["epoch"], state["position"] = state["epoch"] + 1, 0
+                if eval_every is None and check():
+                    state["stopped"] = "early_stopping"
+                if state["epoch"] >= s.epochs and state["stopped"] is None:
+                    state["stopped"] = "epochs"
+                continue
+            for g in optimizer.param_groups:
+                g["lr"] = rate(state["step"])
+            accumulated = 0
+            while accumulated < s.grad_accum_steps and micro < micro_per_epoch:
+                rows = order[micro * s.batch_size : (micro + 1) * s.batch_size]
+                batch = _to(encode(tokenizer, [texts[i] for i in rows], s.max_length), device)
+                target = torch.as_tensor(y[rows], device=device)
+                torch.manual_seed(hash((context.seed, state["epoch"], micro)) & 0x7FFFFFFF)
+                with torch.autocast(
+                    device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+                ):
+                    logits = text_logits(model, head.weight, head.bias, batch)
+                loss = torch.nn.functional.cross_entropy(logits.float(), target) / s.grad_accum_steps
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+                running.append(float(loss.detach()) * s.grad_accum_steps)
+                state["tokens"] += int(batch["attention_mask"].sum())
+                accumulated += 1
+                micro += 1
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if s.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["position"] = micro
+            state["train_loss"].append(float(np.mean(running)))
+            running.clear()
+            if eval_every is not None and state["step"] % eval_every == 0 and check():
+                state["stopped"] = "early_stopping"
+            if _due(context, state["step"], checkpointed):
+                self._save_checkpoint(context, model, head, optimizer, state, best)
+                checkpointed = time.monotonic()
+            context.check_deadline(f"after {state['step']} LoRA steps")
+        if vtexts and state.get("checked_at") != state["step"]:
+            check()  # the last steps' loss too, so the best adapter is chosen among all of them
+        if best is not None:
+            _restore(model, head, best)
+        seconds = time.perf_counter() - started
+        tokens = state["tokens"] - tokens_before
+        model.eval()
+        weights = get_peft_model_state_dict(model)
+        tensors = {ADAPTER_PREFIX + k: v.detach().float().cpu().numpy() for k, v in weights.items()}
+        tensors[HEAD_WEIGHT] = head.weight.detach().float().cpu().numpy()
+        tensors[HEAD_BIAS] = head.bias.detach().float().cpu().numpy()
+        meta = {
+            "format": FORMAT,
+            "kind": "sequence_classification",
+            "base_model_sha256": digest,
+            "base_model_uri": location,
+            "tokenizer_sha256": manifest.tokenizer_digest(),
+            "architecture": model_type,
+            "task": context.task,
+            "classes": classes.tolist(),
+            "text_column": column,
+            "max_length": s.max_length,
+            "pooling": "mean",
+            "lora": config,
+        }
+        artifact = AdapterArtifact(tensors, meta)
+        trainable = sum(int(np.prod(v.shape)) for v in tensors.values())
+        context.curves["train_loss"] = list(state["train_loss"])
+        if state["valid_loss"]:
+            context.curves["valid_loss"] = list(state["valid_loss"])
+            context.info["valid_loss"] = state["best_loss"]
+        context.info.update(
+            base_model_sha256=digest,
+            base_model_uri=location,
+            tokenizer_sha256=meta["tokenizer_sha256"],
+            steps_run=state["step"],
+            best_step=state["best_step"] or state["step"],
+            epochs_run=round(state["epoch"] + min(state["position"], micro_per_epoch) / micro_per_epoch, 3),
+            stopped=state["stopped"],
+            trainable_parameters=trainable,
+            tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
+        )
+        context.log(
+            f"LoRA: {state['step']} steps ({state['stopped']}), keeping step {context.info['best_step']}, "
+            f"{trainable} trainable parameters"
+        )
+        shared = SharedBase.around(digest, model, tokenizer, "default")
+        return AdapterModel(artifact, shared, name="default")
+
+    @staticmethod
+    def _warm_start(
+        context: TrainContext, model: Any, head: Any, digest: str, config: dict[str, Any], classes: np.ndarray
+    ) -> None:
+        import torch
+        from peft import set_peft_model_state_dict
+
+        parent = context.parent
+        if not (context.parent is not None and isinstance(parent, AdapterArtifact)):
+            return
+        meta = parent.meta
+        if meta.get("base_model_sha256") != digest:
+            context.log("warm start skipped: the parent adapter was trained on another base model")
+            return
+        if {k: v for k, v in meta.get("lora", {}).items()} != config:
+            context.log("warm start skipped: the parent adapter has other LoRA settings")
+            return
+        weights = {
+            k[len(ADAPTER_PREFIX) :]: torch.from_numpy(np.array(v))
+            for k, v in parent.tensors.items()
+            if k.startswith(ADAPTER_PREFIX)
+        }
+        set_peft_model_state_dict(model, weights)
+        old = {c: i for i, c in enumerate(meta.get("classes", []))}
+        kept = 0
+        with torch.no_grad():
+            for i, c in enumerate(classes.tolist()):
+                if c in old:
+                    head.weight[i] = torch.from_numpy(np.array(parent.tensors[HEAD_WEIGHT][old[c]]))
+                    head.bias[i] = float(parent.tensors[HEAD_BIAS][old[c]])
+                    kept += 1
+        context.log(f"warm start from the parent adapter ({kept} of {len(classes)} classes known to it)")
+        context.info["warm_start_classes"] = kept
+
+    @staticmethod
+    def _save_checkpoint(
+        context: TrainContext,
+        model: Any,
+        head: Any,
+        optimizer: Any,
+        state: dict[str, Any],
+        best: dict[str, Any] | None,
+    ) -> None:
+        from safetensors.torch import save
+
+        folder = context.checkpoint_dir
+        if folder is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"now.{k}": v for k, v in _trainable(model, head).items()}
+        if best is not None:
+            tensors.update({f"best.{k}": v for k, v in best.items()})
+        saved = optimizer.state_dict()
+        for index, moments in saved["state"].items():
+            for name, value in moments.items():
+                tensors[f"opt.{index}.{name}"] = value.detach().cpu().contiguous()
+        groups = [{k: v for k, v in g.items()} for g in saved["param_groups"]]
+        # Tensors first, state second: a state file always describes complete tensors.
+        write_atomic(folder / CHECKPOINT_TENSORS, save(tensors), durable=False)
+        body = dict(
+            state, fingerprint=context.job_fingerprint(), param_groups=groups, has_best=best is not None
+        )
+        write_atomic(folder / CHECKPOINT_STATE, json.dumps(body).encode(), durable=False)
+
+    @staticmethod
+    def _load_checkpoint(
+        context: TrainContext, model: Any, head: Any, optimizer: Any
+    ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        from safetensors.torch import load
+
+        folder = context.checkpoint_dir
+        if folder is None or not (folder / CHECKPOINT_STATE).is_file():
+            return None
+        try:
+            body = json.loads((folder / CHECKPOINT_STATE).read_text())
+            if body.get("fingerprint") != context.job_fingerprint():
+                context.log("checkpoint belongs to other data or settings; starting afresh")
+                return None
+            tensors = load((folder / CHECKPOINT_TENSORS).read_bytes())
+        except (OSError, ValueError) as exc:
+            context.log(f"checkpoint unreadable ({type(exc).__name__}); starting afresh")
+            return None
+        _restore(model, head, {k[4:]: v for k, v in tensors.items() if k.startswith("now.")})
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} if body["has_best"] else None
+        moments: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("opt."):
+                _, index, name = key.split(".", 2)
+                moments.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": moments, "param_groups": body["param_groups"]})
+        state = {k: v for k, v in body.items() if k not in ("fingerprint", "param_groups", "has_best")}
+        return state, best
+
+
+def _to(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _trainable(model: Any, head: Any) -> dict[str, Any]:
+    """A copy of what training changes: the LoRA weights and the head."""
+    out = {f"model.{n}": p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    out.update({f"head.{n}": p.detach().cpu().clone() for n, p in head.named_parameters()})
+    return out
+
+
+def _restore(model: Any, head: Any, weights: dict[str, Any]) -> None:
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, value in weights.items():
+            kind, _, name = key.partition(".")
+            target = params[name] if kind == "model" else dict(head.named_parameters())[name]
+            target.copy_(value.to(target.device))
+
+
+def _due(context: TrainContext, step: int, last: float) -> bool:
+    if context.checkpoint_dir is None:
+        return False
+    if context.checkpoint_every and step % context.checkpoint_every == 0:
+        return True
+    seconds = context.checkpoint_seconds
+    return seconds is not None and seconds > 0 and time.monotonic() - last >= seconds
