@@ -357,9 +357,15 @@ class LightGBMTrainer(Trainer):
             numbers = np.asarray(values, dtype=float)
         except (TypeError, ValueError):
             numbers = None
-        if numbers is not None and np.isfinite(numbers).all() and (numbers == np.round(numbers)).all():
-            if (numbers >= 0).all() and (task != "binary" or numbers.max(initial=0) <= 1):
-                return None
+        coded = (
+            numbers is not None
+            and np.isfinite(numbers).all()
+            and (numbers == np.round(numbers)).all()
+            and (numbers >= 0).all()
+            and (task != "binary" or numbers.max(initial=0) <= 1)
+        )
+        if coded:
+            return None
         try:
             labels = sorted(values.tolist())
         except TypeError:  # labels of mixed types: in the order of their text
