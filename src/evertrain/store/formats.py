@@ -128,10 +128,13 @@ def with_classes(text: str, classes: Sequence[Any] | None) -> str:
 
     >>> with_classes("tree\\nend of trees\\n", ["no", "yes"]).splitlines()[-1]
     'evertrain_classes:["no", "yes"]'
+    >>> with_classes("tree\\n", np.array([0, 1]))
+    'tree\\n'
     """
-    if classes is None:
-        return text
-    return text.rstrip("\n") + "\n" + CLASSES_LINE + json.dumps(list(classes)) + "\n"
+    labels = [c.item() if isinstance(c, np.generic) else c for c in (classes if classes is not None else [])]
+    if not labels or labels == list(range(len(labels))):
+        return text  # the booster's own class numbers: nothing to name
+    return text.rstrip("\n") + "\n" + CLASSES_LINE + json.dumps(labels) + "\n"
 
 
 def classes_of(text: str | None) -> list[Any] | None:
