@@ -267,7 +267,10 @@ def stream_table(runs: list[dict[str, Any]], names: list[str], delays: list[int]
             cells = []
             for arm in ARMS:
                 acc, n = arm_mean(at, arm, "accuracy"), arm_mean(at, arm, "retrains")
-                cells.append("crash" if acc is None else f"{acc:.2%} ({n:.1f})")
+                if not any(arm in r["arms"] for r in at) and not any("crash" in r for r in at):
+                    cells.append("not run")
+                else:
+                    cells.append("crash" if acc is None else f"{acc:.2%} ({n:.1f})")
             promotions = _mean([len(r["policy"]["promotions"]) for r in at if "policy" in r])
             crashes = sum("crash" in r for r in at) + sum("adwin_crash" in r for r in at)
             lines.append(
@@ -468,10 +471,14 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     if args.summarize:
+        # a run is kept under the label of the invocation that made it: this one's, or one seed's
         for name, seed, delay in tasks:
             key = f"{name}-s{seed}" if STREAMS[name].seeded else name
-            path = raw / f"{key}-d{delay}.json"
-            if path.exists():
+            folders = [raw, *(args.out / "raw" / str(s) for s in args.seeds)]
+            path = next(
+                (f / f"{key}-d{delay}.json" for f in folders if (f / f"{key}-d{delay}.json").exists()), None
+            )
+            if path is not None:
                 runs.append(json.loads(path.read_text()))
     elif args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
