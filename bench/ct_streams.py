@@ -61,8 +61,8 @@ NAN_SHARE = 0.05
 CENSUS_ROWS_PER_YEAR = 7_500
 #: Seattle weather has 1,461 days: batches of 50 days give 29 batches.
 SEATTLE_BATCH = 50
-#: TrumpApproval has 1,001 days: batches of 25 days give 40 batches.
-TRUMP_BATCH = 25
+#: SP500Stocks has 1,257 trading days: batches of 25 days give 50 batches.
+SP500_BATCH = 25
 
 #: Packages whose pins conflict with evertrain's stack (NannyML wants an older LightGBM
 #: and pandas < 3) or that only ship data: installed in their own environment, used
@@ -301,16 +301,16 @@ def seattle(seed: int) -> pd.DataFrame:
     return table.drop(columns="date").rename(columns={"weather": TARGET}).reset_index(drop=True)
 
 
-def trump_approval(seed: int) -> pd.DataFrame:
-    """Daily approval polls of 2017-2019 (River's bundled TrumpApproval): FiveThirtyEight's
-    average from the polls of five pollsters that day. Real, time-ordered, a regression
-    (the backtest scores it by R²). Held out: it is read only by the final report, so
-    that one real table is one that no choice of the defaults was made on. The day
-    number is the time, not a feature."""
-    from river.datasets import TrumpApproval
+def sp500_direction(seed: int) -> pd.DataFrame:
+    """Daily returns of ten S&P 500 stocks, February 2013 to February 2018 (River's bundled
+    SP500Stocks): will an equal-weighted portfolio of the ten go up or down the next
+    trading day? Real, time-ordered, a classification with text labels ("up", "down").
+    Held out: read only by the final report, so that one real table is one that no
+    choice of the defaults was made on. The date orders the rows and is not a feature."""
+    from river.datasets import SP500Stocks
 
-    rows = [{**x, TARGET: y} for x, y in TrumpApproval()]
-    return pd.DataFrame(rows).drop(columns="ordinal_date")
+    rows = [{**x, TARGET: "up" if y > 0 else "down"} for x, y in SP500Stocks()]
+    return pd.DataFrame(rows)
 
 
 # -- the registry ------------------------------------------------------------------------
@@ -360,11 +360,11 @@ def _streams() -> dict[str, Stream]:
         Stream("census_ma", census, "real", kind="real"),
         Stream("seattle_weather", seattle, "real", kind="real", batch=SEATTLE_BATCH, seeded=False),
         Stream(
-            "trump_approval",
-            trump_approval,
+            "sp500_direction",
+            sp500_direction,
             "real",
             kind="real",
-            batch=TRUMP_BATCH,
+            batch=SP500_BATCH,
             seeded=False,
             held_out=True,
         ),

@@ -457,10 +457,22 @@ class PerformanceTrigger(_Part):
         "Metrics that need probabilities use the log's score column (binary models).",
     )
     drop: float = Field(
-        0.05,
+        0.01,
         ge=0.0,
-        description="Trigger when the metric is this much worse than its baseline (lower, or higher for "
-        "errors such as rmse).",
+        description="A decay is a loss of more than this (lower, or higher for errors such as rmse) against "
+        "the champion's baseline: smaller losses are not worth a retrain (the default is the freshness "
+        "gate's margin, the loss it tolerates in a fresher model). With 'confidence', the loss must also "
+        "be statistically clear.",
+    )
+    confidence: float | None = Field(
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="For accuracy: the decay must be significant, by a one-sided test at this confidence "
+        "of 'realized >= baseline - drop', with the uncertainty of both the realized rows and the "
+        "holdout rows the baseline was measured on; a slow decay is then found as soon as the rows show "
+        "it, a noisy window is not. null (and metrics other than accuracy): the realized value alone is "
+        "compared with baseline - drop.",
     )
     min_labels: int = Field(200, ge=1)
     consecutive: int = Field(

@@ -179,3 +179,32 @@ def test_text_classes_are_coded_and_regression_is_scored_by_r2() -> None:
     # the policy's champion and the never-retrain baseline are the same model on the same rows
     never = numbers["baselines"]["never"]["batches"]
     assert [round(b["accuracy"], 6) for b in numbers["batches"]] == [round(b["accuracy"], 6) for b in never]
+
+
+def test_labels_of_batches_served_before_a_log_compaction_still_arrive(tmp_path: Path) -> None:
+    """The loop compacts its logs every few cycles, merging each batch's prediction part into a
+    larger one; the labels of a batch served before that must arrive all the same (they were
+    dropped when the replay looked for the batch's own part to know it had been served)."""
+    from evertrain.controller.backtest_spec import default_spec
+    from evertrain.data.logs import FEEDBACK, read_log
+
+    frame = concept_change().iloc[: 12 * 200]
+    spec = default_spec(frame, "y")
+    spec = spec.model_copy(update={"storage": spec.storage.model_copy(update={"compact_every": 2})})
+    delay, warm = 3, 2
+    out = backtest(
+        frame,
+        spec=spec,
+        batch_size=200,
+        label_delay=delay,
+        warm_batches=warm,
+        baselines_every=(),
+        workdir=tmp_path / "bt",
+    )
+    assert out["settings"]["n_batches"] == 12
+    labels = read_log(
+        str(tmp_path / "bt" / ".evertrain" / "logs"), FEEDBACK, "backtest", columns=["request_id"]
+    )
+    batches = sorted({int(r[1:7]) for r in labels["request_id"].to_pylist()})
+    # every served batch whose labels were due by the last cycle: warm .. last - delay
+    assert batches == list(range(warm, 12 - delay))

@@ -99,6 +99,26 @@ def test_performance_decay_needs_enough_labels() -> None:
     assert small_dip.action == "none"
 
 
+def test_a_decay_must_be_statistically_clear_and_larger_than_the_drop() -> None:
+    """The default test: realized accuracy below baseline - drop, significantly, with the
+    doubt of both the realized rows and the holdout rows behind the baseline."""
+    spec = make_spec()
+    slow = Observation(at=T0, metric=0.80, baseline=0.86, baseline_rows=833, n_labels=1000)
+    fired, _ = decide(spec, slow, History())
+    assert fired.action == "retrain" and "one-sided test at 95%" in fired.reasons[0]
+    # the same loss on few rows, or against a baseline measured on few rows, is noise
+    few = Observation(at=T0, metric=0.82, baseline=0.86, baseline_rows=833, n_labels=200)
+    assert decide(spec, few, History())[0].action == "none"
+    unsure = Observation(at=T0, metric=0.80, baseline=0.86, baseline_rows=60, n_labels=1000)
+    assert decide(spec, unsure, History())[0].action == "none"
+    # a loss within the drop is never a decay, however many rows show it
+    tiny = Observation(at=T0, metric=0.992, baseline=1.0, baseline_rows=100_000, n_labels=100_000)
+    assert decide(spec, tiny, History())[0].action == "none"
+    # confidence: null compares the realized value with baseline - drop alone
+    plain = make_spec(triggers={"performance": {"confidence": None}})
+    assert decide(plain, few, History())[0].action == "retrain"
+
+
 def test_cooldown_and_daily_cap_hold_triggers_but_not_manual() -> None:
     spec = make_spec(policy={"cooldown": "6h", "max_retrains_per_day": 1})
     obs = Observation(at=T0, metric=0.5, baseline=0.9, n_labels=1000)

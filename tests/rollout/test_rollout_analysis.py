@@ -152,3 +152,27 @@ def test_a_close_sequential_canary_holds_its_last_step_until_it_decides() -> Non
     )
     assert verdict.action == "hold"
     assert any("always-valid" in r and "not yet decided" in r for r in verdict.reasons)
+
+
+def test_a_canary_the_gate_showed_better_after_a_decay_is_promoted_before_its_labels_come() -> None:
+    """Labels days late: the gate's interval above zero on the newest labelled rows stands for
+    them, so the first look that finds no failed check promotes; the canary's own labels,
+    when they come first and show it worse, still roll it back."""
+    proven = "the gate found accuracy 0.950 vs the champion's 0.600 on 400 holdout rows"
+    early = {"min_samples": 200, "elapsed": 60.0, "duration": 600.0, "final": False, "sequential": True}
+    stale = arm("champion", 1, 450, accuracy=0.6, seed=5, labels=0)
+    no_labels = arm("canary", 2, 50, accuracy=0.95, seed=6, labels=0)
+    verdict = compare(stale, no_labels, ANALYSIS, task="binary", proven=proven, **early)  # type: ignore[arg-type]
+    assert verdict.action == "promote"
+    assert "without waiting for its labels" in verdict.reasons[0] and proven in verdict.reasons[0]
+    # without the gate's evidence the same canary waits for labels and for its step
+    assert judge(stale, no_labels, **early)[0] == "hold"
+    # sequential mode off (the spec says never): the gate's evidence changes nothing
+    assert judge(stale, no_labels, **{**early, "sequential": False}, proven=proven)[0] == "hold"
+    # errors fail it at once, whatever the gate found
+    broken = arm("canary", 2, 50, errors=10, seed=6, labels=0)
+    assert judge(stale, broken, **early, proven=proven)[0] == "rollback"
+    # and labels that show it clearly worse roll it back
+    good = arm("champion", 1, 900, accuracy=0.95, seed=7)
+    worse = arm("canary", 2, 100, accuracy=0.6, seed=8)
+    assert judge(good, worse, **early, proven=proven)[0] == "rollback"

@@ -213,13 +213,34 @@ def test_sklearn_weights_curves_and_errors(data: tuple[pd.DataFrame, pd.DataFram
         get_trainer(TrainerSpec(kind="sklearn", estimator="sklearn.nope.Model")).fit(train, valid, _context())
 
 
-def test_lightgbm_refuses_text_labels_and_callables_must_return_storable_models(
-    data: tuple[pd.DataFrame, pd.DataFrame],
-) -> None:
+def test_lightgbm_learns_text_labels_and_answers_with_them(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """'yes'/'no' targets are coded 0/1 for LightGBM and decoded in every answer, also after
+    the model file's round trip; a class the training rows lack is refused by name."""
+    from evertrain.evaluate.scoring import predict_outputs
+
     train, valid = data
-    texts = train.assign(churned=np.where(train["churned"] == 1, "yes", "no"))
-    with pytest.raises(DataValidationError, match=r"class numbers 0\.\.K-1"):
-        get_trainer(CASES["lightgbm"]).fit(texts, valid, _context())
+    as_text = {"churned": lambda f: np.where(f["churned"] == 1, "yes", "no")}
+    texts, valid_texts = train.assign(**as_text), valid.assign(**as_text)
+    numbers = get_trainer(CASES["lightgbm"]).fit(train, valid, _context())
+    model = get_trainer(CASES["lightgbm"]).fit(texts, valid_texts, _context())
+    loaded = get_format("lightgbm").loads(model_bytes(model)[1])
+    X = valid[FEATURES].astype({"region": "category", "plan": "category"})
+    assert list(loaded.classes_) == ["no", "yes"]
+    expected = np.where(numbers.predict(X) == 1, "yes", "no")
+    np.testing.assert_array_equal(loaded.predict(X), expected)  # the same trees, labels decoded
+    np.testing.assert_allclose(loaded.predict_proba(X), numbers.predict_proba(X))
+    outputs, order = predict_outputs(loaded, valid_texts, FEATURES, "binary", "churned")
+    assert order == ["no", "yes"] and outputs.y.tolist() == valid["churned"].tolist()
+    multi = texts.assign(churned=np.where(train["tenure_months"] > 30, "long", texts["churned"]))
+    three = get_trainer(CASES["lightgbm"]).fit(multi, valid_texts.iloc[:0], _context(task="multiclass"))
+    assert set(get_format("lightgbm").loads(model_bytes(three)[1]).predict(X)) <= {"long", "no", "yes"}
+    odd = valid_texts.assign(churned="maybe")
+    with pytest.raises(DataValidationError, match=r"class\(es\) 'maybe' that the training rows do not"):
+        get_trainer(CASES["lightgbm"]).fit(texts, odd, _context())
+
+
+def test_callables_must_return_storable_models(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    train, valid = data
     with pytest.raises(TrainingFailed, match="returned None"):
         get_trainer(TrainerSpec(kind="callable", callable="helpers_for_trainers:nothing")).fit(
             train, valid, _context()

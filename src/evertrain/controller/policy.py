@@ -62,6 +62,7 @@ class Observation:
     metric_parts: tuple[float | None, ...] = ()  # the same rows cut in consecutive parts, oldest first
     n_labels: int = 0
     baseline: float | None = None  # the champion's metric when it was promoted
+    baseline_rows: int | None = None  # holdout rows that baseline was measured on (its uncertainty)
     estimated: float | None = None  # label-free estimate
     estimated_baseline: float | None = None
     new_labelled_rows: int = 0
@@ -185,6 +186,54 @@ def _worse(value: float, baseline: float, drop: float, higher_is_better: bool) -
     return value < baseline - drop if higher_is_better else value > baseline + drop
 
 
+#: Metrics that are a share of rows (a mean of 0/1 per row), whose uncertainty the decay test knows.
+PROPORTION_METRICS = ("accuracy",)
+
+
+def decay_z(value: float, n: int, baseline: float, baseline_rows: int | None, drop: float) -> float:
+    """The one-sided z statistic of "``value`` (a share on ``n`` rows) is below ``baseline`` -
+    ``drop``", with the variance of both shares; ``baseline_rows`` None: the baseline is exact.
+
+    Shares are smoothed (one success and one failure added) so that a perfect score still
+    carries doubt.
+
+    >>> round(decay_z(0.80, 1000, 0.86, 833, 0.01), 2), round(decay_z(0.995, 1000, 1.0, 833, 0.01), 2)
+    (2.86, -1.84)
+    """
+
+    def variance(p: float, rows: int) -> float:
+        q = (p * rows + 1) / (rows + 2)
+        return q * (1 - q) / (rows + 2)
+
+    se = math.sqrt(variance(value, n) + (variance(baseline, baseline_rows) if baseline_rows else 0.0))
+    return (baseline - drop - value) / se
+
+
+def decayed(spec: Spec, value: float, n: int, baseline: float, baseline_rows: int | None) -> bool:
+    """Whether the realized ``value`` on ``n`` labelled rows shows a decay against ``baseline``.
+
+    For accuracy with ``triggers.performance.confidence``: the loss beyond ``drop`` is
+    significant by :func:`decay_z`; otherwise ``value`` is worse than baseline - drop.
+    """
+    perf = spec.triggers.performance
+    metric, higher_is_better = performance_metric(spec)
+    if not _worse(value, baseline, perf.drop, higher_is_better):
+        return False
+    if perf.confidence is None or metric not in PROPORTION_METRICS or n <= 0:
+        return True
+    from scipy.stats import norm
+
+    return decay_z(value, n, baseline, baseline_rows, perf.drop) > float(norm.ppf(perf.confidence))
+
+
+def _clearly(spec: Spec) -> str:
+    perf = spec.triggers.performance
+    metric, _ = performance_metric(spec)
+    if perf.confidence is None or metric not in PROPORTION_METRICS:
+        return f"by more than {perf.drop:.3f}"
+    return f"by more than {perf.drop:.3f} (one-sided test at {perf.confidence:.0%})"
+
+
 def _persists(obs: Observation, consecutive: int, drop: float, higher_is_better: bool) -> bool:
     """Whether the decay shows in each of ``consecutive`` parts of the labelled rows, oldest to newest.
 
@@ -261,13 +310,15 @@ def decide(
             triggers.drift.confirm
             and obs.metric_after_onset is not None
             and obs.baseline is not None
-            and not _worse(obs.metric_after_onset, obs.baseline, perf.drop, higher_is_better)
+            and not decayed(
+                spec, obs.metric_after_onset, obs.labels_after_onset, obs.baseline, obs.baseline_rows
+            )
         )
         if obs.labels_after_onset >= need and harmless:
             held.append(
                 f"drift on {cols}: the champion's {metric} on the {obs.labels_after_onset} labelled "
                 f"rows since it began is {obs.metric_after_onset:.3f}, not {worse_word} its baseline "
-                f"{obs.baseline:.3f} by more than {perf.drop:.3f}: the inputs moved, the predictions held; "
+                f"{obs.baseline:.3f} {_clearly(spec)}: the inputs moved, the predictions held; "
                 "no retrain"
             )
             new.episode_reference = new.pending_reference
@@ -295,20 +346,20 @@ def decide(
     if perf.enabled and obs.metric is not None and obs.baseline is not None:
         if obs.n_labels < perf.min_labels:
             held.append(f"performance: only {obs.n_labels} labels, {perf.min_labels} needed")
-        elif _worse(obs.metric, obs.baseline, perf.drop, higher_is_better) and not _persists(
-            obs, perf.consecutive, perf.drop, higher_is_better
-        ):
+        elif (
+            is_decay := decayed(spec, obs.metric, obs.n_labels, obs.baseline, obs.baseline_rows)
+        ) and not _persists(obs, perf.consecutive, perf.drop, higher_is_better):
             parts = ", ".join("n/a" if v is None else f"{v:.3f}" for v in obs.metric_parts)
             held.append(
                 f"performance: {metric} {obs.metric:.3f} is {worse_word} the baseline {obs.baseline:.3f} "
-                f"by more than {perf.drop:.3f} on average, but not in each of {perf.consecutive} "
+                f"{_clearly(spec)} on average, but not in each of {perf.consecutive} "
                 f"consecutive parts of its labelled rows ({parts}): a spell, not yet a decay"
             )
-        elif _worse(obs.metric, obs.baseline, perf.drop, higher_is_better):
+        elif is_decay:
             fired.append("performance")
             reasons.append(
                 f"performance: {metric} {obs.metric:.3f} is {worse_word} the baseline {obs.baseline:.3f} "
-                f"by more than {perf.drop:.3f} ({obs.n_labels} labels)"
+                f"{_clearly(spec)} ({obs.n_labels} labels)"
             )
 
     est = triggers.estimated_performance

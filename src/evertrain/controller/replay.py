@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from evertrain.controller.clock import ManualClock
 from evertrain.controller.loop import Controller
-from evertrain.data.logs import FEEDBACK, PREDICTIONS, partition_date, partition_folder
+from evertrain.data.logs import FEEDBACK, PREDICTIONS, partition_date, partition_folder, read_log
 from evertrain.exceptions import NotFoundError
 from evertrain.serve.models import read_desired
 from evertrain.serve.router import bucket
@@ -82,10 +82,12 @@ class Replay:
 
     # -- files, named by batch so that a rerun rewrites the same bytes ---------------------
 
+    def _logs_root(self) -> str:
+        return self.store.logs_url or str(self.project / ".evertrain" / "logs")
+
     def _log_path(self, kind: str, index: int, at: float) -> str:
         """The part of one log that batch ``index`` writes, in the day partition of ``at``."""
-        root = self.store.logs_url or str(self.project / ".evertrain" / "logs")
-        folder = partition_folder(root, kind, self.spec.model.name, partition_date(at))
+        folder = partition_folder(self._logs_root(), kind, self.spec.model.name, partition_date(at))
         return f"{folder}/part-b{index:06d}.parquet"
 
     @staticmethod
@@ -193,9 +195,25 @@ class Replay:
         self._warehouse(index, now)
 
     def was_served(self, index: int) -> bool:
-        """Whether batch ``index`` reached a model (before the first model, traffic goes unanswered)."""
-        fs, p = fsspec.core.url_to_fs(self._log_path(PREDICTIONS, index, self.event_times(index, 1)[0]))
-        return bool(fs.exists(p))
+        """Whether batch ``index`` reached a model (before the first model, traffic goes unanswered).
+
+        Its own part of the prediction log, or, once the loop's compaction has merged that
+        part into a larger one, its first row in the log: a batch served before a
+        compaction gets its labels like any other.
+        """
+        first = float(self.event_times(index, 1)[0])
+        fs, p = fsspec.core.url_to_fs(self._log_path(PREDICTIONS, index, first))
+        if fs.exists(p):
+            return True
+        rows = read_log(
+            self._logs_root(),
+            PREDICTIONS,
+            self.spec.model.name,
+            since=first - 1.0,
+            until=first,
+            columns=["ts"],
+        )
+        return rows.num_rows > 0
 
     def send_feedback(self, index: int, ids: list[str], labels: pd.Series, now: float) -> None:
         """Write the feedback log rows of one batch, as the serving app does on ``:feedback``."""

@@ -32,6 +32,7 @@ class RealizedPerformance(TypedDict):
     value: float | None
     n_labels: int
     baseline: float | None
+    baseline_rows: int | None  # holdout rows the baseline was measured on
     since: float | None  # event time of the oldest labelled row behind ``value``
     parts: list[float | None]  # ``value`` on consecutive parts of the same rows, oldest first
 

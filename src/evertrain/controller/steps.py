@@ -130,6 +130,8 @@ def monitor(ctx: CycleContext) -> MonitorResult:
         "parts": _metric_parts(known, metric, spec.model.task, parts),
         "n_labels": known.num_rows,
         "baseline": champion.metrics.get(metric),
+        # the holdout rows behind the baseline: how sure it is (the decay test weighs both)
+        "baseline_rows": (champion.params.get("window") or {}).get("n_holdout"),
         # event time of the oldest row behind the value: a retrain for decay learns from here on
         "since": float(pa.compute.min(known["ts"]).as_py()) if known.num_rows else None,
     }
@@ -214,6 +216,7 @@ def decide(ctx: CycleContext) -> DecideResult:
         metric_parts=tuple(realized.get("parts") or ()),
         n_labels=int(realized.get("n_labels", 0)),
         baseline=realized.get("baseline"),
+        baseline_rows=realized.get("baseline_rows"),
         new_labelled_rows=int(mon.get("new_labelled_rows", 0)),
         estimated=estimated.get("value"),
         estimated_baseline=estimated.get("baseline"),
@@ -282,7 +285,7 @@ def train(ctx: CycleContext) -> TrainStepResult:
 
 def gate(ctx: CycleContext) -> GateStepResult:
     """Judge the new version against the champion; promote a first version, canary a passing one."""
-    from evertrain.evaluate.evaluation import confirmed_decay, evaluate_version
+    from evertrain.evaluate.evaluation import confirmed_decay, evaluate_version, proven_better
     from evertrain.rollout import get_active, start_rollout
 
     trained = ctx.results.get("train") or {}
@@ -337,6 +340,7 @@ def gate(ctx: CycleContext) -> GateStepResult:
     if active is not None and active.version == version:
         out["rollout"] = active.phase  # started before a crash
         return out
+    decay = confirmed_decay(ctx.spec, ctx.store.registry.get_version(ctx.model, version).trigger)
     started = start_rollout(
         ctx.store,
         ctx.model,
@@ -346,7 +350,8 @@ def gate(ctx: CycleContext) -> GateStepResult:
         task=ctx.spec.model.task,
         reason=f"passed its gates: {report.get('reason')}",
         now=ctx.at,
-        decay=confirmed_decay(ctx.spec, ctx.store.registry.get_version(ctx.model, version).trigger),
+        decay=decay,
+        proven=proven_better(report) if decay is not None else None,
     )
     out["rollout"] = started.phase
     return out

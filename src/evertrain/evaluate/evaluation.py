@@ -53,6 +53,8 @@ class _Current:
 
 #: Compare with whatever version holds the ``champion`` alias when the evaluation runs.
 CURRENT_CHAMPION: Final = _Current()
+#: The gate kinds that compare the challenger with the champion on the same holdout.
+CHAMPION_GATE_KINDS = ("non_inferiority", "superiority", "auto")
 NO_GATES = "no gates configured: a challenger that trained and registered is accepted"
 
 
@@ -313,6 +315,39 @@ def confirmed_decay(spec: Any, trigger: str | None) -> str | None:
         return "trained for realized performance below its baseline"
     if "drift" in fired and spec.triggers.drift.confirm:
         return "trained for a drift whose labels confirmed a loss"
+    return None
+
+
+def proven_better(report: Mapping[str, Any]) -> str | None:
+    """Why the gate showed the challenger *better* than the champion on its holdout, else None.
+
+    A passed champion check whose whole improvement interval lies above zero (at the
+    gate's confidence, on the newest labelled rows) is offline evidence of the same
+    quantity a canary's labels would measure. After a confirmed decay it lets the canary
+    promote on its first look, as soon as serving shows no errors, instead of waiting
+    for labels that may come days late (the watch after promotion still judges them).
+
+    >>> check = {"kind": "auto", "passed": True, "evidence": {"metric": "accuracy", "challenger": 0.9,
+    ...     "champion": 0.6, "improvement_interval": [0.25, 0.35], "confidence": 0.95, "n_rows": 400}}
+    >>> proven_better({"passed": True, "checks": [check]})[-56:]
+    'on 400 holdout rows, improvement 95% CI [+0.250, +0.350]'
+    >>> proven_better({"passed": True, "checks": [{**check, "evidence": {**check["evidence"],
+    ...     "improvement_interval": [-0.01, 0.1]}}]}) is None
+    True
+    """
+    if not report.get("passed"):
+        return None
+    for check in report.get("checks") or []:
+        ev = check.get("evidence") or {}
+        interval = ev.get("improvement_interval") or [None, None]
+        if check.get("kind") not in CHAMPION_GATE_KINDS or not check.get("passed") or interval[0] is None:
+            continue
+        if interval[0] > 0 and ev.get("challenger") is not None and ev.get("champion") is not None:
+            return (
+                f"the gate found {ev.get('metric')} {ev['challenger']:.3f} vs the champion's "
+                f"{ev['champion']:.3f} on {ev.get('n_rows')} holdout rows, improvement "
+                f"{float(ev.get('confidence') or 0.95):.0%} CI [{interval[0]:+.3f}, {interval[1]:+.3f}]"
+            )
     return None
 
 

@@ -38,6 +38,10 @@ worse, it is rolled back; while it is undecided the plan runs as usual but the l
 holds for the evidence (up to the step's limit), so a close call takes longer. If the
 limit comes first (labels late, a close call), the step gets the plain plan's verdict on
 its fixed-sample checks: sequential mode adds early stops, it is never stricter.
+When the gate already showed the challenger *better* than the champion on the newest
+labelled rows (its whole interval above zero; the plan's ``proven``), that offline
+evidence stands for the labels: the canary is promoted at its first look that served
+rows with no failed check, and the watch after promotion judges the labels when they come.
 """
 
 from __future__ import annotations
@@ -403,10 +407,15 @@ def compare(
     final: bool,
     task: str | None = None,
     sequential: bool = False,
+    proven: str | None = None,
 ) -> Verdict:
     """The verdict on one step: roll back on any failed check, hold until the sample and time are
     there, then advance (or promote after the last step). ``sequential`` (classification
-    only): quality by a confidence sequence that promotes or rolls back as soon as it decides."""
+    only): quality by a confidence sequence that promotes or rolls back as soon as it decides.
+    ``proven`` (sequential only): the offline evidence, on the newest labelled rows, that the
+    challenger is better than the champion; it stands for the labels the sequence waits
+    for, so the canary is promoted at the first look where it served rows and no check
+    failed (the canary's own labels, when they come first, can still roll it back)."""
     classification = is_classification(task, challenger.predictions, champion.predictions)
     sequential = sequential and classification
     errors = check_errors(champion, challenger, analysis)
@@ -428,6 +437,18 @@ def compare(
     if failed:
         return Verdict("rollback", [c.detail for c in failed], checks, champion.n, challenger.n)
     quality = next((c for c in checks if c.name == "quality"), None)
+    if sequential and proven and challenger.n > 0 and (quality is None or quality.status != "pass"):
+        return Verdict(
+            "promote",
+            [
+                f"{challenger.arm} v{challenger.version} served {challenger.n} rows without errors and "
+                f"{proven} (a confirmed decay): promoted without waiting for its labels; the watch "
+                "after promotion judges them"
+            ],
+            checks,
+            champion.n,
+            challenger.n,
+        )
     if sequential and quality is not None and quality.status == "pass":
         return Verdict(
             "promote",

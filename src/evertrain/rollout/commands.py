@@ -51,11 +51,15 @@ def start_rollout(
     reason: str | None = None,
     now: float | None = None,
     decay: str | None = None,
+    proven: str | None = None,
 ) -> Rollout:
     """Begin rolling out ``version``: shadow first if the plan has one, else the first canary step.
 
     ``decay``: why the champion is known to be stale, when it is (a confirmed decay): the
     canary is then judged sequentially unless the spec says ``sequential: never``.
+    ``proven``: with ``decay``, what showed the version better than the champion on the
+    newest labelled rows (the gate's interval above zero): the sequential canary then
+    promotes on its first look that finds no errors, without waiting for late labels.
 
     Needs a champion to compare with (a first version is promoted directly). A rollout that
     is still watching an earlier promotion is completed; one in shadow or canary is a
@@ -88,7 +92,7 @@ def start_rollout(
             PROMOTED,
             [f"watch ended early: rollout of v{number} started"],
         )
-    plan = make_plan(rollout_spec, task, decay=decay)
+    plan = make_plan(rollout_spec, task, decay=decay, proven=proven)
     if plan["shadow"] is not None:
         phase, step, share, alias = SHADOW, None, 0.0, SHADOW
     elif plan["steps"]:

@@ -267,7 +267,7 @@ def _step_verdict(r: Rollout, now: float, logs_url: str) -> analysis.Verdict:
         final=final,
         task=r.plan.get("task"),
     )
-    verdict = judge(sequential=bool(r.plan.get("sequential")))
+    verdict = judge(sequential=bool(r.plan.get("sequential")), proven=r.plan.get("proven"))
     limit = config.get("max_duration") or UNDECIDED_STEP_LIMIT * float(config["duration"])
     sequential = bool(r.plan.get("sequential")) and not plan_analysis.require_labels
     if verdict.action == "hold" and elapsed >= float(limit) and sequential:

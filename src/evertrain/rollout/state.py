@@ -81,18 +81,26 @@ class Decision:
 
 
 def make_plan(
-    rollout_spec: RolloutSpec | None = None, task: str | None = None, *, decay: str | None = None
+    rollout_spec: RolloutSpec | None = None,
+    task: str | None = None,
+    *,
+    decay: str | None = None,
+    proven: str | None = None,
 ) -> dict[str, Any]:
     """The plan a rollout follows, frozen at its start so that editing the spec mid-way changes nothing.
 
     ``decay``: why the champion is known to be stale (the version was trained for a
     confirmed decay), which makes ``sequential: auto`` judge the canary sequentially.
+    ``proven``: what showed the version better than the champion on the newest labelled
+    rows; kept only for a sequential canary after a decay, where it stands for the labels
+    the canary would otherwise wait for.
     """
     spec = rollout_spec or RolloutSpec.model_validate({})
     sequential = spec.sequential == "always" or (spec.sequential == "auto" and decay is not None)
     return {
         "sequential": sequential,
         "decay": decay,
+        "proven": proven if sequential and decay is not None else None,
         "shadow": None if spec.shadow is None else spec.shadow.model_dump(),
         "steps": [s.model_dump() for s in spec.steps],
         "analysis": spec.analysis.model_dump(),

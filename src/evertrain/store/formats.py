@@ -118,11 +118,57 @@ class SkopsFormat(ModelFormat):
         return sio.loads(data, trusted=untrusted or None)
 
 
-class BoosterModel:
-    """A LightGBM booster with the scikit-learn prediction methods the rest of evertrain uses."""
+#: The line a LightGBM model file ends with when its classes are not the numbers 0..K-1
+#: (text labels such as "yes"/"no"): JSON after the prefix. LightGBM ignores it on load.
+CLASSES_LINE = "evertrain_classes:"
 
-    def __init__(self, booster: Any, text: str | None = None) -> None:
+
+def with_classes(text: str, classes: Sequence[Any] | None) -> str:
+    """A LightGBM model file with its class labels appended (unchanged without classes).
+
+    >>> with_classes("tree\\nend of trees\\n", ["no", "yes"]).splitlines()[-1]
+    'evertrain_classes:["no", "yes"]'
+    >>> with_classes("tree\\n", np.array([0, 1]))
+    'tree\\n'
+    """
+    labels = [c.item() if isinstance(c, np.generic) else c for c in (classes if classes is not None else [])]
+    if not labels or labels == list(range(len(labels))):
+        return text  # the booster's own class numbers: nothing to name
+    return text.rstrip("\n") + "\n" + CLASSES_LINE + json.dumps(labels) + "\n"
+
+
+def classes_of(text: str | None) -> list[Any] | None:
+    """The class labels a LightGBM model file carries (see :func:`with_classes`), else None."""
+    if not text:
+        return None
+    tail = text.rstrip("\n").rsplit("\n", 1)[-1]
+    if not tail.startswith(CLASSES_LINE):
+        return None
+    try:
+        classes = json.loads(tail[len(CLASSES_LINE) :])
+    except ValueError:
+        raise DataValidationError("LightGBM model file: its class labels line is not JSON") from None
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise DataValidationError("LightGBM model file: its class labels line must list two or more classes")
+    return classes
+
+
+class BoosterModel:
+    """A LightGBM booster with the scikit-learn prediction methods the rest of evertrain uses.
+
+    ``classes``: the labels of the booster's classes 0..K-1 when they are not those
+    numbers (text labels): ``predict`` answers with them and ``classes_`` lists them, as a
+    scikit-learn classifier does. They travel in the model file (:func:`with_classes`).
+    """
+
+    def __init__(self, booster: Any, text: str | None = None, classes: Sequence[Any] | None = None) -> None:
         self.booster_ = booster
+        if classes is None:
+            classes = classes_of(text)
+        elif text is not None:
+            text = with_classes(text, classes) if classes_of(text) is None else text
+        if classes is not None:
+            self.classes_ = np.asarray(list(classes))
         #: The model file this booster was loaded from, when known (spares writing it again).
         self.text_ = text
         objective = booster.params.get("objective")
@@ -154,10 +200,13 @@ class BoosterModel:
         out = self._raw(X)
         objective = self.objective_.split()[0] if self.objective_ else ""
         if objective.startswith("binary"):
-            return (out >= 0.5).astype(int)
-        if out.ndim == 2:
-            return out.argmax(axis=1)
-        return out
+            index = (out >= 0.5).astype(int)
+        elif out.ndim == 2:
+            index = out.argmax(axis=1)
+        else:
+            return out
+        classes = getattr(self, "classes_", None)
+        return index if classes is None else classes[index]
 
 
 class LightGBMFormat(ModelFormat):
@@ -167,7 +216,9 @@ class LightGBMFormat(ModelFormat):
     def dumps(self, model: Any) -> bytes:
         text = getattr(model, "text_", None)
         if text is None:
-            text = getattr(model, "booster_", model).model_to_string()
+            text = with_classes(
+                getattr(model, "booster_", model).model_to_string(), getattr(model, "classes_", None)
+            )
         return str(text).encode("utf-8")
 
     def loads(self, data: bytes) -> Any:

@@ -253,20 +253,54 @@ class LightGBMTrainer(Trainer):
         return params, rounds
 
     @staticmethod
-    def _check_labels(y: pd.Series, task: str) -> None:
+    def class_labels(y: pd.Series, task: str) -> list[Any] | None:
+        """The class labels to code as 0..K-1 (sorted), or None when ``y`` holds those numbers
+        already (or booleans, or a regression target).
+
+        LightGBM learns classes numbered 0..K-1; text labels ("yes"/"no") or other numbers are
+        coded for it, and the model answers with the labels again.
+
+        >>> LightGBMTrainer.class_labels(pd.Series(["yes", "no", "yes"]), "binary")
+        ['no', 'yes']
+        >>> LightGBMTrainer.class_labels(pd.Series([0, 1, 1]), "binary") is None
+        True
+        """
         if task == "regression":
-            return
+            return None
         values = pd.unique(y.dropna())
+        if pd.api.types.is_bool_dtype(y):
+            return None
         try:
             numbers = np.asarray(values, dtype=float)
         except (TypeError, ValueError):
-            numbers = np.array([np.nan])
-        if not (np.isfinite(numbers).all() and (numbers >= 0).all() and (numbers == np.round(numbers)).all()):
-            sample = ", ".join(map(repr, list(values)[:5]))
+            numbers = None
+        coded = (
+            numbers is not None
+            and np.isfinite(numbers).all()
+            and (numbers == np.round(numbers)).all()
+            and (numbers >= 0).all()
+            and (task != "binary" or numbers.max(initial=0) <= 1)
+        )
+        if coded:
+            return None
+        try:
+            labels = sorted(values.tolist())
+        except TypeError:  # labels of mixed types: in the order of their text
+            labels = sorted(values.tolist(), key=str)
+        return [v.item() if isinstance(v, np.generic) else v for v in labels]
+
+    @staticmethod
+    def _coded(y: pd.Series, classes: list[Any] | None, part: str) -> pd.Series:
+        if classes is None:
+            return y
+        coded = y.map({c: i for i, c in enumerate(classes)})
+        unknown = pd.unique(y[coded.isna() & y.notna()])
+        if len(unknown):
             raise DataValidationError(
-                f"target {y.name!r}: LightGBM {task} targets must be class numbers 0..K-1 or booleans, "
-                f"got {sample}"
+                f"target {y.name!r}: the {part} rows hold class(es) {', '.join(map(repr, unknown[:5]))} "
+                f"that the training rows do not ({', '.join(map(repr, classes))})"
             )
+        return coded
 
     def _load_checkpoint(self, context: TrainContext) -> tuple[Any, dict[str, Any]] | None:
         import lightgbm as lgb
@@ -311,7 +345,8 @@ class LightGBMTrainer(Trainer):
         import lightgbm as lgb
 
         X, y = context.xy(train, categorical_as_category=True)
-        self._check_labels(y, context.task)
+        classes = self.class_labels(y, context.task)
+        y = self._coded(y, classes, "training")
         params, rounds = self.params(context, y)
         # The Datasets get the params too: built without them, LightGBM uses every core for
         # them, which on a shared host makes each iteration several times slower.
@@ -321,6 +356,7 @@ class LightGBMTrainer(Trainer):
         valid_sets, valid_names = [], []
         if len(valid):
             Xv, yv = context.xy(valid, categorical_as_category=True)
+            yv = self._coded(yv, classes, "validation")
             valid_sets = [lgb.Dataset(Xv, yv.astype(float), reference=train_set, params=params)]
             valid_names = ["valid"]
         state: dict[str, Any] = {"done": 0, "best": 0, "best_score": None, "curve": [], "base": 0}
@@ -332,7 +368,11 @@ class LightGBMTrainer(Trainer):
             context.info["resumed_from_iteration"] = state["done"]
         elif self.spec.warm_start and isinstance(context.parent, BoosterModel):
             parent_features = list(context.parent.booster_.feature_name())
-            if parent_features == list(X.columns):
+            parent_classes = getattr(context.parent, "classes_", None)
+            same_classes = (None if parent_classes is None else parent_classes.tolist()) == classes
+            if not same_classes:
+                context.log("warm start skipped: the parent was trained on other classes")
+            elif parent_features == list(X.columns):
                 init = context.parent.booster_
                 state["base"] = int(init.current_iteration())
                 context.log(f"warm start from the parent booster ({state['base']} iterations)")
@@ -390,7 +430,7 @@ class LightGBMTrainer(Trainer):
             scorer.submit(booster, total)
             scorer.finish(total)
         text = booster.model_to_string(num_iteration=total)
-        return BoosterModel(lgb.Booster(model_str=text), text=text)
+        return BoosterModel(lgb.Booster(model_str=text), text=text, classes=classes)
 
 
 # -- any callable ------------------------------------------------------------------------------
