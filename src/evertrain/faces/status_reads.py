@@ -370,51 +370,12 @@ def newest_cycle(store: Store, model: str) -> tuple[dict[str, Any], dict[str, An
     return None if row is None or not row.result else (dict(row.params or {}), dict(row.result))
 
 
-LIVE_PHASES = ("shadow", "canary", "watching")
-
-
 def rollouts_of(
     store: Store, model: str, limit: int = 20
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The live rollout of ``model`` (None without one) and its newest ``limit`` rollouts, newest first.
+    """The live rollout of ``model`` (None without one) and its newest ``limit`` rollouts, newest first."""
+    from evertrain.rollout import state  # the stored record only: no statistics imported
 
-    Read here rather than through :mod:`evertrain.rollout`, whose import pulls in the
-    statistics stack: a status line or a report should not pay seconds for it.
-    """
-    with store.db.read() as conn:
-        mid = model_id(conn, model)
-        rows = conn.execute(
-            sa.select(rollouts)
-            .where(rollouts.c.model_id == mid)
-            .order_by(rollouts.c.created_at.desc(), rollouts.c.id)
-            .limit(limit)
-        ).all()
-        live_row = conn.execute(
-            sa.select(rollouts)
-            .where(rollouts.c.model_id == mid, rollouts.c.phase.in_(LIVE_PHASES))
-            .order_by(rollouts.c.created_at.desc())
-            .limit(1)
-        ).first()
-
-    def as_dict(r: Any) -> dict[str, Any]:
-        return {
-            "id": r.id,
-            "model": model,
-            "version": r.version,
-            "baseline": r.baseline,
-            "phase": r.phase,
-            "step": r.step,
-            "share": float(r.share),
-            "step_started_at": float(r.step_started_at),
-            "outcome": r.outcome,
-            "plan": dict(r.plan or {}),
-            "reasons": list(r.reasons or []),
-            "last_verdict": r.last_verdict,
-            "revision": int(r.revision),
-            "created_by": r.created_by,
-            "created_at": float(r.created_at),
-            "updated_at": float(r.updated_at),
-            "ended_at": r.ended_at,
-        }
-
-    return (None if live_row is None else as_dict(live_row)), [as_dict(r) for r in rows]
+    live = state.get_active(store, model)
+    newest = state.history(store, model, limit)
+    return (None if live is None else live.to_dict()), [r.to_dict() for r in newest]
