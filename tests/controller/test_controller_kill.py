@@ -2,12 +2,16 @@
 
 The victim replays the demo's stream in-process (the real controller, trainer, gates and
 rollout, on a simulated clock); it is SIGKILLed 30 times at random moments and restarted
-each time. Versions (their artifact hashes), aliases and the audit chain must then equal
-those of a run that was never interrupted.
+each time, each life a fork of one interpreter that imported everything but never opened the
+store (so a life knows only what the folder holds, as a restarted process would). Versions
+(their artifact hashes), aliases and the audit chain must then equal those of a run that was
+never interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import re
 import signal
@@ -27,16 +31,53 @@ KILLS = 30
 _HEX_ID = re.compile(r"\b[0-9a-f]{32}\b")
 
 
-def _start(project: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(CHILD), str(project)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+class Zygote:
+    """One interpreter that imports the controller once and forks a fresh life per run."""
 
+    def __init__(self, err: Path) -> None:
+        self._err = err.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(CHILD), "--zygote"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+        )
+        assert self.readline() == "zygote ready", err.read_text()[-2000:]
 
-def _run_to_end(project: Path) -> None:
-    proc = _start(project)
-    out, err = proc.communicate(timeout=240)
-    assert proc.returncode == 0 and "finished" in out, err[-2000:]
+    def readline(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, "the zygote died"
+        return line.strip()
+
+    def fork(self, project: Path, command: str = "fork") -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{command} {project}\n")
+        self.proc.stdin.flush()
+        pid = self.readline()
+        assert pid.startswith("pid "), pid
+        return int(pid.split()[1])
+
+    def until_exit(self) -> tuple[int, list[str]]:
+        """Lines of the current life up to its end, and its exit status (-9 when killed)."""
+        lines = []
+        while not (line := self.readline()).startswith("exit "):
+            lines.append(line)
+        return int(line.split()[1]), lines
+
+    def run_to_end(self, project: Path, command: str = "fork") -> None:
+        self.fork(project, command)
+        status, lines = self.until_exit()
+        assert status == 0 and "finished" in lines, self._err.name
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        self._err.close()
 
 
 def state(project: Path) -> dict[str, Any]:
@@ -67,29 +108,33 @@ def state(project: Path) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-# Two full replays and 30 interrupted ones, each a fresh Python: minutes of work that a
-# shared, loaded machine stretches past the suite's 300 s hang guard.
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(600)
 def test_killed_controller_resumes_to_the_same_state(tmp_path: Path) -> None:
-    reference = tmp_path / "reference"
-    _run_to_end(reference)
+    zygote = Zygote(tmp_path / "zygote.err")
+    try:
+        reference = tmp_path / "reference"
+        zygote.run_to_end(reference, "warm")  # the zygote then imports what a life needs
 
-    victim = tmp_path / "victim"
-    rng = random.Random(20261129)
-    landed_in_work = 0
-    for _ in range(KILLS):
-        proc = _start(victim)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "ready": imports done, the store is open
-        if "finished" in line or not line:
-            proc.communicate(timeout=60)
-            break
-        time.sleep(rng.uniform(0.0, 1.2))
-        if proc.poll() is None:
-            landed_in_work += 1
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)  # reaps it and closes its pipes
-    _run_to_end(victim)
+        victim = tmp_path / "victim"
+        rng = random.Random(20261129)
+        landed_in_work = 0
+        for _ in range(KILLS):
+            pid = zygote.fork(victim)
+            if zygote.readline() != "ready":  # the store could not be opened: say why
+                status, lines = zygote.until_exit()
+                pytest.fail(f"a life failed to start (exit {status}): {lines}")
+            time.sleep(rng.uniform(0.0, 1.2))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            status, lines = zygote.until_exit()
+            if status == -signal.SIGKILL:
+                landed_in_work += 1
+            else:
+                assert status == 0 and "finished" in lines, (status, lines)
+                break
+        zygote.run_to_end(victim)
+    finally:
+        zygote.close()
 
     assert landed_in_work >= KILLS * 2 // 3, "most kills should land while the loop was working"
     expected, got = state(reference), state(victim)
