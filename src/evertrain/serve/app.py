@@ -121,6 +121,12 @@ def _error_response(status: int, message: str, field: str | None = None) -> Resp
     return json_response({"error": message, "field": field}, status, headers)
 
 
+def _evertrain_error(exc: EvertrainError) -> Response:
+    """The answer to any of the project's errors: its status, its message, the field if it names one."""
+    field = exc.field if isinstance(exc, InputError | ServeError) else None
+    return _error_response(exc.http_status, exc.message, field)
+
+
 _PREDICT_PATH = re.compile(r"^/v1/models/([^/]+):predict$")  # the route's own pattern
 
 
@@ -142,27 +148,17 @@ class PredictRoute:
                 request = Request(scope, receive)
                 try:
                     response = await self.server.predict(match.group(1), request)
-                except (InputError, ServeError) as exc:
-                    response = _error_response(exc.http_status, exc.message, exc.field)
                 except EvertrainError as exc:
-                    response = _error_response(exc.http_status, exc.message)
+                    response = _evertrain_error(exc)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
 
 def _handlers(app: FastAPI, server: Server) -> None:
-    @app.exception_handler(InputError)
-    async def _input(_: Request, exc: InputError) -> Response:
-        return _error_response(exc.http_status, exc.message, exc.field)
-
-    @app.exception_handler(ServeError)
-    async def _serve(_: Request, exc: ServeError) -> Response:
-        return _error_response(exc.http_status, exc.message, exc.field)
-
-    @app.exception_handler(EvertrainError)
+    @app.exception_handler(EvertrainError)  # InputError and ServeError included: handlers go by class
     async def _evertrain(_: Request, exc: EvertrainError) -> Response:
-        return _error_response(exc.http_status, exc.message)
+        return _evertrain_error(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
