@@ -224,12 +224,15 @@ def test_verify_is_not_fooled_by_entries_appended_while_it_reads(
         worker.send("churn", db_url, artifacts_url, str(state))
         pid = worker.recv()["ready"]
         try:
-            deadline = time.monotonic() + 1.5
-            checks = 0
-            while time.monotonic() < deadline or checks < 30:
+            # At least 1.5 s and 30 checks, and until the other process has appended over 20
+            # entries (a loaded machine gives it fewer per second): verify raced real appends.
+            deadline, give_up = time.monotonic() + 1.5, time.monotonic() + 120
+            checks, seen = 0, 0
+            while time.monotonic() < deadline or checks < 30 or seen <= 20:
+                assert time.monotonic() < give_up, f"the other process appended only {seen} entries"
                 result = store.audit.verify()
                 assert result.ok, result.problem
-                checks += 1
+                checks, seen = checks + 1, result.n_entries
         finally:
             os.kill(pid, signal.SIGKILL)
             worker.send("reap", pid)
