@@ -281,3 +281,26 @@ def test_after_an_abrupt_change_candidates_are_recorded_and_the_best_is_chosen(
     assert mv.params["training_set"] == chosen["name"]
     assert [c["name"] for c in mv.params["candidates"]] == ["window", "since_change", "upweighted"]
     assert result.metrics["holdout"]["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_a_training_reports_its_stages_and_boosting_rounds(
+    store: Store, project: Path, rows: Any, executor: str
+) -> None:
+    """Whoever watches is told the stage, then the worker's boosting rounds as they go
+    (through the job's progress file, in a child process too), ending on the last one run."""
+    from evertrain.train.progress import Progress
+
+    seen: list[Progress] = []
+    result = train_model(store, _spec(**{"training.executor": executor}), project, progress=seen.append)
+    stages = [p.what for p in seen if p.done is None]
+    assert stages == ["reading the data", "training", "checking the gates"]
+    rounds = [p for p in seen if p.done is not None]
+    assert rounds and {(p.what, p.total) for p in rounds} == {("boosting round", 60)}
+    done = [p.done for p in rounds]
+    assert done == sorted(done) and len(set(done)) == len(done)
+    info = store.runs.get(result.run_id).result["info"]
+    assert done[-1] == info["iterations_run"]  # the last round run is always shown
+    # Reports came while the model was fitted, between the training and the gates.
+    first, last = seen.index(rounds[0]), seen.index(rounds[-1])
+    assert stages.index("training") < first and seen[last + 1].what == "checking the gates"
