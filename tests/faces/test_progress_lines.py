@@ -1,4 +1,4 @@
-"""``evertrain train`` shows its progress on a terminal, and only there.
+"""``evertrain train`` and ``evertrain drift`` show their progress on a terminal, and only there.
 
 The terminal is a real pseudo-terminal: rich decides from ``isatty`` like for a person.
 Off a terminal (a pipe) and with ``--json`` nothing but the result reaches standard output.
@@ -104,3 +104,47 @@ def test_off_a_terminal_and_with_json_nothing_but_the_result(churn: Path) -> Non
     assert done.stdout.startswith("trained churn version 2")
     for output in (done.stdout, done.stderr):
         assert "boosting round" not in output and "\x1b" not in output and "\r" not in output
+
+
+@pytest.fixture
+def drifting(tmp_path: Path) -> Path:
+    """Two Parquet files of 40,000 rows each (above the exact-comparison size together), x shifted."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    n = 40_000
+    for name, shift in (("ref.parquet", 0.0), ("cur.parquet", 0.5)):
+        table = {"x": rng.normal(shift, 1, n), "k": rng.integers(0, 5, n), "c": rng.choice(["a", "b"], n)}
+        pq.write_table(pa.table(table), tmp_path / name)
+    return tmp_path
+
+
+def test_drift_on_a_terminal_shows_each_side_profiled_column_by_column(drifting: Path) -> None:
+    code, text = _on_a_terminal(
+        ["drift", "ref.parquet", "cur.parquet", "--save-profile", "ref.json"], drifting
+    )
+    assert code == 1, text[-2000:]  # x drifted
+    assert "drift: cur.parquet vs ref.parquet: profiling ref.parquet 3/3" in text
+    assert "drift: cur.parquet vs ref.parquet: profiling cur.parquet 3/3" in text
+    assert "drift: cur.parquet vs ref.parquet" in text and "x" in text
+    # Against the saved profile only the current side is read.
+    code, text = _on_a_terminal(["drift", "ref.json", "cur.parquet"], drifting)
+    assert code == 1
+    assert "profiling cur.parquet 3/3" in text and "profiling ref" not in text
+
+
+def test_drift_off_a_terminal_and_with_json_writes_the_report_alone(drifting: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ENTRY, "drift", "ref.parquet", "cur.parquet", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=drifting,
+        env=_env(),
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["drifted_columns"] == ["x"]
+    assert "profiling" not in done.stderr and "\x1b" not in done.stderr
