@@ -79,27 +79,24 @@ def test_train_on_a_terminal_shows_stages_boosting_rounds_and_elapsed_time(churn
     assert "trained churn version 1" in text
 
 
-def test_off_a_terminal_and_with_json_nothing_but_the_result(churn: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", ENTRY, "train", "churn", "--json"],
+def _piped(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``evertrain ARGS`` with its output going to pipes, as in a script."""
+    return subprocess.run(
+        [sys.executable, "-c", ENTRY, *args],
         capture_output=True,
         text=True,
-        cwd=churn,
+        cwd=cwd,
         env=_env(),
         timeout=300,
         check=False,
     )
+
+
+def test_off_a_terminal_and_with_json_nothing_but_the_result(churn: Path) -> None:
+    done = _piped(["train", "churn", "--json"], churn)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["version"] == 1  # standard output is the JSON document alone
-    done = subprocess.run(
-        [sys.executable, "-c", ENTRY, "train", "churn"],
-        capture_output=True,
-        text=True,
-        cwd=churn,
-        env=_env(),
-        timeout=300,
-        check=False,
-    )
+    done = _piped(["train", "churn"], churn)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("trained churn version 2")
     for output in (done.stdout, done.stderr):
@@ -136,15 +133,7 @@ def test_drift_on_a_terminal_shows_each_side_profiled_column_by_column(drifting:
 
 
 def test_drift_off_a_terminal_and_with_json_writes_the_report_alone(drifting: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", ENTRY, "drift", "ref.parquet", "cur.parquet", "--json"],
-        capture_output=True,
-        text=True,
-        cwd=drifting,
-        env=_env(),
-        timeout=300,
-        check=False,
-    )
+    done = _piped(["drift", "ref.parquet", "cur.parquet", "--json"], drifting)
     assert done.returncode == 1, done.stderr
     assert json.loads(done.stdout)["drifted_columns"] == ["x"]
     assert "profiling" not in done.stderr and "\x1b" not in done.stderr

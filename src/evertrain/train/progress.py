@@ -25,11 +25,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from evertrain._background import repeating
 
 #: The progress file in a job folder.
 PROGRESS_FILE = "progress.json"
@@ -113,7 +114,6 @@ def watch(job_dir: Path, listener: Listener | None, every: float = POLL_SECONDS)
     if listener is None:
         yield
         return
-    stop = threading.Event()
     seen: list[Progress | None] = [None]
 
     def look() -> None:
@@ -122,18 +122,9 @@ def watch(job_dir: Path, listener: Listener | None, every: float = POLL_SECONDS)
             seen[0] = report
             listener(report)
 
-    def poll() -> None:
-        while not stop.wait(every):
-            look()
-
-    thread = threading.Thread(target=poll, name="evertrain-progress", daemon=True)
-    thread.start()
-    try:
+    with repeating(every, look, "evertrain-progress"):
         yield
-    finally:
-        stop.set()
-        thread.join()
-        look()
+    look()
 
 
 __all__ = [
