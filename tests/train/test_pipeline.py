@@ -304,3 +304,24 @@ def test_a_training_reports_its_stages_and_boosting_rounds(
     # Reports came while the model was fitted, between the training and the gates.
     first, last = seen.index(rounds[0]), seen.index(rounds[-1])
     assert stages.index("training") < first and seen[last + 1].what == "checking the gates"
+
+
+def test_a_champion_registered_on_fewer_columns_is_judged_beside_the_challenger(
+    store: Store, project: Path, rows: pd.DataFrame
+) -> None:
+    """A model brought in by hand on four of the columns, promoted, then a training on all of
+    them: the gates score the champion on its own columns and compare, instead of failing."""
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    numeric = ["tenure_months", "monthly_spend", "support_calls", "visits"]
+    own = LogisticRegression(max_iter=300).fit(rows[numeric], rows["churned"])
+    digest = store.artifacts.put(bytes(sio.dumps(own)))
+    store.registry.register("churn", digest, framework="sklearn", actor="tester")
+    store.registry.promote("churn", 1, actor="tester")
+    spec = _spec(gates=[{"kind": "non_inferiority", "metric": "accuracy", "margin": 0.5}])
+    result = train_model(store, spec, project)
+    assert result.version == 2 and result.report is not None
+    assert result.report["champion_version"] == 1
+    check = result.report["checks"][0]
+    assert check["passed"] and "champion" in check["reason"] and "no champion" not in check["reason"]
