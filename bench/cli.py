@@ -2,7 +2,8 @@
 
 Each command runs as a fresh process, as a person or a script runs it, R times; the
 systems take turns so that a busy machine slows them alike. The table shows the median
-wall time of each, and how many times faster evertrain is (target: 5x or more).
+wall time of each, and how many times faster evertrain is (target: 5x or more), with the
+CPU time (user + system) each process used.
 
 | evertrain | MLflow 3.17 (SQLite backend) |
 |---|---|
@@ -15,17 +16,22 @@ wall time of each, and how many times faster evertrain is (target: 5x or more).
 Where MLflow has no CLI command, the one line a user would run instead is timed. Both
 stores hold one model with two versions; promote and rollback alternate, so every
 promote really moves the champion. MLflow runs in its own virtual environment,
-``bench/.venvs/mlflow`` (shared with ``bench/registry.py``), made on first use.
+``bench/.venvs/mlflow`` (shared with ``bench/registry.py``), made on first use, or in
+the Python given by ``--mlflow-python`` (one that has MLflow 3.17 installed already).
+evertrain's modules are compiled to bytecode first, as installing a package does, so that
+neither side pays for compiling its sources on every start.
 
-    .venv/bin/python bench/cli.py [--repeats 7] [--no-write]
+    .venv/bin/python bench/cli.py [--repeats 7] [--mlflow-python PYTHON] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime as dt
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -33,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from _results import replace_section
 
@@ -91,6 +98,27 @@ def ensure_mlflow() -> Path:
     return python
 
 
+def mlflow_version(python: Path) -> str:
+    """The MLflow version ``python`` imports; refuses one that is not the 3.17 series compared here."""
+    found = subprocess.run(
+        [str(python), "-c", "import mlflow; print(mlflow.__version__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    version = found.stdout.strip()
+    if found.returncode != 0 or not version.startswith("3.17."):
+        raise SystemExit(f"{python} does not import MLflow 3.17 ({version or found.stderr.strip()[-200:]})")
+    return version
+
+
+def compile_evertrain() -> None:
+    """Bytecode for every evertrain module, as ``pip install`` writes it."""
+    import evertrain
+
+    compileall.compile_dir(str(Path(evertrain.__file__).parent), quiet=1)
+
+
 def evertrain_project(root: Path) -> Path:
     """A churn project (``evertrain init``) with two registered scikit-learn versions, v1 champion."""
     import pandas as pd
@@ -109,7 +137,7 @@ def evertrain_project(root: Path) -> Path:
     return project
 
 
-def run_evertrain(project: Path, args: list[str], cwd: Path | None = None) -> float:
+def run_evertrain(project: Path, args: list[str], cwd: Path | None = None) -> Timing:
     evertrain = Path(sys.executable).with_name("evertrain")
     command = [str(evertrain)] if evertrain.exists() else [sys.executable, "-m", "evertrain"]
     return timed([*command, *args], cwd=cwd or project, env=clean_env())
@@ -121,15 +149,25 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def timed(command: list[str], *, cwd: Path, env: dict[str, str]) -> float:
+class Timing(NamedTuple):
+    """One command's wall time and the CPU time (user + system) its process used."""
+
+    wall: float
+    cpu: float
+
+
+def timed(command: list[str], *, cwd: Path, env: dict[str, str]) -> Timing:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
     if done.returncode != 0:
         raise SystemExit(
             f"{' '.join(command[:4])}... failed ({done.returncode}): {done.stderr.strip()[-500:]}"
         )
-    return seconds
+    return Timing(wall, cpu)
 
 
 def main() -> None:
@@ -138,9 +176,14 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=7, help="runs of each command per system")
     parser.add_argument("--no-write", action="store_true", help="print the table but leave RESULTS.md alone")
+    parser.add_argument(
+        "--mlflow-python", type=Path, help="a Python with MLflow 3.17 (default: bench/.venvs/mlflow)"
+    )
     args = parser.parse_args()
     load_at_start = os.getloadavg()
-    mlflow_python = ensure_mlflow()
+    mlflow_python = args.mlflow_python or ensure_mlflow()
+    mlflow_at = mlflow_version(mlflow_python)
+    compile_evertrain()
     root = Path(tempfile.mkdtemp(prefix="evertrain-bench-cli-"))
     try:
         project = evertrain_project(root)
@@ -153,7 +196,7 @@ def main() -> None:
             GIT_PYTHON_REFRESH="quiet",
         )
         timed([str(mlflow_python), "-c", MLFLOW_SETUP, str(mlflow_root)], cwd=mlflow_root, env=mlflow_env)
-        seconds: dict[tuple[str, str], list[float]] = {}
+        seconds: dict[tuple[str, str], list[Timing]] = {}
         for _ in range(args.repeats):
             for name in COMMANDS:  # the systems take turns, command by command
                 seconds.setdefault(("evertrain", name), []).append(
@@ -168,17 +211,20 @@ def main() -> None:
 
     rows = []
     for name in COMMANDS:
-        ours = statistics.median(seconds[("evertrain", name)])
-        theirs = statistics.median(seconds[("mlflow", name)])
+        ours = statistics.median(t.wall for t in seconds[("evertrain", name)])
+        ours_cpu = statistics.median(t.cpu for t in seconds[("evertrain", name)])
+        theirs = statistics.median(t.wall for t in seconds[("mlflow", name)])
+        theirs_cpu = statistics.median(t.cpu for t in seconds[("mlflow", name)])
         mark = "" if theirs / ours >= TARGET_SPEEDUP else " (below the 5x target)"
         rows.append(
-            f"| `{' '.join(['evertrain', *EVERTRAIN_ARGS[name]])}` | {ours:.3f} s | {theirs:.3f} s "
-            f"| {theirs / ours:.1f}x{mark} |"
+            f"| `{' '.join(['evertrain', *EVERTRAIN_ARGS[name]])}` | {ours:.3f} s | {ours_cpu:.2f} s "
+            f"| {theirs:.3f} s | {theirs_cpu:.2f} s | {theirs / ours:.1f}x{mark} |"
         )
     table = "\n".join(
         [
-            "| command | evertrain (median) | MLflow equivalent (median) | evertrain faster by |",
-            "|---|---|---|---|",
+            "| command | evertrain wall | evertrain CPU | MLflow equivalent wall | MLflow CPU "
+            "| evertrain faster by (wall) |",
+            "|---|---|---|---|---|---|",
             *rows,
         ]
     )
@@ -187,13 +233,16 @@ def main() -> None:
     section = f"""## Command line
 
 `bench/cli.py`: wall time of quick commands, each a fresh process, median of {args.repeats} runs,
-beside the MLflow CLI's nearest equivalent (see the script's docstring for the pairs).
+beside the MLflow CLI's nearest equivalent (see the script's docstring for the pairs). CPU is
+the user + system time the process used (median): on a busy machine wall time is mostly
+waiting for a core, CPU time much less so; on an idle one the wall time comes close to it.
 
 {table}
 
 Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},
-evertrain {evertrain.__version__}; load average {load_at_start[0]:.1f} at the start,
+evertrain {evertrain.__version__}, MLflow {mlflow_at}; load average {load_at_start[0]:.1f} at the start,
 {load_at_end[0]:.1f} at the end; {dt.date.today().isoformat()}.
+
 """
     print(section)
     if not args.no_write:

@@ -1,5 +1,9 @@
-"""Work done beside a training (scoring, snapshots) runs at a lower priority than the training.
+"""Work done beside the main work: repeated in a thread while a block runs, at a lower priority.
 
+:func:`repeating` calls a function every few seconds in a thread of its own while a block
+runs (a lease's heartbeat, a look at a job's progress).
+
+Work done beside a training (scoring, snapshots) runs at a lower priority than the training.
 A training uses one core; the work beside it is meant for the others. When there are more
 busy threads than cores, the scheduler shares the cores between them evenly, and the
 training, which everything else waits for, loses its share. Raising the nice value of the
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable, Iterator
 
 #: Nice value added to a side thread: the training gets about ten times its CPU share.
 SIDE_NICENESS = 10
@@ -26,3 +31,25 @@ def yield_to_training() -> None:
         tid = threading.get_native_id()
         current = os.getpriority(os.PRIO_PROCESS, tid)
         os.setpriority(os.PRIO_PROCESS, tid, min(19, current + SIDE_NICENESS))
+
+
+@contextlib.contextmanager
+def repeating(seconds: float, work: Callable[[], None], name: str) -> Iterator[None]:
+    """Call ``work`` every ``seconds`` in a daemon thread called ``name`` while the block runs.
+
+    The first call comes ``seconds`` after the start; the thread is stopped and joined when
+    the block ends (a call under way is finished first), so nothing of it outlives the block.
+    """
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(seconds):
+            work()
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -110,3 +110,68 @@ def _has_model(store: Store) -> bool:
     except NotFoundError:
         return False
     return True
+
+
+def _has_runs(folder: Path) -> bool:
+    """Whether the store in ``folder`` exists, is migrated and holds a run (the work has begun)."""
+    if not (folder / ".evertrain" / "evertrain.db").is_file():
+        return False
+    store = Store.for_project(folder)
+    try:
+        return store.db.at_head() and bool(store.runs.list())
+    finally:
+        store.close()
+
+
+def _ctrl_c_once_begun(argv: list[str], begun: Path, cwd: Path) -> str:
+    """Start ``evertrain ARGV``, press Ctrl-C once its store in ``begun`` holds a run; its stderr.
+
+    It must exit 130 with one line and no traceback, and leave no process of its own behind.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVERTRAIN_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ENTRY, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
+    deadline = time.monotonic() + 120
+    while not _has_runs(begun):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"evertrain {' '.join(argv)} never began"
+        time.sleep(0.2)
+    children = _children(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and err.strip().startswith("interrupted:"), err
+    for pid in children:
+        stop = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < stop:
+            time.sleep(0.1)
+        assert not _alive(pid), f"process {pid} still runs after Ctrl-C"
+    return err
+
+
+def test_ctrl_c_stops_the_demo_and_exits_130(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    err = _ctrl_c_once_begun(["demo", "--out", str(out)], out, tmp_path)
+    assert f"the demo stopped; {out} holds what it did so far" in err
+
+
+def test_ctrl_c_stops_a_backtest_and_exits_130(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVERTRAIN_")}
+    subprocess.run(
+        [sys.executable, "-c", ENTRY, "init", str(tmp_path / "shop")],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    data = tmp_path / "shop" / "data" / "churn-live.csv"
+    keep = tmp_path / "replay"
+    err = _ctrl_c_once_begun(
+        ["backtest", str(data), "--target", "churned", "--keep", str(keep)], keep, tmp_path
+    )
+    assert f"the backtest stopped; its replay project is in {keep}" in err

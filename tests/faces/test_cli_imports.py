@@ -8,6 +8,7 @@ on a clock.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,82 @@ def test_quick_commands_skip_heavy_imports(
     assert code == 0
     loaded = sorted(m for m in (*HEAVY, *also_absent) if m in modules)
     assert not loaded, f"evertrain {' '.join(args)} imported {loaded}"
+
+
+#: What the registry commands must not load: they read and move rows of the metadata store
+#: (SQLAlchemy) and, for a promotion, hash one local artifact. Alembic is for a store that
+#: is not at the newest migration, fsspec for artifacts away from the local disk, the spec's
+#: models for commands that read the whole project file.
+REGISTRY_ABSENT = (
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "lightgbm",
+    "sklearn",
+    "skops",
+    "scipy",
+    "fastapi",
+    "alembic",
+    "fsspec",
+    "evertrain.spec",
+)
+
+
+@pytest.fixture(scope="module")
+def registry_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The churn example with two registered scikit-learn versions, version 1 the champion."""
+    import pandas as pd
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    from evertrain.faces.cli import main
+    from evertrain.store import Store
+
+    folder = tmp_path_factory.mktemp("registry") / "shop"
+    assert main(["init", str(folder)]) == 0
+    frame = pd.read_csv(folder / "data" / "churn.csv").head(500)
+    numeric = ["tenure_months", "monthly_spend", "support_calls", "visits"]
+    with Store.for_project(folder) as store:
+        for c in (1.0, 0.5):
+            model = LogisticRegression(C=c, max_iter=300).fit(frame[numeric], frame["churned"])
+            digest = store.artifacts.put(bytes(sio.dumps(model)))
+            store.registry.register("churn", digest, framework="sklearn", actor="test")
+        store.registry.promote("churn", 1, actor="test")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("args", "champion_before", "champion_after"),
+    [
+        (["status"], 1, 1),
+        (["status", "--json"], 1, 1),
+        (["versions", "churn"], 1, 1),
+        (["promote", "churn", "2"], 1, 2),
+        (["rollback", "churn"], 2, 1),
+    ],
+)
+def test_registry_commands_load_only_the_metadata_store(
+    args: list[str], champion_before: int, champion_after: int, registry_example: Path, tmp_path: Path
+) -> None:
+    """status, versions, promote and rollback on a store at the newest migration: they work
+    (the champion moves as asked) without Alembic, fsspec, the spec's models or any framework."""
+    from evertrain.store import Store
+
+    project = tmp_path / "shop"
+    shutil.copytree(registry_example, project)
+    with Store.for_project(project) as store:
+        if champion_before != 1:
+            store.registry.promote("churn", champion_before, actor="test")
+    code, modules = _modules(args, project)
+    assert code == 0
+    with Store.for_project(project) as store:
+        assert store.registry.get_alias("churn", "champion") == champion_after
+    assert "sqlalchemy" in modules  # the real store was read
+    loaded = sorted(m for m in REGISTRY_ABSENT if m in modules)
+    assert not loaded, f"evertrain {' '.join(args)} imported {loaded}"
+    if args[0] in ("status", "versions"):
+        # reads open no write transaction, so they never load the retry policy's library
+        assert "tenacity" not in modules
 
 
 def test_drift_imports_neither_pandas_nor_scipy_stats(tmp_path: Path) -> None:

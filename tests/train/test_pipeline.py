@@ -281,3 +281,47 @@ def test_after_an_abrupt_change_candidates_are_recorded_and_the_best_is_chosen(
     assert mv.params["training_set"] == chosen["name"]
     assert [c["name"] for c in mv.params["candidates"]] == ["window", "since_change", "upweighted"]
     assert result.metrics["holdout"]["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_a_training_reports_its_stages_and_boosting_rounds(
+    store: Store, project: Path, rows: Any, executor: str
+) -> None:
+    """Whoever watches is told the stage, then the worker's boosting rounds as they go
+    (through the job's progress file, in a child process too), ending on the last one run."""
+    from evertrain.train.progress import Progress
+
+    seen: list[Progress] = []
+    result = train_model(store, _spec(**{"training.executor": executor}), project, progress=seen.append)
+    stages = [p.what for p in seen if p.done is None]
+    assert stages == ["reading the data", "training", "checking the gates"]
+    rounds = [p for p in seen if p.done is not None]
+    assert rounds and {(p.what, p.total) for p in rounds} == {("boosting round", 60)}
+    done = [p.done for p in rounds]
+    assert done == sorted(done) and len(set(done)) == len(done)
+    info = store.runs.get(result.run_id).result["info"]
+    assert done[-1] == info["iterations_run"]  # the last round run is always shown
+    # Reports came while the model was fitted, between the training and the gates.
+    first, last = seen.index(rounds[0]), seen.index(rounds[-1])
+    assert stages.index("training") < first and seen[last + 1].what == "checking the gates"
+
+
+def test_a_champion_registered_on_fewer_columns_is_judged_beside_the_challenger(
+    store: Store, project: Path, rows: pd.DataFrame
+) -> None:
+    """A model brought in by hand on four of the columns, promoted, then a training on all of
+    them: the gates score the champion on its own columns and compare, instead of failing."""
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    numeric = ["tenure_months", "monthly_spend", "support_calls", "visits"]
+    own = LogisticRegression(max_iter=300).fit(rows[numeric], rows["churned"])
+    digest = store.artifacts.put(bytes(sio.dumps(own)))
+    store.registry.register("churn", digest, framework="sklearn", actor="tester")
+    store.registry.promote("churn", 1, actor="tester")
+    spec = _spec(gates=[{"kind": "non_inferiority", "metric": "accuracy", "margin": 0.5}])
+    result = train_model(store, spec, project)
+    assert result.version == 2 and result.report is not None
+    assert result.report["champion_version"] == 1
+    check = result.report["checks"][0]
+    assert check["passed"] and "champion" in check["reason"] and "no champion" not in check["reason"]

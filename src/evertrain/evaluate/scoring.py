@@ -179,6 +179,15 @@ def model_classes(model: Any, n_columns: int) -> list[Any]:
     return list(np.asarray(classes).tolist())
 
 
+def model_features(model: Any, features: Sequence[str]) -> list[str]:
+    """The columns ``model`` reads: its own ``feature_names_in_`` (in its order) when it has
+    them, else ``features``. A version registered by hand may take fewer columns than the
+    project's window holds, and a champion so made is still scored beside its challengers.
+    """
+    names = getattr(model, "feature_names_in_", None)
+    return list(features) if names is None else [str(n) for n in names]
+
+
 def predict_outputs(
     model: Any,
     frame: pd.DataFrame,
@@ -199,7 +208,8 @@ def predict_outputs(
     def call(method: str) -> np.ndarray:
         if predicted is not None:
             return np.asarray(predicted)
-        return np.asarray(getattr(model, method)(model_frame(frame, features, categorical_as_category=cats)))
+        X = model_frame(frame, model_features(model, features), categorical_as_category=cats)
+        return np.asarray(getattr(model, method)(X))
 
     cats = wants_categories(model)
     y_raw = frame[target].to_numpy()
@@ -241,5 +251,5 @@ def score(
 ) -> Scored:
     """``predict_outputs`` plus the model's prediction latency on these rows."""
     outputs, order = predict_outputs(model, frame, features, task, target, classes)
-    X = model_frame(frame, features, categorical_as_category=wants_categories(model))
+    X = model_frame(frame, model_features(model, features), categorical_as_category=wants_categories(model))
     return Scored(outputs, order, measure_latency(model, X, timer))

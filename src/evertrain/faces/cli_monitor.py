@@ -8,18 +8,21 @@ column, a column whose type changed, an all-missing column.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from evertrain.exceptions import UsageError
-from evertrain.faces._common import console, err_console, write_json
+from evertrain.faces._common import console, err_console, to_stdout, write_json
 from evertrain.faces.cli_app import app
+from evertrain.faces.interrupt import progress_line
 from evertrain.monitor.decide import DEFAULT_ALPHA, DEFAULT_CORRECTION
 
 if TYPE_CHECKING:
     from evertrain.monitor.profiles import Profile
+    from evertrain.train.progress import Listener
 
 # Each command imports what it computes with inside its body: ``drift`` reads Parquet
 # column by column into profiles and never needs pandas, the schema checks of
@@ -82,17 +85,20 @@ def drift(
     # The p-values at the end need scipy.special; importing it on the other core while
     # this one reads and profiles the columns takes it off the wall-clock time.
     threading.Thread(target=_import_quietly, args=("scipy.special",), daemon=True).start()
-    cur = open_table(current)
-    ref = _reference(reference, save_profile, cur.num_rows)
-    report = compute_drift(
-        ref,
-        cur,
-        target=target,
-        alpha=alpha,
-        correction=correction,
-        drift_share=drift_share,
-        labels=(reference.name, current.name),
-    )
+    with progress_line(f"drift: {current.name} vs {reference.name}", to_stdout(json_out)) as show:
+        told = _columns_told(show)
+        cur = open_table(current)
+        ref = _reference(reference, save_profile, cur.num_rows, told)
+        report = compute_drift(
+            ref,
+            cur,
+            target=target,
+            alpha=alpha,
+            correction=correction,
+            drift_share=drift_share,
+            labels=(reference.name, current.name),
+            progress=told,
+        )
     if json_out is not None:
         write_json(json_out, report.to_dict())
     if html is not None:
@@ -145,7 +151,21 @@ def _import_quietly(module: str) -> None:
         return
 
 
-def _reference(path: Path, save_profile: Path | None, current_rows: int) -> Any:
+def _columns_told(show: Listener | None) -> Callable[[str, int, int], None] | None:
+    """The drift computation's column counts, shown on the progress line (if there is one)."""
+    if show is None:
+        return None
+    from evertrain.train.progress import Progress
+
+    return lambda what, done, total: show(Progress(what, done, total))
+
+
+def _reference(
+    path: Path,
+    save_profile: Path | None,
+    current_rows: int,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Any:
     """REFERENCE as ``drift`` compares with it: a saved profile, or the table (opened, not read).
 
     With ``--save-profile``, the table is profiled here and saved; when the two sides are
@@ -163,7 +183,8 @@ def _reference(path: Path, save_profile: Path | None, current_rows: int) -> Any:
     ref = open_table(path)
     if save_profile is None:
         return ref
-    prof = Profile.from_table(ref, sketch=False, role=path.name)
+    told = None if progress is None else (lambda done, total: progress(f"profiling {path.name}", done, total))
+    prof = Profile.from_table(ref, sketch=False, role=path.name, progress=told)
     _save(prof, save_profile)
     return prof if ref.num_rows + current_rows > EXACT_MAX_ROWS else ref
 

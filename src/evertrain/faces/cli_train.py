@@ -25,7 +25,7 @@ from evertrain.faces._common import (
     write_json,
 )
 from evertrain.faces.cli_app import app
-from evertrain.faces.interrupt import elapsed, on_interrupt
+from evertrain.faces.interrupt import on_interrupt, progress_line
 from evertrain.spec import Spec, load_spec
 from evertrain.store.names import check_model_name, parse_version
 
@@ -82,9 +82,16 @@ def train(
     spec = _spec_for(project, model)
     store = open_store(project)
     stopped = f"training of {model} stopped; its run stays recorded and `evertrain train` starts anew"
-    with on_interrupt(stopped), elapsed(f"training {model}", as_json is not None):
+    with on_interrupt(stopped), progress_line(f"training {model}", as_json is not None) as progress:
         result = train_model(
-            store, spec, project, reason=reason, trigger="manual", key=key, executor=executor
+            store,
+            spec,
+            project,
+            reason=reason,
+            trigger="manual",
+            key=key,
+            executor=executor,
+            progress=progress,
         )
     if as_json:
         write_json(as_json, result.to_dict())

@@ -6,7 +6,8 @@ so the next start resumes them), and :func:`on_interrupt` turns it into one line
 code 130, as shells expect of a command stopped by SIGINT.
 
 Progress bars are for people: :func:`wants_progress` is true on a terminal only, never
-when the output is piped or is JSON.
+when the output is piped or is JSON. :func:`progress_line` shows what a training reports
+(its stage, then the trainer's iterations) with the time elapsed.
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from evertrain.train.progress import Listener
+    from evertrain.train.progress import Progress as Report
 
 #: The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
@@ -39,20 +45,39 @@ def wants_progress(json_output: bool = False) -> bool:
     return console.is_terminal and not json_output
 
 
-def elapsed(what: str, json_output: bool = False) -> contextlib.AbstractContextManager[object]:
-    """A spinner with ``what`` and the time elapsed while the block runs (a terminal only)."""
+@contextlib.contextmanager
+def progress_line(what: str, json_output: bool = False) -> Iterator[Listener | None]:
+    """One live line while the block runs, on a terminal only: ``what``, the stage or the
+    iterations reported (a bar once their total is known) and the time elapsed.
+
+    Yields the listener to give the work (:mod:`evertrain.train.progress` reports), or
+    None off a terminal and with JSON output, where nothing extra may be written.
+    """
     if not wants_progress(json_output):
-        return contextlib.nullcontext()
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from evertrain.faces._common import console
 
-    progress = Progress(
+    line = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
+        BarColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,
     )
-    progress.add_task(what, total=None)
-    return progress
+    task = line.add_task(what, total=None)
+
+    def show(report: Report) -> None:
+        line.update(
+            task,
+            description=f"{what}: {report.text()}",
+            total=report.total if report.done is not None else None,
+            completed=report.done or 0,
+        )
+        line.refresh()  # drawn now: the next report may come before the next timed refresh
+
+    with line:
+        yield show

@@ -26,7 +26,8 @@ import base64
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,6 +338,7 @@ class Profile:
         kll_k: int = DEFAULT_KLL_K,
         role: str = "table",
         threads: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Profile:
         """Profile a pyarrow, pandas or polars table, or a :class:`~evertrain.monitor.columns.ColumnReader`.
 
@@ -344,7 +346,8 @@ class Profile:
         are counted in the reference's bins, so the result can be compared with it and
         merged with other windows profiled against it. ``threads`` columns are profiled
         at once (default: the CPU count, at most :data:`MAX_THREADS`); from a column
-        reader, each thread reads its column, profiles it and lets it go.
+        reader, each thread reads its column, profiles it and lets it go. ``progress`` is
+        told ``(columns done, columns in all)`` after each column.
         """
         t = cols.as_columns(table, role)
         if reference is not None:
@@ -382,11 +385,17 @@ class Profile:
                 )
             return NumericProfile.from_values(values, bins=bins, sketch_k=k, work=work)
 
+        names = list(kinds)
+        tick = _counter(len(names), progress)
+
         def run(names: list[str]) -> list[tuple[str, ColumnProfile]]:
             work = Workspace(t.num_rows) if any(kinds[n] == NUMERIC for n in names) else None
-            return [(n, one(n, work)) for n in names]
+            out = []
+            for n in names:
+                out.append((n, one(n, work)))
+                tick()
+            return out
 
-        names = list(kinds)
         n_threads = max(1, min(threads if threads is not None else _default_threads(), len(names)))
         if n_threads == 1 or t.num_rows < _THREADS_MIN_ROWS:
             done = run(names)
@@ -471,6 +480,21 @@ class Profile:
 def profile(table: Any, *, reference: Profile | None = None, **kwargs: Any) -> Profile:
     """Shorthand for :meth:`Profile.from_table`."""
     return Profile.from_table(table, reference=reference, **kwargs)
+
+
+def _counter(total: int, progress: Callable[[int, int], None] | None) -> Callable[[], None]:
+    """A thread-safe tick that tells ``progress`` how many of ``total`` items are done."""
+    if progress is None:
+        return lambda: None
+    lock = threading.Lock()
+    done = [0]
+
+    def tick() -> None:
+        with lock:
+            done[0] += 1
+            progress(done[0], total)
+
+    return tick
 
 
 __all__ = [

@@ -20,7 +20,7 @@ Two ways through, chosen by size unless ``exact`` says otherwise:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +167,7 @@ def _exact_columns(
     cur: pa.Table | cols.ColumnReader,
     kinds: Mapping[str, ColumnKind],
     labels: tuple[str, str],
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[_Column]:
     out = []
     for name, kind in kinds.items():
@@ -191,6 +192,8 @@ def _exact_columns(
             )
             plot = _categorical_plot(comp)
         out.append(_Column(name, kind, comp, miss_r, miss_c, plot))
+        if progress is not None:
+            progress(len(out), len(kinds))
     return out
 
 
@@ -218,6 +221,13 @@ def _profiled_columns(
     return out
 
 
+def _told(progress: Callable[[str, int, int], None] | None, what: str) -> Callable[[int, int], None] | None:
+    """``progress`` for one pass over the columns, named ``what``."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(what, done, total)
+
+
 def drift(
     reference: Any,
     current: Any,
@@ -235,6 +245,7 @@ def drift(
     multivariate: bool = False,
     seed: int = 0,
     labels: tuple[str, str] = ("reference", "current"),
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> DriftReport:
     """Compare ``current`` with ``reference`` column by column and decide what drifted.
 
@@ -250,6 +261,8 @@ def drift(
     ``{"numeric": ("ks", "psi")}``; ``thresholds`` overrides effect thresholds by test
     name. The dataset drifts when any column does, or when at least ``drift_share`` of
     them do if given. ``target`` is reported apart and does not count in that share.
+    ``progress`` is told ``(what, columns done, columns in all)`` as the columns are read:
+    ``what`` is ``"columns compared"``, or ``"profiling <label>"`` for each side profiled.
 
     >>> import numpy as np, pandas as pd
     >>> rng = np.random.default_rng(0)
@@ -330,7 +343,7 @@ def drift(
 
     if use_exact:
         assert ref_table is not None and cur_table is not None
-        built = _exact_columns(ref_table, cur_table, kinds, labels)
+        built = _exact_columns(ref_table, cur_table, kinds, labels, _told(progress, "columns compared"))
         n_ref, n_cur = ref_table.num_rows, cur_table.num_rows
     else:
         if ref_profile is None:
@@ -342,11 +355,18 @@ def drift(
                 categorical=[c for c, k in kinds.items() if k == CATEGORICAL],
                 sketch=False,
                 role=labels[0],
+                progress=_told(progress, f"profiling {labels[0]}"),
             )
         sub_ref = Profile({c: ref_profile.columns[c] for c in kinds}, ref_profile.n_rows)
         if cur_profile is None:
             assert cur_table is not None
-            cur_profile = Profile.from_table(cur_table, reference=sub_ref, sketch=False, role=labels[1])
+            cur_profile = Profile.from_table(
+                cur_table,
+                reference=sub_ref,
+                sketch=False,
+                role=labels[1],
+                progress=_told(progress, f"profiling {labels[1]}"),
+            )
         built = _profiled_columns(ref_profile, cur_profile, list(kinds), labels)
         n_ref, n_cur = ref_profile.n_rows, cur_profile.n_rows
 

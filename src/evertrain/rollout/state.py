@@ -11,15 +11,19 @@ starts and stops it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import sqlalchemy as sa
 
 from evertrain.exceptions import ConflictError, NotFoundError
-from evertrain.spec import RolloutSpec
 from evertrain.store import Store
 from evertrain.store.metadata import models, rollouts
 from evertrain.store.names import CANARY, SHADOW, check_model_name
+
+if TYPE_CHECKING:
+    # Only starting a rollout needs the spec's models: reading the stored record (``status``,
+    # the dashboard) must not pay for pydantic's schemas of the whole project file.
+    from evertrain.spec import RolloutSpec
 
 WATCHING, DONE = "watching", "done"
 PROMOTED, ROLLED_BACK, ABORTED = "promoted", "rolled_back", "aborted"
@@ -95,7 +99,11 @@ def make_plan(
     rows; kept only for a sequential canary after a decay, where it stands for the labels
     the canary would otherwise wait for.
     """
-    spec = rollout_spec or RolloutSpec.model_validate({})
+    if rollout_spec is None:
+        from evertrain.spec import RolloutSpec
+
+        rollout_spec = RolloutSpec.model_validate({})
+    spec = rollout_spec
     sequential = spec.sequential == "always" or (spec.sequential == "auto" and decay is not None)
     return {
         "sequential": sequential,

@@ -19,12 +19,13 @@ import os
 import re
 import uuid
 from pathlib import Path
-
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
+from typing import TYPE_CHECKING
 
 from evertrain.exceptions import IntegrityError, NotFoundError, StoreError, UsageError
-from evertrain.store.storage import open_fs, storage_errors
+from evertrain.store.storage import local_path, open_fs, storage_errors
+
+if TYPE_CHECKING:
+    import fsspec
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
@@ -51,15 +52,19 @@ def check_digest(digest: str) -> str:
 class ArtifactStore:
     """Blobs addressed by sha256 under any fsspec URL (a local folder by default).
 
-    The filesystem is opened on first use, with the storage options configured by then
-    (``storage.options`` of the project file, ``EVERTRAIN_STORAGE_OPTIONS``). Any storage
-    client's failure is a :class:`StoreError` naming the URL and the cause.
+    A local folder is read and written with plain file calls (no fsspec to import: a
+    promotion reads one blob and should start fast). Any other URL's filesystem is opened
+    on first use, with the storage options configured by then (``storage.options`` of the
+    project file, ``EVERTRAIN_STORAGE_OPTIONS``). Any storage client's failure is a
+    :class:`StoreError` naming the URL and the cause.
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._fs: fsspec.AbstractFileSystem | None = None
         self._root: str | None = None
+        #: The folder of a store on the local disk (None for any other URL).
+        self._local_root = local_path(url)
 
     def _open(self) -> tuple[fsspec.AbstractFileSystem, str]:
         if self._fs is None or self._root is None:
@@ -73,11 +78,13 @@ class ArtifactStore:
 
     @property
     def root(self) -> str:
+        if self._local_root is not None:
+            return self._local_root
         return self._open()[1]
 
     @property
     def _local(self) -> bool:
-        return isinstance(self.fs, LocalFileSystem)
+        return self._local_root is not None
 
     def path(self, digest: str) -> str:
         check_digest(digest)
@@ -85,6 +92,8 @@ class ArtifactStore:
 
     def exists(self, digest: str) -> bool:
         path = self.path(digest)
+        if self._local:
+            return os.path.isfile(path)
         with storage_errors(self.url, f"look for artifact {digest[:12]}"):
             return bool(self.fs.exists(path))
 
@@ -108,7 +117,7 @@ class ArtifactStore:
         digest = sha256_bytes(data)
         final = self.path(digest)
         with storage_errors(self.url, f"write artifact {digest[:12]}"):
-            if self.fs.exists(final) and self._stored_hash(final) == digest:
+            if self._stored_hash(final) == digest:
                 return digest
         try:
             if self._local:
@@ -148,7 +157,7 @@ class ArtifactStore:
         path = self.path(digest)
         try:
             with storage_errors(self.url, f"read artifact {digest[:12]}"):
-                data = self.fs.cat_file(path)
+                data = Path(path).read_bytes() if self._local else self.fs.cat_file(path)
         except (FileNotFoundError, NotFoundError):
             raise NotFoundError(f"artifact {digest} is not in the artifact store at {self.url}") from None
         actual = sha256_bytes(data)

@@ -228,8 +228,12 @@ def _sqlite_wal(cursor: Any) -> None:
 
     The switch needs an exclusive lock, and when two processes open a fresh file
     together SQLite may answer "database is locked" at once instead of calling the
-    busy handler; so the switch is retried, for as long as the busy timeout.
+    busy handler; so the switch is retried, for as long as the busy timeout. A file
+    already in WAL mode (every open but the first) is recognised by reading the mode,
+    which takes no lock.
     """
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return
     Retry(
         attempts=None,
         within=_SQLITE_BUSY_S,

@@ -24,8 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import tenacity
-
 from evertrain.exceptions import UsageError
 
 T = TypeVar("T")
@@ -81,6 +79,8 @@ class Retry:
 
     def call(self, fn: Callable[[], T]) -> T:
         """``fn()``, tried again after a retryable exception until it returns or the tries run out."""
+        import tenacity  # here, not at the top: a quick command that never retries need not load it
+
         stops: list[tenacity.stop.stop_base] = []
         if self.attempts is not None:
             stops.append(tenacity.stop_after_attempt(self.attempts))

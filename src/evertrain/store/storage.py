@@ -25,15 +25,19 @@ reader, the Parquet and CSV sources) opens it with :func:`open_fs`, so that
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
-
-import fsspec
+from typing import TYPE_CHECKING, Any
 
 from evertrain import settings
 from evertrain.exceptions import EvertrainError, NotFoundError, StoreError, UsageError
+
+if TYPE_CHECKING:
+    # Imported where a filesystem is opened: fsspec (asyncio with it) is a good share of a
+    # quick command's start, and a store on the local disk reads and writes without it.
+    import fsspec
 
 _lock = threading.Lock()
 _configured: dict[str, dict[str, Any]] = {}
@@ -112,8 +116,30 @@ def protocol_of(url: str) -> str:
     return first.split("://", 1)[0] if "://" in first else "file"
 
 
+#: The fsspec protocols of the local filesystem.
+LOCAL_PROTOCOLS = ("file", "local")
+
+
+def local_path(url: str) -> str | None:
+    """The absolute local path ``url`` names (a plain path, ``file://`` or ``local://``), else None.
+
+    Told from the URL alone, without importing fsspec; the path is the one fsspec's local
+    filesystem would use (user folder expanded, made absolute, forward slashes).
+
+    >>> local_path("s3://bucket/artifacts") is None, local_path("file:///srv/artifacts")
+    (True, '/srv/artifacts')
+    """
+    text = str(url)
+    if "::" in text or protocol_of(text) not in LOCAL_PROTOCOLS:
+        return None
+    path = text.split("://", 1)[1] if "://" in text else text
+    return os.path.abspath(os.path.expanduser(path)).replace(os.sep, "/")
+
+
 def open_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem and path of ``url``, with this process's storage options for its protocol."""
+    import fsspec
+
     options = options_for(protocol_of(url))
     try:
         fs, path = fsspec.core.url_to_fs(str(url), **options)
@@ -196,6 +222,7 @@ __all__ = [
     "fresh_glob",
     "fresh_ls",
     "is_transport_error",
+    "local_path",
     "open_fs",
     "options_for",
     "protocol_of",

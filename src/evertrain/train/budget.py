@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from evertrain._background import repeating
 from evertrain.exceptions import BudgetExhausted
 from evertrain.store import Store
 from evertrain.store._tx import run_write
@@ -121,24 +121,15 @@ class Leases:
         return str(row.holder)
 
 
-@contextlib.contextmanager
-def heartbeat(lease_store: Leases, names: list[str], holder: str) -> Iterator[None]:
+def heartbeat(lease_store: Leases, names: list[str], holder: str) -> contextlib.AbstractContextManager[None]:
     """Renew ``names`` in the background while the block runs (a long training keeps its leases)."""
-    stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(RENEW_EVERY_SECONDS):
-            for name in names:
-                with contextlib.suppress(Exception):  # a missed renewal is retried at the next beat
-                    lease_store.renew(name, holder)
+        for name in names:
+            with contextlib.suppress(Exception):  # a missed renewal is retried at the next beat
+                lease_store.renew(name, holder)
 
-    thread = threading.Thread(target=beat, name="evertrain-lease-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    return repeating(RENEW_EVERY_SECONDS, beat, "evertrain-lease-heartbeat")
 
 
 class TrainingBudget:

@@ -47,6 +47,8 @@ class TrainContext:
     project: Path | None = None
     #: Scores the holdout tree by tree while a boosted model trains (see ``tree_scoring``).
     tree_scorer: Any | None = None
+    #: Where :meth:`progress` reports go (the job's progress file; None: nowhere).
+    on_progress: Callable[[int, int | None, str], None] | None = None
     curves: dict[str, list[float]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -68,6 +70,16 @@ class TrainContext:
         if callable(self.fingerprint):
             self.fingerprint = self.fingerprint()
         return self.fingerprint
+
+    def progress(self, done: int, total: int | None = None, what: str = "iteration") -> None:
+        """Tell whoever watches the training how far it has come: ``done`` of ``total``
+        iterations (boosting rounds, optimizer steps; ``total`` None when not known).
+
+        Cheap enough to call every iteration: reports are written a few times a second at
+        most (:mod:`evertrain.train.progress`). A callable trainer may call it too.
+        """
+        if self.on_progress is not None:
+            self.on_progress(done, total, what)
 
     def check_deadline(self, where: str) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:

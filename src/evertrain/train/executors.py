@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 from evertrain import settings
 from evertrain.exceptions import UsageError
+from evertrain.train.progress import PROGRESS_FILE
 from evertrain.train.worker import (
     DATA_SUFFIX,
     ERROR_FILE,
@@ -91,6 +92,8 @@ def clear_outputs(job_dir: Path) -> None:
     for name in (MODEL_FILE, RESULT_FILE, ERROR_FILE, SCORES_FILE):
         with contextlib.suppress(FileNotFoundError):
             (job_dir / OUT_DIR / name).unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (job_dir / PROGRESS_FILE).unlink()
 
 
 class Executor(ABC):

@@ -251,6 +251,7 @@ class LoraTrainer(Trainer):
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
             state["position"] = micro
+            context.progress(state["step"], total_steps, "LoRA step")
             state["train_loss"].append(float(np.mean(running)))
             running.clear()
             if eval_every is not None and state["step"] % eval_every == 0 and check():

@@ -43,6 +43,7 @@ from evertrain.store.runs import Run
 from evertrain.train.budget import TrainingBudget, heartbeat
 from evertrain.train.executors import Executor, Outcome, get_executor
 from evertrain.train.overlap import ChampionScorer
+from evertrain.train.progress import Listener
 from evertrain.train.stages import RUN_LEASE_PREFIX, TrainingStep
 
 #: Seconds allowed for ``git rev-parse`` when recording the code version.
@@ -158,6 +159,7 @@ def train_model(
     evaluate: bool = True,
     actor: str | None = None,
     change_at: float | None = None,
+    progress: Listener | None = None,
 ) -> TrainResult:
     """Train ``spec``'s model on a fresh window, register it, and judge it (see the module doc).
 
@@ -172,12 +174,16 @@ def train_model(
     change, and the training chooses among candidate training sets
     (:mod:`evertrain.train.candidates`) by those valid rows. The hint is a run parameter,
     so a resumed run cuts the same rows.
+
+    ``progress`` is told the stage the training is in and, while the model is fitted, the
+    trainer's own reports (boosting rounds, LoRA steps), as
+    :class:`~evertrain.train.progress.Progress` records.
     """
     total_started = time.perf_counter()
     project = Path(project).resolve()
     if isinstance(executor, str) or executor is None:
         executor = get_executor(executor or spec.training.executor)
-    step = TrainingStep(store, spec, project, executor, actor or settings.actor())
+    step = TrainingStep(store, spec, project, executor, actor or settings.actor(), progress)
     name = spec.model.name
     params = _run_params(store, spec, project, executor, reason=reason, trigger=trigger)
     params["change_at"] = change_at
@@ -308,6 +314,7 @@ def _judge(step: TrainingStep, run: Run, trained: _Trained) -> dict[str, Any]:
     """The gates' report on the version: one stored before a stop, else a fresh evaluation."""
     started = time.perf_counter()
     store, name, window = step.store, step.name, trained.window
+    step.report("checking the gates")
     report = (
         _existing_report(store, name, trained.version, run.id)
         or evaluate_version(

@@ -25,6 +25,7 @@ from evertrain.train.budget import Leases, holder_id
 from evertrain.train.candidates import plan as plan_candidates
 from evertrain.train.executors import Executor, Outcome
 from evertrain.train.overlap import SnapshotWriter
+from evertrain.train.progress import Listener, Progress, watch
 from evertrain.train.sweep import run_sweep
 from evertrain.train.worker import DATA_PARTS, PARENT_FILE, TrainJob, write_parts
 
@@ -40,7 +41,15 @@ DEFAULT_NUM_THREADS = 1
 class TrainingStep:
     """One training step in progress; holds what the stages share."""
 
-    def __init__(self, store: Store, spec: Spec, project: Path, executor: Executor, actor: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        spec: Spec,
+        project: Path,
+        executor: Executor,
+        actor: str,
+        on_progress: Listener | None = None,
+    ) -> None:
         self.store = store
         self.spec = spec
         self.project = project
@@ -51,6 +60,13 @@ class TrainingStep:
         self.leases = Leases(store)
         self.timings: dict[str, float] = {}
         self.snapshots: SnapshotWriter | None = None
+        #: Told the stage the step is in and, while the job runs, the job's own reports.
+        self.on_progress = on_progress
+
+    def report(self, stage: str) -> None:
+        """Tell the listener (if any) which stage the step is in."""
+        if self.on_progress is not None:
+            self.on_progress(Progress(stage))
 
     # -- claiming ------------------------------------------------------------------------
 
@@ -95,6 +111,7 @@ class TrainingStep:
     def window(self, cutoff: float, change_at: float | None = None) -> tuple[Window, str, Any]:
         started = time.perf_counter()
         spec = self.spec
+        self.report("reading the data")
         source = open_source(
             spec.data.source,
             base=self.project,
@@ -172,6 +189,7 @@ class TrainingStep:
         limit = min(self.spec.model.trainer.time_limit, seconds_left)
         tables = None if self.snapshots is None else self.snapshots.tables
         if self.spec.training.sweep.trials > 0:
+            self.report(f"sweeping {self.spec.training.sweep.trials} trials")
             sweep = run_sweep(self.store, self.spec, run, job_dir, self.executor, seconds_left, tables)
             sweep_info = {
                 "metric": sweep.metric,
@@ -186,6 +204,8 @@ class TrainingStep:
                 outcome = sweep.best
                 outcome.seconds = sweep.seconds
         else:
-            outcome = self.executor.run(job_dir, limit, tables)
+            self.report("training")
+            with watch(job_dir, self.on_progress):
+                outcome = self.executor.run(job_dir, limit, tables)
         self.timed("train", started)
         return outcome, sweep_info

@@ -400,6 +400,7 @@ class LightGBMTrainer(Trainer):
         checkpointed = time.monotonic()
         while True:
             state["done"] += 1
+            context.progress(state["done"], rounds, "boosting round")
             if scorer is not None:
                 scorer.offer(booster)
             if valid_sets:

@@ -51,6 +51,7 @@ from evertrain.evaluate.scoring import (
 from evertrain.exceptions import EvertrainError
 from evertrain.store.formats import BoosterModel, get_format
 from evertrain.train.candidates import Candidate, choose, row_losses, training_rows
+from evertrain.train.progress import PROGRESS_FILE, ProgressWriter
 from evertrain.train.trainers import LightGBMTrainer, TrainContext, get_trainer, model_bytes, write_atomic
 from evertrain.train.tree_scoring import TreeScorer
 
@@ -164,7 +165,8 @@ def execute_job(
     out.mkdir(exist_ok=True)
     started = time.perf_counter()
     deadline = time.monotonic() + job.time_limit
-    with importable(job.project):
+    progress = ProgressWriter(folder / PROGRESS_FILE)
+    with importable(job.project), contextlib.closing(progress):
         parts = _read_tables(folder, tables)
         train, valid, holdout = (parts[p].to_pandas() for p in DATA_PARTS)
         trainer = get_trainer(TrainerSpec.model_validate(job.trainer))
@@ -196,6 +198,7 @@ def execute_job(
             num_threads=job.num_threads,
             log=log,
             project=Path(job.project) if job.project else None,
+            on_progress=progress,
         )
         log(
             f"training {trainer.kind} on {len(train)} rows (valid {len(valid)}, holdout {len(holdout)}), "
@@ -314,6 +317,7 @@ def _fit_candidates(
             continue
         own = dataclasses.replace(
             context,
+            on_progress=_labelled(context.on_progress, f"training set {candidate.name}:"),
             weight_column=weights,
             checkpoint_dir=None if folder is None else folder / candidate.name,
             fingerprint=_candidate_fingerprint(context, candidate.name),
@@ -346,6 +350,15 @@ def _fit_candidates(
         + ", ".join(f"{k} loss {r['valid_loss']:.4f}" for k, r in records.items())
     )
     return model, chosen_context, list(records.values())
+
+
+def _labelled(
+    report: Callable[[int, int | None, str], None] | None, label: str
+) -> Callable[[int, int | None, str], None] | None:
+    """``report`` with ``label`` in front of what it counts (which fit of several it is)."""
+    if report is None:
+        return None
+    return lambda done, total, what: report(done, total, f"{label} {what}")
 
 
 def _candidate_fingerprint(context: TrainContext, name: str) -> Callable[[], str]:
