@@ -111,13 +111,22 @@ class SourceSpec(_Part):
     ``parquet`` and ``csv`` take a path or a glob (relative to the project folder);
     ``sql`` takes a SQLAlchemy ``url`` and a ``query``; ``duckdb`` a ``query`` over files;
     ``log`` reads the serving prediction log joined with its feedback labels, and its
-    optional ``history`` (any other source) the labelled rows from before serving began.
+    optional ``history`` (any other source) the labelled rows from before serving began;
+    ``dvc`` reads the DVC-tracked ``path`` of the git repository ``repo`` at revision ``rev``.
     """
 
-    kind: Literal["parquet", "csv", "sql", "duckdb", "log"]
+    kind: Literal["parquet", "csv", "sql", "duckdb", "log", "dvc"]
     path: str | None = None
     url: str | None = None
     query: str | None = None
+    repo: str | None = Field(
+        None,
+        description="For a dvc source: the git repository, a URL or a folder (relative to the project "
+        "folder); default: the project folder.",
+    )
+    rev: str | None = Field(
+        None, description="For a dvc source: the git revision (branch, tag or commit); default: HEAD."
+    )
     history: SourceSpec | None = Field(
         None,
         description="For a log source: a warehouse source with the labelled rows from before serving "
@@ -130,8 +139,10 @@ class SourceSpec(_Part):
             raise ValueError(f"'history' belongs to a log source, not to a {self.kind} source")
         if self.history is not None and self.history.kind == "log":
             raise ValueError("the history of a log source cannot be a log source itself")
-        if self.kind in ("parquet", "csv") and not self.path:
+        if self.kind in ("parquet", "csv", "dvc") and not self.path:
             raise ValueError(f"a {self.kind} source needs 'path'")
+        if self.kind != "dvc" and (self.repo is not None or self.rev is not None):
+            raise ValueError(f"'repo' and 'rev' belong to a dvc source, not to a {self.kind} source")
         if self.kind == "sql" and not (self.url and self.query):
             raise ValueError("a sql source needs 'url' and 'query'")
         if self.kind == "duckdb" and not self.query:

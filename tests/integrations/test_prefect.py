@@ -21,6 +21,8 @@ from evertrain.store import Store
 FLOW = ROOT / "examples" / "orchestrators" / "prefect_flow.py"
 DRIVER = Path(__file__).with_name("_prefect_driver.py")
 EVERTRAIN = [sys.executable, "-m", "evertrain"]
+# One Prefect process, a dozen evertrain processes: minutes on 2 busy cores.
+pytestmark = pytest.mark.timeout(900)
 ALL_STEPS = [
     "evertrain-monitor",
     "evertrain-decide",

@@ -133,7 +133,8 @@ def cycle_outcome(result: dict[str, Any]) -> Outcome:
     held = decide.get("held") or []
     reasons = decide.get("reasons") or []
     if decide.get("action") == "retrain":
-        return Outcome("trained", OK, "; ".join(reasons) or "retrained")
+        trained = (result.get("train") or {}).get("version")
+        return Outcome("trained", OK, "; ".join(reasons) or "retrained", trained)
     why = "; ".join(held) if held else ("; ".join(reasons) or "no trigger fired")
     return Outcome("nothing_to_do", OK, why)
 
