@@ -121,7 +121,7 @@ def test_bad_revisions_and_paths_are_named(repo: dict[str, object]) -> None:
     assert isinstance(project, Path)
     with pytest.raises(DataValidationError, match="revision 'v9'"):
         DvcSource("data/churn.csv", rev="v9", base=project).read()
-    with pytest.raises(DataValidationError, match="'data/missing.csv' does not exist"):
+    with pytest.raises(DataValidationError, match=r"'data/missing\.csv' does not exist"):
         DvcSource("data/missing.csv", base=project).read()
     with pytest.raises(DataValidationError, match="kept by git, not tracked by DVC"):
         DvcSource("evertrain.yaml", base=project).read()
