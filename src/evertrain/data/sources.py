@@ -12,7 +12,9 @@ One small interface (:class:`Source`: ``read()`` and ``uri``) and one class per
 - ``duckdb``: a DuckDB query over files (needs the optional ``duckdb`` package);
 - ``log``: the serving prediction log joined with its feedback labels (see ``docs/logs.md``),
   after the rows of its optional ``history`` source (a warehouse of the time before serving);
-- ``dvc``: a DVC-tracked path of a git repository at a revision (:mod:`evertrain.data.dvc_source`).
+- ``dvc``: a DVC-tracked path of a git repository at a revision (:mod:`evertrain.data.dvc_source`);
+- ``feast``: the rows of another source with features from a Feast feature store as of each
+  row's time (:mod:`evertrain.data.feast_source`).
 
 A source returns every row it has, labels and label arrival times included; choosing
 the rows that were known at a training time is the job of :mod:`evertrain.data.windows`.
@@ -278,14 +280,24 @@ SOURCES: dict[str, type[Source]] = {
     cls.kind: cls for cls in (ParquetSource, CsvSource, SqlSource, DuckDBSource, LogSource)
 }
 #: Every kind :func:`open_source` knows: those above, and the kinds in modules of their own
-#: (imported when used): ``dvc`` (:mod:`evertrain.data.dvc_source`).
-KINDS = (*SOURCES, "dvc")
+#: (imported when used): ``dvc`` (:mod:`evertrain.data.dvc_source`), ``feast``
+#: (:mod:`evertrain.data.feast_source`).
+KINDS = (*SOURCES, "dvc", "feast")
 
 
 def open_source(
-    source: Any, *, base: Path | None = None, logs_url: str | None = None, model: str = "", target: str = ""
+    source: Any,
+    *,
+    base: Path | None = None,
+    logs_url: str | None = None,
+    model: str = "",
+    target: str = "",
+    time_column: str | None = None,
 ) -> Source:
-    """The :class:`Source` for a spec's ``data.source`` (a :class:`evertrain.spec.SourceSpec`)."""
+    """The :class:`Source` for a spec's ``data.source`` (a :class:`evertrain.spec.SourceSpec`).
+
+    ``time_column`` (``data.time_column``): the event time a ``feast`` source joins features as of.
+    """
     kind = source.kind
     if kind == "parquet":
         return ParquetSource(source.path, base=base)
@@ -299,6 +311,18 @@ def open_source(
         from evertrain.data.dvc_source import DvcSource
 
         return DvcSource(source.path, repo=source.repo or ".", rev=source.rev, base=base)
+    if kind == "feast":
+        from evertrain.data.feast_source import FeastSource
+
+        entities = open_source(source.entities, base=base, logs_url=logs_url, model=model, target=target)
+        return FeastSource(
+            source.repo,
+            source.features,
+            entities,
+            time_column=time_column,
+            python=source.python,
+            base=base,
+        )
     if kind == "log":
         url = (source.path and _resolve(source.path, base)) or logs_url
         if not url:
