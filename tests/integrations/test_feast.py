@@ -218,8 +218,9 @@ def test_a_training_reads_its_rows_through_feast(
     assert columns["promo"]["max"] == 2
 
 
-def serve_rows(feast: dict[str, Any], times: np.ndarray, seed: int, prefix: str) -> None:
-    """Requests answered at ``times`` with the features the online store gives now, logged as serving does."""
+def serve_rows(feast: dict[str, Any], times: np.ndarray, seed: int, prefix: str) -> dict[str, list[Any]]:
+    """Requests answered at ``times`` with the features the online store gives now, logged as serving
+    does; returns what the online store gave."""
     rng = np.random.default_rng(seed)
     regions = rng.choice(REGIONS, size=len(times))
     online = json.loads(feast["side"]("online", json.dumps(REGIONS)))
@@ -248,6 +249,7 @@ def serve_rows(feast: dict[str, Any], times: np.ndarray, seed: int, prefix: str)
     writer = logs.LogWriter(str(feast["project"] / ".evertrain" / "logs"))
     writer.offer(logs.PREDICTIONS, "churn", columns, {k: types[k] for k in columns}, n)
     writer.close()
+    return dict(online)
 
 
 def skew(project: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
@@ -260,7 +262,7 @@ def test_served_features_that_match_the_offline_store_show_no_skew_then_a_bad_fe
     feast: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     project, now = feast["project"], feast["now"]
-    serve_rows(feast, np.linspace(now - 50 * 60, now - 30 * 60, 150), seed=1, prefix="a")
+    online = serve_rows(feast, np.linspace(now - 50 * 60, now - 30 * 60, 150), seed=1, prefix="a")
     code, report = skew(project, capsys, "--last", "2h")
     assert code == 0, report
     assert report["n_rows"] == 150 and report["skew"] is False
@@ -270,7 +272,6 @@ def test_served_features_that_match_the_offline_store_show_no_skew_then_a_bad_fe
 
     # A streaming job starts writing outage in minutes to the online store: what is served now
     # is no longer what training reads for the same region and time.
-    online = json.loads(feast["side"]("online", json.dumps(REGIONS)))
     bad = pd.DataFrame(
         {
             "region": online["region"],
@@ -294,7 +295,7 @@ def test_served_features_that_match_the_offline_store_show_no_skew_then_a_bad_fe
 def test_bad_setups_are_named(feast: dict[str, Any], tmp_path: Path) -> None:
     project = feast["project"]
     entities = CsvSource("data/churn.csv", base=project)
-    with pytest.raises(DataValidationError, match="region_stats:no_such"):
+    with pytest.raises(DataValidationError, match="Feature no_such not found in projection region_stats"):
         FeastSource(
             str(feast["repo"]), ["region_stats:no_such"], entities, time_column="ts", python=feast["python"]
         ).read()

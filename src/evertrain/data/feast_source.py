@@ -24,7 +24,6 @@ from pathlib import Path
 import pandas as pd
 
 from evertrain.data.source_base import Source
-from evertrain.data.windows import epoch_seconds
 from evertrain.exceptions import DataValidationError, StoreError, UsageError
 
 #: Name of the event-time column Feast reads from the entity rows.
@@ -62,7 +61,7 @@ def historical_features(
         )
     entities = rows.reset_index(drop=True).copy()
     entities[_ROW] = range(len(entities))
-    entities[EVENT_TIMESTAMP] = pd.to_datetime(epoch_seconds(entities[time_column]), unit="s", utc=True)
+    entities[EVENT_TIMESTAMP] = _utc_times(entities[time_column])
     with tempfile.TemporaryDirectory(prefix="evertrain-feast-") as tmp:
         folder = Path(tmp)
         entities.to_parquet(folder / "entities.parquet", index=False)
@@ -79,6 +78,18 @@ def historical_features(
     if len(joined) != len(entities):
         raise StoreError(f"feast source: Feast answered {len(joined)} rows for {len(entities)} entity rows")
     return joined.drop(columns=[_ROW, EVENT_TIMESTAMP])[[*rows.columns, *feature_names(features)]]
+
+
+def _utc_times(values: pd.Series) -> pd.Series:
+    """The event times as UTC timestamps, as Feast wants them: epoch seconds, timestamps or ISO text
+    (naive ones are UTC, as everywhere in evertrain)."""
+    try:
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            return pd.to_datetime(values, unit="s", utc=True)
+        return pd.to_datetime(values, utc=True)
+    except (ValueError, TypeError) as exc:
+        sample = ", ".join(map(repr, values.dropna().astype(str).head(3)))
+        raise DataValidationError(f"time column {values.name!r}: not times ({sample}, ...): {exc}") from None
 
 
 def _run_worker(python: str, request: Path, repo: str) -> None:
