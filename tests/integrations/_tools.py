@@ -58,6 +58,15 @@ def tool_env(bin_dir: Path) -> dict[str, str]:
     return env
 
 
+def run_tool(
+    args: list[str], env: dict[str, str], *, cwd: Path | None = None, timeout: float = 600.0
+) -> subprocess.CompletedProcess[str]:
+    """A tool's command run to its end, its output captured as text (the caller checks the code)."""
+    return subprocess.run(
+        args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
     """Wait until ``url`` answers 200, or fail with the process's output if it died."""
     deadline = time.monotonic() + timeout

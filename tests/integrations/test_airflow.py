@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _tools import ROOT, tool_env, tool_venv
+from _tools import ROOT, run_tool, tool_env, tool_venv
 
 from evertrain.faces.cli import main
 
@@ -43,15 +43,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
 
     def airflow_cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(bin_dir / "airflow"), *args],
-            env=env,
-            cwd=base,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        return run_tool([str(bin_dir / "airflow"), *args], env, cwd=base)
 
     migrated = airflow_cli("db", "migrate")
     assert migrated.returncode == 0, migrated.stderr[-3000:]

@@ -11,7 +11,6 @@ import http.server
 import json
 import math
 import shutil
-import subprocess
 import threading
 import time
 import typing
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from _tools import tool_env, tool_venv
+from _tools import run_tool, tool_env, tool_venv
 
 from evertrain.data import logs
 from evertrain.data.feast_source import FeastSource
@@ -127,14 +126,7 @@ def feast(tmp_path_factory: pytest.TempPathFactory, hook_url: str) -> dict[str, 
     env = {**tool_env(bin_dir), "FEAST_USAGE": "False"}
 
     def feast_cli(*args: str) -> str:
-        done = subprocess.run(
-            [str(bin_dir / "feast"), "-c", str(repo), *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        done = run_tool([str(bin_dir / "feast"), "-c", str(repo), *args], env)
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
@@ -156,14 +148,7 @@ def feast(tmp_path_factory: pytest.TempPathFactory, hook_url: str) -> dict[str, 
     spec_file.write_text(yaml.safe_dump(spec))
 
     def side(*args: str) -> str:
-        done = subprocess.run(
-            [str(bin_dir / "python"), str(SIDE), args[0], str(repo), *args[1:]],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        done = run_tool([str(bin_dir / "python"), str(SIDE), args[0], str(repo), *args[1:]], env)
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 

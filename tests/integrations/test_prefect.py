@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from _tools import ROOT, tool_env, tool_venv
+from _tools import ROOT, run_tool, tool_env, tool_venv
 
 from evertrain.faces.cli import main
 from evertrain.store import Store
@@ -69,15 +68,7 @@ def flows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
         PREFECT_LOGGING_LEVEL="WARNING",
     )
-    done = subprocess.run(
-        [str(bin_dir / "python"), str(DRIVER), str(FLOW), json.dumps(runs)],
-        env=env,
-        cwd=base,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = run_tool([str(bin_dir / "python"), str(DRIVER), str(FLOW), json.dumps(runs)], env, cwd=base)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == len(runs), done.stdout[-2000:]
