@@ -131,10 +131,8 @@ def feast(tmp_path_factory: pytest.TempPathFactory, hook_url: str) -> dict[str, 
         return done.stdout
 
     feast_cli("apply")
-    iso = "%Y-%m-%dT%H:%M:%S"
-    feast_cli(
-        "materialize", time.strftime(iso, time.gmtime(start)), time.strftime(iso, time.gmtime(now - HOUR))
-    )
+    side = run_tool([str(bin_dir / "python"), str(SIDE), str(repo), str(start), str(now - HOUR)], env)
+    assert side.returncode == 0, side.stderr[-3000:]
     spec_file = project / "evertrain.yaml"
     spec = yaml.safe_load(spec_file.read_text())
     spec["data"]["source"] = {
@@ -147,11 +145,6 @@ def feast(tmp_path_factory: pytest.TempPathFactory, hook_url: str) -> dict[str, 
     spec["alerts"] = {"webhooks": [{"url": hook_url, "events": ["skew"], "retries": 0}]}
     spec_file.write_text(yaml.safe_dump(spec))
 
-    def side(*args: str) -> str:
-        done = run_tool([str(bin_dir / "python"), str(SIDE), args[0], str(repo), *args[1:]], env)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
-
     return {
         "project": project,
         "repo": repo,
@@ -159,7 +152,7 @@ def feast(tmp_path_factory: pytest.TempPathFactory, hook_url: str) -> dict[str, 
         "start": start,
         "last_hour": last_hour,
         "now": now,
-        "side": side,
+        "online": json.loads(side.stdout),
     }
 
 
@@ -203,12 +196,13 @@ def test_a_training_reads_its_rows_through_feast(
     assert columns["promo"]["max"] == 2
 
 
-def serve_rows(feast: dict[str, Any], times: np.ndarray, seed: int, prefix: str) -> dict[str, list[Any]]:
-    """Requests answered at ``times`` with the features the online store gives now, logged as serving
-    does; returns what the online store gave."""
+def serve_rows(
+    project: Path, online: dict[str, list[Any]], times: np.ndarray, seed: int, prefix: str
+) -> None:
+    """Requests answered at ``times`` with the features ``online`` (what the online store gave),
+    logged as serving logs them."""
     rng = np.random.default_rng(seed)
     regions = rng.choice(REGIONS, size=len(times))
-    online = json.loads(feast["side"]("online", json.dumps(REGIONS)))
     by_region = {r: (online["outage_hours"][i], online["promo"][i]) for i, r in enumerate(online["region"])}
     n = len(times)
     columns = {
@@ -231,10 +225,9 @@ def serve_rows(feast: dict[str, Any], times: np.ndarray, seed: int, prefix: str)
         "outage_hours": "float64",
         "promo": "float64",
     }
-    writer = logs.LogWriter(str(feast["project"] / ".evertrain" / "logs"))
+    writer = logs.LogWriter(str(project / ".evertrain" / "logs"))
     writer.offer(logs.PREDICTIONS, "churn", columns, {k: types[k] for k in columns}, n)
     writer.close()
-    return dict(online)
 
 
 def skew(project: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
@@ -247,7 +240,9 @@ def test_served_features_that_match_the_offline_store_show_no_skew_then_a_bad_fe
     feast: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     project, now = feast["project"], feast["now"]
-    online = serve_rows(feast, np.linspace(now - 50 * 60, now - 30 * 60, 150), seed=1, prefix="a")
+    before = feast["online"]["before"]  # what the online store served: the newest materialized hour
+    assert before["outage_hours"] == [outage(REGIONS.index(r), feast["last_hour"]) for r in before["region"]]
+    serve_rows(project, before, np.linspace(now - 50 * 60, now - 30 * 60, 150), 1, "a")
     code, report = skew(project, capsys, "--last", "2h")
     assert code == 0, report
     assert report["n_rows"] == 150 and report["skew"] is False
@@ -255,19 +250,10 @@ def test_served_features_that_match_the_offline_store_show_no_skew_then_a_bad_fe
         assert report["columns"][name]["mismatch_share"] == 0.0 and not report["columns"][name]["drifted"]
     assert _Hook.received == []
 
-    # A streaming job starts writing outage in minutes to the online store: what is served now
-    # is no longer what training reads for the same region and time.
-    bad = pd.DataFrame(
-        {
-            "region": online["region"],
-            "event_timestamp": pd.Timestamp.now(tz="UTC"),
-            "outage_hours": [v * 60.0 for v in online["outage_hours"]],
-            "promo": online["promo"],
-        }
-    )
-    bad.to_parquet(feast["repo"] / "bad.parquet")
-    feast["side"]("write", str(feast["repo"] / "bad.parquet"))
-    serve_rows(feast, np.linspace(now - 20 * 60, now - 5 * 60, 150), seed=2, prefix="b")
+    # A streaming job began writing outage in minutes to the online store (the side script did,
+    # after the first reads): what is served now is no longer what training reads for the same
+    # region and time.
+    serve_rows(project, feast["online"]["after"], np.linspace(now - 20 * 60, now - 5 * 60, 150), 2, "b")
     code, report = skew(project, capsys, "--last", "2h")
     assert code == 1
     assert report["n_rows"] == 300 and report["skewed_columns"] == ["outage_hours"]
@@ -277,7 +263,7 @@ def test_served_features_that_match_the_offline_store_show_no_skew_then_a_bad_fe
     assert [(a["event"], a["skewed_columns"]) for a in _Hook.received] == [("skew", ["outage_hours"])]
 
 
-def test_bad_setups_are_named(feast: dict[str, Any], tmp_path: Path) -> None:
+def test_bad_setups_are_named(feast: dict[str, Any]) -> None:
     project = feast["project"]
     entities = CsvSource("data/churn.csv", base=project)
     with pytest.raises(DataValidationError, match="Feature no_such not found in projection region_stats"):
