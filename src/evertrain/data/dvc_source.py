@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from evertrain.data.source_base import Source
 from evertrain.exceptions import DataValidationError, StoreError, UsageError
+from evertrain.store.redact import mask_text, mask_url
 
 #: A full git commit id: used as given, never looked up.
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -66,9 +67,14 @@ class DvcSource(Source):
         return str((self.base / self.repo).resolve())
 
     @property
+    def shown(self) -> str:
+        """The repository as lineage and messages name it: no password of a URL."""
+        return mask_url(self.location) if _is_url(self.location) else self.location
+
+    @property
     def uri(self) -> str:
         at = self.commit_ or self.rev or "HEAD"
-        name = f"dvc:{self.location.rstrip('/')}/{self.path}@{at}"
+        name = f"dvc:{self.shown.rstrip('/')}/{self.path}@{at}"
         return name if self.md5_ is None else f"{name}#md5={self.md5_}"
 
     def read(self) -> pd.DataFrame:
@@ -111,9 +117,9 @@ class DvcSource(Source):
             raise StoreError(f"dvc source: cannot {doing}: {tool} took over {COMMAND_TIMEOUT:.0f}s") from None
         if done.returncode != 0:
             lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-            why = next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "")
+            why = mask_text(next((ln for ln in lines if ln.startswith("ERROR")), lines[-1] if lines else ""))
             raise error(
-                f"dvc source: cannot {doing} ({self.location}): {why or f'{tool} exited {done.returncode}'}"
+                f"dvc source: cannot {doing} ({self.shown}): {why or f'{tool} exited {done.returncode}'}"
             )
         return done.stdout
 
@@ -142,7 +148,7 @@ class DvcSource(Source):
         out = self._run(["git", "ls-remote", self.location, rev], f"find revision {rev!r}", StoreError)
         found = [line.split()[0] for line in out.splitlines() if line.strip()]
         if not found:
-            raise DataValidationError(f"dvc source: revision {rev!r} not found in {self.location}")
+            raise DataValidationError(f"dvc source: revision {rev!r} not found in {self.shown}")
         return found[0]
 
     def _hash(self, commit: str) -> str:
@@ -159,7 +165,7 @@ class DvcSource(Source):
         entry = next((e for e in listing if e.get("path") == name), None)
         if entry is None:
             raise DataValidationError(
-                f"dvc source: {self.path!r} does not exist at {commit[:12]} in {self.location}"
+                f"dvc source: {self.path!r} does not exist at {commit[:12]} in {self.shown}"
             )
         if not entry.get("md5"):
             raise DataValidationError(
