@@ -5,7 +5,7 @@ process: importing Feast takes seconds of CPU).
 
 Materializes the repo's features of START..END (epoch seconds) into the online store, reads each
 region's online features as serving would, then plays a streaming job with a bug (it writes
-outage_hours in minutes) and reads them again. Prints {"before": ..., "after": ...}.
+outage_hours in minutes) and reads them again. Its last line is {"before": ..., "after": ...}.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def feast(tmp_path_factory: pytest.TempPathFactory, hook_url: str) -> dict[str, 
         "start": start,
         "last_hour": last_hour,
         "now": now,
-        "online": json.loads(side.stdout),
+        "online": json.loads(side.stdout.strip().splitlines()[-1]),  # after materialize's progress lines
     }
 
 
