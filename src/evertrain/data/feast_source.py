@@ -156,17 +156,27 @@ class FeastSource(Source):
     def uri(self) -> str:
         return f"feast:{self.location}?features={','.join(self.features)}+{self.entities.uri}"
 
+    @property
+    def interpreter(self) -> str | None:
+        """The Python that runs Feast; a relative path with a folder in it is from the project folder."""
+        python = self.python
+        if python is not None and os.sep in python and not Path(python).is_absolute() and self.base:
+            return str(self.base / python)
+        return python
+
     def read(self) -> pd.DataFrame:
-        if not self.time_column:
+        return self.join(self.entities.read())
+
+    def join(self, rows: pd.DataFrame, time_column: str | None = None) -> pd.DataFrame:
+        """``rows`` with this source's features as of each row's time (``time_column``, by default
+        the project's ``data.time_column``)."""
+        column = time_column or self.time_column
+        if not column:
             raise UsageError(
                 "a feast source needs data.time_column: the time each entity row's features are for"
             )
-        rows = self.entities.read()
         if rows.empty:
             return rows.assign(**{name: pd.Series(dtype=float) for name in feature_names(self.features)})
-        python = self.python
-        if python is not None and not Path(python).is_absolute() and os.sep in python and self.base:
-            python = str(self.base / python)
         return historical_features(
-            rows, repo=self.location, features=self.features, time_column=self.time_column, python=python
+            rows, repo=self.location, features=self.features, time_column=column, python=self.interpreter
         )

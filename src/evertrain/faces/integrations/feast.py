@@ -95,8 +95,9 @@ def check_skew(
     max_mismatch: float = DEFAULT_MAX_MISMATCH,
 ) -> SkewReport:
     """Compare the features served in ``(since, until]`` with the offline store's, point in time."""
-    from evertrain.data.feast_source import EVENT_TIMESTAMP, feature_names, historical_features
+    from evertrain.data.feast_source import EVENT_TIMESTAMP, FeastSource, feature_names
     from evertrain.data.logs import PREDICTIONS, read_log
+    from evertrain.data.sources import open_source
     from evertrain.monitor import drift
     from evertrain.settings import logs_url
     from evertrain.store.names import SHADOW
@@ -109,7 +110,8 @@ def check_skew(
     if not 0.0 <= max_mismatch <= 1.0:
         raise UsageError(f"--max-mismatch must be a share between 0 and 1, got {max_mismatch}")
     model = spec.model.name
-    table = read_log(store.logs_url or logs_url(project), PREDICTIONS, model, since=since, until=until)
+    logs = store.logs_url or logs_url(project)
+    table = read_log(logs, PREDICTIONS, model, since=since, until=until)
     if table.num_rows and "arm" in table.column_names:
         table = table.filter(pa.compute.not_equal(table["arm"], SHADOW))  # never returned to a client
     report = SkewReport(model, table.num_rows, since, until, max_mismatch)
@@ -123,18 +125,10 @@ def check_skew(
             f"no Feast feature of data.source.features ({', '.join(names)}) is in the prediction log of "
             f"{model!r}: the model takes none of them as inputs, so none was served"
         )
-    repo = source.repo if Path(source.repo).is_absolute() else str((project / source.repo).resolve())
-    python = source.python
-    if python is not None and not Path(python).is_absolute() and "/" in python:
-        python = str(project / python)
+    feast = open_source(source, base=project, logs_url=logs, model=model, target=spec.model.target)
+    assert isinstance(feast, FeastSource)
     keys = served.drop(columns=[*logged, EVENT_TIMESTAMP], errors="ignore")
-    offline = historical_features(
-        keys,
-        repo=repo,
-        features=[ref for ref in source.features if ref.rsplit(":", 1)[-1] in logged],
-        time_column="ts",
-        python=python,
-    )
+    offline = feast.join(keys, time_column="ts")  # as of the time of each request
     cfg = spec.monitoring.drift
     verdict = drift(
         offline[logged],
