@@ -29,6 +29,7 @@ from evertrain.data.feast_source import FeastSource
 from evertrain.data.sources import CsvSource
 from evertrain.exceptions import DataValidationError, UsageError
 from evertrain.faces.cli import main
+from evertrain.faces.integrations.feast import mismatch_share
 
 SIDE = Path(__file__).with_name("_feast_side.py")
 REGIONS = ["east", "north", "south", "west"]
@@ -276,3 +277,16 @@ def test_bad_setups_are_named(feast: dict[str, Any]) -> None:
         ).read()
     with pytest.raises(UsageError, match=r"needs data\.time_column"):
         FeastSource(str(feast["repo"]), FEATURES, entities, time_column=None, python=feast["python"]).read()
+
+
+def test_mismatch_share_counts_rows_that_differ() -> None:
+    served = pd.Series([1.0, 2.0, np.nan, 4.0, 5.0])
+    assert mismatch_share(served, pd.Series([1.0, 2.0 + 1e-9, np.nan, 4.5, np.nan])) == pytest.approx(0.4)
+    assert mismatch_share(pd.Series(["a", "b", None]), pd.Series(["a", "c", None])) == pytest.approx(1 / 3)
+    assert mismatch_share(pd.Series([], dtype=float), pd.Series([], dtype=float)) == 0.0
+
+
+def test_the_skew_check_needs_a_feast_source(tmp_path: Path) -> None:
+    project = tmp_path / "churn"
+    assert main(["init", str(project)]) == 0
+    assert main(["feast", "skew", "--project", str(project)]) == 2  # a log source: nothing to compare
