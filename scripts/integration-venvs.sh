@@ -15,10 +15,15 @@ DEST=${EVERTRAIN_TEST_VENVS:-$ROOT/.venvs}
 # TOOL -> what goes into its venv. mlflow: the tracking server and `mlflow models serve`
 # (evertrain itself only needs mlflow-skinny, which installs beside our pins; the server
 # would downgrade pyarrow). kfp pins protobuf below ours; Prefect and Airflow pin fastapi,
-# Feast pandas, below what evertrain runs with.
+# Feast pandas and tenacity, below what evertrain runs with; DVC brings a task queue and
+# three git libraries, and evertrain drives its command line (`dvc`) rather than import it.
 declare -A REQS=(
   [mlflow]="mlflow>=2.12 lightgbm scikit-learn"
   [kfp]="kfp>=2.7"
+  [prefect]="prefect>=3.1"
+  [airflow]="apache-airflow>=3.0"
+  [dvc]="dvc>=3.50"
+  [feast]="feast>=0.40"
 )
 TOOLS=("$@")
 [ ${#TOOLS[@]} -eq 0 ] && TOOLS=("${!REQS[@]}")
@@ -35,11 +40,13 @@ for tool in "${TOOLS[@]}"; do
   echo "integration-venvs: creating $venv ($reqs)..."
   rm -rf "$venv"
   log=$DEST/$tool.log
+  started=$SECONDS
   # shellcheck disable=SC2086
   if "$PY" -m venv "$venv" >"$log" 2>&1 \
     && "$venv/bin/python" -m pip install -q --upgrade pip >>"$log" 2>&1 \
     && "$venv/bin/python" -m pip install -q $reqs >>"$log" 2>&1; then
     echo "$reqs" >"$venv/.requirements"
+    echo "integration-venvs: $tool ready in $((SECONDS - started))s"
   else
     echo "integration-venvs: $tool cannot install here (see $log); its tests will skip" >&2
     rm -rf "$venv"

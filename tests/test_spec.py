@@ -178,3 +178,32 @@ def test_unknown_trainer_parameters_are_refused(trainer: str, bad: str, hint: st
     )
     good = trainer.replace("num_leavs", "num_leaves").replace("max_iters", "max_iter")
     parse_spec(text.replace(trainer, good))
+
+
+def test_dvc_and_feast_sources_are_read() -> None:
+    dvc = parse_spec(
+        MINIMAL.replace("{kind: csv, path: data.csv}", "{kind: dvc, path: data/rows.csv, rev: v2}")
+    )
+    assert (dvc.data.source.kind, dvc.data.source.rev, dvc.data.source.repo) == ("dvc", "v2", None)
+    feast = parse_spec(
+        MINIMAL.replace(
+            "{kind: csv, path: data.csv}",
+            "{kind: feast, repo: features, features: ['stats:spend'], entities: {kind: csv, path: data.csv}}",
+        )
+    )
+    assert feast.data.source.entities is not None and feast.data.source.entities.kind == "csv"
+
+
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("{kind: dvc}", "a dvc source needs 'path'"),
+        ("{kind: csv, path: d.csv, rev: v1}", "'rev' belongs to a dvc source"),
+        ("{kind: csv, path: d.csv, features: ['a:b']}", "'features' belongs to a feast source"),
+        ("{kind: feast, repo: f, features: ['a:b']}", "needs 'repo', 'features' and 'entities'"),
+        ("{kind: feast, repo: f, features: [spend], entities: {kind: csv, path: d.csv}}", "'view:feature'"),
+    ],
+)
+def test_bad_dvc_and_feast_sources_are_named(source: str, why: str) -> None:
+    with pytest.raises(SpecError, match=why):
+        parse_spec(MINIMAL.replace("{kind: csv, path: data.csv}", source), source="evertrain.yaml")

@@ -111,13 +111,38 @@ class SourceSpec(_Part):
     ``parquet`` and ``csv`` take a path or a glob (relative to the project folder);
     ``sql`` takes a SQLAlchemy ``url`` and a ``query``; ``duckdb`` a ``query`` over files;
     ``log`` reads the serving prediction log joined with its feedback labels, and its
-    optional ``history`` (any other source) the labelled rows from before serving began.
+    optional ``history`` (any other source) the labelled rows from before serving began;
+    ``dvc`` reads the DVC-tracked ``path`` of the git repository ``repo`` at revision ``rev``;
+    ``feast`` reads the rows of ``entities`` (any other source) with Feast ``features`` of the
+    feature repo ``repo`` as of each row's time, run by the Feast environment's ``python``.
     """
 
-    kind: Literal["parquet", "csv", "sql", "duckdb", "log"]
+    kind: Literal["parquet", "csv", "sql", "duckdb", "log", "dvc", "feast"]
     path: str | None = None
     url: str | None = None
     query: str | None = None
+    repo: str | None = Field(
+        None,
+        description="For a dvc source: the git repository, a URL or a folder (relative to the project "
+        "folder); default: the project folder. For a feast source: the feature repo folder (the one "
+        "with feature_store.yaml).",
+    )
+    rev: str | None = Field(
+        None, description="For a dvc source: the git revision (branch, tag or commit); default: HEAD."
+    )
+    features: list[str] | None = Field(
+        None, description="For a feast source: the feature references, 'view:feature', to add to each row."
+    )
+    entities: SourceSpec | None = Field(
+        None,
+        description="For a feast source: the labelled rows (entity keys, event time, label) that Feast "
+        "adds the features to; any other source, the serving log included.",
+    )
+    python: str | None = Field(
+        None,
+        description="For a feast source: the Python of an environment with feast installed (Feast pins "
+        "pandas below evertrain's); default: evertrain's own.",
+    )
     history: SourceSpec | None = Field(
         None,
         description="For a log source: a warehouse source with the labelled rows from before serving "
@@ -130,8 +155,29 @@ class SourceSpec(_Part):
             raise ValueError(f"'history' belongs to a log source, not to a {self.kind} source")
         if self.history is not None and self.history.kind == "log":
             raise ValueError("the history of a log source cannot be a log source itself")
-        if self.kind in ("parquet", "csv") and not self.path:
+        if self.kind in ("parquet", "csv", "dvc") and not self.path:
             raise ValueError(f"a {self.kind} source needs 'path'")
+        if self.kind not in ("dvc", "feast") and self.repo is not None:
+            raise ValueError(f"'repo' belongs to a dvc or feast source, not to a {self.kind} source")
+        if self.kind != "dvc" and self.rev is not None:
+            raise ValueError(f"'rev' belongs to a dvc source, not to a {self.kind} source")
+        feast_only = {"features": self.features, "entities": self.entities, "python": self.python}
+        if self.kind != "feast":
+            given = [name for name, value in feast_only.items() if value is not None]
+            if given:
+                raise ValueError(f"'{given[0]}' belongs to a feast source, not to a {self.kind} source")
+        else:
+            if not (self.repo and self.features and self.entities):
+                raise ValueError("a feast source needs 'repo', 'features' and 'entities'")
+            if self.entities.kind == "feast":
+                raise ValueError("the entities of a feast source cannot be a feast source themselves")
+            bad = [
+                ref
+                for ref in self.features
+                if ref.count(":") != 1 or ref.startswith(":") or ref.endswith(":")
+            ]
+            if bad:
+                raise ValueError(f"a feast feature is named 'view:feature', got {bad[0]!r}")
         if self.kind == "sql" and not (self.url and self.query):
             raise ValueError("a sql source needs 'url' and 'query'")
         if self.kind == "duckdb" and not self.query:
@@ -782,8 +828,8 @@ class TrackingSpec(_Part):
     )
 
 
-AlertEvent = Literal["drift", "decision", "gate_failed", "promotion", "rollback"]
-ALERT_EVENTS: tuple[AlertEvent, ...] = ("drift", "decision", "gate_failed", "promotion", "rollback")
+AlertEvent = Literal["drift", "decision", "gate_failed", "promotion", "rollback", "skew"]
+ALERT_EVENTS: tuple[AlertEvent, ...] = ("drift", "decision", "gate_failed", "promotion", "rollback", "skew")
 
 
 class Webhook(_Part):

@@ -124,3 +124,45 @@ def test_json_needs_once(capsys: pytest.CaptureFixture[str], project: Path) -> N
 def test_outcomes_of_stored_cycle_results(result: dict[str, Any], outcome: str, code: int) -> None:
     got = cycle_outcome(result)
     assert (got.outcome, got.exit_code) == (outcome, code)
+
+
+def step_task(capsys: pytest.CaptureFixture[str], project: Path, step: str) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()
+    code = main(["run", "--once", "--json", "--step", step, "--project", str(project)])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_steps_as_tasks_make_one_cycle(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    answers = {step: step_task(capsys, project, step) for step in ("monitor", "decide", "train", "gate")}
+    assert {step: (code, r["outcome"], r["next_step"]) for step, (code, r) in answers.items()} == {
+        "monitor": (0, "monitored", "decide"),
+        "decide": (0, "retrain_due", "train"),
+        "train": (0, "trained", "gate"),
+        "gate": (0, "promoted", "rollout"),
+    }
+    assert {r["cycle"] for _, r in answers.values()} == {1}  # each call resumed the same cycle
+    assert answers["train"][1]["version"] == 1 and "train" not in answers["decide"][1]
+    code, closed = step_task(capsys, project, "rollout")
+    assert code == 0 and closed["outcome"] == "promoted" and closed["cycle"] == 1
+    assert "paused_after" not in closed and closed["train"]["version"] == 1  # trained once, read back
+    # The next call starts cycle 2; a later step runs the earlier ones it needs on the way.
+    code, result = step_task(capsys, project, "gate")
+    assert code == 0 and result["cycle"] == 2 and result["outcome"] == "nothing_to_do"
+    assert result["decide"]["action"] == "none" and result["gate"] == {"status": "skipped"}
+
+
+def test_a_gate_that_says_no_exits_1_at_its_step_and_at_the_end(
+    capsys: pytest.CaptureFixture[str], project: Path
+) -> None:
+    edit_spec(project, gates=[{"kind": "threshold", "metric": "roc_auc", "min": 0.9999}])
+    code, result = step_task(capsys, project, "gate")
+    assert (code, result["outcome"], result["next_step"]) == (1, "gate_failed", "rollout")
+    code, result = step_task(capsys, project, "rollout")
+    assert (code, result["outcome"], result["cycle"]) == (1, "gate_failed", 1)
+
+
+def test_step_is_checked(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    assert main(["run", "--once", "--json", "--step", "deploy", "--project", str(project)]) == 2
+    assert "unknown step 'deploy'" in capsys.readouterr().err
+    assert main(["run", "--once", "--step", "monitor", "--project", str(project)]) == 2
+    assert "--once --json" in capsys.readouterr().err

@@ -38,6 +38,7 @@ def test_quick_commands_import_no_integration(tmp_path: Path) -> None:
     assert loaded_tools(modules_after("status", "--json", "--project", str(project))) == []
     assert loaded_tools(modules_after("--help")) == []
     assert loaded_tools(modules_after("mlflow", "--help")) == []  # the tool loads when a command runs
+    assert loaded_tools(modules_after("feast", "--help")) == []
 
 
 def test_a_cycle_without_tracking_imports_no_integration(tmp_path: Path) -> None:

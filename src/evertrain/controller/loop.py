@@ -40,7 +40,7 @@ from evertrain.controller.lease import Lease
 from evertrain.controller.outcome import error_code
 from evertrain.controller.policy import History
 from evertrain.data.logs import CompactResult, compact
-from evertrain.exceptions import EvertrainError, LeaseLostError, StoreError
+from evertrain.exceptions import EvertrainError, LeaseLostError, StoreError, UsageError
 from evertrain.spec import Spec, canonical_json
 from evertrain.store import Store
 from evertrain.store.storage import configure, describe, is_transport_error
@@ -137,8 +137,11 @@ class Controller:
         on_cycle: Callable[[dict[str, Any]], None] | None = None,
         on_step: StepCallback | None = None,
         on_start: Callable[[int], None] | None = None,
+        through: str | None = None,
     ) -> int:
         """Run cycles until ``cycles`` are done or a stop is requested; returns cycles run.
+
+        ``through``: end each cycle after that step (see :meth:`cycle`).
 
         ``on_start(cycle)`` is called as a cycle begins (or resumes), ``on_step(cycle, name,
         result)`` as each of its steps ends and ``on_cycle`` with
@@ -153,7 +156,7 @@ class Controller:
         try:
             while (cycles is None or done < cycles) and not self._stop.is_set():
                 try:
-                    result = self.cycle()
+                    result = self.cycle(through=through)
                 except LeaseLostError as exc:
                     log.warning("stopping: %s", exc)
                     break
@@ -188,8 +191,15 @@ class Controller:
         thread.start()
         return thread
 
-    def cycle(self, manual: str | None = None) -> dict[str, Any]:
-        """Run (or resume) one cycle; returns its result."""
+    def cycle(self, manual: str | None = None, through: str | None = None) -> dict[str, Any]:
+        """Run (or resume) one cycle; returns its result.
+
+        ``through``: stop after that step and leave the cycle running, for the next call to
+        resume (an orchestrator that runs each step as a task of its own). The result then
+        carries ``paused_after`` (that step) and ``next_step``; the last step ends the cycle.
+        """
+        if through is not None and through not in STEPS:
+            raise UsageError(f"unknown step {through!r}; the steps are {', '.join(STEPS)}")
         if not self.lease.acquire():
             held = self.lease.holder_now()
             return {
@@ -243,6 +253,16 @@ class Controller:
                     ctx.results[name]["cooldown"] = self._forget_failed_retrain(ctx)
                 if self._on_step is not None:
                     self._on_step(number, name, ctx.results[name])
+                if name == through and name != STEPS[-1]:
+                    following = STEPS[STEPS.index(name) + 1]
+                    log.info("cycle %d paused after %s; %s is next", number, name, following)
+                    return {
+                        "cycle": number,
+                        "at": ctx.at,
+                        **ctx.results,
+                        "paused_after": name,
+                        "next_step": following,
+                    }
         except Stopped:
             log.info("stop requested: cycle %d stops before its next step", number)
             return {"cycle": number, "stopped": True, **ctx.results}

@@ -89,7 +89,9 @@ def cycle_outcome(result: dict[str, Any]) -> Outcome:
     """The outcome of one cycle's result (``Controller.cycle``'s dict, step results by name).
 
     The first failed step decides (a failure stops what depends on it); then a gate or a
-    rollout that said no; then what the cycle did, most important first.
+    rollout that said no; then what the cycle did, most important first. A cycle paused
+    after a step (``paused_after``, an orchestrator's task per step) says what that step
+    came to: ``monitored``, ``retrain_due`` after a decision to retrain, else as above.
     """
     if result.get("skipped"):
         return Outcome("skipped", OK, str(result["skipped"]))
@@ -100,6 +102,15 @@ def cycle_outcome(result: dict[str, Any]) -> Outcome:
             return Outcome("failed", exit_code_for(code), f"step {name} failed ({code}): {step['error']}")
     if result.get("stopped"):
         return Outcome("stopped", INFRASTRUCTURE, "stopped before its next step; the next run resumes it")
+    paused, following = result.get("paused_after"), result.get("next_step")
+    decide = result.get("decide") or {}
+    if paused == "monitor":
+        rows = (result.get("monitor") or {}).get("n_rows")
+        seen = f"{rows} served row(s) monitored" if rows is not None else "monitored"
+        return Outcome("monitored", OK, f"{seen}; {following} is next")
+    if paused == "decide" and decide.get("action") == "retrain":
+        why = "; ".join(decide.get("reasons") or []) or "retrain"
+        return Outcome("retrain_due", OK, f"{why}; {following} is next")
     gate = result.get("gate") or {}
     rollout = result.get("rollout") or {}
     tested, moved = gate.get("version"), rollout.get("version")
@@ -119,11 +130,11 @@ def cycle_outcome(result: dict[str, Any]) -> Outcome:
     if rollout.get("action") not in (None, "idle"):
         why = "; ".join(rollout.get("reasons") or []) or str(rollout.get("action"))
         return Outcome("rollout_" + str(rollout["action"]), OK, why, moved)
-    decide = result.get("decide") or {}
     held = decide.get("held") or []
     reasons = decide.get("reasons") or []
     if decide.get("action") == "retrain":
-        return Outcome("trained", OK, "; ".join(reasons) or "retrained")
+        trained = (result.get("train") or {}).get("version")
+        return Outcome("trained", OK, "; ".join(reasons) or "retrained", trained)
     why = "; ".join(held) if held else ("; ".join(reasons) or "no trigger fired")
     return Outcome("nothing_to_do", OK, why)
 

@@ -11,7 +11,10 @@ One small interface (:class:`Source`: ``read()`` and ``uri``) and one class per
 - ``sql``: a query through SQLAlchemy (any URL it knows);
 - ``duckdb``: a DuckDB query over files (needs the optional ``duckdb`` package);
 - ``log``: the serving prediction log joined with its feedback labels (see ``docs/logs.md``),
-  after the rows of its optional ``history`` source (a warehouse of the time before serving).
+  after the rows of its optional ``history`` source (a warehouse of the time before serving);
+- ``dvc``: a DVC-tracked path of a git repository at a revision (:mod:`evertrain.data.dvc_source`);
+- ``feast``: the rows of another source with features from a Feast feature store as of each
+  row's time (:mod:`evertrain.data.feast_source`).
 
 A source returns every row it has, labels and label arrival times included; choosing
 the rows that were known at a training time is the job of :mod:`evertrain.data.windows`.
@@ -27,9 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import glob as globlib
-from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import fsspec
 import pandas as pd
@@ -38,6 +40,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from evertrain.data.logs import FEEDBACK, PREDICTION_COLUMNS, PREDICTIONS, model_folder, read_log_parts
+from evertrain.data.source_base import Source
 from evertrain.exceptions import DataValidationError, NotFoundError, UsageError
 from evertrain.store.names import SHADOW
 from evertrain.store.redact import mask_text, mask_url
@@ -78,21 +81,6 @@ def _expand(pattern: str, suffix: str) -> tuple[fsspec.AbstractFileSystem, list[
             p for p in found if p.endswith(suffix) and not p.rsplit("/", 1)[-1].startswith((".", "_"))
         ]
     return fs, [path] if fs.exists(path) else []
-
-
-class Source(ABC):
-    """A place labelled rows are read from."""
-
-    kind: ClassVar[str]
-
-    @property
-    @abstractmethod
-    def uri(self) -> str:
-        """A stable name of what is read, recorded in ``snapshot_sources`` (no passwords)."""
-
-    @abstractmethod
-    def read(self) -> pd.DataFrame:
-        """Every row the source holds, as a table with a fresh integer index."""
 
 
 class ParquetSource(Source):
@@ -291,12 +279,25 @@ class LogSource(Source):
 SOURCES: dict[str, type[Source]] = {
     cls.kind: cls for cls in (ParquetSource, CsvSource, SqlSource, DuckDBSource, LogSource)
 }
+#: Every kind :func:`open_source` knows: those above, and the kinds in modules of their own
+#: (imported when used): ``dvc`` (:mod:`evertrain.data.dvc_source`), ``feast``
+#: (:mod:`evertrain.data.feast_source`).
+KINDS = (*SOURCES, "dvc", "feast")
 
 
 def open_source(
-    source: Any, *, base: Path | None = None, logs_url: str | None = None, model: str = "", target: str = ""
+    source: Any,
+    *,
+    base: Path | None = None,
+    logs_url: str | None = None,
+    model: str = "",
+    target: str = "",
+    time_column: str | None = None,
 ) -> Source:
-    """The :class:`Source` for a spec's ``data.source`` (a :class:`evertrain.spec.SourceSpec`)."""
+    """The :class:`Source` for a spec's ``data.source`` (a :class:`evertrain.spec.SourceSpec`).
+
+    ``time_column`` (``data.time_column``): the event time a ``feast`` source joins features as of.
+    """
     kind = source.kind
     if kind == "parquet":
         return ParquetSource(source.path, base=base)
@@ -306,13 +307,29 @@ def open_source(
         return SqlSource(source.url, source.query)
     if kind == "duckdb":
         return DuckDBSource(source.query, base=base)
+    if kind == "dvc":
+        from evertrain.data.dvc_source import DvcSource
+
+        return DvcSource(source.path, repo=source.repo or ".", rev=source.rev, base=base)
+    if kind == "feast":
+        from evertrain.data.feast_source import FeastSource
+
+        entities = open_source(source.entities, base=base, logs_url=logs_url, model=model, target=target)
+        return FeastSource(
+            source.repo,
+            source.features,
+            entities,
+            time_column=time_column,
+            python=source.python,
+            base=base,
+        )
     if kind == "log":
         url = (source.path and _resolve(source.path, base)) or logs_url
         if not url:
             raise UsageError("a log source needs the logs location (EVERTRAIN_LOGS_URL or source.path)")
         history = None if source.history is None else open_source(source.history, base=base)
         return LogSource(url, model, target, history=history)
-    raise UsageError(f"unknown data source kind {kind!r}; known: {', '.join(sorted(SOURCES))}")
+    raise UsageError(f"unknown data source kind {kind!r}; known: {', '.join(sorted(KINDS))}")
 
 
 def read_table(path: str | Path, *, base: Path | None = None) -> pd.DataFrame:

@@ -140,6 +140,7 @@ def _holdout(
         logs_url=store.logs_url or settings.logs_url(project),
         model=spec.model.name,
         target=spec.model.target,
+        time_column=spec.data.time_column,
     )
     window = make_window(source.read(), spec, store.clock())
     snap = take_snapshot(store, window.holdout, sources=[source.uri], time_column=window.columns.time)

@@ -143,6 +143,12 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "Work with other tools",
         "MLflow models both ways (import, export) and mirroring to a tracking server (sync).",
     ),
+    CommandEntry(
+        "feast",
+        _M + "cli_integrations",
+        "Work with other tools",
+        "Feast: the training-serving skew of a model whose features come from a feature store.",
+    ),
 )
 
 _BY_NAME = {c.name: c for c in COMMANDS}

@@ -38,6 +38,15 @@ def run(
         ),
     ] = None,
     json_out: JsonOpt = None,
+    step: Annotated[
+        str | None,
+        typer.Option(
+            "--step",
+            metavar="STEP",
+            help="With --once --json: run the cycle through STEP (monitor, decide, train, gate, "
+            "rollout) and leave the rest to the next call, one orchestrator task per step.",
+        ),
+    ] = None,
 ) -> None:
     """Run the controller: monitor, decide, train, gate, roll out, every cycle_interval.
 
@@ -47,20 +56,27 @@ def run(
     With --once --json it is a task for a scheduler: the step lines go to stderr, the
     cycle's result and its outcome to stdout as JSON, and the exit code is 0 nothing to do
     or done, 1 a gate or rollout said no, 2 usage or data error, 3 infrastructure error
-    (docs/orchestrators.md).
+    (docs/orchestrators.md). With --step STEP the task runs the cycle through STEP only: the
+    next call resumes it, so each step can be a task of its own.
 
     Example: evertrain run --interval 30s
     """
+    from evertrain.controller.loop import STEPS
     from evertrain.exceptions import UsageError
 
     if once and cycles not in (None, 1):
         raise UsageError(f"--once runs one cycle, but --cycles {cycles} was given too")
     if once:
         cycles = 1
+    if step is not None:
+        if step not in STEPS:
+            raise UsageError(f"--step: unknown step {step!r}; the steps are {', '.join(STEPS)}")
+        if json_out is None or cycles != 1:
+            raise UsageError("--step runs part of one cycle as a task: use it with --once --json")
     if json_out is not None:
         if cycles != 1:
             raise UsageError("--json reports one cycle: add --once")
-        raise typer.Exit(_run_task(project, interval, json_out))
+        raise typer.Exit(_run_task(project, interval, json_out, step))
     _run_loop(project, cycles, interval)
 
 
@@ -79,8 +95,9 @@ def _interval_seconds(interval: str | None) -> float | None:
     return seconds
 
 
-def _run_task(project: Path, interval: str | None, target: Path) -> int:
-    """One cycle as a task: its result and outcome as JSON, its exit code by the task contract."""
+def _run_task(project: Path, interval: str | None, target: Path, through: str | None = None) -> int:
+    """One cycle (or its steps up to ``through``) as a task: its result and outcome as JSON, its
+    exit code by the task contract."""
     from evertrain.controller.loop import describe_error
     from evertrain.controller.outcome import cycle_outcome, error_code, error_exit_code
     from evertrain.faces.run_lines import step_lines
@@ -94,7 +111,7 @@ def _run_task(project: Path, interval: str | None, target: Path) -> int:
                 err_console.print("  " + line, markup=False)
 
         with on_interrupt(RESUMES):
-            controller.run(cycles=1, on_cycle=results.append, on_step=show_step)
+            controller.run(cycles=1, on_cycle=results.append, on_step=show_step, through=through)
     except typer.Exit:
         raise  # Ctrl-C: exit 130, as for every command
     except Exception as exc:  # the task contract: every failure is JSON and an exit code

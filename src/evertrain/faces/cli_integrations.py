@@ -1,4 +1,4 @@
-"""The integration commands: ``evertrain mlflow import|export|sync``.
+"""The integration commands: ``evertrain mlflow import|export|sync``, ``evertrain feast skew``.
 
 Each imports its tool only when it runs (``evertrain[mlflow]``); the rest of the CLI never does.
 """
@@ -121,3 +121,59 @@ def mlflow_sync(
             f"mirrored to {uri} (experiment {done.experiment_id}): {done.runs_created} new run(s), "
             f"{done.gates} gate verdict(s), {done.moves} new alias move(s)"
         )
+
+
+feast_app = typer.Typer(
+    help="Feast: the training-serving skew of a model whose features come from a feature store.",
+    no_args_is_help=True,
+)
+app.add_typer(feast_app, name="feast")
+
+
+@feast_app.command("skew")
+def feast_skew(
+    last: Annotated[
+        str, typer.Option("--last", metavar="DURATION", help="Served rows of this long ago until now.")
+    ] = "1d",
+    max_mismatch: Annotated[
+        float,
+        typer.Option(help="Share of rows whose served value may differ from the offline one (0 to 1)."),
+    ] = 0.05,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = None,
+) -> None:
+    """Compare the features served (the prediction log) with the offline store's, point in time.
+
+    For each served row, Feast's offline store answers what the features were for that
+    entity at that time; a column skews when the drift test tells the two apart or too
+    many rows differ. Exit 1 and a `skew` alert to the webhooks when any column skews.
+    """
+    from evertrain.exceptions import UsageError
+    from evertrain.faces.integrations.feast import alert_skew, check_skew
+    from evertrain.spec import load_spec, parse_duration
+
+    try:
+        window = parse_duration(last)
+    except ValueError as exc:
+        raise UsageError(f"--last: {exc}") from None
+    spec = load_spec(project)
+    store = open_store(project)
+    until = store.clock()
+    report = check_skew(store, spec, project, since=until - window, until=until, max_mismatch=max_mismatch)
+    if report.skewed_columns:
+        alert_skew(spec, report)
+    if as_json:
+        write_json(as_json, report.to_dict())
+    if as_json is None or str(as_json) != "-":
+        for name, col in report.columns.items():
+            verdict = "[bold red]skew[/]" if col["skewed"] else "ok"
+            console.print(
+                f"{name}: {verdict} (drift test {'differs' if col['drifted'] else 'same'}, "
+                f"{col['mismatch_share']:.1%} of rows differ)"
+            )
+        console.print(
+            f"{report.n_rows} served row(s) of the last {last}: "
+            + (f"skew in {', '.join(report.skewed_columns)}" if report.skewed_columns else "no skew")
+        )
+    if report.skewed_columns:
+        raise typer.Exit(1)

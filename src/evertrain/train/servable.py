@@ -47,7 +47,12 @@ def check_servable(model: Any, spec: Spec, project: Path, *, what: str, logs_url
         )
     try:
         frame = open_source(
-            spec.data.source, base=project, logs_url=logs_url, model=spec.model.name, target=spec.model.target
+            spec.data.source,
+            base=project,
+            logs_url=logs_url,
+            model=spec.model.name,
+            target=spec.model.target,
+            time_column=spec.data.time_column,
         ).read()
     except EvertrainError as exc:
         raise DataValidationError(f"{what}: cannot read the project's data to check it on: {exc}") from None

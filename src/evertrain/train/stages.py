@@ -118,6 +118,7 @@ class TrainingStep:
             logs_url=self.store.logs_url or settings.logs_url(self.project),
             model=self.name,
             target=spec.model.target,
+            time_column=spec.data.time_column,
         )
         window = make_window(source.read(), spec, cutoff, change_at=change_at)
         self.timed("window", started)
