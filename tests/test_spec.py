@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from evertrain.exceptions import SpecError
-from evertrain.spec import Spec, dump_spec, json_schema, load_spec, parse_duration, parse_spec
+from evertrain.spec import (
+    Spec,
+    _known_trainer_params,
+    dump_spec,
+    json_schema,
+    load_spec,
+    parse_duration,
+    parse_spec,
+)
 
 MINIMAL = """\
 model:
@@ -164,7 +175,18 @@ def test_unknown_keys_get_a_did_you_mean() -> None:
         ),
     ],
 )
-def test_unknown_trainer_parameters_are_refused(trainer: str, bad: str, hint: str) -> None:
+@pytest.mark.parametrize("cache", ["cold", "warm"])
+def test_unknown_trainer_parameters_are_refused(
+    trainer: str, bad: str, hint: str, cache: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVERTRAIN_CACHE_DIR", str(tmp_path / "cache"))
+    if cache == "warm":  # the names come from the cache file a first reading wrote
+        parse_spec(
+            "model: {name: churn, target: label, trainer: "
+            + trainer.replace("num_leavs", "num_leaves").replace("max_iters", "max_iter")
+            + "}\ndata: {source: {kind: csv, path: d.csv}}\n"
+        )
+        assert len(list((tmp_path / "cache").glob("trainer-params-*.json"))) == 1
     text = (
         f"model: {{name: churn, target: label, trainer: {trainer}}}\n"
         "data: {source: {kind: csv, path: d.csv}}\n"
@@ -207,3 +229,29 @@ def test_dvc_and_feast_sources_are_read() -> None:
 def test_bad_dvc_and_feast_sources_are_named(source: str, why: str) -> None:
     with pytest.raises(SpecError, match=why):
         parse_spec(MINIMAL.replace("{kind: csv, path: data.csv}", source), source="evertrain.yaml")
+
+
+def test_a_project_with_trainer_params_is_read_without_importing_the_trainer_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parameter names LightGBM accepts are cached per version: reading a project file (every
+    command does) does not import LightGBM or scikit-learn once they are known."""
+    (tmp_path / "evertrain.yaml").write_text(
+        "model: {name: churn, target: label, trainer: {kind: lightgbm, params: {num_leaves: 15}}}\n"
+        "data: {source: {kind: csv, path: d.csv}}\n"
+    )
+    code = (
+        "import sys; from evertrain.spec import load_spec; load_spec('evertrain.yaml'); "
+        "print(sorted(m for m in ('lightgbm', 'sklearn') if m in sys.modules))"
+    )
+    env = {**os.environ, "EVERTRAIN_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [
+        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+        for _ in range(2)
+    ]
+    assert [r.stdout.strip() for r in runs] == ["['lightgbm', 'sklearn']", "[]"], [r.stderr for r in runs]
+    # an estimator from outside scikit-learn is read from its class every time (it may change
+    # under the same name): nothing of it is cached
+    monkeypatch.setenv("EVERTRAIN_CACHE_DIR", str(tmp_path / "other"))
+    assert "prog" in (_known_trainer_params("sklearn", "argparse.ArgumentParser") or set())
+    assert not (tmp_path / "other").exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -284,7 +285,7 @@ class TrainerSpec(_Part):
             raise ValueError(f"'lora' settings belong to kind lora, not to kind {self.kind}")
         if self.kind == "lora" and self.params:
             raise ValueError("a lora trainer takes its settings under 'lora', not 'params'")
-        known = _known_trainer_params(self.kind, self.estimator)
+        known = _known_trainer_params(self.kind, self.estimator) if self.params else None
         unknown = sorted(set(self.params) - known) if known is not None else []
         if unknown:
             what = self.estimator if self.kind == "sklearn" else "LightGBM"
@@ -295,6 +296,58 @@ class TrainerSpec(_Part):
 
 def _known_trainer_params(kind: str, estimator: str | None) -> set[str] | None:
     """The parameter names the trainer's library accepts, or None when they cannot be known here.
+
+    Importing LightGBM or scikit-learn to learn them costs seconds, and every command that
+    reads the project file would pay it: the names are kept in a small cache file per library
+    version (``EVERTRAIN_CACHE_DIR``, else the user's cache folder), read back without the import.
+    """
+    # Only the libraries' own classes are cached: a user's estimator may change under the same name.
+    library = "lightgbm" if kind == "lightgbm" else None
+    if kind == "sklearn" and (estimator or "").startswith("sklearn."):
+        library = "scikit-learn"
+    version = _installed_version(library) if library else None
+    if version is None:
+        return _library_trainer_params(kind, estimator)
+    cache = _cache_dir() / f"trainer-params-{library}-{version}.json"
+    key = estimator or ""
+    try:
+        cached: dict[str, list[str]] = json.loads(cache.read_text())
+        if key in cached:
+            return set(cached[key])
+    except (OSError, ValueError, TypeError):
+        cached = {}
+    known = _library_trainer_params(kind, estimator)
+    if known is None:
+        return None
+    cached[key] = sorted(known)
+    try:  # a cache that cannot be written only costs the import next time
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(cached))
+        partial.replace(cache)
+    except OSError:
+        pass
+    return known
+
+
+def _installed_version(distribution: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cache_dir() -> Path:
+    configured = os.environ.get("EVERTRAIN_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "evertrain"
+
+
+def _library_trainer_params(kind: str, estimator: str | None) -> set[str] | None:
+    """The parameter names, read from the library itself.
 
     LightGBM: every parameter and alias of its own list. scikit-learn: the estimator's
     constructor arguments (its ``get_params`` names), read from the class without
