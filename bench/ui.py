@@ -1,22 +1,26 @@
 """The dashboard on a large store: /ui render time, and predict's latency while 4 clients poll it.
 
-A project with one served model (logistic regression on 8 features, as ``serve.py``)
+A project with one served model (LightGBM on 8 features, as ``serve.py``)
 gets RUNS runs written straight into its store: cycles with full monitoring results (8
 drifting columns, realized and estimated performance, decisions, trainings of which
 one in ten failed, gates, rollout ticks), their step and decision runs, and the
 trainings. ``evertrain serve`` (which mounts the dashboard at /ui) runs in its own
 process; this script
 
-- loads /ui ROUNDS x 5 times and reports the first (cold) and the median of the others;
+- starts the server STARTS times and loads /ui once after each start (the first load: no
+  cache of the dashboard's is warm, the imports of serving are done), then loads it
+  ROUNDS x 5 times more (later loads);
 - measures the poll the page makes every few seconds when nothing changed, and the full
   sections answer it gets when something did;
-- runs REQUESTS one-instance predict requests over 4 keep-alive connections, alone and
+- runs about SECONDS of one-instance predict requests over 4 keep-alive connections, alone and
   while 4 dashboard clients poll (each: the page once, then its sections poll every
   POLL seconds as the page does, with a run finishing every FINISH_EVERY seconds, a
   busy controller's pace, so that some polls get fresh sections), alternating, ROUNDS times,
-  and compares the medians of p50.
+  and reports the median and range of the rounds' p50 slowdown.
 
-    python bench/ui.py [--runs N] [--requests N] [--rounds R] [--write]
+The load average is printed with the figures: the machine may be shared.
+
+    python bench/ui.py [--runs N] [--seconds S] [--rounds R] [--starts S] [--write]
 
 ``--write`` puts the figures in the ``## Dashboard`` section of bench/RESULTS.md.
 """
@@ -39,6 +43,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -47,13 +52,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import replace_section
 
 from evertrain.faces.ui import POLL_SECONDS
-from serve import ENTRY, FEATURES, build, free_port, load, wait_up
+from serve import ENTRY, FEATURES, build, free_port, load, request_bytes, wait_up
 
 TARGET_RENDER_MS = 500.0
 TARGET_P50_SLOWDOWN = 0.10
 POLL = float(POLL_SECONDS)  # as often as the page polls
 FINISH_EVERY = 10.0
 CLIENTS = 4
+CONNECTIONS = 4  # keep-alive connections of the predict load
 
 
 def fill(project: Path, n_runs: int) -> int:
@@ -227,6 +233,21 @@ def get(port: int, path: str) -> tuple[float, bytes]:
     return took, body
 
 
+def start_server(project: Path) -> tuple[subprocess.Popen[bytes], int]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVERTRAIN_")}
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ENTRY, "serve", "--project", str(project), "--port", str(port)], env=env
+    )
+    wait_up(port, "/readyz", proc)
+    return proc, port
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
 def finisher(project: Path, stop: threading.Event) -> None:
     """A run finishing every FINISH_EVERY seconds (a busy controller's steps), so some polls get news."""
     from evertrain.store import Store
@@ -241,12 +262,16 @@ def finisher(project: Path, stop: threading.Event) -> None:
 
 
 def poller(port: int, stop: threading.Event, counts: list[int]) -> None:
+    """One page polling as dashboard.js does: its fingerprint and the digests of the sections it shows."""
     _, first = get(port, "/ui/api/models/m/sections")
-    fingerprint = json.loads(first)["fingerprint"]
+    got = json.loads(first)
+    fingerprint, digests = got["fingerprint"], got["digests"]
     while not stop.wait(POLL):
-        _, body = get(port, f"/ui/api/models/m/sections?since={fingerprint}")
+        have = ",".join(f"{k}:{v}" for k, v in digests.items())
+        _, body = get(port, f"/ui/api/models/m/sections?since={quote(fingerprint)}&have={have}")
         got = json.loads(body)
         fingerprint = got["fingerprint"]
+        digests = got.get("digests", digests)
         counts[0 if got["unchanged"] else 1] += 1
 
 
@@ -267,42 +292,58 @@ def dashboard_clients(port: int, project: Path, stop: Any, counts: Any) -> None:
     counts[1] += local[1]
 
 
+def spread(values: list[float]) -> str:
+    return f"{min(values):.0f}-{max(values):.0f}" if len(values) > 1 else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
-    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument(
+        "--seconds", type=float, default=30.0, help="length of each predict round (from the warm-up's rate)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--starts", type=int, default=5, help="server starts, each measuring one first load")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     rng = np.random.default_rng(1)
     rows = [dict(zip(FEATURES, map(float, r), strict=True)) for r in rng.normal(size=(500, len(FEATURES)))]
     bodies = [json.dumps({"instances": [r]}).encode() for r in rows]
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         project, _ = build(folder)
         written = fill(project, args.runs)
         print(f"store filled with {written} runs")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EVERTRAIN_")}
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-c", ENTRY, "serve", "--project", str(project), "--port", str(port)], env=env
-        )
+        cold: list[float] = []
+        for k in range(args.starts):
+            proc, port = start_server(project)
+            if k < args.starts - 1:
+                try:
+                    took, page = get(port, "/ui")
+                    cold.append(took * 1000)
+                finally:
+                    stop_server(proc)
         try:
-            wait_up(port, "/readyz")
-            cold, page = get(port, "/ui")
+            took, page = get(port, "/ui")
+            cold.append(took * 1000)
             assert b'id="timeline"' in page
-            warm = [get(port, "/ui")[0] for _ in range(args.rounds * 5)]
+            print("/ui first loads (ms):", " ".join(f"{c:.0f}" for c in cold))
+            warm = [get(port, "/ui")[0] * 1000 for _ in range(args.rounds * 5)]
             _, first = get(port, "/ui/api/models/m/sections")
             fp = json.loads(first)["fingerprint"]
-            unchanged = [get(port, f"/ui/api/models/m/sections?since={fp}")[0] for _ in range(20)]
-            full = [get(port, "/ui/api/models/m/sections")[0] for _ in range(args.rounds * 3)]
-            print(f"/ui cold {cold * 1000:.0f} ms, warm median {statistics.median(warm) * 1000:.0f} ms")
-            load(port, "/v1/models/m:predict", bodies, 400)  # warm up
+            unchanged = [
+                get(port, f"/ui/api/models/m/sections?since={quote(fp)}")[0] * 1000 for _ in range(20)
+            ]
+            full = [get(port, "/ui/api/models/m/sections")[0] * 1000 for _ in range(args.rounds * 3)]
+            requests = request_bytes(port, "/v1/models/m:predict", bodies)
+            rate, _ = load(port, requests, CONNECTIONS, 800)  # warm up, and the rate that sizes a round
+            n = max(CONNECTIONS, int(rate * args.seconds) // CONNECTIONS * CONNECTIONS)
             alone: list[float] = []
             polled: list[float] = []
             counts = multiprocessing.Array("i", 2)
             for _ in range(args.rounds):
-                _, lat = load(port, "/v1/models/m:predict", bodies, args.requests)
+                _, lat = load(port, requests, CONNECTIONS, n)
                 alone.append(float(np.percentile(lat, 50)) * 1000)
                 stop = multiprocessing.Event()
                 clients = multiprocessing.Process(
@@ -310,59 +351,73 @@ def main() -> None:
                 )
                 clients.start()
                 time.sleep(POLL)
-                _, lat = load(port, "/v1/models/m:predict", bodies, args.requests)
+                _, lat = load(port, requests, CONNECTIONS, n)
                 polled.append(float(np.percentile(lat, 50)) * 1000)
                 stop.set()
                 clients.join(timeout=120)
+                print(f"round: p50 {alone[-1]:.2f} ms alone, {polled[-1]:.2f} ms polled")
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            stop_server(proc)
+    load_after = os.getloadavg()
+    slowdowns = [b / a - 1 for a, b in zip(alone, polled, strict=True)]
     figures = {
         "runs": written,
-        "cold_ms": cold * 1000,
-        "warm_ms": statistics.median(warm) * 1000,
-        "unchanged_ms": statistics.median(unchanged) * 1000,
-        "full_ms": statistics.median(full) * 1000,
+        "requests": n,
+        "cold_ms": statistics.median(cold),
+        "cold_spread": spread(cold),
+        "warm_ms": statistics.median(warm),
+        "warm_spread": spread(warm),
+        "unchanged_ms": statistics.median(unchanged),
+        "full_ms": statistics.median(full),
+        "full_spread": spread(full),
         "p50_alone": statistics.median(alone),
         "p50_polled": statistics.median(polled),
+        "slowdown": statistics.median(slowdowns),
+        "slowdown_min": min(slowdowns),
+        "slowdown_max": max(slowdowns),
         "polls_unchanged": counts[0],
         "polls_fresh": counts[1],
+        "load_before": load_before[0],
+        "load_after": load_after[0],
     }
-    slowdown = figures["p50_polled"] / figures["p50_alone"] - 1
-    print(json.dumps(figures, indent=2), f"\npredict p50 slowdown while polled: {slowdown:+.1%}")
+    print(json.dumps(figures, indent=2))
     if args.write:
-        write(figures, slowdown, args)
+        write(figures, args)
 
 
-def write(f: dict[str, float], slowdown: float, args: argparse.Namespace) -> None:
+def write(f: dict[str, Any], args: argparse.Namespace) -> None:
     import fastapi
     import uvicorn
 
     section = f"""## Dashboard
 
-`bench/ui.py --runs {args.runs} --requests {args.requests} --rounds {args.rounds}`: `evertrain serve`
-with the dashboard at `/ui`, on a SQLite store holding {int(f["runs"]):,} runs of one model
-({int(f["runs"]) // 10:,} cycles with full monitoring results, their steps, decisions and trainings, a
-tenth of the retrains failed). Times are over HTTP from a client on the same machine, medians.
+`bench/ui.py --runs {args.runs} --seconds {args.seconds:g} --rounds {args.rounds} --starts {args.starts}`,
+{time.strftime("%Y-%m-%d", time.gmtime())}: `evertrain serve` with the dashboard at `/ui`, on a SQLite
+store holding {int(f["runs"]):,} runs of one model ({int(f["runs"]) // 10:,} cycles with full monitoring
+results, their steps, decisions and trainings, a tenth of the retrains failed). Times are over HTTP from
+a client on the same machine; medians, with the range of the repeats.
 
-| what | time |
-|---|---:|
-| `/ui`, the whole page, first load | {f["cold_ms"]:.0f} ms |
-| `/ui`, the whole page, later loads | {f["warm_ms"]:.0f} ms (target: under {TARGET_RENDER_MS:.0f} ms) |
-| the page's poll when nothing changed | {f["unchanged_ms"]:.1f} ms |
-| the page's poll when something changed (all sections) | {f["full_ms"]:.0f} ms |
+| what | median | range | target |
+|---|---:|---:|---:|
+| `/ui`, the whole page, first load after a server start ({args.starts} starts) | {f["cold_ms"]:.0f} ms \
+| {f["cold_spread"]} ms | under {TARGET_RENDER_MS:.0f} ms |
+| `/ui`, the whole page, later loads | {f["warm_ms"]:.0f} ms | {f["warm_spread"]} ms | |
+| the page's poll when nothing changed | {f["unchanged_ms"]:.1f} ms | | |
+| the page's poll when something changed (all sections) | {f["full_ms"]:.0f} ms | {f["full_spread"]} ms | |
 
-Predict (one instance, 4 keep-alive connections, {args.requests} requests a round, rounds
-alternating): p50 {f["p50_alone"]:.2f} ms alone, {f["p50_polled"]:.2f} ms while {CLIENTS} dashboard
-clients (a process of their own) poll every {POLL:g} s (the page's own rate) and a run finishes
-every {FINISH_EVERY:g} s ({int(f["polls_unchanged"])} polls answered "unchanged",
-{int(f["polls_fresh"])} with fresh sections): {slowdown:+.1%} (target: within
-{TARGET_P50_SLOWDOWN:.0%}). Every store read of the dashboard runs in a worker thread, never on the
-event loop that answers predict. The machine is shared: repeat runs move each figure by several
-percent.
+Predict (LightGBM, one instance a request, {CONNECTIONS} keep-alive connections, {int(f["requests"])}
+requests a round, about {args.seconds:g} s, {args.rounds} rounds alternating): p50
+{f["p50_alone"]:.2f} ms alone, {f["p50_polled"]:.2f} ms while {CLIENTS} dashboard clients (a process of
+their own) poll every {POLL:g} s (the page's own rate) and a run finishes every {FINISH_EVERY:g} s
+({int(f["polls_unchanged"])} polls answered "unchanged", {int(f["polls_fresh"])} with fresh sections).
+Slowdown of p50 per round, median
+{f["slowdown"]:+.1%} (range {f["slowdown_min"]:+.1%} to {f["slowdown_max"]:+.1%}; target within
+{TARGET_P50_SLOWDOWN:.0%}).
 
 Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},
-fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}.
+fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}. Load average (1 min)
+{f["load_before"]:.1f} before the run and {f["load_after"]:.1f} after it; the machine is shared
+with other work, so repeat runs move each figure.
 """
     replace_section("Dashboard", section)
 

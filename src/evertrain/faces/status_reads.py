@@ -5,9 +5,11 @@ that the status command stays quick.
 
 A store that has run for months holds tens of thousands of runs: every read here is
 limited (the newest cycles, one page of runs, the newest versions) and walks an index
-(``ix_runs_model_kind``: model, kind, created time). Counts come from the database, not
-from lists read into Python. :func:`fingerprint` is a handful of aggregate reads that
-change whenever anything shown does, so a polling page learns "nothing new" cheaply.
+(``ix_runs_model_kind``: model, kind, created time; ``ix_runs_model_status``: model,
+status, created and ended times, which alone answers the counts by status and the
+newest times). Counts come from the database, not from lists read into Python.
+:func:`fingerprint` is a handful of aggregate reads that change whenever anything shown
+does, so a polling page learns "nothing new" cheaply.
 """
 
 from __future__ import annotations
@@ -117,9 +119,9 @@ _fingerprints: dict[tuple[int, str], tuple[float, str]] = {}
 def fingerprint(store: Store, model: str, *, fresh: bool = False) -> str:
     """A short string that changes whenever anything the page shows for ``model`` does.
 
-    Reused for :data:`FINGERPRINT_SECONDS` unless ``fresh``: the count of running runs
-    and the newest end time read every row of the model, and several clients polling
-    at once need that read only once.
+    Reused for :data:`FINGERPRINT_SECONDS` unless ``fresh``: the counts and newest times
+    by status walk the model's entries of the status index, and several clients polling
+    at once need that walk only once.
     """
     key = (id(store), model)
     now = time.monotonic()
@@ -134,11 +136,15 @@ def fingerprint(store: Store, model: str, *, fresh: bool = False) -> str:
 def _read_fingerprint(store: Store, model: str) -> str:
     with store.db.read() as conn:
         mid = model_id(conn, model)
-        run_row = conn.execute(
-            sa.select(sa.func.count(), sa.func.max(runs.c.created_at), sa.func.max(runs.c.ended_at)).where(
-                runs.c.model_id == mid
+        # per status: how many, the newest created and ended (the status index alone answers it)
+        by_status = conn.execute(
+            sa.select(
+                runs.c.status, sa.func.count(), sa.func.max(runs.c.created_at), sa.func.max(runs.c.ended_at)
             )
-        ).one()
+            .where(runs.c.model_id == mid)
+            .group_by(runs.c.status)
+            .order_by(runs.c.status)
+        ).all()
         head = conn.execute(sa.select(audit_head.c.seq)).scalar()
         roll = conn.execute(
             sa.select(sa.func.max(rollouts.c.updated_at), sa.func.count()).where(rollouts.c.model_id == mid)
@@ -146,10 +152,8 @@ def _read_fingerprint(store: Store, model: str) -> str:
         alias_row = conn.execute(
             sa.select(sa.func.max(aliases.c.updated_at)).where(aliases.c.model_id == mid)
         ).scalar()
-        running = conn.execute(
-            sa.select(sa.func.count()).where(runs.c.model_id == mid, runs.c.status == "running")
-        ).scalar()
-    return "|".join(str(v) for v in (*run_row, head, *roll, alias_row, running))
+    values = [v for row in by_status for v in row]
+    return "|".join(str(v) for v in (*values, head, *roll, alias_row))
 
 
 def cycles(store: Store, model: str, limit: int = CYCLES_SHOWN) -> tuple[list[dict[str, Any]], int]:

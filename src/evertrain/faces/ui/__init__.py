@@ -3,8 +3,10 @@
 ``evertrain ui`` serves it at ``/`` (and ``/ui``); ``evertrain serve`` at ``/ui``, in the
 same app as the predict routes. The page is the views of :mod:`.views` (the same as
 the report's) and keeps itself current without reloading: every few seconds it asks
-``/ui/api/models/NAME/sections`` with the fingerprint it holds, and the server answers
-"unchanged" from a handful of aggregate reads, or the sections again.
+``/ui/api/models/NAME/sections`` with the fingerprint it holds and the digest of each
+section it shows, and the server answers "unchanged" from a handful of aggregate reads
+(shared by the clients polling within a couple of seconds), or the sections whose
+content changed (rendered once per change for every client).
 
 When the server has an admin token, the page, its data and its actions need it (the
 audit trail and the decisions are not for anyone who can reach the port): as a bearer
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import html
 import json
@@ -39,6 +42,7 @@ from evertrain.store import Store
 
 POLL_SECONDS = 5
 BASE = "/ui"
+_SECTION_IDS = frozenset(sid for sid, _ in views.SECTIONS)
 
 
 def state(store: Store) -> dict[str, Any]:
@@ -60,7 +64,8 @@ def model_sections(
 
     Sections are built once per fingerprint and view: clients polling together after a
     change share one rendering. A request without ``since`` (a first load, an action
-    just taken) reads the fingerprint afresh.
+    just taken) reads the fingerprint afresh. ``digests`` names each section's content,
+    so that a client can say what it holds and get only the sections that differ.
     """
     fp = data.fingerprint(store, model, fresh=since is None)
     if since is not None and since == fp:
@@ -75,11 +80,37 @@ def model_sections(
     )
 
 
-def sections_body(store: Store, model: str, **kwargs: Any) -> bytes:
-    """:func:`model_sections` as the JSON body of a response, encoded once per rendering."""
+def parse_have(raw: str | None) -> dict[str, str]:
+    """The sections a client holds, ``id:digest,id:digest``, as a mapping (unknown ids are left out).
+
+    >>> parse_have("summary:0a1b2c3d4e5f,runs:ffffffffffff")
+    {'summary': '0a1b2c3d4e5f', 'runs': 'ffffffffffff'}
+    """
+    if not raw:
+        return {}
+    out: dict[str, str] = {}
+    for item in raw.split(","):
+        sid, sep, digest = item.partition(":")
+        if not sep or not sid or not digest or not all(c in "0123456789abcdef" for c in digest):
+            raise ValueError(f"expected section:digest pairs separated by commas, got {item!r}")
+        if sid in _SECTION_IDS:
+            out[sid] = digest
+    return out
+
+
+def sections_body(store: Store, model: str, *, have: dict[str, str] | None = None, **kwargs: Any) -> bytes:
+    """:func:`model_sections` as the JSON body of a response; only the sections not in ``have``.
+
+    A poll after a run finished then carries the few sections it changed (the counts,
+    the runs), not the whole page again.
+    """
     got = model_sections(store, model, **kwargs)
     if got["unchanged"]:
         return json.dumps(got).encode()
+    digests = got["digests"]
+    stale = [sid for sid in digests if (have or {}).get(sid) != digests[sid]]
+    if len(stale) < len(digests):
+        return json.dumps(dict(got, sections={sid: got["sections"][sid] for sid in stale})).encode()
     view = tuple(sorted((k, v) for k, v in kwargs.items() if k != "since"))
     key = ("body", id(store), model, got["fingerprint"], view)
     return cast(bytes, evidence.cached(key, lambda: json.dumps(got).encode()))
@@ -103,7 +134,14 @@ def _render(
         except (EvertrainError, OSError, ValueError):
             dist = None
     parts = views.sections(d, admin=admin, interactive=True, distributions=dist, chosen=chosen)
-    return {"fingerprint": fp, "unchanged": False, "sections": parts, "generated_at": d["generated_at"]}
+    digests = {sid: hashlib.blake2b(body.encode(), digest_size=8).hexdigest() for sid, body in parts.items()}
+    return {
+        "fingerprint": fp,
+        "unchanged": False,
+        "sections": parts,
+        "digests": digests,
+        "generated_at": d["generated_at"],
+    }
 
 
 def _models_table(models: list[dict[str, Any]], current: str | None) -> str:
@@ -151,7 +189,13 @@ def page(store: Store, model: str | None = None, *, admin: bool = False, base: s
             f'class="body">{_models_table(models, model)}</div></section>'
             f"{views.render_sections(got['sections'])}</main>"
         )
-        config = {"base": base, "model": model, "poll": POLL_SECONDS, "fingerprint": got["fingerprint"]}
+        config = {
+            "base": base,
+            "model": model,
+            "poll": POLL_SECONDS,
+            "fingerprint": got["fingerprint"],
+            "digests": got["digests"],
+        }
         title = f"evertrain: {model}"
     admin_note = (
         "Promote and roll back need the admin token; each asks for a reason."
@@ -279,10 +323,15 @@ def routes(store: Store, admin_token: str | None = None, *, root: bool = False) 
         offset = _int_param(request, "runs_offset", 0) or 0
         cycle = _int_param(request, "drift_cycle", None)
         since = request.query_params.get("since") or None
+        try:
+            have = parse_have(request.query_params.get("have"))
+        except ValueError as exc:
+            raise _BadParam("have", str(exc)) from None
         body = await run_in_threadpool(
             lambda: sections_body(
                 store,
                 name,
+                have=have,
                 admin=admin,
                 since=since,
                 runs_offset=offset,

@@ -39,21 +39,35 @@ RESIDUAL_BINS = 24
 Z95 = 1.959963984540054
 
 _cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_computing: dict[tuple[Any, ...], threading.Lock] = {}
 _lock = threading.Lock()
 _CACHE_SIZE = 64
 
 
 def cached(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
-    """``compute()``, remembered under ``key`` (least recently used entries are dropped)."""
+    """``compute()``, remembered under ``key`` (least recently used entries are dropped).
+
+    Callers asking for the same key at once wait for one computation (clients polling
+    together after a change share one rendering instead of each making their own).
+    """
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    value = compute()
-    with _lock:
-        _cache[key] = value
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+        gate = _computing.setdefault(key, threading.Lock())
+    with gate:
+        with _lock:
+            if key in _cache:
+                return _cache[key]
+        try:
+            value = compute()
+            with _lock:
+                _cache[key] = value
+                while len(_cache) > _CACHE_SIZE:
+                    _cache.popitem(last=False)
+        finally:
+            with _lock:
+                _computing.pop(key, None)
     return value
 
 
@@ -61,8 +75,11 @@ def preload() -> None:
     """Import now what the views import lazily, so that a dashboard's first load does not wait
     for it (the command line's status, which shares the reads, never needs them)."""
     import evertrain.data.logs
+    import evertrain.faces.status_extras
     import evertrain.monitor
+    import evertrain.monitor.report
     import evertrain.monitor.tests
+    import evertrain.rollout.state
     import evertrain.spec  # noqa: F401
 
 
