@@ -8,15 +8,16 @@ trainings. ``evertrain serve`` (which mounts the dashboard at /ui) runs in its o
 process; this script
 
 - starts the server STARTS times and loads /ui once after each start (the first load: no
-  cache of the dashboard's is warm, the imports of serving are done), then loads it
-  ROUNDS x 5 times more (later loads);
-- measures the poll the page makes every few seconds when nothing changed, and the full
-  sections answer it gets when something did;
-- runs about SECONDS of one-instance predict requests over 4 keep-alive connections, alone and
-  while 4 dashboard clients poll (each: the page once, then its sections poll every
-  POLL seconds as the page does, with a run finishing every FINISH_EVERY seconds, a
-  busy controller's pace, so that some polls get fresh sections), alternating, ROUNDS times,
-  and reports the median and range of the rounds' p50 slowdown.
+  cache of the dashboard's is warm, the imports of serving are done), then 20 times more
+  (later loads);
+- measures the poll the page makes every few seconds when nothing changed, and its
+  refresh right after a run finished (the sections that changed, and all of them);
+- runs one-instance predict requests over 4 keep-alive connections in windows of about
+  SECONDS, back to back, ROUNDS pairs of them: in one window of each pair 4 dashboard
+  clients poll (each: the sections once, then its poll every POLL seconds as the page
+  does, with a run finishing every FINISH_EVERY seconds, a busy controller's pace, so
+  that some polls get fresh sections), in the other nothing does; the order alternates.
+  It reports the median and range of the pairs' p50 slowdown.
 
 The load average is printed with the figures: the machine may be shared.
 
@@ -248,25 +249,28 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=60)
 
 
-def finisher(project: Path, stop: threading.Event) -> None:
+def finisher(project: Path, stop: threading.Event, active: Any) -> None:
     """A run finishing every FINISH_EVERY seconds (a busy controller's steps), so some polls get news."""
     from evertrain.store import Store
 
     store = Store.for_project(project).open()
     try:
         while not stop.wait(FINISH_EVERY):
-            run = store.runs.start("step", model="m", params={"bench": True})
-            store.runs.finish(run.id, "succeeded", result={})
+            if active.is_set():
+                run = store.runs.start("step", model="m", params={"bench": True})
+                store.runs.finish(run.id, "succeeded", result={})
     finally:
         store.close()
 
 
-def poller(port: int, stop: threading.Event, counts: list[int]) -> None:
+def poller(port: int, stop: threading.Event, active: Any, counts: list[int]) -> None:
     """One page polling as dashboard.js does: its fingerprint and the digests of the sections it shows."""
     _, first = get(port, "/ui/api/models/m/sections")
     got = json.loads(first)
     fingerprint, digests = got["fingerprint"], got["digests"]
     while not stop.wait(POLL):
+        if not active.is_set():
+            continue
         have = ",".join(f"{k}:{v}" for k, v in digests.items())
         _, body = get(port, f"/ui/api/models/m/sections?since={quote(fingerprint)}&have={have}")
         got = json.loads(body)
@@ -275,13 +279,13 @@ def poller(port: int, stop: threading.Event, counts: list[int]) -> None:
         counts[0 if got["unchanged"] else 1] += 1
 
 
-def dashboard_clients(port: int, project: Path, stop: Any, counts: Any) -> None:
-    """CLIENTS pollers and the run finisher, in a process of their own: their JSON parsing
-    must not slow the load generator's threads down (one GIL), only the server."""
+def dashboard_clients(port: int, project: Path, stop: Any, active: Any, counts: Any) -> None:
+    """CLIENTS pollers and the run finisher, in a process of their own (their JSON parsing must not
+    slow the load generator down, only the server); they work while ``active`` is set."""
     local = [0, 0]
     halt = threading.Event()
-    threads = [threading.Thread(target=poller, args=(port, halt, local)) for _ in range(CLIENTS)]
-    threads.append(threading.Thread(target=finisher, args=(project, halt)))
+    threads = [threading.Thread(target=poller, args=(port, halt, active, local)) for _ in range(CLIENTS)]
+    threads.append(threading.Thread(target=finisher, args=(project, halt, active)))
     for t in threads:
         t.start()
     stop.wait()
@@ -292,6 +296,30 @@ def dashboard_clients(port: int, project: Path, stop: Any, counts: Any) -> None:
     counts[1] += local[1]
 
 
+def after_changes(port: int, project: Path, digests: dict[str, str]) -> tuple[list[float], list[float]]:
+    """Times (ms) of the page's refresh right after a run finished: as the page asks (the sections it
+    holds named, so only those that changed come back) and with every section; 10 of each."""
+    from evertrain.store import Store
+
+    store = Store.for_project(project).open()
+    changed: list[float] = []
+    full: list[float] = []
+    try:
+        for k in range(20):
+            run = store.runs.start("step", model="m", params={"bench": True})
+            store.runs.finish(run.id, "succeeded", result={})
+            if k % 2 == 0:
+                have = ",".join(f"{sid}:{d}" for sid, d in digests.items())
+                took, body = get(port, f"/ui/api/models/m/sections?have={have}")
+                digests = json.loads(body)["digests"]
+                changed.append(took * 1000)
+            else:
+                full.append(get(port, "/ui/api/models/m/sections")[0] * 1000)
+    finally:
+        store.close()
+    return changed, full
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):.0f}-{max(values):.0f}" if len(values) > 1 else "-"
 
@@ -300,9 +328,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument(
-        "--seconds", type=float, default=30.0, help="length of each predict round (from the warm-up's rate)"
+        "--seconds", type=float, default=10.0, help="length of each predict window (from the warm-up's rate)"
     )
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=12, help="pairs of predict windows, alone and polled")
     parser.add_argument("--starts", type=int, default=5, help="server starts, each measuring one first load")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
@@ -329,33 +357,39 @@ def main() -> None:
             cold.append(took * 1000)
             assert b'id="timeline"' in page
             print("/ui first loads (ms):", " ".join(f"{c:.0f}" for c in cold))
-            warm = [get(port, "/ui")[0] * 1000 for _ in range(args.rounds * 5)]
+            warm = [get(port, "/ui")[0] * 1000 for _ in range(20)]
             _, first = get(port, "/ui/api/models/m/sections")
             fp = json.loads(first)["fingerprint"]
             unchanged = [
                 get(port, f"/ui/api/models/m/sections?since={quote(fp)}")[0] * 1000 for _ in range(20)
             ]
-            full = [get(port, "/ui/api/models/m/sections")[0] * 1000 for _ in range(args.rounds * 3)]
+            changed, full = after_changes(port, project, json.loads(first)["digests"])
             requests = request_bytes(port, "/v1/models/m:predict", bodies)
             rate, _ = load(port, requests, CONNECTIONS, 800)  # warm up, and the rate that sizes a round
             n = max(CONNECTIONS, int(rate * args.seconds) // CONNECTIONS * CONNECTIONS)
             alone: list[float] = []
             polled: list[float] = []
             counts = multiprocessing.Array("i", 2)
-            for _ in range(args.rounds):
-                _, lat = load(port, requests, CONNECTIONS, n)
-                alone.append(float(np.percentile(lat, 50)) * 1000)
-                stop = multiprocessing.Event()
-                clients = multiprocessing.Process(
-                    target=dashboard_clients, args=(port, project, stop, counts)
-                )
-                clients.start()
-                time.sleep(POLL)
-                _, lat = load(port, requests, CONNECTIONS, n)
-                polled.append(float(np.percentile(lat, 50)) * 1000)
+            stop, active = multiprocessing.Event(), multiprocessing.Event()
+            clients = multiprocessing.Process(
+                target=dashboard_clients, args=(port, project, stop, active, counts)
+            )
+            clients.start()
+            try:
+                for r in range(args.rounds):
+                    # Short windows, back to back, the clients polling in every other one (the order
+                    # alternating): the shared machine's own load moves slowly and reaches both alike.
+                    for polling in (False, True) if r % 2 == 0 else (True, False):
+                        if polling:
+                            active.set()
+                        else:
+                            active.clear()
+                        _, lat = load(port, requests, CONNECTIONS, n)
+                        (polled if polling else alone).append(float(np.percentile(lat, 50)) * 1000)
+                    print(f"round: p50 {alone[-1]:.2f} ms alone, {polled[-1]:.2f} ms polled")
+            finally:
                 stop.set()
                 clients.join(timeout=120)
-                print(f"round: p50 {alone[-1]:.2f} ms alone, {polled[-1]:.2f} ms polled")
         finally:
             stop_server(proc)
     load_after = os.getloadavg()
@@ -368,6 +402,8 @@ def main() -> None:
         "warm_ms": statistics.median(warm),
         "warm_spread": spread(warm),
         "unchanged_ms": statistics.median(unchanged),
+        "changed_ms": statistics.median(changed),
+        "changed_spread": spread(changed),
         "full_ms": statistics.median(full),
         "full_spread": spread(full),
         "p50_alone": statistics.median(alone),
@@ -403,16 +439,18 @@ a client on the same machine; medians, with the range of the repeats.
 | {f["cold_spread"]} ms | under {TARGET_RENDER_MS:.0f} ms |
 | `/ui`, the whole page, later loads | {f["warm_ms"]:.0f} ms | {f["warm_spread"]} ms | |
 | the page's poll when nothing changed | {f["unchanged_ms"]:.1f} ms | | |
-| the page's poll when something changed (all sections) | {f["full_ms"]:.0f} ms | {f["full_spread"]} ms | |
+| the page's poll after a run finished (the sections that changed) | {f["changed_ms"]:.0f} ms \
+| {f["changed_spread"]} ms | |
+| the same, all sections | {f["full_ms"]:.0f} ms | {f["full_spread"]} ms | |
 
-Predict (LightGBM, one instance a request, {CONNECTIONS} keep-alive connections, {int(f["requests"])}
-requests a round, about {args.seconds:g} s, {args.rounds} rounds alternating): p50
-{f["p50_alone"]:.2f} ms alone, {f["p50_polled"]:.2f} ms while {CLIENTS} dashboard clients (a process of
-their own) poll every {POLL:g} s (the page's own rate) and a run finishes every {FINISH_EVERY:g} s
-({int(f["polls_unchanged"])} polls answered "unchanged", {int(f["polls_fresh"])} with fresh sections).
-Slowdown of p50 per round, median
-{f["slowdown"]:+.1%} (range {f["slowdown_min"]:+.1%} to {f["slowdown_max"]:+.1%}; target within
-{TARGET_P50_SLOWDOWN:.0%}).
+Predict (LightGBM, one instance a request, {CONNECTIONS} keep-alive connections): {args.rounds} pairs of
+windows of {int(f["requests"])} requests (about {args.seconds:g} s each), back to back; in one window of
+each pair {CLIENTS} dashboard clients (a process of their own) poll every {POLL:g} s (the page's own rate)
+and a run finishes every {FINISH_EVERY:g} s ({int(f["polls_unchanged"])} polls answered "unchanged",
+{int(f["polls_fresh"])} with the sections that changed), in the other nothing does; the order alternates.
+Median p50 of the windows {f["p50_alone"]:.2f} ms alone, {f["p50_polled"]:.2f} ms polled. Slowdown of
+p50 within a pair: median {f["slowdown"]:+.1%} (range {f["slowdown_min"]:+.1%} to
+{f["slowdown_max"]:+.1%}; target within {TARGET_P50_SLOWDOWN:.0%}).
 
 Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},
 fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}. Load average (1 min)

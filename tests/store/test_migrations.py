@@ -146,13 +146,9 @@ def test_a_store_made_before_the_runs_status_index_gains_it_on_open(
         assert failed["total"] == 10
         assert [r["id"] for r in failed["runs"]] == ["r27", "r24", "r21", "r18", "r15"]
         if backend == "sqlite":  # the count of failed runs reads the index alone, not the table
+            query = "SELECT count(*) FROM runs WHERE model_id = 1 AND status = 'failed'"
             with store.db.engine.connect() as conn:
-                plan = " ".join(
-                    str(row[-1])
-                    for row in conn.exec_driver_sql(
-                        "EXPLAIN QUERY PLAN SELECT count(*) FROM runs WHERE model_id = 1 AND status = 'failed'"
-                    )
-                )
+                plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}"))
             assert "COVERING INDEX ix_runs_model_status" in plan, plan
     Store(fresh_url, str(tmp_path / "fresh")).open().close()
     assert schema_of(url) == schema_of(fresh_url)

@@ -14,22 +14,25 @@ token, or as the password of HTTP Basic auth, which a browser asks for by itself
 user name). Promote and roll back appear only then; each asks for a reason and the
 token (never stored) and shows what the admin route answered.
 
-Every read of the store runs in a worker thread, never on the event loop: the same loop
-answers predict requests, and a dashboard being polled must not slow them down.
+Every read of the store runs in the dashboard's one worker thread, never on the event
+loop: the same loop answers predict requests, and a dashboard being polled must not
+slow them down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import html
 import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -287,8 +290,21 @@ class _BadParam(Exception):
         self.message = message
 
 
+T = TypeVar("T")
+
+
 def routes(store: Store, admin_token: str | None = None, *, root: bool = False) -> list[Route]:
     admin = bool(admin_token)
+    # One thread does all of the dashboard's reads and rendering, one request after another:
+    # however many pages poll, the dashboard competes with the event loop (which answers
+    # predict) for the interpreter with one thread at most, and requests for a rendering
+    # another is making wait for it instead of making their own. Its priority is left as
+    # it is: a thread holding the interpreter lock while the scheduler keeps it waiting
+    # would hold the event loop up with it.
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evertrain-dashboard")
+
+    async def off_loop(fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(worker, fn)
 
     def guarded(handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
@@ -307,13 +323,13 @@ def routes(store: Store, admin_token: str | None = None, *, root: bool = False) 
 
     async def ui_page(request: Request) -> Response:
         model = request.query_params.get("model") or None
-        return HTMLResponse(await run_in_threadpool(lambda: page(store, model, admin=admin)))
+        return HTMLResponse(await off_loop(lambda: page(store, model, admin=admin)))
 
     async def ui_state(request: Request) -> Response:
-        return JSONResponse(await run_in_threadpool(state, store))
+        return JSONResponse(await off_loop(lambda: state(store)))
 
     async def api_models(request: Request) -> Response:
-        return JSONResponse({"models": await run_in_threadpool(data.models_overview, store)})
+        return JSONResponse({"models": await off_loop(lambda: data.models_overview(store))})
 
     async def api_sections(request: Request) -> Response:
         name = request.path_params["name"]
@@ -327,7 +343,7 @@ def routes(store: Store, admin_token: str | None = None, *, root: bool = False) 
             have = parse_have(request.query_params.get("have"))
         except ValueError as exc:
             raise _BadParam("have", str(exc)) from None
-        body = await run_in_threadpool(
+        body = await off_loop(
             lambda: sections_body(
                 store,
                 name,
@@ -346,15 +362,13 @@ def routes(store: Store, admin_token: str | None = None, *, root: bool = False) 
         status = request.query_params.get("status") or None
         offset = _int_param(request, "offset", 0) or 0
         limit = _int_param(request, "limit", data.RUNS_PAGE) or data.RUNS_PAGE
-        got = await run_in_threadpool(
-            lambda: data.runs_page(store, name, offset=offset, limit=limit, status=status)
-        )
+        got = await off_loop(lambda: data.runs_page(store, name, offset=offset, limit=limit, status=status))
         return JSONResponse(got)
 
     async def api_version(request: Request) -> Response:
         name = request.path_params["name"]
         version = request.path_params["version"]
-        return JSONResponse(await run_in_threadpool(store.lineage.of_version, name, version))
+        return JSONResponse(await off_loop(lambda: store.lineage.of_version(name, version)))
 
     routes_ = [
         Route(BASE, guarded(ui_page)),

@@ -294,6 +294,14 @@ def summary_section(d: dict[str, Any], *, admin: bool = False) -> str:
     return f'<div class="cards">{"".join(cards)}</div>{actions}'
 
 
+def higher_worse(metric: str | None) -> bool:
+    """Whether a larger value of ``metric`` is worse (an error), from the metrics' own registry."""
+    from evertrain.evaluate.metrics import METRICS
+
+    found = METRICS.get(metric or "")
+    return found is not None and not found.higher_is_better
+
+
 def performance_section(d: dict[str, Any]) -> str:
     cycles = [c for c in d["cycles"] if not c.get("failed")]
     xs: list[float] = []
@@ -310,14 +318,15 @@ def performance_section(d: dict[str, Any]) -> str:
         base = real.get("baseline")
         baseline.append(base)
         drop = d.get("performance_drop")
-        higher_worse = metric in ("rmse", "mae", "log_loss", "mse")
-        floor.append(None if base is None or drop is None else (base + drop if higher_worse else base - drop))
+        worse_up = higher_worse(metric)
+        floor.append(None if base is None or drop is None else (base + drop if worse_up else base - drop))
     series = [Series(f"realized {metric or 'metric'} (labelled rows)", xs, realized)]
     series.append(Series("champion baseline (holdout)", xs, baseline, dashed=True, colour=svg.PALETTE[7]))
     if any(v is not None for v in floor):
-        series.append(
-            Series("retrain below (baseline - drop)", xs, floor, dashed=True, colour=svg.THRESHOLD_COLOUR)
-        )
+        # an error retrains above its baseline plus the drop, a score below its baseline minus the drop
+        up = higher_worse(metric)
+        line = f"retrain {'above (baseline + drop)' if up else 'below (baseline - drop)'}"
+        series.append(Series(line, xs, floor, dashed=True, colour=svg.THRESHOLD_COLOUR))
     if d.get("accuracy_per_batch"):
         acc = d["accuracy_per_batch"]
         series.append(
