@@ -17,7 +17,8 @@ process; this script
   clients poll (each: the sections once, then its poll every POLL seconds as the page
   does, with a run finishing every FINISH_EVERY seconds, a busy controller's pace, so
   that some polls get fresh sections), in the other nothing does; the order alternates.
-  It reports the median and range of the pairs' p50 slowdown.
+  It reports the median and range of the pairs' p50 slowdown, and the server's CPU time
+  per predict request in each kind of window (from /proc: Linux).
 
 The load average is printed with the figures: the machine may be shared.
 
@@ -320,6 +321,12 @@ def after_changes(port: int, project: Path, digests: dict[str, str]) -> tuple[li
     return changed, full
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) the process ``pid`` has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):.0f}-{max(values):.0f}" if len(values) > 1 else "-"
 
@@ -369,6 +376,8 @@ def main() -> None:
             n = max(CONNECTIONS, int(rate * args.seconds) // CONNECTIONS * CONNECTIONS)
             alone: list[float] = []
             polled: list[float] = []
+            cpu_alone: list[float] = []
+            cpu_polled: list[float] = []
             counts = multiprocessing.Array("i", 2)
             stop, active = multiprocessing.Event(), multiprocessing.Event()
             clients = multiprocessing.Process(
@@ -384,9 +393,15 @@ def main() -> None:
                             active.set()
                         else:
                             active.clear()
+                        before = cpu_seconds(proc.pid)
                         _, lat = load(port, requests, CONNECTIONS, n)
                         (polled if polling else alone).append(float(np.percentile(lat, 50)) * 1000)
-                    print(f"round: p50 {alone[-1]:.2f} ms alone, {polled[-1]:.2f} ms polled")
+                        used = (cpu_seconds(proc.pid) - before) / len(lat) * 1e6  # µs per predict
+                        (cpu_polled if polling else cpu_alone).append(used)
+                    print(
+                        f"round: p50 {alone[-1]:.2f} ms alone, {polled[-1]:.2f} ms polled; server CPU "
+                        f"{cpu_alone[-1]:.0f} µs a request alone, {cpu_polled[-1]:.0f} µs polled"
+                    )
             finally:
                 stop.set()
                 clients.join(timeout=120)
@@ -411,6 +426,9 @@ def main() -> None:
         "slowdown": statistics.median(slowdowns),
         "slowdown_min": min(slowdowns),
         "slowdown_max": max(slowdowns),
+        "cpu_alone": statistics.median(cpu_alone),
+        "cpu_polled": statistics.median(cpu_polled),
+        "cpu_extra": statistics.median(b / a - 1 for a, b in zip(cpu_alone, cpu_polled, strict=True)),
         "polls_unchanged": counts[0],
         "polls_fresh": counts[1],
         "load_before": load_before[0],
@@ -450,7 +468,9 @@ and a run finishes every {FINISH_EVERY:g} s ({int(f["polls_unchanged"])} polls a
 {int(f["polls_fresh"])} with the sections that changed), in the other nothing does; the order alternates.
 Median p50 of the windows {f["p50_alone"]:.2f} ms alone, {f["p50_polled"]:.2f} ms polled. Slowdown of
 p50 within a pair: median {f["slowdown"]:+.1%} (range {f["slowdown_min"]:+.1%} to
-{f["slowdown_max"]:+.1%}; target within {TARGET_P50_SLOWDOWN:.0%}).
+{f["slowdown_max"]:+.1%}; target within {TARGET_P50_SLOWDOWN:.0%}). The server's CPU time per predict
+request (dashboard work included), a figure the machine's other load moves less than latency: median
+{f["cpu_alone"]:.0f} µs alone, {f["cpu_polled"]:.0f} µs polled ({f["cpu_extra"]:+.1%} within a pair).
 
 Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},
 fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}. Load average (1 min)

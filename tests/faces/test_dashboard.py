@@ -59,7 +59,8 @@ LAYOUT_PROBLEMS = """
     const box = svg.getBoundingClientRect();
     // a chart alone in its row must not swell to the page's width, its text with it
     const scale = box.width / svg.viewBox.baseVal.width;
-    if (scale > 1.3) problems.push(`${svg.getAttribute('aria-label')} is drawn ${scale.toFixed(1)}x its size`);
+    const name = svg.getAttribute('aria-label');
+    if (scale > 1.3) problems.push(`${name} is drawn ${scale.toFixed(1)}x its size`);
     const texts = [...svg.querySelectorAll('text')].filter(t => t.textContent.trim())
       .map(t => [t.textContent, t.getBoundingClientRect()]);
     for (const [label, r] of texts) {

@@ -118,6 +118,21 @@ def test_the_fingerprint_moves_only_when_the_store_does(busy: Store) -> None:
     assert data.fingerprint(busy, "m", fresh=True) != before
 
 
+def test_a_cycle_is_read_again_when_it_finishes_not_when_another_run_does(busy: Store, clock: Any) -> None:
+    clock.now += 3600
+    cycle = busy.runs.start("cycle", model="m", key="m/cycle/13", params={"cycle": 13, "at": clock.now})
+    first = data.read_cycles(busy, "m")
+    assert first.total == 13 and first.cycles[-1]["status"] == "running"
+    step = busy.runs.start("step", model="m", params={"step": "monitor"})
+    busy.runs.finish(step.id, "succeeded", result={})
+    assert data.read_cycles(busy, "m") == first  # the cycles did not move: nothing parsed again
+    busy.runs.finish(
+        cycle.id, "succeeded", result={"cycle": 13, "at": clock.now, "decide": {"action": "retrain"}}
+    )
+    finished = data.read_cycles(busy, "m")
+    assert finished.key != first.key and finished.cycles[-1]["decide"] == {"action": "retrain"}
+
+
 def test_quiet_cycles_fold_and_events_stay_in_view(busy: Store) -> None:
     d: dict[str, Any] = {"cycles": data.cycles(busy, "m")[0]}
     out = views.timeline_section(d)

@@ -14,7 +14,10 @@ does, so a polling page learns "nothing new" cheaply.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -156,19 +159,47 @@ def _read_fingerprint(store: Store, model: str) -> str:
     return "|".join(str(v) for v in (*values, head, *roll, alias_row))
 
 
-def cycles(store: Store, model: str, limit: int = CYCLES_SHOWN) -> tuple[list[dict[str, Any]], int]:
-    """The newest ``limit`` cycles of ``model``, oldest first, and how many there are in all.
+@dataclass(frozen=True)
+class Cycles:
+    """The newest cycles of a model (oldest first), how many there are, and ``key``: a digest of
+    their ids, states and end times that changes whenever one of them does."""
 
-    A cycle that failed has no result: it is shown with its error (``failed`` set).
+    cycles: list[dict[str, Any]]
+    total: int
+    key: str
+
+
+_cycles_memo: dict[tuple[int, str, int], tuple[str, Cycles]] = {}
+_cycles_lock = threading.Lock()
+
+
+def read_cycles(store: Store, model: str, limit: int = CYCLES_SHOWN) -> Cycles:
+    """The newest ``limit`` cycles of ``model`` with their key.
+
+    Their results (each with the drift of every column) are read and parsed only when the
+    key moved since the last read: the ids, states and end times of the newest cycles
+    come from a few hundred row lookups, so a store that changed elsewhere (a step run
+    finished) costs no parse of hundreds of results. A cycle that failed has no result:
+    it is shown with its error (``failed`` set).
     """
     with store.db.read() as conn:
         mid = model_id(conn, model)
         where = (runs.c.model_id == mid, runs.c.kind == "cycle")
+        order = (runs.c.created_at.desc(), runs.c.id.desc())
         total = int(conn.execute(sa.select(sa.func.count()).where(*where)).scalar() or 0)
+        states = conn.execute(
+            sa.select(runs.c.id, runs.c.status, runs.c.ended_at).where(*where).order_by(*order).limit(limit)
+        ).all()
+        key = hashlib.blake2b(repr((total, [tuple(r) for r in states])).encode(), digest_size=8).hexdigest()
+        memo = (id(store), model, limit)
+        with _cycles_lock:
+            held = _cycles_memo.get(memo)
+        if held is not None and held[0] == key:
+            return held[1]
         rows = conn.execute(
             sa.select(runs.c.id, runs.c.status, runs.c.params, runs.c.result, runs.c.error, runs.c.created_at)
             .where(*where)
-            .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+            .order_by(*order)
             .limit(limit)
         ).all()
     out = []
@@ -187,7 +218,18 @@ def cycles(store: Store, model: str, limit: int = CYCLES_SHOWN) -> tuple[list[di
                 }
             )
     out.sort(key=lambda c: (c.get("cycle") is None, c.get("cycle") or 0))
-    return out, total
+    got = Cycles(out, total, key)
+    with _cycles_lock:
+        if len(_cycles_memo) >= 32:  # stores opened and dropped (tests, commands): keep it small
+            _cycles_memo.clear()
+        _cycles_memo[memo] = (key, got)
+    return got
+
+
+def cycles(store: Store, model: str, limit: int = CYCLES_SHOWN) -> tuple[list[dict[str, Any]], int]:
+    """The newest ``limit`` cycles of ``model``, oldest first, and how many there are in all."""
+    got = read_cycles(store, model, limit)
+    return list(got.cycles), got.total
 
 
 def runs_page(

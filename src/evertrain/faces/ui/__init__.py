@@ -128,7 +128,7 @@ def _render(
     runs_status: str | None,
     drift_cycle: int | None,
 ) -> dict[str, Any]:
-    d = views.collect(store, model, runs_offset=runs_offset, runs_status=runs_status, key=fp)
+    d = views.collect(store, model, runs_offset=runs_offset, runs_status=runs_status)
     chosen = views.drift_cycle(d, drift_cycle)
     dist = None
     if chosen is not None:
@@ -136,7 +136,15 @@ def _render(
             dist = evidence.distributions(store, model, chosen)
         except (EvertrainError, OSError, ValueError):
             dist = None
-    parts = views.sections(d, admin=admin, interactive=True, distributions=dist, chosen=chosen)
+    # the sections drawn from the cycles are kept while the cycles stay the same (a run that
+    # finished elsewhere changes the counts and the runs, not them)
+    shown_cycle = None if chosen is None else chosen.get("cycle")
+    same = (d["cycles_key"], d["performance_drop"], shown_cycle, dist is None)
+
+    def reuse(sid: str, make: Callable[[], str]) -> str:
+        return cast(str, evidence.cached(("section", id(store), model, sid, *same), make))
+
+    parts = views.sections(d, admin=admin, interactive=True, distributions=dist, chosen=chosen, reuse=reuse)
     digests = {sid: hashlib.blake2b(body.encode(), digest_size=8).hexdigest() for sid, body in parts.items()}
     return {
         "fingerprint": fp,
@@ -290,7 +298,7 @@ class _BadParam(Exception):
         self.message = message
 
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 def routes(store: Store, admin_token: str | None = None, *, root: bool = False) -> list[Route]:
@@ -303,7 +311,7 @@ def routes(store: Store, admin_token: str | None = None, *, root: bool = False) 
     # would hold the event loop up with it.
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evertrain-dashboard")
 
-    async def off_loop(fn: Callable[[], T]) -> T:
+    async def off_loop(fn: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(worker, fn)
 
     def guarded(handler: Any) -> Any:

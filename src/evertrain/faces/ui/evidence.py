@@ -10,8 +10,8 @@
   of that cycle's window.
 
 Each reads bounded data (a newest-rows limit, one cycle's window) and the results are
-kept in a small cache keyed by what they depend on, so a page that polls does not
-read the logs again until something changed.
+kept in a small cache keyed by what they depend on (:func:`logs_key`), so a page that
+polls does not read the logs again until a new cycle ran or a minute passed.
 """
 
 from __future__ import annotations
@@ -69,6 +69,18 @@ def cached(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
             with _lock:
                 _computing.pop(key, None)
     return value
+
+
+LOGS_SECONDS = 60.0
+"""How long what was read from the logs is reused while no new cycle ran (labels arrive meanwhile)."""
+
+
+def logs_key(*parts: Any) -> tuple[Any, ...]:
+    """A cache key for evidence read from the logs: ``parts`` (the cycles' key, a rollout's state)
+    and the current span of :data:`LOGS_SECONDS`. The logs move without the store's metadata
+    moving, and reading them again at every change of the store (a run finished) would cost
+    every poll that follows a change a read of the newest labelled rows."""
+    return (*parts, int(time.monotonic() // LOGS_SECONDS))
 
 
 def preload() -> None:
@@ -148,7 +160,7 @@ def _class_name(v: Any) -> str:
     return str(v)
 
 
-def quality(store: Store, model: str, version: int | None, key: str) -> dict[str, Any]:
+def quality(store: Store, model: str, version: int | None, key: Any) -> dict[str, Any]:
     """The champion's newest labelled rows as confusion and calibration, or residuals; cached by ``key``."""
     return cached(("quality", model, version, key), lambda: _quality(store, model, version))
 
@@ -226,7 +238,7 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def arms(store: Store, model: str, rollout: dict[str, Any], key: str) -> dict[str, Any]:
+def arms(store: Store, model: str, rollout: dict[str, Any], key: Any) -> dict[str, Any]:
     """Each arm of ``rollout`` on the labelled rows of its time, with 95% intervals; cached by ``key``."""
     return cached(("arms", model, rollout.get("id"), key), lambda: _arms(store, model, rollout))
 
