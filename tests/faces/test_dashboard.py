@@ -184,6 +184,20 @@ def _open(browser: Any, url: str, width: int) -> tuple[Any, Any, list[str]]:
     return context, page, errors
 
 
+def _every_section_once(page: Any, ids: list[str]) -> None:
+    for sid in ids:
+        assert page.locator(f"section#{sid}").count() == 1, f"section {sid} is missing"
+
+
+def _laid_out_without_errors(page: Any, errors: list[str], shot: str) -> None:
+    """No layout problem, a screenshot in SHOTS, and no console error on ``page``."""
+    problems = page.evaluate(LAYOUT_PROBLEMS)
+    assert problems == [], problems
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / shot), full_page=True)
+    assert errors == [], errors
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 def test_dashboard_shows_every_section_laid_out_at_width(
     dashboard: tuple[str, Store], browser: Any, width: int
@@ -193,8 +207,7 @@ def test_dashboard_shows_every_section_laid_out_at_width(
     url, store = dashboard
     context, page, errors = _open(browser, f"{url}/", width)
     try:
-        for sid in ["models", *SECTION_IDS]:
-            assert page.locator(f"section#{sid}").count() == 1, f"section {sid} is missing"
+        _every_section_once(page, ["models", *SECTION_IDS])
         assert page.locator("figure.chart svg").count() >= 5
         champion = store.registry.get_alias("demo", "champion")
         assert page.locator('.card[data-alias="champion"] .v').inner_text() == f"v{champion}"
@@ -213,11 +226,7 @@ def test_dashboard_shows_every_section_laid_out_at_width(
         first = page.locator("details.version").first
         first.locator("summary").click()
         assert first.locator("h4", has_text="Lineage").is_visible()
-        problems = page.evaluate(LAYOUT_PROBLEMS)
-        assert problems == [], problems
-        SHOTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(SHOTS / f"dashboard-{width}.png"), full_page=True)
-        assert errors == [], errors
+        _laid_out_without_errors(page, errors, f"dashboard-{width}.png")
     finally:
         context.close()
 
@@ -234,15 +243,10 @@ def test_report_is_one_offline_file_laid_out_at_width(project: Path, browser: An
     assert "<script" not in text and "http://" not in text.replace("http://www.w3.org/2000/svg", "")
     context, page, errors = _open(browser, target.as_uri(), width)
     try:
-        for sid in SECTION_IDS:
-            assert page.locator(f"section#{sid}").count() == 1, f"section {sid} is missing"
+        _every_section_once(page, SECTION_IDS)
         assert page.locator("#drift .dcard").count() >= 1  # reference vs current per feature
         assert page.locator("#rollout-phase").count() == 1
-        problems = page.evaluate(LAYOUT_PROBLEMS)
-        assert problems == [], problems
-        SHOTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(SHOTS / f"report-{width}.png"), full_page=True)
-        assert errors == [], errors
+        _laid_out_without_errors(page, errors, f"report-{width}.png")
     finally:
         context.close()
 
@@ -400,8 +404,7 @@ def test_regression_dashboard_shows_residuals_and_errors_laid_out_at_width(
     url, store = regression_dashboard
     context, page, errors = _open(browser, f"{url}/", width)
     try:
-        for sid in ["models", *SECTION_IDS]:
-            assert page.locator(f"section#{sid}").count() == 1, f"section {sid} is missing"
+        _every_section_once(page, ["models", *SECTION_IDS])
         # prediction quality: residuals, not a confusion matrix or a calibration curve
         quality = page.locator("#quality")
         champion = store.registry.get_alias("prices", "champion")
@@ -436,10 +439,6 @@ def test_regression_dashboard_shows_residuals_and_errors_laid_out_at_width(
         cards = page.locator("#drift .dcard")
         assert cards.count() == 4
         assert page.locator("#drift .dcard", has_text="district (categorical)").count() == 1
-        problems = page.evaluate(LAYOUT_PROBLEMS)
-        assert problems == [], problems
-        SHOTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(SHOTS / f"dashboard-regression-{width}.png"), full_page=True)
-        assert errors == [], errors
+        _laid_out_without_errors(page, errors, f"dashboard-regression-{width}.png")
     finally:
         context.close()
