@@ -443,6 +443,14 @@ def write(f: dict[str, Any], args: argparse.Namespace) -> None:
     import fastapi
     import uvicorn
 
+    shared = max(f["load_before"], f["load_after"]) > 1.0
+    busy = (
+        ": the machine was shared with other work, so a window's p50 moves by tens of percent with "
+        "the others' load whether the dashboard polls or not; the median over the pairs and the CPU "
+        "time per request are the figures to compare, and repeat runs still move them.\n"
+        if shared
+        else ".\n"
+    )
     section = f"""## Dashboard
 
 `bench/ui.py --runs {args.runs} --seconds {args.seconds:g} --rounds {args.rounds} --starts {args.starts}`,
@@ -474,8 +482,7 @@ request (dashboard work included), a figure the machine's other load moves less 
 
 Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},
 fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}. Load average (1 min)
-{f["load_before"]:.1f} before the run and {f["load_after"]:.1f} after it; the machine is shared
-with other work, so repeat runs move each figure.
+{f["load_before"]:.1f} before the run and {f["load_after"]:.1f} after it{busy}
 """
     replace_section("Dashboard", section)
 
