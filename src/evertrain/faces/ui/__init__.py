@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import html
 import json
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -42,6 +43,8 @@ from evertrain.faces import status_reads as data
 from evertrain.faces.status import status_data
 from evertrain.faces.ui import evidence, views
 from evertrain.store import Store
+
+log = logging.getLogger("evertrain.faces.ui")
 
 POLL_SECONDS = 5
 BASE = "/ui"
@@ -243,8 +246,22 @@ def mount(app: Any, store: Store, admin_token: str | None = None, *, root: bool 
     if admin_token is None:
         server = getattr(getattr(app, "state", None), "server", None)
         admin_token = getattr(server, "admin_token", None)
-    app.router.routes.extend(routes(store, admin_token, root=root))
     evidence.preload()
+    app.router.routes.extend(routes(store, admin_token, root=root, warm=True))
+
+
+def _warm_up(store: Store, admin: bool) -> None:
+    """Make the first model's page once, in the background, as the server starts.
+
+    The first load then finds the store's queries compiled and, when nothing changed
+    meanwhile, the page made: every load reads the fingerprint afresh, so what it shows
+    is never older than the store. A failure here is only logged; the page's own request
+    meets it again and answers it.
+    """
+    try:
+        page(store, admin=admin)
+    except Exception:  # a warm-up must never stop the server it runs in
+        log.debug("the dashboard's warm-up failed", exc_info=True)
 
 
 def authorized(request: Request, token: str | None) -> bool:
@@ -301,7 +318,10 @@ class _BadParam(Exception):
 _T = TypeVar("_T")
 
 
-def routes(store: Store, admin_token: str | None = None, *, root: bool = False) -> list[Route]:
+def routes(
+    store: Store, admin_token: str | None = None, *, root: bool = False, warm: bool = False
+) -> list[Route]:
+    """The dashboard's routes; ``warm``: make the first model's page in the background now."""
     admin = bool(admin_token)
     # One thread does all of the dashboard's reads and rendering, one request after another:
     # however many pages poll, the dashboard competes with the event loop (which answers
@@ -310,6 +330,8 @@ def routes(store: Store, admin_token: str | None = None, *, root: bool = False) 
     # it is: a thread holding the interpreter lock while the scheduler keeps it waiting
     # would hold the event loop up with it.
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evertrain-dashboard")
+    if warm:
+        worker.submit(_warm_up, store, admin)
 
     async def off_loop(fn: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(worker, fn)
