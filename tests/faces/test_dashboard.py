@@ -9,7 +9,9 @@ top of the repository (ignored by git).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import socket
 import threading
@@ -42,8 +44,9 @@ WIDTHS = (1400, 800)
 SHOTS = Path(__file__).resolve().parents[2] / "test-screenshots"
 SECTION_IDS = [sid for sid, _ in views.SECTIONS]
 
-# Every text of every chart: inside its SVG, and not overlapping another text of it; every
-# legend entry, caption and note inside its figure; nothing wider than the window.
+# Every text of every chart: inside its SVG, and not overlapping another text of it; no chart
+# blown up past its drawn size (its text would be too); every legend entry, caption and note
+# inside its figure; nothing wider than the window.
 LAYOUT_PROBLEMS = """
 () => {
   const problems = [];
@@ -54,6 +57,10 @@ LAYOUT_PROBLEMS = """
   const svgs = [...document.querySelectorAll('figure.chart svg')];
   for (const svg of svgs) {
     const box = svg.getBoundingClientRect();
+    // a chart alone in its row must not swell to the page's width, its text with it
+    const scale = box.width / svg.viewBox.baseVal.width;
+    const name = svg.getAttribute('aria-label');
+    if (scale > 1.3) problems.push(`${name} is drawn ${scale.toFixed(1)}x its size`);
     const texts = [...svg.querySelectorAll('text')].filter(t => t.textContent.trim())
       .map(t => [t.textContent, t.getBoundingClientRect()]);
     for (const [label, r] of texts) {
@@ -122,8 +129,9 @@ def project(demo_run: tuple[Path, dict[str, Any]], tmp_path_factory: pytest.Temp
     return copy
 
 
-@pytest.fixture(scope="module")
-def dashboard(project: Path) -> Iterator[tuple[str, Store]]:
+@contextlib.contextmanager
+def _serving(project: Path) -> Iterator[tuple[str, Store]]:
+    """The serving app of ``project`` with the dashboard mounted, under uvicorn on a loopback port."""
     store = Store.for_project(project).open()
     app = create_app(store, load_spec(project), admin_token="secret")
     ui.mount(app, store, root=True)
@@ -136,10 +144,18 @@ def dashboard(project: Path) -> Iterator[tuple[str, Store]]:
     deadline = time.monotonic() + 60
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", store
-    server.should_exit = True
-    thread.join(timeout=30)
-    store.close()
+    try:
+        yield f"http://127.0.0.1:{port}", store
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def dashboard(project: Path) -> Iterator[tuple[str, Store]]:
+    with _serving(project) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +184,20 @@ def _open(browser: Any, url: str, width: int) -> tuple[Any, Any, list[str]]:
     return context, page, errors
 
 
+def _every_section_once(page: Any, ids: list[str]) -> None:
+    for sid in ids:
+        assert page.locator(f"section#{sid}").count() == 1, f"section {sid} is missing"
+
+
+def _laid_out_without_errors(page: Any, errors: list[str], shot: str) -> None:
+    """No layout problem, a screenshot in SHOTS, and no console error on ``page``."""
+    problems = page.evaluate(LAYOUT_PROBLEMS)
+    assert problems == [], problems
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / shot), full_page=True)
+    assert errors == [], errors
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 def test_dashboard_shows_every_section_laid_out_at_width(
     dashboard: tuple[str, Store], browser: Any, width: int
@@ -177,8 +207,7 @@ def test_dashboard_shows_every_section_laid_out_at_width(
     url, store = dashboard
     context, page, errors = _open(browser, f"{url}/", width)
     try:
-        for sid in ["models", *SECTION_IDS]:
-            assert page.locator(f"section#{sid}").count() == 1, f"section {sid} is missing"
+        _every_section_once(page, ["models", *SECTION_IDS])
         assert page.locator("figure.chart svg").count() >= 5
         champion = store.registry.get_alias("demo", "champion")
         assert page.locator('.card[data-alias="champion"] .v').inner_text() == f"v{champion}"
@@ -197,11 +226,7 @@ def test_dashboard_shows_every_section_laid_out_at_width(
         first = page.locator("details.version").first
         first.locator("summary").click()
         assert first.locator("h4", has_text="Lineage").is_visible()
-        problems = page.evaluate(LAYOUT_PROBLEMS)
-        assert problems == [], problems
-        SHOTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(SHOTS / f"dashboard-{width}.png"), full_page=True)
-        assert errors == [], errors
+        _laid_out_without_errors(page, errors, f"dashboard-{width}.png")
     finally:
         context.close()
 
@@ -218,15 +243,10 @@ def test_report_is_one_offline_file_laid_out_at_width(project: Path, browser: An
     assert "<script" not in text and "http://" not in text.replace("http://www.w3.org/2000/svg", "")
     context, page, errors = _open(browser, target.as_uri(), width)
     try:
-        for sid in SECTION_IDS:
-            assert page.locator(f"section#{sid}").count() == 1, f"section {sid} is missing"
+        _every_section_once(page, SECTION_IDS)
         assert page.locator("#drift .dcard").count() >= 1  # reference vs current per feature
         assert page.locator("#rollout-phase").count() == 1
-        problems = page.evaluate(LAYOUT_PROBLEMS)
-        assert problems == [], problems
-        SHOTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(SHOTS / f"report-{width}.png"), full_page=True)
-        assert errors == [], errors
+        _laid_out_without_errors(page, errors, f"report-{width}.png")
     finally:
         context.close()
 
@@ -279,5 +299,146 @@ def test_dashboard_updates_in_place_and_rolls_back_with_a_reason(
         reasons = [e.reason for e in store.audit.entries(subject_prefix="model/demo/")]
         assert "the ui test stops this rollout" in reasons
         assert errors == [], errors
+    finally:
+        context.close()
+
+
+# A price model (regression) replayed through the real controller on a simulated clock:
+# district premiums flip halfway, the error rises, a retrain follows, its canary is judged
+# on the labelled rows of each arm, promoted and watched.
+REGRESSION_SPEC = """\
+model:
+  name: prices
+  task: regression
+  target: price
+  features: [district, size_m2, rooms, age_years]
+  trainer: {kind: sklearn, estimator: sklearn.linear_model.Ridge, params: {alpha: 1.0}, seed: 7}
+data:
+  source: {kind: parquet, path: "warehouse/*.parquet"}
+  time_column: event_ts
+  label_time_column: label_ts
+  label_delay: 3600
+training:
+  window: {kind: sliding, rows: 800}
+  holdout: {fraction: 0.3}
+  executor: inline
+serving:
+  range_tolerance: null
+monitoring:
+  window_rows: 400
+triggers:
+  performance: {metric: mae, drop: 5.0, min_labels: 200}
+policy:
+  cooldown: 2h
+  cycle_interval: 3600
+gates:
+  - {kind: threshold, metric: rmse, max: 60}
+rollout:
+  steps:
+    - {share: 0.5, duration: 1h, min_samples: 100, max_duration: 4h}
+  analysis: {min_labels: 80, quality_margin: 2.0, alpha: 0.05, require_labels: true}
+"""
+BATCH_ROWS = 400
+
+
+@pytest.fixture(scope="module")
+def regression_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from evertrain.controller.clock import ManualClock
+    from evertrain.controller.replay import BatchSource, Replay
+    from evertrain.data.examples import make_price_stream
+    from evertrain.data.timeline import START_EPOCH
+    from evertrain.rollout import state
+
+    project = tmp_path_factory.mktemp("ui-regression") / "project"
+    project.mkdir()
+    (project / "evertrain.yaml").write_text(REGRESSION_SPEC)
+    rows = make_price_stream(BATCH_ROWS * 14, seed=3, change_at=BATCH_ROWS * 7)
+    rows = rows.drop(columns=["ts", "label_ts"])  # the replay gives the rows their times
+    clock = ManualClock(START_EPOCH)
+    store = Store.for_project(project, clock=clock).open()
+    try:
+        Replay(
+            store=store,
+            spec=load_spec(project),
+            project=project,
+            source=BatchSource.from_frame(rows, BATCH_ROWS),
+            clock=clock,
+            start=START_EPOCH,
+            batch_seconds=3600.0,
+            label_delay_batches=1,
+            warm_batches=2,
+        ).run()
+        assert state.history(store, "prices", 1), "the replay rolled nothing out: no arms to show"
+    finally:
+        store.close()
+    return project
+
+
+@pytest.fixture(scope="module")
+def regression_dashboard(regression_project: Path) -> Iterator[tuple[str, Store]]:
+    with _serving(regression_project) as served:
+        yield served
+
+
+def _champion_errors(project: Path, version: int) -> Any:
+    """label - prediction of every labelled row the champion ``version`` served, oldest first, from the
+    log files themselves (a part and the compacted part holding it count once)."""
+    import pandas as pd
+
+    logs = project / ".evertrain" / "logs"
+
+    def read(kind: str) -> pd.DataFrame:
+        parts = sorted((logs / kind / "model=prices").rglob("*.parquet"))
+        return pd.concat([pd.read_parquet(p) for p in parts]).drop_duplicates("request_id", keep="last")
+
+    served = read("predictions")
+    served = served[(served["arm"] == "champion") & (served["model_version"] == version)]
+    joined = served.merge(read("feedback")[["request_id", "label"]], on="request_id").sort_values("ts")
+    return joined["label"] - joined["prediction"]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_regression_dashboard_shows_residuals_and_errors_laid_out_at_width(
+    regression_project: Path, regression_dashboard: tuple[str, Store], browser: Any, width: int
+) -> None:
+    url, store = regression_dashboard
+    context, page, errors = _open(browser, f"{url}/", width)
+    try:
+        _every_section_once(page, ["models", *SECTION_IDS])
+        # prediction quality: residuals, not a confusion matrix or a calibration curve
+        quality = page.locator("#quality")
+        champion = store.registry.get_alias("prices", "champion")
+        residuals = quality.locator("figure.chart", has_text="Residuals (label - prediction)")
+        assert residuals.count() == 1
+        assert quality.locator("table.confusion").count() == 0
+        assert quality.locator("figure.chart", has_text="Calibration").count() == 0
+        said = re.search(r"champion \(v(\d+)\) on its newest (\d+) labelled", quality.inner_text())
+        assert said is not None and int(said.group(1)) == champion
+        n = int(said.group(2))
+        bars = residuals.locator("svg rect title").all_text_contents()
+        assert len(bars) >= 10 and sum(int(t.rsplit(": ", 1)[1]) for t in bars) == n  # every row counted
+        numbers = re.search(r"MAE ([\d.]+) · RMSE ([\d.]+) · bias ([+-][\d.e-]+)", residuals.inner_text())
+        assert numbers is not None
+        res = _champion_errors(regression_project, champion).tail(n)
+        assert len(res) == n
+        assert float(numbers.group(1)) == pytest.approx(res.abs().mean(), rel=1e-3)
+        assert float(numbers.group(2)) == pytest.approx((res**2).mean() ** 0.5, rel=1e-3)
+        assert float(numbers.group(3)) == pytest.approx(res.mean(), rel=1e-3, abs=1e-3)
+        # realized error per cycle, with the line above which a retrain is due (an error: higher is worse)
+        perf = page.locator("#performance figure.chart", has_text="Realized mae per cycle")
+        assert perf.count() == 1
+        assert "retrain above (baseline + drop)" in perf.locator("ul.legend").inner_text()
+        # each arm of the rollout by its mean absolute error with an interval, on labelled rows
+        arms = page.locator("#rollout figure.chart", has_text="Each arm's MAE")
+        assert arms.count() == 1
+        dots = arms.locator("svg circle title").all_text_contents()  # "canary v2 (n=412): 11.2 [10.4, 12]"
+        for arm in ("champion", "canary"):
+            shown = [re.match(rf"{arm} v\d+ \(n=(\d+)\): [\d.]+ \[", t) for t in dots]
+            assert any(m and int(m.group(1)) > 0 for m in shown), dots
+        # the drift of numeric and categorical features, reference against current
+        cards = page.locator("#drift .dcard")
+        assert cards.count() == 4
+        assert page.locator("#drift .dcard", has_text="district (categorical)").count() == 1
+        _laid_out_without_errors(page, errors, f"dashboard-regression-{width}.png")
     finally:
         context.close()

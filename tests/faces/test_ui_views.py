@@ -118,6 +118,21 @@ def test_the_fingerprint_moves_only_when_the_store_does(busy: Store) -> None:
     assert data.fingerprint(busy, "m", fresh=True) != before
 
 
+def test_a_cycle_is_read_again_when_it_finishes_not_when_another_run_does(busy: Store, clock: Any) -> None:
+    clock.now += 3600
+    cycle = busy.runs.start("cycle", model="m", key="m/cycle/13", params={"cycle": 13, "at": clock.now})
+    first = data.read_cycles(busy, "m")
+    assert first.total == 13 and first.cycles[-1]["status"] == "running"
+    step = busy.runs.start("step", model="m", params={"step": "monitor"})
+    busy.runs.finish(step.id, "succeeded", result={})
+    assert data.read_cycles(busy, "m") == first  # the cycles did not move: nothing parsed again
+    busy.runs.finish(
+        cycle.id, "succeeded", result={"cycle": 13, "at": clock.now, "decide": {"action": "retrain"}}
+    )
+    finished = data.read_cycles(busy, "m")
+    assert finished.key != first.key and finished.cycles[-1]["decide"] == {"action": "retrain"}
+
+
 def test_quiet_cycles_fold_and_events_stay_in_view(busy: Store) -> None:
     d: dict[str, Any] = {"cycles": data.cycles(busy, "m")[0]}
     out = views.timeline_section(d)
@@ -143,3 +158,29 @@ def test_routes_answer_unchanged_refuse_bad_input_and_serve_the_root(busy: Store
     assert client.get("/ui/api/models/m/runs", params={"status": "failed"}).json()["total"] == 1
     page = client.get("/").text
     assert "Read-only view" in page and "data-action" not in page  # no admin token: no buttons
+
+
+def test_a_poll_after_a_run_finished_carries_only_the_sections_it_changed(
+    busy: Store, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data, "FINGERPRINT_SECONDS", 0.0)  # every poll reads the store afresh
+    client = TestClient(Starlette(routes=ui.routes(busy)))
+    first = client.get("/ui/api/models/m/sections").json()
+    assert set(first["digests"]) == set(first["sections"])
+    clock.now += 60
+    run = busy.runs.start("step", model="m", params={"step": "monitor"})
+    busy.runs.finish(run.id, "failed", error="OSError: the log folder went away")
+    have = ",".join(f"{sid}:{digest}" for sid, digest in first["digests"].items())
+    got = client.get("/ui/api/models/m/sections", params={"since": first["fingerprint"], "have": have}).json()
+    assert not got["unchanged"] and got["fingerprint"] != first["fingerprint"]
+    # the counts and the runs changed; the cycles, their charts and the versions did not
+    assert {"summary", "runs"} <= set(got["sections"])
+    assert not {"performance", "timeline", "drift", "versions"} & set(got["sections"])
+    assert "the log folder went away" in got["sections"]["runs"]
+    assert set(got["digests"]) == set(first["digests"])
+    assert got["digests"]["timeline"] == first["digests"]["timeline"]
+    # a client that holds nothing (or other digests) gets every section
+    full = client.get("/ui/api/models/m/sections", params={"have": "summary:00"}).json()
+    assert set(full["sections"]) == set(first["sections"])
+    bad = client.get("/ui/api/models/m/sections", params={"have": "summary"})
+    assert bad.status_code == 422 and bad.json()["field"] == "have" and "'summary'" in bad.json()["error"]

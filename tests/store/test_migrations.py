@@ -97,3 +97,58 @@ def test_two_processes_opening_a_fresh_store_at_once_both_succeed(
         finally:
             engine.dispose()
         assert set(schema_of(url)) == set(metadata.tables)
+
+
+def test_a_store_made_before_the_runs_status_index_gains_it_on_open(
+    backend: str, new_db_url: Callable[[], str], tmp_path: Path
+) -> None:
+    from evertrain.faces import status_reads
+    from evertrain.store.metadata import models, runs
+    from evertrain.store.migrations import upgrade
+
+    url, fresh_url = new_db_url(), new_db_url()
+    engine = make_engine(url)
+    try:
+        upgrade(engine, "0002")  # the schema as a store of the previous release has it
+        assert "ix_runs_model_status" not in {ix["name"] for ix in sa.inspect(engine).get_indexes("runs")}
+        with engine.begin() as conn:
+            conn.execute(sa.insert(models).values(id=1, name="m", created_at=1.0))
+            conn.execute(
+                sa.insert(runs),
+                [
+                    {
+                        "id": f"r{i}",
+                        "key": None,
+                        "kind": "train",
+                        "model_id": 1,
+                        "parent_id": None,
+                        "status": "failed" if i % 3 == 0 else "succeeded",
+                        "params": {},
+                        "metrics": {},
+                        "result": None,
+                        "error": "ValueError: no rows" if i % 3 == 0 else None,
+                        "created_at": float(i),
+                        "started_at": float(i),
+                        "ended_at": float(i) + 0.5,
+                        "heartbeat_at": None,
+                    }
+                    for i in range(30)
+                ],
+            )
+    finally:
+        engine.dispose()
+
+    with Store(url, str(tmp_path / "art")) as store:  # opening migrates it
+        assert current_revision(store.db.engine) == head_revision()
+        (overview,) = status_reads.models_overview(store)
+        assert (overview["n_runs"], overview["n_failed"], overview["last_activity"]) == (30, 10, 29)
+        failed = status_reads.runs_page(store, "m", status="failed", limit=5)
+        assert failed["total"] == 10
+        assert [r["id"] for r in failed["runs"]] == ["r27", "r24", "r21", "r18", "r15"]
+        if backend == "sqlite":  # the count of failed runs reads the index alone, not the table
+            query = "SELECT count(*) FROM runs WHERE model_id = 1 AND status = 'failed'"
+            with store.db.engine.connect() as conn:
+                plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}"))
+            assert "COVERING INDEX ix_runs_model_status" in plan, plan
+    Store(fresh_url, str(tmp_path / "fresh")).open().close()
+    assert schema_of(url) == schema_of(fresh_url)

@@ -5,14 +5,19 @@ that the status command stays quick.
 
 A store that has run for months holds tens of thousands of runs: every read here is
 limited (the newest cycles, one page of runs, the newest versions) and walks an index
-(``ix_runs_model_kind``: model, kind, created time). Counts come from the database, not
-from lists read into Python. :func:`fingerprint` is a handful of aggregate reads that
-change whenever anything shown does, so a polling page learns "nothing new" cheaply.
+(``ix_runs_model_kind``: model, kind, created time; ``ix_runs_model_status``: model,
+status, created and ended times, which alone answers the counts by status and the
+newest times). Counts come from the database, not from lists read into Python.
+:func:`fingerprint` is a handful of aggregate reads that change whenever anything shown
+does, so a polling page learns "nothing new" cheaply.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -117,9 +122,9 @@ _fingerprints: dict[tuple[int, str], tuple[float, str]] = {}
 def fingerprint(store: Store, model: str, *, fresh: bool = False) -> str:
     """A short string that changes whenever anything the page shows for ``model`` does.
 
-    Reused for :data:`FINGERPRINT_SECONDS` unless ``fresh``: the count of running runs
-    and the newest end time read every row of the model, and several clients polling
-    at once need that read only once.
+    Reused for :data:`FINGERPRINT_SECONDS` unless ``fresh``: the counts and newest times
+    by status walk the model's entries of the status index, and several clients polling
+    at once need that walk only once.
     """
     key = (id(store), model)
     now = time.monotonic()
@@ -134,11 +139,15 @@ def fingerprint(store: Store, model: str, *, fresh: bool = False) -> str:
 def _read_fingerprint(store: Store, model: str) -> str:
     with store.db.read() as conn:
         mid = model_id(conn, model)
-        run_row = conn.execute(
-            sa.select(sa.func.count(), sa.func.max(runs.c.created_at), sa.func.max(runs.c.ended_at)).where(
-                runs.c.model_id == mid
+        # per status: how many, the newest created and ended (the status index alone answers it)
+        by_status = conn.execute(
+            sa.select(
+                runs.c.status, sa.func.count(), sa.func.max(runs.c.created_at), sa.func.max(runs.c.ended_at)
             )
-        ).one()
+            .where(runs.c.model_id == mid)
+            .group_by(runs.c.status)
+            .order_by(runs.c.status)
+        ).all()
         head = conn.execute(sa.select(audit_head.c.seq)).scalar()
         roll = conn.execute(
             sa.select(sa.func.max(rollouts.c.updated_at), sa.func.count()).where(rollouts.c.model_id == mid)
@@ -146,25 +155,51 @@ def _read_fingerprint(store: Store, model: str) -> str:
         alias_row = conn.execute(
             sa.select(sa.func.max(aliases.c.updated_at)).where(aliases.c.model_id == mid)
         ).scalar()
-        running = conn.execute(
-            sa.select(sa.func.count()).where(runs.c.model_id == mid, runs.c.status == "running")
-        ).scalar()
-    return "|".join(str(v) for v in (*run_row, head, *roll, alias_row, running))
+    values = [v for row in by_status for v in row]
+    return "|".join(str(v) for v in (*values, head, *roll, alias_row))
 
 
-def cycles(store: Store, model: str, limit: int = CYCLES_SHOWN) -> tuple[list[dict[str, Any]], int]:
-    """The newest ``limit`` cycles of ``model``, oldest first, and how many there are in all.
+@dataclass(frozen=True)
+class Cycles:
+    """The newest cycles of a model (oldest first), how many there are, and ``key``: a digest of
+    their ids, states and end times that changes whenever one of them does."""
 
-    A cycle that failed has no result: it is shown with its error (``failed`` set).
+    cycles: list[dict[str, Any]]
+    total: int
+    key: str
+
+
+_cycles_memo: dict[tuple[int, str, int], tuple[str, Cycles]] = {}
+_cycles_lock = threading.Lock()
+
+
+def read_cycles(store: Store, model: str, limit: int = CYCLES_SHOWN) -> Cycles:
+    """The newest ``limit`` cycles of ``model`` with their key.
+
+    Their results (each with the drift of every column) are read and parsed only when the
+    key moved since the last read: the ids, states and end times of the newest cycles
+    come from a few hundred row lookups, so a store that changed elsewhere (a step run
+    finished) costs no parse of hundreds of results. A cycle that failed has no result:
+    it is shown with its error (``failed`` set).
     """
     with store.db.read() as conn:
         mid = model_id(conn, model)
         where = (runs.c.model_id == mid, runs.c.kind == "cycle")
+        order = (runs.c.created_at.desc(), runs.c.id.desc())
         total = int(conn.execute(sa.select(sa.func.count()).where(*where)).scalar() or 0)
+        states = conn.execute(
+            sa.select(runs.c.id, runs.c.status, runs.c.ended_at).where(*where).order_by(*order).limit(limit)
+        ).all()
+        key = hashlib.blake2b(repr((total, [tuple(r) for r in states])).encode(), digest_size=8).hexdigest()
+        memo = (id(store), model, limit)
+        with _cycles_lock:
+            held = _cycles_memo.get(memo)
+        if held is not None and held[0] == key:
+            return held[1]
         rows = conn.execute(
             sa.select(runs.c.id, runs.c.status, runs.c.params, runs.c.result, runs.c.error, runs.c.created_at)
             .where(*where)
-            .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+            .order_by(*order)
             .limit(limit)
         ).all()
     out = []
@@ -183,7 +218,18 @@ def cycles(store: Store, model: str, limit: int = CYCLES_SHOWN) -> tuple[list[di
                 }
             )
     out.sort(key=lambda c: (c.get("cycle") is None, c.get("cycle") or 0))
-    return out, total
+    got = Cycles(out, total, key)
+    with _cycles_lock:
+        if len(_cycles_memo) >= 32:  # stores opened and dropped (tests, commands): keep it small
+            _cycles_memo.clear()
+        _cycles_memo[memo] = (key, got)
+    return got
+
+
+def cycles(store: Store, model: str, limit: int = CYCLES_SHOWN) -> tuple[list[dict[str, Any]], int]:
+    """The newest ``limit`` cycles of ``model``, oldest first, and how many there are in all."""
+    got = read_cycles(store, model, limit)
+    return list(got.cycles), got.total
 
 
 def runs_page(

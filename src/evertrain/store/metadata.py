@@ -149,6 +149,8 @@ runs = sa.Table(
     sa.Column("ended_at", sa.Float, nullable=True),
     sa.Column("heartbeat_at", sa.Float, nullable=True),
     sa.Index("ix_runs_model_kind", "model_id", "kind", "created_at"),
+    # Counts by status and the newest times of a model read this index alone (see migration 0003).
+    sa.Index("ix_runs_model_status", "model_id", "status", "created_at", "ended_at"),
 )
 
 leases = sa.Table(

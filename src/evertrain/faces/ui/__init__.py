@@ -3,8 +3,10 @@
 ``evertrain ui`` serves it at ``/`` (and ``/ui``); ``evertrain serve`` at ``/ui``, in the
 same app as the predict routes. The page is the views of :mod:`.views` (the same as
 the report's) and keeps itself current without reloading: every few seconds it asks
-``/ui/api/models/NAME/sections`` with the fingerprint it holds, and the server answers
-"unchanged" from a handful of aggregate reads, or the sections again.
+``/ui/api/models/NAME/sections`` with the fingerprint it holds and the digest of each
+section it shows, and the server answers "unchanged" from a handful of aggregate reads
+(shared by the clients polling within a couple of seconds), or the sections whose
+content changed (rendered once per change for every client).
 
 When the server has an admin token, the page, its data and its actions need it (the
 audit trail and the decisions are not for anyone who can reach the port): as a bearer
@@ -12,21 +14,26 @@ token, or as the password of HTTP Basic auth, which a browser asks for by itself
 user name). Promote and roll back appear only then; each asks for a reason and the
 token (never stored) and shows what the admin route answered.
 
-Every read of the store runs in a worker thread, never on the event loop: the same loop
-answers predict requests, and a dashboard being polled must not slow them down.
+Every read of the store runs in the dashboard's one worker thread, never on the event
+loop: the same loop answers predict requests, and a dashboard being polled must not
+slow them down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import hashlib
 import hmac
 import html
 import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -37,8 +44,11 @@ from evertrain.faces.status import status_data
 from evertrain.faces.ui import evidence, views
 from evertrain.store import Store
 
+log = logging.getLogger("evertrain.faces.ui")
+
 POLL_SECONDS = 5
 BASE = "/ui"
+_SECTION_IDS = frozenset(sid for sid, _ in views.SECTIONS)
 
 
 def state(store: Store) -> dict[str, Any]:
@@ -60,7 +70,8 @@ def model_sections(
 
     Sections are built once per fingerprint and view: clients polling together after a
     change share one rendering. A request without ``since`` (a first load, an action
-    just taken) reads the fingerprint afresh.
+    just taken) reads the fingerprint afresh. ``digests`` names each section's content,
+    so that a client can say what it holds and get only the sections that differ.
     """
     fp = data.fingerprint(store, model, fresh=since is None)
     if since is not None and since == fp:
@@ -75,11 +86,37 @@ def model_sections(
     )
 
 
-def sections_body(store: Store, model: str, **kwargs: Any) -> bytes:
-    """:func:`model_sections` as the JSON body of a response, encoded once per rendering."""
+def parse_have(raw: str | None) -> dict[str, str]:
+    """The sections a client holds, ``id:digest,id:digest``, as a mapping (unknown ids are left out).
+
+    >>> parse_have("summary:0a1b2c3d4e5f,runs:ffffffffffff")
+    {'summary': '0a1b2c3d4e5f', 'runs': 'ffffffffffff'}
+    """
+    if not raw:
+        return {}
+    out: dict[str, str] = {}
+    for item in raw.split(","):
+        sid, sep, digest = item.partition(":")
+        if not sep or not sid or not digest or not all(c in "0123456789abcdef" for c in digest):
+            raise ValueError(f"expected section:digest pairs separated by commas, got {item!r}")
+        if sid in _SECTION_IDS:
+            out[sid] = digest
+    return out
+
+
+def sections_body(store: Store, model: str, *, have: dict[str, str] | None = None, **kwargs: Any) -> bytes:
+    """:func:`model_sections` as the JSON body of a response; only the sections not in ``have``.
+
+    A poll after a run finished then carries the few sections it changed (the counts,
+    the runs), not the whole page again.
+    """
     got = model_sections(store, model, **kwargs)
     if got["unchanged"]:
         return json.dumps(got).encode()
+    digests = got["digests"]
+    stale = [sid for sid in digests if (have or {}).get(sid) != digests[sid]]
+    if len(stale) < len(digests):
+        return json.dumps(dict(got, sections={sid: got["sections"][sid] for sid in stale})).encode()
     view = tuple(sorted((k, v) for k, v in kwargs.items() if k != "since"))
     key = ("body", id(store), model, got["fingerprint"], view)
     return cast(bytes, evidence.cached(key, lambda: json.dumps(got).encode()))
@@ -94,7 +131,7 @@ def _render(
     runs_status: str | None,
     drift_cycle: int | None,
 ) -> dict[str, Any]:
-    d = views.collect(store, model, runs_offset=runs_offset, runs_status=runs_status, key=fp)
+    d = views.collect(store, model, runs_offset=runs_offset, runs_status=runs_status)
     chosen = views.drift_cycle(d, drift_cycle)
     dist = None
     if chosen is not None:
@@ -102,8 +139,23 @@ def _render(
             dist = evidence.distributions(store, model, chosen)
         except (EvertrainError, OSError, ValueError):
             dist = None
-    parts = views.sections(d, admin=admin, interactive=True, distributions=dist, chosen=chosen)
-    return {"fingerprint": fp, "unchanged": False, "sections": parts, "generated_at": d["generated_at"]}
+    # the sections drawn from the cycles are kept while the cycles stay the same (a run that
+    # finished elsewhere changes the counts and the runs, not them)
+    shown_cycle = None if chosen is None else chosen.get("cycle")
+    same = (d["cycles_key"], d["performance_drop"], shown_cycle, dist is None)
+
+    def reuse(sid: str, make: Callable[[], str]) -> str:
+        return cast(str, evidence.cached(("section", id(store), model, sid, *same), make))
+
+    parts = views.sections(d, admin=admin, interactive=True, distributions=dist, chosen=chosen, reuse=reuse)
+    digests = {sid: hashlib.blake2b(body.encode(), digest_size=8).hexdigest() for sid, body in parts.items()}
+    return {
+        "fingerprint": fp,
+        "unchanged": False,
+        "sections": parts,
+        "digests": digests,
+        "generated_at": d["generated_at"],
+    }
 
 
 def _models_table(models: list[dict[str, Any]], current: str | None) -> str:
@@ -151,7 +203,13 @@ def page(store: Store, model: str | None = None, *, admin: bool = False, base: s
             f'class="body">{_models_table(models, model)}</div></section>'
             f"{views.render_sections(got['sections'])}</main>"
         )
-        config = {"base": base, "model": model, "poll": POLL_SECONDS, "fingerprint": got["fingerprint"]}
+        config = {
+            "base": base,
+            "model": model,
+            "poll": POLL_SECONDS,
+            "fingerprint": got["fingerprint"],
+            "digests": got["digests"],
+        }
         title = f"evertrain: {model}"
     admin_note = (
         "Promote and roll back need the admin token; each asks for a reason."
@@ -188,8 +246,22 @@ def mount(app: Any, store: Store, admin_token: str | None = None, *, root: bool 
     if admin_token is None:
         server = getattr(getattr(app, "state", None), "server", None)
         admin_token = getattr(server, "admin_token", None)
-    app.router.routes.extend(routes(store, admin_token, root=root))
     evidence.preload()
+    app.router.routes.extend(routes(store, admin_token, root=root, warm=True))
+
+
+def _warm_up(store: Store, admin: bool) -> None:
+    """Make the first model's page once, in the background, as the server starts.
+
+    The first load then finds the store's queries compiled and, when nothing changed
+    meanwhile, the page made: every load reads the fingerprint afresh, so what it shows
+    is never older than the store. A failure here is only logged; the page's own request
+    meets it again and answers it.
+    """
+    try:
+        page(store, admin=admin)
+    except Exception:  # a warm-up must never stop the server it runs in
+        log.debug("the dashboard's warm-up failed", exc_info=True)
 
 
 def authorized(request: Request, token: str | None) -> bool:
@@ -243,8 +315,26 @@ class _BadParam(Exception):
         self.message = message
 
 
-def routes(store: Store, admin_token: str | None = None, *, root: bool = False) -> list[Route]:
+_T = TypeVar("_T")
+
+
+def routes(
+    store: Store, admin_token: str | None = None, *, root: bool = False, warm: bool = False
+) -> list[Route]:
+    """The dashboard's routes; ``warm``: make the first model's page in the background now."""
     admin = bool(admin_token)
+    # One thread does all of the dashboard's reads and rendering, one request after another:
+    # however many pages poll, the dashboard competes with the event loop (which answers
+    # predict) for the interpreter with one thread at most, and requests for a rendering
+    # another is making wait for it instead of making their own. Its priority is left as
+    # it is: a thread holding the interpreter lock while the scheduler keeps it waiting
+    # would hold the event loop up with it.
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evertrain-dashboard")
+    if warm:
+        worker.submit(_warm_up, store, admin)
+
+    async def off_loop(fn: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(worker, fn)
 
     def guarded(handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
@@ -263,13 +353,13 @@ def routes(store: Store, admin_token: str | None = None, *, root: bool = False) 
 
     async def ui_page(request: Request) -> Response:
         model = request.query_params.get("model") or None
-        return HTMLResponse(await run_in_threadpool(lambda: page(store, model, admin=admin)))
+        return HTMLResponse(await off_loop(lambda: page(store, model, admin=admin)))
 
     async def ui_state(request: Request) -> Response:
-        return JSONResponse(await run_in_threadpool(state, store))
+        return JSONResponse(await off_loop(lambda: state(store)))
 
     async def api_models(request: Request) -> Response:
-        return JSONResponse({"models": await run_in_threadpool(data.models_overview, store)})
+        return JSONResponse({"models": await off_loop(lambda: data.models_overview(store))})
 
     async def api_sections(request: Request) -> Response:
         name = request.path_params["name"]
@@ -279,10 +369,15 @@ def routes(store: Store, admin_token: str | None = None, *, root: bool = False) 
         offset = _int_param(request, "runs_offset", 0) or 0
         cycle = _int_param(request, "drift_cycle", None)
         since = request.query_params.get("since") or None
-        body = await run_in_threadpool(
+        try:
+            have = parse_have(request.query_params.get("have"))
+        except ValueError as exc:
+            raise _BadParam("have", str(exc)) from None
+        body = await off_loop(
             lambda: sections_body(
                 store,
                 name,
+                have=have,
                 admin=admin,
                 since=since,
                 runs_offset=offset,
@@ -297,15 +392,13 @@ def routes(store: Store, admin_token: str | None = None, *, root: bool = False) 
         status = request.query_params.get("status") or None
         offset = _int_param(request, "offset", 0) or 0
         limit = _int_param(request, "limit", data.RUNS_PAGE) or data.RUNS_PAGE
-        got = await run_in_threadpool(
-            lambda: data.runs_page(store, name, offset=offset, limit=limit, status=status)
-        )
+        got = await off_loop(lambda: data.runs_page(store, name, offset=offset, limit=limit, status=status))
         return JSONResponse(got)
 
     async def api_version(request: Request) -> Response:
         name = request.path_params["name"]
         version = request.path_params["version"]
-        return JSONResponse(await run_in_threadpool(store.lineage.of_version, name, version))
+        return JSONResponse(await off_loop(lambda: store.lineage.of_version(name, version)))
 
     routes_ = [
         Route(BASE, guarded(ui_page)),

@@ -3,6 +3,8 @@
   if (!CONFIG.model) return;
   const api = `${CONFIG.base}/api/models/${encodeURIComponent(CONFIG.model)}`;
   let fingerprint = CONFIG.fingerprint, runsOffset = 0, runsStatus = '', driftCycle = null, busy = false;
+  // what each section shows (a digest of its HTML): the server sends only the sections that differ
+  let digests = CONFIG.digests || {};
   const live = document.getElementById('live');
 
   function openDetails() {
@@ -19,6 +21,7 @@
     try {
       const q = new URLSearchParams({runs_offset: runsOffset, runs_status: runsStatus});
       if (!force && fingerprint) q.set('since', fingerprint);
+      q.set('have', Object.entries(digests).map(([id, d]) => `${id}:${d}`).join(','));
       if (driftCycle !== null) q.set('drift_cycle', driftCycle);
       const r = await fetch(`${api}/sections?${q}`, {credentials: 'same-origin', cache: 'no-store'});
       if (!r.ok) { live.textContent = `not updated (${r.status})`; live.className = 'note stale'; return; }
@@ -31,6 +34,7 @@
         }
         reopen(open);
         fingerprint = got.fingerprint;
+        digests = got.digests || {};
       }
       live.textContent = `live · checked ${new Date().toLocaleTimeString()}`;
       live.className = 'note live-dot';

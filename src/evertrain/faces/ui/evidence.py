@@ -10,8 +10,8 @@
   of that cycle's window.
 
 Each reads bounded data (a newest-rows limit, one cycle's window) and the results are
-kept in a small cache keyed by what they depend on, so a page that polls does not
-read the logs again until something changed.
+kept in a small cache keyed by what they depend on (:func:`logs_key`), so a page that
+polls does not read the logs again until a new cycle ran or a minute passed.
 """
 
 from __future__ import annotations
@@ -39,30 +39,59 @@ RESIDUAL_BINS = 24
 Z95 = 1.959963984540054
 
 _cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_computing: dict[tuple[Any, ...], threading.Lock] = {}
 _lock = threading.Lock()
 _CACHE_SIZE = 64
 
 
 def cached(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
-    """``compute()``, remembered under ``key`` (least recently used entries are dropped)."""
+    """``compute()``, remembered under ``key`` (least recently used entries are dropped).
+
+    Callers asking for the same key at once wait for one computation (clients polling
+    together after a change share one rendering instead of each making their own).
+    """
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    value = compute()
-    with _lock:
-        _cache[key] = value
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+        gate = _computing.setdefault(key, threading.Lock())
+    with gate:
+        with _lock:
+            if key in _cache:
+                return _cache[key]
+        try:
+            value = compute()
+            with _lock:
+                _cache[key] = value
+                while len(_cache) > _CACHE_SIZE:
+                    _cache.popitem(last=False)
+        finally:
+            with _lock:
+                _computing.pop(key, None)
     return value
+
+
+LOGS_SECONDS = 60.0
+"""How long what was read from the logs is reused while no new cycle ran (labels arrive meanwhile)."""
+
+
+def logs_key(*parts: Any) -> tuple[Any, ...]:
+    """A cache key for evidence read from the logs: ``parts`` (the cycles' key, a rollout's state)
+    and the current span of :data:`LOGS_SECONDS`. The logs move without the store's metadata
+    moving, and reading them again at every change of the store (a run finished) would cost
+    every poll that follows a change a read of the newest labelled rows."""
+    return (*parts, int(time.monotonic() // LOGS_SECONDS))
 
 
 def preload() -> None:
     """Import now what the views import lazily, so that a dashboard's first load does not wait
     for it (the command line's status, which shares the reads, never needs them)."""
     import evertrain.data.logs
+    import evertrain.faces.status_extras
     import evertrain.monitor
+    import evertrain.monitor.report
     import evertrain.monitor.tests
+    import evertrain.rollout.state
     import evertrain.spec  # noqa: F401
 
 
@@ -131,7 +160,7 @@ def _class_name(v: Any) -> str:
     return str(v)
 
 
-def quality(store: Store, model: str, version: int | None, key: str) -> dict[str, Any]:
+def quality(store: Store, model: str, version: int | None, key: Any) -> dict[str, Any]:
     """The champion's newest labelled rows as confusion and calibration, or residuals; cached by ``key``."""
     return cached(("quality", model, version, key), lambda: _quality(store, model, version))
 
@@ -209,7 +238,7 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def arms(store: Store, model: str, rollout: dict[str, Any], key: str) -> dict[str, Any]:
+def arms(store: Store, model: str, rollout: dict[str, Any], key: Any) -> dict[str, Any]:
     """Each arm of ``rollout`` on the labelled rows of its time, with 95% intervals; cached by ``key``."""
     return cached(("arms", model, rollout.get("id"), key), lambda: _arms(store, model, rollout))
 

@@ -12,7 +12,7 @@ import datetime as dt
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -98,21 +98,20 @@ def collect(
     runs_status: str | None = None,
     runs_limit: int = data.RUNS_PAGE,
     extra_accuracy: list[float | None] | None = None,
-    key: str | None = None,
     with_failed: bool = False,
 ) -> dict[str, Any]:
-    """Everything the views of ``model`` show. ``key`` (the store's fingerprint) keys the evidence cache.
+    """Everything the views of ``model`` show.
 
     ``with_failed``: the newest failed runs too, apart (the report lists them first; the
     dashboard has a filter instead).
     """
     from evertrain.faces import status_extras
 
-    key = key or data.fingerprint(store, model)
     overview = next((m for m in data.models_overview(store) if m["name"] == model), None)
     if overview is None:
         raise NotFoundError(f"model {model!r} is not registered")
-    cycles, n_cycles = data.cycles(store, model)
+    read = data.read_cycles(store, model)
+    cycles, n_cycles = list(read.cycles), read.total
     versions, n_versions = data.versions(store, model)
     extras = status_extras.for_model(store, model)
     active, history = data.rollouts_of(store, model)
@@ -125,12 +124,12 @@ def collect(
             for a in store.audit.entries(subject_prefix=f"model/{model}/rollout/{shown['id']}")
         ]
         try:
-            arms = evidence.arms(store, model, shown, key)
+            arms = evidence.arms(store, model, shown, evidence.logs_key(shown.get("updated_at"), read.key))
         except (EvertrainError, OSError, ValueError) as exc:
             arms = {"error": str(exc), "arms": []}
     champion = (overview or {}).get("aliases", {}).get("champion")
     try:
-        quality = evidence.quality(store, model, champion, key)
+        quality = evidence.quality(store, model, champion, evidence.logs_key(read.key))
     except (EvertrainError, OSError, ValueError) as exc:
         quality = {"error": str(exc)}
     spec = evidence.model_spec(store, model)
@@ -141,6 +140,7 @@ def collect(
         "overview": overview or {},
         "status": extras,
         "cycles": cycles,
+        "cycles_key": read.key,
         "markers": markers(cycles),
         "n_cycles": n_cycles,
         "versions": versions,
@@ -294,6 +294,14 @@ def summary_section(d: dict[str, Any], *, admin: bool = False) -> str:
     return f'<div class="cards">{"".join(cards)}</div>{actions}'
 
 
+def higher_worse(metric: str | None) -> bool:
+    """Whether a larger value of ``metric`` is worse (an error), from the metrics' own registry."""
+    from evertrain.evaluate.metrics import METRICS
+
+    found = METRICS.get(metric or "")
+    return found is not None and not found.higher_is_better
+
+
 def performance_section(d: dict[str, Any]) -> str:
     cycles = [c for c in d["cycles"] if not c.get("failed")]
     xs: list[float] = []
@@ -310,14 +318,15 @@ def performance_section(d: dict[str, Any]) -> str:
         base = real.get("baseline")
         baseline.append(base)
         drop = d.get("performance_drop")
-        higher_worse = metric in ("rmse", "mae", "log_loss", "mse")
-        floor.append(None if base is None or drop is None else (base + drop if higher_worse else base - drop))
+        worse_up = higher_worse(metric)
+        floor.append(None if base is None or drop is None else (base + drop if worse_up else base - drop))
     series = [Series(f"realized {metric or 'metric'} (labelled rows)", xs, realized)]
     series.append(Series("champion baseline (holdout)", xs, baseline, dashed=True, colour=svg.PALETTE[7]))
     if any(v is not None for v in floor):
-        series.append(
-            Series("retrain below (baseline - drop)", xs, floor, dashed=True, colour=svg.THRESHOLD_COLOUR)
-        )
+        # an error retrains above its baseline plus the drop, a score below its baseline minus the drop
+        up = higher_worse(metric)
+        line = f"retrain {'above (baseline + drop)' if up else 'below (baseline - drop)'}"
+        series.append(Series(line, xs, floor, dashed=True, colour=svg.THRESHOLD_COLOUR))
     if d.get("accuracy_per_batch"):
         acc = d["accuracy_per_batch"]
         series.append(
@@ -913,6 +922,10 @@ def audit_section(d: dict[str, Any]) -> str:
     )
 
 
+CYCLE_SECTIONS = ("performance", "timeline", "drift")
+"""The sections drawn from the cycles alone (and the project file): the same while ``cycles_key`` is."""
+
+
 def sections(
     d: dict[str, Any],
     *,
@@ -920,13 +933,19 @@ def sections(
     interactive: bool = True,
     distributions: dict[str, Any] | None = None,
     chosen: dict[str, Any] | None = None,
+    reuse: Callable[[str, Callable[[], str]], str] | None = None,
 ) -> dict[str, str]:
-    """Each section's HTML body, by id; ``interactive``: with the pager and pickers of the dashboard."""
+    """Each section's HTML body, by id; ``interactive``: with the pager and pickers of the dashboard.
+
+    ``reuse(id, make)``: how a section of :data:`CYCLE_SECTIONS` is made (the dashboard keeps
+    them while the cycles stay the same, the largest part of a rendering); default: ``make()``.
+    """
+    made = reuse or (lambda _sid, make: make())
     return {
         "summary": summary_section(d, admin=admin),
-        "performance": performance_section(d),
-        "timeline": timeline_section(d),
-        "drift": drift_section(d, distributions, chosen, interactive=interactive),
+        "performance": made("performance", lambda: performance_section(d)),
+        "timeline": made("timeline", lambda: timeline_section(d)),
+        "drift": made("drift", lambda: drift_section(d, distributions, chosen, interactive=interactive)),
         "rollout": rollout_section(d),
         "quality": quality_section(d),
         "versions": versions_section(d),
