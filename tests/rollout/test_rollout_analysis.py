@@ -176,3 +176,21 @@ def test_a_canary_the_gate_showed_better_after_a_decay_is_promoted_before_its_la
     good = arm("champion", 1, 900, accuracy=0.95, seed=7)
     worse = arm("canary", 2, 100, accuracy=0.6, seed=8)
     assert judge(good, worse, **early, proven=proven)[0] == "rollback"
+
+
+def test_a_promoted_regression_model_is_watched_by_its_errors_on_the_same_rows() -> None:
+    """A number is never predicted exactly: after a promotion a regression model is compared
+    with its predecessor by absolute errors on the rows it answered, not by exact matches."""
+    from evertrain.rollout.analysis import paired_errors
+
+    rng = np.random.default_rng(3)
+    spec = AnalysisSpec(min_labels=50, quality_margin=0.05)
+    old = np.abs(rng.normal(0.0, 1.0, 400))
+    worse = paired_errors(old * 1.5 + 0.1, old, spec)
+    assert worse.status == "fail" and "mean absolute error" in worse.detail and "same 400" in worse.detail
+    as_good = paired_errors(np.abs(old + rng.normal(0.0, 0.01, 400)), old, spec)
+    assert as_good.status == "pass", as_good.detail
+    assert paired_errors(old[:20], old[:20], spec).status == "wait"
+    # rows with a missing label or prediction are left out, not counted as errors
+    with_gaps = np.concatenate([old, [np.nan] * 30])
+    assert "same 400" in paired_errors(with_gaps, with_gaps, spec).detail

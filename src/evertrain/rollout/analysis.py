@@ -196,8 +196,8 @@ def check_quality(
         diff = acc_a - acc_b
         se = math.sqrt(acc_a * (1 - acc_a) / n_a + acc_b * (1 - acc_b) / n_b)
         return _noninferiority("accuracy", acc_a, acc_b, diff, se, n_a, n_b, analysis)
-    err_a = np.abs(_floats(challenger.labelled) - _floats(challenger.labels))
-    err_b = np.abs(_floats(champion.labelled) - _floats(champion.labels))
+    err_a = np.abs(floats(challenger.labelled) - floats(challenger.labels))
+    err_b = np.abs(floats(champion.labelled) - floats(champion.labels))
     err_a, err_b = err_a[np.isfinite(err_a)], err_b[np.isfinite(err_b)]
     if err_a.size == 0 or err_b.size == 0:
         return Check("quality", "wait", "no numeric labels to compare")
@@ -346,7 +346,39 @@ def paired_quality(correct_new: np.ndarray, correct_old: np.ndarray, analysis: A
     )
 
 
-def _floats(values: np.ndarray) -> np.ndarray:
+def paired_errors(err_new: np.ndarray, err_old: np.ndarray, analysis: AnalysisSpec) -> Check:
+    """A promoted regression model against its predecessor, by absolute errors on the same rows.
+
+    As :func:`paired_quality`, but a prediction of a number is never exactly right: the
+    per-row differences of absolute errors, the old one allowed ``quality_margin`` more,
+    give the paired test (*fail* when the new model is shown worse by more than the margin).
+    """
+    keep = np.isfinite(err_new) & np.isfinite(err_old)
+    err_new, err_old = err_new[keep], err_old[keep]
+    n = int(err_new.size)
+    if n < analysis.min_labels:
+        return Check("quality", "wait", f"quality needs {analysis.min_labels} labelled rows (have {n})")
+    margin = analysis.quality_margin
+    d = err_old * (1.0 + margin) - err_new  # above zero: not worse by more than the margin
+    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    mean = float(d.mean())
+    if se == 0.0:
+        p_worse, p_fine = (0.0, 1.0) if mean < 0 else (1.0, 0.0 if mean > 0 else 1.0)
+    else:
+        p_worse, p_fine = float(stats.norm.cdf(mean / se)), float(stats.norm.sf(mean / se))
+    mae_new, mae_old = float(err_new.mean()), float(err_old.mean())
+    said = f"mean absolute error {mae_new:.4g} vs champion {mae_old:.4g} on the same {n} labelled rows"
+    if p_worse < analysis.alpha:
+        detail = f"{said} (worse by more than {margin:.0%} with p={p_worse:.3g})"
+        return Check("quality", "fail", detail, mae_old, mae_new, p_worse, margin)
+    if p_fine < analysis.alpha:
+        detail = f"{said} (not worse by more than {margin:.0%}, p={p_fine:.3g})"
+        return Check("quality", "pass", detail, mae_old, mae_new, p_fine, margin)
+    detail = f"{said}: not yet enough labels to tell (p={min(p_worse, p_fine):.3g})"
+    return Check("quality", "wait", detail, mae_old, mae_new, min(p_worse, p_fine), margin)
+
+
+def floats(values: np.ndarray) -> np.ndarray:
     out = np.full(values.size, np.nan)
     for i, v in enumerate(values):
         with contextlib.suppress(TypeError, ValueError):
@@ -360,7 +392,7 @@ def check_predictions(champion: Evidence, challenger: Evidence, classification: 
     if challenger.scores.size >= MIN_DISTRIBUTION_ROWS and champion.scores.size >= MIN_DISTRIBUTION_ROWS:
         a, b, what = challenger.scores, champion.scores, "scores"
     elif not classification:
-        a, b, what = _floats(challenger.predictions), _floats(champion.predictions), "predictions"
+        a, b, what = floats(challenger.predictions), floats(champion.predictions), "predictions"
         a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     else:
         classes = sorted(

@@ -129,8 +129,9 @@ def after_promotion(
 
 def _replay_baseline(
     store: Store, r: Rollout, logs_url: str, now: float
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Correctness per labelled row of the promoted version, and of its predecessor on the same rows."""
+) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """Per labelled row of the promoted version, and of its predecessor on the same rows:
+    correctness for a classifier, absolute error for a regression (the flag says which)."""
     from evertrain.data.logs import labelled
     from evertrain.train.predictor import load_version
 
@@ -145,10 +146,16 @@ def _replay_baseline(
     if len(inputs) != len(old.schema.names):
         return None  # the log lacks inputs the old version needs: nothing to compare on
     again, _ = old.predict(inputs)
+    new_predictions = np.asarray(rows["prediction"].to_pylist(), dtype=object)
+    if not analysis.is_classification(r.plan.get("task"), new_predictions):
+        label = analysis.floats(np.asarray(rows["label"].to_pylist(), dtype=object))
+        new = analysis.floats(new_predictions)
+        before = analysis.floats(np.asarray(list(again), dtype=object))
+        return np.abs(new - label), np.abs(before - label), False
     label = np.asarray([label_text(v) for v in rows["label"].to_pylist()], dtype=object)
-    new = np.asarray([label_text(v) for v in rows["prediction"].to_pylist()], dtype=object)
+    new = np.asarray([label_text(v) for v in new_predictions], dtype=object)
     before = np.asarray([label_text(v) for v in again], dtype=object)
-    return new == label, before == label
+    return new == label, before == label, True
 
 
 def judge(store: Store, r: Rollout, actor: str, now: float, logs_url: str | None) -> Decision:
@@ -210,7 +217,9 @@ def _watch_verdict(
     if r.baseline is not None:
         paired = _replay_baseline(store, r, logs_url, now)
         if paired is not None:
-            checks.append(analysis.paired_quality(paired[0], paired[1], plan_analysis))
+            new, old, classification = paired
+            judged = analysis.paired_quality if classification else analysis.paired_errors
+            checks.append(judged(new, old, plan_analysis))
     failed = [c for c in checks if c.status == "fail"]
     return analysis.Verdict(
         "rollback" if failed else "hold",
