@@ -18,7 +18,7 @@ demo: $(BIN)/python
 test: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,llm]'
 	bash scripts/test-prereqs.sh $(BIN)/python
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 lint: $(BIN)/python
 	$(BIN)/ruff check src tests bench

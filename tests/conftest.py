@@ -22,22 +22,10 @@ from rich.console import Console
 
 from evertrain.store import Store
 
-# Under pytest-xdist (``make test`` runs two workers) each test file stays on one worker, so
-# module fixtures (an MLflow server, a trained project) are built once; files that share a
-# costly session fixture stay together for the same reason.
-_SHARED_SESSION_FIXTURES = ("demo_run", "tiny_base")
 
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    group: dict[Path, str] = {}
-    for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        for name in _SHARED_SESSION_FIXTURES:
-            if name in fixtures:
-                group.setdefault(item.path, name)
-    for item in items:
-        name = group.get(item.path) or item.path.relative_to(config.rootpath).as_posix()
-        item.add_marker(pytest.mark.xdist_group(name))
+# ``make test`` runs two pytest-xdist workers with ``--dist loadfile``: each test file stays on
+# one worker, so module fixtures (an MLflow server, an Airflow home) are built once.
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The long files first, so that no worker starts one while the other has nothing left.
     long = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("e2e")}
     items.sort(key=lambda item: item.path not in long)
