@@ -140,8 +140,28 @@ def monitor(ctx: CycleContext) -> MonitorResult:
         out["estimated"] = _estimate(served, known, est.metric)
     last_retrain = max(ctx.history.retrain_times) if ctx.history.retrain_times else None
     out["new_labelled_rows"] = count_rows(logs, FEEDBACK, ctx.model, since=last_retrain, until=ctx.at)
+    out["champion_data"] = _champion_data(ctx, champion)
     out["rollout"] = _rollout_in_progress(ctx)
     return out
+
+
+def _champion_data(ctx: CycleContext, champion: ModelVersion) -> dict[str, Any] | None:
+    """What the champion learned from, and the labelled rows that arrived after its training cut-off.
+
+    ``rows``: its training window, or the rows after the change when it chose the training set
+    cut there (``change_at``). None for a version registered without a training window.
+    """
+    window = champion.params.get("window") or {}
+    cutoff = champion.params.get("cutoff")
+    if cutoff is None or window.get("n_window") is None:
+        return None
+    rows, change_at = int(window["n_window"]), None
+    if champion.params.get("training_set", "window") != "window" and window.get("change_at") is not None:
+        change_at = float(window["change_at"])
+        if champion.params.get("training_set") == "since_change":
+            rows = int(window.get("n_after_change") or rows)
+    new = count_rows(ctx.store.logs_url or "", FEEDBACK, ctx.model, since=float(cutoff), until=ctx.at)
+    return {"rows": rows, "change_at": change_at, "cutoff": float(cutoff), "new_labelled_rows": new}
 
 
 def _metric_parts(rows: pa.Table, metric: str, task: str, parts: int) -> list[float | None]:
@@ -207,6 +227,7 @@ def decide(ctx: CycleContext) -> DecideResult:
     drift = mon.get("drift") or {}
     realized = mon.get("realized") or {}
     estimated = mon.get("estimated") or {}
+    champion_data = mon.get("champion_data") or {}
     obs = Observation(
         at=ctx.at,
         n_rows=int(mon.get("n_rows", 0)),
@@ -226,6 +247,10 @@ def decide(ctx: CycleContext) -> DecideResult:
         realized_since=realized.get("since"),
         window_start=(mon.get("window") or [None])[0],
         rollout_version=mon.get("rollout"),
+        champion_version=mon.get("champion"),
+        champion_rows=champion_data.get("rows"),
+        champion_change_at=champion_data.get("change_at"),
+        labels_since_champion=int(champion_data.get("new_labelled_rows") or 0),
     )
     decision, history = policy_decide(ctx.spec, obs, ctx.history, manual=manual)
     ctx.history = history
