@@ -514,13 +514,15 @@ class VolumeTrigger(_Part):
 class MoreDataTrigger(_Part):
     """Try a challenger on a larger window when labelled rows have piled up and nothing decayed.
 
-    A model that learned from few rows (the first one, or one trained on the rows since a
-    change) often improves with more of the same data, a gain no decay test sees. When the
-    window a retrain would use now holds ``1 + growth`` times the rows the champion learned
-    from, a challenger is trained on it and the champion gate decides (superiority on the
-    newest rows: it must be shown better). A challenger that is not keeps the champion, and
-    the next try for that champion waits until the window could grow by the same factor
-    again: with a bounded window, a champion gets a handful of tries at most.
+    A model trained on a small window (the first one, on little history) often improves
+    with more of the same data, a gain no decay test sees. When the window a retrain would
+    use now holds ``1 + growth`` times the rows of the window the champion was trained on,
+    a challenger is trained on it and the champion gate decides (superiority on the newest
+    rows: it must be shown better). A challenger that is not keeps the champion, and the
+    next try for that champion waits until the window could grow by the same factor again:
+    with a bounded window, a champion gets a try or two at most. A champion trained after a
+    change on the rows since it was offered the whole window and chose fewer rows: more of
+    them is the decay tests' business, not this rule's.
     """
 
     enabled: bool = Field(
@@ -531,15 +533,16 @@ class MoreDataTrigger(_Part):
     growth: float = Field(
         1.0,
         ge=0.5,
-        description="The window a retrain would use must hold at least 1 + growth times the rows the "
-        "champion learned from (1.0: twice as many). At 0.5 or more, the newest rows the gate judges on "
+        description="The window a retrain would use must hold at least 1 + growth times the rows of the "
+        "champion's training window (1.0: twice as many). At 0.5 or more, the newest rows the gate judges on "
         "(at most a third of the window) are rows the champion never saw.",
     )
     min_new_rows: int = Field(
         1000,
         ge=1,
         description="Fewest labelled rows that must have arrived since the champion's training cut-off, "
-        "so that a model trained on a few hundred rows is not retried after a few hundred more.",
+        "so that a model trained on a few hundred rows is not retried after a few hundred more. A try "
+        "never takes the day's last retrain (policy.max_retrains_per_day): that one is kept for a decay.",
     )
 
 
@@ -682,7 +685,8 @@ class RolloutSpec(_Part):
         "as the labels show the challenger not worse (promote at once, skipping the remaining steps) or "
         "worse (roll back) by more than analysis.quality_margin, and holds the last step while it is "
         "undecided (at the step's limit the plain checks decide). auto: for a version trained for a "
-        "confirmed decay, where every cycle on the stale champion costs; always; never.",
+        "confirmed decay, where every cycle on the stale champion costs, and for one tried on more data "
+        "that the gate showed better (a rollout in progress holds every trigger); always; never.",
     )
 
     @field_validator("steps")

@@ -392,12 +392,13 @@ def test_more_data_tries_a_larger_window_once_the_window_can_double() -> None:
     # 5,000 rows and cannot double again, so however many rows arrive it is not retried
     later = [decide(spec, champion_obs(T0 + k * DAY, new=50_000), h)[0] for k in range(1, 5)]
     assert [d.action for d in later] == ["none"] * 4
-    # a new champion that learned from the rows since a change (1,000) may grow fourfold,
-    # and its retrain learns from that change on again
-    young = champion_obs(T0 + 2 * DAY, new=3000, version=2, rows=1000, champion_change_at=T0)
+    # a new champion trained on a window of 1,000 may grow fourfold: tried at 4,000 rows,
+    # then no more, since 5,000 is not twice 4,000
+    young = champion_obs(T0 + 2 * DAY, new=3000, version=2, rows=1000)
     decision, h = decide(spec, young, h)
-    assert decision.triggers == ["more_data"] and decision.since == T0
+    assert decision.triggers == ["more_data"] and decision.since is None
     assert h.more_data_version == 2 and h.more_data_rows == 4000
+    assert decide(spec, champion_obs(T0 + 3 * DAY, new=9000, version=2, rows=1000), h)[0].action == "none"
 
 
 def test_more_data_tries_are_bounded_on_an_unbounded_window() -> None:
@@ -436,3 +437,12 @@ def test_a_try_on_more_data_never_holds_back_a_retrain_for_a_decay() -> None:
     # the decay's retrain starts a cooldown as ever, and it holds the next guess
     guess, _ = decide(spec, champion_obs(T0 + 7200, new=9000, version=3, rows=1000), h)
     assert guess.action == "none" and guess.held[0].startswith("cooldown")
+
+
+def test_a_try_on_more_data_leaves_the_days_last_retrain_for_a_decay() -> None:
+    spec = make_spec(policy={"cooldown": 0, "max_retrains_per_day": 3})
+    h = History(retrain_times=[T0 - 3600, T0 - 1800])  # two retrains today
+    guess, h = decide(spec, champion_obs(T0, new=2500), h)
+    assert guess.action == "none" and "leaves the last one for a decay" in guess.held[0]
+    decayed = Observation(at=T0 + 60, metric=0.6, baseline=0.9, baseline_rows=1000, n_labels=1000)
+    assert decide(spec, decayed, h)[0].action == "retrain"

@@ -26,11 +26,12 @@ The rules, in order:
    but not the budget.
 3. More data: when no trigger fired, no decay showed and no drift awaits its labels, a
    challenger is tried on a larger window once the window a retrain would use holds
-   ``1 + triggers.more_data.growth`` times the rows the champion learned from (see
-   :func:`more_data`). Nothing about the champion is known to be wrong, so the gate
-   wants it shown better; the next try for the same champion waits for the window to
-   grow by that factor again, which bounds the tries on a saturated stream. It is held
-   back as in 2, but its own retrain does not start a cooldown for the triggers of 1.
+   ``1 + triggers.more_data.growth`` times the rows of the window the champion was
+   trained on (see :func:`more_data`). Nothing about the champion is known to be wrong,
+   so the gate wants the challenger shown better; the next try for the same champion
+   waits for the window to grow by that factor again, which bounds the tries on a
+   saturated stream. It is held back as in 2, but its own retrain does not start a
+   cooldown for the triggers of 1, and it never takes the last retrain of the day's cap.
 4. Hysteresis: once a retrain was made for a drift episode, that same episode (drift
    persisting on the same columns against the same reference) does not trigger again;
    a column that starts drifting is new evidence, and a new reference (a promotion)
@@ -80,8 +81,7 @@ class Observation:
     window_start: float | None = None  # when the monitored window began (a drift began no later)
     rollout_version: int | None = None  # a challenger in shadow or canary right now
     champion_version: int | None = None
-    champion_rows: int | None = None  # the rows the champion learned from: its window, or those since a change
-    champion_change_at: float | None = None  # the change its training set was cut at, if it chose so
+    champion_rows: int | None = None  # the window the champion's training drew on
     labels_since_champion: int = 0  # labelled rows that arrived after the champion's training cut-off
 
 
@@ -286,37 +286,37 @@ class MoreData:
 def more_data(spec: Spec, obs: Observation, history: History) -> MoreData | None:
     """Whether the window a retrain would use now is large enough to try a challenger on more data.
 
-    The champion learned from ``obs.champion_rows``; with the rows labelled since its
-    training the window could hold that many more (up to the configured row bound). It
-    must reach ``1 + triggers.more_data.growth`` times the champion's rows, and after a
-    try for this champion that did not replace it, that many times the rows of the try:
-    on a bounded window a champion is tried a few times at most.
+    The champion's training drew on a window of ``obs.champion_rows``; with the rows
+    labelled after its training cut-off (at least ``min_new_rows`` of them) the window
+    could now hold that many more, up to the configured row bound. It must reach ``1 +
+    triggers.more_data.growth`` times the champion's window, and after a try for this
+    champion that did not replace it, that many times the window of the try: on a
+    bounded window a champion is tried a few times at most, on an unbounded one the tries
+    grow apart geometrically.
 
     >>> from evertrain.spec import Spec
     >>> spec = Spec.model_validate({"model": {"name": "m", "target": "y"},
     ...     "data": {"source": {"kind": "csv", "path": "x.csv"}}})
     >>> obs = Observation(at=0.0, champion_version=1, champion_rows=2500, labels_since_champion=3000)
-    >>> more_data(spec, obs, History()).rows
+    >>> more_data(spec, obs, History()).rows  # the 5,000-row window, twice the champion's
     5000
-    >>> more_data(spec, obs, History(more_data_version=1, more_data_rows=5000)) is None  # window is full
+    >>> more_data(spec, obs, History(more_data_version=1, more_data_rows=5000)) is None  # it is full
     True
     """
     cfg = spec.triggers.more_data
-    rows, new = obs.champion_rows, obs.labels_since_champion
-    if not cfg.enabled or rows is None or rows <= 0 or obs.champion_version is None or new < cfg.min_new_rows:
+    rows, new, version = obs.champion_rows, obs.labels_since_champion, obs.champion_version
+    if not cfg.enabled or rows is None or rows <= 0 or version is None or new < cfg.min_new_rows:
         return None
     cap = window_cap(spec)
     could = rows + new if cap is None else min(cap, rows + new)
-    need = math.ceil((1 + cfg.growth) * rows)
-    tried = history.more_data_rows if history.more_data_version == obs.champion_version else None
-    if tried is not None:
-        need = max(need, math.ceil((1 + cfg.growth) * tried))
+    tried = history.more_data_rows if history.more_data_version == version else None
+    need = math.ceil((1 + cfg.growth) * max(rows, tried or 0))
     if could < need:
         return None
     return MoreData(
         could,
-        f"more data: {new} labelled rows arrived since v{obs.champion_version} was trained on a window of "
-        f"{rows}; a window of {could} rows ({could / rows:.1f}x) may learn more, with no decay to act on: "
+        f"more data: {new} labelled rows arrived since v{version} was trained on a window of {rows}; "
+        f"a window of {could} rows ({could / rows:.1f}x) may learn more, with no decay to act on: "
         "the gate must show the challenger better",
     )
 
@@ -498,6 +498,13 @@ def decide(
     if len(today) >= policy.max_retrains_per_day and "manual" not in fired:
         held.append(f"budget: {len(today)} retrains today, at most {policy.max_retrains_per_day}")
         return Decision("none", reasons, held, fired), new
+    if more is not None and len(today) + 1 >= policy.max_retrains_per_day:
+        # a guess never takes the day's last retrain: a decay or a drift may need it
+        held.append(
+            f"budget: {len(today)} retrains today, at most {policy.max_retrains_per_day}; "
+            "a try on more data leaves the last one for a decay or a drift"
+        )
+        return Decision("none", reasons, held, fired), new
     spent = history.train_seconds_by_day.get(day_key(obs.at), 0.0)
     allowed = spec.training.budget.daily_train_seconds
     if spent >= allowed:
@@ -512,7 +519,6 @@ def decide(
         # the next try for this champion waits until the window could grow by the same factor again
         new.more_data_version, new.more_data_rows = obs.champion_version, more.rows
         new.more_data_times = [*history.more_data_times, obs.at]
-        since = obs.champion_change_at  # a champion that learned from the rows since a change: those, and more
     if new.pending_onset is not None:
         # this retrain learns from the drifted data: the episode is covered
         new.episode_reference = new.pending_reference

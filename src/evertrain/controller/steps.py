@@ -146,22 +146,14 @@ def monitor(ctx: CycleContext) -> MonitorResult:
 
 
 def _champion_data(ctx: CycleContext, champion: ModelVersion) -> dict[str, Any] | None:
-    """What the champion learned from, and the labelled rows that arrived after its training cut-off.
-
-    ``rows``: its training window, or the rows after the change when it chose the training set
-    cut there (``change_at``). None for a version registered without a training window.
-    """
+    """The window the champion's training drew on, and the labelled rows that arrived after its
+    cut-off; None for a version registered without a training window."""
     window = champion.params.get("window") or {}
     cutoff = champion.params.get("cutoff")
     if cutoff is None or window.get("n_window") is None:
         return None
-    rows, change_at = int(window["n_window"]), None
-    if champion.params.get("training_set", "window") != "window" and window.get("change_at") is not None:
-        change_at = float(window["change_at"])
-        if champion.params.get("training_set") == "since_change":
-            rows = int(window.get("n_after_change") or rows)
     new = count_rows(ctx.store.logs_url or "", FEEDBACK, ctx.model, since=float(cutoff), until=ctx.at)
-    return {"rows": rows, "change_at": change_at, "cutoff": float(cutoff), "new_labelled_rows": new}
+    return {"rows": int(window["n_window"]), "cutoff": float(cutoff), "new_labelled_rows": new}
 
 
 def _metric_parts(rows: pa.Table, metric: str, task: str, parts: int) -> list[float | None]:
@@ -249,7 +241,6 @@ def decide(ctx: CycleContext) -> DecideResult:
         rollout_version=mon.get("rollout"),
         champion_version=mon.get("champion"),
         champion_rows=champion_data.get("rows"),
-        champion_change_at=champion_data.get("change_at"),
         labels_since_champion=int(champion_data.get("new_labelled_rows") or 0),
     )
     decision, history = policy_decide(ctx.spec, obs, ctx.history, manual=manual)
@@ -365,7 +356,9 @@ def gate(ctx: CycleContext) -> GateStepResult:
     if active is not None and active.version == version:
         out["rollout"] = active.phase  # started before a crash
         return out
-    decay = confirmed_decay(ctx.spec, ctx.store.registry.get_version(ctx.model, version).trigger)
+    trigger = ctx.store.registry.get_version(ctx.model, version).trigger
+    decay = confirmed_decay(ctx.spec, trigger)
+    more_data = "tried on more data" if decay is None and "more_data" in (trigger or "").split(",") else None
     started = start_rollout(
         ctx.store,
         ctx.model,
@@ -376,7 +369,8 @@ def gate(ctx: CycleContext) -> GateStepResult:
         reason=f"passed its gates: {report.get('reason')}",
         now=ctx.at,
         decay=decay,
-        proven=proven_better(report) if decay is not None else None,
+        proven=proven_better(report) if decay is not None or more_data is not None else None,
+        more_data=more_data,
     )
     out["rollout"] = started.phase
     return out
