@@ -446,3 +446,11 @@ def test_a_try_on_more_data_leaves_the_days_last_retrain_for_a_decay() -> None:
     assert guess.action == "none" and "leaves the last one for a decay" in guess.held[0]
     decayed = Observation(at=T0 + 60, metric=0.6, baseline=0.9, baseline_rows=1000, n_labels=1000)
     assert decide(spec, decayed, h)[0].action == "retrain"
+
+
+def test_no_try_on_more_data_for_a_champion_no_challenger_could_be_shown_better() -> None:
+    """Right on all but 3 of the ~1,000 newest rows the try would be judged on: even a
+    perfect challenger would win on too few rows for the gate to call it better."""
+    spec = make_spec()
+    assert decide(spec, champion_obs(T0, new=2500, metric=0.997), History())[0].action == "none"
+    assert decide(spec, champion_obs(T0, new=2500, metric=0.99), History())[0].action == "retrain"

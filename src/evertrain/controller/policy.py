@@ -275,6 +275,13 @@ def window_cap(spec: Spec) -> int | None:
     return None if window.kind == "expanding" else window.rows
 
 
+#: Fewest holdout rows the champion must get wrong for a try on more data to be worth a
+#: retrain: a challenger right on five rows the champion gets wrong, and wrong on none it
+#: gets right, is the least a paired test at 95% can call better (a one-sided sign test:
+#: 0.5 ** 5 = 3%). A champion that errs less on the newest rows leaves nothing to show.
+MIN_ERRORS_TO_BEAT = 5
+
+
 @dataclass(frozen=True)
 class MoreData:
     """A try of the more-data path: the window rows it can learn from, and why."""
@@ -292,7 +299,8 @@ def more_data(spec: Spec, obs: Observation, history: History) -> MoreData | None
     triggers.more_data.growth`` times the champion's window, and after a try for this
     champion that did not replace it, that many times the window of the try: on a
     bounded window a champion is tried a few times at most, on an unbounded one the tries
-    grow apart geometrically.
+    grow apart geometrically. A champion whose realized accuracy leaves fewer than
+    :data:`MIN_ERRORS_TO_BEAT` errors on the holdout the try would be judged on is not tried.
 
     >>> from evertrain.spec import Spec
     >>> spec = Spec.model_validate({"model": {"name": "m", "target": "y"},
@@ -301,6 +309,9 @@ def more_data(spec: Spec, obs: Observation, history: History) -> MoreData | None
     >>> more_data(spec, obs, History()).rows  # the 5,000-row window, twice the champion's
     5000
     >>> more_data(spec, obs, History(more_data_version=1, more_data_rows=5000)) is None  # it is full
+    True
+    >>> from dataclasses import replace
+    >>> more_data(spec, replace(obs, metric=0.999), History()) is None  # 1 error in 1,000: no room
     True
     """
     cfg = spec.triggers.more_data
@@ -313,6 +324,14 @@ def more_data(spec: Spec, obs: Observation, history: History) -> MoreData | None
     need = math.ceil((1 + cfg.growth) * max(rows, tried or 0))
     if could < need:
         return None
+    metric, _ = performance_metric(spec)
+    if metric in PROPORTION_METRICS and obs.metric is not None:
+        from evertrain.data.windows import newest_count
+
+        holdout = spec.training.holdout
+        judged = newest_count(could, holdout.fraction, holdout.min_rows)
+        if (1 - obs.metric) * judged < MIN_ERRORS_TO_BEAT:
+            return None  # right on nearly every row: no challenger could be shown better
     return MoreData(
         could,
         f"more data: {new} labelled rows arrived since v{version} was trained on a window of {rows}; "
