@@ -364,9 +364,11 @@ def targets(runs: list[dict[str, Any]], names: list[str], delays: list[int]) -> 
             at = _at(runs, "inputs_only", delay)
             promoted = sum(len(r["policy"]["promotions"]) for r in at if "policy" in r)
             crashed = sum("crash" in r for r in at)
+            tries = more_data_tries([r for r in at if "policy" in r])
             lines.append(
                 f"- (c) delay {delay}, inputs_only: {promoted} promotions over {len(at) - crashed} runs "
-                f"(target 0): **{'met' if promoted == 0 and not crashed else 'missed'}**"
+                f"(target 0): **{'met' if promoted == 0 and not crashed else 'missed'}**; "
+                f"more-data tries per run (promoted): {tries}"
             )
     gaps = [
         n
