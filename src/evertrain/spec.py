@@ -610,12 +610,48 @@ class VolumeTrigger(_Part):
     new_labelled_rows: int | None = Field(None, gt=0)
 
 
+class MoreDataTrigger(_Part):
+    """Try a challenger on a larger window when labelled rows have piled up and nothing decayed.
+
+    A model trained on a small window (the first one, on little history) often improves
+    with more of the same data, a gain no decay test sees. When the window a retrain would
+    use now holds ``1 + growth`` times the rows of the window the champion was trained on,
+    a challenger is trained on it and the champion gate decides (superiority on the newest
+    rows: it must be shown better). A challenger that is not keeps the champion, and the
+    next try for that champion waits until the window could grow by the same factor again:
+    with a bounded window, a champion gets a try or two at most. A champion trained after a
+    change on the rows since it was offered the whole window and chose fewer rows: more of
+    them is the decay tests' business, not this rule's.
+    """
+
+    enabled: bool = Field(
+        True,
+        description="Try a challenger on a larger window when enough new labelled rows have arrived since "
+        "the champion was trained and no decay or drift is being dealt with.",
+    )
+    growth: float = Field(
+        1.0,
+        ge=0.5,
+        description="The window a retrain would use must hold at least 1 + growth times the rows of the "
+        "champion's training window (1.0: twice as many). At 0.5 or more, the newest rows the gate judges on "
+        "(at most a third of the window) are rows the champion never saw.",
+    )
+    min_new_rows: int = Field(
+        1000,
+        ge=1,
+        description="Fewest labelled rows that must have arrived since the champion's training cut-off, "
+        "so that a model trained on a few hundred rows is not retried after a few hundred more. A try "
+        "never takes the day's last retrain (policy.max_retrains_per_day): that one is kept for a decay.",
+    )
+
+
 class TriggersSpec(_Part):
     drift: DriftTrigger = Field(default_factory=DriftTrigger)
     performance: PerformanceTrigger = Field(default_factory=PerformanceTrigger)
     estimated_performance: EstimatedPerformanceTrigger = Field(default_factory=EstimatedPerformanceTrigger)
     schedule: ScheduleTrigger = Field(default_factory=ScheduleTrigger)
     volume: VolumeTrigger = Field(default_factory=VolumeTrigger)
+    more_data: MoreDataTrigger = Field(default_factory=MoreDataTrigger)
 
 
 class PolicySpec(_Part):
@@ -623,7 +659,8 @@ class PolicySpec(_Part):
         6 * 3600.0,
         description="No retrain sooner than this after the last one (the first model's training counts). "
         "What stops a retrain from triggering another is evidence: the new champion needs its own "
-        "labelled rows before its performance can trigger; the cooldown only spaces retrains out.",
+        "labelled rows before its performance can trigger; the cooldown only spaces retrains out. A try on "
+        "more data (triggers.more_data) holds other such tries, never a retrain for a decay or a drift.",
     )
     max_retrains_per_day: int = Field(
         4, ge=0, description="A cap on the cost of retraining (manual retrains are not held by it)."
@@ -747,7 +784,8 @@ class RolloutSpec(_Part):
         "as the labels show the challenger not worse (promote at once, skipping the remaining steps) or "
         "worse (roll back) by more than analysis.quality_margin, and holds the last step while it is "
         "undecided (at the step's limit the plain checks decide). auto: for a version trained for a "
-        "confirmed decay, where every cycle on the stale champion costs; always; never.",
+        "confirmed decay, where every cycle on the stale champion costs, and for one tried on more data "
+        "that the gate showed better (a rollout in progress holds every trigger); always; never.",
     )
 
     @field_validator("steps")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -363,3 +364,93 @@ def test_a_lasting_decay_retrains_and_learns_from_its_first_window_on() -> None:
     )
     assert second.action == "retrain" and {"drift", "performance"} <= set(second.triggers)
     assert second.since == T0 - 3600  # the first drifted window, not the one that confirmed it
+
+
+def champion_obs(at: float, *, new: int, version: int = 1, rows: int = 2500, **more: object) -> Observation:
+    """A quiet window of a champion that learned from ``rows``, ``new`` labelled rows after its training."""
+    quiet: dict[str, Any] = {"share_drifted": 0.0, "metric": 0.9, "baseline": 0.9, "n_labels": 1000}
+    return Observation(
+        at=at,
+        baseline_rows=1000,
+        champion_version=version,
+        champion_rows=rows,
+        labels_since_champion=new,
+        **{**quiet, **more},
+    )
+
+
+def test_more_data_tries_a_larger_window_once_the_window_can_double() -> None:
+    spec = make_spec()
+    early, h = decide(spec, champion_obs(T0, new=2000), History())
+    assert early.action == "none"  # 4,500 rows: not yet twice the champion's 2,500
+    ready, h = decide(spec, champion_obs(T0 + 3600, new=2500), h)
+    assert ready.action == "retrain" and ready.triggers == ["more_data"]
+    assert ready.reasons[0].startswith("more data: 2500 labelled rows arrived since v1")
+    assert "a window of 5000 rows (2.0x)" in ready.reasons[0] and "gate must show" in ready.reasons[0]
+    assert h.more_data_version == 1 and h.more_data_rows == 5000
+    # the same champion is kept (the gate rejected the challenger): the window is full at
+    # 5,000 rows and cannot double again, so however many rows arrive it is not retried
+    later = [decide(spec, champion_obs(T0 + k * DAY, new=50_000), h)[0] for k in range(1, 5)]
+    assert [d.action for d in later] == ["none"] * 4
+    # a new champion trained on a window of 1,000 may grow fourfold: tried at 4,000 rows,
+    # then no more, since 5,000 is not twice 4,000
+    young = champion_obs(T0 + 2 * DAY, new=3000, version=2, rows=1000)
+    decision, h = decide(spec, young, h)
+    assert decision.triggers == ["more_data"] and decision.since is None
+    assert h.more_data_version == 2 and h.more_data_rows == 4000
+    assert decide(spec, champion_obs(T0 + 3 * DAY, new=9000, version=2, rows=1000), h)[0].action == "none"
+
+
+def test_more_data_tries_are_bounded_on_an_unbounded_window() -> None:
+    """With an expanding window each try for the same champion needs twice the rows of the last."""
+    spec = make_spec(training={"window": {"kind": "expanding"}}, policy={"cooldown": 0})
+    h, tries = History(), []
+    for k in range(400):  # 400 cycles of 500 new rows each: 200,000 rows
+        decision, h = decide(spec, champion_obs(T0 + k * DAY, new=500 * (k + 1)), h)
+        if decision.action == "retrain":
+            tries.append(h.more_data_rows)
+    assert tries == [5000, 10_000, 20_000, 40_000, 80_000, 160_000]
+
+
+def test_more_data_waits_while_a_decay_or_a_drift_is_dealt_with() -> None:
+    spec = make_spec(persist=True, policy={"cooldown": 0})
+    # a decay in the average that is not yet in each part of the rows: a spell, held, and no guess
+    spell = champion_obs(T0, new=5000, metric=0.80, metric_parts=(0.95, 0.65))
+    decision, _ = decide(spec, spell, History())
+    assert decision.action == "none" and "a spell" in decision.held[0]
+    # a drift that waits for its labels is coming: the guess waits too
+    drift = make_spec(triggers={"drift": {"min_labels_after": 300}}, policy={"cooldown": 0})
+    onset = champion_obs(T0, new=5000, share_drifted=0.5, drifted_columns=("x1",), reference_id="r")
+    waiting, _ = decide(drift, onset, History())
+    assert waiting.action == "none" and "waiting for labelled rows" in waiting.held[0]
+    off = make_spec(triggers={"more_data": {"enabled": False}})
+    assert decide(off, champion_obs(T0, new=5000), History())[0].action == "none"
+
+
+def test_a_try_on_more_data_never_holds_back_a_retrain_for_a_decay() -> None:
+    spec = make_spec(policy={"cooldown": "6h"})
+    tried, h = decide(spec, champion_obs(T0, new=2500), History())
+    assert tried.triggers == ["more_data"]
+    decayed = Observation(at=T0 + 3600, metric=0.6, baseline=0.9, baseline_rows=1000, n_labels=1000)
+    decision, h = decide(spec, decayed, h)
+    assert decision.action == "retrain" and decision.triggers == ["performance"]
+    # the decay's retrain starts a cooldown as ever, and it holds the next guess
+    guess, _ = decide(spec, champion_obs(T0 + 7200, new=9000, version=3, rows=1000), h)
+    assert guess.action == "none" and guess.held[0].startswith("cooldown")
+
+
+def test_a_try_on_more_data_leaves_the_days_last_retrain_for_a_decay() -> None:
+    spec = make_spec(policy={"cooldown": 0, "max_retrains_per_day": 3})
+    h = History(retrain_times=[T0 - 3600, T0 - 1800])  # two retrains today
+    guess, h = decide(spec, champion_obs(T0, new=2500), h)
+    assert guess.action == "none" and "leaves the last one for a decay" in guess.held[0]
+    decayed = Observation(at=T0 + 60, metric=0.6, baseline=0.9, baseline_rows=1000, n_labels=1000)
+    assert decide(spec, decayed, h)[0].action == "retrain"
+
+
+def test_no_try_on_more_data_for_a_champion_no_challenger_could_be_shown_better() -> None:
+    """Right on all but 3 of the ~1,000 newest rows the try would be judged on: even a
+    perfect challenger would win on too few rows for the gate to call it better."""
+    spec = make_spec()
+    assert decide(spec, champion_obs(T0, new=2500, metric=0.997), History())[0].action == "none"
+    assert decide(spec, champion_obs(T0, new=2500, metric=0.99), History())[0].action == "retrain"

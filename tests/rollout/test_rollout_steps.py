@@ -225,6 +225,35 @@ def test_an_early_sequential_promotion_is_still_watched_and_rolled_back_when_it_
     assert store.registry.get_alias("m", "champion") == v1
 
 
+def test_a_version_tried_on_more_data_and_shown_better_is_promoted_at_its_canarys_first_look(
+    store: Store, clock: FakeClock, versions: tuple[int, int]
+) -> None:
+    """No decay: the champion is fine, but a canary of several steps would hold every
+    trigger of the loop; the gate's evidence stands for the labels, as after a decay."""
+    v1, v2 = versions
+    traffic = Traffic(store, clock)
+    plan = RolloutSpec(
+        steps=[RolloutStep(share=0.1, duration=600, min_samples=200), RolloutStep(share=0.5, duration=600)]
+    )
+    gate = "the gate found accuracy 0.930 vs the champion's 0.900 on 1000 holdout rows"
+    start_rollout(store, "m", v2, actor="ctl", rollout_spec=plan, more_data="tried on more data", proven=gate)
+    clock.advance(1)
+    traffic.rows("champion", v1, 90)
+    traffic.rows("canary", v2, 10)
+    clock.advance(5)
+    d = advance(store, "m", actor="ctl")
+    assert d.action == "promote" and gate in d.reasons[0] and "without waiting for its labels" in d.reasons[0]
+    assert d.rollout.plan["more_data"] == "tried on more data" and d.rollout.phase == "watching"
+    # tried on more data but not shown better (or no gate evidence): the plain canary, step by step
+    start_rollout(store, "m", v1, actor="ctl", rollout_spec=plan, more_data="tried on more data")
+    clock.advance(1)
+    traffic.rows("champion", v2, 90)
+    traffic.rows("canary", v1, 10)
+    clock.advance(5)
+    d = advance(store, "m", actor="ctl")
+    assert d.action == "hold" and not d.rollout.plan["sequential"]
+
+
 def test_a_sequential_canary_undecided_at_its_limit_gets_the_plain_plans_verdict(
     store: Store, clock: FakeClock, versions: tuple[int, int]
 ) -> None:

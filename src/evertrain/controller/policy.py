@@ -24,7 +24,15 @@ The rules, in order:
    since the last retrain, by the daily cap on
    retrains, and by the daily compute budget. A manual request ignores the cooldown
    but not the budget.
-3. Hysteresis: once a retrain was made for a drift episode, that same episode (drift
+3. More data: when no trigger fired, no decay showed and no drift awaits its labels, a
+   challenger is tried on a larger window once the window a retrain would use holds
+   ``1 + triggers.more_data.growth`` times the rows of the window the champion was
+   trained on (see :func:`more_data`). Nothing about the champion is known to be wrong,
+   so the gate wants the challenger shown better; the next try for the same champion
+   waits for the window to grow by that factor again, which bounds the tries on a
+   saturated stream. It is held back as in 2, but its own retrain does not start a
+   cooldown for the triggers of 1, and it never takes the last retrain of the day's cap.
+4. Hysteresis: once a retrain was made for a drift episode, that same episode (drift
    persisting on the same columns against the same reference) does not trigger again;
    a column that starts drifting is new evidence, and a new reference (a promotion)
    starts a new episode. An episode found harmless by its labels is closed the same way.
@@ -72,6 +80,9 @@ class Observation:
     realized_since: float | None = None  # event time of the oldest row behind ``metric``
     window_start: float | None = None  # when the monitored window began (a drift began no later)
     rollout_version: int | None = None  # a challenger in shadow or canary right now
+    champion_version: int | None = None
+    champion_rows: int | None = None  # the window the champion's training drew on
+    labels_since_champion: int = 0  # labelled rows that arrived after the champion's training cut-off
 
 
 @dataclass
@@ -89,6 +100,9 @@ class History:
     pending_columns: list[str] = field(default_factory=list)
     pending_reference: str | None = None
     drift_began: float | None = None  # start of the first window of the current drift streak
+    more_data_version: int | None = None  # the champion a challenger on more data was last tried against
+    more_data_rows: int | None = None  # the window rows that try could use
+    more_data_times: list[float] = field(default_factory=list)  # retrains that were more-data tries
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +117,9 @@ class History:
             "pending_columns": self.pending_columns,
             "pending_reference": self.pending_reference,
             "drift_began": self.drift_began,
+            "more_data_version": self.more_data_version,
+            "more_data_rows": self.more_data_rows,
+            "more_data_times": self.more_data_times,
         }
 
     @classmethod
@@ -120,6 +137,9 @@ class History:
             pending_columns=list(data.get("pending_columns", [])),
             pending_reference=data.get("pending_reference"),
             drift_began=data.get("drift_began"),
+            more_data_version=data.get("more_data_version"),
+            more_data_rows=data.get("more_data_rows"),
+            more_data_times=list(data.get("more_data_times", [])),
         )
 
 
@@ -249,6 +269,77 @@ def _persists(obs: Observation, consecutive: int, drop: float, higher_is_better:
     )
 
 
+def window_cap(spec: Spec) -> int | None:
+    """The most rows the configured training window holds (None: no row bound)."""
+    window = spec.training.window
+    return None if window.kind == "expanding" else window.rows
+
+
+#: Fewest holdout rows the champion must get wrong for a try on more data to be worth a
+#: retrain: a challenger right on five rows the champion gets wrong, and wrong on none it
+#: gets right, is the least a paired test at 95% can call better (a one-sided sign test:
+#: 0.5 ** 5 = 3%). A champion that errs less on the newest rows leaves nothing to show.
+MIN_ERRORS_TO_BEAT = 5
+
+
+@dataclass(frozen=True)
+class MoreData:
+    """A try of the more-data path: the window rows it can learn from, and why."""
+
+    rows: int
+    reason: str
+
+
+def more_data(spec: Spec, obs: Observation, history: History) -> MoreData | None:
+    """Whether the window a retrain would use now is large enough to try a challenger on more data.
+
+    The champion's training drew on a window of ``obs.champion_rows``; with the rows
+    labelled after its training cut-off (at least ``min_new_rows`` of them) the window
+    could now hold that many more, up to the configured row bound. It must reach ``1 +
+    triggers.more_data.growth`` times the champion's window, and after a try for this
+    champion that did not replace it, that many times the window of the try: on a
+    bounded window a champion is tried a few times at most, on an unbounded one the tries
+    grow apart geometrically. A champion whose realized accuracy leaves fewer than
+    :data:`MIN_ERRORS_TO_BEAT` errors on the holdout the try would be judged on is not tried.
+
+    >>> from evertrain.spec import Spec
+    >>> spec = Spec.model_validate({"model": {"name": "m", "target": "y"},
+    ...     "data": {"source": {"kind": "csv", "path": "x.csv"}}})
+    >>> obs = Observation(at=0.0, champion_version=1, champion_rows=2500, labels_since_champion=3000)
+    >>> more_data(spec, obs, History()).rows  # the 5,000-row window, twice the champion's
+    5000
+    >>> more_data(spec, obs, History(more_data_version=1, more_data_rows=5000)) is None  # it is full
+    True
+    >>> from dataclasses import replace
+    >>> more_data(spec, replace(obs, metric=0.999), History()) is None  # 1 error in 1,000: no room
+    True
+    """
+    cfg = spec.triggers.more_data
+    rows, new, version = obs.champion_rows, obs.labels_since_champion, obs.champion_version
+    if not cfg.enabled or rows is None or rows <= 0 or version is None or new < cfg.min_new_rows:
+        return None
+    cap = window_cap(spec)
+    could = rows + new if cap is None else min(cap, rows + new)
+    tried = history.more_data_rows if history.more_data_version == version else None
+    need = math.ceil((1 + cfg.growth) * max(rows, tried or 0))
+    if could < need:
+        return None
+    metric, _ = performance_metric(spec)
+    if metric in PROPORTION_METRICS and obs.metric is not None:
+        from evertrain.data.windows import newest_count
+
+        holdout = spec.training.holdout
+        judged = newest_count(could, holdout.fraction, holdout.min_rows)
+        if (1 - obs.metric) * judged < MIN_ERRORS_TO_BEAT:
+            return None  # right on nearly every row: no challenger could be shown better
+    return MoreData(
+        could,
+        f"more data: {new} labelled rows arrived since v{version} was trained on a window of {rows}; "
+        f"a window of {could} rows ({could / rows:.1f}x) may learn more, with no decay to act on: "
+        "the gate must show the challenger better",
+    )
+
+
 def decide(
     spec: Spec, obs: Observation, history: History, *, manual: str | None = None
 ) -> tuple[Decision, History]:
@@ -343,12 +434,14 @@ def decide(
                 f"({obs.labels_after_onset} of {need})"
             )
 
+    decay_seen = False
     if perf.enabled and obs.metric is not None and obs.baseline is not None:
         if obs.n_labels < perf.min_labels:
             held.append(f"performance: only {obs.n_labels} labels, {perf.min_labels} needed")
         elif (
             is_decay := decayed(spec, obs.metric, obs.n_labels, obs.baseline, obs.baseline_rows)
         ) and not _persists(obs, perf.consecutive, perf.drop, higher_is_better):
+            decay_seen = True
             parts = ", ".join("n/a" if v is None else f"{v:.3f}" for v in obs.metric_parts)
             held.append(
                 f"performance: {metric} {obs.metric:.3f} is {worse_word} the baseline {obs.baseline:.3f} "
@@ -400,6 +493,12 @@ def decide(
         fired.append("manual")
         reasons.append(f"manual: {manual}")
 
+    # more data: only when nothing else is being dealt with (a decay, a drift awaiting labels)
+    more = None if fired or decay_seen or new.pending_onset is not None else more_data(spec, obs, history)
+    if more is not None:
+        fired.append("more_data")
+        reasons.append(more.reason)
+
     if not fired:
         return Decision("none", reasons or ["no trigger fired"], held, []), new
 
@@ -407,13 +506,23 @@ def decide(
     if obs.rollout_version is not None and "manual" not in fired:
         held.append(f"rollout of v{obs.rollout_version} in progress: its verdict comes first")
         return Decision("none", reasons, held, fired), new
-    last = max(history.retrain_times) if history.retrain_times else None
+    # a try on more data is a guess: it spaces out other tries, never a retrain for a decay
+    tries = set(history.more_data_times)
+    spacing = [t for t in history.retrain_times if more is not None or t not in tries]
+    last = max(spacing) if spacing else None
     if last is not None and obs.at - last < policy.cooldown and "manual" not in fired:
         held.append(f"cooldown: last retrain {obs.at - last:.0f}s ago, cooldown is {policy.cooldown:.0f}s")
         return Decision("none", reasons, held, fired), new
     today = [t for t in history.retrain_times if day_key(t) == day_key(obs.at)]
     if len(today) >= policy.max_retrains_per_day and "manual" not in fired:
         held.append(f"budget: {len(today)} retrains today, at most {policy.max_retrains_per_day}")
+        return Decision("none", reasons, held, fired), new
+    if more is not None and len(today) + 1 >= policy.max_retrains_per_day:
+        # a guess never takes the day's last retrain: a decay or a drift may need it
+        held.append(
+            f"budget: {len(today)} retrains today, at most {policy.max_retrains_per_day}; "
+            "a try on more data leaves the last one for a decay or a drift"
+        )
         return Decision("none", reasons, held, fired), new
     spent = history.train_seconds_by_day.get(day_key(obs.at), 0.0)
     allowed = spec.training.budget.daily_train_seconds
@@ -425,6 +534,10 @@ def decide(
     since = new.pending_onset if "drift" in fired else None
     if since is None and "performance" in fired and perf.learn_from == "decay":
         since = obs.realized_since
+    if more is not None:
+        # the next try for this champion waits until the window could grow by the same factor again
+        new.more_data_version, new.more_data_rows = obs.champion_version, more.rows
+        new.more_data_times = [*history.more_data_times, obs.at]
     if new.pending_onset is not None:
         # this retrain learns from the drifted data: the episode is covered
         new.episode_reference = new.pending_reference

@@ -56,6 +56,8 @@ class MonitorResult(StepError, total=False):
     estimated: dict[str, Any] | None  # a label-free estimate with its baseline
     new_labelled_rows: int
     rollout: int | None  # the version in shadow or canary, if any
+    # the champion's training window and the labelled rows since ({"rows", "cutoff", "new_labelled_rows"})
+    champion_data: dict[str, Any] | None
 
 
 class DecideResult(StepError, total=False):

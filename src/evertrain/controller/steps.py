@@ -140,8 +140,20 @@ def monitor(ctx: CycleContext) -> MonitorResult:
         out["estimated"] = _estimate(served, known, est.metric)
     last_retrain = max(ctx.history.retrain_times) if ctx.history.retrain_times else None
     out["new_labelled_rows"] = count_rows(logs, FEEDBACK, ctx.model, since=last_retrain, until=ctx.at)
+    out["champion_data"] = _champion_data(ctx, champion)
     out["rollout"] = _rollout_in_progress(ctx)
     return out
+
+
+def _champion_data(ctx: CycleContext, champion: ModelVersion) -> dict[str, Any] | None:
+    """The window the champion's training drew on, and the labelled rows that arrived after its
+    cut-off; None for a version registered without a training window."""
+    window = champion.params.get("window") or {}
+    cutoff = champion.params.get("cutoff")
+    if cutoff is None or window.get("n_window") is None:
+        return None
+    new = count_rows(ctx.store.logs_url or "", FEEDBACK, ctx.model, since=float(cutoff), until=ctx.at)
+    return {"rows": int(window["n_window"]), "cutoff": float(cutoff), "new_labelled_rows": new}
 
 
 def _metric_parts(rows: pa.Table, metric: str, task: str, parts: int) -> list[float | None]:
@@ -207,6 +219,7 @@ def decide(ctx: CycleContext) -> DecideResult:
     drift = mon.get("drift") or {}
     realized = mon.get("realized") or {}
     estimated = mon.get("estimated") or {}
+    champion_data = mon.get("champion_data") or {}
     obs = Observation(
         at=ctx.at,
         n_rows=int(mon.get("n_rows", 0)),
@@ -226,6 +239,9 @@ def decide(ctx: CycleContext) -> DecideResult:
         realized_since=realized.get("since"),
         window_start=(mon.get("window") or [None])[0],
         rollout_version=mon.get("rollout"),
+        champion_version=mon.get("champion"),
+        champion_rows=champion_data.get("rows"),
+        labels_since_champion=int(champion_data.get("new_labelled_rows") or 0),
     )
     decision, history = policy_decide(ctx.spec, obs, ctx.history, manual=manual)
     ctx.history = history
@@ -340,7 +356,9 @@ def gate(ctx: CycleContext) -> GateStepResult:
     if active is not None and active.version == version:
         out["rollout"] = active.phase  # started before a crash
         return out
-    decay = confirmed_decay(ctx.spec, ctx.store.registry.get_version(ctx.model, version).trigger)
+    trigger = ctx.store.registry.get_version(ctx.model, version).trigger
+    decay = confirmed_decay(ctx.spec, trigger)
+    more_data = "tried on more data" if decay is None and "more_data" in (trigger or "").split(",") else None
     started = start_rollout(
         ctx.store,
         ctx.model,
@@ -351,7 +369,8 @@ def gate(ctx: CycleContext) -> GateStepResult:
         reason=f"passed its gates: {report.get('reason')}",
         now=ctx.at,
         decay=decay,
-        proven=proven_better(report) if decay is not None else None,
+        proven=proven_better(report) if decay is not None or more_data is not None else None,
+        more_data=more_data,
     )
     out["rollout"] = started.phase
     return out

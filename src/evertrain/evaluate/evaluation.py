@@ -303,7 +303,7 @@ def confirmed_decay(spec: Any, trigger: str | None) -> str | None:
 
     Realized performance below its baseline is a decay seen in labels; a drift is one when
     the policy retrains for it only after its labels confirmed a loss (``triggers.drift.confirm``).
-    Schedules, volume and manual retrains say nothing about the champion.
+    Schedules, volume, more data and manual retrains say nothing about the champion.
 
     >>> from evertrain.spec import Spec
     >>> spec = Spec.model_validate({"model": {"name": "m", "target": "y"},

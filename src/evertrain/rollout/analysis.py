@@ -29,7 +29,8 @@ each tick; that repeated look raises the false-alarm rate a little above ``alpha
 price paid, as in Kayenta, for rolling back a bad version early.
 
 **Sequential mode** (``rollout.sequential``; by default for a version trained for a
-confirmed decay, when every cycle on the stale champion costs): quality is judged by an
+confirmed decay, when every cycle on the stale champion costs, and for one tried on more
+data that the gate showed better, whose canary would otherwise hold the loop): quality is judged by an
 always-valid confidence sequence on the accuracy difference (Robbins' normal mixture over
 the difference's information, valid at every look, so looking each tick costs nothing).
 As soon as it shows the challenger not worse than the champion by more than
@@ -474,7 +475,7 @@ def compare(
             "promote",
             [
                 f"{challenger.arm} v{challenger.version} served {challenger.n} rows without errors and "
-                f"{proven} (a confirmed decay): promoted without waiting for its labels; the watch "
+                f"{proven}: promoted without waiting for its labels; the watch "
                 "after promotion judges them"
             ],
             checks,

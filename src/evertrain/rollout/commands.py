@@ -52,6 +52,7 @@ def start_rollout(
     now: float | None = None,
     decay: str | None = None,
     proven: str | None = None,
+    more_data: str | None = None,
 ) -> Rollout:
     """Begin rolling out ``version``: shadow first if the plan has one, else the first canary step.
 
@@ -60,6 +61,8 @@ def start_rollout(
     ``proven``: with ``decay``, what showed the version better than the champion on the
     newest labelled rows (the gate's interval above zero): the sequential canary then
     promotes on its first look that finds no errors, without waiting for late labels.
+    ``more_data``: why the version was tried on more data (no decay); with ``proven`` it
+    is rolled out as after a decay (see :func:`~evertrain.rollout.state.make_plan`).
 
     Needs a champion to compare with (a first version is promoted directly). A rollout that
     is still watching an earlier promotion is completed; one in shadow or canary is a
@@ -92,7 +95,7 @@ def start_rollout(
             PROMOTED,
             [f"watch ended early: rollout of v{number} started"],
         )
-    plan = make_plan(rollout_spec, task, decay=decay, proven=proven)
+    plan = make_plan(rollout_spec, task, decay=decay, proven=proven, more_data=more_data)
     if plan["shadow"] is not None:
         phase, step, share, alias = SHADOW, None, 0.0, SHADOW
     elif plan["steps"]:

@@ -90,25 +90,31 @@ def make_plan(
     *,
     decay: str | None = None,
     proven: str | None = None,
+    more_data: str | None = None,
 ) -> dict[str, Any]:
     """The plan a rollout follows, frozen at its start so that editing the spec mid-way changes nothing.
 
     ``decay``: why the champion is known to be stale (the version was trained for a
     confirmed decay), which makes ``sequential: auto`` judge the canary sequentially.
     ``proven``: what showed the version better than the champion on the newest labelled
-    rows; kept only for a sequential canary after a decay, where it stands for the labels
-    the canary would otherwise wait for.
+    rows; kept only for a sequential canary after a decay or on more data, where it stands
+    for the labels the canary would otherwise wait for.
+    ``more_data``: why the version was tried on more data; with ``proven`` it is judged as
+    after a decay: a rollout in progress holds every trigger, so a plain canary of a version
+    already shown better would hold the loop's answer to the next change for its steps.
     """
     if rollout_spec is None:
         from evertrain.spec import RolloutSpec
 
         rollout_spec = RolloutSpec.model_validate({})
     spec = rollout_spec
-    sequential = spec.sequential == "always" or (spec.sequential == "auto" and decay is not None)
+    hurry = decay is not None or (more_data is not None and proven is not None)
+    sequential = spec.sequential == "always" or (spec.sequential == "auto" and hurry)
     return {
         "sequential": sequential,
         "decay": decay,
-        "proven": proven if sequential and decay is not None else None,
+        "more_data": more_data,
+        "proven": proven if sequential and hurry else None,
         "shadow": None if spec.shadow is None else spec.shadow.model_dump(),
         "steps": [s.model_dump() for s in spec.steps],
         "analysis": spec.analysis.model_dump(),
