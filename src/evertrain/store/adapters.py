@@ -27,14 +27,73 @@ ADAPTER_PREFIX = "adapter."
 HEAD_WEIGHT, HEAD_BIAS = "head.weight", "head.bias"
 
 
-def encode(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, Any]:
-    """Token ids and attention mask of ``texts``, padded to the longest, cut at ``max_length``.
+#: Texts tokenized per call of the tokenizer when a whole column is tokenized ahead.
+TOKENIZE_CHUNK = 4096
 
-    An empty text is read as the end-of-text token, so that it still has one token to pool.
+
+class TokenIds:
+    """The token ids of many texts, tokenized once and kept flat (int32 and offsets).
+
+    A training tokenizes its texts once rather than once per epoch, and scoring batches
+    texts of similar length together (:meth:`by_length`): every batch is padded to its
+    longest text, so sorted batches spend little on padding. The outputs do not depend on
+    the batching (the attention mask hides the padding), only the cost does.
     """
-    filler = tokenizer.eos_token or tokenizer.unk_token or " "
-    texts = [t if t else filler for t in texts]
-    return dict(tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt"))
+
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray, pad_id: int, left: bool) -> None:
+        self.ids = ids
+        self.offsets = offsets
+        self.pad_id = pad_id
+        self.left = left
+
+    @classmethod
+    def of(cls, tokenizer: Any, texts: list[str], max_length: int) -> TokenIds:
+        """Tokenize ``texts``, each cut at ``max_length``; an empty text is read as the end-of-text
+        token, so that it still has one token to pool."""
+        filler = tokenizer.eos_token or tokenizer.unk_token or " "
+        parts: list[np.ndarray] = []
+        lengths: list[int] = []
+        for start in range(0, len(texts), TOKENIZE_CHUNK):
+            chunk = [t if t else filler for t in texts[start : start + TOKENIZE_CHUNK]]
+            for ids in tokenizer(chunk, truncation=True, max_length=max_length)["input_ids"]:
+                parts.append(np.asarray(ids, dtype=np.int32))
+                lengths.append(len(ids))
+        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+        offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return cls(flat, offsets, int(pad_id), getattr(tokenizer, "padding_side", "right") == "left")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def batch(self, rows: Any) -> dict[str, Any]:
+        """``input_ids`` and ``attention_mask`` of ``rows``, padded to the longest of them
+        on the tokenizer's padding side."""
+        import torch
+
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, ends = self.offsets[rows], self.offsets[rows + 1]
+        lengths = ends - starts
+        width = max(int(lengths.max(initial=0)), 1)
+        mask = np.arange(width) < lengths[:, None]
+        if self.left:
+            mask = mask[:, ::-1]
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        if len(rows):
+            # row-major: each row's tokens land in order in its unmasked places
+            ids[mask] = np.concatenate([self.ids[a:b] for a, b in zip(starts, ends, strict=True)])
+        return {
+            "input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64)),
+        }
+
+    def by_length(self, size: int) -> list[np.ndarray]:
+        """Row indices in batches of at most ``size``, shortest texts first."""
+        order = np.argsort(self.lengths(), kind="stable")
+        return [order[start : start + size] for start in range(0, len(order), size)]
 
 
 def text_logits(model: Any, head_weight: Any, head_bias: Any, batch: dict[str, Any]) -> Any:
@@ -96,14 +155,13 @@ class AdapterModel:
         import torch
 
         texts = texts_of(X, self.text_column)
-        out = []
-        for start in range(0, len(texts), PREDICT_BATCH):
-            batch = encode(self.base.tokenizer, texts[start : start + PREDICT_BATCH], self.max_length)
+        out = np.zeros((len(texts), len(self.classes_)))
+        tokens = TokenIds.of(self.base.tokenizer, texts, self.max_length)
+        for rows in tokens.by_length(PREDICT_BATCH):
+            batch = tokens.batch(rows)
             with torch.inference_mode(), self.base.using(self.adapter_name) as model:
-                out.append(text_logits(model, self._weight, self._bias, batch).numpy())
-        if not out:
-            return np.zeros((0, len(self.classes_)))
-        return np.concatenate(out).astype(np.float64)
+                out[rows] = text_logits(model, self._weight, self._bias, batch).numpy()
+        return out
 
     def predict_proba(self, X: Any) -> np.ndarray:
         z = self.logits(X)

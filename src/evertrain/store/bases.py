@@ -211,11 +211,18 @@ def _intact(folder: Path, manifest: Manifest) -> bool:
         return False
 
 
-def materialize(digest: str, *, artifacts: ArtifactStore | None = None, location: str | None = None) -> Path:
+def materialize(
+    digest: str,
+    *,
+    artifacts: ArtifactStore | None = None,
+    location: str | None = None,
+    read: tuple[Manifest, dict[str, bytes]] | None = None,
+) -> Path:
     """A local folder holding base ``digest``, every file checked against its hash.
 
     Looked for in the artifact store first, then at ``location`` (where it was trained from).
-    A local folder whose files still hash to ``digest`` is used in place.
+    A local folder whose files still hash to ``digest`` is used in place. ``read``: what
+    :func:`read_base` just gave for ``location``, so its files are not read and hashed twice.
     """
     if artifacts is not None and artifacts.exists(digest):
         manifest = Manifest.parse(artifacts.get(digest))
@@ -226,7 +233,7 @@ def materialize(digest: str, *, artifacts: ArtifactStore | None = None, location
         raise NotFoundError(
             f"base model {digest[:12]} is not in the artifact store and no location to read it from is known"
         )
-    manifest, files = read_base(location)
+    manifest, files = read if read is not None else read_base(location)
     if manifest.digest != digest:
         raise IntegrityError(
             f"base model at {location} hashes to {manifest.digest[:12]}, not {digest[:12]}: its files changed"

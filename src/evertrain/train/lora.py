@@ -38,7 +38,7 @@ from evertrain.store.adapters import (
     HEAD_BIAS,
     HEAD_WEIGHT,
     AdapterModel,
-    encode,
+    TokenIds,
     text_logits,
     texts_of,
 )
@@ -105,9 +105,10 @@ class LoraTrainer(Trainer):
         if s.precision == "fp16" and device.type != "cuda":
             raise UsageError("lora.precision fp16 needs a GPU; use bf16 or fp32 on a CPU")
         location = resolve_location(s.base_model, context.project)
-        manifest, _files = read_base(location)
+        manifest, files = read_base(location)
         digest = manifest.digest
-        folder = materialize(digest, location=location)
+        folder = materialize(digest, location=location, read=(manifest, files))
+        del files
         backbone, tokenizer = load_pretrained(folder)
         model_type = str(getattr(backbone.config, "model_type", ""))
         context.log(f"base model {digest[:12]} ({model_type}) from {location}")
@@ -121,8 +122,12 @@ class LoraTrainer(Trainer):
         train = train[train[context.target].notna()]
         valid = valid[valid[context.target].notna()]
         known = classes.tolist()
-        texts, y = texts_of(train, column), encode_labels(train[context.target], known)
-        vtexts, vy = texts_of(valid, column), encode_labels(valid[context.target], known)
+        # Tokenized once: each epoch pads its micro-batches from these ids.
+        texts = TokenIds.of(tokenizer, texts_of(train, column), s.max_length)
+        y = encode_labels(train[context.target], known)
+        vtexts = TokenIds.of(tokenizer, texts_of(valid, column), s.max_length)
+        vy = encode_labels(valid[context.target], known)
+        valid_batches = vtexts.by_length(EVAL_BATCH)
 
         config = lora_config(s, model_type)
         torch.manual_seed(context.seed)
@@ -178,9 +183,9 @@ class LoraTrainer(Trainer):
             model.eval()
             total, count = 0.0, 0
             with torch.inference_mode():
-                for i in range(0, len(vtexts), EVAL_BATCH):
-                    batch = _to(encode(tokenizer, vtexts[i : i + EVAL_BATCH], s.max_length), device)
-                    target = torch.as_tensor(vy[i : i + EVAL_BATCH], device=device)
+                for rows in valid_batches:
+                    batch = _to(vtexts.batch(rows), device)
+                    target = torch.as_tensor(vy[rows], device=device)
                     with torch.autocast(
                         device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
                     ):
@@ -193,7 +198,7 @@ class LoraTrainer(Trainer):
         def check() -> bool:
             """Score the valid part; True when training should stop early."""
             nonlocal best
-            if not vtexts:
+            if not len(vtexts):
                 return False
             loss = valid_loss()
             state["checked_at"] = state["step"]
@@ -226,7 +231,7 @@ class LoraTrainer(Trainer):
             accumulated = 0
             while accumulated < s.grad_accum_steps and micro < micro_per_epoch:
                 rows = order[micro * s.batch_size : (micro + 1) * s.batch_size]
-                batch = _to(encode(tokenizer, [texts[i] for i in rows], s.max_length), device)
+                batch = _to(texts.batch(rows), device)
                 target = torch.as_tensor(y[rows], device=device)
                 torch.manual_seed(hash((context.seed, state["epoch"], micro)) & 0x7FFFFFFF)
                 with torch.autocast(
@@ -259,7 +264,7 @@ class LoraTrainer(Trainer):
                 self._save_checkpoint(context, model, head, optimizer, state, best)
                 checkpointed = time.monotonic()
             context.check_deadline(f"after {state['step']} LoRA steps")
-        if vtexts and state.get("checked_at") != state["step"]:
+        if len(vtexts) and state.get("checked_at") != state["step"]:
             check()  # the last steps' loss too, so the best adapter is chosen among all of them
         if best is not None:
             _restore(model, head, best)
