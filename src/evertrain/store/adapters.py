@@ -11,6 +11,7 @@ serving so both compute the same thing.
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from typing import Any
 
@@ -51,15 +52,16 @@ class TokenIds:
         """Tokenize ``texts``, each cut at ``max_length``; an empty text is read as the end-of-text
         token, so that it still has one token to pool."""
         filler = tokenizer.eos_token or tokenizer.unk_token or " "
-        parts: list[np.ndarray] = []
-        lengths: list[int] = []
+        parts: list[np.ndarray] = [np.zeros(0, dtype=np.int32)]
+        lengths: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
         for start in range(0, len(texts), TOKENIZE_CHUNK):
             chunk = [t if t else filler for t in texts[start : start + TOKENIZE_CHUNK]]
-            for ids in tokenizer(chunk, truncation=True, max_length=max_length)["input_ids"]:
-                parts.append(np.asarray(ids, dtype=np.int32))
-                lengths.append(len(ids))
-        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-        offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
+            ids = tokenizer(chunk, truncation=True, max_length=max_length, return_attention_mask=False)
+            ids = ids["input_ids"]
+            parts.append(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32))
+            lengths.append(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)))
+        flat = np.concatenate(parts)
+        offsets = np.cumsum(np.concatenate(lengths))
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         return cls(flat, offsets, int(pad_id), getattr(tokenizer, "padding_side", "right") == "left")
 
