@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -313,6 +314,16 @@ class ModelSpec(_Part):
                     "a lora trainer reads one text column: list one feature or name lora.text_column"
                 )
         return self
+
+    def text_features(self, features: Sequence[str]) -> list[str]:
+        """Of ``features`` (the columns the model reads), those it reads as free text: a lora
+        trainer's text column. Monitoring compares them as text, not as categories."""
+        if self.trainer.kind != "lora":
+            return []
+        text = self.trainer.lora.text_column if self.trainer.lora else None
+        if text is not None:
+            return [text] if text in features else []
+        return list(features) if len(features) == 1 else []
 
     @field_validator("name")
     @classmethod
