@@ -160,7 +160,7 @@ def test_bad_settings_and_bases_are_refused_by_name(tiny_base: Path, tmp_path: P
         base_digest(str(pickled))
     with pytest.raises(ValueError, match="needs 'lora"):
         TrainerSpec(kind="lora")
-    with pytest.raises(ValueError, match="task must be binary or multiclass"):
+    with pytest.raises(ValueError, match="task must be binary, multiclass or generation"):
         Spec.model_validate(
             {
                 "model": {

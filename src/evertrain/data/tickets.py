@@ -151,7 +151,7 @@ def make_ticket_replies(n_rows: int, *, seed: int = 0, change_at: int | None = N
     ``"route to the <desk> (<product>)"``, naming the product the ticket is about.
 
     >>> make_ticket_replies(1, seed=2)["response"][0]
-    'route to the refund desk (Nimbus)'
+    'route to the billing desk (Atlas)'
     """
     tickets = make_support_tickets(n_rows, seed=seed, change_at=change_at)
     products = (*PRODUCTS, *NEW_PRODUCTS)

@@ -297,7 +297,7 @@ def token_f1_rows(generated: Sequence[str], reference: Sequence[str]) -> np.ndar
     """The F1 of the normalized words the generated text shares with the reference, per row.
 
     >>> token_f1_rows(["refund my order", ""], ["refund the order", ""]).tolist()
-    [0.6666666666666666, 1.0]
+    [0.8, 1.0]
     """
     out = np.empty(len(generated))
     for i, (g, r) in enumerate(zip(generated, reference, strict=True)):

@@ -170,7 +170,7 @@ class Batches:
         if not self.enabled or not batchable(model) or rows >= self.max_rows or limit is not None:
             self.leave(ticket)
             start = time.perf_counter()
-            predictions, scores = model.predict(columns, limit)
+            predictions, scores = model.predict(columns) if limit is None else model.predict(columns, limit)
             return (predictions, scores), time.perf_counter() - start
         loop = asyncio.get_running_loop()
         key = id(model)

@@ -380,7 +380,11 @@ class Server:
             start = time.perf_counter()
             try:
                 champion_columns = champion.schema.columns(instances)
-                predictions, scores = champion.predict(champion_columns, limit)
+                predictions, scores = (
+                    champion.predict(champion_columns)
+                    if limit is None
+                    else champion.predict(champion_columns, limit)
+                )
             except Exception as exc:
                 self._refuse(name, champion, ids, ts, start, exc, also=(model, failure))
             seconds = time.perf_counter() - start
