@@ -331,7 +331,8 @@ class ModelSpec(_Part):
         if self.trainer.kind == "lora":
             if self.task == "regression":
                 raise ValueError(
-                    "a lora trainer classifies or generates text: task must be binary, multiclass or generation"
+                    "a lora trainer classifies or generates text: "
+                    "task must be binary, multiclass or generation"
                 )
             text = self.trainer.lora.text_column if self.trainer.lora else None
             if self.features is not None and len(self.features) != 1 and text is None:

@@ -106,7 +106,8 @@ def _serve(store: Store, spec: Spec, rows: pd.DataFrame) -> None:
         }
     )
     assert store.logs_url is not None
-    folder = Path(partition_folder(store.logs_url, PREDICTIONS, NAME, partition_date(float(rows["ts"].min()))))
+    day = partition_date(float(rows["ts"].min()))
+    folder = Path(partition_folder(store.logs_url, PREDICTIONS, NAME, day))
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, folder / "part-served.parquet")
 

@@ -89,7 +89,7 @@ def monitor(ctx: CycleContext) -> MonitorResult:
         texts = spec.model.text_features(features)  # compared as text below, not as categories
         features = [c for c in features if c not in texts]
         drift_cfg = spec.monitoring.drift
-        report = (
+        report: dict[str, Any] = (
             drift(
                 reference.select(features),
                 served.select(features),

@@ -311,20 +311,19 @@ def _judge(step: TrainingStep, run: Run, trained: _Trained) -> dict[str, Any]:
     started = time.perf_counter()
     store, name, window = step.store, step.name, trained.window
     report = (
-        (None if trained.registered_now else _existing_report(store, name, trained.version, run.id))
-        or evaluate_version(
-            store,
-            step.spec,
-            name,
-            trained.version,
-            project=step.project,
-            actor=step.actor,
-            run_id=run.id,
-            challenger_scores=trained.scores,
-            champion_scores=trained.champion_scores,
-            holdout_rows=None if window is None else window.holdout,
-        ).to_dict()
-    )
+        None if trained.registered_now else _existing_report(store, name, trained.version, run.id)
+    ) or evaluate_version(
+        store,
+        step.spec,
+        name,
+        trained.version,
+        project=step.project,
+        actor=step.actor,
+        run_id=run.id,
+        challenger_scores=trained.scores,
+        champion_scores=trained.champion_scores,
+        holdout_rows=None if window is None else window.holdout,
+    ).to_dict()
     step.timed("evaluate", started)
     step.timings["score"] = float(trained.metrics.get("score_seconds") or 0.0) + float(
         (report.get("timings") or {}).get("score") or 0.0
