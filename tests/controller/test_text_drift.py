@@ -21,6 +21,7 @@ from evertrain.spec import Spec
 from evertrain.store import Store
 from evertrain.train.pipeline import train_model
 from evertrain.train.predictor import load_version
+from lorakit import lora_trainer, text_project
 
 pytest.importorskip("peft")
 
@@ -29,42 +30,16 @@ CHANGE_AT = 600
 
 
 def _spec(base: Path) -> Spec:
-    return Spec.model_validate(
-        {
-            "model": {
-                "name": NAME,
-                "task": "multiclass",
-                "target": "intent",
-                "features": ["text"],
-                "trainer": {
-                    "kind": "lora",
-                    "seed": 3,
-                    "lora": {
-                        "base_model": str(base),
-                        "epochs": 2,
-                        "batch_size": 16,
-                        "learning_rate": 0.01,
-                        "max_length": 40,
-                    },
-                },
-            },
-            "data": {
-                "source": {"kind": "csv", "path": "tickets.csv"},
-                "time_column": "ts",
-                "label_time_column": "label_ts",
-            },
-            "training": {
-                "window": {"kind": "sliding", "rows": 300},
-                "holdout": {"fraction": 0.25, "min_rows": 0},
-                "executor": "inline",
-            },
-            # Drift alone decides here: one window is enough, without waiting for labels.
-            "triggers": {
-                "drift": {"consecutive": 1, "min_labels_after": 0, "confirm": False},
-                "performance": {"enabled": False},
-            },
-            "gates": [{"kind": "threshold", "metric": "accuracy", "min": 0.5}],
-        }
+    return text_project(
+        NAME,
+        lora_trainer(base, seed=3, epochs=2, max_length=40),
+        window={"kind": "sliding", "rows": 300},
+        gates=[{"kind": "threshold", "metric": "accuracy", "min": 0.5}],
+        # Drift alone decides here: one window is enough, without waiting for labels.
+        triggers={
+            "drift": {"consecutive": 1, "min_labels_after": 0, "confirm": False},
+            "performance": {"enabled": False},
+        },
     )
 
 

@@ -16,48 +16,27 @@ from evertrain.serve import create_app
 from evertrain.spec import LogSpec, ServingSpec, Spec
 from evertrain.store import Store
 from evertrain.train.pipeline import train_model
+from lorakit import lora_trainer, text_project
 
 pytest.importorskip("peft")
 NAME = "replies"
 
 
 def _spec(base: Path) -> Spec:
-    return Spec.model_validate(
-        {
-            "model": {
-                "name": NAME,
-                "task": "generation",
-                "target": "response",
-                "features": ["prompt"],
-                "trainer": {
-                    "kind": "lora",
-                    "seed": 1,
-                    "lora": {
-                        "base_model": str(base),
-                        "epochs": 3,
-                        "batch_size": 16,
-                        "learning_rate": 0.01,
-                        "max_length": 48,
-                        "max_new_tokens": 12,
-                    },
-                },
-            },
-            "data": {
-                "source": {"kind": "csv", "path": "replies.csv"},
-                "time_column": "ts",
-                "label_time_column": "label_ts",
-            },
-            "training": {
-                "window": {"kind": "sliding", "rows": 600},
-                "holdout": {"fraction": 0.2, "min_rows": 0},
-                "executor": "inline",
-            },
-            "gates": [
-                {"kind": "threshold", "metric": "perplexity", "max": 10.0},
-                {"kind": "threshold", "metric": "token_f1", "min": 0.4},
-                {"kind": "non_inferiority", "metric": "exact_match", "margin": 0.05},
-            ],
-        }
+    return text_project(
+        NAME,
+        lora_trainer(base, epochs=3, max_length=48, max_new_tokens=12),
+        task="generation",
+        target="response",
+        feature="prompt",
+        csv="replies.csv",
+        window={"kind": "sliding", "rows": 600},
+        holdout=0.2,
+        gates=[
+            {"kind": "threshold", "metric": "perplexity", "max": 10.0},
+            {"kind": "threshold", "metric": "token_f1", "min": 0.4},
+            {"kind": "non_inferiority", "metric": "exact_match", "margin": 0.05},
+        ],
     )
 
 

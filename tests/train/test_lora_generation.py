@@ -19,21 +19,14 @@ from evertrain.store.adapters import GeneratorModel, load_adapter
 from evertrain.store.formats import AdapterArtifact, get_format
 from evertrain.train.context import TrainContext
 from evertrain.train.trainers import get_trainer, model_bytes
+from lorakit import lora_trainer
 
 pytest.importorskip("peft")
 
 
 def _spec(base: Path, **lora: Any) -> TrainerSpec:
-    settings = {
-        "base_model": str(base),
-        "epochs": 3,
-        "batch_size": 16,
-        "learning_rate": 1e-2,
-        "max_length": 48,
-        "max_new_tokens": 12,
-    }
-    settings.update(lora)
-    return TrainerSpec(kind="lora", seed=1, lora=settings)
+    settings = {"epochs": 3, "max_length": 48, "max_new_tokens": 12, **lora}
+    return TrainerSpec.model_validate(lora_trainer(base, **settings))
 
 
 def _context() -> TrainContext:

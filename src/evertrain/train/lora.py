@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -100,6 +101,19 @@ def _device(name: str) -> Any:
     return torch.device(name)
 
 
+@dataclass(frozen=True)
+class _Data:
+    """What an objective is made from: the tokenizer, the rows, which columns, the settings."""
+
+    tokenizer: Any
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    column: str
+    target: str
+    spec: Any  # the trainer's lora settings
+    config: Any  # the base model's configuration
+
+
 class _Objective:
     """What a LoRA fine-tuning learns: its data tokenized once, the loss of a micro-batch, the
     valid loss, and what the adapter stores beside its LoRA weights."""
@@ -132,32 +146,23 @@ class _Classify(_Objective):
 
     kind = SEQUENCE_CLASSIFICATION
 
-    def __init__(
-        self,
-        tokenizer: Any,
-        train: pd.DataFrame,
-        valid: pd.DataFrame,
-        column: str,
-        target: str,
-        s: Any,
-        config: Any,
-    ) -> None:
+    def __init__(self, data: _Data) -> None:
         import torch
 
-        labels = pd.concat([train[target], valid[target]])
-        self.classes = np.unique(labels.to_numpy())
+        target, length = data.target, data.spec.max_length
+        self.classes = np.unique(pd.concat([data.train[target], data.valid[target]]).to_numpy())
         if len(self.classes) < 2:
             raise DataValidationError(f"target {target!r} has fewer than two classes in the training rows")
         known = self.classes.tolist()
-        self.max_length = s.max_length
+        self.max_length = length
         # Tokenized once: each epoch pads its micro-batches from these ids.
-        self.texts = TokenIds.of(tokenizer, texts_of(train, column), s.max_length)
-        self.y = encode_labels(train[target], known)
-        self.vtexts = TokenIds.of(tokenizer, texts_of(valid, column), s.max_length)
-        self.vy = encode_labels(valid[target], known)
+        self.texts = TokenIds.of(data.tokenizer, texts_of(data.train, data.column), length)
+        self.y = encode_labels(data.train[target], known)
+        self.vtexts = TokenIds.of(data.tokenizer, texts_of(data.valid, data.column), length)
+        self.vy = encode_labels(data.valid[target], known)
         self.valid_batches = self.vtexts.by_length(EVAL_BATCH)
         self.n_train, self.n_valid = len(self.texts), len(self.vtexts)
-        self.head = torch.nn.Linear(int(config.hidden_size), len(self.classes))
+        self.head = torch.nn.Linear(int(data.config.hidden_size), len(self.classes))
 
     def micro_loss(self, model: Any, rows: np.ndarray, device: Any) -> tuple[Any, int]:
         import torch
@@ -209,16 +214,8 @@ class _Generate(_Objective):
 
     kind = CAUSAL_LM
 
-    def __init__(
-        self,
-        tokenizer: Any,
-        train: pd.DataFrame,
-        valid: pd.DataFrame,
-        column: str,
-        target: str,
-        s: Any,
-        config: Any,
-    ) -> None:
+    def __init__(self, data: _Data) -> None:
+        s, config = data.spec, data.config
         positions = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0))
         self.max_length = min(s.max_length, positions) if positions else s.max_length
         if positions and s.max_new_tokens >= positions:
@@ -230,10 +227,10 @@ class _Generate(_Objective):
         self.max_new_tokens = s.max_new_tokens
 
         def pairs(frame: pd.DataFrame) -> Any:
-            prompts = [t + s.separator for t in texts_of(frame, column)]
-            return response_batches(tokenizer, prompts, list(frame[target]), self.max_length)
+            prompts = [t + s.separator for t in texts_of(frame, data.column)]
+            return response_batches(data.tokenizer, prompts, list(frame[data.target]), self.max_length)
 
-        self.train, self.valid = pairs(train), pairs(valid)
+        self.train, self.valid = pairs(data.train), pairs(data.valid)
         self.valid_batches = self.valid.tokens.by_length(EVAL_BATCH)
         self.n_train, self.n_valid = len(self.train.starts), len(self.valid.starts)
 
@@ -291,11 +288,8 @@ class LoraTrainer(Trainer):
         with quiet_peft():
             model = get_peft_model(backbone, LoraConfig(**config))
         config["target_modules"] = sorted(getattr(model.peft_config["default"], "target_modules", None) or [])
-        objective: _Objective
-        if generate:
-            objective = _Generate(tokenizer, train, valid, column, context.target, s, backbone.config)
-        else:
-            objective = _Classify(tokenizer, train, valid, column, context.target, s, backbone.config)
+        data = _Data(tokenizer, train, valid, column, context.target, s, backbone.config)
+        objective: _Objective = _Generate(data) if generate else _Classify(data)
         self._warm_start(context, model, objective, digest, config)
         head = objective.head
         model.to(device)
