@@ -1,12 +1,16 @@
 """LoRA adapters as predictors (the ``llm`` extra: torch, transformers, peft).
 
-An adapter version is a LoRA adapter and its classification head over a shared base.
+An adapter version is a LoRA adapter over a shared base: a classifier's with its own head,
+a generator's alone (its base keeps its language-model head).
 
-Text in, classes out. The text is tokenized with the base's tokenizer, run through the
-base with the adapter active, mean-pooled over its tokens and mapped to class scores by
-the adapter's own head (a head per adapter, so a new version may know a new class without
-touching the base). :func:`text_logits` is that forward pass, shared by the trainer and by
-serving so both compute the same thing.
+:class:`AdapterModel`, text in, classes out. The text is tokenized with the base's
+tokenizer, run through the base with the adapter active, mean-pooled over its tokens and
+mapped to class scores by the adapter's own head (a head per adapter, so a new version may
+know a new class without touching the base). :func:`text_logits` is that forward pass,
+shared by the trainer and by serving so both compute the same thing.
+
+:class:`GeneratorModel`, prompts in, answers out (greedy decoding), and the likelihood of
+given answers (:func:`response_nll`, shared with the trainer's loss).
 """
 
 from __future__ import annotations
