@@ -368,7 +368,8 @@ def main() -> None:
     }
     table = "\n".join(
         f"| {names[k]} | {med[k]:.2f} | {'-' if k == 'bare' else f'{overhead[k]:+.1%}'} | "
-        f"{med_cpu[k]:.2f} | {'-' if k == 'bare' else f'{overhead_cpu[k]:+.1%}'} | "
+        f"{med_cpu[k]:.2f} ({min(cpu[k]):.2f}-{max(cpu[k]):.2f}) | "
+        f"{'-' if k == 'bare' else f'{overhead_cpu[k]:+.1%}'} | "
         f"{statistics.median(accuracy[k]):.3f} |"
         for k in names
     )
@@ -385,7 +386,7 @@ Medians of {args.repeats} repeats (order alternated, after an untimed warm-up of
 count every thread of the process: with one torch thread they are the work done, which other
 processes on the shared machine disturb less than wall time.
 
-| run | wall s (median) | overhead vs bare | CPU s (median) | CPU overhead | holdout accuracy (median) |
+| run | wall s (median) | overhead vs bare | CPU s (median, min-max) | CPU overhead | holdout accuracy |
 |---|---|---|---|---|---|
 {table}
 

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from evertrain.data.tickets import make_ticket_replies
+from evertrain.evaluate.gates import GateInputs, evaluate_gates
 from evertrain.evaluate.metrics import DEFAULT_METRICS, compute_many
 from evertrain.evaluate.scoring import Scored, predict_outputs
 from evertrain.exceptions import SpecError, UsageError
-from evertrain.spec import TrainerSpec, parse_spec
+from evertrain.spec import ChampionGate, TrainerSpec, parse_spec
 from evertrain.store.adapters import GeneratorModel, load_adapter
 from evertrain.store.formats import AdapterArtifact, get_format
 from evertrain.train.context import TrainContext
@@ -51,22 +52,29 @@ def generator(tiny_causal_base: Path, replies: pd.DataFrame) -> tuple[Any, Train
     return get_trainer(_spec(tiny_causal_base)).fit(replies[:400], replies[400:480], context), context
 
 
-def _scores(model: Any, rows: pd.DataFrame) -> dict[str, float | None]:
-    outputs, _ = predict_outputs(model, rows, ["prompt"], "generation", "response")
-    return compute_many(DEFAULT_METRICS["generation"], outputs)
-
-
 def test_fine_tuning_teaches_the_replies(
     tiny_causal_base: Path, replies: pd.DataFrame, generator: tuple[Any, TrainContext]
 ) -> None:
     model, context = generator
     holdout = replies[480:]
-    tuned = _scores(model, holdout)
+    tuned_out, _ = predict_outputs(model, holdout, ["prompt"], "generation", "response")
+    tuned = compute_many(DEFAULT_METRICS["generation"], tuned_out)
     # One step at a negligible rate: the base as it was, the same adapter shape at (almost) zero.
     untouched = get_trainer(_spec(tiny_causal_base, max_steps=1, learning_rate=1e-8)).fit(
         replies[:16], replies[16:32], _context()
     )
-    before = _scores(untouched, holdout)
+    before_out, _ = predict_outputs(untouched, holdout, ["prompt"], "generation", "response")
+    before = compute_many(DEFAULT_METRICS["generation"], before_out)
+    # the gates compare two generators on the same rows with the paired bootstrap
+    gates = [
+        ChampionGate(kind="superiority", metric="perplexity"),
+        ChampionGate(kind="superiority", metric="token_f1"),
+        ChampionGate(kind="non_inferiority", metric="exact_match", margin=0.05),
+    ]
+    checks = evaluate_gates(gates, GateInputs(tuned_out, before_out, champion_version=1), seed=3)
+    assert all(c.passed for c in checks), [c.reason for c in checks]
+    backwards = evaluate_gates(gates[:2], GateInputs(before_out, tuned_out, champion_version=1), seed=3)
+    assert not any(c.passed for c in backwards), [c.reason for c in backwards]
     assert tuned["perplexity"] is not None and before["perplexity"] is not None
     assert tuned["perplexity"] < before["perplexity"] / 5, (tuned, before)
     assert tuned["token_f1"] is not None and tuned["token_f1"] > 0.5, tuned
