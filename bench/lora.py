@@ -280,6 +280,15 @@ def memory(base: Path, rows: pd.DataFrame, seed: int) -> dict[str, Any]:
     return {**measured, "base_bytes": base_bytes, "adapter_bytes": adapter_bytes}
 
 
+def paired_overhead(runs: list[float], bare: list[float]) -> float:
+    """The median over repeats of (run - bare) / bare, each repeat against its own bare run.
+
+    >>> round(paired_overhead([2.2, 4.4, 3.0], [2.0, 4.0, 3.0]), 3)
+    0.1
+    """
+    return float(statistics.median((r - b) / b for r, b in zip(runs, bare, strict=True)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -333,8 +342,10 @@ def main() -> None:
             )
     med = {k: statistics.median(v) for k, v in times.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    overhead = {k: (med[k] - med["bare"]) / med["bare"] for k in ("trainer", "evertrain")}
-    overhead_cpu = {k: (med_cpu[k] - med_cpu["bare"]) / med_cpu["bare"] for k in ("trainer", "evertrain")}
+    # Each repeat runs the three ways back to back: the median of the per-repeat ratios is
+    # robust to the machine's load drifting over the run, which medians of times are not.
+    overhead = {k: paired_overhead(times[k], times["bare"]) for k in ("trainer", "evertrain")}
+    overhead_cpu = {k: paired_overhead(cpu[k], cpu["bare"]) for k in ("trainer", "evertrain")}
     print(f"medians {med}; overhead {overhead}; CPU medians {med_cpu}; CPU overhead {overhead_cpu}")
     load = os.getloadavg()
 
@@ -381,10 +392,12 @@ ticket text) with LoRA r={LORA["r"]} on c_attn, {len(train)} training tickets, b
 {LORA["epochs"]} epochs ({steps} optimizer steps), max length {LORA["max_length"]}, one torch thread.
 Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()},
 torch {torch.__version__}, evertrain {evertrain.__version__}.
-Medians of {args.repeats} repeats (order alternated, after an untimed warm-up of each); load average
-{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) when the timed runs ended. CPU seconds
-count every thread of the process: with one torch thread they are the work done, which other
-processes on the shared machine disturb less than wall time.
+{args.repeats} repeats (order alternated, after an untimed warm-up of each); load average
+{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) when the timed runs ended. Times are
+medians; an overhead is the median of the per-repeat ratios to the bare run of the same
+repeat (the three ways of a repeat run back to back, so a load that drifts over the run
+moves them together). CPU seconds count every thread of the process: with one torch thread
+they are the work done, which other processes on the shared machine disturb less than wall time.
 
 | run | wall s (median) | overhead vs bare | CPU s (median, min-max) | CPU overhead | holdout accuracy |
 |---|---|---|---|---|---|
