@@ -18,7 +18,9 @@ Overhead = (evertrain - bare) / bare, medians over the repeats.
 the base once, and after attaching 5 adapters to it (as a replica serving a champion, a
 canary, a shadow and two older versions would); against the target base + 5 adapters + 10%.
 
-Run: ``.venv/bin/python bench/lora.py [--repeats 3] [--rows 1200] [--width 128 --layers 4]``
+Each base size writes a section of its own; the default size's carries the memory figure.
+
+Run: ``.venv/bin/python bench/lora.py [--repeats 3] [--rows 1200] [--width 128 --layers 4 --no-memory]``
 """
 
 from __future__ import annotations
@@ -65,9 +67,21 @@ LORA = {
 }
 
 
-def bare_loop(base: Path, train: pd.DataFrame, holdout: pd.DataFrame, seed: int) -> tuple[float, float]:
-    """A plain PEFT fine-tuning loop; (seconds, holdout accuracy)."""
-    started = time.perf_counter()
+class Stopwatch:
+    """Wall and CPU seconds (all threads of this process) since it was made."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def bare_loop(
+    base: Path, train: pd.DataFrame, holdout: pd.DataFrame, seed: int
+) -> tuple[tuple[float, float], float]:
+    """A plain PEFT fine-tuning loop; ((wall, CPU seconds), holdout accuracy)."""
+    started = Stopwatch()
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel, AutoTokenizer
 
@@ -130,13 +144,13 @@ def bare_loop(base: Path, train: pd.DataFrame, holdout: pd.DataFrame, seed: int)
             )
             predicted = [classes[i] for i in logits(batch).argmax(1).tolist()]
             right += sum(p == t for p, t in zip(predicted, part["intent"], strict=True))
-    return time.perf_counter() - started, right / len(holdout)
+    return started.read(), right / len(holdout)
 
 
 def trainer_fit(
     base: Path, train: pd.DataFrame, valid: pd.DataFrame, holdout: pd.DataFrame, seed: int
-) -> tuple[float, float]:
-    started = time.perf_counter()
+) -> tuple[tuple[float, float], float]:
+    started = Stopwatch()
     spec = TrainerSpec(kind="lora", seed=seed, lora=dict(LORA, base_model=str(base), patience=None))
     with tempfile.TemporaryDirectory() as tmp:
         context = TrainContext(
@@ -150,12 +164,12 @@ def trainer_fit(
         )
         model = get_trainer(spec).fit(train, valid, context)
     accuracy = float((model.predict(holdout) == holdout["intent"].to_numpy()).mean())
-    return time.perf_counter() - started, accuracy
+    return started.read(), accuracy
 
 
 def end_to_end(
     base: Path, rows: pd.DataFrame, seed: int, n_train: int
-) -> tuple[float, float, dict[str, float]]:
+) -> tuple[tuple[float, float], float, dict[str, float]]:
     """``train_model`` on a project whose window gives the same number of training rows."""
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
@@ -195,9 +209,9 @@ def end_to_end(
         )
         clock_now = float(rows["label_ts"].max()) + 1.0
         store = Store.for_project(project, clock=lambda: clock_now).open()
-        started = time.perf_counter()
+        started = Stopwatch()
         result = train_model(store, spec, project)
-        seconds = time.perf_counter() - started
+        seconds = started.read()
         store.close()
     return seconds, float(result.metrics["holdout"]["accuracy"]), result.timings
 
@@ -266,6 +280,15 @@ def memory(base: Path, rows: pd.DataFrame, seed: int) -> dict[str, Any]:
     return {**measured, "base_bytes": base_bytes, "adapter_bytes": adapter_bytes}
 
 
+def paired_overhead(runs: list[float], bare: list[float]) -> float:
+    """The median over repeats of (run - bare) / bare, each repeat against its own bare run.
+
+    >>> round(paired_overhead([2.2, 4.4, 3.0], [2.0, 4.0, 3.0]), 3)
+    0.1
+    """
+    return float(statistics.median((r - b) / b for r, b in zip(runs, bare, strict=True)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -274,8 +297,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--memory-width", type=int, default=512, help="base width for the memory figure")
     parser.add_argument("--memory-layers", type=int, default=6)
+    parser.add_argument("--no-memory", action="store_true", help="time the training only")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    default_size = (args.width, args.layers) == (parser.get_default("width"), parser.get_default("layers"))
+    # Each base size writes a section of its own; the default one carries the memory figure.
+    title = TITLE if default_size else f"{TITLE}, a {args.layers}-layer {args.width}-wide base"
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="evertrain-lora-bench-"))
     base = build_tiny_base(
@@ -287,42 +314,62 @@ def main() -> None:
     rest = args.rows - n_hold
     n_valid = round(rest * 0.15)
     train, valid, holdout = rows[: rest - n_valid], rows[rest - n_valid : rest], rows[rest:]
+    # Untimed: each way once, so that first-use costs (imports, allocator, thread pools) fall
+    # on none of the timed runs.
+    bare_loop(base, train, holdout, seed=99)
+    trainer_fit(base, train, valid, holdout, seed=99)
+    end_to_end(base, rows, 99, len(train))
     times: dict[str, list[float]] = {"bare": [], "trainer": [], "evertrain": []}
+    cpu: dict[str, list[float]] = {k: [] for k in times}
     accuracy: dict[str, list[float]] = {k: [] for k in times}
     phases: list[dict[str, float]] = []
     for repeat in range(args.repeats):
         for kind in ("bare", "trainer", "evertrain") if repeat % 2 == 0 else ("evertrain", "trainer", "bare"):
             if kind == "bare":
-                seconds, acc = bare_loop(base, train, holdout, seed=repeat)
+                (seconds, cpu_seconds), acc = bare_loop(base, train, holdout, seed=repeat)
             elif kind == "trainer":
-                seconds, acc = trainer_fit(base, train, valid, holdout, seed=repeat)
+                (seconds, cpu_seconds), acc = trainer_fit(base, train, valid, holdout, seed=repeat)
             else:
-                seconds, acc, timing = end_to_end(base, rows, repeat, len(train))
+                (seconds, cpu_seconds), acc, timing = end_to_end(base, rows, repeat, len(train))
                 phases.append(timing)
             times[kind].append(seconds)
+            cpu[kind].append(cpu_seconds)
             accuracy[kind].append(acc)
-            print(f"repeat {repeat} {kind}: {seconds:.2f} s, holdout accuracy {acc:.3f}", flush=True)
+            print(
+                f"repeat {repeat} {kind}: {seconds:.2f} s ({cpu_seconds:.2f} s CPU), "
+                f"holdout accuracy {acc:.3f}",
+                flush=True,
+            )
     med = {k: statistics.median(v) for k, v in times.items()}
-    overhead = {k: (med[k] - med["bare"]) / med["bare"] for k in ("trainer", "evertrain")}
-    print(f"medians {med}; overhead {overhead}")
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    # Each repeat runs the three ways back to back: the median of the per-repeat ratios is
+    # robust to the machine's load drifting over the run, which medians of times are not.
+    overhead = {k: paired_overhead(times[k], times["bare"]) for k in ("trainer", "evertrain")}
+    overhead_cpu = {k: paired_overhead(cpu[k], cpu["bare"]) for k in ("trainer", "evertrain")}
+    print(f"medians {med}; overhead {overhead}; CPU medians {med_cpu}; CPU overhead {overhead_cpu}")
+    load = os.getloadavg()
 
-    mem_base = build_tiny_base(
-        work / "mem-base",
-        pretraining_text(200),
-        width=args.memory_width,
-        layers=args.memory_layers,
-        heads=8,
-        pretrain_steps=0,
-    )
-    mem = memory(mem_base, rows, seed=11)
-    loaded = mem["adapters"] - mem["imports"]
-    target = 1.1 * (mem["base_bytes"] + sum(mem["adapter_bytes"]))
-    print(f"memory {mem}; loaded {loaded / 2**20:.1f} MiB vs target {target / 2**20:.1f} MiB")
+    mem: dict[str, Any] | None = None
+    if not args.no_memory:
+        mem_base = build_tiny_base(
+            work / "mem-base",
+            pretraining_text(200),
+            width=args.memory_width,
+            layers=args.memory_layers,
+            heads=8,
+            pretrain_steps=0,
+        )
+        mem = memory(mem_base, rows, seed=11)
+        loaded = mem["adapters"] - mem["imports"]
+        target = 1.1 * (mem["base_bytes"] + sum(mem["adapter_bytes"]))
+        print(f"memory {mem}; loaded {loaded / 2**20:.1f} MiB vs target {target / 2**20:.1f} MiB")
     if args.no_write:
         return
     steps = LORA["epochs"] * math.ceil(len(train) / LORA["batch_size"])
+    phase = {k: statistics.median(p.get(k, 0.0) for p in phases) for k in phases[0]}
     phase_text = ", ".join(
-        f"{k} {statistics.median(p.get(k, 0.0) for p in phases):.2f} s"
+        f"{k} {phase.get(k, 0.0):.2f} s"
+        + (f" (scoring the holdout {phase.get('score', 0.0):.2f} s)" if k == "train" else "")
         for k in ("window", "snapshot", "train", "register", "evaluate", "total")
     )
     names = {
@@ -332,10 +379,12 @@ def main() -> None:
     }
     table = "\n".join(
         f"| {names[k]} | {med[k]:.2f} | {'-' if k == 'bare' else f'{overhead[k]:+.1%}'} | "
+        f"{med_cpu[k]:.2f} ({min(cpu[k]):.2f}-{max(cpu[k]):.2f}) | "
+        f"{'-' if k == 'bare' else f'{overhead_cpu[k]:+.1%}'} | "
         f"{statistics.median(accuracy[k]):.3f} |"
         for k in names
     )
-    section = f"""## {TITLE}
+    section = f"""## {title}
 
 `bench/lora.py --repeats {args.repeats} --rows {args.rows} --width {args.width} --layers {args.layers}`:
 fine-tuning a {args.layers}-layer, {args.width}-wide GPT-2 (built offline; tokenizer trained on
@@ -343,14 +392,27 @@ ticket text) with LoRA r={LORA["r"]} on c_attn, {len(train)} training tickets, b
 {LORA["epochs"]} epochs ({steps} optimizer steps), max length {LORA["max_length"]}, one torch thread.
 Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()},
 torch {torch.__version__}, evertrain {evertrain.__version__}.
-Medians of {args.repeats} repeats (order alternated).
+{args.repeats} repeats (order alternated, after an untimed warm-up of each); load average
+{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) when the timed runs ended. Times are
+medians; an overhead is the median of the per-repeat ratios to the bare run of the same
+repeat (the three ways of a repeat run back to back, so a load that drifts over the run
+moves them together). CPU seconds count every thread of the process: with one torch thread
+they are the work done, which other processes on the shared machine disturb less than wall time.
 
-| run | wall s (median) | overhead vs bare | holdout accuracy (median) |
-|---|---|---|---|
+| run | wall s (median) | overhead vs bare | CPU s (median, min-max) | CPU overhead | holdout accuracy |
+|---|---|---|---|---|---|
 {table}
 
 End-to-end phases (medians): {phase_text}. Target: overhead at most 10% of wall time.
-
+What the whole job adds to the fine-tuning itself (`train_model` less `LoraTrainer.fit`, CPU medians):
+{med_cpu["evertrain"] - med_cpu["trainer"]:.2f} s, for reading and windowing the source, the snapshots,
+storing the adapter (and the base, the first time), registering and judging the gates; a cost per
+job that does not grow with the training.
+"""
+    if mem is not None:
+        loaded = mem["adapters"] - mem["imports"]
+        target = 1.1 * (mem["base_bytes"] + sum(mem["adapter_bytes"]))
+        section += f"""
 Serving memory, one process, a {args.memory_layers}-layer {args.memory_width}-wide base
 ({mem["base_bytes"] / 2**20:.1f} MiB of safetensors weights) and 5 adapters
 ({sum(mem["adapter_bytes"]) / 2**10:.0f} KiB in all); bases loaded: {mem["loads"]}.
@@ -368,8 +430,8 @@ The parameters meet the target (the base is held once); resident memory also hol
 loading and the first forward passes allocate (the loader's copies, activation buffers kept
 by the allocator), which does not grow with the number of adapters.
 """
-    replace_section(TITLE, section)
-    print(f"wrote the '{TITLE}' section of bench/RESULTS.md")
+    replace_section(title, section)
+    print(f"wrote the '{title}' section of bench/RESULTS.md")
 
 
 if __name__ == "__main__":

@@ -202,3 +202,22 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_base(
         tmp_path_factory.mktemp("tiny-base") / "base", pretraining_text(800), pretrain_steps=30
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 base to fine-tune as a generator: pre-trained longer than ``tiny_base`` and on
+    the routing replies' words too (as any real base knows the words of its answers; which
+    desk a ticket goes to is what fine-tuning teaches). About fifteen seconds on one core."""
+    torch = pytest.importorskip("torch", reason="the llm extra (torch, transformers, peft) is not installed")
+    pytest.importorskip("peft")
+    torch.set_num_threads(1)
+    from evertrain.data.tickets import make_ticket_replies, pretraining_text
+    from evertrain.train.tiny_base import build_tiny_base
+
+    replies = list(make_ticket_replies(400, seed=99)["response"])
+    return build_tiny_base(
+        tmp_path_factory.mktemp("tiny-causal-base") / "base",
+        pretraining_text(800) + replies,
+        pretrain_steps=150,
+    )

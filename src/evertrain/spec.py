@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -205,16 +206,33 @@ class DataSpec(_Part):
 class LoraSpec(_Part):
     """Fine-tuning a base language model with LoRA (``kind: lora``, the ``llm`` extra).
 
-    The model classifies one text column (the model's only feature, or ``text_column``):
-    a LoRA adapter on the base and a classification head on its mean-pooled last hidden
-    states. The base model is read from a folder or an fsspec URL, never from a model hub.
+    For a classifier (task binary or multiclass), the model reads one text column (its only
+    feature, or ``text_column``): a LoRA adapter on the base and a classification head on its
+    mean-pooled last hidden states. For task ``generation`` it is a causal language model
+    fine-tuned on prompt/response pairs: the text column is the prompt, the target the
+    response, and the loss is on the response's tokens only. The base model is read from a
+    folder or an fsspec URL, never from a model hub.
     """
 
     base_model: str = Field(
         description="Folder (relative to the project) or fsspec URL of the base model, as "
         "save_pretrained writes it with safetensors weights and its tokenizer."
     )
-    text_column: str | None = Field(None, description="The text feature (default: the only feature).")
+    text_column: str | None = Field(
+        None, description="The text feature, or the prompt for generation (default: the only feature)."
+    )
+    separator: str = Field(
+        "\n",
+        description="Generation: what joins a prompt to its response, in training and when generating "
+        "(the model learns to answer after it).",
+    )
+    max_new_tokens: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="Generation: tokens generated at most per answer, when scoring the holdout and when "
+        "serving (a request may ask for fewer with parameters.max_new_tokens, never more).",
+    )
     r: int = Field(8, ge=1, description="LoRA rank.")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (lora_alpha).")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
@@ -389,7 +407,11 @@ def _did_you_mean(word: str, choices: set[str]) -> str:
 
 class ModelSpec(_Part):
     name: str
-    task: Literal["binary", "multiclass", "regression"] = "binary"
+    task: Literal["binary", "multiclass", "regression", "generation"] = Field(
+        "binary",
+        description="generation: a causal language model answering a prompt column with text (the "
+        "target is the reference response); needs a lora trainer.",
+    )
     target: str
     features: list[str] | None = Field(None, description="Default: every column but target, time and id.")
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
@@ -403,15 +425,30 @@ class ModelSpec(_Part):
 
     @model_validator(mode="after")
     def _text_model(self) -> ModelSpec:
+        if self.task == "generation" and self.trainer.kind != "lora":
+            raise ValueError("task generation needs a lora trainer (a causal language model to fine-tune)")
         if self.trainer.kind == "lora":
             if self.task == "regression":
-                raise ValueError("a lora trainer classifies text: task must be binary or multiclass")
+                raise ValueError(
+                    "a lora trainer classifies or generates text: "
+                    "task must be binary, multiclass or generation"
+                )
             text = self.trainer.lora.text_column if self.trainer.lora else None
             if self.features is not None and len(self.features) != 1 and text is None:
                 raise ValueError(
                     "a lora trainer reads one text column: list one feature or name lora.text_column"
                 )
         return self
+
+    def text_features(self, features: Sequence[str]) -> list[str]:
+        """Of ``features`` (the columns the model reads), those it reads as free text: a lora
+        trainer's text column. Monitoring compares them as text, not as categories."""
+        if self.trainer.kind != "lora":
+            return []
+        text = self.trainer.lora.text_column if self.trainer.lora else None
+        if text is not None:
+            return [text] if text in features else []
+        return list(features) if len(features) == 1 else []
 
     @field_validator("name")
     @classmethod
@@ -934,14 +971,20 @@ class AlertsSpec(_Part):
 
 
 #: The primary metric of each task: what the default gate compares.
-PRIMARY_METRIC = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse"}
+PRIMARY_METRIC = {
+    "binary": "accuracy",
+    "multiclass": "accuracy",
+    "regression": "rmse",
+    "generation": "perplexity",
+}
 
 
 #: The non-inferiority margin of the default gate's freshness path, per task: one accuracy
 #: point, the smallest loss the default analysis of a canary would also tolerate half of.
 #: RMSE has the units of the target, so no margin can be chosen for it without the data:
-#: regression keeps superiority unless the project sets one.
-DEFAULT_FRESHNESS_MARGIN = {"binary": 0.01, "multiclass": 0.01, "regression": 0.0}
+#: regression keeps superiority unless the project sets one. Perplexity is a ratio whose scale
+#: depends on the tokenizer and the text, so generation keeps superiority too.
+DEFAULT_FRESHNESS_MARGIN = {"binary": 0.01, "multiclass": 0.01, "regression": 0.0, "generation": 0.0}
 
 
 def default_gates(task: str) -> list[dict[str, Any]]:

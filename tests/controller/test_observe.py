@@ -40,3 +40,17 @@ def test_text_classes_and_unknown_metrics() -> None:
     assert realized_metric(table, "accuracy", "multiclass") == pytest.approx(2 / 3)
     with pytest.raises(UsageError, match="no_such_metric"):
         realized_metric(table, "no_such_metric", "multiclass")
+
+
+def test_a_generators_answers_against_the_reference_answers() -> None:
+    table = pa.table(
+        {
+            "prediction": ["Route to the refund desk.", "route to the billing desk", None],
+            "label": ["route to the refund desk", "route to the account desk", "route to the delivery desk"],
+        }
+    )
+    assert realized_metric(table, "exact_match", "generation") == pytest.approx(1 / 3)
+    # word overlap (articles dropped): all, then 3 of 4 words each (route to ... desk), then none
+    assert realized_metric(table, "token_f1", "generation") == pytest.approx((1 + 0.75 + 0) / 3)
+    # perplexity needs the model's likelihoods: the logged answers cannot give it
+    assert realized_metric(table, "perplexity", "generation") is None

@@ -18,47 +18,21 @@ from evertrain.spec import LogSpec, ServingSpec, Spec
 from evertrain.store import Store
 from evertrain.store.bases import LOADS
 from evertrain.train.pipeline import train_model
+from lorakit import lora_trainer, text_project
 
 pytest.importorskip("peft")
 MAX_SECONDS = 120.0
 
 
 def _spec(base: Path) -> Spec:
-    return Spec.model_validate(
-        {
-            "model": {
-                "name": "tickets",
-                "task": "multiclass",
-                "target": "intent",
-                "features": ["text"],
-                "trainer": {
-                    "kind": "lora",
-                    "seed": 1,
-                    "warm_start": True,
-                    "lora": {
-                        "base_model": str(base),
-                        "epochs": 2,
-                        "batch_size": 16,
-                        "learning_rate": 0.01,
-                        "max_length": 40,
-                    },
-                },
-            },
-            "data": {
-                "source": {"kind": "csv", "path": "tickets.csv"},
-                "time_column": "ts",
-                "label_time_column": "label_ts",
-            },
-            "training": {
-                "window": {"kind": "sliding", "rows": 360},
-                "holdout": {"fraction": 0.25, "min_rows": 0},
-                "executor": "inline",
-            },
-            "gates": [
-                {"kind": "threshold", "metric": "accuracy", "min": 0.6},
-                {"kind": "non_inferiority", "metric": "f1", "margin": 0.05},
-            ],
-        }
+    return text_project(
+        "tickets",
+        lora_trainer(base, warm_start=True, epochs=2, max_length=40),
+        window={"kind": "sliding", "rows": 360},
+        gates=[
+            {"kind": "threshold", "metric": "accuracy", "min": 0.6},
+            {"kind": "non_inferiority", "metric": "f1", "margin": 0.05},
+        ],
     )
 
 

@@ -19,20 +19,13 @@ from evertrain.store.bases import LOADS, base_digest, resolve_location, store_ba
 from evertrain.store.formats import AdapterArtifact, get_format
 from evertrain.train.context import TrainContext
 from evertrain.train.trainers import get_trainer, model_bytes
+from lorakit import lora_trainer
 
 pytest.importorskip("peft")
 
 
 def _spec(base: Path, **lora: Any) -> TrainerSpec:
-    settings = {
-        "base_model": str(base),
-        "epochs": 2,
-        "batch_size": 16,
-        "learning_rate": 1e-2,
-        "max_length": 40,
-    }
-    settings.update(lora)
-    return TrainerSpec(kind="lora", seed=1, warm_start=bool(settings.pop("warm_start", False)), lora=settings)
+    return TrainerSpec.model_validate(lora_trainer(base, **{"epochs": 2, "max_length": 40, **lora}))
 
 
 def _context(**overrides: Any) -> TrainContext:
@@ -160,7 +153,7 @@ def test_bad_settings_and_bases_are_refused_by_name(tiny_base: Path, tmp_path: P
         base_digest(str(pickled))
     with pytest.raises(ValueError, match="needs 'lora"):
         TrainerSpec(kind="lora")
-    with pytest.raises(ValueError, match="task must be binary or multiclass"):
+    with pytest.raises(ValueError, match="task must be binary, multiclass or generation"):
         Spec.model_validate(
             {
                 "model": {

@@ -8,6 +8,8 @@ arrived; :func:`realized_metric` scores those against their labels. It lives her
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +30,8 @@ def realized_metric(table: pa.Table, metric: str, task: str) -> float | None:
     if table.num_rows == 0:
         return None
     measure = get_metric(metric)
+    if task == "generation":
+        return _generation_metric(table, measure)
     if task == "regression":
         label = np.asarray(table["label"], dtype=float)
         value = measure(Outputs.regression(label, np.asarray(table["prediction"], dtype=float)))
@@ -49,4 +53,21 @@ def realized_metric(table: pa.Table, metric: str, task: str) -> float | None:
         proba, y_index, p_index = np.column_stack([1.0 - s, s]), y.astype(int), p.astype(int)
     kind = "binary" if proba is not None or len(classes) <= 2 else "multiclass"
     value = measure(Outputs(kind, y_index, p_index, proba))
+    return value if np.isfinite(value) else None
+
+
+def _generation_metric(table: pa.Table, measure: Any) -> float | None:
+    """A generator's answers against the reference answers its labels give: exact match or token
+    F1. None for perplexity, which needs the model's likelihoods, not its logged answers."""
+    from evertrain.evaluate.metrics import Outputs, exact_match_rows, token_f1_rows
+
+    if measure.name not in ("exact_match", "token_f1"):
+        return None
+    answers = [str(v) for v in pc.cast(table["prediction"], pa.string()).fill_null("").to_pylist()]
+    references = [str(v) for v in pc.cast(table["label"], pa.string()).fill_null("").to_pylist()]
+    zeros = np.zeros(len(answers))
+    outputs = Outputs.generation(
+        zeros, zeros, exact_match_rows(answers, references), token_f1_rows(answers, references)
+    )
+    value = measure(outputs)
     return value if np.isfinite(value) else None

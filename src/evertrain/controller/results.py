@@ -50,6 +50,7 @@ class MonitorResult(StepError, total=False):
     window: list[float | None]  # [since, at]
     reference: str  # the training snapshot drift was measured against
     drift: DriftSummary
+    text_drift: dict[str, Any]  # per text column: its length, unknown-token and domain tests
     labels_after_onset: int
     metric_after_onset: float | None
     realized: RealizedPerformance

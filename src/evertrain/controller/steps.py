@@ -21,6 +21,7 @@ from evertrain.controller.policy import Observation, performance_metric, record_
 from evertrain.controller.policy import decide as policy_decide
 from evertrain.controller.results import (
     DecideResult,
+    DriftSummary,
     GateStepResult,
     MonitorResult,
     RolloutStepResult,
@@ -85,13 +86,19 @@ def monitor(ctx: CycleContext) -> MonitorResult:
     if ref is not None and served.num_rows:
         reference, snap = ref
         features = [c for c in feature_columns(ctx, reference) if c in served.column_names]
+        texts = spec.model.text_features(features)  # compared as text below, not as categories
+        features = [c for c in features if c not in texts]
         drift_cfg = spec.monitoring.drift
-        report = drift(
-            reference.select(features),
-            served.select(features),
-            correction=drift_cfg.correction,
-            alpha=drift_cfg.alpha,
-        ).to_dict()
+        report: dict[str, Any] = (
+            drift(
+                reference.select(features),
+                served.select(features),
+                correction=drift_cfg.correction,
+                alpha=drift_cfg.alpha,
+            ).to_dict()
+            if features
+            else {"share_drifted": 0.0, "drifted_columns": [], "dataset_drift": False, "columns": {}}
+        )
         out["reference"] = snap
         out["drift"] = {
             "share_drifted": report["share_drifted"],
@@ -102,7 +109,11 @@ def monitor(ctx: CycleContext) -> MonitorResult:
                 for name, col in report["columns"].items()
             },
         }
-        if report["dataset_drift"]:
+        if texts:
+            out["drift"], out["text_drift"] = _text_drift(
+                out["drift"], reference, served, texts, drift_cfg.alpha
+            )
+        if out["drift"]["dataset_drift"]:
             ctx.alerts.emit("drift", {"model": ctx.model, "cycle": ctx.cycle, **out["drift"]})
     metric, _ = performance_metric(spec)
     onset = ctx.history.pending_onset
@@ -154,6 +165,20 @@ def _champion_data(ctx: CycleContext, champion: ModelVersion) -> dict[str, Any] 
         return None
     new = count_rows(ctx.store.logs_url or "", FEEDBACK, ctx.model, since=float(cutoff), until=ctx.at)
     return {"rows": int(window["n_window"]), "cutoff": float(cutoff), "new_labelled_rows": new}
+
+
+def _text_drift(
+    summary: DriftSummary, reference: pa.Table, served: pa.Table, columns: list[str], alpha: float
+) -> tuple[DriftSummary, dict[str, Any]]:
+    """The text columns' drift (:mod:`evertrain.monitor.text`) counted into the drift summary,
+    so the policy's drift trigger weighs them as any column; and their evidence."""
+    from evertrain.monitor.text import text_drift, with_text_columns
+
+    reports = [
+        text_drift(reference[c].to_pylist(), served[c].to_pylist(), column=c, alpha=alpha) for c in columns
+    ]
+    merged = cast(DriftSummary, with_text_columns(cast(dict[str, Any], summary), reports))
+    return merged, {r.column: r.to_dict() for r in reports}
 
 
 def _metric_parts(rows: pa.Table, metric: str, task: str, parts: int) -> list[float | None]:

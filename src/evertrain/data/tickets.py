@@ -133,3 +133,33 @@ def make_support_tickets(
 def pretraining_text(n_lines: int = 2000, *, seed: int = 0) -> list[str]:
     """Unlabelled ticket-like lines from before the change, for pre-training a tiny base model."""
     return list(make_support_tickets(n_lines, seed=seed, noise=0.3)["text"])
+
+
+#: The desk a ticket of each intent is routed to: what a generator fine-tuned on the tickets answers.
+DESKS = {
+    "billing": "billing desk",
+    "login": "account desk",
+    "shipping": "delivery desk",
+    "refund": "refund desk",
+    NEW_INTENT: "retention desk",
+}
+
+
+def make_ticket_replies(n_rows: int, *, seed: int = 0, change_at: int | None = None) -> pd.DataFrame:
+    """Prompt/response pairs (``ts``, ``label_ts``, ``prompt``, ``response``) for a causal language
+    model: each support ticket of :func:`make_support_tickets` and the reply routing it,
+    ``"route to the <desk> (<product>)"``, naming the product the ticket is about.
+
+    >>> make_ticket_replies(1, seed=2)["response"][0]
+    'route to the billing desk (Atlas)'
+    """
+    tickets = make_support_tickets(n_rows, seed=seed, change_at=change_at)
+    products = (*PRODUCTS, *NEW_PRODUCTS)
+    named = [next((p for p in products if p in text), "") for text in tickets["text"]]
+    replies = [
+        f"route to the {DESKS[intent]} ({product})" if product else f"route to the {DESKS[intent]}"
+        for intent, product in zip(tickets["intent"], named, strict=True)
+    ]
+    return pd.DataFrame(
+        {"ts": tickets["ts"], "label_ts": tickets["label_ts"], "prompt": tickets["text"], "response": replies}
+    )

@@ -104,8 +104,8 @@ def _grouped(metric: Metric, outputs: list[Outputs]) -> tuple[list[Outputs], np.
     :data:`GROUP_MAX_SHARE` of the rows may be distinct.
     """
     first = outputs[0]
-    if metric.needs_proba or first.task == "regression":
-        return None
+    if metric.needs_proba or first.task in ("regression", "generation"):
+        return None  # real-valued outputs (a generator's are per-row likelihoods and scores)
     # One integer per combination (labels and predictions are class indices below ``base``):
     # np.unique on a flat array is many times faster than on rows.
     base = int(max(first.y.max(), *(o.pred.max() for o in outputs))) + 1

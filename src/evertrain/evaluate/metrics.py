@@ -8,6 +8,9 @@ loop over resamples) and exact for metrics that are not means, such as ROC AUC a
 
 Classification outputs are encoded as class indices (0..K-1 in the model's class
 order) with an (n, K) probability matrix; binary metrics take index 1 as positive.
+Generation outputs hold, per row, the reference response's token count and the model's
+summed negative log-likelihood of it (perplexity is the exponent of their ratio of sums),
+and the exact match and token F1 of the text it generated (means over rows).
 
 >>> out = Outputs.classification(y=[0, 1, 1, 0], proba=[[.9, .1], [.2, .8], [.6, .4], [.3, .7]])
 >>> round(compute("accuracy", out), 3), round(compute("roc_auc", out), 3)
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +37,7 @@ LOG_LOSS_EPS = 1e-15
 #: Equal-width confidence bins of the expected calibration error (the usual choice).
 ECE_BINS = 10
 
-TASKS = ("binary", "multiclass", "regression")
+TASKS = ("binary", "multiclass", "regression", "generation")
 
 
 @functools.cache
@@ -60,12 +65,16 @@ class Outputs:
 
     ``y`` and ``pred`` are class indices for classification and floats for regression;
     ``proba`` is (n, K) for classification (None if the model gives no probabilities).
+    For generation, ``y`` is each reference response's token count, ``pred`` the model's
+    summed negative log-likelihood of it, and ``per_row`` the generated text's scores
+    (``exact_match``, ``token_f1``).
     """
 
     task: str
     y: np.ndarray
     pred: np.ndarray
     proba: np.ndarray | None = None
+    per_row: dict[str, np.ndarray] | None = None
 
     @classmethod
     def classification(
@@ -82,6 +91,19 @@ class Outputs:
     def regression(cls, y: Sequence[float] | np.ndarray, pred: Sequence[float] | np.ndarray) -> Outputs:
         return cls("regression", np.asarray(y, dtype=float), np.asarray(pred, dtype=float))
 
+    @classmethod
+    def generation(
+        cls, tokens: Any, nll: Any, exact_match: Any | None = None, token_f1: Any | None = None
+    ) -> Outputs:
+        """Generation outputs: per row, the reference's tokens, their summed negative
+        log-likelihood, and (when text was generated) its exact match and token F1."""
+        per_row = {
+            name: np.asarray(values, dtype=float)
+            for name, values in (("exact_match", exact_match), ("token_f1", token_f1))
+            if values is not None
+        }
+        return cls("generation", np.asarray(tokens, dtype=float), np.asarray(nll, dtype=float), None, per_row)
+
     @property
     def n(self) -> int:
         return len(self.y)
@@ -93,7 +115,11 @@ class Outputs:
     def take(self, rows: np.ndarray) -> Outputs:
         """The outputs of a subset of rows (a boolean mask or indices)."""
         return Outputs(
-            self.task, self.y[rows], self.pred[rows], None if self.proba is None else self.proba[rows]
+            self.task,
+            self.y[rows],
+            self.pred[rows],
+            None if self.proba is None else self.proba[rows],
+            None if self.per_row is None else {k: v[rows] for k, v in self.per_row.items()},
         )
 
 
@@ -238,8 +264,63 @@ def _r2(o: Outputs, w: np.ndarray) -> np.ndarray:
     return 1.0 - _ratio(w @ (o.pred - o.y) ** 2, ss_tot)
 
 
+def _perplexity(o: Outputs, w: np.ndarray) -> np.ndarray:
+    """exp(total negative log-likelihood / total tokens): per token, over the weighted rows."""
+    return np.exp(_ratio(w @ o.pred, w @ o.y))
+
+
+def _row_mean(name: str) -> WeightedFn:
+    def mean(o: Outputs, w: np.ndarray) -> np.ndarray:
+        values = (o.per_row or {}).get(name)
+        if values is None:
+            return np.full(w.shape[0], np.nan)  # no text was generated for these rows
+        return _ratio(w @ values, w.sum(axis=1))
+
+    return mean
+
+
+def exact_match_rows(generated: Sequence[str], reference: Sequence[str]) -> np.ndarray:
+    """1.0 where the generated text equals the reference once both are normalized, else 0.0.
+
+    Normalized as extractive QA scoring does: lower case, punctuation and the articles
+    a, an, the dropped, whitespace collapsed.
+
+    >>> exact_match_rows(["Refund, please.", "ship it"], ["refund please", "shipping"]).tolist()
+    [1.0, 0.0]
+    """
+    return np.array(
+        [_normal(g) == _normal(r) for g, r in zip(generated, reference, strict=True)], dtype=float
+    )
+
+
+def token_f1_rows(generated: Sequence[str], reference: Sequence[str]) -> np.ndarray:
+    """The F1 of the normalized words the generated text shares with the reference, per row.
+
+    >>> token_f1_rows(["refund my order", ""], ["refund the order", ""]).tolist()
+    [0.8, 1.0]
+    """
+    out = np.empty(len(generated))
+    for i, (g, r) in enumerate(zip(generated, reference, strict=True)):
+        gw, rw = _normal(g).split(), _normal(r).split()
+        if not gw or not rw:
+            out[i] = float(gw == rw)
+            continue
+        common = sum((Counter(gw) & Counter(rw)).values())
+        out[i] = 0.0 if common == 0 else 2 * common / (len(gw) + len(rw))
+    return out
+
+
+_PUNCTUATION = re.compile(r"[^\w\s]")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def _normal(text: str) -> str:
+    return " ".join(_ARTICLES.sub(" ", _PUNCTUATION.sub(" ", str(text).lower())).split())
+
+
 _CLS = ("binary", "multiclass")
 _REG = ("regression",)
+_GEN = ("generation",)
 
 METRICS: dict[str, Metric] = {
     m.name: m
@@ -257,6 +338,20 @@ METRICS: dict[str, Metric] = {
         Metric("rmse", False, _REG, False, _rmse, "root mean squared error"),
         Metric("mae", False, _REG, False, _mae, "mean absolute error"),
         Metric("r2", True, _REG, False, _r2, "coefficient of determination"),
+        Metric(
+            "perplexity", False, _GEN, False, _perplexity, "exp of the mean negative log-likelihood per token"
+        ),
+        Metric(
+            "exact_match",
+            True,
+            _GEN,
+            False,
+            _row_mean("exact_match"),
+            "share of answers equal to the reference",
+        ),
+        Metric(
+            "token_f1", True, _GEN, False, _row_mean("token_f1"), "mean word-overlap F1 with the reference"
+        ),
     )
 }
 ALIASES = {"auc": "roc_auc", "calibration_error": "ece", "logloss": "log_loss", "brier_score": "brier"}
@@ -264,6 +359,7 @@ DEFAULT_METRICS = {
     "binary": ("accuracy", "roc_auc", "log_loss", "f1", "ece"),
     "multiclass": ("accuracy", "log_loss", "f1"),
     "regression": ("rmse", "mae", "r2"),
+    "generation": ("perplexity", "exact_match", "token_f1"),
 }
 
 

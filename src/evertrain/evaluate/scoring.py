@@ -23,7 +23,7 @@ import pandas as pd
 
 from evertrain.evaluate.metrics import Outputs
 from evertrain.exceptions import DataValidationError
-from evertrain.store.adapters import load_adapter
+from evertrain.store.adapters import AdapterModel, GeneratorModel, load_adapter
 from evertrain.store.formats import BoosterModel, get_format
 
 if TYPE_CHECKING:
@@ -35,6 +35,10 @@ LATENCY_REPEATS = 3
 #: large enough that the fixed cost of a call is a few percent of it, small enough that
 #: measuring costs little beside a training).
 LATENCY_MAX_ROWS = 256
+
+
+#: Name prefix of the per-row scores of generation outputs in :meth:`Scored.arrays`.
+ROW_PREFIX = "row."
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class Scored:
         arrays: dict[str, Any] = {"task": np.array(o.task), "y": o.y, "pred": o.pred}
         if o.proba is not None:
             arrays["proba"] = o.proba
+        for name, values in (o.per_row or {}).items():
+            arrays[ROW_PREFIX + name] = values
         sink = io.BytesIO()
         np.savez(sink, **arrays)
         return sink.getvalue()
@@ -63,8 +69,25 @@ class Scored:
     def from_arrays(cls, data: bytes, classes: list[Any] | None, ms_per_row: float | None) -> Scored:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             proba = z["proba"] if "proba" in z.files else None
-            outputs = Outputs(str(z["task"]), z["y"], z["pred"], proba)
+            per_row = {k[len(ROW_PREFIX) :]: z[k] for k in z.files if k.startswith(ROW_PREFIX)}
+            outputs = Outputs(str(z["task"]), z["y"], z["pred"], proba, per_row or None)
         return cls(outputs, classes, ms_per_row)
+
+
+def timed_by_its_pass(model: Any) -> bool:
+    """Whether a model's latency is read off its one scoring pass instead of timed apart.
+
+    A language model's scoring pass is forward passes in batches, as serving runs them, and
+    costs a good part of a small fine-tuning: timing :data:`LATENCY_REPEATS` more passes
+    would double or triple what judging it costs. A table model's pass is cheap next to
+    its training, and the median of repeats is steadier.
+    """
+    return isinstance(model, AdapterModel | GeneratorModel)
+
+
+def pass_latency(seconds: float, rows: int) -> float | None:
+    """Milliseconds per row of a scoring pass over ``rows`` rows that took ``seconds``."""
+    return seconds * 1000.0 / rows if rows else None
 
 
 def measure_latency(
@@ -211,6 +234,8 @@ def predict_outputs(
         X = model_frame(frame, model_features(model, features), categorical_as_category=cats)
         return np.asarray(getattr(model, method)(X))
 
+    if task == "generation":
+        return generation_outputs(model, frame, features, target), None
     cats = wants_categories(model)
     y_raw = frame[target].to_numpy()
     if task == "regression":
@@ -240,6 +265,24 @@ def predict_outputs(
     return out, order
 
 
+def generation_outputs(model: Any, frame: pd.DataFrame, features: Sequence[str], target: str) -> Outputs:
+    """A generator's outputs on ``frame``: the likelihood of each reference response (for
+    perplexity), and the exact match and token F1 of the answer it generates."""
+    from evertrain.evaluate.metrics import exact_match_rows, token_f1_rows
+
+    if not hasattr(model, "likelihood"):
+        raise DataValidationError(
+            f"a {type(model).__name__} does not generate text: it cannot score task generation"
+        )
+    X = model_frame(frame, features)
+    references = ["" if pd.isna(r) else str(r).strip() for r in frame[target]]
+    nll, tokens = model.likelihood(X, references)
+    generated = [str(g) for g in model.predict(X)]
+    return Outputs.generation(
+        tokens, nll, exact_match_rows(generated, references), token_f1_rows(generated, references)
+    )
+
+
 def score(
     model: Any,
     frame: pd.DataFrame,
@@ -250,6 +293,9 @@ def score(
     timer: Callable[[], float] = time.perf_counter,
 ) -> Scored:
     """``predict_outputs`` plus the model's prediction latency on these rows."""
+    started = timer()
     outputs, order = predict_outputs(model, frame, features, task, target, classes)
+    if timed_by_its_pass(model):
+        return Scored(outputs, order, pass_latency(timer() - started, len(frame)))
     X = model_frame(frame, model_features(model, features), categorical_as_category=wants_categories(model))
     return Scored(outputs, order, measure_latency(model, X, timer))

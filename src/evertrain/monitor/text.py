@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,58 @@ class TextDrift:
             "new_tokens": self.new_tokens,
             "domain_classifier": self.domain,
         }
+
+
+#: How a text column's verdict is named in a drift report's columns.
+TEXT_METHOD = "text"
+
+
+def column_entry(report: TextDrift) -> dict[str, Any]:
+    """A text column's line in a drift report's ``columns`` (DESIGN.md's drift JSON).
+
+    The statistic is the domain classifier's AUC and the effect size its distance from
+    chance (``2 * AUC - 1``: 0 when current and reference texts cannot be told apart, 1
+    when always); the p-value is the smallest of the three tests', and ``tests`` names
+    those that found a shift.
+    """
+    tests = {"length": report.length, "unknown_tokens": report.unknown, "domain_classifier": report.domain}
+    return {
+        "kind": TEXT_METHOD,
+        "method": TEXT_METHOD,
+        "statistic": float(report.domain["auc"]),
+        "p_value": float(min(t["p_value"] for t in tests.values())),
+        "effect_size": max(0.0, 2.0 * float(report.domain["auc"]) - 1.0),
+        "threshold": float(report.domain["threshold"]),
+        "drifted": report.drifted,
+        "tests": [name for name, t in tests.items() if t["drifted"]],
+    }
+
+
+def with_text_columns(summary: Mapping[str, Any] | None, reports: Sequence[TextDrift]) -> dict[str, Any]:
+    """A drift summary (``share_drifted``, ``drifted_columns``, ``dataset_drift``, ``columns``)
+    with the text columns' verdicts counted in beside the other columns'.
+
+    ``summary`` is that of the other columns (None when the model reads text alone). The
+    dataset drifts when any column does, as :func:`evertrain.monitor.drift` decides.
+
+    >>> before = ["my order has not arrived", "refund my order please"] * 50
+    >>> after = ["my Zephyrix order has not arrived", "refund my Zephyrix order"] * 50
+    >>> merged = with_text_columns(None, [text_drift(before, after, n_permutations=200)])
+    >>> merged["drifted_columns"], merged["share_drifted"], merged["columns"]["text"]["tests"]
+    (['text'], 1.0, ['length', 'unknown_tokens', 'domain_classifier'])
+    """
+    columns = dict((summary or {}).get("columns", {}))
+    drifted = list((summary or {}).get("drifted_columns", []))
+    for report in reports:
+        columns[report.column] = column_entry(report)
+        if report.drifted:
+            drifted.append(report.column)
+    return {
+        "share_drifted": len(drifted) / len(columns) if columns else 0.0,
+        "drifted_columns": drifted,
+        "dataset_drift": bool(drifted) or bool((summary or {}).get("dataset_drift")),
+        "columns": columns,
+    }
 
 
 def _texts(values: Sequence[Any], what: str) -> list[str]:

@@ -154,16 +154,23 @@ class Batches:
         return len(batch.entries) >= self._expect.get(id(batch.model), 1)
 
     async def predict(
-        self, model: LoadedModel, columns: dict[str, list[Any]], rows: int, ticket: Ticket
+        self,
+        model: LoadedModel,
+        columns: dict[str, list[Any]],
+        rows: int,
+        ticket: Ticket,
+        limit: int | None = None,
     ) -> tuple[Answer, float]:
         """``model``'s answer for one request's validated ``columns``, and the seconds it waited for it.
 
         Raises what the model raised on this request's rows (asked alone when the batch failed).
+        A request with its own generation ``limit`` (``parameters.max_new_tokens``) is answered
+        alone: requests in one batch share one limit.
         """
-        if not self.enabled or not batchable(model) or rows >= self.max_rows:
+        if not self.enabled or not batchable(model) or rows >= self.max_rows or limit is not None:
             self.leave(ticket)
             start = time.perf_counter()
-            predictions, scores = model.predict(columns)
+            predictions, scores = model.predict(columns) if limit is None else model.predict(columns, limit)
             return (predictions, scores), time.perf_counter() - start
         loop = asyncio.get_running_loop()
         key = id(model)

@@ -118,10 +118,12 @@ _BY_HAND = re.compile(rb"NaN|Infinity|\\u[dD][89a-fA-F]")
 
 
 class PredictParameters(BaseModel):
-    """``parameters`` of a predict request (KServe V1): what to return besides the predictions."""
+    """``parameters`` of a predict request (KServe V1): what to return besides the predictions,
+    and for a generator, the most tokens an answer may have."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True)
     return_: Literal["predictions", "probabilities", "scores"] = Field("predictions", alias="return")
+    max_new_tokens: int | None = Field(None, ge=1)
 
 
 class PredictBody(BaseModel):
@@ -142,11 +144,13 @@ class FeedbackBody(BaseModel):
 
 @dataclass(frozen=True)
 class Predict:
-    """A predict request, read: its rows, the client's ids (``None``: server-made) and what to return."""
+    """A predict request, read: its rows, the client's ids (``None``: server-made), what to return
+    and (a generator's) the most tokens per answer (``None``: the model's own limit)."""
 
     instances: list[Any]
     ids: list[str] | None
     wanted: str
+    max_new_tokens: int | None = None
 
 
 def _fast(model: type[BaseModel], data: bytes) -> Any:
@@ -169,8 +173,9 @@ def parse_predict(data: bytes, max_batch: int) -> Predict:
     if body is not None and len(body.instances) <= max_batch:
         n = len(body.instances)
         ids = None if body.request_ids is None else request_ids(body.request_ids, n, "request_ids")
-        wanted = "predictions" if body.parameters is None else body.parameters.return_
-        return Predict(body.instances, ids, wanted)
+        if body.parameters is None:
+            return Predict(body.instances, ids, "predictions")
+        return Predict(body.instances, ids, body.parameters.return_, body.parameters.max_new_tokens)
     payload = parse_json(data)
     if type(payload) is not dict:
         raise InputError("body", f"expected a JSON object with 'instances', got {value_kind(payload)}")
@@ -186,7 +191,7 @@ def parse_predict(data: bytes, max_batch: int) -> Predict:
         raise InputError("instances", f"{n} instances is more than the {max_batch} accepted per request")
     given_ids = payload.get("request_ids")
     ids = None if given_ids is None else request_ids(given_ids, n, "request_ids")
-    return Predict(instances, ids, predict_parameters(payload.get("parameters")))
+    return Predict(instances, ids, *predict_parameters(payload.get("parameters")))
 
 
 def parse_feedback(data: bytes, max_batch: int) -> list[Any]:
@@ -209,23 +214,30 @@ def parse_feedback(data: bytes, max_batch: int) -> list[Any]:
     return labels
 
 
-def predict_parameters(value: Any) -> str:
-    """The KServe V1 ``parameters`` of a predict request: what to return (default ``predictions``).
+def predict_parameters(value: Any) -> tuple[str, int | None]:
+    """The KServe V1 ``parameters`` of a predict request: what to return (default ``predictions``)
+    and the most tokens per generated answer (default: the model's own limit).
 
     ``{"return": "probabilities"}`` adds each class's probability per instance and the
-    class order; ``{"return": "scores"}`` adds one score per instance (docs/http.md).
+    class order; ``{"return": "scores"}`` adds one score per instance; ``{"max_new_tokens":
+    16}`` shortens a generator's answers (docs/http.md).
     """
     if value is None:
-        return "predictions"
+        return "predictions", None
     if type(value) is not dict:
         raise InputError("parameters", f"expected an object, got {value_kind(value)} {show(value)}")
-    unknown = sorted(set(value) - {"return"})
+    unknown = sorted(set(value) - {"return", "max_new_tokens"})
     if unknown:
-        raise InputError(f"parameters.{unknown[0]}", "unknown parameter; known: return")
+        raise InputError(f"parameters.{unknown[0]}", "unknown parameter; known: return, max_new_tokens")
     wanted = value.get("return", "predictions")
     if wanted not in RETURNS:
         raise InputError("parameters.return", f"expected one of {', '.join(RETURNS)}, got {show(wanted)}")
-    return str(wanted)
+    limit = value.get("max_new_tokens")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise InputError(
+            "parameters.max_new_tokens", f"expected a whole number of at least 1, got {show(limit)}"
+        )
+    return str(wanted), limit
 
 
 def request_ids(value: Any, n: int, field: str) -> list[str]:

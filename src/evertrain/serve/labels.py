@@ -29,6 +29,8 @@ from evertrain.train.predictor import LoadedModel
 NUMBER = "number"
 TEXT = "text"
 _MAX_CLASSES_SHOWN = 10
+#: Characters a generator's label (the reference answer) may hold: a long answer, not a document.
+MAX_ANSWER_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,11 @@ class LabelRule:
             raise InputError(field, f"expected {self._expected()}, got {value_kind(label)} {show(label)}")
         if self.kind == TEXT:
             if type(label) is not str:
-                raise InputError(
-                    field, f"expected {self._expected()} (the model's classes are text), got {show(label)}"
-                )
-            if len(label) > doc.MAX_ID_CHARS:
-                raise InputError(
-                    field, f"a label of {len(label)} characters is longer than {doc.MAX_ID_CHARS}"
-                )
+                why = "" if self.task == "generation" else " (the model's classes are text)"
+                raise InputError(field, f"expected {self._expected()}{why}, got {show(label)}")
+            limit = MAX_ANSWER_CHARS if self.task == "generation" else doc.MAX_ID_CHARS
+            if len(label) > limit:
+                raise InputError(field, f"a label of {len(label)} characters is longer than {limit}")
             # A multiclass model's text classes are open: a class it does not know yet (a new
             # intent) is how the labels tell the loop the world has one more; the retrain learns it.
             if self.classes is not None and label not in self.classes and self.task != "multiclass":
@@ -85,7 +85,7 @@ class LabelRule:
 
     def _expected(self) -> str:
         if self.kind == TEXT:
-            return "a string class"
+            return "the reference answer (a string)" if self.task == "generation" else "a string class"
         return "a number" if self.task == "regression" else "a class number"
 
     def _shown(self) -> str:
@@ -129,6 +129,8 @@ def label_rule(store: Store, spec: Spec | None, name: str, version: int) -> Labe
     task = spec.model.task
     if task == "regression":
         return LabelRule(task, NUMBER)
+    if task == "generation":
+        return LabelRule(task, TEXT)  # the reference answer, any text
     column = _train_snapshot_target(store, name, version, spec.model.target)
     if column is None:
         # No snapshot of the target: the task still says classes; their type is unknown,
@@ -157,6 +159,8 @@ def label_rule(store: Store, spec: Spec | None, name: str, version: int) -> Labe
 
 def rule_from_model(model: LoadedModel) -> LabelRule:
     """The label rule read from a loaded model (only for a model that no spec describes)."""
+    if model.max_new_tokens is not None:
+        return LabelRule(model.task, TEXT, source="model")
     if model.task == "regression" or model.classes is None:
         return LabelRule(model.task, NUMBER, source="model")
     if model.prediction_type == "string":

@@ -50,8 +50,13 @@ def predict_request(max_batch: int) -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": False,
                 "description": "What to return besides the predictions: 'probabilities' (each class's, "
-                "with 'classes' giving their order) or 'scores' (one per instance); classifiers only.",
-                "properties": {"return": {"enum": ["predictions", "probabilities", "scores"]}},
+                "with 'classes' giving their order) or 'scores' (one per instance); classifiers only. "
+                "For a generator (task generation), max_new_tokens shortens its answers (at most its "
+                "own lora.max_new_tokens).",
+                "properties": {
+                    "return": {"enum": ["predictions", "probabilities", "scores"]},
+                    "max_new_tokens": {"type": "integer", "minimum": 1},
+                },
             },
         },
     }

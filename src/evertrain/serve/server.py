@@ -58,6 +58,21 @@ JSON_TYPES = ("application/json",)
 _PATH = re.compile(r"""(?:[A-Za-z][A-Za-z0-9+.-]*://[^\s'"]+|(?<![\w.])/(?:[^\s'"/]+/)+[^\s'",)]*)""")
 
 
+def check_generation_limit(champion: LoadedModel, limit: int) -> None:
+    """Refuse (422) ``parameters.max_new_tokens`` for a model that generates nothing, or above
+    the champion's own limit (``lora.max_new_tokens``): a request may shorten answers, not lengthen them."""
+    if champion.max_new_tokens is None:
+        raise InputError(
+            "parameters.max_new_tokens",
+            f"model {champion.name!r} v{champion.version} is a {champion.task} model: it generates no text",
+        )
+    if limit > champion.max_new_tokens:
+        raise InputError(
+            "parameters.max_new_tokens",
+            f"{limit} is more than the {champion.max_new_tokens} tokens this model answers with at most",
+        )
+
+
 def public_message(message: str) -> str:
     """``message`` with every absolute path and URL replaced by ``<path>``, for public answers.
 
@@ -271,6 +286,9 @@ class Server:
         n = len(instances)
         if routes.champion is None:
             raise ServeError(503, f"model {name!r} has no champion loaded yet")
+        limit = body.max_new_tokens
+        if limit is not None:
+            check_generation_limit(routes.champion, limit)
         key = None
         if self.serving.client_routing_key:
             key = request.headers.get(KEY_HEADER) or (ids[0] if ids else None)
@@ -287,7 +305,7 @@ class Server:
             ids = [uuid.uuid4().hex for _ in range(n)]
         ts = self.clock()
         arm, model, columns, predictions, scores, seconds = await self.answer(
-            name, routes, arm, model, columns, instances, ids, ts, batches, ticket
+            name, routes, arm, model, columns, instances, ids, ts, batches, ticket, limit
         )
         cols, types = prediction_rows(model, arm, columns, ids, predictions, scores, ts, seconds * 1000.0)
         self.logger.offer(PREDICTIONS, name, cols, types, n)
@@ -337,6 +355,7 @@ class Server:
         ts: float,
         batches: Batches,
         ticket: Ticket,
+        limit: int | None = None,
     ) -> tuple[str, LoadedModel, dict[str, list[Any]], list[Any], list[float] | None, float]:
         """Predict with ``model`` (in a batch with the requests to it that arrive together); on its
         failure, judge whose failure it is (one handler, both arms).
@@ -351,7 +370,7 @@ class Server:
         """
         start = time.perf_counter()
         try:
-            (predictions, scores), seconds = await batches.predict(model, columns, len(ids), ticket)
+            (predictions, scores), seconds = await batches.predict(model, columns, len(ids), ticket, limit)
             return arm, model, columns, predictions, scores, seconds
         except Exception as exc:
             failure: Exception = exc
@@ -361,7 +380,11 @@ class Server:
             start = time.perf_counter()
             try:
                 champion_columns = champion.schema.columns(instances)
-                predictions, scores = champion.predict(champion_columns)
+                predictions, scores = (
+                    champion.predict(champion_columns)
+                    if limit is None
+                    else champion.predict(champion_columns, limit)
+                )
             except Exception as exc:
                 self._refuse(name, champion, ids, ts, start, exc, also=(model, failure))
             seconds = time.perf_counter() - start

@@ -211,11 +211,18 @@ def _intact(folder: Path, manifest: Manifest) -> bool:
         return False
 
 
-def materialize(digest: str, *, artifacts: ArtifactStore | None = None, location: str | None = None) -> Path:
+def materialize(
+    digest: str,
+    *,
+    artifacts: ArtifactStore | None = None,
+    location: str | None = None,
+    read: tuple[Manifest, dict[str, bytes]] | None = None,
+) -> Path:
     """A local folder holding base ``digest``, every file checked against its hash.
 
     Looked for in the artifact store first, then at ``location`` (where it was trained from).
-    A local folder whose files still hash to ``digest`` is used in place.
+    A local folder whose files still hash to ``digest`` is used in place. ``read``: what
+    :func:`read_base` just gave for ``location``, so its files are not read and hashed twice.
     """
     if artifacts is not None and artifacts.exists(digest):
         manifest = Manifest.parse(artifacts.get(digest))
@@ -226,7 +233,7 @@ def materialize(digest: str, *, artifacts: ArtifactStore | None = None, location
         raise NotFoundError(
             f"base model {digest[:12]} is not in the artifact store and no location to read it from is known"
         )
-    manifest, files = read_base(location)
+    manifest, files = read if read is not None else read_base(location)
     if manifest.digest != digest:
         raise IntegrityError(
             f"base model at {location} hashes to {manifest.digest[:12]}, not {digest[:12]}: its files changed"
@@ -236,17 +243,27 @@ def materialize(digest: str, *, artifacts: ArtifactStore | None = None, location
     return _write_out(digest, manifest, lambda name, _sha: files[name])
 
 
-def load_pretrained(folder: Path) -> tuple[Any, Any]:
-    """``(backbone, tokenizer)`` from a local base folder: safetensors weights, no network."""
+#: The two ways a base is loaded: its bare transformer (hidden states, for a classifier's head)
+#: or with its language-model head (causal generation).
+ENCODER, CAUSAL_LM = "encoder", "causal_lm"
+
+
+def load_pretrained(folder: Path, kind: str = ENCODER) -> tuple[Any, Any]:
+    """``(backbone, tokenizer)`` from a local base folder: safetensors weights, no network.
+
+    ``kind``: :data:`ENCODER` (the transformer alone) or :data:`CAUSAL_LM` (with its
+    language-model head, to generate).
+    """
     offline()
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    loader = AutoModelForCausalLM if kind == CAUSAL_LM else AutoModel
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        backbone = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+        backbone = loader.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
     except (OSError, ValueError, KeyError) as exc:
         raise DataValidationError(f"cannot load the base model in {folder}: {exc}") from None
     if tokenizer.pad_token is None:
@@ -324,19 +341,24 @@ class SharedBase:
 
 _BASES: dict[str, SharedBase] = {}
 _BASES_LOCK = threading.Lock()
-#: How many times each base was loaded in this process (a base is loaded once per replica).
+#: How many times each base was loaded in this process (a base is loaded once per replica and
+#: kind: its digest for classifiers, ``digest:causal_lm`` for generators).
 LOADS: dict[str, int] = {}
 
 
 def shared_base(
-    digest: str, *, artifacts: ArtifactStore | None = None, location: str | None = None
+    digest: str, *, artifacts: ArtifactStore | None = None, location: str | None = None, kind: str = ENCODER
 ) -> SharedBase:
-    """The process's one copy of base ``digest``, loaded on first use."""
+    """The process's one copy of base ``digest`` as ``kind`` loads it, loaded on first use.
+
+    Classifiers share the transformer, generators the model with its language-model head.
+    """
+    key = digest if kind == ENCODER else f"{digest}:{kind}"
     with _BASES_LOCK:
-        base = _BASES.get(digest)
+        base = _BASES.get(key)
         if base is None:
             folder = materialize(digest, artifacts=artifacts, location=location)
-            backbone, tokenizer = load_pretrained(folder)
-            base = _BASES[digest] = SharedBase(digest, backbone, tokenizer)
-            LOADS[digest] = LOADS.get(digest, 0) + 1
+            backbone, tokenizer = load_pretrained(folder, kind)
+            base = _BASES[key] = SharedBase(digest, backbone, tokenizer)
+            LOADS[key] = LOADS.get(key, 0) + 1
         return base

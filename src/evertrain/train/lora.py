@@ -1,4 +1,6 @@
-"""``kind: lora``: fine-tune a base language model with LoRA to classify a text column.
+"""``kind: lora``: fine-tune a base language model with LoRA to classify a text column, or
+(task ``generation``) to answer prompts, as a causal language model trained on
+prompt/response pairs with the loss on the response's tokens only.
 
 The loop an ML engineer would write with PEFT, with what a continuous-training job needs
 around it:
@@ -15,7 +17,11 @@ around it:
   where it stopped and ends with the same adapter;
 - a warm start from the parent version's adapter (continued fine-tuning) when
   ``warm_start`` is set and the parent was trained on the same base: its adapter weights,
-  and its head's rows for the classes both know; a new class starts fresh.
+  and (a classifier) its head's rows for the classes both know; a new class starts fresh.
+
+A generation pair is one sequence: the prompt, ``lora.separator``, the response and the
+end-of-text token (:func:`evertrain.store.adapters.pair_ids`); the valid loss is the
+negative log-likelihood per response token, the log of the valid perplexity.
 
 Each micro-batch's order and dropout come from the seed and its index alone, so a resumed
 training draws what an uninterrupted one would have drawn.
@@ -26,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,11 +45,16 @@ from evertrain.store.adapters import (
     HEAD_BIAS,
     HEAD_WEIGHT,
     AdapterModel,
-    encode,
+    GeneratorModel,
+    TokenIds,
+    response_batches,
+    response_nll,
     text_logits,
     texts_of,
 )
 from evertrain.store.bases import (
+    CAUSAL_LM,
+    ENCODER,
     SharedBase,
     load_pretrained,
     materialize,
@@ -58,6 +70,10 @@ CHECKPOINT_TENSORS = "lora_state.safetensors"
 CHECKPOINT_STATE = "lora_state.json"
 #: Texts per forward pass when computing the valid loss.
 EVAL_BATCH = 64
+#: The model task whose adapters generate text (a causal language model).
+GENERATION = "generation"
+#: What an adapter's metadata calls each kind (``kind``).
+SEQUENCE_CLASSIFICATION = "sequence_classification"
 
 
 def lora_config(spec: Any, model_type: str) -> dict[str, Any]:
@@ -85,6 +101,157 @@ def _device(name: str) -> Any:
     return torch.device(name)
 
 
+@dataclass(frozen=True)
+class _Data:
+    """What an objective is made from: the tokenizer, the rows, which columns, the settings."""
+
+    tokenizer: Any
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    column: str
+    target: str
+    spec: Any  # the trainer's lora settings
+    config: Any  # the base model's configuration
+
+
+class _Objective:
+    """What a LoRA fine-tuning learns: its data tokenized once, the loss of a micro-batch, the
+    valid loss, and what the adapter stores beside its LoRA weights."""
+
+    kind: str
+    head: Any = None
+    max_length: int
+    n_train: int
+    n_valid: int
+
+    def micro_loss(self, model: Any, rows: np.ndarray, device: Any) -> tuple[Any, int]:
+        """The mean loss of train rows ``rows`` (to back-propagate) and the tokens they hold."""
+        raise NotImplementedError
+
+    def valid_loss(self, model: Any, device: Any) -> float:
+        raise NotImplementedError
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def meta(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    def warm_start(self, parent: AdapterArtifact, context: TrainContext) -> None:
+        context.log("warm start from the parent adapter")
+
+
+class _Classify(_Objective):
+    """Intents from text: a head on the mean-pooled last hidden states, cross-entropy."""
+
+    kind = SEQUENCE_CLASSIFICATION
+
+    def __init__(self, data: _Data) -> None:
+        import torch
+
+        target, length = data.target, data.spec.max_length
+        self.classes = np.unique(pd.concat([data.train[target], data.valid[target]]).to_numpy())
+        if len(self.classes) < 2:
+            raise DataValidationError(f"target {target!r} has fewer than two classes in the training rows")
+        known = self.classes.tolist()
+        self.max_length = length
+        # Tokenized once: each epoch pads its micro-batches from these ids.
+        self.texts = TokenIds.of(data.tokenizer, texts_of(data.train, data.column), length)
+        self.y = encode_labels(data.train[target], known)
+        self.vtexts = TokenIds.of(data.tokenizer, texts_of(data.valid, data.column), length)
+        self.vy = encode_labels(data.valid[target], known)
+        self.valid_batches = self.vtexts.by_length(EVAL_BATCH)
+        self.n_train, self.n_valid = len(self.texts), len(self.vtexts)
+        self.head = torch.nn.Linear(int(data.config.hidden_size), len(self.classes))
+
+    def micro_loss(self, model: Any, rows: np.ndarray, device: Any) -> tuple[Any, int]:
+        import torch
+
+        batch = _to(self.texts.batch(rows), device)
+        target = torch.as_tensor(self.y[rows], device=device)
+        logits = text_logits(model, self.head.weight, self.head.bias, batch)
+        return torch.nn.functional.cross_entropy(logits.float(), target), int(batch["attention_mask"].sum())
+
+    def valid_loss(self, model: Any, device: Any) -> float:
+        import torch
+
+        total, count = 0.0, 0
+        for rows in self.valid_batches:
+            batch = _to(self.vtexts.batch(rows), device)
+            target = torch.as_tensor(self.vy[rows], device=device)
+            logits = text_logits(model, self.head.weight, self.head.bias, batch)
+            total += float(torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum"))
+            count += len(target)
+        return total / max(count, 1)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {
+            HEAD_WEIGHT: self.head.weight.detach().float().cpu().numpy(),
+            HEAD_BIAS: self.head.bias.detach().float().cpu().numpy(),
+        }
+
+    def meta(self) -> dict[str, Any]:
+        return {"kind": self.kind, "classes": self.classes.tolist(), "pooling": "mean"}
+
+    def warm_start(self, parent: AdapterArtifact, context: TrainContext) -> None:
+        """The parent head's rows for the classes both know; a new class starts fresh."""
+        import torch
+
+        old = {c: i for i, c in enumerate(parent.meta.get("classes", []))}
+        kept = 0
+        with torch.no_grad():
+            for i, c in enumerate(self.classes.tolist()):
+                if c in old:
+                    self.head.weight[i] = _tensor(parent.tensors[HEAD_WEIGHT][old[c]])
+                    self.head.bias[i] = float(parent.tensors[HEAD_BIAS][old[c]])
+                    kept += 1
+        context.log(f"warm start from the parent adapter ({kept} of {len(self.classes)} classes known to it)")
+        context.info["warm_start_classes"] = kept
+
+
+class _Generate(_Objective):
+    """Responses to prompts: next-token cross-entropy on the response's tokens only."""
+
+    kind = CAUSAL_LM
+
+    def __init__(self, data: _Data) -> None:
+        s, config = data.spec, data.config
+        positions = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0))
+        self.max_length = min(s.max_length, positions) if positions else s.max_length
+        if positions and s.max_new_tokens >= positions:
+            raise UsageError(
+                f"lora.max_new_tokens is {s.max_new_tokens}, but the base model reads at most {positions} "
+                "tokens, its prompt included"
+            )
+        self.separator = s.separator
+        self.max_new_tokens = s.max_new_tokens
+
+        def pairs(frame: pd.DataFrame) -> Any:
+            prompts = [t + s.separator for t in texts_of(frame, data.column)]
+            return response_batches(data.tokenizer, prompts, list(frame[data.target]), self.max_length)
+
+        self.train, self.valid = pairs(data.train), pairs(data.valid)
+        self.valid_batches = self.valid.tokens.by_length(EVAL_BATCH)
+        self.n_train, self.n_valid = len(self.train.starts), len(self.valid.starts)
+
+    def micro_loss(self, model: Any, rows: np.ndarray, device: Any) -> tuple[Any, int]:
+        batch = _to(self.train.batch(rows), device)
+        sums, counts = response_nll(model, batch)
+        return sums.sum() / counts.sum().clamp(min=1), int(batch["attention_mask"].sum())
+
+    def valid_loss(self, model: Any, device: Any) -> float:
+        """Negative log-likelihood per response token (its exponent is the valid perplexity)."""
+        total, count = 0.0, 0
+        for rows in self.valid_batches:
+            sums, counts = response_nll(model, _to(self.valid.batch(rows), device))
+            total += float(sums.sum())
+            count += int(counts.sum())
+        return total / max(count, 1)
+
+    def meta(self) -> dict[str, Any]:
+        return {"kind": self.kind, "separator": self.separator, "max_new_tokens": self.max_new_tokens}
+
+
 class LoraTrainer(Trainer):
     kind = "lora"
 
@@ -99,43 +266,39 @@ class LoraTrainer(Trainer):
                 f"a lora trainer reads one text column; the features are {context.features}: "
                 "name lora.text_column"
             )
+        generate = context.task == GENERATION
         if context.num_threads:
             torch.set_num_threads(context.num_threads)
         device = _device(s.device)
         if s.precision == "fp16" and device.type != "cuda":
             raise UsageError("lora.precision fp16 needs a GPU; use bf16 or fp32 on a CPU")
         location = resolve_location(s.base_model, context.project)
-        manifest, _files = read_base(location)
+        manifest, files = read_base(location)
         digest = manifest.digest
-        folder = materialize(digest, location=location)
-        backbone, tokenizer = load_pretrained(folder)
+        folder = materialize(digest, location=location, read=(manifest, files))
+        del files
+        backbone, tokenizer = load_pretrained(folder, CAUSAL_LM if generate else ENCODER)
         model_type = str(getattr(backbone.config, "model_type", ""))
         context.log(f"base model {digest[:12]} ({model_type}) from {location}")
 
-        labels = pd.concat([train[context.target], valid[context.target]]).dropna()
-        classes = np.unique(labels.to_numpy())
-        if len(classes) < 2:
-            raise DataValidationError(
-                f"target {context.target!r} has fewer than two classes in the training rows"
-            )
         train = train[train[context.target].notna()]
         valid = valid[valid[context.target].notna()]
-        known = classes.tolist()
-        texts, y = texts_of(train, column), encode_labels(train[context.target], known)
-        vtexts, vy = texts_of(valid, column), encode_labels(valid[context.target], known)
-
         config = lora_config(s, model_type)
         torch.manual_seed(context.seed)
         with quiet_peft():
             model = get_peft_model(backbone, LoraConfig(**config))
         config["target_modules"] = sorted(getattr(model.peft_config["default"], "target_modules", None) or [])
-        head = torch.nn.Linear(int(backbone.config.hidden_size), len(classes))
-        self._warm_start(context, model, head, digest, config, classes)
+        data = _Data(tokenizer, train, valid, column, context.target, s, backbone.config)
+        objective: _Objective = _Generate(data) if generate else _Classify(data)
+        self._warm_start(context, model, objective, digest, config)
+        head = objective.head
         model.to(device)
-        head.to(device)
-        params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+        if head is not None:
+            head.to(device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        params += [] if head is None else list(head.parameters())
         optimizer = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=s.weight_decay)
-        micro_per_epoch = math.ceil(len(texts) / s.batch_size)
+        micro_per_epoch = math.ceil(objective.n_train / s.batch_size)
         steps_per_epoch = math.ceil(micro_per_epoch / s.grad_accum_steps)
         total_steps = s.epochs * steps_per_epoch
         if s.max_steps is not None:
@@ -174,28 +337,20 @@ class LoraTrainer(Trainer):
         eval_every = s.eval_every
         running: list[float] = []
 
-        def valid_loss() -> float:
-            model.eval()
-            total, count = 0.0, 0
-            with torch.inference_mode():
-                for i in range(0, len(vtexts), EVAL_BATCH):
-                    batch = _to(encode(tokenizer, vtexts[i : i + EVAL_BATCH], s.max_length), device)
-                    target = torch.as_tensor(vy[i : i + EVAL_BATCH], device=device)
-                    with torch.autocast(
-                        device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
-                    ):
-                        logits = text_logits(model, head.weight, head.bias, batch)
-                    total += float(torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum"))
-                    count += len(target)
-            model.train()
-            return total / max(count, 1)
+        def autocast() -> Any:
+            return torch.autocast(
+                device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+            )
 
         def check() -> bool:
             """Score the valid part; True when training should stop early."""
             nonlocal best
-            if not vtexts:
+            if not objective.n_valid:
                 return False
-            loss = valid_loss()
+            model.eval()
+            with torch.inference_mode(), autocast():
+                loss = objective.valid_loss(model, device)
+            model.train()
             state["checked_at"] = state["step"]
             state["valid_loss"].append(loss)
             if state["best_loss"] is None or loss < state["best_loss"]:
@@ -212,7 +367,7 @@ class LoraTrainer(Trainer):
                     "max_steps" if s.max_steps is not None and state["step"] >= s.max_steps else "epochs"
                 )
                 break
-            order = np.random.default_rng([context.seed, state["epoch"]]).permutation(len(texts))
+            order = np.random.default_rng([context.seed, state["epoch"]]).permutation(objective.n_train)
             micro = state["position"]
             if micro >= micro_per_epoch:
                 state["epoch"], state["position"] = state["epoch"] + 1, 0
@@ -226,17 +381,13 @@ class LoraTrainer(Trainer):
             accumulated = 0
             while accumulated < s.grad_accum_steps and micro < micro_per_epoch:
                 rows = order[micro * s.batch_size : (micro + 1) * s.batch_size]
-                batch = _to(encode(tokenizer, [texts[i] for i in rows], s.max_length), device)
-                target = torch.as_tensor(y[rows], device=device)
                 torch.manual_seed(hash((context.seed, state["epoch"], micro)) & 0x7FFFFFFF)
-                with torch.autocast(
-                    device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
-                ):
-                    logits = text_logits(model, head.weight, head.bias, batch)
-                loss = torch.nn.functional.cross_entropy(logits.float(), target) / s.grad_accum_steps
+                with autocast():
+                    loss, tokens = objective.micro_loss(model, rows, device)
+                loss = loss / s.grad_accum_steps
                 (scaler.scale(loss) if scaler is not None else loss).backward()
                 running.append(float(loss.detach()) * s.grad_accum_steps)
-                state["tokens"] += int(batch["attention_mask"].sum())
+                state["tokens"] += tokens
                 accumulated += 1
                 micro += 1
             if scaler is not None:
@@ -260,7 +411,7 @@ class LoraTrainer(Trainer):
                 self._save_checkpoint(context, model, head, optimizer, state, best)
                 checkpointed = time.monotonic()
             context.check_deadline(f"after {state['step']} LoRA steps")
-        if vtexts and state.get("checked_at") != state["step"]:
+        if objective.n_valid and state.get("checked_at") != state["step"]:
             check()  # the last steps' loss too, so the best adapter is chosen among all of them
         if best is not None:
             _restore(model, head, best)
@@ -269,21 +420,18 @@ class LoraTrainer(Trainer):
         model.eval()
         weights = get_peft_model_state_dict(model)
         tensors = {ADAPTER_PREFIX + k: v.detach().float().cpu().numpy() for k, v in weights.items()}
-        tensors[HEAD_WEIGHT] = head.weight.detach().float().cpu().numpy()
-        tensors[HEAD_BIAS] = head.bias.detach().float().cpu().numpy()
+        tensors.update(objective.tensors())
         meta = {
             "format": FORMAT,
-            "kind": "sequence_classification",
             "base_model_sha256": digest,
             "base_model_uri": location,
             "tokenizer_sha256": manifest.tokenizer_digest(),
             "architecture": model_type,
             "task": context.task,
-            "classes": classes.tolist(),
             "text_column": column,
-            "max_length": s.max_length,
-            "pooling": "mean",
+            "max_length": objective.max_length,
             "lora": config,
+            **objective.meta(),
         }
         artifact = AdapterArtifact(tensors, meta)
         trainable = sum(int(np.prod(v.shape)) for v in tensors.values())
@@ -307,13 +455,14 @@ class LoraTrainer(Trainer):
             f"{trainable} trainable parameters"
         )
         shared = SharedBase.around(digest, model, tokenizer, "default")
+        if generate:
+            return GeneratorModel(artifact, shared, name="default")
         return AdapterModel(artifact, shared, name="default")
 
     @staticmethod
     def _warm_start(
-        context: TrainContext, model: Any, head: Any, digest: str, config: dict[str, Any], classes: np.ndarray
+        context: TrainContext, model: Any, objective: _Objective, digest: str, config: dict[str, Any]
     ) -> None:
-        import torch
         from peft import set_peft_model_state_dict
 
         parent = context.parent
@@ -326,22 +475,16 @@ class LoraTrainer(Trainer):
         if {k: v for k, v in meta.get("lora", {}).items()} != config:
             context.log("warm start skipped: the parent adapter has other LoRA settings")
             return
+        if meta.get("kind", SEQUENCE_CLASSIFICATION) != objective.kind:
+            context.log(f"warm start skipped: the parent adapter is a {meta.get('kind')} adapter")
+            return
         weights = {
-            k[len(ADAPTER_PREFIX) :]: torch.from_numpy(np.array(v))
+            k[len(ADAPTER_PREFIX) :]: _tensor(v)
             for k, v in parent.tensors.items()
             if k.startswith(ADAPTER_PREFIX)
         }
         set_peft_model_state_dict(model, weights)
-        old = {c: i for i, c in enumerate(meta.get("classes", []))}
-        kept = 0
-        with torch.no_grad():
-            for i, c in enumerate(classes.tolist()):
-                if c in old:
-                    head.weight[i] = torch.from_numpy(np.array(parent.tensors[HEAD_WEIGHT][old[c]]))
-                    head.bias[i] = float(parent.tensors[HEAD_BIAS][old[c]])
-                    kept += 1
-        context.log(f"warm start from the parent adapter ({kept} of {len(classes)} classes known to it)")
-        context.info["warm_start_classes"] = kept
+        objective.warm_start(parent, context)
 
     @staticmethod
     def _save_checkpoint(
@@ -407,10 +550,17 @@ def _to(batch: dict[str, Any], device: Any) -> dict[str, Any]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def _tensor(value: Any) -> Any:
+    import torch
+
+    return torch.from_numpy(np.array(value))
+
+
 def _trainable(model: Any, head: Any) -> dict[str, Any]:
-    """A copy of what training changes: the LoRA weights and the head."""
+    """A copy of what training changes: the LoRA weights and the head (a classifier's)."""
     out = {f"model.{n}": p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-    out.update({f"head.{n}": p.detach().cpu().clone() for n, p in head.named_parameters()})
+    if head is not None:
+        out.update({f"head.{n}": p.detach().cpu().clone() for n, p in head.named_parameters()})
     return out
 
 
@@ -418,10 +568,11 @@ def _restore(model: Any, head: Any, weights: dict[str, Any]) -> None:
     import torch
 
     params = dict(model.named_parameters())
+    heads = {} if head is None else dict(head.named_parameters())
     with torch.no_grad():
         for key, value in weights.items():
             kind, _, name = key.partition(".")
-            target = params[name] if kind == "model" else dict(head.named_parameters())[name]
+            target = params[name] if kind == "model" else heads[name]
             target.copy_(value.to(target.device))
 
 

@@ -145,6 +145,8 @@ class _Trained:
     window: Window | None = None
     scores: Scored | None = None
     champion_scores: dict[int, Scored] = field(default_factory=dict)
+    #: Registered by this call, so judged by none yet (else: registered before a stop).
+    registered_now: bool = True
 
 
 def train_model(
@@ -307,7 +309,7 @@ def _registered_before(step: TrainingStep, run: Run, version: int) -> _Trained:
     """A version this run registered before it was stopped: found, not trained again."""
     snaps = {s["role"]: s["id"] for s in step.store.registry.get_version(step.name, version).snapshots}
     extra = {"resumed": True, "note": "version was registered before the step stopped"}
-    return _Trained(version, snaps, dict(run.metrics), extra)
+    return _Trained(version, snaps, dict(run.metrics), extra, registered_now=False)
 
 
 def _judge(step: TrainingStep, run: Run, trained: _Trained) -> dict[str, Any]:
@@ -316,20 +318,19 @@ def _judge(step: TrainingStep, run: Run, trained: _Trained) -> dict[str, Any]:
     store, name, window = step.store, step.name, trained.window
     step.report("checking the gates")
     report = (
-        _existing_report(store, name, trained.version, run.id)
-        or evaluate_version(
-            store,
-            step.spec,
-            name,
-            trained.version,
-            project=step.project,
-            actor=step.actor,
-            run_id=run.id,
-            challenger_scores=trained.scores,
-            champion_scores=trained.champion_scores,
-            holdout_rows=None if window is None else window.holdout,
-        ).to_dict()
-    )
+        None if trained.registered_now else _existing_report(store, name, trained.version, run.id)
+    ) or evaluate_version(
+        store,
+        step.spec,
+        name,
+        trained.version,
+        project=step.project,
+        actor=step.actor,
+        run_id=run.id,
+        challenger_scores=trained.scores,
+        champion_scores=trained.champion_scores,
+        holdout_rows=None if window is None else window.holdout,
+    ).to_dict()
     step.timed("evaluate", started)
     step.timings["score"] = float(trained.metrics.get("score_seconds") or 0.0) + float(
         (report.get("timings") or {}).get("score") or 0.0

@@ -61,7 +61,11 @@ class LoadedModel:
             and hasattr(estimator, "predict_proba")
             and (self.classes is None or len(self.classes) == 2)
         )
-        if self.classes is not None and self.classes.dtype.kind in "OUS":
+        #: A generator answers with text, up to this many tokens (None: not a generator).
+        self.max_new_tokens: int | None = (
+            int(estimator.max_new_tokens) if getattr(estimator, "generates", False) else None
+        )
+        if self.max_new_tokens is not None or (self.classes is not None and self.classes.dtype.kind in "OUS"):
             self.prediction_type = "string"
         else:
             self.prediction_type = "float64"
@@ -97,13 +101,18 @@ class LoadedModel:
             return frame
         return np.column_stack([np.asarray(typed[n], dtype=np.float64) for n in self.schema.names])
 
-    def predict(self, columns: dict[str, list[Any]]) -> tuple[list[Any], list[float] | None]:
+    def predict(
+        self, columns: dict[str, list[Any]], max_new_tokens: int | None = None
+    ) -> tuple[list[Any], list[float] | None]:
         """Predictions (JSON-ready) and, for binary classifiers, the positive-class probability.
 
         A binary classifier is asked once, for probabilities; its prediction is the class with
-        the higher one, which saves a second pass through the model.
+        the higher one, which saves a second pass through the model. A generator's predictions
+        are its answers, of at most ``max_new_tokens`` tokens (its own limit when None).
         """
         X = self.inputs(columns)
+        if self.max_new_tokens is not None:
+            return _plain(np.asarray(self.estimator.predict(X, max_new_tokens=max_new_tokens))), None
         if self.binary:
             proba = np.asarray(self.estimator.predict_proba(X))
             positive = proba[:, 1] if proba.ndim == 2 else proba

@@ -81,7 +81,8 @@ def build_tiny_base(
 def _pretrain(
     model: object, tokenizer: object, texts: list[str], steps: int, max_length: int, seed: int
 ) -> None:
-    """A few steps of next-token prediction on ``texts`` (batches of 16 lines)."""
+    """A few steps of next-token prediction on ``texts`` (batches of 16 lines), each line ended by
+    the end-of-text token as documents are in pre-training, so the base knows where text ends."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
@@ -90,7 +91,7 @@ def _pretrain(
     for _ in range(steps):
         pick = torch.randint(len(texts), (16,), generator=generator).tolist()
         batch = tokenizer(  # type: ignore[operator]
-            [texts[i] for i in pick],
+            [texts[i] + tokenizer.eos_token for i in pick],  # type: ignore[attr-defined]
             truncation=True,
             max_length=max_length,
             padding=True,

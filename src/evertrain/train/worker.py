@@ -45,7 +45,9 @@ from evertrain.evaluate.scoring import (
     importable,
     measure_latency,
     model_frame,
+    pass_latency,
     predict_outputs,
+    timed_by_its_pass,
     wants_categories,
 )
 from evertrain.exceptions import EvertrainError
@@ -103,7 +105,8 @@ class TrainJob:
 
     def write(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / JOB_FILE, json.dumps(asdict(self), sort_keys=True).encode())
+        # Not flushed to disk: every attempt of a step writes its job again before running it.
+        write_atomic(folder / JOB_FILE, json.dumps(asdict(self), sort_keys=True).encode(), durable=False)
 
     @classmethod
     def read(cls, folder: Path) -> TrainJob:
@@ -237,7 +240,8 @@ def execute_job(
                 if scorer is not None
                 else model_frame(holdout, job.features, categorical_as_category=wants_categories(stored))
             )
-            ms_per_row = measure_latency(stored, X)
+            own_pass = timed_by_its_pass(stored)
+            ms_per_row = None if own_pass else measure_latency(stored, X)
             predicted = None
             if scorer is not None and isinstance(stored, BoosterModel):
                 summed, how = scorer.outputs(stored, stored.booster_.current_iteration())
@@ -247,9 +251,12 @@ def execute_job(
                 )
                 if summed is not None:
                     predicted = summed if job.task == "regression" else BoosterModel.as_proba(summed)
+            pass_started = time.perf_counter()
             outputs, order = predict_outputs(
                 stored, holdout, job.features, job.task, job.target, predicted=predicted
             )
+            if own_pass:
+                ms_per_row = pass_latency(time.perf_counter() - pass_started, len(holdout))
             scored = Scored(outputs, order, ms_per_row)
             metrics["holdout"] = compute_many(job.metrics, scored.outputs)
         if scorer is not None:
