@@ -3,8 +3,10 @@ port, with the token authentication current Ray turns on), through the ``evertra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,16 +44,6 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _ray(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ray.scripts.scripts", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     problem = ray_available()
@@ -61,26 +53,56 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     temp = tmp_path_factory.mktemp("ray")
     env = _env()
-    started = _ray(
-        "start",
-        "--head",
-        f"--port={port}",
-        "--node-ip-address=127.0.0.1",
-        "--num-cpus=2",
-        "--include-dashboard=false",
-        "--disable-usage-stats",
-        f"--temp-dir={temp}",
+    # `ray start --block` in a session of its own, stopped by signalling that session alone:
+    # `ray stop` would stop every Ray process on the machine, other tests' local Ray included.
+    log = (temp / "head.log").open("w")
+    head = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+        ],
         env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
-    if started.returncode != 0:
-        reason = f"ray start --head failed here: {(started.stderr or started.stdout).strip()[-500:]}"
-        print(f"skipping the Ray cluster tests: {reason}")
-        pytest.skip(reason)
     try:
-        wait_for_port(port)
+        try:
+            wait_for_port(port, timeout=180, proc=head)
+        except (RuntimeError, TimeoutError):
+            reason = f"ray start --head failed here: {(temp / 'head.log').read_text().strip()[-500:]}"
+            print(f"skipping the Ray cluster tests: {reason}")
+            pytest.skip(reason)
         yield f"127.0.0.1:{port}"
     finally:
-        _ray("stop", "--force", env=env)
+        _stop_session(head)
+        log.close()
+
+
+def _stop_session(head: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the head's session (``ray start --block`` then stops its processes), then
+    SIGKILL to whatever of that session is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(timeout=30)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == head.pid:  # the session id
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(timeout=10)
 
 
 def _project(folder: Path) -> Path:
