@@ -212,6 +212,14 @@ def check_quality(
     return Check("quality", "fail" if failed else "pass", detail, mae_b, mae_a, p, margin)
 
 
+def _one_sided(shift: float, se: float) -> tuple[float, float]:
+    """p-values that ``shift`` (an estimate with standard error ``se``) is below zero and above it."""
+    if se == 0.0:
+        return (0.0 if shift < 0 else 1.0), (0.0 if shift > 0 else 1.0)
+    z = shift / se
+    return float(stats.norm.cdf(z)), float(stats.norm.sf(z))
+
+
 def _noninferiority(
     metric: str,
     value: float,
@@ -230,12 +238,7 @@ def _noninferiority(
     the labels so far show neither; a promotion needs evidence, not its absence.
     """
     margin = analysis.quality_margin
-    if se == 0.0:
-        p_worse = 0.0 if diff < -margin else 1.0
-        p_fine = 0.0 if diff > -margin else 1.0
-    else:
-        z = (diff + margin) / se
-        p_worse, p_fine = float(stats.norm.cdf(z)), float(stats.norm.sf(z))
+    p_worse, p_fine = _one_sided(diff + margin, se)
     on = f"on the same {n_a} labelled rows" if paired else f"on {n_a} and {n_b} labels"
     if p_worse < analysis.alpha:
         detail = (
@@ -362,11 +365,7 @@ def paired_errors(err_new: np.ndarray, err_old: np.ndarray, analysis: AnalysisSp
     margin = analysis.quality_margin
     d = err_old * (1.0 + margin) - err_new  # above zero: not worse by more than the margin
     se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
-    mean = float(d.mean())
-    if se == 0.0:
-        p_worse, p_fine = (0.0, 1.0) if mean < 0 else (1.0, 0.0 if mean > 0 else 1.0)
-    else:
-        p_worse, p_fine = float(stats.norm.cdf(mean / se)), float(stats.norm.sf(mean / se))
+    p_worse, p_fine = _one_sided(float(d.mean()), se)
     mae_new, mae_old = float(err_new.mean()), float(err_old.mean())
     said = f"mean absolute error {mae_new:.4g} vs champion {mae_old:.4g} on the same {n} labelled rows"
     if p_worse < analysis.alpha:
