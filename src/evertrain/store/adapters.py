@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,7 @@ class TokenIds:
         keep_end: bool = False,
         special_tokens: bool = True,
         empty_as_eos: bool = True,
+        left: bool | None = None,
     ) -> TokenIds:
         """Tokenize ``texts``, each cut to ``max_length`` tokens.
 
@@ -77,7 +78,8 @@ class TokenIds:
         A generator's texts get no special tokens (``special_tokens=False``: a response
         follows its prompt within one sequence); a prompt keeps its last tokens
         (``keep_end``: what the answer follows). With ``empty_as_eos`` an empty text is read
-        as the end-of-text token, so that it still has one token to pool.
+        as the end-of-text token, so that it still has one token to pool. ``left`` pads on
+        the left (default: as the tokenizer pads).
         """
         filler = (tokenizer.eos_token or tokenizer.unk_token or " ") if empty_as_eos else ""
         parts: list[np.ndarray] = [np.zeros(0, dtype=np.int32)]
@@ -96,7 +98,10 @@ class TokenIds:
             parts.append(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32))
             lengths.append(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)))
         return cls(
-            np.concatenate(parts), np.cumsum(np.concatenate(lengths)), _pad_id(tokenizer), _left(tokenizer)
+            np.concatenate(parts),
+            np.cumsum(np.concatenate(lengths)),
+            _pad_id(tokenizer),
+            _left(tokenizer) if left is None else left,
         )
 
     @classmethod
@@ -154,13 +159,29 @@ def text_logits(model: Any, head_weight: Any, head_bias: Any, batch: dict[str, A
     return torch.nn.functional.linear(pooled.float(), head_weight, head_bias)
 
 
+def as_texts(values: Iterable[Any]) -> list[str]:
+    """Values as strings, a missing one (None, NaN) as the empty string."""
+    return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+
+
 def texts_of(X: Any, column: str) -> list[str]:
     """The text column of ``X`` as strings (a missing text is the empty string)."""
     try:
         values = X[column]
     except (KeyError, IndexError, TypeError):
         raise DataValidationError(f"text column {column!r} is not among the inputs") from None
-    return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+    return as_texts(values)
+
+
+def prompts_of(X: Any, column: str, separator: str) -> list[str]:
+    """A generator's prompts: each text followed by the separator it learned to answer after
+    (one function for training and serving, so both build them alike)."""
+    return [t + separator for t in texts_of(X, column)]
+
+
+def max_positions(config: Any) -> int:
+    """The most tokens a base model reads at once (0 when its configuration does not say)."""
+    return int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0))
 
 
 class _Attached:
@@ -263,16 +284,10 @@ class GeneratorModel(_Attached):
         meta = artifact.meta
         self.separator = str(meta.get("separator", "\n"))
         self.max_new_tokens = int(meta.get("max_new_tokens", 32))
-        config = base.backbone.config
-        self.positions = int(
-            getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0)
-        )
+        self.positions = max_positions(base.backbone.config)
 
     def __repr__(self) -> str:
         return f"GeneratorModel({self.adapter_name} on base {self.base.digest[:12]})"
-
-    def _prompts(self, X: Any) -> list[str]:
-        return [t + self.separator for t in texts_of(X, self.text_column)]
 
     def predict(self, X: Any, max_new_tokens: int | None = None) -> np.ndarray:
         """The generated answer to each prompt (greedy), at most ``max_new_tokens`` tokens each
@@ -282,11 +297,16 @@ class GeneratorModel(_Attached):
         limit = self.max_new_tokens if max_new_tokens is None else min(max_new_tokens, self.max_new_tokens)
         tokenizer = self.base.tokenizer
         room = self.max_length if not self.positions else min(self.max_length, self.positions - limit)
-        prompts = TokenIds.of(tokenizer, self._prompts(X), max(room, 1), keep_end=True, special_tokens=False)
-        prompts.left = True  # a decoder generates after the prompt's last token: pad on the left
+        prompts = TokenIds.of(
+            tokenizer,
+            prompts_of(X, self.text_column, self.separator),
+            max(room, 1),
+            keep_end=True,
+            special_tokens=False,
+            left=True,  # a decoder generates after the prompt's last token: pad on the left
+        )
         out = np.empty(len(prompts), dtype=object)
-        eos = tokenizer.eos_token_id
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        eos, pad = tokenizer.eos_token_id, prompts.pad_id
         for rows in prompts.by_length(PREDICT_BATCH):
             batch = prompts.batch(rows)
             with torch.inference_mode(), self.base.using(self.adapter_name) as model:
@@ -304,7 +324,9 @@ class GeneratorModel(_Attached):
         import torch
 
         tokenizer = self.base.tokenizer
-        batch_ids = response_batches(tokenizer, self._prompts(X), responses, self.max_length)
+        batch_ids = response_batches(
+            tokenizer, prompts_of(X, self.text_column, self.separator), responses, self.max_length
+        )
         nll = np.zeros(len(batch_ids.starts))
         counts = np.zeros(len(batch_ids.starts))
         for rows in batch_ids.tokens.by_length(PREDICT_BATCH):
@@ -328,19 +350,18 @@ class Pairs:
 
         rows = np.asarray(rows, dtype=np.int64)
         batch = self.tokens.batch(rows)
-        width = batch["input_ids"].shape[1]
-        positions = np.arange(width)
-        lengths = self.tokens.lengths()[rows]
-        answer = (positions >= self.starts[rows][:, None]) & (positions < lengths[:, None])
+        positions = torch.arange(batch["input_ids"].shape[1])
+        # the response's tokens: from where it starts to the padding (sequences pad on the right)
+        answer = (positions >= torch.from_numpy(self.starts[rows])[:, None]) & batch["attention_mask"].bool()
         labels = batch["input_ids"].clone()
-        labels[~torch.from_numpy(answer)] = -100
+        labels[~answer] = -100
         batch["labels"] = labels
         return batch
 
 
 def response_batches(tokenizer: Any, prompts: list[str], responses: Sequence[Any], max_length: int) -> Pairs:
     """Tokenize prompt/response pairs (:func:`pair_ids`) once, for training or scoring."""
-    texts = ["" if r is None or (isinstance(r, float) and np.isnan(r)) else str(r) for r in responses]
+    texts = as_texts(responses)
     prompt_ids = TokenIds.of(tokenizer, prompts, max_length, keep_end=True, special_tokens=False)
     answer_ids = TokenIds.of(tokenizer, texts, max_length, special_tokens=False, empty_as_eos=False)
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else prompt_ids.pad_id

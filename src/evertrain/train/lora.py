@@ -47,6 +47,8 @@ from evertrain.store.adapters import (
     AdapterModel,
     GeneratorModel,
     TokenIds,
+    max_positions,
+    prompts_of,
     response_batches,
     response_nll,
     text_logits,
@@ -216,7 +218,7 @@ class _Generate(_Objective):
 
     def __init__(self, data: _Data) -> None:
         s, config = data.spec, data.config
-        positions = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0))
+        positions = max_positions(config)
         self.max_length = min(s.max_length, positions) if positions else s.max_length
         if positions and s.max_new_tokens >= positions:
             raise UsageError(
@@ -227,7 +229,7 @@ class _Generate(_Objective):
         self.max_new_tokens = s.max_new_tokens
 
         def pairs(frame: pd.DataFrame) -> Any:
-            prompts = [t + s.separator for t in texts_of(frame, data.column)]
+            prompts = prompts_of(frame, data.column, s.separator)
             return response_batches(data.tokenizer, prompts, list(frame[data.target]), self.max_length)
 
         self.train, self.valid = pairs(data.train), pairs(data.valid)
