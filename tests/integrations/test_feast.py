@@ -25,7 +25,7 @@ import yaml
 from _tools import run_tool, tool_env, tool_venv
 
 from evertrain.data import logs
-from evertrain.data.feast_source import FeastSource
+from evertrain.data.feast_source import FeastSource, historical_features
 from evertrain.data.sources import CsvSource
 from evertrain.exceptions import DataValidationError, UsageError
 from evertrain.faces.cli import main
@@ -178,6 +178,17 @@ def test_features_are_joined_as_of_each_rows_time(feast: dict[str, Any]) -> None
     assert source.uri.startswith(
         f"feast:{feast['repo']}?features=region_stats:outage_hours,region_stats:promo+csv:"
     )
+    # a time column named as Feast names its own (event_timestamp) comes back as given
+    renamed = original.rename(columns={"ts": "event_timestamp"})
+    joined = historical_features(
+        renamed,
+        repo=str(feast["repo"]),
+        features=FEATURES,
+        time_column="event_timestamp",
+        python=feast["python"],
+    )
+    pd.testing.assert_frame_equal(joined[renamed.columns], renamed)
+    assert (joined["outage_hours"] == rows["outage_hours"]).all()
 
 
 def test_a_training_reads_its_rows_through_feast(

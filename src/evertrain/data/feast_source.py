@@ -59,7 +59,8 @@ def historical_features(
             f"feast source: the entity rows already have column(s) {', '.join(map(repr, taken))} "
             "that Feast would add (rename them, or leave them out of the entity source)"
         )
-    entities = rows.reset_index(drop=True).copy()
+    rows = rows.reset_index(drop=True)
+    entities = rows.copy()
     entities[_ROW] = range(len(entities))
     entities[EVENT_TIMESTAMP] = _utc_times(entities[time_column])
     with tempfile.TemporaryDirectory(prefix="evertrain-feast-") as tmp:
@@ -77,7 +78,8 @@ def historical_features(
     joined = joined.sort_values(_ROW, kind="stable").reset_index(drop=True)
     if len(joined) != len(entities):
         raise StoreError(f"feast source: Feast answered {len(joined)} rows for {len(entities)} entity rows")
-    return joined.drop(columns=[_ROW, EVENT_TIMESTAMP])[[*rows.columns, *feature_names(features)]]
+    # the rows as given (a time column named event_timestamp included), with Feast's features
+    return rows.join(joined[feature_names(features)])
 
 
 def _utc_times(values: pd.Series) -> pd.Series:
