@@ -107,8 +107,8 @@ def test_runs_are_read_a_page_at_a_time_with_failed_ones_apart(busy: Store) -> N
     assert {r["id"] for r in second["runs"]}.isdisjoint(r["id"] for r in page["runs"])
     failed = data.runs_page(busy, "m", status="failed")
     assert failed["total"] == 1 and failed["runs"][0]["error"] == "ValueError: no rows"
-    cycles, total = data.cycles(busy, "m", limit=4)
-    assert total == 12 and [c["cycle"] for c in cycles] == [9, 10, 11, 12]
+    got = data.read_cycles(busy, "m", limit=4)
+    assert got.total == 12 and [c["cycle"] for c in got.cycles] == [9, 10, 11, 12]
 
 
 def test_the_fingerprint_moves_only_when_the_store_does(busy: Store) -> None:
@@ -125,7 +125,7 @@ def test_a_cycle_is_read_again_when_it_finishes_not_when_another_run_does(busy: 
     assert first.total == 13 and first.cycles[-1]["status"] == "running"
     step = busy.runs.start("step", model="m", params={"step": "monitor"})
     busy.runs.finish(step.id, "succeeded", result={})
-    assert data.read_cycles(busy, "m") == first  # the cycles did not move: nothing parsed again
+    assert data.read_cycles(busy, "m") is first  # the cycles did not move: nothing parsed again
     busy.runs.finish(
         cycle.id, "succeeded", result={"cycle": 13, "at": clock.now, "decide": {"action": "retrain"}}
     )
@@ -134,7 +134,7 @@ def test_a_cycle_is_read_again_when_it_finishes_not_when_another_run_does(busy: 
 
 
 def test_quiet_cycles_fold_and_events_stay_in_view(busy: Store) -> None:
-    d: dict[str, Any] = {"cycles": data.cycles(busy, "m")[0]}
+    d: dict[str, Any] = {"cycles": list(data.read_cycles(busy, "m").cycles)}
     out = views.timeline_section(d)
     assert "cycles 8-12: 5 quiet cycles" in out and "cycles 1-5: 5 quiet cycles" in out
     assert "boom" in out  # the failed retrain of cycle 7, with its error

@@ -226,12 +226,6 @@ def read_cycles(store: Store, model: str, limit: int = CYCLES_SHOWN) -> Cycles:
     return got
 
 
-def cycles(store: Store, model: str, limit: int = CYCLES_SHOWN) -> tuple[list[dict[str, Any]], int]:
-    """The newest ``limit`` cycles of ``model``, oldest first, and how many there are in all."""
-    got = read_cycles(store, model, limit)
-    return list(got.cycles), got.total
-
-
 def runs_page(
     store: Store,
     model: str,

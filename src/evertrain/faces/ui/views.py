@@ -308,23 +308,20 @@ def performance_section(d: dict[str, Any]) -> str:
     realized: list[float | None] = []
     baseline: list[float | None] = []
     floor: list[float | None] = []
-    metric = None
-    for c in cycles:
-        mon = c.get("monitor") or {}
-        real = mon.get("realized") or {}
-        metric = metric or real.get("metric")
+    reals = [((c.get("monitor") or {}).get("realized") or {}) for c in cycles]
+    metric = next((r["metric"] for r in reals if r.get("metric")), None)
+    drop = d.get("performance_drop")
+    # an error retrains above its baseline plus the drop, a score below its baseline minus the drop
+    up = higher_worse(metric)
+    for c, real in zip(cycles, reals, strict=True):
         xs.append(float(c.get("cycle") or 0))
         realized.append(real.get("value"))
         base = real.get("baseline")
         baseline.append(base)
-        drop = d.get("performance_drop")
-        worse_up = higher_worse(metric)
-        floor.append(None if base is None or drop is None else (base + drop if worse_up else base - drop))
+        floor.append(None if base is None or drop is None else (base + drop if up else base - drop))
     series = [Series(f"realized {metric or 'metric'} (labelled rows)", xs, realized)]
     series.append(Series("champion baseline (holdout)", xs, baseline, dashed=True, colour=svg.PALETTE[7]))
     if any(v is not None for v in floor):
-        # an error retrains above its baseline plus the drop, a score below its baseline minus the drop
-        up = higher_worse(metric)
         line = f"retrain {'above (baseline + drop)' if up else 'below (baseline - drop)'}"
         series.append(Series(line, xs, floor, dashed=True, colour=svg.THRESHOLD_COLOUR))
     if d.get("accuracy_per_batch"):
@@ -922,10 +919,6 @@ def audit_section(d: dict[str, Any]) -> str:
     )
 
 
-CYCLE_SECTIONS = ("performance", "timeline", "drift")
-"""The sections drawn from the cycles alone (and the project file): the same while ``cycles_key`` is."""
-
-
 def sections(
     d: dict[str, Any],
     *,
@@ -937,8 +930,9 @@ def sections(
 ) -> dict[str, str]:
     """Each section's HTML body, by id; ``interactive``: with the pager and pickers of the dashboard.
 
-    ``reuse(id, make)``: how a section of :data:`CYCLE_SECTIONS` is made (the dashboard keeps
-    them while the cycles stay the same, the largest part of a rendering); default: ``make()``.
+    ``reuse(id, make)``: how the sections drawn from the cycles alone (performance, timeline,
+    drift) are made: the dashboard keeps them while ``cycles_key`` stays the same, the largest
+    part of a rendering; default: ``make()``.
     """
     made = reuse or (lambda _sid, make: make())
     return {
