@@ -216,30 +216,70 @@ def end_to_end(
     return seconds, float(result.metrics["holdout"]["accuracy"]), result.timings
 
 
-_MEMORY_CHILD = r"""
-import json, os, sys, resource
+# Both children import the same modules before their first reading, so the figures compare
+# what loading and serving cost, not the libraries' import; each prints its readings as JSON.
+_MEMORY_PRELUDE = r"""
+import json, os, sys
 def rss():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 import torch
 torch.set_num_threads(1)
+import peft, transformers
+from transformers import AutoModel, AutoTokenizer
+from peft import LoraConfig, PeftModel, set_peft_model_state_dict
 from evertrain.store.adapters import load_adapter
 from evertrain.store.bases import shared_base
 from evertrain.store.formats import get_format
-adapters = [get_format("lora").loads(open(p, "rb").read()) for p in sys.argv[2:]]
+files = [get_format("lora").loads(open(p, "rb").read()) for p in sys.argv[2:]]
+rows = ["my order has not arrived, please help"] * 8
 out = {"imports": rss()}
-base = shared_base(adapters[0].meta["base_model_sha256"], location=sys.argv[1])
+"""
+
+# evertrain's replica: the base loaded once, 5 adapters attached to it, answers through each.
+_MEMORY_CHILD = _MEMORY_PRELUDE + r"""
+base = shared_base(files[0].meta["base_model_sha256"], location=sys.argv[1])
 out["base"] = rss()
-rows = {"text": ["my order has not arrived, please help"] * 8}
-models = [load_adapter(adapters[0])]
-models[0].predict(rows)
+models = [load_adapter(files[0])]
+models[0].predict({"text": rows})
 out["first"] = rss()
-models += [load_adapter(a) for a in adapters[1:]]
+models += [load_adapter(a) for a in files[1:]]
 for m in models:
-    m.predict(rows)
+    m.predict({"text": rows})
 out["adapters"] = rss()
 out["loads"] = len({id(m.base) for m in models})
 out["param_bytes"] = sum(p.numel() * p.element_size() for p in base.peft.parameters())
+print(json.dumps(out))
+"""
+
+# The anchor: what a user writes with transformers and PEFT alone to serve the same base and
+# adapters (the adapter files are read with evertrain's reader; everything after is PEFT's).
+_BARE_MEMORY_CHILD = _MEMORY_PRELUDE + r"""
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1], local_files_only=True)
+tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+model = AutoModel.from_pretrained(sys.argv[1], local_files_only=True, use_safetensors=True).eval()
+out["base"] = rss()
+heads = []
+for i, f in enumerate(files):
+    config = LoraConfig(**f.meta["lora"])
+    if i == 0:
+        model = PeftModel(model, config, adapter_name="a0").eval()
+    else:
+        model.add_adapter(f"a{i}", config)
+    weights = {k[8:]: torch.from_numpy(v.copy()) for k, v in f.tensors.items() if k.startswith("adapter.")}
+    set_peft_model_state_dict(model, weights, adapter_name=f"a{i}")
+    heads.append((torch.from_numpy(f.tensors["head.weight"].copy()), torch.from_numpy(f.tensors["head.bias"].copy())))
+batch = tokenizer(rows, return_tensors="pt", padding=True)
+with torch.inference_mode():
+    for i, (weight, bias) in enumerate(heads):
+        model.set_adapter(f"a{i}")
+        hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1)
+        (pooled @ weight.T + bias).argmax(dim=1)
+        if i == 0:
+            out["first"] = rss()
+out["adapters"] = rss()
 print(json.dumps(out))
 """
 
@@ -267,17 +307,22 @@ def memory(base: Path, rows: pd.DataFrame, seed: int) -> dict[str, Any]:
             path.write_bytes(blob)
             paths.append(str(path))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-        out = subprocess.run(
-            [sys.executable, "-c", _MEMORY_CHILD, str(base), *paths],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
-        )
-        measured = json.loads(out.stdout.strip().splitlines()[-1])
+
+        def child(code: str) -> dict[str, Any]:
+            out = subprocess.run(
+                [sys.executable, "-c", code, str(base), *paths],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
+            return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+        measured = child(_MEMORY_CHILD)
+        bare = child(_BARE_MEMORY_CHILD)
         adapter_bytes = [os.path.getsize(p) for p in paths]
     base_bytes = sum(p.stat().st_size for p in base.glob("*.safetensors"))
-    return {**measured, "base_bytes": base_bytes, "adapter_bytes": adapter_bytes}
+    return {**measured, "bare": bare, "base_bytes": base_bytes, "adapter_bytes": adapter_bytes}
 
 
 def paired_overhead(runs: list[float], bare: list[float]) -> float:
