@@ -167,7 +167,12 @@ class FeastSource(Source):
         return python
 
     def read(self) -> pd.DataFrame:
-        return self.join(self.entities.read())
+        rows = self.entities.read()
+        if self.entities.kind == "log":
+            # The log holds the features as served; training reads them from the offline store as
+            # of each row's time (the skew check compares the two), so the served copies go.
+            rows = rows.drop(columns=feature_names(self.features), errors="ignore")
+        return self.join(rows)
 
     def join(self, rows: pd.DataFrame, time_column: str | None = None) -> pd.DataFrame:
         """``rows`` with this source's features as of each row's time (``time_column``, by default
