@@ -98,8 +98,6 @@ def online(config: dict[str, Any]) -> int:
             keys.setdefault(key, "string")
         if config.get("entity_keys"):
             keys = {key: keys[key] for key in config["entity_keys"]}
-        # one read before answering ready: the first real request then finds every part warm
-        store.get_online_features(features=wanted, entity_rows=[])
     except Exception as exc:
         say({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
         return 2
@@ -108,15 +106,14 @@ def online(config: dict[str, Any]) -> int:
     for line in sys.stdin:
         request = json.loads(line)
         try:
-            entities = request["entities"]
-            columns_in = zip(*entities.values(), strict=True)
-            rows = [dict(zip(entities, values, strict=True)) for values in columns_in]
-            answer = store.get_online_features(features=wanted, entity_rows=rows)
+            entities = request["entities"]  # one list per key: Feast takes the columns as they are
+            n = len(next(iter(entities.values()), ()))
+            answer = store.get_online_features(features=wanted, entity_rows=entities)
             table = answer.to_dict()
             statuses = [list(v.statuses) for v in answer.proto.results]
             ordered = list(answer.proto.metadata.feature_names.val)
             columns = [i for i, name in enumerate(ordered) if name in names]
-            missing = [row for row in range(len(rows)) if all(statuses[c][row] == not_found for c in columns)]
+            missing = [row for row in range(n) if all(statuses[c][row] == not_found for c in columns)]
             say({"id": request["id"], "features": {n: table[n] for n in names}, "missing": missing})
         except Exception as exc:
             say({"id": request.get("id"), "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
