@@ -144,6 +144,9 @@ class OnlineFeatures:
         if described is None or "keys" not in described:
             proc.kill()
             proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
             why = described.get("error") if described else None
             if why is None:
                 why = self._stderr[-1] if self._stderr else f"no answer within {START_TIMEOUT:.0f}s"
@@ -171,6 +174,7 @@ class OnlineFeatures:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        # its stdout and stderr are closed by the threads that read them, at their end
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -200,18 +204,9 @@ class OnlineFeatures:
 
     def _answers(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            answer = _json(line)
-            if answer is None:
-                continue
-            with self._lock:
-                future = self._pending.pop(answer.get("id", -1), None)
-            if future is None:
-                continue
-            if "error" in answer:
-                future.set_exception(StoreError(f"feast online features: {answer['error']}"))
-            else:
-                future.set_result(Answer(answer["features"], list(answer.get("missing", ()))))
+        with proc.stdout:
+            for line in proc.stdout:
+                self._settle(_json(line))
         # the worker ended: fail what waits on it; the next read starts another
         why = self._stderr[-1] if self._stderr else f"exit {proc.wait()}"
         with self._lock:
@@ -221,12 +216,25 @@ class OnlineFeatures:
         for future in waiting.values():
             future.set_exception(StoreError(f"feast online features: the worker stopped: {why}"))
 
+    def _settle(self, answer: dict[str, Any] | None) -> None:
+        if answer is None:
+            return
+        with self._lock:
+            future = self._pending.pop(answer.get("id", -1), None)
+        if future is None:
+            return
+        if "error" in answer:
+            future.set_exception(StoreError(f"feast online features: {answer['error']}"))
+        else:
+            future.set_result(Answer(answer["features"], list(answer.get("missing", ()))))
+
     def _drain(self, stream: IO[str]) -> None:
-        for line in stream:
-            line = line.rstrip()
-            if line:
-                self._stderr.append(line)
-                log.debug("feast: %s", line)
+        with stream:
+            for line in stream:
+                line = line.rstrip()
+                if line:
+                    self._stderr.append(line)
+                    log.debug("feast: %s", line)
 
 
 def _json(line: str | None) -> dict[str, Any] | None:

@@ -59,7 +59,7 @@ def main() -> int:
 
 
 #: Feast's value types as the prediction log stores them; any other key type is logged as text.
-KEY_TYPES = {"STRING": "string", "INT64": "int64", "INT32": "int64", "BOOL": "bool", "DOUBLE": "float64"}
+KEY_TYPES = {"STRING": "string", "INT64": "int64", "INT32": "int64"}
 
 
 def _plain(value: Any) -> Any:

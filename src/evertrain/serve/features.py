@@ -28,7 +28,7 @@ from evertrain.train.inputs import show, value_kind
 log = logging.getLogger("evertrain.serve")
 
 #: The types an entity key may have in a request, by the log type Feast's value type maps to.
-_KEY_CHECKS: dict[str, tuple[type, ...]] = {"string": (str,), "int64": (int,), "float64": (int, float)}
+_KEY_CHECKS: dict[str, tuple[type, ...]] = {"string": (str,), "int64": (int,)}
 
 
 class EntityFeatures:
