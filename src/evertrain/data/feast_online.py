@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from evertrain.data.feast_source import WORKER
+from evertrain.data.feast_source import WORKER, in_project
 from evertrain.exceptions import StoreError, UsageError
 
 log = logging.getLogger("evertrain.feast")
@@ -258,14 +258,9 @@ def _line_within(stream: IO[str], timeout: float) -> str | None:
 
 def online_features(feast: Any, base: Path | None = None) -> OnlineFeatures:
     """The reader of a :class:`evertrain.spec.FeastServingSpec` (repo and python resolved from ``base``)."""
-    repo = str(feast.repo)
-    if base is not None and not Path(repo).is_absolute():
-        repo = str((base / repo).resolve())
-    python = feast.python
-    if python and os.sep in python and not Path(python).is_absolute() and base is not None:
-        python = str(base / python)
+    python = feast.python and in_project(feast.python, base, command=True)
     return OnlineFeatures(
-        repo,
+        in_project(str(feast.repo), base),
         features=feast.features,
         feature_service=feast.feature_service,
         entity_keys=feast.entity_keys,
