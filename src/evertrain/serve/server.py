@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -30,7 +30,6 @@ from evertrain.exceptions import AuthError, InputError, ServeError
 from evertrain.serve import openapi as doc
 from evertrain.serve.batching import Batches, Ticket
 from evertrain.serve.bodies import json_response, parse_feedback, parse_json, parse_predict
-from evertrain.serve.features import EntityFeatures
 from evertrain.serve.known_ids import KnownIds
 from evertrain.serve.labels import LabelRule, label_rule, rule_from_model
 from evertrain.serve.metrics import ServeMetrics
@@ -48,6 +47,9 @@ from evertrain.store import Store
 from evertrain.store.names import CANARY, CHAMPION, SHADOW
 from evertrain.train.inputs import show, value_kind
 from evertrain.train.predictor import LoadedModel, LoadOptions
+
+if TYPE_CHECKING:
+    from evertrain.serve.features import EntityFeatures
 
 log = logging.getLogger("evertrain.serve")
 
@@ -90,6 +92,7 @@ def entity_features(spec: Spec | None, project: Path | None) -> EntityFeatures |
     if feast is None:
         return None
     from evertrain.data.feast_online import online_features
+    from evertrain.serve.features import EntityFeatures  # only projects with Feast pay for it
 
     return EntityFeatures(online_features(feast, project), fetch=feast.online, timeout=feast.timeout_seconds)
 
