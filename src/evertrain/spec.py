@@ -861,6 +861,56 @@ class BatchingSpec(_Part):
     )
 
 
+class FeastServingSpec(_Part):
+    """Online features from Feast for predict requests, and the entity keys logged with each row.
+
+    With a ``feast`` data source this is on by default and takes that source's ``repo``,
+    ``features`` and ``python``; set it to serve from Feast with another data source, or to
+    change what is read. A request then needs only the entity keys (and the features Feast
+    does not hold); the server reads the rest from Feast's online store through a
+    long-lived worker in Feast's environment, and logs the values it served.
+    """
+
+    repo: str | None = Field(
+        None, description="The feature repo folder (with feature_store.yaml); default: data.source.repo."
+    )
+    python: str | None = Field(
+        None, description="The Python of an environment with feast installed; default: data.source.python."
+    )
+    features: list[str] | None = Field(
+        None,
+        description="Feature references, 'view:feature', read for each request; default: "
+        "data.source.features.",
+    )
+    feature_service: str | None = Field(
+        None, description="A Feast feature service to read instead of a list of features."
+    )
+    entity_keys: list[str] | None = Field(
+        None,
+        description="The entity keys a request carries and the log keeps; default: the join keys of the "
+        "features' views, as Feast declares them.",
+    )
+    online: bool = Field(
+        True,
+        description="Read the features a request lacks from the online store; false: requests carry every "
+        "feature, and only the entity keys are checked and logged.",
+    )
+    timeout_seconds: Duration = Field(
+        2.0, gt=0, description="How long one online read may take before the request gets a 503."
+    )
+
+    @model_validator(mode="after")
+    def _one_list(self) -> FeastServingSpec:
+        if self.features is not None and self.feature_service is not None:
+            raise ValueError("give serving.feast either 'features' or 'feature_service', not both")
+        bad = [ref for ref in self.features or () if ref.count(":") != 1 or ref[0] == ":" or ref[-1] == ":"]
+        if bad:
+            raise ValueError(f"a feast feature is named 'view:feature', got {bad[0]!r}")
+        if self.entity_keys is not None and not self.entity_keys:
+            raise ValueError("serving.feast.entity_keys: name at least one key, or leave it out")
+        return self
+
+
 class ServingSpec(_Part):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -914,6 +964,11 @@ class ServingSpec(_Part):
         True,
         description="Whether the client's X-Evertrain-Key header (or first request id) keeps it on one arm "
         "during a rollout; false: every request is routed at random.",
+    )
+    feast: FeastServingSpec | None = Field(
+        None,
+        description="Online features from Feast (default with a feast data source: that source's repo, "
+        "features and python).",
     )
 
 
@@ -1036,6 +1091,34 @@ class Spec(_Part):
         model = data.get("model")
         task = model.get("task", "binary") if isinstance(model, dict) else getattr(model, "task", "binary")
         return {**data, "gates": default_gates(str(task))}
+
+    @model_validator(mode="after")
+    def _feast_serving(self) -> Spec:
+        feast = self.serving.feast
+        lacking = feast is not None and not (feast.repo and (feast.features or feast.feature_service))
+        if lacking and self.data.source.kind != "feast":
+            raise ValueError(
+                "serving.feast without a feast data source needs 'repo' and 'features' or 'feature_service'"
+            )
+        return self
+
+    def feast_serving(self) -> FeastServingSpec | None:
+        """What serving reads from Feast: ``serving.feast`` over the ``feast`` data source's settings;
+        ``None`` when the project has no Feast."""
+        feast = self.serving.feast
+        source = self.data.source
+        if source.kind != "feast":
+            return feast
+        given = FeastServingSpec() if feast is None else feast
+        return given.model_copy(
+            update={
+                "repo": given.repo or source.repo,
+                "python": given.python or source.python,
+                "features": given.features
+                if given.features or given.feature_service
+                else list(source.features or ()),
+            }
+        )
 
 
 # -- loading with file, line and field in errors --------------------------------------------

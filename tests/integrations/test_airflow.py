@@ -1,7 +1,8 @@
 """The example Airflow DAG runs an evertrain cycle with each step a task, under the real Airflow (its
 own venv: Airflow pins fastapi below ours), by ``airflow dags test`` on a SQLite metadata database:
-the branch after ``decide`` skips training when none is due, and exit 2 fails a task at once although
-it has retries (the Prefect test shows exit 3 retried; here it would only show Airflow's retries)."""
+the branch after ``decide`` skips training when none is due, exit 1 (a gate said no) lets the run go
+on to the rollout, exit 2 fails a task at once although it has retries, and exit 3 (the store is
+unreachable) is retried, then fails the run."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Three DAG runs: a first cycle, one with nothing to do, one on a bad project file."""
+    """Five DAG runs: a first cycle, one with nothing to do, one whose gate says no, one on a bad
+    project file, one whose store is unreachable."""
     bin_dir = tool_venv("airflow")
     base = tmp_path_factory.mktemp("airflow")
     home = base / "airflow-home"
@@ -47,22 +49,28 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     migrated = airflow_cli("db", "migrate")
     assert migrated.returncode == 0, migrated.stderr[-3000:]
-    good, broken = base / "good", base / "broken"
+    good, strict, broken = base / "good", base / "strict", base / "broken"
     assert main(["init", str(good)]) == 0
-    shutil.copytree(good, broken)
-    spec = yaml.safe_load((broken / "evertrain.yaml").read_text())
-    spec["training"] = {"window": {"kind": "sliding", "rows": -5}}
-    (broken / "evertrain.yaml").write_text(yaml.safe_dump(spec))
+    for folder, change in (
+        (strict, {"gates": [{"kind": "threshold", "metric": "roc_auc", "min": 0.9999}]}),
+        (broken, {"training": {"window": {"kind": "sliding", "rows": -5}}}),
+    ):
+        shutil.copytree(good, folder)
+        spec = yaml.safe_load((folder / "evertrain.yaml").read_text())
+        (folder / "evertrain.yaml").write_text(yaml.safe_dump({**spec, **change}))
+    unreachable = "EVERTRAIN_DB_URL=postgresql://evertrain@127.0.0.1:9/none?connect_timeout=1"
     runs = {
         "first": {"project": str(good), "command": EVERTRAIN},
         "second": {"project": str(good), "command": EVERTRAIN},
+        "strict": {"project": str(strict), "command": EVERTRAIN},
         "broken": {"project": str(broken), "command": EVERTRAIN},
+        "down": {"project": str(good), "command": ["env", unreachable, *EVERTRAIN]},
     }
     codes = {}
     for name, conf in runs.items():
         done = airflow_cli("dags", "test", "evertrain_cycle", "-c", json.dumps(conf))
         codes[name] = done.returncode
-        if name in ("first", "second"):
+        if name in ("first", "second", "strict"):
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # What Airflow recorded, read from its metadata database: the runs in order, their tasks.
     with sqlite3.connect(home / "airflow.db") as db:
@@ -113,3 +121,19 @@ def test_a_usage_error_fails_its_task_without_retry(airflow: dict[str, Any]) -> 
     assert broken["state"] == "failed" and broken["exit"] != 0
     assert broken["tasks"]["monitor"] == ("failed", 1)  # retries=2, yet one try: exit 2 is not retried
     assert {broken["tasks"][t][0] for t in ("decide", "train", "gate", "rollout")} == {"upstream_failed"}
+
+
+def test_a_gate_that_says_no_lets_the_run_go_on_to_the_rollout(airflow: dict[str, Any]) -> None:
+    strict = airflow["strict"]
+    assert strict["state"] == "success"  # the loop worked; the model did not pass
+    assert strict["tasks"] == {
+        step: ("success", 1) for step in ("monitor", "decide", "train", "gate", "rollout")
+    }  # exit 1 is an answer, never retried
+    assert strict["result"]["outcome"] == "gate_failed" and strict["result"]["exit_code"] == 1
+
+
+def test_an_infrastructure_error_is_retried_then_fails_the_run(airflow: dict[str, Any]) -> None:
+    down = airflow["down"]
+    assert down["state"] == "failed" and down["exit"] != 0
+    assert down["tasks"]["monitor"] == ("failed", 3)  # exit 3: the first try and both retries
+    assert {down["tasks"][t][0] for t in ("decide", "train", "gate", "rollout")} == {"upstream_failed"}

@@ -10,7 +10,9 @@ from __future__ import annotations
 import http.server
 import json
 import math
+import os
 import shutil
+import sys
 import threading
 import time
 import typing
@@ -18,18 +20,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from _tools import run_tool, tool_env, tool_venv
+from _tools import ROOT, free_port, process, run_tool, tool_env, tool_venv
 
 from evertrain.data import logs
 from evertrain.data.feast_source import FeastSource, historical_features
-from evertrain.data.sources import CsvSource
+from evertrain.data.sources import CsvSource, open_source
 from evertrain.exceptions import DataValidationError, UsageError
 from evertrain.faces.cli import main
 from evertrain.faces.integrations.feast import mismatch_share
+from evertrain.spec import load_spec
 
 SIDE = Path(__file__).with_name("_feast_side.py")
 REGIONS = ["east", "north", "south", "west"]
@@ -301,3 +305,96 @@ def test_the_skew_check_needs_a_feast_source(tmp_path: Path) -> None:
     project = tmp_path / "churn"
     assert main(["init", str(project)]) == 0
     assert main(["feast", "skew", "--project", str(project)]) == 2  # a log source: nothing to compare
+
+
+def test_serving_reads_the_features_of_a_requests_entity_keys_from_the_online_store(
+    feast: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model that does not take the entity key (region) as an input, served by a real `evertrain
+    serve`: requests carry the region and the features computed at request time; the server reads
+    the rest from Feast's online store, logs what it served and the region, and the skew check and a
+    training on the log both join Feast on the logged region."""
+    project = tmp_path / "churn"
+    shutil.copytree(feast["project"], project, ignore=shutil.ignore_patterns(".evertrain"))
+    spec = yaml.safe_load((project / "evertrain.yaml").read_text())
+    spec["model"]["features"] = ["plan", "tenure_months", "monthly_spend", "outage_hours", "promo"]
+    spec["gates"] = []
+    spec.pop("alerts")
+    # the online store serves outage in minutes (the side script's bad stream), far past training's range
+    spec["serving"] = {"range_tolerance": None, "log": {"flush_seconds": 0.05}}
+    (project / "evertrain.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["train", "churn", "--project", str(project)]) == 0
+    assert main(["promote", "churn", "1", "--project", str(project)]) == 0
+    capsys.readouterr()
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVERTRAIN_")}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    args = [sys.executable, "-m", "evertrain", "serve", "--project", str(project), "--port", str(port)]
+    after = feast["online"]["after"]
+    served = dict(zip(after["region"], zip(after["outage_hours"], after["promo"], strict=True), strict=True))
+    request = {"plan": "pro", "tenure_months": 12.0, "monthly_spend": 30.0}
+    regions = ["east", "west", "north", "south"] * 10
+    with process(args, env, f"{url}/readyz"), httpx.Client(base_url=url, timeout=30) as http:
+        status = http.get("/v1/models/churn").json()
+        assert "region" not in status["inputs"] and "outage_hours" in status["inputs"]
+        ids = []
+        for i in range(0, len(regions), 4):
+            answer = http.post(
+                "/v1/models/churn:predict",
+                json={"instances": [{"region": r, **request} for r in regions[i : i + 4]]},
+            )
+            assert answer.status_code == 200, answer.text
+            ids += answer.json()["request_ids"]
+        # a value the request carries is used as sent
+        promo = (served["east"][1] + 1) % 3
+        own = http.post(
+            "/v1/models/churn:predict", json={"instances": [{"region": "east", **request, "promo": promo}]}
+        )
+        assert own.status_code == 200, own.text
+        unknown = http.post(
+            "/v1/models/churn:predict",
+            json={"instances": [{"region": "east", **request}, {"region": "mars"}]},
+        )
+        assert unknown.status_code == 422
+        assert unknown.json()["field"] == "instances[1].region" and "'mars'" in unknown.json()["error"]
+        assert "not in Feast's online store" in unknown.json()["error"]
+        keyless = http.post("/v1/models/churn:predict", json={"instances": [request]})
+        assert keyless.status_code == 422 and keyless.json()["field"] == "instances[0].region"
+        assert "missing entity key" in keyless.json()["error"]
+        labels = [{"request_id": rid, "label": i % 2} for i, rid in enumerate(ids)]
+        assert http.post("/v1/models/churn:feedback", json={"labels": labels}).status_code == 200
+        assert http.get("/readyz").status_code == 200  # the 422s took nothing down
+
+    table = logs.read_log(str(project / ".evertrain" / "logs"), logs.PREDICTIONS, "churn").to_pandas()
+    assert len(table) == len(regions) + 1
+    rows = table.set_index("request_id").loc[ids]
+    assert list(rows["region"]) == regions  # logged, though no input of the model
+    assert list(rows["outage_hours"]) == [served[r][0] for r in regions]  # what the online store gave
+    assert list(rows["promo"]) == [served[r][1] for r in regions]
+    assert table.loc[~table["request_id"].isin(ids), "promo"].tolist() == [promo]
+
+    # The skew check joins the offline store on the logged regions at each request's time: the
+    # online store's outage (in minutes) differs on every row, its promo only where the client sent it.
+    capsys.readouterr()
+    assert main(["feast", "skew", "--json", "-", "--last", "1h", "--project", str(project)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_rows"] == len(regions) + 1 and report["skewed_columns"] == ["outage_hours"]
+    assert report["columns"]["outage_hours"]["mismatch_share"] == 1.0
+    assert report["columns"]["promo"]["mismatch_share"] == pytest.approx(1 / (len(regions) + 1))
+
+    # Training reads the labelled served rows with their features from the offline store as of each
+    # request's time (the newest hour's values), not the served copies.
+    loaded = load_spec(project)
+    source = open_source(
+        loaded.data.source,
+        base=project,
+        logs_url=str(project / ".evertrain" / "logs"),
+        model="churn",
+        target="churned",
+        time_column="ts",
+    )
+    training = source.read().set_index("request_id").loc[ids]
+    assert list(training["outage_hours"]) == [outage(REGIONS.index(r), feast["last_hour"]) for r in regions]
+    assert list(training["churned"]) == [i % 2 for i in range(len(regions))]

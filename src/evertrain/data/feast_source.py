@@ -35,6 +35,14 @@ WORKER = Path(__file__).with_name("feast_worker.py")
 WORKER_TIMEOUT = 1800.0
 
 
+def in_project(path: str, base: Path | None, *, command: bool = False) -> str:
+    """``path`` from the project folder ``base`` when relative; a ``command`` (a Python to run)
+    only when it has a folder in it (a bare name is looked up on PATH)."""
+    if base is None or Path(path).is_absolute() or (command and os.sep not in path):
+        return path
+    return str(base / path) if command else str((base / path).resolve())
+
+
 def feature_names(features: list[str]) -> list[str]:
     """The column of each Feast feature reference: ``view:feature`` gives ``feature``."""
     return [ref.rsplit(":", 1)[-1] for ref in features]
@@ -150,9 +158,7 @@ class FeastSource(Source):
     @property
     def location(self) -> str:
         """The feature repo folder (with feature_store.yaml), resolved from the project folder."""
-        if Path(self.repo).is_absolute() or self.base is None:
-            return self.repo
-        return str((self.base / self.repo).resolve())
+        return in_project(self.repo, self.base)
 
     @property
     def uri(self) -> str:
@@ -161,13 +167,15 @@ class FeastSource(Source):
     @property
     def interpreter(self) -> str | None:
         """The Python that runs Feast; a relative path with a folder in it is from the project folder."""
-        python = self.python
-        if python is not None and os.sep in python and not Path(python).is_absolute() and self.base:
-            return str(self.base / python)
-        return python
+        return None if self.python is None else in_project(self.python, self.base, command=True)
 
     def read(self) -> pd.DataFrame:
-        return self.join(self.entities.read())
+        rows = self.entities.read()
+        if self.entities.kind == "log":
+            # The log holds the features as served; training reads them from the offline store as
+            # of each row's time (the skew check compares the two), so the served copies go.
+            rows = rows.drop(columns=feature_names(self.features), errors="ignore")
+        return self.join(rows)
 
     def join(self, rows: pd.DataFrame, time_column: str | None = None) -> pd.DataFrame:
         """``rows`` with this source's features as of each row's time (``time_column``, by default

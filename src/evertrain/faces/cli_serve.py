@@ -116,7 +116,7 @@ def serve(
     store, spec = _replica_store(project, db_url, artifacts_url, logs_url)
     serving = spec.serving if spec is not None else ServingSpec.model_validate({})
     try:
-        application = create_app(store, spec)
+        application = create_app(store, spec, project=project)
         ui.mount(application, store)  # the dashboard at /ui, behind the admin token when one is set
         bind_host = host or serving.host
         bind_port = serving.port if port is None else port

@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -60,6 +61,7 @@ def create_app(
     logs_url: str | None = None,
     models: Iterable[str] | None = None,
     metrics: ServeMetrics | None = None,
+    project: Path | None = None,
 ) -> FastAPI:
     """The serving app over ``store``.
 
@@ -68,8 +70,10 @@ def create_app(
     default settings. ``serving`` overrides ``spec.serving``. ``admin_token`` defaults to
     ``EVERTRAIN_ADMIN_TOKEN`` (unset: admin routes answer 401), ``feedback_token`` to
     ``EVERTRAIN_FEEDBACK_TOKEN`` (unset: feedback needs no token). ``logs_url`` defaults to
-    the store's. ``models`` limits serving to those names. Background threads start and
-    stop with the app's lifespan (``app.state.server.start()``/``stop()`` without one).
+    the store's. ``models`` limits serving to those names. ``project`` is the folder that
+    relative paths of the spec (a Feast repo) are read from (default: the current folder).
+    Background threads start and stop with the app's lifespan (``app.state.server.start()``/
+    ``stop()`` without one).
     """
     serving = serving or (spec.serving if spec is not None else ServingSpec.model_validate({}))
     url = logs_url or store.logs_url
@@ -87,6 +91,7 @@ def create_app(
         logs_url=url,
         only=models,
         metrics=metrics or ServeMetrics(),
+        project=project,
     )
 
     @asynccontextmanager
@@ -237,7 +242,7 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
         responses={200: {"model": doc.Ready}, 503: {"model": doc.Ready, "description": "Not ready yet"}},
     )
     async def readyz() -> Response:
-        ready = server.manager.ready()
+        ready = server.ready()
         waiting = [
             n
             for n in server.manager.names()
@@ -245,7 +250,10 @@ def _routes(app: FastAPI, server: Server, spec: Spec | None) -> None:
             and r.champion is None
             and r.desired.champion is not None
         ]
-        return json_response({"ready": ready, "waiting": waiting}, 200 if ready else 503)
+        body: dict[str, Any] = {"ready": ready, "waiting": waiting}
+        if server.features is not None and not server.features.online.ready:
+            body["feast"] = server.features.online.error or "starting"
+        return json_response(body, 200 if ready else 503)
 
     @app.get(
         "/metrics",

@@ -16,7 +16,8 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -46,6 +47,9 @@ from evertrain.store import Store
 from evertrain.store.names import CANARY, CHAMPION, SHADOW
 from evertrain.train.inputs import show, value_kind
 from evertrain.train.predictor import LoadedModel, LoadOptions
+
+if TYPE_CHECKING:
+    from evertrain.serve.features import EntityFeatures
 
 log = logging.getLogger("evertrain.serve")
 
@@ -82,6 +86,17 @@ def public_message(message: str) -> str:
     return _PATH.sub("<path>", message)
 
 
+def entity_features(spec: Spec | None, project: Path | None) -> EntityFeatures | None:
+    """What serving does with entity keys, for a project that reads Feast; ``None`` for one that does not."""
+    feast = None if spec is None else spec.feast_serving()
+    if feast is None:
+        return None
+    from evertrain.data.feast_online import online_features
+    from evertrain.serve.features import EntityFeatures  # only projects with Feast pay for it
+
+    return EntityFeatures(online_features(feast, project), fetch=feast.online, timeout=feast.timeout_seconds)
+
+
 class BodyBudget:
     """Bytes of request bodies held by all requests together, bounded; shared by one app."""
 
@@ -114,6 +129,7 @@ class Server:
         logs_url: str,
         only: Iterable[str] | None,
         metrics: ServeMetrics,
+        project: Path | None = None,
     ) -> None:
         self.store = store
         self.spec = spec
@@ -153,6 +169,7 @@ class Server:
             max_rows=serving.batching.max_rows if serving.batching.enabled else 1,
         )
         self._batches: dict[str, Batches] = {}
+        self.features = entity_features(spec, project)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -160,12 +177,20 @@ class Server:
         self.logger.start()
         self.mirror.start()
         self.manager.start()
+        if self.features is not None:
+            self.features.start()
+
+    def ready(self) -> bool:
+        """Every champion loaded, and Feast's online reader running where the project reads Feast."""
+        return self.manager.ready() and (self.features is None or self.features.online.ready)
 
     def stop(self) -> None:
         """Stop polling, run queued shadow copies, then write every queued log row."""
         self.manager.stop()
         self.mirror.close()
         self.logger.close()
+        if self.features is not None:
+            self.features.close()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait for shadow copies to run and every queued row to be written (tests, analysis)."""
@@ -289,6 +314,9 @@ class Server:
         limit = body.max_new_tokens
         if limit is not None:
             check_generation_limit(routes.champion, limit)
+        keys: dict[str, list[Any]] = {}
+        if self.features is not None:
+            instances, keys = await self.features.fill(instances)
         key = None
         if self.serving.client_routing_key:
             key = request.headers.get(KEY_HEADER) or (ids[0] if ids else None)
@@ -308,6 +336,10 @@ class Server:
             name, routes, arm, model, columns, instances, ids, ts, batches, ticket, limit
         )
         cols, types = prediction_rows(model, arm, columns, ids, predictions, scores, ts, seconds * 1000.0)
+        for key, values in keys.items():
+            if key not in cols:  # an entity key the model does not read is logged all the same
+                cols[key] = values
+                types[key] = self.features.keys[key] if self.features is not None else "string"
         self.logger.offer(PREDICTIONS, name, cols, types, n)
         if routes.shadow is not None:
             self.mirror.submit(routes.shadow, instances, ids, ts)

@@ -18,9 +18,9 @@ training), and compares the two, column by column:
   hourly materialization of a feature updated daily leaves about 4% of the rows behind).
 
 A column skews when either says so; any skewed column sends a ``skew`` alert to the
-project's webhooks. The entity keys must be columns of the prediction log, that is
-inputs of the model (a region, a store, a product code); keys that are no inputs are not
-logged by serving yet.
+project's webhooks. The entity keys and the features must be columns of the prediction
+log: serving logs both for a project that reads Feast (``evertrain.serve.features``),
+model inputs or not.
 """
 
 from __future__ import annotations
