@@ -210,9 +210,10 @@ class DistributedSpec(_Part):
     hands the adapter back. The cluster is the one at ``EVERTRAIN_RAY_ADDRESS``, else a
     local Ray started for the job. ``lora.device`` chooses the hardware: ``auto`` trains on
     GPUs (NCCL, one per worker) where the cluster has one for each worker and on CPUs
-    (gloo) otherwise. ``lora.batch_size`` stays the batch of one micro-batch over all the
-    workers, so a job makes the same optimizer steps on the same rows whatever the number
-    of workers: more workers make it faster, not different."""
+    (gloo) otherwise. ``lora.batch_size`` stays the rows of one micro-batch, dealt out among
+    the workers (a multiple of the workers keeps their parts equal), so a job makes the
+    same optimizer steps on the same rows whatever the number of workers: more workers make
+    it faster, not different (dropout aside: each worker draws its own masks)."""
 
     workers: int = Field(ge=1, le=1024, description="Training processes (DDP ranks), each on its own device.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker.")
@@ -278,16 +279,6 @@ class LoraSpec(_Part):
         description="Fine-tune as a Ray Train job with this many DDP workers (null: in the training "
         "job's own process).",
     )
-
-    @model_validator(mode="after")
-    def _shares(self) -> LoraSpec:
-        workers = self.distributed.workers if self.distributed is not None else 1
-        if self.batch_size % workers:
-            raise ValueError(
-                f"lora.batch_size ({self.batch_size}) must be a multiple of distributed.workers ({workers}): "
-                "each worker takes an equal share of every micro-batch"
-            )
-        return self
 
 
 class TrainerSpec(_Part):

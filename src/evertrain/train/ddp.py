@@ -5,17 +5,19 @@ A loop written against :class:`Ranks` runs unchanged in one process, where ``Ran
 one rank and every collective returns what it is given, and as rank ``r`` of ``N`` under
 ``torch.distributed``, where:
 
-- :meth:`Ranks.pad` and :meth:`Ranks.shard` split each micro-batch of an epoch's order
-  into ``N`` equal shares, rank ``r`` taking rows ``r, r + N, ...``: over an epoch each rank
-  sees the rows PyTorch's ``DistributedSampler`` would give it, and the union of the ranks'
-  shares is the micro-batch one process would take;
+- :meth:`Ranks.split` gives rank ``r`` rows ``r, r + N, ...`` of each micro-batch (as
+  PyTorch's ``DistributedSampler`` deals an epoch's rows, without its repeated rows: the
+  ranks' parts are exactly the micro-batch one process would take), and the weight of its
+  mean loss: its share of the micro-batch's rows, times ``N``;
 - :meth:`Ranks.parallel` wraps the forward pass in ``DistributedDataParallel``, so the
   gradients are averaged across the ranks during backward (once per optimizer step when
-  micro-batches are accumulated: the others run under ``no_sync``);
+  micro-batches are accumulated: the others run under ``no_sync``). The average of the
+  weighted mean losses' gradients is the gradient of the whole micro-batch's mean loss, so
+  ``N`` ranks make the optimizer steps one process makes, whatever the batch size;
 - :meth:`Ranks.total` sums a few numbers over the ranks (losses, token counts, a deadline
   passed), so every decision taken from them (early stopping, stopping at the time limit)
   is the same on every rank and no rank is left waiting in a collective;
-- :meth:`Ranks.share` gives every rank rank 0's value (a checkpoint only rank 0 can read).
+- :meth:`Ranks.from_lead` gives every rank rank 0's value (a checkpoint only rank 0 can read).
 
 :func:`run_on_ray` runs ``work(ranks)`` on ``N`` Ray Train workers (``TorchTrainer``: gloo
 on CPUs, NCCL on GPUs) and returns what rank 0 returned. That value comes back through a
@@ -64,15 +66,20 @@ class Ranks:
 
         return str(dist.get_backend())
 
-    def pad(self, order: np.ndarray) -> np.ndarray:
-        """An epoch's order lengthened to a multiple of the ranks by repeating its first rows
-        (as ``DistributedSampler`` does), so every micro-batch splits into equal shares when the
-        batch size is a multiple of the ranks. Alone: the order as it is."""
-        short = -len(order) % self.world
-        return np.concatenate([order, order[:short]]) if short else order
+    def split(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
+        """This rank's part of a micro-batch's ``rows``, and the weight of its mean loss (its
+        part's share of the rows, times the ranks: 1 alone). A rank left without a row (a last
+        micro-batch smaller than the ranks) takes the first one, weighted 0: DDP needs every
+        rank's backward pass."""
+        if self.world == 1:
+            return rows, 1.0
+        mine = rows[self.rank :: self.world]
+        if not len(mine):
+            return rows[:1], 0.0
+        return mine, self.world * len(mine) / len(rows)
 
     def shard(self, items: _Items) -> _Items:
-        """This rank's share of a micro-batch's rows (or of a list of batches)."""
+        """This rank's share of ``items`` (the valid batches, whose losses are summed)."""
         return items if self.world == 1 else items[self.rank :: self.world]
 
     def seed(self, *key: int) -> int:
@@ -91,7 +98,7 @@ class Ranks:
         dist.all_reduce(tensor)
         return [float(v) for v in tensor.cpu()]
 
-    def share(self, value: Any) -> Any:
+    def from_lead(self, value: Any) -> Any:
         """Rank 0's ``value``, on every rank (what the others pass is ignored)."""
         if self.world == 1:
             return value

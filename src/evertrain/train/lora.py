@@ -426,9 +426,7 @@ class LoraTrainer(Trainer):
                     "max_steps" if s.max_steps is not None and state["step"] >= s.max_steps else "epochs"
                 )
                 break
-            order = ranks.pad(
-                np.random.default_rng([context.seed, state["epoch"]]).permutation(objective.n_train)
-            )
+            order = np.random.default_rng([context.seed, state["epoch"]]).permutation(objective.n_train)
             micro = state["position"]
             if micro >= micro_per_epoch:
                 state["epoch"], state["position"] = state["epoch"] + 1, 0
@@ -441,16 +439,16 @@ class LoraTrainer(Trainer):
                 g["lr"] = rate(state["step"])
             accumulated = 0
             while accumulated < s.grad_accum_steps and micro < micro_per_epoch:
-                rows = ranks.shard(order[micro * s.batch_size : (micro + 1) * s.batch_size])
+                rows, weight = ranks.split(order[micro * s.batch_size : (micro + 1) * s.batch_size])
                 torch.manual_seed(ranks.seed(context.seed, state["epoch"], micro))
                 last = accumulated + 1 == s.grad_accum_steps or micro + 1 == micro_per_epoch
                 with forward.accumulating(sync=last):
                     with autocast():
                         loss, tokens = forward(rows)
-                    loss = loss / s.grad_accum_steps
+                    loss = loss * weight / s.grad_accum_steps
                     (scaler.scale(loss) if scaler is not None else loss).backward()
                 running.append(float(loss.detach()) * s.grad_accum_steps)
-                state["tokens"] += tokens
+                state["tokens"] += tokens if weight else 0
                 accumulated += 1
                 micro += 1
             if scaler is not None:
@@ -468,8 +466,8 @@ class LoraTrainer(Trainer):
             context.progress(state["step"], total_steps, "LoRA step")
             # One collective per step: the step's loss over every rank, and whether any rank ran
             # out of time (so all of them stop together).
-            loss_sum, micro_count, late = ranks.total(sum(running), len(running), context.past_deadline())
-            state["train_loss"].append(loss_sum / micro_count)
+            loss_sum, late = ranks.total(sum(running), context.past_deadline())
+            state["train_loss"].append(loss_sum / (ranks.world * len(running)))
             running.clear()
             if eval_every is not None and state["step"] % eval_every == 0 and check():
                 state["stopped"] = "early_stopping"
@@ -534,7 +532,7 @@ class LoraTrainer(Trainer):
         resumed = self._load_checkpoint(context, model, head, optimizer)
         if ranks.world == 1:
             return resumed
-        shared = ranks.share(None if resumed is None else (*resumed, optimizer.state_dict()))
+        shared = ranks.from_lead(None if resumed is None else (*resumed, optimizer.state_dict()))
         if shared is None:
             return None
         state, best, moments = shared

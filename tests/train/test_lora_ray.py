@@ -1,0 +1,110 @@
+"""Distributed LoRA fine-tuning: the same training loop as a Ray Train job (TorchTrainer, DDP on gloo)
+with two workers on a local Ray, against the same job in one process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from evertrain.data.tickets import make_support_tickets
+from evertrain.store import Store
+from evertrain.train.ddp import Ranks
+from evertrain.train.pipeline import train_model
+from evertrain.train.predictor import load_version
+from lorakit import lora_trainer, text_project
+
+pytest.importorskip("peft")
+pytest.importorskip("ray.train.torch")
+
+
+def _without_dropout(base: Path, folder: Path) -> Path:
+    """``base`` with its own dropout off (the weights are the same files)."""
+    shutil.copytree(base, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update({k: 0.0 for k in config if k.endswith("pdrop") or k.endswith("dropout")})
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_two_ddp_workers_on_ray_make_the_adapter_one_process_makes(
+    tiny_base: Path, project: Path, project_store: Store, clock: Any, ray_instance: Any
+) -> None:
+    # Without dropout nothing is drawn at random inside a step, so the two runs differ only in how
+    # float sums are ordered: DDP averages the workers' gradients over their halves of each
+    # micro-batch, which is the gradient of the whole micro-batch one process takes. Their losses
+    # then agree to float rounding (1e-4 relative is hundreds of times that, and far below what
+    # a wrong sharding or a summed instead of averaged gradient would change). With dropout the
+    # workers draw other masks than one process would, and the runs differ as two seeds do.
+    base = _without_dropout(tiny_base, project / "base")
+    rows = make_support_tickets(300, seed=12)
+    rows.to_csv(project / "tickets.csv", index=False)
+    clock.now = float(rows["label_ts"].max()) + 1.0
+    store, window = project_store, {"kind": "sliding", "rows": 300}
+    settings: dict[str, Any] = {"max_length": 32, "dropout": 0.0, "eval_every": 4, "epochs": 3}
+    gates = [{"kind": "threshold", "metric": "accuracy", "min": 0.5}]
+    alone = text_project("alone", lora_trainer(base, **settings), window=window, gates=gates)
+    distributed = {"distributed": {"workers": 2}}
+    on_ray = text_project("on-ray", lora_trainer(base, **settings, **distributed), window=window, gates=gates)
+
+    local = train_model(store, alone, project, reason="one process")
+    ray = train_model(store, on_ray, project, reason="two workers")
+    assert local.outcome == ray.outcome == "accepted", (local.report, ray.report)
+
+    # Two workers really ran, and the version and its run say so.
+    version = store.registry.get_version("on-ray", 1)
+    assert version.params["workers"] == 2 and version.params["distributed_backend"] == "gloo"
+    assert ray.metrics["workers"] == 2 and local.metrics["workers"] == 1
+    training = store.lineage.of_version("on-ray", 1)["training"]
+    assert training["workers"] == 2 and training["lora"]["distributed"]["workers"] == 2
+    runs = [store.runs.get(r.run_id).result for r in (local, ray)]
+    assert "rank 0 of 2: LoRA:" in runs[1]["log_tail"]
+
+    # The same steps, the same valid losses, the same holdout metrics.
+    assert ray.metrics["steps_run"] == local.metrics["steps_run"] > 4
+    assert ray.metrics["best_step"] == local.metrics["best_step"]
+    curves = [r["curves"] for r in runs]
+    assert len(curves[0]["valid_loss"]) >= 2
+    for name in ("train_loss", "valid_loss"):
+        np.testing.assert_allclose(curves[1][name], curves[0][name], rtol=1e-4, err_msg=name)
+    for name, value in local.metrics["holdout"].items():
+        assert ray.metrics["holdout"][name] == pytest.approx(value, rel=1e-3, abs=1e-3), name
+
+    # The adapter is an adapter like any other: stored small, loaded as serving loads it, predicting.
+    assert version.framework == "lora" and version.size_bytes < 200_000
+    texts = {"text": list(rows["text"][-20:])}
+    served = load_version(store, "on-ray", 1, spec=on_ray.model).predict(texts)[0]
+    assert served == load_version(store, "alone", 1, spec=alone.model).predict(texts)[0]
+    assert set(served) <= set(rows["intent"])
+
+
+@pytest.mark.parametrize("n, world, batch", [(32, 2, 16), (12, 3, 6), (11, 2, 4), (9, 4, 4), (5, 3, 3)])
+def test_ranks_deal_out_each_micro_batch_and_weigh_their_parts_into_its_mean(
+    n: int, world: int, batch: int
+) -> None:
+    from torch.utils.data import DistributedSampler
+
+    order = np.random.default_rng(n).permutation(n)
+    values = np.random.default_rng(world).normal(size=n)  # a loss per row
+    dealt: list[list[int]] = [[] for _ in range(world)]
+    for start in range(0, n, batch):
+        rows = order[start : start + batch]
+        parts = [Ranks(rank, world).split(rows) for rank in range(world)]
+        # Every row once, on one rank (a rank left without a row weighs nothing).
+        real = [part for part, weight in parts if weight]
+        assert sorted(np.concatenate(real).tolist()) == sorted(rows.tolist())
+        # DDP averages the ranks' gradients: of the weighted means, the mean of the whole batch.
+        averaged = np.mean([weight * values[part].mean() for part, weight in parts])
+        assert averaged == pytest.approx(values[rows].mean(), rel=1e-12)
+        for rank, (part, weight) in enumerate(parts):
+            dealt[rank] += part.tolist() if weight else []
+    if n % world == 0 and batch % world == 0:  # then the parts are those DistributedSampler deals out
+        for rank in range(world):
+            sampler = DistributedSampler(list(order), num_replicas=world, rank=rank, shuffle=False)
+            assert dealt[rank] == [int(order[i]) for i in sampler]
+    alone = Ranks()
+    assert alone.split(order)[0] is order and alone.total(1.5, 2) == [1.5, 2.0] and alone.from_lead(3) == 3
