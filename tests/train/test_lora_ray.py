@@ -12,14 +12,22 @@ import numpy as np
 import pytest
 
 from evertrain.data.tickets import make_support_tickets
+from evertrain.spec import TrainerSpec
 from evertrain.store import Store
+from evertrain.train.context import TrainContext
 from evertrain.train.ddp import Ranks
 from evertrain.train.pipeline import train_model
 from evertrain.train.predictor import load_version
+from evertrain.train.trainers import get_trainer
 from lorakit import lora_trainer, text_project
 
 pytest.importorskip("peft")
 pytest.importorskip("ray.train.torch")
+pytestmark = pytest.mark.slow  # a Ray Train job starts its workers in about twenty seconds
+
+
+class _Killed(Exception):
+    """Stands for a kill in the middle of a fine-tuning."""
 
 
 def _without_dropout(base: Path, folder: Path) -> Path:
@@ -80,6 +88,50 @@ def test_two_ddp_workers_on_ray_make_the_adapter_one_process_makes(
     served = load_version(store, "on-ray", 1, spec=on_ray.model).predict(texts)[0]
     assert served == load_version(store, "alone", 1, spec=alone.model).predict(texts)[0]
     assert set(served) <= set(rows["intent"])
+
+
+def test_a_distributed_job_resumes_from_the_checkpoint_of_a_killed_one(
+    tiny_base: Path, tmp_path: Path, ray_instance: Any
+) -> None:
+    base = _without_dropout(tiny_base, tmp_path / "base")
+    rows = make_support_tickets(200, seed=13)
+    train, valid = rows[:150], rows[150:]
+    lora = {"epochs": 2, "max_length": 32, "dropout": 0.0, "patience": None}
+
+    def context(**changes: Any) -> TrainContext:
+        values: dict[str, Any] = {"task": "multiclass", "target": "intent", "features": ["text"], "seed": 3}
+        values.update(log=lambda line: None, num_threads=1, fingerprint="same job", checkpoint_seconds=None)
+        values.update(changes)
+        return TrainContext(**values)
+
+    def stop_at(step: int) -> Any:
+        def progress(done: int, total: int | None, what: str) -> None:
+            if done == step:
+                raise _Killed
+
+        return progress
+
+    folder = tmp_path / "checkpoints"
+    alone = TrainerSpec.model_validate(lora_trainer(base, seed=3, **lora))
+    with pytest.raises(_Killed):
+        get_trainer(alone).fit(
+            train, valid, context(checkpoint_dir=folder, checkpoint_every=5, on_progress=stop_at(8))
+        )
+    assert json.loads((folder / "lora_state.json").read_text())["step"] == 5
+
+    resumed = context(checkpoint_dir=folder, checkpoint_every=5)
+    two = TrainerSpec.model_validate(lora_trainer(base, seed=3, distributed={"workers": 2}, **lora))
+    adapter = get_trainer(two).fit(train, valid, resumed)
+    assert resumed.info["resumed_from_step"] == 5 and resumed.info["workers"] == 2
+    assert json.loads((folder / "lora_state.json").read_text())["step"] == resumed.info["steps_run"]
+
+    straight = context()
+    uninterrupted = get_trainer(alone).fit(train, valid, straight)
+    assert resumed.info["steps_run"] == straight.info["steps_run"] == 2 * 10
+    np.testing.assert_allclose(resumed.curves["valid_loss"], straight.curves["valid_loss"], rtol=1e-4)
+    np.testing.assert_allclose(
+        adapter.predict_proba(rows[150:]), uninterrupted.predict_proba(rows[150:]), atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("n, world, batch", [(32, 2, 16), (12, 3, 6), (11, 2, 4), (9, 4, 4), (5, 3, 3)])
