@@ -4,6 +4,7 @@ with two workers on a local Ray, against the same job in one process."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from evertrain.data.tickets import make_support_tickets
+from evertrain.exceptions import UsageError
 from evertrain.spec import TrainerSpec
 from evertrain.store import Store
 from evertrain.train.context import TrainContext
@@ -132,6 +134,23 @@ def test_a_distributed_job_resumes_from_the_checkpoint_of_a_killed_one(
     np.testing.assert_allclose(
         adapter.predict_proba(rows[150:]), uninterrupted.predict_proba(rows[150:]), atol=1e-4
     )
+
+
+def test_a_cluster_without_the_workers_asked_for_is_refused_by_name(
+    tiny_base: Path, ray_instance: Any
+) -> None:
+    rows = make_support_tickets(60, seed=1)
+    context = TrainContext(task="multiclass", target="intent", features=["text"], log=lambda line: None)
+    for lora, message in [
+        ({"distributed": {"workers": 3}}, "asks for 3 workers of 1 CPUs, but the Ray cluster has 2 CPUs"),
+        (
+            {"distributed": {"workers": 2}, "device": "cuda"},
+            "cuda with 2 distributed workers, but the Ray cluster has",
+        ),
+    ]:
+        spec = TrainerSpec.model_validate(lora_trainer(tiny_base, **lora))
+        with pytest.raises(UsageError, match=re.escape(message)):
+            get_trainer(spec).fit(rows[:40], rows[40:], context)
 
 
 @pytest.mark.parametrize("n, world, batch", [(32, 2, 16), (12, 3, 6), (11, 2, 4), (9, 4, 4), (5, 3, 3)])

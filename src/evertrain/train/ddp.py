@@ -174,7 +174,9 @@ def run_on_ray(
     """``work(ranks)`` on ``workers`` Ray Train workers (DDP); what rank 0 returned.
 
     An :class:`EvertrainError` raised on a rank is raised here as it was; any other failure is
-    a :class:`TrainingFailed` with the first line of Ray's error.
+    a :class:`TrainingFailed` naming the worker's error (or the first line of Ray's). A cluster
+    without the CPUs or GPUs asked for is refused before anything starts, rather than left
+    waiting for them.
     """
     ray = connect(needed_by="distributed fine-tuning (lora.distributed)")
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -189,6 +191,7 @@ def run_on_ray(
             f"has {cpus:g} CPUs"
         )
     answers = Queue(actor_options={"num_cpus": 0})
+    # Ray Train keeps its run's state there; nothing is persisted (no checkpoint is reported).
     storage = tempfile.mkdtemp(prefix="evertrain-ray-train-")
     trainer = TorchTrainer(
         _worker,
@@ -215,12 +218,12 @@ def run_on_ray(
     except Exception:  # the queue's Empty, or its actor gone
         kind, value = "failed", None
     finally:
-        ray.kill(answers.actor)
+        answers.shutdown(force=True)
     if kind == "ok":
         return value
     if isinstance(value, EvertrainError):
         raise value
-    first = (str(failure or "").strip().splitlines() or ["rank 0 sent no result"])[0]
+    first = value if isinstance(value, str) else (str(failure or "").strip().splitlines() or ["no result"])[0]
     raise TrainingFailed(f"the Ray Train job ({workers} workers) failed: {first}")
 
 
@@ -241,8 +244,11 @@ def _worker(config: dict[str, Any]) -> None:
     work = ray.get(config["work"])
     try:
         value = work(ranks)
-    except EvertrainError as exc:
-        config["answers"].put(("error", exc))
+    except Exception as exc:
+        # Ray's own error names the worker group first; the caller says what went wrong.
+        config["answers"].put(
+            ("error", exc if isinstance(exc, EvertrainError) else f"{type(exc).__name__}: {exc}")
+        )
         raise
     if ranks.lead:
         config["answers"].put(("ok", value))
