@@ -17,7 +17,10 @@ around it:
   where it stopped and ends with the same adapter;
 - a warm start from the parent version's adapter (continued fine-tuning) when
   ``warm_start`` is set and the parent was trained on the same base: its adapter weights,
-  and (a classifier) its head's rows for the classes both know; a new class starts fresh.
+  and (a classifier) its head's rows for the classes both know; a new class starts fresh;
+- with ``distributed``, the same loop as a Ray Train job of N data-parallel workers (DDP),
+  each on its part of every micro-batch (:mod:`evertrain.train.ddp`): the same optimizer
+  steps as one process, the same artifact.
 
 A generation pair is one sequence: the prompt, ``lora.separator``, the response and the
 end-of-text token (:func:`evertrain.store.adapters.pair_ids`); the valid loss is the
@@ -514,9 +517,10 @@ class LoraTrainer(Trainer):
             trainable_parameters=trainable,
             tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
             workers=ranks.world,
+            device=device.type,
         )
         if ranks.world > 1:
-            context.info.update(distributed_backend=ranks.backend, device=device.type)
+            context.info["distributed_backend"] = ranks.backend
         context.log(
             f"LoRA: {state['step']} steps ({state['stopped']}), keeping step {context.info['best_step']}, "
             f"{trainable} trainable parameters"
