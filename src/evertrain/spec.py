@@ -203,6 +203,22 @@ class DataSpec(_Part):
 # -- model and training -----------------------------------------------------------------
 
 
+class DistributedSpec(_Part):
+    """Data-parallel fine-tuning as a Ray Train job: ``workers`` processes (Ray Train's
+    TorchTrainer, PyTorch DistributedDataParallel), each on its share of every micro-batch,
+    their gradients averaged before each optimizer step; rank 0 writes the checkpoints and
+    hands the adapter back. The cluster is the one at ``EVERTRAIN_RAY_ADDRESS``, else a
+    local Ray started for the job. ``lora.device`` chooses the hardware: ``auto`` trains on
+    GPUs (NCCL, one per worker) where the cluster has one for each worker and on CPUs
+    (gloo) otherwise. ``lora.batch_size`` stays the rows of one micro-batch, dealt out among
+    the workers (a multiple of the workers keeps their parts equal), so a job makes the
+    same optimizer steps on the same rows whatever the number of workers: more workers make
+    it faster, not different (dropout aside: each worker draws its own masks)."""
+
+    workers: int = Field(ge=1, le=1024, description="Training processes (DDP ranks), each on its own device.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker.")
+
+
 class LoraSpec(_Part):
     """Fine-tuning a base language model with LoRA (``kind: lora``, the ``llm`` extra).
 
@@ -258,6 +274,11 @@ class LoraSpec(_Part):
         "fp32", description="Autocast precision of the forward pass (fp16 needs a GPU)."
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    distributed: DistributedSpec | None = Field(
+        None,
+        description="Fine-tune as a Ray Train job with this many DDP workers (null: in the training "
+        "job's own process).",
+    )
 
 
 class TrainerSpec(_Part):

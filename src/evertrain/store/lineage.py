@@ -29,7 +29,8 @@ from evertrain.store.registry import Registry
 
 
 def _base_model(params: dict[str, Any]) -> dict[str, Any]:
-    """A LoRA adapter's base model (stored once in the artifact store, named by its manifest's hash)."""
+    """A LoRA adapter's base model (stored once in the artifact store, named by its manifest's hash)
+    and how it was fine-tuned: the settings, on how many workers (DDP ranks) with which backend."""
     if "base_model_sha256" not in params:
         return {}
     return {
@@ -37,7 +38,12 @@ def _base_model(params: dict[str, Any]) -> dict[str, Any]:
             "sha256": params["base_model_sha256"],
             "uri": params.get("base_model_uri"),
             "tokenizer_sha256": params.get("tokenizer_sha256"),
-        }
+        },
+        "training": {
+            "lora": params.get("lora"),
+            "workers": params.get("workers", 1),
+            "distributed_backend": params.get("distributed_backend"),
+        },
     }
 
 

@@ -81,8 +81,13 @@ class TrainContext:
         if self.on_progress is not None:
             self.on_progress(done, total, what)
 
-    def check_deadline(self, where: str) -> None:
-        if self.deadline is not None and time.monotonic() > self.deadline:
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def check_deadline(self, where: str, *, passed: bool | None = None) -> None:
+        """Fail the training if it ran past its time limit (``passed``: as the caller found,
+        for ranks that must stop together)."""
+        if self.past_deadline() if passed is None else passed:
             raise TrainingFailed(f"training ran past its time limit ({where})")
 
 

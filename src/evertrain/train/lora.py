@@ -17,7 +17,10 @@ around it:
   where it stopped and ends with the same adapter;
 - a warm start from the parent version's adapter (continued fine-tuning) when
   ``warm_start`` is set and the parent was trained on the same base: its adapter weights,
-  and (a classifier) its head's rows for the classes both know; a new class starts fresh.
+  and (a classifier) its head's rows for the classes both know; a new class starts fresh;
+- with ``distributed``, the same loop as a Ray Train job of N data-parallel workers (DDP),
+  each on its part of every micro-batch (:mod:`evertrain.train.ddp`): the same optimizer
+  steps as one process, the same artifact.
 
 A generation pair is one sequence: the prompt, ``lora.separator``, the response and the
 end-of-text token (:func:`evertrain.store.adapters.pair_ids`); the valid loss is the
@@ -29,6 +32,7 @@ training draws what an uninterrupted one would have drawn.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -47,6 +51,7 @@ from evertrain.store.adapters import (
     AdapterModel,
     GeneratorModel,
     TokenIds,
+    load_adapter,
     max_positions,
     prompts_of,
     response_batches,
@@ -66,6 +71,8 @@ from evertrain.store.bases import (
 )
 from evertrain.store.formats import AdapterArtifact
 from evertrain.train.context import TrainContext, Trainer, write_atomic
+from evertrain.train.ddp import Ranks
+from evertrain.train.progress import ProgressWriter
 
 FORMAT = "evertrain-lora/1"
 CHECKPOINT_TENSORS = "lora_state.safetensors"
@@ -130,7 +137,9 @@ class _Objective:
         """The mean loss of train rows ``rows`` (to back-propagate) and the tokens they hold."""
         raise NotImplementedError
 
-    def valid_loss(self, model: Any, device: Any) -> float:
+    def valid_sums(self, model: Any, device: Any, ranks: Ranks) -> tuple[float, int]:
+        """The valid loss summed over this rank's share of the valid batches, and what it is
+        summed over (rows or tokens): the valid loss is the ratio of their totals over the ranks."""
         raise NotImplementedError
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -174,17 +183,17 @@ class _Classify(_Objective):
         logits = text_logits(model, self.head.weight, self.head.bias, batch)
         return torch.nn.functional.cross_entropy(logits.float(), target), int(batch["attention_mask"].sum())
 
-    def valid_loss(self, model: Any, device: Any) -> float:
+    def valid_sums(self, model: Any, device: Any, ranks: Ranks) -> tuple[float, int]:
         import torch
 
         total, count = 0.0, 0
-        for rows in self.valid_batches:
+        for rows in ranks.shard(self.valid_batches):
             batch = _to(self.vtexts.batch(rows), device)
             target = torch.as_tensor(self.vy[rows], device=device)
             logits = text_logits(model, self.head.weight, self.head.bias, batch)
             total += float(torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum"))
             count += len(target)
-        return total / max(count, 1)
+        return total, count
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {
@@ -241,23 +250,68 @@ class _Generate(_Objective):
         sums, counts = response_nll(model, batch)
         return sums.sum() / counts.sum().clamp(min=1), int(batch["attention_mask"].sum())
 
-    def valid_loss(self, model: Any, device: Any) -> float:
-        """Negative log-likelihood per response token (its exponent is the valid perplexity)."""
+    def valid_sums(self, model: Any, device: Any, ranks: Ranks) -> tuple[float, int]:
+        """Negative log-likelihood summed over response tokens, and their count (the ratio is
+        the log of the valid perplexity)."""
         total, count = 0.0, 0
-        for rows in self.valid_batches:
+        for rows in ranks.shard(self.valid_batches):
             sums, counts = response_nll(model, _to(self.valid.batch(rows), device))
             total += float(sums.sum())
             count += int(counts.sum())
-        return total / max(count, 1)
+        return total, count
 
     def meta(self) -> dict[str, Any]:
         return {"kind": self.kind, "separator": self.separator, "max_new_tokens": self.max_new_tokens}
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """What a fine-tuning made on one rank: the adapter, and the model it was read from."""
+
+    artifact: AdapterArtifact
+    model: Any
+    tokenizer: Any
+    digest: str
 
 
 class LoraTrainer(Trainer):
     kind = "lora"
 
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame, context: TrainContext) -> Any:
+        """The adapter fine-tuned here, or (``lora.distributed``) by a Ray Train job."""
+        if self.spec.lora.distributed is not None:
+            return self._fit_on_ray(train, valid, context)
+        fitted = self._train(train, valid, context, Ranks())
+        shared = SharedBase.around(fitted.digest, fitted.model, fitted.tokenizer, "default")
+        if context.task == GENERATION:
+            return GeneratorModel(fitted.artifact, shared, name="default")
+        return AdapterModel(fitted.artifact, shared, name="default")
+
+    def _fit_on_ray(self, train: pd.DataFrame, valid: pd.DataFrame, context: TrainContext) -> Any:
+        """The same training loop on ``lora.distributed.workers`` Ray Train workers (DDP); the
+        adapter rank 0 hands back, on this process's copy of its base model."""
+        from evertrain.train.ddp import run_on_ray
+
+        s = self.spec.lora
+        workers = s.distributed.workers
+        context.log(f"fine-tuning as a Ray Train job with {workers} DDP workers")
+        answer = run_on_ray(
+            _RankJob.of(self, train, valid, context),
+            workers=workers,
+            cpus_per_worker=s.distributed.cpus_per_worker,
+            device=s.device,
+            name="evertrain-lora",
+        )
+        for line in answer["log"]:
+            context.log(line)
+        context.curves.update(answer["curves"])
+        context.info.update(answer["info"])
+        return load_adapter(answer["artifact"])
+
+    def _train(
+        self, train: pd.DataFrame, valid: pd.DataFrame, context: TrainContext, ranks: Ranks
+    ) -> _Fitted:
+        """The fine-tuning loop, alone (``Ranks()``) or as one of several data-parallel ranks."""
         import torch
         from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
@@ -271,7 +325,7 @@ class LoraTrainer(Trainer):
         generate = context.task == GENERATION
         if context.num_threads:
             torch.set_num_threads(context.num_threads)
-        device = _device(s.device)
+        device = ranks.device if ranks.device is not None else _device(s.device)
         if s.precision == "fp16" and device.type != "cuda":
             raise UsageError("lora.precision fp16 needs a GPU; use bf16 or fp32 on a CPU")
         location = resolve_location(s.base_model, context.project)
@@ -325,7 +379,7 @@ class LoraTrainer(Trainer):
             "tokens": 0,
         }
         best: dict[str, Any] | None = None
-        resumed = self._load_checkpoint(context, model, head, optimizer)
+        resumed = self._resume(context, model, head, optimizer, ranks)
         if resumed is not None:
             state, best = resumed
             context.log(f"resuming from checkpoint at step {state['step']} (epoch {state['epoch']})")
@@ -338,6 +392,10 @@ class LoraTrainer(Trainer):
         model.train()
         eval_every = s.eval_every
         running: list[float] = []
+        # The micro-batch's loss; with several ranks, under DDP, which averages the gradients.
+        forward = ranks.parallel(
+            lambda rows: objective.micro_loss(model, rows, device), [model] + ([] if head is None else [head])
+        )
 
         def autocast() -> Any:
             return torch.autocast(
@@ -345,13 +403,15 @@ class LoraTrainer(Trainer):
             )
 
         def check() -> bool:
-            """Score the valid part; True when training should stop early."""
+            """Score the valid part; True when training should stop early (the same on every rank:
+            the loss is the ranks' total)."""
             nonlocal best
             if not objective.n_valid:
                 return False
             model.eval()
             with torch.inference_mode(), autocast():
-                loss = objective.valid_loss(model, device)
+                total, count = ranks.total(*objective.valid_sums(model, device, ranks))
+            loss = total / max(count, 1)
             model.train()
             state["checked_at"] = state["step"]
             state["valid_loss"].append(loss)
@@ -382,14 +442,16 @@ class LoraTrainer(Trainer):
                 g["lr"] = rate(state["step"])
             accumulated = 0
             while accumulated < s.grad_accum_steps and micro < micro_per_epoch:
-                rows = order[micro * s.batch_size : (micro + 1) * s.batch_size]
-                torch.manual_seed(hash((context.seed, state["epoch"], micro)) & 0x7FFFFFFF)
-                with autocast():
-                    loss, tokens = objective.micro_loss(model, rows, device)
-                loss = loss / s.grad_accum_steps
-                (scaler.scale(loss) if scaler is not None else loss).backward()
+                rows, weight = ranks.split(order[micro * s.batch_size : (micro + 1) * s.batch_size])
+                torch.manual_seed(ranks.seed(context.seed, state["epoch"], micro))
+                last = accumulated + 1 == s.grad_accum_steps or micro + 1 == micro_per_epoch
+                with forward.accumulating(sync=last):
+                    with autocast():
+                        loss, tokens = forward(rows)
+                    loss = loss * weight / s.grad_accum_steps
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
                 running.append(float(loss.detach()) * s.grad_accum_steps)
-                state["tokens"] += tokens
+                state["tokens"] += tokens if weight else 0
                 accumulated += 1
                 micro += 1
             if scaler is not None:
@@ -405,20 +467,23 @@ class LoraTrainer(Trainer):
             state["step"] += 1
             state["position"] = micro
             context.progress(state["step"], total_steps, "LoRA step")
-            state["train_loss"].append(float(np.mean(running)))
+            # One collective per step: the step's loss over every rank, and whether any rank ran
+            # out of time (so all of them stop together).
+            loss_sum, late = ranks.total(sum(running), context.past_deadline())
+            state["train_loss"].append(loss_sum / (ranks.world * len(running)))
             running.clear()
             if eval_every is not None and state["step"] % eval_every == 0 and check():
                 state["stopped"] = "early_stopping"
             if _due(context, state["step"], checkpointed):
                 self._save_checkpoint(context, model, head, optimizer, state, best)
                 checkpointed = time.monotonic()
-            context.check_deadline(f"after {state['step']} LoRA steps")
+            context.check_deadline(f"after {state['step']} LoRA steps", passed=bool(late))
         if objective.n_valid and state.get("checked_at") != state["step"]:
             check()  # the last steps' loss too, so the best adapter is chosen among all of them
         if best is not None:
             _restore(model, head, best)
         seconds = time.perf_counter() - started
-        tokens = state["tokens"] - tokens_before
+        (tokens,) = ranks.total(state["tokens"] - tokens_before)
         model.eval()
         weights = get_peft_model_state_dict(model)
         tensors = {ADAPTER_PREFIX + k: v.detach().float().cpu().numpy() for k, v in weights.items()}
@@ -451,15 +516,33 @@ class LoraTrainer(Trainer):
             stopped=state["stopped"],
             trainable_parameters=trainable,
             tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
+            workers=ranks.world,
+            device=device.type,
         )
+        if ranks.world > 1:
+            context.info["distributed_backend"] = ranks.backend
         context.log(
             f"LoRA: {state['step']} steps ({state['stopped']}), keeping step {context.info['best_step']}, "
             f"{trainable} trainable parameters"
         )
-        shared = SharedBase.around(digest, model, tokenizer, "default")
-        if generate:
-            return GeneratorModel(artifact, shared, name="default")
-        return AdapterModel(artifact, shared, name="default")
+        return _Fitted(artifact, model, tokenizer, digest)
+
+    def _resume(
+        self, context: TrainContext, model: Any, head: Any, optimizer: Any, ranks: Ranks
+    ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """The loop's state and best weights from the checkpoint, if there is one to resume
+        (None: start afresh). Rank 0 reads it and the other ranks take its state, best weights
+        and optimizer moments; its current weights reach them when DDP starts."""
+        resumed = self._load_checkpoint(context, model, head, optimizer)
+        if ranks.world == 1:
+            return resumed
+        shared = ranks.from_lead(None if resumed is None else (*resumed, optimizer.state_dict()))
+        if shared is None:
+            return None
+        state, best, moments = shared
+        if not ranks.lead:
+            optimizer.load_state_dict(moments)
+        return state, best
 
     @staticmethod
     def _warm_start(
@@ -546,6 +629,62 @@ class LoraTrainer(Trainer):
         optimizer.load_state_dict({"state": moments, "param_groups": body["param_groups"]})
         state = {k: v for k, v in body.items() if k not in ("fingerprint", "param_groups", "has_best")}
         return state, best
+
+
+@dataclass(frozen=True)
+class _RankJob:
+    """One rank's part of a distributed fine-tuning, sent to every Ray Train worker: the
+    trainer, the data, and the caller's context in values that travel (no callables but a
+    progress file's writer, the time left rather than a clock reading)."""
+
+    trainer: LoraTrainer
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    context: TrainContext
+    seconds_left: float | None
+
+    @classmethod
+    def of(
+        cls, trainer: LoraTrainer, train: pd.DataFrame, valid: pd.DataFrame, context: TrainContext
+    ) -> _RankJob:
+        progress = context.on_progress if isinstance(context.on_progress, ProgressWriter) else None
+        portable = dataclasses.replace(
+            context,
+            log=_quiet,
+            on_progress=progress,
+            tree_scorer=None,
+            deadline=None,
+            fingerprint=context.job_fingerprint() if context.checkpoint_dir is not None else "",
+            curves={},
+            info={},
+        )
+        left = None if context.deadline is None else context.deadline - time.monotonic()
+        return cls(trainer, train, valid, portable, left)
+
+    def __call__(self, ranks: Ranks) -> dict[str, Any] | None:
+        """Train as rank ``ranks.rank``; rank 0 returns the adapter, its curves, info and log."""
+        lines: list[str] = []
+        folder = self.context.checkpoint_dir
+        # Rank 0 checkpoints where the caller would, when this node can reach that folder (a
+        # local Ray, a shared disk); elsewhere the job cannot resume, as with the ray executor.
+        reachable = folder is not None and folder.parent.is_dir()
+        context = dataclasses.replace(
+            self.context,
+            log=(lambda line: lines.append(f"rank 0 of {ranks.world}: {line}")) if ranks.lead else _quiet,
+            on_progress=self.context.on_progress if ranks.lead else None,
+            checkpoint_dir=folder if ranks.lead and reachable else None,
+            deadline=None if self.seconds_left is None else time.monotonic() + self.seconds_left,
+        )
+        fitted = self.trainer._train(self.train, self.valid, context, ranks)
+        if isinstance(context.on_progress, ProgressWriter):
+            context.on_progress.close()
+        if not ranks.lead:
+            return None
+        return {"artifact": fitted.artifact, "curves": context.curves, "info": context.info, "log": lines}
+
+
+def _quiet(line: str) -> None:
+    """The log of a rank other than 0 (rank 0 speaks for all)."""
 
 
 def _to(batch: dict[str, Any], device: Any) -> dict[str, Any]:

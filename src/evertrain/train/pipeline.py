@@ -390,6 +390,9 @@ def _register(
         "window": window.info,
         **{k: v for k, v in result.get("info", {}).items() if isinstance(v, int | float | str)},
     }
+    if trainer.lora is not None:
+        # lineage: the fine-tuning settings (the base and the worker count are in the info above)
+        version_params["lora"] = trainer.lora.model_dump(mode="json")
     if result.get("candidates"):
         # lineage: which training sets were tried after the change, their scores and the choice
         version_params["candidates"] = result["candidates"]

@@ -150,9 +150,11 @@ class TrainingStep:
         metrics = list(DEFAULT_METRICS[spec.model.task]) + [
             g.metric for g in spec.gates if hasattr(g, "metric")
         ]
-        # The worker adds the data's digest to this when it reads or writes a checkpoint.
+        # The worker adds the data's digest to this when it reads or writes a checkpoint. How many
+        # workers fine-tune does not change what is computed: a job resumes on another number.
+        what = trainer.model_dump(mode="json", exclude={"lora": {"distributed"}})
         fingerprint = hashlib.sha256(
-            json.dumps([trainer.model_dump(mode="json"), parent], sort_keys=True, default=str).encode()
+            json.dumps([what, parent], sort_keys=True, default=str).encode()
         ).hexdigest()
         candidates = plan_candidates(
             len(window.train), int(window.info.get("n_train_after_change") or 0), window.info.get("change_at")

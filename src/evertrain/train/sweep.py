@@ -39,8 +39,8 @@ from evertrain.train.executors import (
     collect,
     job_inputs,
     run_job_from_bytes,
-    stdout_to_stderr,
 )
+from evertrain.train.raycluster import stdout_to_stderr
 from evertrain.train.worker import DATA_SUFFIX, JOB_FILE, OUT_DIR, PARENT_FILE, RESULT_FILE
 
 #: The metric a sweep ranks trials by when no champion gate names one.
