@@ -123,7 +123,8 @@ def test_a_decay_must_be_statistically_clear_and_larger_than_the_drop() -> None:
 def test_a_lucky_holdout_is_pooled_with_the_first_rows_served_so_it_stops_reading_as_a_decay() -> None:
     """A baseline of 0.634 on 41 holdout rows, a model that serves at 0.49: against the
     holdout alone every window is a decay; pooled with its first 200 labelled rows in
-    service, the reference is 0.514 and 0.48 is no clear loss. A real decay still shows."""
+    service, the reference is 0.514 and 0.48 is no clear loss. A real decay still shows, and
+    a holdout as large as the decay test's own rows is kept as it is."""
     spec = make_spec()
     lucky = {"at": T0, "metric": 0.48, "n_labels": 225, "baseline": 0.634, "baseline_rows": 41}
     assert decide(spec, Observation(**lucky), History())[0].action == "retrain"
@@ -131,12 +132,29 @@ def test_a_lucky_holdout_is_pooled_with_the_first_rows_served_so_it_stops_readin
     decision, h = decide(spec, pooled, History())
     assert decision.action == "none"
     assert h.first_served == {"version": 3, "value": 0.49, "rows": 200}  # read once per version
-    # on a holdout of 1,000 rows, a model that served at 0.90 and now serves at 0.60 has decayed
+    # a real decay from a small holdout still shows: the first rows served at 0.90, now 0.60
     real = Observation(
-        at=T0, metric=0.60, n_labels=1000, baseline=0.90, baseline_rows=1000, first_served=0.90, first_served_rows=200
+        at=T0,
+        metric=0.60,
+        n_labels=1000,
+        baseline=0.95,
+        baseline_rows=60,
+        first_served=0.90,
+        first_served_rows=200,
     )
     decision, _ = decide(spec, real, History())
     assert decision.action == "retrain" and "first 200 labelled rows in service" in decision.reasons[0]
+    # a holdout of 1,000 rows is a sound reference: a first season served at 0.85 does not move it
+    sound = Observation(
+        at=T0,
+        metric=0.765,
+        n_labels=1000,
+        baseline=0.80,
+        baseline_rows=1000,
+        first_served=0.85,
+        first_served_rows=200,
+    )
+    assert decide(spec, sound, History())[0].action == "none"
 
 
 def test_cooldown_and_daily_cap_hold_triggers_but_not_manual() -> None:

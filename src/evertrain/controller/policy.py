@@ -253,18 +253,21 @@ def decayed(spec: Spec, value: float, n: int, baseline: float, baseline_rows: in
 
 
 def reference(spec: Spec, obs: Observation) -> Observation:
-    """``obs`` with the baseline its decay tests compare against: for accuracy, the holdout
-    share pooled with the champion's first labelled rows in service.
+    """``obs`` with the baseline its decay tests compare against: for accuracy measured on
+    fewer holdout rows than ``triggers.performance.min_labels``, the holdout share pooled
+    with the champion's first that many labelled rows in service.
 
-    The holdout baseline is one measurement of the champion's accuracy, made on the rows
-    its gate judged; its first ``triggers.performance.min_labels`` labelled rows in
-    service are another, of the same model on the traffic it serves. Pooled (correct rows
-    over rows), the reference is as sure as both together: a baseline measured on a few
-    dozen holdout rows that chance put high, which the model never reaches again, no
-    longer reads as a decay at every window (and a retrain that cannot beat the champion
-    at every cooldown); on a holdout of a thousand rows the first rows move it little, so a
-    change that comes soon after a promotion still shows. Other metrics, an unknown holdout
-    size or no first rows yet: ``obs`` unchanged.
+    The decay test wants ``min_labels`` realized rows before it judges; a baseline measured
+    on fewer is held to a lower standard than the rows compared with it. A few dozen holdout
+    rows that chance (or the choice of training set made on them) put high are a reference
+    the model never reaches again, and every window then reads as a decay, and a retrain
+    that cannot beat the champion is made at every cooldown. Pooled (correct rows over
+    rows) with the same model's first rows in service, the reference is as sure as the rows
+    it is compared with. A holdout of ``min_labels`` rows or more is kept as it is: it spans
+    the newest part of the training window, where the first rows served span only the
+    weeks after a promotion (on a seasonal table, one season: they would move a sound
+    reference by the season they fell in). Other metrics, an unknown holdout size or no
+    first rows yet: ``obs`` unchanged.
 
     >>> from evertrain.spec import Spec
     >>> spec = Spec.model_validate({"model": {"name": "m", "target": "y"},
@@ -273,12 +276,15 @@ def reference(spec: Spec, obs: Observation) -> Observation:
     ...     first_served=0.49, first_served_rows=200))
     >>> round(obs.baseline, 3), obs.baseline_rows
     (0.514, 241)
+    >>> reference(spec, replace(obs, baseline=0.81, baseline_rows=1000)).baseline  # a sound holdout
+    0.81
     """
     metric, _ = performance_metric(spec)
     if (
         metric not in PROPORTION_METRICS
         or obs.baseline is None
         or not obs.baseline_rows
+        or obs.baseline_rows >= spec.triggers.performance.min_labels
         or obs.first_served is None
         or obs.first_served_rows <= 0
     ):
@@ -397,6 +403,7 @@ def decide(
             "value": obs.first_served,
             "rows": obs.first_served_rows,
         }
+    raw_rows = obs.baseline_rows
     obs = reference(spec, obs)
 
     # drift, with a streak for hysteresis across windows, and a wait for post-drift labels
@@ -501,7 +508,7 @@ def decide(
             fired.append("performance")
             pooled = (
                 f" (its holdout pooled with its first {obs.first_served_rows} labelled rows in service)"
-                if obs.first_served is not None and obs.first_served_rows
+                if obs.first_served is not None and obs.baseline_rows != raw_rows
                 else ""
             )
             reasons.append(
