@@ -132,28 +132,13 @@ def test_a_lucky_holdout_is_pooled_with_the_first_rows_served_so_it_stops_readin
     decision, h = decide(spec, pooled, History())
     assert decision.action == "none"
     assert h.first_served == {"version": 3, "value": 0.49, "rows": 200}  # read once per version
-    # a real decay from a small holdout still shows: the first rows served at 0.90, now 0.60
-    real = Observation(
-        at=T0,
-        metric=0.60,
-        n_labels=1000,
-        baseline=0.95,
-        baseline_rows=60,
-        first_served=0.90,
-        first_served_rows=200,
-    )
+    # a real decay from a small holdout still shows (first rows served at 0.90, now 0.60), and a
+    # holdout of 1,000 rows is a sound reference that a first season served at 0.85 does not move
+    served = {"at": T0, "n_labels": 1000, "first_served_rows": 200}
+    real = Observation(**served, metric=0.60, baseline=0.95, baseline_rows=60, first_served=0.90)
     decision, _ = decide(spec, real, History())
     assert decision.action == "retrain" and "first 200 labelled rows in service" in decision.reasons[0]
-    # a holdout of 1,000 rows is a sound reference: a first season served at 0.85 does not move it
-    sound = Observation(
-        at=T0,
-        metric=0.765,
-        n_labels=1000,
-        baseline=0.80,
-        baseline_rows=1000,
-        first_served=0.85,
-        first_served_rows=200,
-    )
+    sound = Observation(**served, metric=0.765, baseline=0.80, baseline_rows=1000, first_served=0.85)
     assert decide(spec, sound, History())[0].action == "none"
 
 
