@@ -263,7 +263,11 @@ def reference(spec: Spec, obs: Observation) -> Observation:
     the model never reaches again, and every window then reads as a decay, and a retrain
     that cannot beat the champion is made at every cooldown. Pooled (correct rows over
     rows) with the same model's first rows in service, the reference is as sure as the rows
-    it is compared with. A holdout of ``min_labels`` rows or more is kept as it is: it spans
+    it is compared with. Only two measurements of one quantity are pooled: when a two-sided
+    test at the trigger's ``confidence`` (95% without one) tells the first rows served from
+    the holdout, the model lost accuracy from its first day (a drift that goes on after a
+    promotion), and the holdout stays the reference. A holdout of ``min_labels`` rows or
+    more is kept as it is: it spans
     the newest part of the training window, where the first rows served span only the
     weeks after a promotion (on a seasonal table, one season: they would move a sound
     reference by the season they fell in). Other metrics, an unknown holdout size or no
@@ -278,6 +282,8 @@ def reference(spec: Spec, obs: Observation) -> Observation:
     (0.514, 241)
     >>> reference(spec, replace(obs, baseline=0.81, baseline_rows=1000)).baseline  # a sound holdout
     0.81
+    >>> reference(spec, replace(obs, baseline=0.87, baseline_rows=133, first_served=0.60)).baseline
+    0.87
     """
     metric, _ = performance_metric(spec)
     if (
@@ -289,6 +295,13 @@ def reference(spec: Spec, obs: Observation) -> Observation:
         or obs.first_served_rows <= 0
     ):
         return obs
+    from scipy.stats import norm
+
+    p, q = obs.baseline, obs.first_served
+    se = math.sqrt(p * (1 - p) / obs.baseline_rows + q * (1 - q) / obs.first_served_rows)
+    agree = float(norm.ppf(1 - (1 - (spec.triggers.performance.confidence or 0.95)) / 2))
+    if se > 0 and abs(p - q) / se > agree:
+        return obs  # the model decayed from its first rows: not one quantity measured twice
     rows = obs.baseline_rows + obs.first_served_rows
     pooled = (obs.baseline * obs.baseline_rows + obs.first_served * obs.first_served_rows) / rows
     return replace(obs, baseline=pooled, baseline_rows=rows)
