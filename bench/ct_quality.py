@@ -19,7 +19,8 @@ Seeds 1-10 are for tuning; seeds 301-304 are for the report and run only with
 and 201-204 were the report seeds of earlier rounds of the defaults: they have been looked at). The real
 tables do not change with the seed (the census table's subsample does) and run once, so
 for them unseen seeds mean nothing: one real table (``sp500_direction``) is held out
-instead, run only with ``--final``, never while the defaults were being chosen.
+instead, run only with ``--final``, never while the defaults were being chosen (until a
+round that read its decision trail to find why it retrained in a loop: it has been looked at).
 ``--every 5 20`` leaves out the costly retrain-after-every-batch arm (the stretch target
 is then not measured).
 
