@@ -161,11 +161,16 @@ def _first_served(ctx: CycleContext, champion: ModelVersion, metric: str) -> dic
     """The champion's ``metric`` on its first ``triggers.performance.min_labels`` labelled rows in
     service (as canary or champion), once that many have arrived; None before.
 
-    A fixed set of rows, so it is read once: the policy's history keeps it for this version."""
+    A fixed set of rows, so it is read once: the policy's history keeps it for this version.
+    Only read for a champion whose holdout had fewer rows (the policy pools it with that
+    holdout, see :func:`evertrain.controller.policy.reference`; a larger one is used alone)."""
     kept = ctx.history.first_served
     if kept is not None and kept.get("version") == champion.version:
         return {"value": kept["value"], "rows": kept["rows"]}
     need = ctx.spec.triggers.performance.min_labels
+    holdout = (champion.params.get("window") or {}).get("n_holdout")
+    if holdout is None or int(holdout) >= need:
+        return None
     cutoff = champion.params.get("cutoff")
     rows = labelled(
         ctx.store.logs_url or "",
@@ -179,7 +184,9 @@ def _first_served(ctx: CycleContext, champion: ModelVersion, metric: str) -> dic
         rows = rows.filter(pa.compute.equal(rows["model_version"], champion.version))
     if rows.num_rows < need:
         return None
-    first = rows.take(pa.compute.sort_indices(rows, sort_keys=[("ts", "ascending")])).slice(0, need)
+    # rows served at the same time are taken in request order, so the set never depends on the read order
+    keys = [(c, "ascending") for c in ("ts", "request_id") if c in rows.column_names]
+    first = rows.take(pa.compute.sort_indices(rows, sort_keys=keys)).slice(0, need)
     value = observe.realized_metric(first, metric, ctx.spec.model.task)
     return None if value is None else {"value": value, "rows": need}
 
