@@ -120,6 +120,34 @@ def test_a_decay_must_be_statistically_clear_and_larger_than_the_drop() -> None:
     assert decide(plain, few, History())[0].action == "retrain"
 
 
+def test_a_lucky_holdout_is_pooled_with_the_first_rows_served_so_it_stops_reading_as_a_decay() -> None:
+    """A baseline of 0.634 on 41 holdout rows, a model that serves at 0.49: against the
+    holdout alone every window is a decay; pooled with its first 200 labelled rows in
+    service, the reference is 0.514 and 0.48 is no clear loss. A real decay still shows; a
+    holdout as large as the decay test's own rows is kept as it is, and so is one the first
+    rows served are clearly below."""
+    spec = make_spec()
+    lucky = {"at": T0, "metric": 0.48, "n_labels": 225, "baseline": 0.634, "baseline_rows": 41}
+    assert decide(spec, Observation(**lucky), History())[0].action == "retrain"
+    pooled = Observation(**lucky, champion_version=3, first_served=0.49, first_served_rows=200)
+    decision, h = decide(spec, pooled, History())
+    assert decision.action == "none"
+    assert h.first_served == {"version": 3, "value": 0.49, "rows": 200}  # read once per version
+    # a real decay from a small holdout still shows (first rows served at 0.90, now 0.60), and a
+    # holdout of 1,000 rows is a sound reference that a first season served at 0.85 does not move
+    served = {"at": T0, "n_labels": 1000, "first_served_rows": 200}
+    real = Observation(**served, metric=0.60, baseline=0.95, baseline_rows=60, first_served=0.90)
+    decision, _ = decide(spec, real, History())
+    assert decision.action == "retrain" and "first 200 labelled rows in service" in decision.reasons[0]
+    sound = Observation(**served, metric=0.765, baseline=0.80, baseline_rows=1000, first_served=0.85)
+    assert decide(spec, sound, History())[0].action == "none"
+    # first rows served far below a small holdout (0.60 against 0.87 on 133 rows) are no chance:
+    # the model decays from its first day, and the holdout stays the reference
+    drifting = Observation(**served, metric=0.60, baseline=0.87, baseline_rows=133, first_served=0.60)
+    decision, _ = decide(spec, drifting, History())
+    assert decision.action == "retrain" and "first 200" not in decision.reasons[0]
+
+
 def test_cooldown_and_daily_cap_hold_triggers_but_not_manual() -> None:
     spec = make_spec(policy={"cooldown": "6h", "max_retrains_per_day": 1})
     obs = Observation(at=T0, metric=0.5, baseline=0.9, n_labels=1000)

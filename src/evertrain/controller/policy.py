@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from croniter import croniter
@@ -83,6 +83,8 @@ class Observation:
     champion_version: int | None = None
     champion_rows: int | None = None  # the window the champion's training drew on
     labels_since_champion: int = 0  # labelled rows that arrived after the champion's training cut-off
+    first_served: float | None = None  # the champion's metric on its first labelled rows in service
+    first_served_rows: int = 0  # how many rows that was (triggers.performance.min_labels)
 
 
 @dataclass
@@ -103,6 +105,8 @@ class History:
     more_data_version: int | None = None  # the champion a challenger on more data was last tried against
     more_data_rows: int | None = None  # the window rows that try could use
     more_data_times: list[float] = field(default_factory=list)  # retrains that were more-data tries
+    # the champion's metric on its first labelled rows in service, once known: {"version", "value", "rows"}
+    first_served: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +124,7 @@ class History:
             "more_data_version": self.more_data_version,
             "more_data_rows": self.more_data_rows,
             "more_data_times": self.more_data_times,
+            "first_served": self.first_served,
         }
 
     @classmethod
@@ -140,6 +145,7 @@ class History:
             more_data_version=data.get("more_data_version"),
             more_data_rows=data.get("more_data_rows"),
             more_data_times=list(data.get("more_data_times", [])),
+            first_served=data.get("first_served"),
         )
 
 
@@ -246,6 +252,61 @@ def decayed(spec: Spec, value: float, n: int, baseline: float, baseline_rows: in
     return decay_z(value, n, baseline, baseline_rows, perf.drop) > float(norm.ppf(perf.confidence))
 
 
+def reference(spec: Spec, obs: Observation) -> Observation:
+    """``obs`` with the baseline its decay tests compare against: for accuracy measured on
+    fewer holdout rows than ``triggers.performance.min_labels``, the holdout share pooled
+    with the champion's first that many labelled rows in service.
+
+    The decay test wants ``min_labels`` realized rows before it judges; a baseline measured
+    on fewer is held to a lower standard than the rows compared with it. A few dozen holdout
+    rows that chance (or the choice of training set made on them) put high are a reference
+    the model never reaches again, and every window then reads as a decay, and a retrain
+    that cannot beat the champion is made at every cooldown. Pooled (correct rows over
+    rows) with the same model's first rows in service, the reference is as sure as the rows
+    it is compared with. Only two measurements of one quantity are pooled: when a two-sided
+    test at the trigger's ``confidence`` (95% without one) tells the first rows served from
+    the holdout, the model lost accuracy from its first day (a drift that goes on after a
+    promotion), and the holdout stays the reference. A holdout of ``min_labels`` rows or
+    more is kept as it is: it spans
+    the newest part of the training window, where the first rows served span only the
+    weeks after a promotion (on a seasonal table, one season: they would move a sound
+    reference by the season they fell in). Other metrics, an unknown holdout size or no
+    first rows yet: ``obs`` unchanged.
+
+    >>> from evertrain.spec import Spec
+    >>> spec = Spec.model_validate({"model": {"name": "m", "target": "y"},
+    ...     "data": {"source": {"kind": "csv", "path": "x.csv"}}})
+    >>> obs = reference(spec, Observation(at=0.0, baseline=0.634, baseline_rows=41,
+    ...     first_served=0.49, first_served_rows=200))
+    >>> round(obs.baseline, 3), obs.baseline_rows
+    (0.514, 241)
+    >>> reference(spec, replace(obs, baseline=0.81, baseline_rows=1000)).baseline  # a sound holdout
+    0.81
+    >>> reference(spec, replace(obs, baseline=0.87, baseline_rows=133, first_served=0.60)).baseline
+    0.87
+    """
+    metric, _ = performance_metric(spec)
+    if (
+        metric not in PROPORTION_METRICS
+        or obs.baseline is None
+        or not obs.baseline_rows
+        or obs.baseline_rows >= spec.triggers.performance.min_labels
+        or obs.first_served is None
+        or obs.first_served_rows <= 0
+    ):
+        return obs
+    from scipy.stats import norm
+
+    p, q = obs.baseline, obs.first_served
+    se = math.sqrt(p * (1 - p) / obs.baseline_rows + q * (1 - q) / obs.first_served_rows)
+    agree = float(norm.ppf(1 - (1 - (spec.triggers.performance.confidence or 0.95)) / 2))
+    if se > 0 and abs(p - q) / se > agree:
+        return obs  # the model decayed from its first rows: not one quantity measured twice
+    rows = obs.baseline_rows + obs.first_served_rows
+    pooled = (obs.baseline * obs.baseline_rows + obs.first_served * obs.first_served_rows) / rows
+    return replace(obs, baseline=pooled, baseline_rows=rows)
+
+
 def _clearly(spec: Spec) -> str:
     perf = spec.triggers.performance
     metric, _ = performance_metric(spec)
@@ -349,6 +410,14 @@ def decide(
     fired: list[str] = []
     held: list[str] = []
     new = History.from_dict(history.to_dict())
+    if obs.first_served is not None and obs.champion_version is not None:
+        new.first_served = {
+            "version": obs.champion_version,
+            "value": obs.first_served,
+            "rows": obs.first_served_rows,
+        }
+    raw_rows = obs.baseline_rows
+    obs = reference(spec, obs)
 
     # drift, with a streak for hysteresis across windows, and a wait for post-drift labels
     drift_now = (
@@ -450,9 +519,14 @@ def decide(
             )
         elif is_decay:
             fired.append("performance")
+            pooled = (
+                f" (its holdout pooled with its first {obs.first_served_rows} labelled rows in service)"
+                if obs.first_served is not None and obs.baseline_rows != raw_rows
+                else ""
+            )
             reasons.append(
-                f"performance: {metric} {obs.metric:.3f} is {worse_word} the baseline {obs.baseline:.3f} "
-                f"{_clearly(spec)} ({obs.n_labels} labels)"
+                f"performance: {metric} {obs.metric:.3f} is {worse_word} the baseline {obs.baseline:.3f}"
+                f"{pooled} {_clearly(spec)} ({obs.n_labels} labels)"
             )
 
     est = triggers.estimated_performance

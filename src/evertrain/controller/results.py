@@ -33,6 +33,9 @@ class RealizedPerformance(TypedDict):
     n_labels: int
     baseline: float | None
     baseline_rows: int | None  # holdout rows the baseline was measured on
+    # the champion's metric on its first labelled rows in service ({"value", "rows"}): the
+    # policy pools it with the holdout baseline (see evertrain.controller.policy.reference)
+    first_served: dict[str, Any] | None
     since: float | None  # event time of the oldest labelled row behind ``value``
     parts: list[float | None]  # ``value`` on consecutive parts of the same rows, oldest first
 

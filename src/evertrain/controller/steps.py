@@ -143,6 +143,7 @@ def monitor(ctx: CycleContext) -> MonitorResult:
         "baseline": champion.metrics.get(metric),
         # the holdout rows behind the baseline: how sure it is (the decay test weighs both)
         "baseline_rows": (champion.params.get("window") or {}).get("n_holdout"),
+        "first_served": _first_served(ctx, champion, metric),
         # event time of the oldest row behind the value: a retrain for decay learns from here on
         "since": float(pa.compute.min(known["ts"]).as_py()) if known.num_rows else None,
     }
@@ -154,6 +155,40 @@ def monitor(ctx: CycleContext) -> MonitorResult:
     out["champion_data"] = _champion_data(ctx, champion)
     out["rollout"] = _rollout_in_progress(ctx)
     return out
+
+
+def _first_served(ctx: CycleContext, champion: ModelVersion, metric: str) -> dict[str, Any] | None:
+    """The champion's ``metric`` on its first ``triggers.performance.min_labels`` labelled rows in
+    service (as canary or champion), once that many have arrived; None before.
+
+    A fixed set of rows, so it is read once: the policy's history keeps it for this version.
+    Only read for a champion whose holdout had fewer rows (the policy pools it with that
+    holdout, see :func:`evertrain.controller.policy.reference`; a larger one is used alone)."""
+    kept = ctx.history.first_served
+    if kept is not None and kept.get("version") == champion.version:
+        return {"value": kept["value"], "rows": kept["rows"]}
+    need = ctx.spec.triggers.performance.min_labels
+    holdout = (champion.params.get("window") or {}).get("n_holdout")
+    if holdout is None or int(holdout) >= need:
+        return None
+    cutoff = champion.params.get("cutoff")
+    rows = labelled(
+        ctx.store.logs_url or "",
+        ctx.model,
+        at=ctx.at,
+        since=None if cutoff is None else float(cutoff),
+        arms=(CHAMPION, CANARY),
+        versions=(champion.version,),
+    )
+    if rows.num_rows:
+        rows = rows.filter(pa.compute.equal(rows["model_version"], champion.version))
+    if rows.num_rows < need:
+        return None
+    # rows served at the same time are taken in request order, so the set never depends on the read order
+    keys = [(c, "ascending") for c in ("ts", "request_id") if c in rows.column_names]
+    first = rows.take(pa.compute.sort_indices(rows, sort_keys=keys)).slice(0, need)
+    value = observe.realized_metric(first, metric, ctx.spec.model.task)
+    return None if value is None else {"value": value, "rows": need}
 
 
 def _champion_data(ctx: CycleContext, champion: ModelVersion) -> dict[str, Any] | None:
@@ -266,6 +301,8 @@ def decide(ctx: CycleContext) -> DecideResult:
         rollout_version=mon.get("rollout"),
         champion_version=mon.get("champion"),
         champion_rows=champion_data.get("rows"),
+        first_served=(realized.get("first_served") or {}).get("value"),
+        first_served_rows=int((realized.get("first_served") or {}).get("rows") or 0),
         labels_since_champion=int(champion_data.get("new_labelled_rows") or 0),
     )
     decision, history = policy_decide(ctx.spec, obs, ctx.history, manual=manual)
