@@ -14,7 +14,7 @@ import pytest
 
 from evertrain.data.examples import make_churn_stream
 from evertrain.data.snapshots import load_snapshot
-from evertrain.exceptions import BudgetExhausted, TrainingFailed
+from evertrain.exceptions import BudgetExhausted, TrainingFailed, UsageError
 from evertrain.spec import Spec
 from evertrain.store import Store
 from evertrain.store.artifacts import sha256_bytes
@@ -165,6 +165,17 @@ def test_a_small_sweep_records_its_trials(store: Store, project: Path, rows: Any
     assert best["metric"] == "log_loss" and best["best_value"] == min(t.metrics["log_loss"] for t in trials)
     params = store.registry.get_version("churn", result.version).params["params"]
     assert {k: params[k] for k in best["best_params"]} == best["best_params"]
+
+
+def test_a_sweep_over_a_parameter_lightgbm_has_not_is_refused_before_any_trial(
+    store: Store, project: Path, rows: Any
+) -> None:
+    pytest.importorskip("optuna")
+    spec = _spec(**{"training.sweep": {"trials": 2, "space": {"num_leafs": [3, 15]}}})
+    refused = r"training\.sweep\.space: params: LightGBM has no parameter 'num_leafs'"
+    with pytest.raises(UsageError, match=refused):
+        train_model(store, spec, project)
+    assert store.runs.list(model="churn", kind="trial") == []
 
 
 def test_on_ray_the_sweep_is_a_ray_tune_experiment(

@@ -38,7 +38,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from evertrain.data.tables import arrow_table
 from evertrain.evaluate.metrics import compute_many, get_metric
 from evertrain.evaluate.scoring import (
     Scored,
@@ -102,6 +101,9 @@ class TrainJob:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     #: The event-time column, which the candidates cut and weight the train rows by.
     time_column: str | None = None
+    #: Whether someone watches the job's progress file (see ``train.progress``); nobody
+    #: reads it otherwise, so it is not written.
+    report_progress: bool = True
 
     def write(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -115,6 +117,10 @@ class TrainJob:
 
 def write_parts(folder: Path, tables: Mapping[str, pa.Table | pd.DataFrame]) -> None:
     """Write a job's data tables into ``folder`` (each whole or not at all)."""
+    # Imported here: the caller's side needs it, a worker started for its job does not (it
+    # brings pyarrow's Parquet and CSV readers).
+    from evertrain.data.tables import arrow_table
+
     folder.mkdir(parents=True, exist_ok=True)
     for part, table in tables.items():
         if isinstance(table, pd.DataFrame):
@@ -153,6 +159,40 @@ def _fingerprint(job: TrainJob, parts: Mapping[str, pa.Table]) -> str:
     return hashlib.sha256(f"{job.fingerprint}:{data_digest(parts)}".encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The spec's ``model.trainer`` as a job carries it: the same fields with the same
+    defaults as :class:`evertrain.spec.TrainerSpec` (a test holds them equal).
+
+    The step writes them from a validated spec (a sweep checks its trial values there
+    too), so a worker takes them as they are: validating them again would import the
+    spec's models (pydantic, YAML, cron parsing: about a fifth of a second of a worker's
+    start) for nothing.
+    """
+
+    kind: str = "lightgbm"
+    estimator: str | None = None
+    callable: str | None = None
+    lora: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    early_stopping_rounds: int | None = 50
+    warm_start: bool = False
+    time_limit: float = 3600.0
+    checkpoint_every: int | None = None
+    checkpoint_seconds: float | None = 30.0
+
+    @classmethod
+    def of(cls, trainer: Mapping[str, Any]) -> Any:
+        """The settings of a job's ``trainer``; through the spec's validation where a LoRA
+        trainer reads nested settings as the spec's own objects, or a field is not known here."""
+        if trainer.get("kind") == "lora" or not set(trainer) <= {f.name for f in dataclasses.fields(cls)}:
+            from evertrain.spec import TrainerSpec
+
+            return TrainerSpec.model_validate(dict(trainer))
+        return cls(**trainer)
+
+
 def execute_job(
     folder: Path, log: Callable[[str], None] = print, tables: Mapping[str, pa.Table] | None = None
 ) -> dict[str, Any]:
@@ -161,18 +201,18 @@ def execute_job(
     ``tables``: the job's data when the caller holds it in this process (else it is read
     from the folder).
     """
-    from evertrain.spec import TrainerSpec
-
     job = TrainJob.read(folder)
     out = folder / OUT_DIR
     out.mkdir(exist_ok=True)
     started = time.perf_counter()
     deadline = time.monotonic() + job.time_limit
-    progress = ProgressWriter(folder / PROGRESS_FILE)
-    with importable(job.project), contextlib.closing(progress):
+    progress = ProgressWriter(folder / PROGRESS_FILE) if job.report_progress else None
+    with importable(job.project), contextlib.ExitStack() as closing:
+        if progress is not None:
+            closing.callback(progress.close)
         parts = _read_tables(folder, tables)
         train, valid, holdout = (parts[p].to_pandas() for p in DATA_PARTS)
-        trainer = get_trainer(TrainerSpec.model_validate(job.trainer))
+        trainer = get_trainer(TrainerSettings.of(job.trainer))
         parent = None
         if job.parent_framework and (folder / PARENT_FILE).is_file():
             parent = get_format(job.parent_framework).loads((folder / PARENT_FILE).read_bytes())
@@ -473,6 +513,7 @@ def _warm_up() -> None:
             fingerprint="warm-up",
             num_threads=1,
             metrics=["accuracy", "roc_auc", "log_loss"],
+            report_progress=False,
         ).write(folder)
         execute_job(folder, log=lambda line: None)
 
