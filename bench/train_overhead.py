@@ -243,6 +243,7 @@ def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
     (``fit``), as earlier versions of this benchmark did.
     """
     from evertrain.train.executors import LocalExecutor
+    from evertrain.train.overlap import ChampionScorer
 
     # Enough rows that the training part (after holdout and valid) has ``rows`` rows.
     total = int(np.ceil(rows / ((1 - HOLDOUT_FRACTION) * (1 - VALID_FRACTION))))
@@ -251,6 +252,7 @@ def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
     stages: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
     scoring: dict[str, set[str]] = {m: set() for m in MODES}
     iterations: dict[str, list[int]] = {m: [] for m in MODES}
+    champion_rows: dict[str, list[int | None]] = {m: [] for m in MODES}
     mismatched: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
@@ -271,6 +273,9 @@ def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
                 LocalExecutor.keep_warm(warm)
                 if warm:
                     time.sleep(WARM_UP_SECONDS)
+                if anchor == "script":
+                    # A one-off `evertrain train` starts with nothing of the trainings before it.
+                    ChampionScorer.forget()
 
                 def ours(executor: str = executor) -> Any:
                     return train_model(store, _spec(executor), project)
@@ -291,7 +296,9 @@ def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
                 # The same work on both sides: the same boosting iterations kept.
                 mismatched += [f"{mode} {n}: {got[n]} vs {kept}" for n in anchors if got[n] != kept]
                 stages[mode].append(result.timings | {"fit": float(result.metrics["fit_seconds"])})
-                scoring[mode].add(str(store.runs.get(result.run_id).result["info"].get("holdout_scoring")))
+                recorded = store.runs.get(result.run_id).result
+                scoring[mode].add(str(recorded["info"].get("holdout_scoring")))
+                champion_rows[mode].append(recorded.get("champion_rows_predicted"))
         store.close()
     for mode, (_, _, anchor) in MODES.items():
         s = samples[mode]
@@ -312,6 +319,8 @@ def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
         }
         row["scoring"] = sorted(scoring[mode])
         row["iterations"] = statistics.median(iterations[mode])
+        known = [n for n in champion_rows[mode] if n is not None]
+        row["champion_rows"] = statistics.median(known) if known else None
         out["modes"][mode] = row
     out.update(
         train_rows=len(window.train),
@@ -393,6 +402,11 @@ def render(results: list[dict[str, Any]], load: tuple[float, float]) -> str:
                 f"- {m['features']} features, {mode}, {r['iterations']:.0f} iterations: "
                 + ", ".join(f"{key} {r['stages'].get(key, 0.0):.3f}" for key in names)
                 + f"; holdout scored {', '.join(r['scoring'])}"
+                + (
+                    ""
+                    if r["champion_rows"] is None
+                    else f"; the champion predicted {r['champion_rows']:,.0f} of the holdout rows"
+                )
             )
     lines += [
         "",

@@ -89,6 +89,39 @@ def test_a_training_registers_a_version_with_its_lineage_and_run(
     assert store.registry.get_version("churn", train_model(store, _spec(), project).version).parent == 1
 
 
+def test_the_champion_predicts_only_the_holdout_rows_it_has_not_seen(
+    store: Store, project: Path, clock: Any
+) -> None:
+    """Retrained in one process, the champion's scores on a holdout that moved by a few rows are
+    those it gave before plus the new rows', and the gates see what a fresh scoring gives."""
+    from evertrain.evaluate.evaluation import evaluate_version
+    from evertrain.train.overlap import ChampionScorer
+
+    ChampionScorer.forget()
+    stream = make_churn_stream(2600, seed=8)
+    stream.iloc[:2500].to_csv(project / "churn.csv", index=False)
+    clock.now = float(stream["label_ts"].iloc[:2500].max()) + 1.0
+    spec = _spec(**{"training.window": {"kind": "expanding"}})
+    store.registry.promote("churn", train_model(store, spec, project).version, actor="tester")
+    first = train_model(store, spec, project)
+    run = store.runs.get(first.run_id)
+    n_holdout = len(load_snapshot(store, first.snapshots["holdout"]))
+    assert run.result["champion_rows_predicted"] == n_holdout  # nothing seen before the promotion
+    stream.to_csv(project / "churn.csv", index=False)  # the same stream, 100 rows further
+    clock.now = float(stream["label_ts"].max()) + 1.0
+    second = train_model(store, spec, project)
+    predicted = store.runs.get(second.run_id).result["champion_rows_predicted"]
+    n_holdout = len(load_snapshot(store, second.snapshots["holdout"]))
+    assert 0 < predicted < n_holdout / 2
+    ChampionScorer.forget()
+    fresh = evaluate_version(store, spec, "churn", second.version, project=project, record=False)
+    assert second.report is not None and fresh.champion_version == 1
+    assert second.report["metrics"]["champion"] == fresh.to_dict()["metrics"]["champion"]
+    assert [c["evidence"] for c in second.report["checks"]] == [
+        c["evidence"] for c in fresh.to_dict()["checks"]
+    ]
+
+
 def test_inline_and_local_steps_register_the_same_model(store: Store, project: Path, rows: Any) -> None:
     """The inline executor takes the snapshot tables from memory, the local one from files: same model."""
     inline = train_model(store, _spec(), project)

@@ -274,6 +274,9 @@ def _fit(
         snaps = step.snapshots.wait()
         step.timed("snapshot", waited)
     extra = {"snapshots": snaps, "window": window.info, "source": source_uri, "resumed": resumed}
+    if champion.predicted_rows is not None:
+        # Holdout rows the champion predicted here; the rest it had predicted for the last holdout.
+        extra["champion_rows_predicted"] = champion.predicted_rows
     if sweep_info is not None:
         extra["sweep"] = sweep_info
     if not outcome.ok or outcome.model is None:
