@@ -132,6 +132,9 @@ def test_inline_and_local_steps_register_the_same_model(store: Store, project: P
     assert inline.metrics["holdout"] == local.metrics["holdout"]
     for result in (inline, local):
         assert store.runs.get(result.run_id).result["info"]["holdout_scoring"] == "during training"
+    # The local job's worker was started as the step began, its imports beside the windowing.
+    log = store.artifacts.get(store.runs.get(local.run_id).result["log_artifact"]).decode()
+    assert "started ahead of this job" in log
     # What lineage recorded is what was trained on: fitting on the snapshots' own tables gives
     # the registered bytes.
     spec = _spec()
@@ -147,6 +150,18 @@ def test_inline_and_local_steps_register_the_same_model(store: Store, project: P
     )
     refit = get_trainer(spec.model.trainer).fit(train, valid, context)
     assert sha256_bytes(model_bytes(refit)[1]) == first.artifact_sha256
+
+
+def test_a_step_that_fails_before_its_job_leaves_no_worker_behind(
+    store: Store, project: Path, rows: Any
+) -> None:
+    from evertrain.exceptions import EvertrainError
+    from evertrain.train.executors import LocalExecutor
+
+    spec = _spec(**{"training.executor": "local", "model.target": "no_such_column"})
+    with pytest.raises(EvertrainError, match="no_such_column"):
+        train_model(store, spec, project)
+    assert LocalExecutor._spare is None
 
 
 def test_a_step_with_a_key_runs_once(store: Store, project: Path, rows: Any) -> None:

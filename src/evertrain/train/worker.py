@@ -14,7 +14,9 @@ executor; it exits on its own if its parent dies, so a killed controller leaves 
 orphan training behind. ``python -m evertrain.train.worker --wait`` is a worker started
 ahead of need: it does its imports (LightGBM's alone take about a second) and a tiny
 training through the same code, then reads its job folder from standard input, so a
-long-running controller's next training does not wait for a Python start.
+long-running controller's next training does not wait for a Python start. ``--wait
+lightgbm`` is the worker of a one-off LightGBM training, started as the training begins:
+its imports overlap its caller's reading and windowing of the data.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ DATA_SUFFIX = ".arrow"
 PARENT_POLL_SECONDS = 0.5
 #: Exit code of a worker that stopped because its parent died.
 EXIT_PARENT_GONE = 3
+#: ``--wait`` argument of a worker started for a :func:`lightgbm_alone` job about to come.
+LIGHTGBM_ALONE = "lightgbm"
 
 
 @dataclass
@@ -465,19 +469,19 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="evertrain-parent-watch", daemon=True).start()
 
 
-def _import_lightgbm(folder: Path) -> None:
-    """Import LightGBM for a job that will use it, without the scikit-learn it does not need.
+def lightgbm_alone(job: TrainJob) -> bool:
+    """Whether a job needs LightGBM without scikit-learn: a LightGBM training whose parent
+    model, if any, is a LightGBM one."""
+    return job.trainer.get("kind") == "lightgbm" and job.parent_framework in (None, "lightgbm")
+
+
+def _import_lightgbm_alone() -> None:
+    """Import LightGBM without the scikit-learn it does not need for a :func:`lightgbm_alone` job.
 
     LightGBM imports scikit-learn (and SciPy) for its scikit-learn wrappers when it can:
-    over a second of a worker's start, unused by a LightGBM job whose parent model (if any)
-    is a LightGBM one. Other jobs import what they need as they go.
+    over a second of a worker's start, unused by such a job. Other jobs import what they
+    need as they go.
     """
-    try:
-        job = TrainJob.read(folder)
-    except (OSError, ValueError, TypeError):
-        return  # reported properly when the job runs
-    if job.trainer.get("kind") != "lightgbm" or job.parent_framework not in (None, "lightgbm"):
-        return
     if "sklearn" in sys.modules or "lightgbm" in sys.modules:
         return
     sys.modules["sklearn"] = None  # type: ignore[assignment]  # makes `import sklearn` fail
@@ -488,6 +492,16 @@ def _import_lightgbm(folder: Path) -> None:
     finally:
         if sys.modules.get("sklearn", ...) is None:
             del sys.modules["sklearn"]
+
+
+def _import_lightgbm(folder: Path) -> None:
+    """Import LightGBM alone (:func:`_import_lightgbm_alone`) for a job that will use it so."""
+    try:
+        job = TrainJob.read(folder)
+    except (OSError, ValueError, TypeError):
+        return  # reported properly when the job runs
+    if lightgbm_alone(job):
+        _import_lightgbm_alone()
 
 
 def _warm_up() -> None:
@@ -518,13 +532,21 @@ def _warm_up() -> None:
         execute_job(folder, log=lambda line: None)
 
 
-def _wait_for_job() -> Path | None:
+def _wait_for_job(next_job: str | None = None) -> Path | None:
     """Do a job's imports and first calls ahead, then read its folder from standard input
-    (None at end of input)."""
-    import lightgbm  # noqa: F401  # with scikit-learn: the job's kind is not known yet
+    (None at end of input).
 
-    with contextlib.suppress(Exception):  # a failed warm-up only means a slower first job
-        _warm_up()
+    ``next_job`` ``lightgbm``: started for a :func:`lightgbm_alone` job about to come (a
+    one-off training's worker, started while its caller prepares the data): LightGBM is
+    imported without scikit-learn, and there is no warm-up, which the job itself would wait for.
+    """
+    if next_job == LIGHTGBM_ALONE:
+        _import_lightgbm_alone()
+    else:
+        import lightgbm  # noqa: F401  # with scikit-learn: the job's kind is not known yet
+
+        with contextlib.suppress(Exception):  # a failed warm-up only means a slower first job
+            _warm_up()
     line = sys.stdin.readline().strip()
     if not line:
         return None
@@ -541,12 +563,13 @@ def _wait_for_job() -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        sys.stderr.write("usage: python -m evertrain.train.worker JOB_DIR | --wait\n")
+    waiting = args[:1] == ["--wait"] and len(args) <= 2 and args[1:] in ([], [LIGHTGBM_ALONE])
+    if len(args) != 1 and not waiting:
+        sys.stderr.write(f"usage: python -m evertrain.train.worker JOB_DIR | --wait [{LIGHTGBM_ALONE}]\n")
         return 2
     _watch_parent()
-    if args[0] == "--wait":
-        waited = _wait_for_job()
+    if waiting:
+        waited = _wait_for_job(*args[1:])
         if waited is None:
             return 0
         folder = waited
@@ -558,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(f"{time.strftime('%H:%M:%S')} {line}\n")
         sys.stdout.flush()
 
-    if args[0] == "--wait":
+    if waiting:
         log(f"worker {os.getpid()} was started ahead of this job")
 
     try:
