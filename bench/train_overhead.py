@@ -174,6 +174,21 @@ def _live_children() -> dict[int, float]:
     return {pid: _ticks(pid) for pid in pids}
 
 
+def _settle() -> None:
+    """Wait until the worker kept warm has done its imports and warm-up (at least
+    :data:`WARM_UP_SECONDS`, then until the child processes use no more CPU): on a busy
+    machine they take longer than on an idle one, and a controller's cycles are minutes apart."""
+    time.sleep(WARM_UP_SECONDS)
+    deadline = time.monotonic() + 120
+    last = sum(_live_children().values())
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(_live_children().values())
+        if now == last:
+            return
+        last = now
+
+
 class TreeClock:
     """Wall and CPU seconds of a block, CPU counted over the whole process tree: this process
     (all its threads) and every child process that ended within the block. A child that was
@@ -272,7 +287,7 @@ def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
                     anchors["script"] = bare_script(project, *parts)
                 LocalExecutor.keep_warm(warm)
                 if warm:
-                    time.sleep(WARM_UP_SECONDS)
+                    _settle()
                 if anchor == "script":
                     # A one-off `evertrain train` starts with nothing of the trainings before it.
                     ChampionScorer.forget()
