@@ -401,9 +401,14 @@ def render(results: list[dict[str, Any]], load: tuple[float, float]) -> str:
         "a fraction of it, on a busy one (no idle core) it is most of it. *local*: the job runs in a "
         "child process and reads the snapshot tables from Arrow files; a cold start (a one-off "
         "`evertrain train`) pays a Python start and its imports, which the worker that `evertrain run` "
-        "keeps warm between trainings has done already. The cold training's row against the bare fit in "
-        "process is the comparison of earlier versions of this benchmark: it charges evertrain with the "
-        "Python start and LightGBM's imports that any training script pays.",
+        "keeps warm between trainings has done already; the cold training starts its worker as the step "
+        "begins, so that those overlap the reading and windowing of the data. The cold training's row "
+        "against the bare fit in process is the comparison of earlier versions of this benchmark: it "
+        "charges evertrain with the Python start and LightGBM's imports that any training script pays. "
+        "*inline* and *local warm* run in a process that trains again and again (as `evertrain run` "
+        "does): it keeps the champion loaded and its predictions on the last holdout, so the champion "
+        "predicts only the holdout rows it has not seen; before each cold training the benchmark drops "
+        "them, as a one-off `evertrain train` starts with nothing.",
         "",
         "Stages (median seconds; `fit` is evertrain's boosting loop, `train` the executor call around it, "
         "`snapshot` what the training waited for its snapshots, `score` the latency probe and the last "
