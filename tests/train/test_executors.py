@@ -173,3 +173,21 @@ def test_a_job_carries_the_trainer_settings_of_the_spec() -> None:
     assert dataclasses.asdict(TrainerSettings()) == spec.model_dump(mode="json")
     written = TrainerSpec.model_validate(LIGHTGBM).model_dump(mode="json")
     assert dataclasses.asdict(TrainerSettings.of(written)) == written
+
+
+def test_a_worker_started_with_the_step_takes_its_lightgbm_job_and_no_other(
+    tmp_path: Path, project: Path, local_outcome: Any
+) -> None:
+    """A step starts its job's worker as it begins; one started for a LightGBM job (LightGBM imported
+    without scikit-learn) gives the model a fresh worker gives, and is not handed a job of another kind."""
+    executor = LocalExecutor()
+    with executor.prepared(lightgbm_alone=True):
+        ahead = executor.run(_job(tmp_path / "lightgbm", project, LIGHTGBM), time_limit=120)
+    assert ahead.ok and "started ahead of this job" in ahead.log
+    assert ahead.model == local_outcome.model
+    with executor.prepared(lightgbm_alone=True):
+        other = executor.run(
+            _job(tmp_path / "sklearn", project, {"kind": "sklearn", "seed": 11}), time_limit=120
+        )
+    assert other.ok and "started ahead" not in other.log
+    assert LocalExecutor._spare is None
