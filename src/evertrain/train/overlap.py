@@ -69,6 +69,11 @@ class SnapshotWriter:
         return dict(self._ids)
 
 
+#: Models (of any stores) whose champion a process keeps between trainings; a controller
+#: trains a handful, and each kept champion holds its model and a holdout's predictions.
+KEPT_MODELS = 8
+
+
 @dataclass(frozen=True)
 class _Scoring:
     """A champion as last loaded here, and its predictions on the rows of the last holdout it
@@ -148,7 +153,10 @@ class ChampionScorer:
                     predicted=predicted,
                 )
                 with self._lock:
+                    self._kept.pop(place, None)  # re-inserted last: the oldest entry goes first
                     self._kept[place] = (identity, scoring)
+                    while len(self._kept) > KEPT_MODELS:
+                        del self._kept[next(iter(self._kept))]
             self.scores[version] = Scored(outputs, classes)
 
     def _predict(self, scoring: _Scoring) -> tuple[np.ndarray | None, _Scoring]:
