@@ -14,7 +14,7 @@ import pytest
 from evertrain.data.examples import make_churn_stream
 from evertrain.data.tables import arrow_table
 from evertrain.train.executors import InlineExecutor, LocalExecutor, RayExecutor, get_executor
-from evertrain.train.worker import TrainJob, data_digest, write_parts
+from evertrain.train.worker import TrainerSettings, TrainJob, data_digest, write_parts
 
 FEATURES = ["region", "plan", "tenure_months", "monthly_spend", "support_calls", "visits"]
 MISBEHAVING = """
@@ -147,15 +147,47 @@ def test_a_worker_kept_warm_trains_the_same_model(tmp_path: Path, project: Path,
 
 
 def test_a_worker_starts_without_what_a_lightgbm_job_does_not_need(tmp_path: Path, project: Path) -> None:
-    """A child worker's start is most of a cold local training: no SQLAlchemy, no scikit-learn (LightGBM needs
-    only SciPy)."""
+    """A child worker's start is most of a cold local training: it trains a LightGBM job with no SQLAlchemy,
+    no scikit-learn (LightGBM needs only SciPy), no spec models (pydantic, YAML) and no Parquet reader."""
     folder = _job(tmp_path / "job", project, LIGHTGBM)
+    unused = ("sqlalchemy", "sklearn", "pydantic", "yaml", "evertrain.spec", "pyarrow.parquet")
     probe = (
-        "import sys; from pathlib import Path; import evertrain.train.worker as w; "
-        "w._import_lightgbm(Path(sys.argv[1])); "
-        "print(sorted(m for m in ('sqlalchemy', 'sklearn', 'lightgbm') if m in sys.modules))"
+        "import sys; import evertrain.train.worker as w; code = w.main(sys.argv[1:]); "
+        f"print(code, sorted(m for m in {(*unused, 'lightgbm')!r} if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe, str(folder)], capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "['lightgbm']"
+    assert out.stdout.strip().splitlines()[-1] == "0 ['lightgbm']"
+    assert (folder / "out" / "model.bin").is_file()
+
+
+def test_a_job_carries_the_trainer_settings_of_the_spec() -> None:
+    """A worker reads a job's trainer settings without the spec's models: same fields, same defaults."""
+    import dataclasses
+
+    from evertrain.spec import TrainerSpec
+
+    spec = TrainerSpec()
+    assert {f.name for f in dataclasses.fields(TrainerSettings)} == set(TrainerSpec.model_fields)
+    assert dataclasses.asdict(TrainerSettings()) == spec.model_dump(mode="json")
+    written = TrainerSpec.model_validate(LIGHTGBM).model_dump(mode="json")
+    assert dataclasses.asdict(TrainerSettings.of(written)) == written
+
+
+def test_a_worker_started_with_the_step_takes_its_lightgbm_job_and_no_other(
+    tmp_path: Path, project: Path, local_outcome: Any
+) -> None:
+    """A step starts its job's worker as it begins; one started for a LightGBM job (LightGBM imported
+    without scikit-learn) gives the model a fresh worker gives, and is not handed a job of another kind."""
+    executor = LocalExecutor()
+    with executor.prepared(lightgbm_alone=True):
+        ahead = executor.run(_job(tmp_path / "lightgbm", project, LIGHTGBM), time_limit=120)
+    assert ahead.ok and "started ahead of this job" in ahead.log
+    assert ahead.model == local_outcome.model
+    with executor.prepared(lightgbm_alone=True):
+        other = executor.run(
+            _job(tmp_path / "sklearn", project, {"kind": "sklearn", "seed": 11}), time_limit=120
+        )
+    assert other.ok and "started ahead" not in other.log
+    assert LocalExecutor._spare is None

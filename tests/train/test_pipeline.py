@@ -14,7 +14,7 @@ import pytest
 
 from evertrain.data.examples import make_churn_stream
 from evertrain.data.snapshots import load_snapshot
-from evertrain.exceptions import BudgetExhausted, TrainingFailed
+from evertrain.exceptions import BudgetExhausted, TrainingFailed, UsageError
 from evertrain.spec import Spec
 from evertrain.store import Store
 from evertrain.store.artifacts import sha256_bytes
@@ -89,6 +89,39 @@ def test_a_training_registers_a_version_with_its_lineage_and_run(
     assert store.registry.get_version("churn", train_model(store, _spec(), project).version).parent == 1
 
 
+def test_the_champion_predicts_only_the_holdout_rows_it_has_not_seen(
+    store: Store, project: Path, clock: Any
+) -> None:
+    """Retrained in one process, the champion's scores on a holdout that moved by a few rows are
+    those it gave before plus the new rows', and the gates see what a fresh scoring gives."""
+    from evertrain.evaluate.evaluation import evaluate_version
+    from evertrain.train.overlap import ChampionScorer
+
+    ChampionScorer.forget()
+    stream = make_churn_stream(2600, seed=8)
+    stream.iloc[:2500].to_csv(project / "churn.csv", index=False)
+    clock.now = float(stream["label_ts"].iloc[:2500].max()) + 1.0
+    spec = _spec(**{"training.window": {"kind": "expanding"}})
+    store.registry.promote("churn", train_model(store, spec, project).version, actor="tester")
+    first = train_model(store, spec, project)
+    run = store.runs.get(first.run_id)
+    n_holdout = len(load_snapshot(store, first.snapshots["holdout"]))
+    assert run.result["champion_rows_predicted"] == n_holdout  # nothing seen before the promotion
+    stream.to_csv(project / "churn.csv", index=False)  # the same stream, 100 rows further
+    clock.now = float(stream["label_ts"].max()) + 1.0
+    second = train_model(store, spec, project)
+    predicted = store.runs.get(second.run_id).result["champion_rows_predicted"]
+    n_holdout = len(load_snapshot(store, second.snapshots["holdout"]))
+    assert 0 < predicted < n_holdout / 2
+    ChampionScorer.forget()
+    fresh = evaluate_version(store, spec, "churn", second.version, project=project, record=False)
+    assert second.report is not None and fresh.champion_version == 1
+    assert second.report["metrics"]["champion"] == fresh.to_dict()["metrics"]["champion"]
+    assert [c["evidence"] for c in second.report["checks"]] == [
+        c["evidence"] for c in fresh.to_dict()["checks"]
+    ]
+
+
 def test_inline_and_local_steps_register_the_same_model(store: Store, project: Path, rows: Any) -> None:
     """The inline executor takes the snapshot tables from memory, the local one from files: same model."""
     inline = train_model(store, _spec(), project)
@@ -99,6 +132,9 @@ def test_inline_and_local_steps_register_the_same_model(store: Store, project: P
     assert inline.metrics["holdout"] == local.metrics["holdout"]
     for result in (inline, local):
         assert store.runs.get(result.run_id).result["info"]["holdout_scoring"] == "during training"
+    # The local job's worker was started as the step began, its imports beside the windowing.
+    log = store.artifacts.get(store.runs.get(local.run_id).result["log_artifact"]).decode()
+    assert "started ahead of this job" in log
     # What lineage recorded is what was trained on: fitting on the snapshots' own tables gives
     # the registered bytes.
     spec = _spec()
@@ -114,6 +150,18 @@ def test_inline_and_local_steps_register_the_same_model(store: Store, project: P
     )
     refit = get_trainer(spec.model.trainer).fit(train, valid, context)
     assert sha256_bytes(model_bytes(refit)[1]) == first.artifact_sha256
+
+
+def test_a_step_that_fails_before_its_job_leaves_no_worker_behind(
+    store: Store, project: Path, rows: Any
+) -> None:
+    from evertrain.exceptions import EvertrainError
+    from evertrain.train.executors import LocalExecutor
+
+    spec = _spec(**{"training.executor": "local", "model.target": "no_such_column"})
+    with pytest.raises(EvertrainError, match="no_such_column"):
+        train_model(store, spec, project)
+    assert LocalExecutor._spare is None
 
 
 def test_a_step_with_a_key_runs_once(store: Store, project: Path, rows: Any) -> None:
@@ -165,6 +213,17 @@ def test_a_small_sweep_records_its_trials(store: Store, project: Path, rows: Any
     assert best["metric"] == "log_loss" and best["best_value"] == min(t.metrics["log_loss"] for t in trials)
     params = store.registry.get_version("churn", result.version).params["params"]
     assert {k: params[k] for k in best["best_params"]} == best["best_params"]
+
+
+def test_a_sweep_over_a_parameter_lightgbm_has_not_is_refused_before_any_trial(
+    store: Store, project: Path, rows: Any
+) -> None:
+    pytest.importorskip("optuna")
+    spec = _spec(**{"training.sweep": {"trials": 2, "space": {"num_leafs": [3, 15]}}})
+    refused = r"training\.sweep\.space: params: LightGBM has no parameter 'num_leafs'"
+    with pytest.raises(UsageError, match=refused):
+        train_model(store, spec, project)
+    assert store.runs.list(model="churn", kind="trial") == []
 
 
 def test_on_ray_the_sweep_is_a_ray_tune_experiment(

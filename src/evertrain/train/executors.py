@@ -40,13 +40,16 @@ from evertrain.train.worker import (
     DATA_SUFFIX,
     ERROR_FILE,
     JOB_FILE,
+    LIGHTGBM_ALONE,
     LOG_FILE,
     MODEL_FILE,
     OUT_DIR,
     PARENT_FILE,
     RESULT_FILE,
     SCORES_FILE,
+    TrainJob,
     execute_job,
+    lightgbm_alone,
     write_error,
 )
 
@@ -105,6 +108,13 @@ class Executor(ABC):
     def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
         """Run the job in ``job_dir``; never raises for a failed training, returns it."""
 
+    @contextlib.contextmanager
+    def prepared(self, lightgbm_alone: bool) -> Iterator[None]:
+        """Get ready, while the block runs, for a job the block writes and runs
+        (``lightgbm_alone``: a LightGBM training that needs no scikit-learn, as
+        :func:`evertrain.train.worker.lightgbm_alone` says). Most executors need nothing."""
+        yield
+
 
 class InlineExecutor(Executor):
     name = "inline"
@@ -134,11 +144,14 @@ class _Spare:
     settings other than those its caller has.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lightgbm_alone: bool = False) -> None:
         self.env = dict(os.environ)
         self.cwd = os.getcwd()
+        #: Started for a LightGBM job: its LightGBM was imported without scikit-learn.
+        self.lightgbm_alone = lightgbm_alone
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "evertrain.train.worker", "--wait"],
+            [sys.executable, "-m", "evertrain.train.worker", "--wait"]
+            + ([LIGHTGBM_ALONE] if lightgbm_alone else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -199,8 +212,37 @@ class LocalExecutor(Executor):
             spare, cls._spare = cls._spare, None
         return spare
 
+    @contextlib.contextmanager
+    def prepared(self, lightgbm_alone: bool) -> Iterator[None]:
+        """Start the job's worker as the block starts, unless one waits already: its Python
+        start and imports then overlap the caller's reading and windowing of the data, as the
+        worker kept warm does for ``evertrain run`` (for a one-off ``evertrain train``, most of
+        what it waits). A worker so started that no job took by the end of the block (the
+        block failed first) is stopped, unless workers are kept warm."""
+        cls = type(self)
+        started = None
+        with cls._lock:
+            if cls._spare is None:
+                started = cls._spare = _Spare(lightgbm_alone)
+        try:
+            yield
+        finally:
+            if started is not None:
+                with cls._lock:
+                    unused = cls._spare is started and not cls._warm
+                    if unused:
+                        cls._spare = None
+                if unused:
+                    started.discard()
+
     def _start(self, job_dir: Path) -> subprocess.Popen[bytes]:
         spare = self._take_spare()
+        if spare is not None and spare.lightgbm_alone:
+            # Its LightGBM lacks the scikit-learn wrappers: only for a job that needs none.
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                if not lightgbm_alone(TrainJob.read(job_dir)):
+                    spare.discard()
+                    spare = None
         proc = spare.give(job_dir) if spare is not None else None
         if proc is not None:
             return proc

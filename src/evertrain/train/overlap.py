@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
 
 from evertrain._background import yield_to_training
 from evertrain.data.snapshots import table_bytes, take_snapshot
 from evertrain.data.tables import arrow_table
 from evertrain.data.windows import Window
-from evertrain.evaluate.scoring import Scored, importable, load_model, predict_outputs
+from evertrain.evaluate.scoring import (
+    Scored,
+    importable,
+    load_model,
+    model_features,
+    model_frame,
+    predict_outputs,
+)
 from evertrain.spec import Spec
 from evertrain.store import Store
+from evertrain.store.formats import BoosterModel
 
 
 class SnapshotWriter:
@@ -57,6 +69,21 @@ class SnapshotWriter:
         return dict(self._ids)
 
 
+#: Models (of any stores) whose champion a process keeps between trainings; a controller
+#: trains a handful, and each kept champion holds its model and a holdout's predictions.
+KEPT_MODELS = 8
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """A champion as last loaded here, and its predictions on the rows of the last holdout it
+    scored (``keys``: the rows' content hashes, sorted; ``values``: its predictions, in that order)."""
+
+    model: Any
+    keys: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+
 class ChampionScorer:
     """Scores the champion on the new holdout in a thread while the challenger trains.
 
@@ -64,7 +91,23 @@ class ChampionScorer:
     the challenger, so they are computed during training (LightGBM and numpy release the
     GIL while they work) instead of after it. A failure here only means the evaluation
     scores the champion itself.
+
+    A process that trains a model again and again (the controller) keeps, per model, the
+    champion it loaded and its predictions on the last holdout, by row content: successive
+    holdouts are mostly the same rows (the window moved by the rows that arrived since), so
+    the champion predicts only the rows it has not seen. Only for LightGBM boosters, whose
+    prediction for a row does not depend on the rows scored with it.
     """
+
+    #: (store, model) -> the champion last scored there; one entry per model.
+    _kept: ClassVar[dict[tuple[str, str], tuple[tuple[Any, ...], _Scoring]]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def forget(cls) -> None:
+        """Drop what this process keeps of the champions it scored (as a fresh process starts)."""
+        with cls._lock:
+            cls._kept.clear()
 
     def __init__(
         self,
@@ -82,6 +125,8 @@ class ChampionScorer:
         self.window = window
         self.wanted = wanted
         self.scores: dict[int, Scored] = {}
+        #: Holdout rows the champion predicted itself (the others came from its last holdout).
+        self.predicted_rows: int | None = None
         self._thread: threading.Thread | None = None
 
     def _work(self, version: int) -> None:
@@ -90,17 +135,56 @@ class ChampionScorer:
         spec, store = self.spec, self.store
         with contextlib.suppress(Exception):
             with importable(str(self.project)):
-                model = load_model(
-                    store, store.registry.get_version(spec.model.name, version), spec.model.trusted_types
-                )
+                mv = store.registry.get_version(spec.model.name, version)
+                place = (store.artifacts.url, spec.model.name)
+                identity = (version, mv.artifact_sha256, tuple(spec.model.trusted_types))
+                with self._lock:
+                    kept = self._kept.get(place)
+                scoring = kept[1] if kept is not None and kept[0] == identity else None
+                if scoring is None:
+                    scoring = _Scoring(load_model(store, mv, spec.model.trusted_types))
+                predicted, scoring = self._predict(scoring)
                 outputs, classes = predict_outputs(
-                    model,
+                    scoring.model,
                     self.window.holdout,
                     self.window.columns.features,
                     spec.model.task,
                     spec.model.target,
+                    predicted=predicted,
                 )
+                with self._lock:
+                    self._kept.pop(place, None)  # re-inserted last: the oldest entry goes first
+                    self._kept[place] = (identity, scoring)
+                    while len(self._kept) > KEPT_MODELS:
+                        del self._kept[next(iter(self._kept))]
             self.scores[version] = Scored(outputs, classes)
+
+    def _predict(self, scoring: _Scoring) -> tuple[np.ndarray | None, _Scoring]:
+        """The champion's predictions on the holdout (rows it predicted last time taken from
+        then) and what to keep of them; None where the model is not one whose rows are scored
+        apart (it is then scored the ordinary way)."""
+        assert self.window is not None
+        model, task = scoring.model, self.spec.model.task
+        if not isinstance(model, BoosterModel) or task not in ("binary", "multiclass", "regression"):
+            return None, scoring
+        features = model_features(model, self.window.columns.features)
+        X = model_frame(self.window.holdout, features, categorical_as_category=True)
+        method = model.predict if task == "regression" else model.predict_proba
+        keys = pd.util.hash_pandas_object(X, index=False).to_numpy()
+        todo = np.ones(len(keys), dtype=bool)
+        out: np.ndarray | None = None
+        if scoring.keys is not None and scoring.values is not None and len(scoring.keys):
+            at = np.minimum(np.searchsorted(scoring.keys, keys), len(scoring.keys) - 1)
+            todo = scoring.keys[at] != keys
+            out = np.empty((len(keys), *scoring.values.shape[1:]), dtype=scoring.values.dtype)
+            out[~todo] = scoring.values[at[~todo]]
+        if out is None or todo.all():
+            out = np.asarray(method(X))
+        elif todo.any():
+            out[todo] = np.asarray(method(X[todo]))
+        self.predicted_rows = int(todo.sum())
+        unique, first = np.unique(keys, return_index=True)
+        return out, _Scoring(model, unique, out[first])
 
     def __enter__(self) -> ChampionScorer:
         version = self.champion

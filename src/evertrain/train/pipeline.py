@@ -259,21 +259,26 @@ def _fit(
     store, spec, name = step.store, step.spec, step.name
     budget = TrainingBudget(store, name, spec.training.budget)
     seconds_left = budget.check()
+    trainer = spec.model.trainer
     change_at = params.get("change_at")
-    window, source_uri, _golden = step.window(
-        float(params["cutoff"]), None if change_at is None else float(change_at)
-    )
-    champion = ChampionScorer(store, spec, step.project, _champion(store, name), window, evaluate)
-    try:
-        with budget.slot(step.holder), champion:
-            step.write_job(job_dir, window, params.get("parent"))
-            outcome, sweep_info = step.execute(run, job_dir, seconds_left)
-    finally:
-        waited = time.perf_counter()
-        assert step.snapshots is not None
-        snaps = step.snapshots.wait()
-        step.timed("snapshot", waited)
+    with step.executor.prepared(trainer.kind == "lightgbm" and not trainer.warm_start):
+        window, source_uri, _golden = step.window(
+            float(params["cutoff"]), None if change_at is None else float(change_at)
+        )
+        champion = ChampionScorer(store, spec, step.project, _champion(store, name), window, evaluate)
+        try:
+            with budget.slot(step.holder), champion:
+                step.write_job(job_dir, window, params.get("parent"))
+                outcome, sweep_info = step.execute(run, job_dir, seconds_left)
+        finally:
+            waited = time.perf_counter()
+            assert step.snapshots is not None
+            snaps = step.snapshots.wait()
+            step.timed("snapshot", waited)
     extra = {"snapshots": snaps, "window": window.info, "source": source_uri, "resumed": resumed}
+    if champion.predicted_rows is not None:
+        # Holdout rows the champion predicted here; the rest it had predicted for the last holdout.
+        extra["champion_rows_predicted"] = champion.predicted_rows
     if sweep_info is not None:
         extra["sweep"] = sweep_info
     if not outcome.ok or outcome.model is None:

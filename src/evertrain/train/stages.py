@@ -182,6 +182,7 @@ class TrainingStep:
             metrics=list(dict.fromkeys(metrics)),
             candidates=[c.to_dict() for c in candidates],
             time_column=window.columns.time,
+            report_progress=self.on_progress is not None,
         )
         job.write(job_dir)
         return job

@@ -65,6 +65,25 @@ class SweepResult:
     seconds: float = 0.0
 
 
+def _check_space(spec: Any) -> None:
+    """Refuse, before any trial runs, a sweep space that names parameters the trainer has not.
+
+    Each trial's settings are the spec's trainer with the trial's values; the workers take
+    them as written (see :class:`evertrain.train.worker.TrainerSettings`), so they are
+    checked here, against the same rules as the spec's own ``params``.
+    """
+    from pydantic import ValidationError
+
+    trainer = spec.model.trainer
+    tried = {name: values[0] for name, values in spec.training.sweep.space.items() if values}
+    params = {**trainer.params, **tried}
+    try:
+        type(trainer).model_validate(dict(trainer.model_dump(), params=params))
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise UsageError(f"training.sweep.space: {reason}") from None
+
+
 def _trial_folder(job_dir: Path, index: int, params: dict[str, Any]) -> Path:
     folder = job_dir / "trials" / str(index)
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,6 +121,7 @@ def run_sweep(
     sweep = spec.training.sweep
     if not sweep.space:
         raise UsageError("training.sweep.trials > 0 needs training.sweep.space (parameter -> values to try)")
+    _check_space(spec)
     metric = get_metric(sweep_metric(spec))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if isinstance(executor, RayExecutor):

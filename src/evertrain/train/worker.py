@@ -14,7 +14,9 @@ executor; it exits on its own if its parent dies, so a killed controller leaves 
 orphan training behind. ``python -m evertrain.train.worker --wait`` is a worker started
 ahead of need: it does its imports (LightGBM's alone take about a second) and a tiny
 training through the same code, then reads its job folder from standard input, so a
-long-running controller's next training does not wait for a Python start.
+long-running controller's next training does not wait for a Python start. ``--wait
+lightgbm`` is the worker of a one-off LightGBM training, started as the training begins:
+its imports overlap its caller's reading and windowing of the data.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from evertrain.data.tables import arrow_table
 from evertrain.evaluate.metrics import compute_many, get_metric
 from evertrain.evaluate.scoring import (
     Scored,
@@ -72,6 +73,8 @@ DATA_SUFFIX = ".arrow"
 PARENT_POLL_SECONDS = 0.5
 #: Exit code of a worker that stopped because its parent died.
 EXIT_PARENT_GONE = 3
+#: ``--wait`` argument of a worker started for a :func:`lightgbm_alone` job about to come.
+LIGHTGBM_ALONE = "lightgbm"
 
 
 @dataclass
@@ -102,6 +105,9 @@ class TrainJob:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     #: The event-time column, which the candidates cut and weight the train rows by.
     time_column: str | None = None
+    #: Whether someone watches the job's progress file (see ``train.progress``); nobody
+    #: reads it otherwise, so it is not written.
+    report_progress: bool = True
 
     def write(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -115,6 +121,10 @@ class TrainJob:
 
 def write_parts(folder: Path, tables: Mapping[str, pa.Table | pd.DataFrame]) -> None:
     """Write a job's data tables into ``folder`` (each whole or not at all)."""
+    # Imported here: the caller's side needs it, a worker started for its job does not (it
+    # brings pyarrow's Parquet and CSV readers).
+    from evertrain.data.tables import arrow_table
+
     folder.mkdir(parents=True, exist_ok=True)
     for part, table in tables.items():
         if isinstance(table, pd.DataFrame):
@@ -153,6 +163,40 @@ def _fingerprint(job: TrainJob, parts: Mapping[str, pa.Table]) -> str:
     return hashlib.sha256(f"{job.fingerprint}:{data_digest(parts)}".encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The spec's ``model.trainer`` as a job carries it: the same fields with the same
+    defaults as :class:`evertrain.spec.TrainerSpec` (a test holds them equal).
+
+    The step writes them from a validated spec (a sweep checks its trial values there
+    too), so a worker takes them as they are: validating them again would import the
+    spec's models (pydantic, YAML, cron parsing: about a fifth of a second of a worker's
+    start) for nothing.
+    """
+
+    kind: str = "lightgbm"
+    estimator: str | None = None
+    callable: str | None = None
+    lora: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    early_stopping_rounds: int | None = 50
+    warm_start: bool = False
+    time_limit: float = 3600.0
+    checkpoint_every: int | None = None
+    checkpoint_seconds: float | None = 30.0
+
+    @classmethod
+    def of(cls, trainer: Mapping[str, Any]) -> Any:
+        """The settings of a job's ``trainer``; through the spec's validation where a LoRA
+        trainer reads nested settings as the spec's own objects, or a field is not known here."""
+        if trainer.get("kind") == "lora" or not set(trainer) <= {f.name for f in dataclasses.fields(cls)}:
+            from evertrain.spec import TrainerSpec
+
+            return TrainerSpec.model_validate(dict(trainer))
+        return cls(**trainer)
+
+
 def execute_job(
     folder: Path, log: Callable[[str], None] = print, tables: Mapping[str, pa.Table] | None = None
 ) -> dict[str, Any]:
@@ -161,18 +205,18 @@ def execute_job(
     ``tables``: the job's data when the caller holds it in this process (else it is read
     from the folder).
     """
-    from evertrain.spec import TrainerSpec
-
     job = TrainJob.read(folder)
     out = folder / OUT_DIR
     out.mkdir(exist_ok=True)
     started = time.perf_counter()
     deadline = time.monotonic() + job.time_limit
-    progress = ProgressWriter(folder / PROGRESS_FILE)
-    with importable(job.project), contextlib.closing(progress):
+    progress = ProgressWriter(folder / PROGRESS_FILE) if job.report_progress else None
+    with importable(job.project), contextlib.ExitStack() as closing:
+        if progress is not None:
+            closing.callback(progress.close)
         parts = _read_tables(folder, tables)
         train, valid, holdout = (parts[p].to_pandas() for p in DATA_PARTS)
-        trainer = get_trainer(TrainerSpec.model_validate(job.trainer))
+        trainer = get_trainer(TrainerSettings.of(job.trainer))
         parent = None
         if job.parent_framework and (folder / PARENT_FILE).is_file():
             parent = get_format(job.parent_framework).loads((folder / PARENT_FILE).read_bytes())
@@ -425,19 +469,19 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="evertrain-parent-watch", daemon=True).start()
 
 
-def _import_lightgbm(folder: Path) -> None:
-    """Import LightGBM for a job that will use it, without the scikit-learn it does not need.
+def lightgbm_alone(job: TrainJob) -> bool:
+    """Whether a job needs LightGBM without scikit-learn: a LightGBM training whose parent
+    model, if any, is a LightGBM one."""
+    return job.trainer.get("kind") == "lightgbm" and job.parent_framework in (None, "lightgbm")
+
+
+def _import_lightgbm_alone() -> None:
+    """Import LightGBM without the scikit-learn it does not need for a :func:`lightgbm_alone` job.
 
     LightGBM imports scikit-learn (and SciPy) for its scikit-learn wrappers when it can:
-    over a second of a worker's start, unused by a LightGBM job whose parent model (if any)
-    is a LightGBM one. Other jobs import what they need as they go.
+    over a second of a worker's start, unused by such a job. Other jobs import what they
+    need as they go.
     """
-    try:
-        job = TrainJob.read(folder)
-    except (OSError, ValueError, TypeError):
-        return  # reported properly when the job runs
-    if job.trainer.get("kind") != "lightgbm" or job.parent_framework not in (None, "lightgbm"):
-        return
     if "sklearn" in sys.modules or "lightgbm" in sys.modules:
         return
     sys.modules["sklearn"] = None  # type: ignore[assignment]  # makes `import sklearn` fail
@@ -448,6 +492,16 @@ def _import_lightgbm(folder: Path) -> None:
     finally:
         if sys.modules.get("sklearn", ...) is None:
             del sys.modules["sklearn"]
+
+
+def _import_lightgbm(folder: Path) -> None:
+    """Import LightGBM alone (:func:`_import_lightgbm_alone`) for a job that will use it so."""
+    try:
+        job = TrainJob.read(folder)
+    except (OSError, ValueError, TypeError):
+        return  # reported properly when the job runs
+    if lightgbm_alone(job):
+        _import_lightgbm_alone()
 
 
 def _warm_up() -> None:
@@ -473,17 +527,26 @@ def _warm_up() -> None:
             fingerprint="warm-up",
             num_threads=1,
             metrics=["accuracy", "roc_auc", "log_loss"],
+            report_progress=False,
         ).write(folder)
         execute_job(folder, log=lambda line: None)
 
 
-def _wait_for_job() -> Path | None:
+def _wait_for_job(next_job: str | None = None) -> Path | None:
     """Do a job's imports and first calls ahead, then read its folder from standard input
-    (None at end of input)."""
-    import lightgbm  # noqa: F401  # with scikit-learn: the job's kind is not known yet
+    (None at end of input).
 
-    with contextlib.suppress(Exception):  # a failed warm-up only means a slower first job
-        _warm_up()
+    ``next_job`` ``lightgbm``: started for a :func:`lightgbm_alone` job about to come (a
+    one-off training's worker, started while its caller prepares the data): LightGBM is
+    imported without scikit-learn, and there is no warm-up, which the job itself would wait for.
+    """
+    if next_job == LIGHTGBM_ALONE:
+        _import_lightgbm_alone()
+    else:
+        import lightgbm  # noqa: F401  # with scikit-learn: the job's kind is not known yet
+
+        with contextlib.suppress(Exception):  # a failed warm-up only means a slower first job
+            _warm_up()
     line = sys.stdin.readline().strip()
     if not line:
         return None
@@ -500,12 +563,13 @@ def _wait_for_job() -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        sys.stderr.write("usage: python -m evertrain.train.worker JOB_DIR | --wait\n")
+    waiting = args[:1] == ["--wait"] and len(args) <= 2 and args[1:] in ([], [LIGHTGBM_ALONE])
+    if len(args) != 1 and not waiting:
+        sys.stderr.write(f"usage: python -m evertrain.train.worker JOB_DIR | --wait [{LIGHTGBM_ALONE}]\n")
         return 2
     _watch_parent()
-    if args[0] == "--wait":
-        waited = _wait_for_job()
+    if waiting:
+        waited = _wait_for_job(*args[1:])
         if waited is None:
             return 0
         folder = waited
@@ -517,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(f"{time.strftime('%H:%M:%S')} {line}\n")
         sys.stdout.flush()
 
-    if args[0] == "--wait":
+    if waiting:
         log(f"worker {os.getpid()} was started ahead of this job")
 
     try:
