@@ -3,17 +3,17 @@
 Recent typer releases turn every parameter's value into its annotated type through a
 pydantic ``TypeAdapter``, built when the value is first read. For a string or a path
 that costs more than a quick command's whole work: importing pydantic, its core and
-schema machinery, and building one adapter per parameter (about a third of
-``evertrain versions``). :func:`read_plain_values` gives the parameters of those two
+schema machinery, and building one adapter per parameter (about a quarter of what
+``evertrain versions`` cost). :func:`read_plain_values` gives the parameters of those two
 kinds a reader that does what typer's adapters do for them: a string stays as given,
 and a path goes through typer's own path checks (:func:`typer._param_types.coerce_cli_path`),
 made a ``Path`` first as pydantic would. Any other value, or any parameter with more than
 plain needs (a parser, a choice, a file, several values), keeps typer's reader, and so
 does a flag (a boolean) given anything but its own value.
 
-These are typer's internals: with a typer that has none of them (older releases
-convert through click without pydantic) this does nothing, and a typer whose internals
-change shows up as pydantic in the quick commands' modules (``tests/faces/test_cli_imports.py``).
+These are typer's internals: with a typer that lacks them (older releases convert through
+click, without pydantic) or has changed them, parameters keep typer's readers, and the
+loss shows up as pydantic in the quick commands' modules (``tests/faces/test_cli_imports.py``).
 """
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ if RuntimeParam is not None:
 
 
 def _is_plain(param: Any) -> bool:
-    if not isinstance(param, _TyperParameter) or param._runtime_param is not None:
+    if not isinstance(param, _TyperParameter) or getattr(param, "_runtime_param", False) is not None:
+        return False  # not typer's, or a reader is set already (or typer keeps none there)
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is None or param.multiple or param.nargs != 1:
         return False
-    if param.multiple or param.nargs != 1:
-        return False
-    descriptor = param.type_descriptor
     info = descriptor.parameter_info
     if descriptor.file_annotation is not None or info.parser is not None:
         return False
