@@ -3,7 +3,7 @@
 Recent typer releases turn every parameter's value into its annotated type through a
 pydantic ``TypeAdapter``, built when the value is first read. For a string or a path
 that costs more than a quick command's whole work: importing pydantic, its core and
-schema machinery, and building one adapter per parameter (about a quarter of what
+schema machinery, and building one adapter per parameter (about a sixth of what
 ``evertrain versions`` cost). :func:`read_plain_values` gives the parameters of those two
 kinds a reader that does what typer's adapters do for them: a string stays as given,
 and a path goes through typer's own path checks (:func:`typer._param_types.coerce_cli_path`),
