@@ -52,6 +52,12 @@ def test_version_and_help_list_every_command_in_order_with_examples(
     assert "Examples" in out and "evertrain init" in out
 
 
+def test_the_quick_commands_are_commands() -> None:
+    from evertrain.faces.cli import QUICK_COMMANDS
+
+    assert not QUICK_COMMANDS - {c.name for c in COMMANDS}
+
+
 def test_each_command_summary_is_its_docstring() -> None:
     import importlib
 

@@ -12,10 +12,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-HEAVY = ("pandas", "sqlalchemy", "lightgbm", "sklearn", "scipy.stats", "fastapi", "evertrain.spec")
+HEAVY = (
+    "pandas",
+    "sqlalchemy",
+    "lightgbm",
+    "sklearn",
+    "scipy.stats",
+    "fastapi",
+    "evertrain.spec",
+    "pydantic",
+)
 
 _PROBE = """
 import contextlib, io, json, sys
@@ -26,10 +36,11 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
 
 
-def _modules(args: list[str], cwd: Path) -> tuple[int, set[str]]:
+def _fresh(code: str, args: list[str], cwd: Path) -> Any:
+    """The JSON that ``code`` prints last, run with ``args`` in a fresh interpreter in ``cwd``."""
     src = Path(__file__).resolve().parents[2] / "src"
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE, *args],
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -37,7 +48,11 @@ def _modules(args: list[str], cwd: Path) -> tuple[int, set[str]]:
         timeout=120,
         check=True,
     )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _modules(args: list[str], cwd: Path) -> tuple[int, set[str]]:
+    result = _fresh(_PROBE, args, cwd)
     return result["code"], set(result["modules"])
 
 
@@ -64,8 +79,12 @@ def test_quick_commands_skip_heavy_imports(
 #: What the registry commands must not load: they read and move rows of the metadata store
 #: (SQLAlchemy) and, for a promotion, hash one local artifact. Alembic is for a store that
 #: is not at the newest migration, fsspec for artifacts away from the local disk, the spec's
-#: models for commands that read the whole project file.
+#: models for commands that read the whole project file, pydantic for typer's readers of
+#: values other than strings, paths and flags, tenacity for a write that failed and is
+#: tried again.
 REGISTRY_ABSENT = (
+    "pydantic",
+    "tenacity",
     "pandas",
     "numpy",
     "pyarrow",
@@ -117,7 +136,7 @@ def test_registry_commands_load_only_the_metadata_store(
     args: list[str], champion_before: int, champion_after: int, registry_example: Path, tmp_path: Path
 ) -> None:
     """status, versions, promote and rollback on a store at the newest migration: they work
-    (the champion moves as asked) without Alembic, fsspec, the spec's models or any framework."""
+    (the champion moves as asked) without Alembic, fsspec, pydantic, tenacity or any framework."""
     from evertrain.store import Store
 
     project = tmp_path / "shop"
@@ -132,9 +151,10 @@ def test_registry_commands_load_only_the_metadata_store(
     assert "sqlalchemy" in modules  # the real store was read
     loaded = sorted(m for m in REGISTRY_ABSENT if m in modules)
     assert not loaded, f"evertrain {' '.join(args)} imported {loaded}"
-    if args[0] in ("status", "versions"):
-        # reads open no write transaction, so they never load the retry policy's library
-        assert "tenacity" not in modules
+    if args[0] != "status":
+        # only status reads the project file (for the configured model's name), and this
+        # one has no storage section: the others need no YAML parser
+        assert "yaml" not in modules
 
 
 def test_drift_imports_neither_pandas_nor_scipy_stats(tmp_path: Path) -> None:
@@ -165,3 +185,85 @@ def test_drift_imports_neither_pandas_nor_scipy_stats(tmp_path: Path) -> None:
     assert not [m for m in ("pandas", "scipy.stats", "sqlalchemy") if m in modules]
     assert json.loads((tmp_path / "again.json").read_text())["columns"] == first["columns"]
     assert first["drifted_columns"] == ["x"]
+
+
+# Strings, paths and flags read without typer's pydantic adapters read exactly as typer
+# reads them: the same small command runs on the same command lines in this process with
+# typer's own readers, and in a fresh interpreter with ``read_plain_values``, which must
+# then never import pydantic. Values, their types and the errors must be the same.
+
+_APP = """
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer()
+
+
+@app.command()
+def show(
+    name: str,
+    where: Path = Path("."),
+    out: Annotated[Path | None, typer.Option()] = None,
+    must: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
+    note: Annotated[str | None, typer.Option()] = None,
+    loud: bool = False,
+) -> None:
+    values = {"name": name, "where": where, "out": out, "must": must, "note": note, "loud": loud}
+    print(json.dumps({k: [type(v).__name__, str(v)] for k, v in values.items()}))
+
+
+def run(args, plain):
+    import contextlib, io
+
+    command = typer.main.get_command(app)
+    if plain:
+        from evertrain.faces._plain_params import read_plain_values
+
+        read_plain_values(command, typer.Context(command))
+    shown = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(shown):
+            command.main(list(args), standalone_mode=False, prog_name="show")
+    except Exception as exc:
+        return {"error": type(exc).__name__, "message": exc.format_message()}
+    return json.loads(shown.getvalue())
+"""
+
+CASES = [
+    ["churn"],
+    ["churn", "--where", "sub/dir", "--out", "-", "--note", "a b"],
+    ["churn", "--must", "model.txt", "--loud"],
+    ["churn", "--must", "missing.txt"],  # typer's existence check
+    ["churn", "--must", "folder"],  # typer's no-directory check
+    ["churn", "--loud", "--where", ""],
+    [],  # a missing argument
+]
+
+
+def _own() -> list[dict[str, object]]:
+    namespace: dict[str, object] = {}
+    exec(_APP, namespace)
+    return [namespace["run"](args, False) for args in CASES]  # type: ignore[operator]
+
+
+def test_plain_values_read_as_typer_reads_them_without_pydantic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "model.txt").write_text("x")
+    (tmp_path / "folder").mkdir()
+    monkeypatch.chdir(tmp_path)
+    expected = _own()
+    assert expected[3]["error"] == "BadParameter" and "does not exist" in str(expected[3]["message"])
+    assert expected[4]["error"] == "BadParameter" and "is a directory" in str(expected[4]["message"])
+
+    probe = (
+        _APP
+        + "\nimport sys\nprint(json.dumps({'runs': [run(a, True) for a in json.loads(sys.argv[1])],"
+        + " 'pydantic': 'pydantic' in sys.modules}))"
+    )
+    got = _fresh(probe, [json.dumps(CASES)], tmp_path)
+    assert got["runs"] == expected
+    assert not got["pydantic"], "reading plain values imported pydantic"

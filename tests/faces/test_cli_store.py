@@ -299,3 +299,21 @@ def test_rollout_start_shows_the_load_error_and_starts_nothing(
     assert code == 2 and err.count("\n") == 1
     assert f"model 'churn' version {broken} cannot be loaded" in err and "no predict()" in err
     assert json_of(cli, "rollout", "status", "churn", "--json")["active"] is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "model: {name: churn}\nstorage:\n  logs_url: shared/logs\n",
+        '{"model": {"name": "churn"}, "storage": {"logs_url": "shared/logs"}}\n',
+        'model: {name: churn}\n"\\x73torage": {logs_url: shared/logs}\n',  # the key spelled by an escape
+    ],
+)
+def test_the_project_files_storage_section_reaches_the_store(tmp_path: Path, text: str) -> None:
+    """However the file spells the section, a command's store gets its logs URL (resolved in the project)."""
+    from evertrain.faces._common import storage_logs_url
+
+    (tmp_path / "evertrain.yaml").write_text(text)
+    assert storage_logs_url(tmp_path) == str((tmp_path / "shared" / "logs").resolve())
+    (tmp_path / "evertrain.yaml").write_text("model: {name: churn}  # no such section\n")
+    assert storage_logs_url(tmp_path) is None

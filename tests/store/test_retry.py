@@ -78,3 +78,19 @@ def test_a_time_limit_stops_retrying() -> None:
 def test_bad_policies_are_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         Retry(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_slow_first_try_counts_against_the_time_limit() -> None:
+    """The limit runs from the first try's start: a first try that used it all is not retried."""
+    import time
+
+    calls: list[float] = []
+
+    def slow() -> None:
+        calls.append(time.monotonic())
+        time.sleep(0.06)
+        raise OSError("down")
+
+    with pytest.raises(OSError, match="down"):
+        Retry(attempts=None, within=0.05, base_delay=0.001, max_delay=0.001, jitter=False).call(slow)
+    assert len(calls) == 1

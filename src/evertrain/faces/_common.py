@@ -82,13 +82,18 @@ def _storage_section(project: Path) -> Any:
     open a store must not pay for them. A bad section, or a file that cannot be read, is
     left to the commands that need the file, which report it.
     """
+    path = Path(project) / SPEC_FILE
+    try:
+        text = path.read_text()
+    except (OSError, ValueError):
+        return None
+    if "storage" not in text and "\\" not in text:
+        # Nothing can name the section (an escape in a quoted key aside): no YAML parser needed.
+        return None
     import yaml
 
-    path = Path(project) / SPEC_FILE
-    if not path.is_file():
-        return None
     try:
-        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         section = data.get("storage") if isinstance(data, dict) else None
         if not section:
             # The defaults configure nothing: no need to import the spec's models for them.

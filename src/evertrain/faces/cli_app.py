@@ -21,6 +21,7 @@ import typer
 from typer.core import TyperGroup
 
 from evertrain.__version__ import __version__
+from evertrain.faces._plain_params import read_plain_values
 
 
 class CommandEntry(NamedTuple):
@@ -183,8 +184,13 @@ class LazyGroup(TyperGroup):
         built = typer.main.get_group(app)
         command = built.commands.get(cmd_name)
         if command is not None:
+            read_plain_values(command, ctx)
             self.commands[cmd_name] = command
         return command
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        read_plain_values(self, ctx)  # --version and --help, flags read without pydantic
+        return super().parse_args(ctx, args)
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         name = args[0] if args else ""

@@ -24,9 +24,10 @@ def status_data(store: Store, configured: str | None = None) -> dict[str, Any]:
     from evertrain.faces.status_reads import models_overview
 
     out = []
-    registered = store.registry.list_models()
-    counts = {m["name"]: m["n_versions"] for m in models_overview(store)}
-    if configured is not None and configured not in registered:
+    # One read gives every model with its aliases and counts (in name order), so the
+    # view costs the same few statements however many models there are.
+    overview = models_overview(store)
+    if configured is not None and configured not in {m["name"] for m in overview}:
         out.append(
             {
                 "name": configured,
@@ -38,14 +39,12 @@ def status_data(store: Store, configured: str | None = None) -> dict[str, Any]:
                 "next_cycle_at": None,
             }
         )
-    for name in registered:
-        held = store.registry.get_aliases(name)
-        aliases = {a: held.get(a) for a in KNOWN_ALIASES}
+    for model in overview:
         entry: dict[str, Any] = {
-            "name": name,
-            "aliases": aliases,
-            "n_versions": counts.get(name, 0),
+            "name": model["name"],
+            "aliases": model["aliases"],
+            "n_versions": model["n_versions"],
         }
-        entry.update(status_extras.for_model(store, name))
+        entry.update(status_extras.for_model(store, model["name"]))
         out.append(entry)
     return {"models": out}

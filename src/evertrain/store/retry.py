@@ -78,29 +78,55 @@ class Retry:
             )
 
     def call(self, fn: Callable[[], T]) -> T:
-        """``fn()``, tried again after a retryable exception until it returns or the tries run out."""
+        """``fn()``, tried again after a retryable exception until it returns or the tries run out.
+
+        The first try runs on its own: tenacity (and the policy built from it) is loaded
+        only once a try has failed and may be retried, so that the usual case, a write
+        that goes through at once, costs a command no more than the write.
+        """
+        started = time.monotonic()
+        try:
+            return fn()
+        except BaseException as exc:
+            if self.attempts == 1 or not self.retries(exc):
+                raise
+            first = exc
+        return self._retrying(fn, first, started)
+
+    def retries(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is one this policy tries again after."""
+        if isinstance(self.retry_on, type | tuple):
+            return isinstance(exc, self.retry_on)
+        return bool(self.retry_on(exc))
+
+    def _retrying(self, fn: Callable[[], T], first: BaseException, started: float) -> T:
+        """The tries after ``first`` failed (``started`` is when that first try began)."""
         import tenacity  # here, not at the top: a quick command that never retries need not load it
 
         stops: list[tenacity.stop.stop_base] = []
         if self.attempts is not None:
             stops.append(tenacity.stop_after_attempt(self.attempts))
         if self.within is not None:
-            stops.append(tenacity.stop_before_delay(self.within))
+            # tenacity's clock starts now; the first try's time counts against ``within`` too
+            stops.append(tenacity.stop_before_delay(max(0.0, self.within - (time.monotonic() - started))))
         wait_kind = tenacity.wait_random_exponential if self.jitter else tenacity.wait_exponential
-        retry_on = self.retry_on
-        retry: tenacity.retry_base
-        if isinstance(retry_on, type | tuple):
-            retry = tenacity.retry_if_exception_type(retry_on)
-        else:
-            retry = tenacity.retry_if_exception(retry_on)
         retrying = tenacity.Retrying(
             stop=tenacity.stop_any(*stops),
             wait=wait_kind(multiplier=self.base_delay, max=self.max_delay),
-            retry=retry,
+            retry=tenacity.retry_if_exception(self.retries),
             sleep=self.sleep,
             reraise=True,
         )
-        return retrying(fn)
+        failed: list[BaseException] = [first]
+
+        def attempt() -> T:
+            # tenacity's first attempt is the try that already failed: it fails again at
+            # once with the same error, and the waits and the count go on from there.
+            if failed:
+                raise failed.pop()
+            return fn()
+
+        return retrying(attempt)
 
 
 __all__ = ["Retry", "RetryOn"]
