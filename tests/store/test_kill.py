@@ -1,14 +1,17 @@
 """SIGKILL at random points of register and promote: nothing is lost or half-written.
 
 A helper process registers and promotes in a loop and is killed after a random delay
-long enough to span many operations; a memory-mapped state file tells where each kill
-landed. The next helper resumes the interrupted iteration under the same run_id, as a
-restarted controller step would. After every kill the store must hold together.
+long enough to span many operations, or (every third kill each) as soon as it is seen
+inside register or promote, so that both are hit however fast or slow the machine makes
+them; a memory-mapped state file tells where each kill landed. The next helper resumes
+the interrupted iteration under the same run_id, as a restarted controller step would.
+After every kill the store must hold together.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import random
 import signal
@@ -27,6 +30,8 @@ from evertrain.store.metadata import alias_history, aliases, audit_log, model_ve
 KILLS = 50
 MAX_DELAY = 0.15  # seconds; SQLite does a register + promote in a few ms, PostgreSQL in ~15 ms
 PHASE_NAMES = {0: "idle", 1: "put", 2: "register", 3: "promote"}
+#: Where each kill is aimed, in turn: inside register, inside promote, after a random delay.
+AIMS = (2, 3, None)
 
 
 def _iteration(state: Path) -> int:
@@ -38,6 +43,14 @@ def _wait_past(state: Path, iteration: int, what: str, timeout: float = 60.0) ->
     while _iteration(state) <= iteration:
         assert time.monotonic() < deadline, f"{what}: the helper made no progress in {timeout:.0f}s"
         time.sleep(0.002)
+
+
+def _wait_inside(state: Path, phase: int, timeout: float = 10.0) -> None:
+    """Spin until the helper is inside ``phase`` (a few milliseconds long: no sleeping)."""
+    with open(state, "rb") as fh, mmap.mmap(fh.fileno(), 16, access=mmap.ACCESS_READ) as view:
+        deadline = time.monotonic() + timeout
+        while view[0] != phase:
+            assert time.monotonic() < deadline, f"the helper was never seen in {PHASE_NAMES[phase]}"
 
 
 def check_store(store: Store) -> int:
@@ -93,7 +106,11 @@ def test_sigkill_during_register_and_promote_leaves_a_sound_store(
             # Each child first finishes the iteration its predecessor left, however slow a
             # loaded machine makes it; the kill then lands at a random point after that.
             _wait_past(state, resumed, f"kill {kill} (seed {seed})")
-            time.sleep(rng.uniform(0.0, MAX_DELAY))
+            aim = AIMS[kill % len(AIMS)]
+            if aim is None:
+                time.sleep(rng.uniform(0.0, MAX_DELAY))
+            else:
+                _wait_inside(state, aim)
             os.kill(pid, signal.SIGKILL)
             worker.send("reap", pid)
             reaped = worker.recv()
