@@ -219,12 +219,13 @@ def run_one(
             "retrains": [
                 {
                     k: r.get(k)
-                    for k in ("batch", "reason", "triggers", "version", "train_rows", "gates", "gate_reason")
+                    for k in ("batch", "reason", "triggers", "version", "train_rows", "gates", "gate_reason", "checks")
                 }
                 for r in result["retrains"]
             ],
             "promotions": result["promotions"],
             "rollbacks": result["rollbacks"],
+            "second_looks": result.get("second_looks", []),
             "drift_batches": [b["index"] for b in result["batches"] if b.get("drifted")],
         }
     except Exception as exc:
