@@ -187,7 +187,7 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
             )
             train_seconds += float(trained.get("seconds") or 0.0)
         looked = gate.get("second_look") or {}
-        if "checks" in gate and looked or "dropped" in looked:
+        if (looked and "checks" in gate) or "dropped" in looked:
             # a kept challenger judged again on the rows labelled after its cut-off
             second_looks.append(
                 {
