@@ -411,8 +411,9 @@ def judge_again(
 ) -> GateReport:
     """The champion gates of ``version`` against ``champion_version`` on the version's holdout
     pooled with ``fresh`` rows (labelled after its cut-off: neither model learnt from them),
-    at the stricter confidence of look ``look`` of :data:`AGAIN_AT` (see there). Recorded as an
-    evaluation of the version, like the gate's. Its checks' evidence carries the look.
+    at the stricter confidence of look ``look`` of :data:`AGAIN_AT` (see there). An ``auto`` gate
+    judges superiority, even for a version trained for a decay. Recorded as an evaluation of the
+    version, like the gate's. Its checks' evidence carries the look.
     """
     project_dir = None if project is None else Path(project)
     mv = store.registry.get_version(model, version)
@@ -427,12 +428,11 @@ def judge_again(
         champion_model = load_model(store, store.registry.get_version(model, champion_version), trusted)
         challenger, classes = predict_outputs(challenger_model, rows, columns.features, task, target)
         champion, _ = predict_outputs(champion_model, rows, columns.features, task, target, classes)
+    # An auto gate wants the challenger shown better here, decay or not: freshness let the gate
+    # pass a challenger only as good, but a kept one is no longer the freshest (a decay is
+    # retrained for again after the cooldown, on newer rows).
     inputs = GateInputs(
-        confirmed_decay=confirmed_decay(spec, mv.trigger),
-        challenger=challenger,
-        champion=champion,
-        champion_version=champion_version,
-        frame=rows,
+        challenger=challenger, champion=champion, champion_version=champion_version, frame=rows
     )
     gates = [
         g.model_copy(update={"confidence": 1 - (1 - g.confidence) / len(AGAIN_AT)})
