@@ -5,9 +5,10 @@ rollout, small enough to run in seconds: batches of 200 rows, a first model trai
 1,000, a window of 2,000 rows and no cooldown, so that only the more-data rule spaces the
 tries. In one the rule is a
 checkerboard that a tree learns better from 2,000 rows than from 1,000: the challenger on
-the larger window is shown better and promoted. In the other a noisy half-plane is learned
-as well as it can be from 1,000 rows: the challenger is not shown better, nothing is
-promoted, and with a full window the champion is not tried again.
+the larger window is shown better and promoted. In a noisy half-plane the gain from more rows
+is too small for one gate: the challenger is kept and judged again on the rows labelled after
+its cut-off, shown better there and promoted. On labels that nothing predicts, the challenger
+kept for a second look is shown no better there and dropped.
 """
 
 from __future__ import annotations
@@ -59,11 +60,30 @@ def test_a_model_that_gains_from_more_rows_is_replaced_by_one_trained_on_more() 
     assert result["batches"][-1]["model_version"] == retrain["version"]
 
 
-def test_a_model_that_learned_all_it_can_is_tried_once_and_kept() -> None:
+def test_a_gain_the_gate_cannot_confirm_is_confirmed_on_the_rows_labelled_after_it() -> None:
+    # a noisy half-plane: 2,000 rows learn it a little better than 1,000, too little for one gate
     rng, x = inputs(15, seed=1)
     noisy = (x[:, 0] + x[:, 1] > 0) ^ (rng.random(len(x)) < 0.1)
     result = replay(frame_of(x, noisy))
     [retrain] = result["retrains"]  # one try; with no cooldown, five more cycles and no retry
     assert retrain["triggers"] == ["more_data"] and retrain["gates"] == "failed"
+    assert "lower bound +0 is not above +0" in retrain["checks"][0]
+    # kept, and judged again once as many rows as its holdout were labelled after its cut-off:
+    # pooled with the holdout, at the stricter level of a second look, it is shown better
+    [look] = result["second_looks"]
+    assert look["version"] == retrain["version"] and look["look"] == 1 and look["passed"]
+    assert look["rows"] >= retrain["train_rows"] // 2 and "98% CI [+" in look["reasons"][0]
+    assert result["promotions"] == [{"batch": look["batch"] + 1, "version": retrain["version"]}]
+
+
+def test_a_challenger_no_better_is_judged_again_and_dropped() -> None:
+    # labels that no row predicts: the challenger's small lead on its holdout is chance
+    rng, x = inputs(18, seed=3)
+    coin = (x[:, 0] > 0) ^ (rng.random(len(x)) < 0.5)
+    result = replay(frame_of(x, coin))
+    [retrain] = result["retrains"]
+    assert retrain["gates"] == "failed" and "difference +" in retrain["checks"][0]
+    [look] = result["second_looks"]
+    assert not look["passed"] and look["dropped"] == "look 1 of 2 did not show it better"
     assert result["promotions"] == []
     assert {b["model_version"] for b in result["batches"]} == {1}

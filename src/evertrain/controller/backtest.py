@@ -145,6 +145,7 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
     retrains: list[dict[str, Any]] = []
     promotions: list[dict[str, Any]] = []
     rollbacks: list[dict[str, Any]] = []
+    second_looks: list[dict[str, Any]] = []
     train_seconds = first_seconds
     correct = rows = 0
     for index in range(replay.warm_batches, replay.source.n_batches):
@@ -181,9 +182,24 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
                     "train_rows": _train_rows(store, name, trained.get("version")),
                     "gates": gate.get("status"),
                     "gate_reason": gate.get("reason"),
+                    "checks": [c.get("reason") for c in gate.get("checks") or []],
                 }
             )
             train_seconds += float(trained.get("seconds") or 0.0)
+        looked = gate.get("second_look") or {}
+        if (looked and "checks" in gate) or "dropped" in looked:
+            # a kept challenger judged again on the rows labelled after its cut-off
+            second_looks.append(
+                {
+                    "batch": index,
+                    "version": gate.get("version"),
+                    "look": looked.get("look"),
+                    "rows": looked.get("rows"),
+                    "passed": gate.get("status") == "passed",
+                    "dropped": looked.get("dropped"),
+                    "reasons": [c.get("reason") for c in gate.get("checks") or []],
+                }
+            )
         after = _aliases(store, name)
         rollout = cycle.get("rollout") or {}
         if after.get(CHAMPION) != before.get(CHAMPION):
@@ -223,6 +239,7 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
         "retrains": retrains,
         "promotions": promotions,
         "rollbacks": rollbacks,
+        "second_looks": second_looks,
         "mean_accuracy": mean,
         "n_retrains": len(retrains),
         "train_seconds": train_seconds,

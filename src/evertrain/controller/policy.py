@@ -107,6 +107,9 @@ class History:
     more_data_times: list[float] = field(default_factory=list)  # retrains that were more-data tries
     # the champion's metric on its first labelled rows in service, once known: {"version", "value", "rows"}
     first_served: dict[str, Any] | None = None
+    # a challenger the gate rejected but found promising, judged again on rows labelled after its
+    # cut-off: {"version", "champion", "cutoff", "holdout_rows", "looks"} (see steps.gate)
+    second_look: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +128,7 @@ class History:
             "more_data_rows": self.more_data_rows,
             "more_data_times": self.more_data_times,
             "first_served": self.first_served,
+            "second_look": self.second_look,
         }
 
     @classmethod
@@ -146,6 +150,7 @@ class History:
             more_data_rows=data.get("more_data_rows"),
             more_data_times=list(data.get("more_data_times", [])),
             first_served=data.get("first_served"),
+            second_look=data.get("second_look"),
         )
 
 

@@ -90,6 +90,8 @@ class GateStepResult(StepError, total=False):
     checks: list[CheckDict]
     promoted: bool
     rollout: str | None  # the phase a started rollout is in
+    second_look: dict[str, Any]  # a kept challenger judged again: its look, rows, needed, dropped
+    history: dict[str, Any]
 
 
 class RolloutStepResult(StepError, total=False):

@@ -363,12 +363,12 @@ def train(ctx: CycleContext) -> TrainStepResult:
 
 def gate(ctx: CycleContext) -> GateStepResult:
     """Judge the new version against the champion; promote a first version, canary a passing one."""
-    from evertrain.evaluate.evaluation import confirmed_decay, evaluate_version, proven_better
-    from evertrain.rollout import get_active, start_rollout
+    from evertrain.evaluate.evaluation import evaluate_version
+    from evertrain.rollout import get_active
 
     trained = ctx.results.get("train") or {}
     if trained.get("status") != "trained" or trained.get("version") is None:
-        return {"status": "skipped"}
+        return _second_look(ctx)
     version = int(trained["version"])
     existing = ctx.store.lineage.evaluations(ctx.model, version)
     report = (
@@ -394,6 +394,9 @@ def gate(ctx: CycleContext) -> GateStepResult:
         "promoted": False,
         "rollout": None,
     }
+    # a newer challenger supersedes one kept for a second look
+    ctx.history.second_look = _kept(ctx, version, report) if not passed else None
+    out["history"] = ctx.history.to_dict()
     if not passed:
         ctx.alerts.emit(
             "gate_failed", {"model": ctx.model, "version": version, "reason": report.get("reason")}
@@ -418,6 +421,15 @@ def gate(ctx: CycleContext) -> GateStepResult:
     if active is not None and active.version == version:
         out["rollout"] = active.phase  # started before a crash
         return out
+    out["rollout"] = _start_rollout(ctx, version, report)
+    return out
+
+
+def _start_rollout(ctx: CycleContext, version: int, report: dict[str, Any]) -> str:
+    """Start the normal rollout of ``version``, which passed the gates of ``report``; its phase."""
+    from evertrain.evaluate.evaluation import confirmed_decay, proven_better
+    from evertrain.rollout import start_rollout
+
     trigger = ctx.store.registry.get_version(ctx.model, version).trigger
     decay = confirmed_decay(ctx.spec, trigger)
     more_data = "tried on more data" if decay is None and "more_data" in (trigger or "").split(",") else None
@@ -434,7 +446,82 @@ def gate(ctx: CycleContext) -> GateStepResult:
         proven=proven_better(report) if decay is not None or more_data is not None else None,
         more_data=more_data,
     )
-    out["rollout"] = started.phase
+    return started.phase
+
+
+def _kept(ctx: CycleContext, version: int, report: dict[str, Any]) -> dict[str, Any] | None:
+    """What to keep of a challenger the gate rejected, to judge it again on the rows labelled after
+    its cut-off (:func:`_second_look`): one whose only failed gates compared it with the champion
+    and found it better, with a holdout; None for any other."""
+    from evertrain.evaluate.evaluation import promising
+
+    champion = report.get("champion_version")
+    mv = ctx.store.registry.get_version(ctx.model, version)
+    holdout = (mv.params.get("window") or {}).get("n_holdout")
+    cutoff = mv.params.get("cutoff")
+    if champion is None or not holdout or cutoff is None or not promising(report):
+        return None
+    return {
+        "version": version,
+        "champion": int(champion),
+        "cutoff": float(cutoff),
+        "holdout_rows": int(holdout),
+        "looks": 0,
+    }
+
+
+def _second_look(ctx: CycleContext) -> GateStepResult:
+    """Judge again a challenger kept by the gate (see :func:`_kept`), on its holdout pooled with
+    the rows labelled after its cut-off, once those hold ``AGAIN_AT[look]`` times its holdout's
+    rows; at a stricter confidence (:data:`evertrain.evaluate.evaluation.AGAIN_AT`). Passed, it
+    goes through the normal rollout; shown no better, after its last look, or when the champion
+    changed, it is dropped. A newer challenger replaces it (:func:`gate`)."""
+    from evertrain.evaluate.evaluation import AGAIN_AT, judge_again, promising
+
+    pending = ctx.history.second_look
+    if pending is None:
+        return {"status": "skipped"}
+    version, champion = int(pending["version"]), int(pending["champion"])
+    out: GateStepResult = {"status": "skipped", "version": version, "champion": champion}
+    now = ctx.store.registry.get_alias(ctx.model, CHAMPION)
+    if now != champion:
+        return _drop(ctx, out, f"the champion is v{now} now, not v{champion}")
+    if _rollout_in_progress(ctx) is not None:
+        return out  # a version is in shadow or canary: judged when it is done
+    look = int(pending["looks"]) + 1
+    need = int(pending["holdout_rows"]) * AGAIN_AT[look - 1]
+    rows = labelled(
+        ctx.store.logs_url or "",
+        ctx.model,
+        at=ctx.at,
+        since=float(pending["cutoff"]),
+        arms=(CHAMPION, CANARY),
+    )
+    out["second_look"] = {"look": look, "rows": rows.num_rows, "needed": need}
+    if rows.num_rows < need:
+        return out
+    fresh = rows.to_pandas()
+    fresh[ctx.spec.model.target] = fresh["label"]
+    report = judge_again(
+        ctx.store, ctx.spec, ctx.model, version, champion, fresh, look=look, actor=ACTOR, project=ctx.project
+    ).to_dict()
+    out.update({"reason": report.get("reason"), "checks": report.get("checks", []), "promoted": False})
+    if report["passed"]:
+        ctx.history.second_look = None
+        out.update({"status": "passed", "rollout": _start_rollout(ctx, version, report)})
+        out["history"] = ctx.history.to_dict()
+        return out
+    if look >= len(AGAIN_AT) or not promising(report):
+        return _drop(ctx, out, f"look {look} of {len(AGAIN_AT)} did not show it better")
+    ctx.history.second_look = {**pending, "looks": look}
+    out["history"] = ctx.history.to_dict()
+    return out
+
+
+def _drop(ctx: CycleContext, out: GateStepResult, why: str) -> GateStepResult:
+    ctx.history.second_look = None
+    out["second_look"] = {**(out.get("second_look") or {}), "dropped": why}
+    out["history"] = ctx.history.to_dict()
     return out
 
 

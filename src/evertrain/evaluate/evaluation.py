@@ -360,3 +360,113 @@ def _summary(checks: list[CheckResult], champion: Outputs | None, no_champion: s
         return f"{len(failed)} of {len(checks)} gates failed: {'; '.join(failed)}"
     suffix = f" ({no_champion})" if champion is None else ""
     return f"all {len(checks)} gates passed{suffix}"
+
+
+#: A challenger the gate rejected but found better (or, after a decay, not worse) than the champion
+#: is judged again on its holdout pooled with the rows labelled after its training cut-off, when
+#: those hold this many times the holdout's rows: one look at each. The gate's own look spends
+#: one-sided (1 - confidence) / 2 of false promotions; the looks after it share as much again
+#: (Bonferroni: each at one-sided (1 - confidence) / (2 x looks)), so a challenger no better than
+#: the champion is promoted at most 1 - confidence of the time over all looks.
+AGAIN_AT: Final = (1, 3)
+
+
+def promising(report: Mapping[str, Any]) -> bool:
+    """Whether a failed gate report is worth a second look: only champion gates failed, and
+    each of them estimated the challenger better than the champion.
+
+    >>> ev = {"difference": 0.011, "higher_is_better": True}
+    >>> promising({"passed": False, "checks": [{"kind": "auto", "passed": False, "evidence": ev}]})
+    True
+    >>> promising({"passed": False, "checks": [{"kind": "auto", "passed": False,
+    ...     "evidence": {**ev, "difference": -0.01}}]})
+    False
+    """
+    if report.get("passed"):
+        return False
+    failed = [c for c in report.get("checks") or [] if not c.get("passed")]
+    if not failed:
+        return False
+    for check in failed:
+        ev = check.get("evidence") or {}
+        difference = ev.get("difference")
+        if check.get("kind") not in CHAMPION_GATE_KINDS or difference is None:
+            return False
+        if (difference if ev.get("higher_is_better", True) else -difference) <= 0:
+            return False
+    return True
+
+
+def judge_again(
+    store: Store,
+    spec: Any,
+    model: str,
+    version: int,
+    champion_version: int,
+    fresh: pd.DataFrame,
+    *,
+    look: int,
+    actor: str,
+    project: Path | str | None = None,
+) -> GateReport:
+    """The champion gates of ``version`` against ``champion_version`` on the version's holdout
+    pooled with ``fresh`` rows (labelled after its cut-off: neither model learnt from them),
+    at the stricter confidence of look ``look`` of :data:`AGAIN_AT` (see there). An ``auto`` gate
+    judges superiority, even for a version trained for a decay. Recorded as an evaluation of the
+    version, like the gate's. Its checks' evidence carries the look.
+    """
+    project_dir = None if project is None else Path(project)
+    mv = store.registry.get_version(model, version)
+    holdout_id, holdout = _holdout(store, spec, mv, project_dir)
+    columns = resolve_columns(spec, holdout)
+    task, target = spec.model.task, spec.model.target
+    keep = [*columns.features, target]
+    rows = pd.concat([holdout[keep], fresh[keep]], ignore_index=True)
+    trusted = spec.model.trusted_types
+    with importable(str(project_dir.resolve()) if project_dir else None):
+        challenger_model = load_model(store, mv, trusted)
+        champion_model = load_model(store, store.registry.get_version(model, champion_version), trusted)
+        challenger, classes = predict_outputs(challenger_model, rows, columns.features, task, target)
+        champion, _ = predict_outputs(champion_model, rows, columns.features, task, target, classes)
+    # An auto gate wants the challenger shown better here, decay or not: freshness let the gate
+    # pass a challenger only as good, but a kept one is no longer the freshest (a decay is
+    # retrained for again after the cooldown, on newer rows).
+    inputs = GateInputs(
+        challenger=challenger, champion=champion, champion_version=champion_version, frame=rows
+    )
+    gates = [
+        g.model_copy(update={"confidence": 1 - (1 - g.confidence) / len(AGAIN_AT)})
+        for g in spec.gates
+        if g.kind in CHAMPION_GATE_KINDS
+    ]
+    seed = spec.model.trainer.seed
+    checks = evaluate_gates(gates, inputs, seed=seed)
+    for check in checks:
+        check.evidence.update(
+            {"look": look, "looks": len(AGAIN_AT), "holdout_rows": len(holdout), "fresh_rows": len(fresh)}
+        )
+    passed = bool(checks) and all(c.passed for c in checks)
+    names = _metric_names(spec)
+    report = GateReport(
+        model=model,
+        version=mv.version,
+        champion_version=champion_version,
+        passed=passed,
+        reason=f"look {look} of {len(AGAIN_AT)} on {len(fresh)} rows labelled after its cut-off "
+        f"and its {len(holdout)} holdout rows: " + _summary(checks, champion, NO_CHAMPION),
+        checks=checks,
+        holdout={"snapshot": holdout_id, "n_rows": len(rows), "fresh_rows": len(fresh)},
+        metrics={"challenger": compute_many(names, challenger), "champion": compute_many(names, champion)},
+        seed=seed,
+        evaluated_at=store.clock(),
+    )
+    report.evaluation_id = store.lineage.record_evaluation(
+        model,
+        mv.version,
+        passed=passed,
+        report=report.to_dict(),
+        actor=actor,
+        champion_version=champion_version,
+        snapshot_id=holdout_id,
+    )
+    return report

@@ -201,6 +201,12 @@ def cycle_events(c: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("rejected", f"v{gate.get('version')} failed its gates: {gate.get('reason') or ''}"))
     elif gate.get("status") == "passed":
         out.append(("gate", f"v{gate.get('version')} passed its gates"))
+    looked = gate.get("second_look") or {}
+    if looked.get("dropped"):
+        out.append(("rejected", f"v{gate.get('version')} dropped after a second look: {looked['dropped']}"))
+    elif gate.get("status") == "skipped" and gate.get("checks"):
+        why = gate.get("reason")
+        out.append(("gate", f"v{gate.get('version')} judged again, not yet shown better: {why}"))
     rollout = c.get("rollout") or {}
     action = rollout.get("action")
     if action == "promote" or gate.get("promoted"):
