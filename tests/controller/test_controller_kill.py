@@ -113,7 +113,13 @@ def test_killed_controller_resumes_to_the_same_state(tmp_path: Path) -> None:
     zygote = Zygote(tmp_path / "zygote.err")
     try:
         reference = tmp_path / "reference"
+        started = time.monotonic()
         zygote.run_to_end(reference, "warm")  # the zygote then imports what a life needs
+        # Kill delays scaled to how long the whole run takes on this machine now: 30 lives
+        # cover about 0.8 of it (less their restarts), so the kills are spread over the run
+        # and most land in its work however fast or slow the machine is (a fixed 0-1.2 s
+        # let a quiet machine finish the run after 14 kills).
+        max_delay = 1.6 * (time.monotonic() - started) / KILLS
 
         victim = tmp_path / "victim"
         rng = random.Random(20261129)
@@ -123,7 +129,7 @@ def test_killed_controller_resumes_to_the_same_state(tmp_path: Path) -> None:
             if zygote.readline() != "ready":  # the store could not be opened: say why
                 status, lines = zygote.until_exit()
                 pytest.fail(f"a life failed to start (exit {status}): {lines}")
-            time.sleep(rng.uniform(0.0, 1.2))
+            time.sleep(rng.uniform(0.0, max_delay))
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             status, lines = zygote.until_exit()
