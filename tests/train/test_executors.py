@@ -181,11 +181,11 @@ def test_a_worker_started_with_the_step_takes_its_lightgbm_job_and_no_other(
     """A step starts its job's worker as it begins; one started for a LightGBM job (LightGBM imported
     without scikit-learn) gives the model a fresh worker gives, and is not handed a job of another kind."""
     executor = LocalExecutor()
-    with executor.prepared(lightgbm_alone=True):
+    with executor.prepared(for_lightgbm=True):
         ahead = executor.run(_job(tmp_path / "lightgbm", project, LIGHTGBM), time_limit=120)
     assert ahead.ok and "started ahead of this job" in ahead.log
     assert ahead.model == local_outcome.model
-    with executor.prepared(lightgbm_alone=True):
+    with executor.prepared(for_lightgbm=True):
         other = executor.run(
             _job(tmp_path / "sklearn", project, {"kind": "sklearn", "seed": 11}), time_limit=120
         )

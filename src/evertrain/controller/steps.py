@@ -180,8 +180,6 @@ def _first_served(ctx: CycleContext, champion: ModelVersion, metric: str) -> dic
         arms=(CHAMPION, CANARY),
         versions=(champion.version,),
     )
-    if rows.num_rows:
-        rows = rows.filter(pa.compute.equal(rows["model_version"], champion.version))
     if rows.num_rows < need:
         return None
     # rows served at the same time are taken in request order, so the set never depends on the read order

@@ -315,8 +315,10 @@ class Server:
         if limit is not None:
             check_generation_limit(routes.champion, limit)
         keys: dict[str, list[Any]] = {}
+        key_types: dict[str, str] = {}
         if self.features is not None:
             instances, keys = await self.features.fill(instances)
+            key_types = self.features.keys
         key = None
         if self.serving.client_routing_key:
             key = request.headers.get(KEY_HEADER) or (ids[0] if ids else None)
@@ -339,7 +341,7 @@ class Server:
         for key, values in keys.items():
             if key not in cols:  # an entity key the model does not read is logged all the same
                 cols[key] = values
-                types[key] = self.features.keys[key] if self.features is not None else "string"
+                types[key] = key_types[key]
         self.logger.offer(PREDICTIONS, name, cols, types, n)
         if routes.shadow is not None:
             self.mirror.submit(routes.shadow, instances, ids, ts)

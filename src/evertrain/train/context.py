@@ -87,7 +87,8 @@ class TrainContext:
     def check_deadline(self, where: str, *, passed: bool | None = None) -> None:
         """Fail the training if it ran past its time limit (``passed``: as the caller found,
         for ranks that must stop together)."""
-        if self.past_deadline() if passed is None else passed:
+        late = self.past_deadline() if passed is None else passed
+        if late:
             raise TrainingFailed(f"training ran past its time limit ({where})")
 
 

@@ -109,9 +109,9 @@ class Executor(ABC):
         """Run the job in ``job_dir``; never raises for a failed training, returns it."""
 
     @contextlib.contextmanager
-    def prepared(self, lightgbm_alone: bool) -> Iterator[None]:
+    def prepared(self, for_lightgbm: bool) -> Iterator[None]:
         """Get ready, while the block runs, for a job the block writes and runs
-        (``lightgbm_alone``: a LightGBM training that needs no scikit-learn, as
+        (``for_lightgbm``: a LightGBM training that needs no scikit-learn, as
         :func:`evertrain.train.worker.lightgbm_alone` says). Most executors need nothing."""
         yield
 
@@ -144,14 +144,14 @@ class _Spare:
     settings other than those its caller has.
     """
 
-    def __init__(self, lightgbm_alone: bool = False) -> None:
+    def __init__(self, for_lightgbm: bool = False) -> None:
         self.env = dict(os.environ)
         self.cwd = os.getcwd()
         #: Started for a LightGBM job: its LightGBM was imported without scikit-learn.
-        self.lightgbm_alone = lightgbm_alone
+        self.for_lightgbm = for_lightgbm
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "evertrain.train.worker", "--wait"]
-            + ([LIGHTGBM_ALONE] if lightgbm_alone else []),
+            + ([LIGHTGBM_ALONE] if for_lightgbm else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -213,7 +213,7 @@ class LocalExecutor(Executor):
         return spare
 
     @contextlib.contextmanager
-    def prepared(self, lightgbm_alone: bool) -> Iterator[None]:
+    def prepared(self, for_lightgbm: bool) -> Iterator[None]:
         """Start the job's worker as the block starts, unless one waits already: its Python
         start and imports then overlap the caller's reading and windowing of the data, as the
         worker kept warm does for ``evertrain run`` (for a one-off ``evertrain train``, most of
@@ -223,7 +223,7 @@ class LocalExecutor(Executor):
         started = None
         with cls._lock:
             if cls._spare is None:
-                started = cls._spare = _Spare(lightgbm_alone)
+                started = cls._spare = _Spare(for_lightgbm)
         try:
             yield
         finally:
@@ -237,7 +237,7 @@ class LocalExecutor(Executor):
 
     def _start(self, job_dir: Path) -> subprocess.Popen[bytes]:
         spare = self._take_spare()
-        if spare is not None and spare.lightgbm_alone:
+        if spare is not None and spare.for_lightgbm:
             # Its LightGBM lacks the scikit-learn wrappers: only for a job that needs none.
             with contextlib.suppress(OSError, ValueError, TypeError):
                 if not lightgbm_alone(TrainJob.read(job_dir)):
