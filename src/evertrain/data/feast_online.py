@@ -6,12 +6,16 @@ interpreter that imports Feast takes seconds, so serving keeps one worker proces
 ``FeatureStore`` and answers ``get_online_features`` for the entity keys of each request,
 one JSON line in, one JSON line out. Requests are pipelined: any thread sends with an id
 and gets a future that a reader thread completes, so a slow read holds up no other
-request's sending and no event loop. A worker that dies is started again by the next read;
-one that will not start answers every read with the reason until it does.
+request's sending and no event loop. A worker that dies is started again in the
+background when the next read finds it gone: reads fail at once (the server answers 503)
+until it is up, so no request waits seconds for Feast's import. One that will not start
+answers every read with the reason until it does, tried again at most every
+``RESTART_PAUSE`` seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -68,7 +72,9 @@ class OnlineFeatures:
         self._proc: subprocess.Popen[str] | None = None
         self._pending: dict[int, Future[Answer]] = {}
         self._ids = itertools.count()
-        self._lock = threading.Lock()  # sending, starting, the pending table
+        self._lock = threading.Lock()  # sending, the pending table, the state of a start
+        self._starting = False  # a start is under way (no lock is held while Feast starts)
+        self._closed = False
         self._error: str | None = None
         self._failed_at = -RESTART_PAUSE
         self._stderr: deque[str] = deque(maxlen=20)
@@ -86,30 +92,67 @@ class OnlineFeatures:
         return self._error
 
     def start(self) -> None:
-        """Start the worker unless it runs; raises :class:`StoreError` (or :class:`UsageError` for a
-        missing Python) with Feast's reason when it cannot."""
-        with self._lock:
-            self._start_locked(force=True)
+        """Start the worker unless it runs, and wait for it; raises :class:`StoreError` (or
+        :class:`UsageError` for a missing Python) with Feast's reason when it cannot, or when
+        another start is under way."""
+        self._start(force=True)
 
     def ensure(self) -> None:
-        """Start the worker unless it runs, retrying a failed start at most every ``RESTART_PAUSE`` s."""
-        with self._lock:
-            self._start_locked()
-
-    def _start_locked(self, force: bool = False) -> None:
+        """Return if the worker runs; otherwise start it in the background (a failed start is
+        tried again at most every ``RESTART_PAUSE`` s) and raise :class:`StoreError` at once,
+        naming why it is not there, so that no caller waits for Feast to start."""
         if self.ready:
             return
-        if self._error is not None and not force and time.monotonic() - self._failed_at < RESTART_PAUSE:
-            raise StoreError(self._error)
-        try:
-            self._spawn()
-            self._error = None
-        except (StoreError, UsageError) as exc:
-            self._error = exc.message
-            self._failed_at = time.monotonic()
-            raise
+        with self._lock:
+            if self.ready:
+                return
+            why = self._error
+            paused = why is not None and time.monotonic() - self._failed_at < RESTART_PAUSE
+            kick = not self._starting and not paused
+        if kick:
+            threading.Thread(target=self._start_quietly, name="evertrain-feast-start", daemon=True).start()
+        raise StoreError(why or "feast online features: the worker is starting; try again shortly")
 
-    def _spawn(self) -> None:
+    def _start_quietly(self) -> None:
+        try:
+            self._start()
+        except (StoreError, UsageError) as exc:
+            log.warning("feast online features did not start: %s", exc.message)
+
+    def _start(self, force: bool = False) -> None:
+        with self._lock:
+            if self.ready:
+                return
+            if self._starting:
+                raise StoreError("feast online features: the worker is starting; try again shortly")
+            if self._error is not None and not force and time.monotonic() - self._failed_at < RESTART_PAUSE:
+                raise StoreError(self._error)
+            self._starting = True
+        try:
+            proc, keys, names = self._spawn()
+        except (StoreError, UsageError) as exc:
+            with self._lock:
+                self._error, self._failed_at, self._starting = exc.message, time.monotonic(), False
+            raise
+        except BaseException:
+            with self._lock:
+                self._starting = False
+            raise
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self.keys_, self.names_, self._proc = keys, names, proc
+            self._error, self._starting = None, False
+        if closed:  # closed while it started: it is nobody's
+            _stop(proc)
+            if proc.stdout is not None:
+                proc.stdout.close()
+            return
+        threading.Thread(target=self._answers, args=(proc,), name="evertrain-feast", daemon=True).start()
+        log.info("feast online reader started on %s: keys %s", self.repo, ", ".join(keys))
+
+    def _spawn(self) -> tuple[subprocess.Popen[str], dict[str, str], list[str]]:
+        """A worker that answered its first line: the process, its entity keys and its features."""
         self._stderr.clear()
         config = {
             "repo": self.repo,
@@ -156,35 +199,24 @@ class OnlineFeatures:
                     "data.source.python to the python of an environment with `pip install feast`)"
                 )
             raise StoreError(f"feast online features: Feast failed on repo {self.repo}: {why}")
-        self.keys_ = dict(described["keys"])
-        self.names_ = list(described["features"])
-        self._proc = proc
-        threading.Thread(target=self._answers, args=(proc,), name="evertrain-feast", daemon=True).start()
-        log.info("feast online reader started on %s: keys %s", self.repo, ", ".join(self.keys_))
+        return proc, dict(described["keys"]), list(described["features"])
 
     def close(self) -> None:
         with self._lock:
-            proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.stdin is not None:
-            proc.stdin.close()  # the worker's loop ends at end of input
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        # its stdout and stderr are closed by the threads that read them, at their end
+            proc, self._proc, self._closed = self._proc, None, True
+        if proc is not None:
+            _stop(proc)
 
     # -- reading ---------------------------------------------------------------------------
 
     def read(self, entities: dict[str, list[Any]]) -> Future[Answer]:
         """The online features of the entity rows ``entities`` (one list per key), as a future."""
         future: Future[Answer] = Future()
+        self.ensure()
         with self._lock:
-            self._start_locked()
             proc = self._proc
-            assert proc is not None and proc.stdin is not None
+            if proc is None or proc.stdin is None:
+                raise StoreError("feast online features: the worker stopped; it is started again")
             rid = next(self._ids)
             self._pending[rid] = future
             try:
@@ -213,6 +245,9 @@ class OnlineFeatures:
             if self._proc is proc:
                 self._proc = None
             waiting, self._pending = self._pending, {}
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):  # a broken pipe: nothing was left to send
+                    proc.stdin.close()
         for future in waiting.values():
             future.set_exception(StoreError(f"feast online features: the worker stopped: {why}"))
 
@@ -235,6 +270,18 @@ class OnlineFeatures:
                 if line:
                     self._stderr.append(line)
                     log.debug("feast: %s", line)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """End a worker: end of input ends its loop; one that does not end within 5 s is killed."""
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    # its stdout and stderr are closed by the threads that read them, at their end
 
 
 def _json(line: str | None) -> dict[str, Any] | None:

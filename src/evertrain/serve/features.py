@@ -11,7 +11,8 @@ not, so ``evertrain feast skew`` and a training on the log can join Feast on the
 
 An instance without a key, or whose entity the online store does not hold, gets a 422
 naming the key and the value; a Feast that cannot answer within
-``serving.feast.timeout_seconds`` gets a 503 (the request may be retried).
+``serving.feast.timeout_seconds``, or whose worker is (re)starting, gets a 503 at once (the
+request may be retried).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class EntityFeatures:
 
     async def _started(self) -> None:
         try:
-            await asyncio.to_thread(self.online.ensure)
+            self.online.ensure()  # never waits for a start: one under way (or failed) raises at once
         except EvertrainError as exc:
             raise ServeError(503, f"Feast's online store is not reachable: {exc.message}") from None
 
