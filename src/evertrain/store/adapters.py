@@ -162,7 +162,8 @@ def no_cache(model: Any) -> dict[str, Any]:
     >>> no_cache(SimpleNamespace(config=SimpleNamespace()))
     {}
     """
-    return {"use_cache": False} if getattr(getattr(model, "config", None), "use_cache", None) is not None else {}
+    keeps_one = getattr(getattr(model, "config", None), "use_cache", None) is not None
+    return {"use_cache": False} if keeps_one else {}
 
 
 def text_logits(model: Any, head_weight: Any, head_bias: Any, batch: dict[str, Any]) -> Any:
