@@ -466,6 +466,15 @@ def main() -> None:
         "| CPU overhead | CPU vs cache off | holdout accuracy |\n|---|---|---|---|---|---|---|---|"
     )
 
+    # Wall time on a shared machine carries the other processes' load: say so when there was more
+    # of it than cores, so that a reader weighs the CPU columns more.
+    busy = (
+        f"\nThe machine was busy (load {load[0]:.1f} on {os.cpu_count()} CPUs): wall times carry the other "
+        "processes' work and vary from run to run; the CPU columns are the steadier reading."
+        if load[0] > (os.cpu_count() or 1)
+        else ""
+    )
+
     def verdict(value: float) -> str:
         return "met" if value <= TARGET else "missed"
 
@@ -501,7 +510,8 @@ What the whole job adds to the fine-tuning itself (`train_model` less `LoraTrain
 storing the adapter and the base (each repeat is a new project, so the base is stored every time),
 registering and judging the gates; a cost per job that does not grow with the training. What the
 fine-tuning adds to the loop: the valid loss once per epoch (early stopping, best adapter kept),
-checks of the time limit and checkpoint timer per step.
+checks of the time limit and checkpoint timer per step; what it saves: each text is tokenized once,
+where the loop tokenizes every micro-batch again.{busy}
 """
     if mem is not None:
         target = 1.1 * (mem["base_bytes"] + sum(mem["adapter_bytes"]))
