@@ -11,6 +11,7 @@ import pytest
 
 from evertrain.exceptions import IntegrityError, NotFoundError, UsageError
 from evertrain.store import Store
+from evertrain.store import artifacts as artifacts_module
 from evertrain.store.artifacts import ArtifactStore
 from evertrain.store.formats import get_format
 
@@ -35,6 +36,26 @@ def test_bytes_are_stored_under_their_sha256(artifacts: ArtifactStore) -> None:
     assert artifacts.exists(digest)
     assert artifacts.verify(digest)
     assert artifacts.path(digest).endswith(f"/sha256/{digest[:2]}/{digest[2:]}")
+
+
+def test_a_digest_the_caller_computed_is_not_computed_again(
+    artifacts: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller that just hashed the bytes passes the hash along; a read still checks it."""
+    data = b"a large base model file"
+    known = hashlib.sha256(data).hexdigest()
+    hashed: list[bytes] = []
+    real = artifacts_module.sha256_bytes
+    monkeypatch.setattr(artifacts_module, "sha256_bytes", lambda d: hashed.append(d) or real(d))
+    assert artifacts.put(data, digest=known) == known
+    assert data not in hashed
+    assert artifacts.get(known) == data
+    wrong = hashlib.sha256(b"other bytes").hexdigest()
+    artifacts.put(data, digest=wrong)  # a caller's mistake is caught by the first read
+    with pytest.raises(IntegrityError, match=wrong):
+        artifacts.get(wrong)
+    with pytest.raises(UsageError, match="64 lowercase hex"):
+        artifacts.put(data, digest="not a digest")
 
 
 def test_storing_the_same_bytes_twice_keeps_one_copy(tmp_path: Path) -> None:

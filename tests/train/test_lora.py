@@ -76,6 +76,40 @@ def test_fine_tuning_learns_the_intents_and_the_adapter_round_trips(
         get_format("lora").loads(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
 
 
+def test_passes_that_score_whole_texts_build_no_key_value_cache(
+    tiny_base: Path, tickets: pd.DataFrame, trained: tuple[Any, TrainContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training, the valid loss and a classifier's answers never read a decoder's cache back, so
+    they ask for none; the answers are the ones a pass that built it gives."""
+    import torch
+    from transformers.models.gpt2 import modeling_gpt2
+
+    from evertrain.store.adapters import TokenIds, text_logits
+
+    model = trained[0]
+    rows = tickets[400:440]
+    batch = TokenIds.of(model.base.tokenizer, list(rows["text"]), 40).batch(np.arange(len(rows)))
+    with torch.inference_mode(), model.base.using(model.adapter_name) as peft:
+        cached = peft(**batch, use_cache=True)
+        assert cached.past_key_values is not None  # the base builds one when not told otherwise
+        hidden = cached.last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+        expected = torch.nn.functional.linear(pooled, model._weight, model._bias)
+        np.testing.assert_allclose(text_logits(peft, model._weight, model._bias, batch), expected, atol=1e-5)
+    built: list[int] = []
+
+    class Counted(modeling_gpt2.DynamicCache):  # type: ignore[misc, name-defined]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(modeling_gpt2, "DynamicCache", Counted)
+    model.predict(rows)
+    get_trainer(_spec(tiny_base, epochs=1, max_steps=2)).fit(tickets[:64], tickets[64:96], _context())
+    assert built == []
+
+
 def test_adapters_share_one_base_and_switch_in_place(
     tiny_base: Path, tickets: pd.DataFrame, trained: tuple[Any, TrainContext]
 ) -> None:

@@ -148,11 +148,29 @@ class TokenIds:
         return [order[start : start + size] for start in range(0, len(order), size)]
 
 
+def no_cache(model: Any) -> dict[str, Any]:
+    """The forward-pass argument that turns off the key/value cache, for a model that keeps one.
+
+    A decoder (GPT-2 and the like) builds a cache of every layer's keys and values on each
+    forward pass unless told not to: a pass that scores whole sequences (training, the valid
+    loss, a classifier's answers) never reads it back, so building it is wasted work. A model
+    with no such cache (an encoder) is passed nothing.
+
+    >>> from types import SimpleNamespace
+    >>> no_cache(SimpleNamespace(config=SimpleNamespace(use_cache=True)))
+    {'use_cache': False}
+    >>> no_cache(SimpleNamespace(config=SimpleNamespace()))
+    {}
+    """
+    keeps_one = getattr(getattr(model, "config", None), "use_cache", None) is not None
+    return {"use_cache": False} if keeps_one else {}
+
+
 def text_logits(model: Any, head_weight: Any, head_bias: Any, batch: dict[str, Any]) -> Any:
     """Class scores: the base's last hidden states, mean-pooled over real tokens, through the head."""
     import torch
 
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **no_cache(model))
     hidden = out.last_hidden_state
     mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
@@ -379,7 +397,7 @@ def response_nll(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     """Per row of ``batch``: the summed negative log-likelihood of its labelled tokens, and their count."""
     import torch
 
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **no_cache(model))
     logits = out.logits[:, :-1].float()
     target = batch["labels"][:, 1:]
     losses = torch.nn.functional.cross_entropy(

@@ -108,13 +108,16 @@ class ArtifactStore:
         except (FileNotFoundError, NotFoundError):
             raise NotFoundError(f"artifact {digest} is not in the artifact store at {self.url}") from None
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, *, digest: str | None = None) -> str:
         """Store ``data`` and return its sha256.
 
         Storing the same bytes twice is a no-op while the stored copy is intact; a copy that
         no longer hashes to its name (damaged on disk) is replaced by these good bytes.
+        ``digest``: the sha256 of these very bytes, when the caller has just computed it
+        (a base model's files are hashed for its manifest), so a large blob is not hashed
+        twice; reading an artifact checks its hash whatever was said here.
         """
-        digest = sha256_bytes(data)
+        digest = sha256_bytes(data) if digest is None else check_digest(digest)
         final = self.path(digest)
         with storage_errors(self.url, f"write artifact {digest[:12]}"):
             if self._stored_hash(final) == digest:

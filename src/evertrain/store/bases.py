@@ -164,8 +164,8 @@ def store_base(artifacts: ArtifactStore, location: str, expected: str | None = N
             f"base model at {location} hashes to {manifest.digest[:12]}, not {expected[:12]} as when the "
             "adapter was trained on it: its files changed"
         )
-    for data in files.values():
-        artifacts.put(data)
+    for name, data in files.items():
+        artifacts.put(data, digest=manifest.files[name])  # hashed for the manifest just now
     return artifacts.put(manifest.data)
 
 

@@ -375,7 +375,8 @@ def _register(
     store, spec = step.store, step.spec
     assert outcome.model is not None  # checked by the caller
     result = outcome.result
-    digest = store.artifacts.put(outcome.model)
+    # The bytes were checked against this hash when the training handed them over.
+    digest = store.artifacts.put(outcome.model, digest=str(result["model_sha256"]))
     info = result.get("info", {})
     if result["framework"] == "lora":
         # The adapter names its base by hash; the base goes into the store once, beside it.
