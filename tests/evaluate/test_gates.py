@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evertrain.evaluate.evaluation import proven_better
 from evertrain.evaluate.gates import NO_CHAMPION, GateInputs, evaluate_gates
 from evertrain.evaluate.metrics import Outputs
 from evertrain.spec import ChampionGate, FairnessGate, LatencyGate, SizeGate, SliceGate, ThresholdGate
@@ -161,3 +162,47 @@ def test_auto_gate_promotes_a_non_inferior_challenger_only_under_confirmed_decay
         mde = check.evidence["minimum_detectable_difference"]
         assert 0 < mde < 0.05 and check.evidence["power"] == 0.8
         assert "smallest difference this holdout detects" in check.reason
+
+
+def test_auto_gate_shows_a_challenger_better_by_its_probabilities_when_its_labels_tie(
+    rows: tuple[np.ndarray, pd.DataFrame],
+) -> None:
+    """Two models that give the same labels, one of them surer where it is right and less sure
+    where it is wrong: accuracy cannot tell them apart, log-loss on the same rows can. An auto
+    gate (no decay) passes it; an explicit superiority gate on accuracy does not; a challenger
+    better on probabilities but estimated worse on accuracy does not pass either."""
+    y, frame = rows
+    rng = np.random.default_rng(11)
+    right = rng.uniform(size=N) < 0.8
+    champion = Outputs.classification(y, np.where(right == (y == 1), 0.7, 0.3))
+    says_one = right == (y == 1)  # both predict class 1 on the same rows
+    challenger = Outputs.classification(
+        y, np.where(says_one, np.where(right, 0.9, 0.55), np.where(right, 0.1, 0.45))
+    )
+    assert (challenger.pred == champion.pred).all()
+    auto = ChampionGate(kind="auto", metric="accuracy")
+    [check] = evaluate_gates([auto], GateInputs(challenger, champion, 1, frame))
+    assert check.passed and check.evidence["difference"] == 0.0
+    seen = check.evidence["by_probabilities"]
+    assert seen["metric"] == "log_loss" and seen["passed"] and seen["improvement_interval"][0] > 0
+    # each of the two tests at half the error rate: 97.5% for a 95% gate
+    assert check.evidence["test_confidence"] == pytest.approx(0.975) and "97.5% CI" in check.reason
+    assert "on its probabilities, log_loss difference" in check.reason
+    # evidence enough for a canary to promote at its first look, as an accuracy interval above zero is
+    proof = proven_better({"passed": True, "checks": [check.to_dict()]})
+    assert proof is not None and "log_loss improvement 97.5% CI [+" in proof
+    [explicit] = evaluate_gates(
+        [ChampionGate(kind="superiority", metric="accuracy")], GateInputs(challenger, champion, 1, frame)
+    )
+    assert not explicit.passed and explicit.evidence["by_probabilities"] is None
+    # the same sharper probabilities, but 30 more rows wrong: no worse on accuracy is required
+    slip = np.flatnonzero(right)[:30]
+    p1 = np.where(says_one, np.where(right, 0.9, 0.55), np.where(right, 0.1, 0.45))
+    p1[slip] = np.where(says_one[slip], 0.49, 0.51)  # now wrong, but barely
+    slipped = Outputs.classification(y, p1)
+    [no] = evaluate_gates([auto], GateInputs(slipped, champion, 1, frame))
+    assert no.evidence["difference"] < 0 and not no.passed
+    assert "worse on accuracy" in no.evidence["by_probabilities"]["reason"]
+    # under a confirmed decay the freshness test stands alone, on accuracy
+    [fresh] = evaluate_gates([auto], GateInputs(challenger, champion, 1, frame, confirmed_decay="decayed"))
+    assert fresh.evidence["by_probabilities"] is None and fresh.evidence["test_confidence"] == 0.95

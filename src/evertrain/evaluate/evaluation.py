@@ -335,6 +335,9 @@ def proven_better(report: Mapping[str, Any]) -> str | None:
     >>> proven_better({"passed": True, "checks": [{**check, "evidence": {**check["evidence"],
     ...     "improvement_interval": [-0.01, 0.1]}}]}) is None
     True
+
+    An ``auto`` gate that passed on the challenger's probabilities (log-loss shown lower on
+    the same rows, accuracy not worse) is such evidence too.
     """
     if not report.get("passed"):
         return None
@@ -343,11 +346,23 @@ def proven_better(report: Mapping[str, Any]) -> str | None:
         interval = ev.get("improvement_interval") or [None, None]
         if check.get("kind") not in CHAMPION_GATE_KINDS or not check.get("passed") or interval[0] is None:
             continue
-        if interval[0] > 0 and ev.get("challenger") is not None and ev.get("champion") is not None:
+        if ev.get("challenger") is None or ev.get("champion") is None:
+            continue
+        level = float(ev.get("test_confidence") or ev.get("confidence") or 0.95)
+        found = f"the gate found {ev.get('metric')} {ev['challenger']:.3f} vs the champion's "
+        found += f"{ev['champion']:.3f}"
+        if interval[0] > 0:
             return (
-                f"the gate found {ev.get('metric')} {ev['challenger']:.3f} vs the champion's "
-                f"{ev['champion']:.3f} on {ev.get('n_rows')} holdout rows, improvement "
-                f"{float(ev.get('confidence') or 0.95):.0%} CI [{interval[0]:+.3f}, {interval[1]:+.3f}]"
+                f"{found} on {ev.get('n_rows')} holdout rows, improvement "
+                f"{level * 100:.4g}% CI [{interval[0]:+.3f}, {interval[1]:+.3f}]"
+            )
+        seen = ev.get("by_probabilities") or {}
+        low, high = seen.get("improvement_interval") or [None, None]
+        if seen.get("passed") and low is not None and high is not None:
+            return (
+                f"{found} and {seen.get('metric')} {seen['challenger']:.3f} vs {seen['champion']:.3f} on "
+                f"{ev.get('n_rows')} holdout rows, {seen.get('metric')} improvement "
+                f"{level * 100:.4g}% CI [{low:+.3f}, {high:+.3f}]"
             )
     return None
 
@@ -373,7 +388,8 @@ AGAIN_AT: Final = (1, 3)
 
 def promising(report: Mapping[str, Any]) -> bool:
     """Whether a failed gate report is worth a second look: only champion gates failed, and
-    each of them estimated the challenger better than the champion.
+    each of them estimated the challenger better than the champion (on its metric, or equal
+    there and better on the probabilities an ``auto`` gate also read).
 
     >>> ev = {"difference": 0.011, "higher_is_better": True}
     >>> promising({"passed": False, "checks": [{"kind": "auto", "passed": False, "evidence": ev}]})
@@ -381,6 +397,9 @@ def promising(report: Mapping[str, Any]) -> bool:
     >>> promising({"passed": False, "checks": [{"kind": "auto", "passed": False,
     ...     "evidence": {**ev, "difference": -0.01}}]})
     False
+    >>> tie = {**ev, "difference": 0.0, "by_probabilities": {"difference": -0.02, "higher_is_better": False}}
+    >>> promising({"passed": False, "checks": [{"kind": "auto", "passed": False, "evidence": tie}]})
+    True
     """
     if report.get("passed"):
         return False
@@ -392,7 +411,12 @@ def promising(report: Mapping[str, Any]) -> bool:
         difference = ev.get("difference")
         if check.get("kind") not in CHAMPION_GATE_KINDS or difference is None:
             return False
-        if (difference if ev.get("higher_is_better", True) else -difference) <= 0:
+        gain = difference if ev.get("higher_is_better", True) else -difference
+        seen = ev.get("by_probabilities") or {}  # an auto gate's log-loss test (gates.check_champion)
+        on_probabilities = seen.get("difference")
+        if on_probabilities is not None and not seen.get("higher_is_better", False):
+            on_probabilities = -on_probabilities
+        if gain <= 0 and not (gain == 0 and on_probabilities is not None and on_probabilities > 0):
             return False
     return True
 

@@ -49,6 +49,11 @@ MIN_GROUP_POSITIVES = 10
 #: The power at which a champion gate states its minimum detectable difference: 80%, the
 #: convention of power analysis (a 1-in-5 chance of missing a real difference that size).
 MDE_POWER = 0.8
+#: What an ``auto`` gate's superiority test also reads, for a label metric of two classifiers
+#: that give probabilities: log-loss scores every row by the probability given to its true
+#: class, so a model that knows more shows it on far fewer rows than on the rows where two
+#: models' labels differ (see :func:`check_champion`).
+PROBABILITY_EVIDENCE = "log_loss"
 #: Resamples per slice: slices are many and small, so a fixed 1000 each keeps the gate
 #: fast while still resolving p-values down to 1/1001, enough for Holm over 40+ slices.
 SLICE_BOOT = 1000
@@ -175,6 +180,57 @@ def minimum_detectable(samples: np.ndarray, confidence: float, power: float = MD
     return float((stats.norm.ppf(confidence) + stats.norm.ppf(power)) * se)
 
 
+def _by_probabilities(gate: Any, metric: Metric, inputs: GateInputs, test: str) -> Metric | None:
+    """The probability metric that may show an ``auto`` gate's challenger better when its
+    label metric cannot: log-loss, for a superiority test of a label metric (accuracy, F1,
+    ...) between two classifiers that both give probabilities; None otherwise."""
+    challenger, champion = inputs.challenger, inputs.champion
+    if gate.kind != "auto" or test != "superiority" or metric.needs_proba or champion is None:
+        return None
+    if challenger.task not in ("binary", "multiclass") or challenger.proba is None or champion.proba is None:
+        return None
+    return get_metric(PROBABILITY_EVIDENCE)
+
+
+def _probability_evidence(
+    metric: Metric,
+    inputs: GateInputs,
+    label_difference: float,
+    label_metric: Metric,
+    confidence: float,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The paired test of ``metric`` (log-loss) on the same rows: the challenger is shown better
+    when the improvement interval lies above zero and the label metric's estimate is not worse."""
+    assert inputs.champion is not None
+    result = paired_bootstrap(
+        metric, inputs.challenger, inputs.champion, n_boot=n_boot, confidence=confidence, seed=seed
+    )
+    low, high = _oriented(metric, result.low, result.high)
+    not_worse = (label_difference if label_metric.higher_is_better else -label_difference) >= 0
+    better = bool(np.isfinite(low) and low > 0)
+    passed = better and not_worse
+    if passed:
+        verdict = f"shown better, and no worse on {label_metric.name}"
+    elif better:
+        verdict = f"better, but worse on {label_metric.name}"
+    else:
+        verdict = f"improvement lower bound {_signed(low)} is not above +0"
+    return {
+        "metric": metric.name,
+        "challenger": _finite(metric(inputs.challenger)),
+        "champion": _finite(metric(inputs.champion)),
+        "difference": _finite(result.estimate),
+        "interval": [_finite(result.low), _finite(result.high)],
+        "improvement_interval": [_finite(low), _finite(high)],
+        "higher_is_better": metric.higher_is_better,
+        "passed": passed,
+        "reason": f"on its probabilities, {metric.name} difference {_signed(result.estimate)}, "
+        f"CI [{_signed(result.low)}, {_signed(result.high)}]: {verdict}",
+    }
+
+
 def check_champion(gate: Any, inputs: GateInputs, seed: int) -> CheckResult:
     metric = get_metric(gate.metric)
     name = f"{gate.kind}({metric.name}, margin {gate.margin:g})"
@@ -182,26 +238,36 @@ def check_champion(gate: Any, inputs: GateInputs, seed: int) -> CheckResult:
         return CheckResult(
             gate.kind, name, True, inputs.no_champion_reason, {"metric": metric.name, "champion": None}
         )
+    test, bound, rule = _test_of(gate, inputs)
+    also = _by_probabilities(gate, metric, inputs, test)
+    # two ways to show superiority, each at half the error rate: together no more than the gate's
+    confidence = gate.confidence if also is None else 1 - (1 - gate.confidence) / 2
     result = paired_bootstrap(
-        metric, inputs.challenger, inputs.champion, n_boot=gate.n_boot, confidence=gate.confidence, seed=seed
+        metric, inputs.challenger, inputs.champion, n_boot=gate.n_boot, confidence=confidence, seed=seed
     )
     low, high = _oriented(metric, result.low, result.high)
-    test, bound, rule = _test_of(gate, inputs)
     passed = bool(np.isfinite(low) and low > bound)
-    mde = minimum_detectable(result.samples, gate.confidence)
+    mde = minimum_detectable(result.samples, confidence)
     challenger_value, champion_value = metric(inputs.challenger), metric(inputs.champion)
-    pct = f"{gate.confidence:.0%}"
+    pct = f"{confidence * 100:.4g}%"  # 95%, 97.5%, 98.75%
     if passed:
         verdict = f"improvement interval lies above {bound:+g}"
     elif np.isfinite(high) and high <= bound:
         verdict = f"whole improvement interval lies at or below {bound:+g}"
     else:
         verdict = f"improvement lower bound {_signed(low)} is not above {bound:+g}"
+    probabilities = None
+    if also is not None:
+        probabilities = _probability_evidence(
+            also, inputs, result.estimate, metric, confidence, gate.n_boot, seed
+        )
+        passed = passed or probabilities["passed"]
     reason = (
         f"{metric.name}: challenger {_fmt(challenger_value)} vs champion {_fmt(champion_value)} "
         f"(v{inputs.champion_version}), difference {_signed(result.estimate)}, "
         f"{pct} CI [{_signed(result.low)}, {_signed(result.high)}]: {verdict}"
         + ("" if mde is None else f" (smallest difference this holdout detects: {mde:.3g})")
+        + ("" if probabilities is None else f"; {probabilities['reason']}")
         + ("" if rule is None else f"; {test} by the auto rule ({rule.split(':')[0]})")
     )
     evidence = {
@@ -220,6 +286,8 @@ def check_champion(gate: Any, inputs: GateInputs, seed: int) -> CheckResult:
         "bound": bound,
         "margin": gate.margin,
         "confidence": gate.confidence,
+        "test_confidence": confidence,
+        "by_probabilities": probabilities,
         "n_boot": gate.n_boot,
         "n_valid_resamples": result.n_valid,
         "n_rows": inputs.challenger.n,
