@@ -211,7 +211,8 @@ def test_the_caller_goes_on_when_the_worker_says_done_and_not_before() -> None:
         write,
     )
     try:
-        assert LocalExecutor._wait(said, done) == 0
+        code, exiting = LocalExecutor._wait(said, done)
+        assert code == 0 and exiting is not None
         assert said.poll() is None, "the wait ended on the word, not on the exit"
     finally:
         said.kill()
@@ -220,7 +221,7 @@ def test_the_caller_goes_on_when_the_worker_says_done_and_not_before() -> None:
     done, write = os.pipe()
     failed = _child("import sys; sys.exit(3)", done, write)
     try:
-        assert LocalExecutor._wait(failed, done) == 3
+        assert LocalExecutor._wait(failed, done) == (3, None)
     finally:
         os.close(done)
     done, write = os.pipe()
@@ -231,6 +232,6 @@ def test_the_caller_goes_on_when_the_worker_says_done_and_not_before() -> None:
         write,
     )
     try:
-        assert LocalExecutor._wait(orphaned, done) == 4
+        assert LocalExecutor._wait(orphaned, done) == (4, None)
     finally:
         os.close(done)

@@ -75,10 +75,17 @@ class Outcome:
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     holdout_scores: bytes | None = None
+    #: The worker's exit, awaited in a thread when the worker said it was done before ending.
+    exiting: threading.Thread | None = field(default=None, repr=False, compare=False)
 
     @property
     def log_tail(self) -> str:
         return self.log[-LOG_TAIL_CHARS:]
+
+    def wait_for_worker(self) -> None:
+        """Return once the process that ran the job has ended (at once for most executors)."""
+        if self.exiting is not None:
+            self.exiting.join()
 
 
 def collect(job_dir: Path, seconds: float, error: str | None = None) -> Outcome:
@@ -290,19 +297,20 @@ class LocalExecutor(Executor):
             )
 
     @staticmethod
-    def _wait(proc: subprocess.Popen[bytes], done: int) -> int:
-        """The job's exit status: 0 as soon as the worker says it succeeded (its exit, which
-        waits for the kernel to free its memory, is then awaited in a thread), else the status
-        it ended with."""
+    def _wait(proc: subprocess.Popen[bytes], done: int) -> tuple[int, threading.Thread | None]:
+        """The job's exit status: 0 as soon as the worker says it succeeded, with a thread that
+        awaits its exit (which waits for the kernel to free its memory); else the status it
+        ended with."""
         while True:
             ready, _, _ = select.select([done], [], [], EXIT_POLL_SECONDS)
             if ready:
                 if os.read(done, 1):
-                    threading.Thread(target=proc.wait, name="evertrain-worker-exit", daemon=True).start()
-                    return 0
-                return proc.wait()  # the pipe closed without a word: the worker ended
+                    exiting = threading.Thread(target=proc.wait, name="evertrain-worker-exit", daemon=True)
+                    exiting.start()
+                    return 0, exiting
+                return proc.wait(), None  # the pipe closed without a word: the worker ended
             if proc.poll() is not None:
-                return proc.returncode
+                return proc.returncode, None
 
     def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
         clear_outputs(job_dir)
@@ -320,7 +328,7 @@ class LocalExecutor(Executor):
         # polls, and notices the end of a job up to 50 ms late.
         threading.Thread(target=watchdog, name="evertrain-job-watchdog", daemon=True).start()
         try:
-            code = self._wait(proc, done)
+            code, exiting = self._wait(proc, done)
         except BaseException:
             # Ctrl-C (or any exit) of the caller: the worker is in its own process group, so
             # the terminal's SIGINT never reached it; kill it rather than leave it training.
@@ -351,7 +359,9 @@ class LocalExecutor(Executor):
                 or f"the training process exited with code {code}: "
                 f"{outcome.log_tail.strip().splitlines()[-1] if outcome.log.strip() else 'no output'}",
             )
-        return collect(job_dir, seconds)
+        outcome = collect(job_dir, seconds)
+        outcome.exiting = exiting
+        return outcome
 
     @staticmethod
     def _kill(proc: subprocess.Popen[bytes]) -> None:
