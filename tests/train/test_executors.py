@@ -191,3 +191,47 @@ def test_a_worker_started_with_the_step_takes_its_lightgbm_job_and_no_other(
         )
     assert other.ok and "started ahead" not in other.log
     assert LocalExecutor._spare is None
+
+
+def _child(code: str, done: int, write: int) -> subprocess.Popen[bytes]:
+    """A Python child given the write end of a done pipe as its argument."""
+    try:
+        return subprocess.Popen([sys.executable, "-c", code, str(write)], pass_fds=(write,))
+    finally:
+        os.close(write)
+
+
+def test_the_caller_goes_on_when_the_worker_says_done_and_not_before() -> None:
+    """A worker's word that its job succeeded ends the wait while it is still exiting; without
+    that word its exit status is what counts, even when a process it started keeps the pipe open."""
+    done, write = os.pipe()
+    said = _child(
+        "import os, sys, time; fd = int(sys.argv[1]); os.write(fd, b'\\n'); os.close(fd); time.sleep(30)",
+        done,
+        write,
+    )
+    try:
+        code, exiting = LocalExecutor._wait(said, done)
+        assert code == 0 and exiting is not None
+        assert said.poll() is None, "the wait ended on the word, not on the exit"
+    finally:
+        said.kill()
+        said.wait()
+        os.close(done)
+    done, write = os.pipe()
+    failed = _child("import sys; sys.exit(3)", done, write)
+    try:
+        assert LocalExecutor._wait(failed, done) == (3, None)
+    finally:
+        os.close(done)
+    done, write = os.pipe()
+    # The pipe stays open in a grandchild that outlives the worker (a forked helper).
+    orphaned = _child(
+        "import os, sys, time\nif os.fork() == 0:\n    time.sleep(5)\n    os._exit(0)\nsys.exit(4)",
+        done,
+        write,
+    )
+    try:
+        assert LocalExecutor._wait(orphaned, done) == (4, None)
+    finally:
+        os.close(done)

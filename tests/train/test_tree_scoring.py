@@ -16,7 +16,7 @@ from evertrain.evaluate.scoring import model_frame, predict_outputs
 from evertrain.spec import TrainerSpec
 from evertrain.store.formats import BoosterModel, get_format
 from evertrain.train.trainers import TrainContext, get_trainer, model_bytes
-from evertrain.train.tree_scoring import TreeScorer, transform
+from evertrain.train.tree_scoring import TreeScorer, numeric_rows, transform
 from evertrain.train.worker import OUT_DIR, RESULT_FILE, TrainJob, execute_job, write_parts
 
 FEATURES = ["region", "plan", "tenure_months", "monthly_spend", "support_calls", "visits"]
@@ -171,3 +171,24 @@ def test_checkpoints_by_time_or_by_iterations(tmp_path: Path, rows: pd.DataFrame
     assert json.loads((tmp_path / "timed" / "state.json").read_text())["done"] == 30
     fit(tmp_path / "counted", checkpoint_every=12, checkpoint_seconds=None)
     assert json.loads((tmp_path / "counted" / "state.json").read_text())["done"] == 24
+
+
+def test_the_numeric_rows_are_what_lightgbm_predicts_on(rows: pd.DataFrame) -> None:
+    """The matrix the chunks are scored on gives LightGBM's own predictions on the data frame:
+    categories unseen in training, missing values, booleans and integers included."""
+    train, valid, holdout = _parts(rows)
+    spec = TrainerSpec(kind="lightgbm", seed=5, params={"num_boost_round": 30, "num_leaves": 7})
+    context = TrainContext(task="binary", target="churned", features=FEATURES, log=lambda line: None)
+    booster = get_trainer(spec).fit(train, valid, context).booster_
+    odd = holdout.copy()
+    odd.loc[odd.index[:5], "region"] = "atlantis"
+    odd.loc[odd.index[5:10], "monthly_spend"] = np.nan
+    odd.loc[odd.index[10:15], "plan"] = None
+    odd["support_calls"] = odd["support_calls"].astype("int64")
+    odd["visits"] = odd["visits"] > odd["visits"].median()
+    X = model_frame(odd, FEATURES, categorical_as_category=True)
+    matrix = numeric_rows(X, booster.pandas_categorical)
+    assert matrix is not None and matrix.flags.c_contiguous
+    np.testing.assert_array_equal(booster.predict(matrix, raw_score=True), booster.predict(X, raw_score=True))
+    # Categories other than the booster's: not guessed at.
+    assert numeric_rows(X, booster.pandas_categorical[:1]) is None

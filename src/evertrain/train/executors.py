@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from evertrain.train.progress import PROGRESS_FILE
 from evertrain.train.raycluster import connect
 from evertrain.train.worker import (
     DATA_SUFFIX,
+    DONE_FD,
     ERROR_FILE,
     JOB_FILE,
     LIGHTGBM_ALONE,
@@ -57,6 +59,9 @@ from evertrain.train.worker import (
 LOG_TAIL_CHARS = 4000
 #: After the time limit, a child gets this long to exit on SIGTERM before SIGKILL.
 KILL_GRACE_SECONDS = 5.0
+#: How often a job's end is looked for by its exit while waiting for the worker to say it is
+#: done: only a worker that died while a process it started keeps its pipe open needs it.
+EXIT_POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -70,10 +75,17 @@ class Outcome:
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     holdout_scores: bytes | None = None
+    #: The worker's exit, awaited in a thread when the worker said it was done before ending.
+    exiting: threading.Thread | None = field(default=None, repr=False, compare=False)
 
     @property
     def log_tail(self) -> str:
         return self.log[-LOG_TAIL_CHARS:]
+
+    def wait_for_worker(self) -> None:
+        """Return once the process that ran the job has ended (at once for most executors)."""
+        if self.exiting is not None:
+            self.exiting.join()
 
 
 def collect(job_dir: Path, seconds: float, error: str | None = None) -> Outcome:
@@ -149,23 +161,30 @@ class _Spare:
         self.cwd = os.getcwd()
         #: Started for a LightGBM job: its LightGBM was imported without scikit-learn.
         self.for_lightgbm = for_lightgbm
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "evertrain.train.worker", "--wait"]
-            + ([LIGHTGBM_ALONE] if for_lightgbm else []),
+        self.proc, done = _start_worker(
+            ["--wait"] + ([LIGHTGBM_ALONE] if for_lightgbm else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            process_group=0,  # its own process group, as a worker started for its job
         )
+        #: The pipe on which the worker says its job is done, until a job takes it.
+        self.done: int | None = done
 
-    def give(self, job_dir: Path) -> subprocess.Popen[bytes] | None:
-        """The worker, now running ``job_dir``; None if it cannot take it (it is then stopped)."""
-        if self.proc.poll() is None and self.env == dict(os.environ) and self.cwd == os.getcwd():
+    def give(self, job_dir: Path) -> tuple[subprocess.Popen[bytes], int] | None:
+        """The worker, now running ``job_dir``, and the pipe on which it will say it is done;
+        None if it cannot take the job (it is then stopped)."""
+        if (
+            self.done is not None
+            and self.proc.poll() is None
+            and self.env == dict(os.environ)
+            and self.cwd == os.getcwd()
+        ):
             try:
                 assert self.proc.stdin is not None
                 self.proc.stdin.write(f"{job_dir}\n".encode())
                 self.proc.stdin.close()
-                return self.proc
+                done, self.done = self.done, None
+                return self.proc, done
             except OSError:
                 pass
         self.discard()
@@ -179,6 +198,28 @@ class _Spare:
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
+        if self.done is not None:
+            os.close(self.done)
+            self.done = None
+
+
+def _start_worker(args: list[str], **popen: Any) -> tuple[subprocess.Popen[bytes], int]:
+    """A worker process (``python -m evertrain.train.worker ARGS``) and the read end of the
+    pipe on which it says that its job succeeded (see :func:`evertrain.train.worker.main`)."""
+    done, write = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "evertrain.train.worker", DONE_FD, str(write), *args],
+            pass_fds=(write,),
+            process_group=0,  # its own process group, so a timeout kills what it started too
+            **popen,
+        )
+    except BaseException:
+        os.close(done)
+        raise
+    finally:
+        os.close(write)
+    return proc, done
 
 
 class LocalExecutor(Executor):
@@ -235,7 +276,7 @@ class LocalExecutor(Executor):
                 if unused:
                     started.discard()
 
-    def _start(self, job_dir: Path) -> subprocess.Popen[bytes]:
+    def _start(self, job_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
         spare = self._take_spare()
         if spare is not None and spare.for_lightgbm:
             # Its LightGBM lacks the scikit-learn wrappers: only for a job that needs none.
@@ -243,26 +284,38 @@ class LocalExecutor(Executor):
                 if not lightgbm_alone(TrainJob.read(job_dir)):
                     spare.discard()
                     spare = None
-        proc = spare.give(job_dir) if spare is not None else None
-        if proc is not None:
-            return proc
+        given = spare.give(job_dir) if spare is not None else None
+        if given is not None:
+            return given
         with open(job_dir / LOG_FILE, "ab") as log_file:
             # Its own process group, so a timeout kills the child and anything it started; the
             # same session, so that the scheduler weighs the child's training thread against
             # this process's lower-priority side threads (with autogroups, priorities count
             # only within a session).
-            return subprocess.Popen(
-                [sys.executable, "-m", "evertrain.train.worker", str(job_dir)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                process_group=0,
+            return _start_worker(
+                [str(job_dir)], stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
+
+    @staticmethod
+    def _wait(proc: subprocess.Popen[bytes], done: int) -> tuple[int, threading.Thread | None]:
+        """The job's exit status: 0 as soon as the worker says it succeeded, with a thread that
+        awaits its exit (which waits for the kernel to free its memory); else the status it
+        ended with."""
+        while True:
+            ready, _, _ = select.select([done], [], [], EXIT_POLL_SECONDS)
+            if ready:
+                if os.read(done, 1):
+                    exiting = threading.Thread(target=proc.wait, name="evertrain-worker-exit", daemon=True)
+                    exiting.start()
+                    return 0, exiting
+                return proc.wait(), None  # the pipe closed without a word: the worker ended
+            if proc.poll() is not None:
+                return proc.returncode, None
 
     def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
         clear_outputs(job_dir)
         started = time.perf_counter()
-        proc = self._start(job_dir)
+        proc, done = self._start(job_dir)
         expired = threading.Event()
         ended = threading.Event()
 
@@ -271,17 +324,19 @@ class LocalExecutor(Executor):
                 expired.set()
                 self._stop(proc, ended)
 
-        # A blocking wait plus a watchdog: Popen.wait(timeout) polls, and notices the end of a
-        # job up to 50 ms late.
+        # A blocking wait (on the worker's word, or its end) plus a watchdog: Popen.wait(timeout)
+        # polls, and notices the end of a job up to 50 ms late.
         threading.Thread(target=watchdog, name="evertrain-job-watchdog", daemon=True).start()
         try:
-            code = proc.wait()
+            code, exiting = self._wait(proc, done)
         except BaseException:
             # Ctrl-C (or any exit) of the caller: the worker is in its own process group, so
             # the terminal's SIGINT never reached it; kill it rather than leave it training.
             ended.set()
             self._kill(proc)
             raise
+        finally:
+            os.close(done)
         ended.set()
         # Started once this job is over, so its imports do not slow the training.
         self._replenish()
@@ -304,7 +359,9 @@ class LocalExecutor(Executor):
                 or f"the training process exited with code {code}: "
                 f"{outcome.log_tail.strip().splitlines()[-1] if outcome.log.strip() else 'no output'}",
             )
-        return collect(job_dir, seconds)
+        outcome = collect(job_dir, seconds)
+        outcome.exiting = exiting
+        return outcome
 
     @staticmethod
     def _kill(proc: subprocess.Popen[bytes]) -> None:

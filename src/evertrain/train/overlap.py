@@ -38,35 +38,52 @@ class SnapshotWriter:
     The training needs only the tables (the worker gets them in memory or as Arrow files);
     encoding them as Parquet, writing them to the artifact store and recording them in
     lineage overlaps the training. :meth:`wait` (before anything refers to them) gives their
-    ids, or raises whatever went wrong there.
+    ids, or raises whatever went wrong there. The thread runs at a lower priority than the
+    training; once the training is over nothing else runs, so :meth:`wait` stores the
+    snapshots the thread has not begun in the calling thread, at its own priority, instead
+    of waiting for the thread to get a share of a busy machine.
     """
 
     def __init__(
         self, store: Store, parts: list[tuple[str, Any, list[str]]], time_column: str | None
     ) -> None:
         self.tables = {role: arrow_table(frame) for role, frame, _ in parts}
+        self._store = store
+        self._time_column = time_column
+        self._roles = [role for role, _, _ in parts]
+        self._todo = list(parts)
+        self._lock = threading.Lock()
         self._ids: dict[str, str] = {}
         self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._save, args=(store, parts, time_column), name="evertrain-snapshots", daemon=True
-        )
+        self._thread = threading.Thread(target=self._save, name="evertrain-snapshots", daemon=True)
         self._thread.start()
 
-    def _save(self, store: Store, parts: list[tuple[str, Any, list[str]]], time_column: str | None) -> None:
+    def _save(self) -> None:
         yield_to_training()
-        try:
-            for role, frame, sources in parts:
+        self._store_parts()
+
+    def _store_parts(self) -> None:
+        """Store the parts nobody has begun, one at a time, until none is left or one failed."""
+        while self._error is None:
+            with self._lock:
+                if not self._todo:
+                    return
+                role, frame, sources = self._todo.pop(0)
+            try:
                 data = table_bytes(self.tables[role])
-                snap = take_snapshot(store, frame, sources=sources, time_column=time_column, data=data)
+                snap = take_snapshot(
+                    self._store, frame, sources=sources, time_column=self._time_column, data=data
+                )
                 self._ids[role] = snap.id
-        except BaseException as exc:  # handed to the waiting thread
-            self._error = exc
+            except BaseException as exc:  # handed to the waiting thread
+                self._error = exc
 
     def wait(self) -> dict[str, str]:
+        self._store_parts()
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return dict(self._ids)
+        return {role: self._ids[role] for role in self._roles}
 
 
 #: Models (of any stores) whose champion a process keeps between trainings; a controller

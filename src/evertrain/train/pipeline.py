@@ -198,6 +198,7 @@ def train_model(
     try:
         with heartbeat(step.leases, [run_lease], step.holder):
             version = _version_of_run(store, name, run.id)
+            fitted = None
             if version is None:
                 fitted = _fit(step, run, params, job_dir, evaluate=evaluate, resumed=resumed)
                 trained = _register_fitted(step, run, params, fitted)
@@ -205,6 +206,10 @@ def train_model(
                 trained = _registered_before(step, run, version)
             report = _judge(step, run, trained) if evaluate else None
             outcome_name = _finish(step, run, trained, report, total_started)
+            if fitted is not None:
+                # The worker went on exiting while the version was registered and judged; the
+                # step ends with it, leaving no process of its own behind.
+                fitted.outcome.wait_for_worker()
     except TrainingFailed:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise

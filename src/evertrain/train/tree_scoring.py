@@ -6,6 +6,13 @@ a chunk of iterations at a time, each chunk as soon as it exists, on a core that
 the iteration that is kept remains to be scored, instead of the whole model: the gates
 get the challenger's holdout scores without a scoring pass after the fit.
 
+The rows are turned once into the numeric matrix LightGBM predicts on (text columns as
+codes of the training's categories), so that each chunk's pass is one call into LightGBM,
+which releases the GIL: converting a data frame on every pass held it, and the training
+loop in the same process waited for it after each boosting iteration. When boosting ends,
+the thread that trained takes over the chunks still queued and sums them at its own
+priority instead of waiting for the scoring thread, which runs at a lower one.
+
 The result is checked before it is used: the registered model is loaded from its bytes
 and predicts a sample of the holdout rows the ordinary way; the summed scores must agree
 on every sampled row (up to rounding in the order of the sums, far below anything a
@@ -21,7 +28,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +54,6 @@ _SIGMOID = {"binary", "cross_entropy", "xentropy"}
 class _Chunk:
     start: int
     stop: int
-    booster: Any
     raw: np.ndarray
 
 
@@ -80,6 +85,33 @@ def transform(raw: np.ndarray, objective: str) -> np.ndarray | None:
     return None
 
 
+def numeric_rows(X: pd.DataFrame, categories: list[list[Any]] | None) -> np.ndarray | None:
+    """``X`` as the float matrix LightGBM predicts on, or None where this cannot tell how.
+
+    LightGBM turns a data frame's categorical columns into the codes of the categories it
+    was trained with (``categories``: the booster's ``pandas_categorical``, one list per
+    categorical column in column order), unknown ones missing, and every column into
+    floats. Doing it once here spares each prediction that work; the values are the ones
+    LightGBM would compute (floats hold every code and every float32 or float64 exactly),
+    and :meth:`TreeScorer.outputs` checks the result against an ordinary prediction anyway.
+    """
+    categorical = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
+    if len(categorical) != len(categories or []):
+        return None
+    kept = dict(zip(categorical, categories or [], strict=True))
+    out = np.empty((len(X), X.shape[1]), dtype=np.float64)
+    for i, column in enumerate(X.columns):
+        values = X[column]
+        if column in kept:
+            codes = values.cat.set_categories(kept[column]).cat.codes.to_numpy()
+            out[:, i] = np.where(codes < 0, np.nan, codes)
+        elif pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            out[:, i] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            return None
+    return out
+
+
 class TreeScorer:
     """Sums a training booster's trees over fixed rows, chunk by chunk, in a thread of its own.
 
@@ -96,13 +128,20 @@ class TreeScorer:
         self.lookback = max(0, lookback)
         self.submitted = 0
         self.error: str | None = None
+        #: Trees to score: (first iteration, iteration after the last, model text of those).
         self._queue: queue.Queue[tuple[int, int, str] | None] = queue.Queue()
-        self._chunks: deque[_Chunk] = deque()
+        #: Model texts of the chunks not folded yet, by first iteration: the one the kept
+        #: iteration falls within is scored again up to it.
+        self._texts: dict[int, tuple[int, str]] = {}
+        #: Scored chunks not folded yet, by first iteration; both threads add to it.
+        self._chunks: dict[int, _Chunk] = {}
+        self._lock = threading.Lock()
         self._folded_until = 0
         self._folded: np.ndarray | None = None
         self._objective = ""
         self._total: int | None = None
-        self._result: np.ndarray | None = None
+        #: ``X`` as LightGBM's numeric matrix (built with the first chunk), or ``X`` itself.
+        self._rows: np.ndarray | pd.DataFrame | None = None
         self._thread = threading.Thread(target=self._work, name="evertrain-holdout-trees", daemon=True)
         self._thread.start()
 
@@ -115,70 +154,113 @@ class TreeScorer:
 
     def submit(self, booster: Any, stop: int) -> None:
         """Queue the trees of iterations ``[submitted, stop)``."""
-        if self.error is not None or stop <= self.submitted:
+        if self.error is not None or stop <= self.submitted or self._total is not None:
             return
         text = booster.model_to_string(start_iteration=self.submitted, num_iteration=stop - self.submitted)
         if not self._objective:
             self._objective = _objective_line(text)  # every chunk's header names the objective
+        with self._lock:
+            self._texts[self.submitted] = (stop, text)
         self._queue.put((self.submitted, stop, text))
         self.submitted = stop
 
     def finish(self, total: int) -> None:
-        """No more trees: the thread sums iterations ``[0, total)`` while the caller goes on."""
-        if self._total is None:
-            self._total = total
-            self._queue.put(None)
+        """No more trees: the thread sums iterations ``[0, total)`` while the caller goes on.
+
+        A chunk that ends past ``total`` is scored again up to it (its trees after ``total``
+        are not the model's); chunks starting at or after it are not scored.
+        """
+        if self._total is not None:
+            return
+        self._total = total
+        with self._lock:
+            cut = next(((a, b, t) for a, (b, t) in self._texts.items() if a < total < b), None)
+        if cut is not None:
+            self._queue.put((cut[0], total, cut[2]))
+        self._queue.put(None)
 
     def close(self) -> None:
         """Stop the thread (after a failed training); pending chunks are dropped."""
         self.error = self.error or "closed"
         self._queue.put(None)
 
-    # -- the scoring thread ----------------------------------------------------------------
+    # -- scoring (the scoring thread, and the training thread once boosting has ended) -----
 
     def _work(self) -> None:
-        import lightgbm
-
         yield_to_training()
         while (item := self._queue.get()) is not None:
-            start, stop, text = item
-            if self.error is not None or (self._total is not None and start >= self._total):
-                continue  # failed already, or trees grown past the kept ones
+            self._score(*item)
+
+    def _score(self, start: int, stop: int, text: str) -> None:
+        """Score iterations ``[start, stop)`` of the trees in ``text`` (a chunk, or the first
+        part of one) and fold what the kept iteration can no longer fall within."""
+        import lightgbm
+
+        total = self._total
+        if self.error is not None or (total is not None and (start >= total or stop > total)):
+            return  # failed already, or trees past the kept ones (the cut part is queued)
+        try:
+            booster = lightgbm.Booster(model_str=text)
+            if "average_output" in text.split("Tree=", 1)[0]:
+                raise ValueError("a random-forest model averages its trees instead of summing them")
+            raw = np.asarray(
+                booster.predict(
+                    self._matrix(booster), raw_score=True, num_iteration=stop - start, num_threads=1
+                )
+            )
+        except Exception as exc:  # the scores are then computed the ordinary way
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        with self._lock:
+            if self._total is not None and stop > self._total:
+                return  # scored while boosting ended: its cut part takes its place
+            self._chunks[start] = _Chunk(start, stop, raw)
+            # Fold, in order, the chunks that the kept iteration can no longer fall within.
+            while (
+                first := self._chunks.get(self._folded_until)
+            ) is not None and first.stop <= self.submitted - self.lookback - self.chunk:
+                del self._chunks[first.start]
+                self._texts.pop(first.start, None)
+                self._folded = first.raw if self._folded is None else self._folded + first.raw
+                self._folded_until = first.stop
+
+    def _matrix(self, booster: Any) -> np.ndarray | pd.DataFrame:
+        """The rows as every chunk is scored on: built once, from the first chunk's categories."""
+        with self._lock:
+            if self._rows is None:
+                matrix = numeric_rows(self.X, getattr(booster, "pandas_categorical", None))
+                self._rows = self.X if matrix is None else matrix
+            return self._rows
+
+    def _drain(self) -> None:
+        """Score here what is still queued, then wait for the scoring thread's last chunk."""
+        taken: list[tuple[int, int, str]] = []
+        while True:
             try:
-                booster = lightgbm.Booster(model_str=text)
-                if "average_output" in text.split("Tree=", 1)[0]:
-                    raise ValueError("a random-forest model averages its trees instead of summing them")
-                raw = np.asarray(booster.predict(self.X, raw_score=True, num_threads=1))
-            except Exception as exc:  # the scores are then computed the ordinary way
-                self.error = f"{type(exc).__name__}: {exc}"
-                continue
-            self._chunks.append(_Chunk(start, stop, booster, raw))
-            while self._chunks and self._chunks[0].stop <= self.submitted - self.lookback - self.chunk:
-                old = self._chunks.popleft()
-                self._folded = old.raw if self._folded is None else self._folded + old.raw
-                self._folded_until = old.stop
-        if self.error is None and self._total is not None:
-            try:
-                self._result = self._sum(self._total)
-            except Exception as exc:
-                self.error = f"{type(exc).__name__}: {exc}"
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break  # the thread has taken everything, its stop included
+            if item is None:
+                self._queue.put(None)  # left for the thread, which stops after its current chunk
+                break
+            taken.append(item)
+        for item in taken:
+            self._score(*item)
+        self._thread.join()
 
     def _sum(self, total: int) -> np.ndarray | None:
+        """The raw scores of iterations ``[0, total)``, summed in the order of the iterations."""
         if total < self._folded_until or total > self.submitted:
             return None
         acc = self._folded
-        for chunk in self._chunks:
-            if chunk.start >= total:
-                break
-            part = chunk.raw
-            if chunk.stop > total:
-                part = np.asarray(
-                    chunk.booster.predict(
-                        self.X, raw_score=True, num_iteration=total - chunk.start, num_threads=1
-                    )
-                )
-            acc = part if acc is None else acc + part
-        return acc
+        at = self._folded_until
+        while at < total:
+            chunk = self._chunks.get(at)
+            if chunk is None:
+                return None  # a chunk was not scored
+            acc = chunk.raw if acc is None else acc + chunk.raw
+            at = chunk.stop
+        return acc if at == total else None
 
     def outputs(self, model: Any, total: int) -> tuple[np.ndarray | None, str]:
         """``model``'s ``predict`` on the rows from the summed trees of iterations ``[0, total)``.
@@ -186,11 +268,12 @@ class TreeScorer:
         ``model`` is the registered :class:`~evertrain.store.formats.BoosterModel`; it
         predicts a sample of the rows itself, and the sums are used only if they agree.
         Returns the predictions (None when the rows must be scored the ordinary way) and a
-        line saying which happened.
+        line saying which happened. Chunks still queued are scored in the calling thread:
+        the training has ended, and the caller waits for nothing else.
         """
         self.finish(total)
-        self._thread.join()
-        raw = self._result if self._total == total else None
+        self._drain()
+        raw = self._sum(total) if self.error is None and self._total == total else None
         if raw is None:
             return None, f"holdout scored after training ({self.error or 'trees not all summed'})"
         out = transform(raw, self._objective)
