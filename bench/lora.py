@@ -355,7 +355,7 @@ def paired_overhead(runs: list[float], bare: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rows", type=int, default=1200, help="ticket rows (the window; 65% train)")
+    parser.add_argument("--rows", type=int, default=1200, help="ticket rows (the window; 65%% train)")
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--memory-width", type=int, default=512, help="base width for the memory figure")
