@@ -24,6 +24,11 @@ canary, a shadow and two older versions would); against the target base + 5 adap
 Each base size writes a section of its own; the default size's carries the memory figure.
 
 Run: ``.venv/bin/python bench/lora.py [--repeats 3] [--rows 1200] [--width 128 --layers 4 --no-memory]``
+
+On a machine with a GPU, the same comparison on a base of about a billion parameters with
+random weights, both sides on the GPU in bf16, tokens per second in the section it writes:
+``bench/lora.py --device cuda --precision bf16 --width 2048 --layers 18 --heads 16
+--pretrain-steps 0 --repeats 3 --no-memory``.
 """
 
 from __future__ import annotations
@@ -82,15 +87,28 @@ class Stopwatch:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
+#: Where the runs train (``--device``) and in what precision (``--precision``): the same for
+#: the bare loop (moved there, under autocast for bf16) and for evertrain (its lora settings).
+RUN = {"device": "cpu", "precision": "fp32"}
+
+
+def _synchronized() -> None:
+    """Wait for the accelerator's queued work, so that a reading of the clock includes it."""
+    if RUN["device"] == "cuda":
+        torch.cuda.synchronize()
+
+
 def bare_loop(
     base: Path, train: pd.DataFrame, holdout: pd.DataFrame, seed: int, *, cache: bool = True
-) -> tuple[tuple[float, float], float]:
-    """A plain PEFT fine-tuning loop; ((wall, CPU seconds), holdout accuracy).
+) -> tuple[tuple[float, float], float, int]:
+    """A plain PEFT fine-tuning loop; ((wall, CPU seconds), holdout accuracy, tokens trained on).
 
     ``cache=False``: the same loop telling the model not to build its key/value cache on
     each forward pass (``use_cache=False``), as evertrain's passes do: the stricter anchor.
     """
     started = Stopwatch()
+    device = torch.device(RUN["device"])
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=RUN["precision"] == "bf16")
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel, AutoTokenizer
 
@@ -106,20 +124,22 @@ def bare_loop(
         fan_in_fan_out=True,
         target_modules=["c_attn"],
     )
-    model = get_peft_model(backbone, config)
-    head = torch.nn.Linear(backbone.config.hidden_size, len(classes))
+    model = get_peft_model(backbone, config).to(device)
+    head = torch.nn.Linear(backbone.config.hidden_size, len(classes)).to(device)
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=LORA["learning_rate"])
-    texts, y = list(train["text"]), torch.tensor([index[c] for c in train["intent"]])
+    texts, y = list(train["text"]), torch.tensor([index[c] for c in train["intent"]], device=device)
     steps = LORA["epochs"] * math.ceil(len(texts) / LORA["batch_size"])
-    step = 0
+    step = tokens = 0
 
     options = {} if cache else {"use_cache": False}
 
     def logits(batch: Any) -> Any:
-        hidden = model(**batch, **options).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        return head((hidden * mask).sum(1) / mask.sum(1))
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast:
+            hidden = model(**batch, **options).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            return head((hidden * mask).sum(1) / mask.sum(1)).float()
 
     model.train()
     for epoch in range(LORA["epochs"]):
@@ -133,6 +153,7 @@ def bare_loop(
                 padding=True,
                 return_tensors="pt",
             )
+            tokens += int(batch["attention_mask"].sum())
             for g in optimizer.param_groups:
                 g["lr"] = LORA["learning_rate"] * (steps - step) / steps
             loss = torch.nn.functional.cross_entropy(logits(batch), y[rows])
@@ -155,14 +176,15 @@ def bare_loop(
             )
             predicted = [classes[i] for i in logits(batch).argmax(1).tolist()]
             right += sum(p == t for p, t in zip(predicted, part["intent"], strict=True))
-    return started.read(), right / len(holdout)
+    _synchronized()
+    return started.read(), right / len(holdout), tokens
 
 
 def trainer_fit(
     base: Path, train: pd.DataFrame, valid: pd.DataFrame, holdout: pd.DataFrame, seed: int
 ) -> tuple[tuple[float, float], float]:
     started = Stopwatch()
-    spec = TrainerSpec(kind="lora", seed=seed, lora=dict(LORA, base_model=str(base), patience=None))
+    spec = TrainerSpec(kind="lora", seed=seed, lora=dict(LORA, **RUN, base_model=str(base), patience=None))
     with tempfile.TemporaryDirectory() as tmp:
         context = TrainContext(
             task="multiclass",
@@ -175,6 +197,7 @@ def trainer_fit(
         )
         model = get_trainer(spec).fit(train, valid, context)
     accuracy = float((model.predict(holdout) == holdout["intent"].to_numpy()).mean())
+    _synchronized()
     return started.read(), accuracy
 
 
@@ -195,7 +218,7 @@ def end_to_end(
                     "trainer": {
                         "kind": "lora",
                         "seed": seed,
-                        "lora": dict(LORA, base_model=str(base), patience=None),
+                        "lora": dict(LORA, **RUN, base_model=str(base), patience=None),
                     },
                 },
                 "data": {
@@ -222,6 +245,7 @@ def end_to_end(
         store = Store.for_project(project, clock=lambda: clock_now).open()
         started = Stopwatch()
         result = train_model(store, spec, project)
+        _synchronized()
         seconds = started.read()
         store.close()
     return seconds, float(result.metrics["holdout"]["accuracy"]), result.timings
@@ -361,16 +385,34 @@ def main() -> None:
     parser.add_argument("--memory-width", type=int, default=512, help="base width for the memory figure")
     parser.add_argument("--memory-layers", type=int, default=6)
     parser.add_argument("--no-memory", action="store_true", help="time the training only")
+    parser.add_argument("--heads", type=int, default=2, help="attention heads of the base")
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=30, help="brief pre-training of the base (0: random weights)"
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both sides train")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    RUN.update(device=args.device, precision=args.precision)
     default_size = (args.width, args.layers) == (parser.get_default("width"), parser.get_default("layers"))
     # Each base size writes a section of its own; the default one carries the memory figure.
     title = TITLE if default_size else f"{TITLE}, a {args.layers}-layer {args.width}-wide base"
+    if args.device != "cpu":
+        title += f" on {args.device} ({args.precision})"
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="evertrain-lora-bench-"))
     base = build_tiny_base(
-        work / "base", pretraining_text(800), width=args.width, layers=args.layers, pretrain_steps=30
+        work / "base",
+        pretraining_text(800),
+        width=args.width,
+        layers=args.layers,
+        heads=args.heads,
+        pretrain_steps=args.pretrain_steps,
     )
+    from transformers import AutoModel
+
+    params = sum(p.numel() for p in AutoModel.from_pretrained(str(base)).parameters())
+    print(f"base: {params / 1e6:.1f}M parameters, {args.device}, {args.precision}", flush=True)
     rows = make_support_tickets(args.rows, seed=3)
     # The parts train_model cuts: holdout = newest 20%, valid = newest 15% of the rest.
     n_hold = round(args.rows * 0.2)
@@ -388,10 +430,11 @@ def main() -> None:
     cpu: dict[str, list[float]] = {k: [] for k in times}
     accuracy: dict[str, list[float]] = {k: [] for k in times}
     phases: list[dict[str, float]] = []
+    tokens = 0  # tokens a training learns from: the same texts, truncation and epochs for every way
     for repeat in range(args.repeats):
         for kind in kinds if repeat % 2 == 0 else kinds[::-1]:
             if kind in ("bare", "bare_nocache"):
-                (seconds, cpu_seconds), acc = bare_loop(
+                (seconds, cpu_seconds), acc, tokens = bare_loop(
                     base, train, holdout, seed=repeat, cache=kind == "bare"
                 )
             elif kind == "trainer":
@@ -418,6 +461,11 @@ def main() -> None:
     strict_cpu = {k: paired_overhead(cpu[k], cpu["bare_nocache"]) for k in ours}
     print(f"medians {med}; overhead {overhead}; CPU medians {med_cpu}; CPU overhead {overhead_cpu}")
     print(f"against the bare loop with the cache off: overhead {strict}; CPU overhead {strict_cpu}")
+    rate = {k: tokens / med[k] for k in kinds}
+    print(
+        "tokens/s (training tokens over the median wall time): "
+        + json.dumps({k: round(v) for k, v in rate.items()})
+    )
     load = os.getloadavg()
 
     mem: dict[str, Any] | None = None
@@ -478,12 +526,22 @@ def main() -> None:
     def verdict(value: float) -> str:
         return "met" if value <= TARGET else "missed"
 
+    extra = "".join(
+        f" --{name.replace('_', '-')} {getattr(args, name)}"
+        for name in ("heads", "pretrain_steps", "device", "precision")
+        if getattr(args, name) != parser.get_default(name)
+    )
+    command = f"--repeats {args.repeats} --rows {args.rows} --width {args.width} --layers {args.layers}"
+    command += extra
     section = f"""## {title}
 
-`bench/lora.py --repeats {args.repeats} --rows {args.rows} --width {args.width} --layers {args.layers}`:
+`bench/lora.py {command}`:
 fine-tuning a {args.layers}-layer, {args.width}-wide GPT-2 (built offline; tokenizer trained on
 ticket text) with LoRA r={LORA["r"]} on c_attn, {len(train)} training tickets, batch {LORA["batch_size"]},
-{LORA["epochs"]} epochs ({steps} optimizer steps), max length {LORA["max_length"]}, one torch thread.
+{LORA["epochs"]} epochs ({steps} optimizer steps), max length {LORA["max_length"]}, one torch thread;
+{params:,} parameters, {args.heads} heads, {args.pretrain_steps} pre-training steps, on {args.device}
+in {args.precision}; {tokens} training tokens per run, so tokens/s (over the median wall time):
+{", ".join(f"{names[k]} {rate[k]:,.0f}" for k in kinds)}.
 Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()},
 torch {torch.__version__}, evertrain {evertrain.__version__}.
 {args.repeats} repeats (order alternated, after an untimed warm-up of each); load average
