@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evertrain.data.source_base import Source
+from evertrain.data.source_base import Source, in_project
 from evertrain.exceptions import DataValidationError, StoreError, UsageError
 from evertrain.store.redact import mask_text, mask_url
 
@@ -62,9 +62,7 @@ class DvcSource(Source):
     @property
     def location(self) -> str:
         """The repository as DVC and git are given it: a URL, or a folder resolved from the project."""
-        if _is_url(self.repo) or Path(self.repo).is_absolute() or self.base is None:
-            return self.repo
-        return str((self.base / self.repo).resolve())
+        return self.repo if _is_url(self.repo) else in_project(self.repo, self.base)
 
     @property
     def shown(self) -> str:

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from evertrain.data.feast_source import WORKER, in_project
+from evertrain.data.feast_source import WORKER
+from evertrain.data.source_base import in_project
 from evertrain.exceptions import StoreError, UsageError
 
 log = logging.getLogger("evertrain.feast")
@@ -40,6 +41,8 @@ log = logging.getLogger("evertrain.feast")
 START_TIMEOUT = 120.0
 #: Seconds between two tries to start a worker that failed to start (each try costs a Feast import).
 RESTART_PAUSE = 10.0
+#: What a read is told while the worker starts.
+STARTING = "feast online features: the worker is starting; try again shortly"
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ class OnlineFeatures:
             kick = not self._starting and not paused
         if kick:
             threading.Thread(target=self._start_quietly, name="evertrain-feast-start", daemon=True).start()
-        raise StoreError(why or "feast online features: the worker is starting; try again shortly")
+        raise StoreError(why or STARTING)
 
     def _start_quietly(self) -> None:
         try:
@@ -124,19 +127,17 @@ class OnlineFeatures:
             if self.ready:
                 return
             if self._starting:
-                raise StoreError("feast online features: the worker is starting; try again shortly")
+                raise StoreError(STARTING)
             if self._error is not None and not force and time.monotonic() - self._failed_at < RESTART_PAUSE:
                 raise StoreError(self._error)
             self._starting = True
         try:
             proc, keys, names = self._spawn()
-        except (StoreError, UsageError) as exc:
-            with self._lock:
-                self._error, self._failed_at, self._starting = exc.message, time.monotonic(), False
-            raise
-        except BaseException:
+        except BaseException as exc:
             with self._lock:
                 self._starting = False
+                if isinstance(exc, (StoreError, UsageError)):  # Feast's reason, kept for the reads
+                    self._error, self._failed_at = exc.message, time.monotonic()
             raise
         with self._lock:
             closed = self._closed
@@ -216,7 +217,7 @@ class OnlineFeatures:
         with self._lock:
             proc = self._proc
             if proc is None or proc.stdin is None:
-                raise StoreError("feast online features: the worker stopped; it is started again")
+                raise StoreError("feast online features: the worker stopped; the next read starts another")
             rid = next(self._ids)
             self._pending[rid] = future
             try:

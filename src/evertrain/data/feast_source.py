@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evertrain.data.source_base import Source
+from evertrain.data.source_base import Source, in_project
 from evertrain.exceptions import DataValidationError, StoreError, UsageError
 
 #: Name of the event-time column Feast reads from the entity rows.
@@ -33,14 +33,6 @@ _ROW = "__evertrain_row__"
 WORKER = Path(__file__).with_name("feast_worker.py")
 #: Seconds one point-in-time join may take before it counts as an infrastructure failure.
 WORKER_TIMEOUT = 1800.0
-
-
-def in_project(path: str, base: Path | None, *, command: bool = False) -> str:
-    """``path`` from the project folder ``base`` when relative; a ``command`` (a Python to run)
-    only when it has a folder in it (a bare name is looked up on PATH)."""
-    if base is None or Path(path).is_absolute() or (command and os.sep not in path):
-        return path
-    return str(base / path) if command else str((base / path).resolve())
 
 
 def feature_names(features: list[str]) -> list[str]:

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from evertrain.data.logs import FEEDBACK, PREDICTION_COLUMNS, PREDICTIONS, model_folder, read_log_parts
-from evertrain.data.source_base import Source
+from evertrain.data.source_base import Source, in_project
 from evertrain.exceptions import DataValidationError, NotFoundError, UsageError
 from evertrain.store.names import SHADOW
 from evertrain.store.redact import mask_text, mask_url
@@ -52,13 +52,6 @@ LOG_COLUMNS = tuple(PREDICTION_COLUMNS)
 LOG_LABEL_TIME = "label_ts"
 #: Rows of this serving arm were never returned to a client, so their feedback is not theirs.
 SHADOW_ARM = SHADOW
-
-
-def _resolve(path: str, base: Path | None) -> str:
-    """``path`` as given when absolute or a URL, else relative to the project folder."""
-    if "://" in path or Path(path).is_absolute() or base is None:
-        return path
-    return str(base / path)
 
 
 def _expand(pattern: str, suffix: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
@@ -92,10 +85,10 @@ class ParquetSource(Source):
 
     @property
     def uri(self) -> str:
-        return f"parquet:{_resolve(self.path, self.base)}"
+        return f"parquet:{in_project(self.path, self.base, resolve=False)}"
 
     def read(self) -> pd.DataFrame:
-        target = _resolve(self.path, self.base)
+        target = in_project(self.path, self.base, resolve=False)
         with storage_errors(target, "list the parquet source"):
             fs, files = _expand(target, ".parquet")
         if not files:
@@ -118,10 +111,10 @@ class CsvSource(Source):
 
     @property
     def uri(self) -> str:
-        return f"csv:{_resolve(self.path, self.base)}"
+        return f"csv:{in_project(self.path, self.base, resolve=False)}"
 
     def read(self) -> pd.DataFrame:
-        target = _resolve(self.path, self.base)
+        target = in_project(self.path, self.base, resolve=False)
         with storage_errors(target, "list the csv source"):
             fs, files = _expand(target, ".csv")
         if not files:
@@ -324,7 +317,7 @@ def open_source(
             base=base,
         )
     if kind == "log":
-        url = (source.path and _resolve(source.path, base)) or logs_url
+        url = (source.path and in_project(source.path, base, resolve=False)) or logs_url
         if not url:
             raise UsageError("a log source needs the logs location (EVERTRAIN_LOGS_URL or source.path)")
         history = None if source.history is None else open_source(source.history, base=base)

@@ -412,11 +412,14 @@ def promising(report: Mapping[str, Any]) -> bool:
         if check.get("kind") not in CHAMPION_GATE_KINDS or difference is None:
             return False
         gain = difference if ev.get("higher_is_better", True) else -difference
-        seen = ev.get("by_probabilities") or {}  # an auto gate's log-loss test (gates.check_champion)
+        if gain > 0:
+            continue
+        # a tie: the auto gate's log-loss test (gates.check_champion) may still see it better
+        seen = ev.get("by_probabilities") or {}
         on_probabilities = seen.get("difference")
-        if on_probabilities is not None and not seen.get("higher_is_better", False):
-            on_probabilities = -on_probabilities
-        if gain <= 0 and not (gain == 0 and on_probabilities is not None and on_probabilities > 0):
+        if gain < 0 or on_probabilities is None:
+            return False
+        if (on_probabilities if seen.get("higher_is_better") else -on_probabilities) <= 0:
             return False
     return True
 
