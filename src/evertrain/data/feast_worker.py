@@ -121,4 +121,10 @@ def online(config: dict[str, Any]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Everything is written: skip the interpreter's teardown, where a native library that Feast
+    # loads can abort ("terminate called without an active exception"), turning a clean exit 2
+    # with Feast's reason into a crash whose last line hides it.
+    os._exit(code)
