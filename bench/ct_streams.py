@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -384,7 +385,7 @@ def load(name: str, seed: int) -> pd.DataFrame:
         return pd.read_parquet(path)
     frame = stream.build(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{seed}.tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two runs of one stream may write it at once
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)
     return frame
