@@ -679,7 +679,9 @@ class MoreDataTrigger(_Part):
     next try for that champion waits until the window could grow by the same factor again:
     with a bounded window, a champion gets a try or two at most. A champion trained after a
     change on the rows since it was offered the whole window and chose fewer rows: more of
-    them is the decay tests' business, not this rule's.
+    them is the decay tests' business, not this rule's. A try made while the inputs drift and
+    their labels showed no loss must also gain at least ``triggers.performance.drop``: its new
+    rows are the moved inputs the champion handles within that loss.
     """
 
     enabled: bool = Field(

@@ -482,3 +482,20 @@ def test_no_try_on_more_data_for_a_champion_no_challenger_could_be_shown_better(
     spec = make_spec()
     assert decide(spec, champion_obs(T0, new=2500, metric=0.997), History())[0].action == "none"
     assert decide(spec, champion_obs(T0, new=2500, metric=0.99), History())[0].action == "retrain"
+
+
+def test_a_try_on_more_data_while_the_inputs_drift_harmlessly_wants_a_gain_worth_the_shift() -> None:
+    """A shift the labels found harmless goes on; the window doubles with its rows. The try is
+    made, marked, and its gate is told to want a gain of at least the loss a decay needs."""
+    spec = make_spec(triggers={"drift": {"min_labels_after": 300}}, policy={"cooldown": 0})
+    drifting: dict[str, Any] = {"share_drifted": 0.5, "drifted_columns": ("x1",), "reference_id": "r"}
+    _, h = decide(spec, champion_obs(T0, new=500, **drifting), History())
+    judged = champion_obs(T0 + 3600, new=1000, labels_after_onset=500, metric_after_onset=0.9, **drifting)
+    decision, h = decide(spec, judged, h)
+    assert decision.action == "none" and h.episode_outcome == "harmless"
+    tried, _ = decide(spec, champion_obs(T0 + 7200, new=2500, **drifting), h)
+    assert tried.action == "retrain" and tried.triggers == ["more_data", "inputs_shifted"]
+    assert "must gain at least that much" in tried.reasons[-1] and "0.01" in tried.reasons[-1]
+    # without the shift the same try is a plain one
+    plain, _ = decide(spec, champion_obs(T0 + 7200, new=2500), History())
+    assert plain.triggers == ["more_data"]

@@ -6,10 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evertrain.evaluate.evaluation import proven_better
-from evertrain.evaluate.gates import NO_CHAMPION, GateInputs, evaluate_gates
+from evertrain.evaluate.evaluation import min_gain, promising, proven_better
+from evertrain.evaluate.gates import NO_CHAMPION, GateInputs, MinGain, evaluate_gates
 from evertrain.evaluate.metrics import Outputs
-from evertrain.spec import ChampionGate, FairnessGate, LatencyGate, SizeGate, SliceGate, ThresholdGate
+from evertrain.spec import (
+    ChampionGate,
+    FairnessGate,
+    LatencyGate,
+    SizeGate,
+    SliceGate,
+    Spec,
+    ThresholdGate,
+)
 
 N = 2000
 
@@ -206,3 +214,39 @@ def test_auto_gate_shows_a_challenger_better_by_its_probabilities_when_its_label
     # under a confirmed decay the freshness test stands alone, on accuracy
     [fresh] = evaluate_gates([auto], GateInputs(challenger, champion, 1, frame, confirmed_decay="decayed"))
     assert fresh.evidence["by_probabilities"] is None and fresh.evidence["test_confidence"] == 0.95
+
+
+def test_a_try_made_under_a_harmless_shift_must_gain_what_a_decay_would_lose(
+    rows: tuple[np.ndarray, pd.DataFrame],
+) -> None:
+    """A champion right on 99.4% of the newest rows, a challenger on all of them: shown better,
+    but by 0.6 of a point. A plain try on more data passes; one made while the inputs drift and
+    their labels showed no loss wants the point a decay needs, fails, and is not kept for a
+    second look. A challenger two points better passes either way."""
+    y, frame = rows
+    spec = Spec.model_validate(
+        {"model": {"name": "m", "target": "y"}, "data": {"source": {"kind": "csv", "path": "d.csv"}}}
+    )
+    wanted = min_gain(spec, "more_data,inputs_shifted")
+    assert wanted == MinGain("accuracy", 0.01, wanted.why) and min_gain(spec, "more_data") is None
+
+    def outputs(wrong: int) -> Outputs:
+        p = np.where(y == 1, 0.95, 0.05)
+        p[:wrong] = 1 - p[:wrong]
+        return Outputs.classification(y, p)
+
+    champion, close, far = outputs(12), outputs(0), outputs(52)
+    auto = ChampionGate(kind="auto", metric="accuracy")
+    [plain] = evaluate_gates([auto], GateInputs(close, champion, 1, frame))
+    assert plain.passed and plain.evidence["min_gain"] is None
+    [short] = evaluate_gates([auto], GateInputs(close, champion, 1, frame, min_gain=wanted))
+    assert not short.passed and short.evidence["min_gain"]["value"] == 0.01
+    assert "estimated gain +0.006 is below +0.01, the least wanted" in short.reason
+    assert not promising({"passed": False, "checks": [short.to_dict()]})
+    [enough] = evaluate_gates([auto], GateInputs(close, far, 1, frame, min_gain=wanted))
+    assert enough.passed and enough.evidence["difference"] == pytest.approx(0.026)
+    # a gate on another metric is not held to a gain in accuracy's units
+    [other] = evaluate_gates(
+        [ChampionGate(kind="auto", metric="log_loss")], GateInputs(close, champion, 1, frame, min_gain=wanted)
+    )
+    assert other.evidence["min_gain"] is None

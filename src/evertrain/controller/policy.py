@@ -341,6 +341,12 @@ def window_cap(spec: Spec) -> int | None:
     return None if window.kind == "expanding" else window.rows
 
 
+#: The trigger that goes with ``more_data`` when the try is made while the inputs drift and their
+#: labels showed no loss (a harmless shift): the gate then wants a gain of at least the loss a
+#: decay needs (``triggers.performance.drop``), see :func:`evertrain.evaluate.evaluation.min_gain`.
+SHIFTED = "inputs_shifted"
+
+
 #: Fewest holdout rows the champion must get wrong for a try on more data to be worth a
 #: retrain: a challenger right on five rows the champion gets wrong, and wrong on none it
 #: gets right, is the least a paired test at 95% can call better (a one-sided sign test:
@@ -441,6 +447,7 @@ def decide(
         new.episode_outcome = None
     if obs.reference_id is not None and obs.reference_id != history.pending_reference:
         new.pending_onset, new.pending_columns, new.pending_reference = None, [], None
+    harmless_shift = False  # the inputs drift now, and their labels showed no loss
     if drift_now and new.drift_streak >= triggers.drift.consecutive:
         cols = _columns(obs.drifted_columns)
         same_episode = (
@@ -449,6 +456,7 @@ def decide(
             and set(obs.drifted_columns) <= set(new.episode_columns)
         )
         if same_episode and new.episode_outcome == "harmless":
+            harmless_shift = True
             held.append(f"drift on {cols} persists, but its labels showed no loss of performance")
         elif same_episode:
             held.append(f"drift on {cols} persists, but this episode was already retrained for")
@@ -490,6 +498,7 @@ def decide(
             new.episode_columns = sorted(set(new.episode_columns) | set(new.pending_columns))
             new.episode_outcome = "harmless"
             new.pending_onset, new.pending_columns, new.pending_reference = None, [], None
+            harmless_shift = True
         elif obs.labels_after_onset >= need:
             fired.append("drift")
             loss = (
@@ -577,6 +586,15 @@ def decide(
     if more is not None:
         fired.append("more_data")
         reasons.append(more.reason)
+        if harmless_shift:
+            # the window grew with rows from moved inputs that the champion, its labels showed,
+            # handles within the loss a decay needs: a gain below that is not worth a rollout
+            fired.append(SHIFTED)
+            reasons.append(
+                f"the inputs drift and their labels showed no loss of more than "
+                f"{spec.triggers.performance.drop:g}: "
+                f"the challenger must gain at least that much"
+            )
 
     if not fired:
         return Decision("none", reasons or ["no trigger fired"], held, []), new

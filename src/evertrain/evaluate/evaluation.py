@@ -32,8 +32,15 @@ from evertrain import settings
 from evertrain.data.snapshots import load_snapshot, take_snapshot
 from evertrain.data.sources import open_source
 from evertrain.data.windows import make_window, resolve_columns
-from evertrain.evaluate.gates import NO_CHAMPION, CheckDict, CheckResult, GateInputs, evaluate_gates
-from evertrain.evaluate.metrics import DEFAULT_METRICS, Outputs, compute_many
+from evertrain.evaluate.gates import (
+    NO_CHAMPION,
+    CheckDict,
+    CheckResult,
+    GateInputs,
+    MinGain,
+    evaluate_gates,
+)
+from evertrain.evaluate.metrics import DEFAULT_METRICS, Outputs, compute_many, get_metric
 from evertrain.evaluate.scoring import (
     Scored,
     importable,
@@ -42,6 +49,7 @@ from evertrain.evaluate.scoring import (
     score,
 )
 from evertrain.exceptions import NotFoundError, UsageError
+from evertrain.spec import PRIMARY_METRIC
 from evertrain.store import Store
 from evertrain.store.registry import CHAMPION
 
@@ -253,6 +261,7 @@ def evaluate_version(
     latency = challenger_scores.ms_per_row
     inputs = GateInputs(
         confirmed_decay=confirmed_decay(spec, mv.trigger),
+        min_gain=min_gain(spec, mv.trigger),
         challenger=challenger,
         champion=champion_out,
         champion_version=champion_version,
@@ -317,6 +326,36 @@ def confirmed_decay(spec: Any, trigger: str | None) -> str | None:
     if "drift" in fired and spec.triggers.drift.confirm:
         return "trained for a drift whose labels confirmed a loss"
     return None
+
+
+def min_gain(spec: Any, trigger: str | None) -> MinGain | None:
+    """The least improvement a champion gate wants of a version trained for ``trigger``, beyond
+    being shown better; None when being shown better is enough.
+
+    A try on more data made while the inputs drift and their labels show no loss
+    (``more_data,inputs_shifted``, see ``controller.policy``) learned from rows of moved inputs
+    that the champion handles within the loss a decay needs (``triggers.performance.drop``): a
+    gain smaller than that loss is not worth a rollout, as the loss was not worth a retrain.
+    It is in the units of the watched metric, so only a gate on that metric applies it.
+
+    >>> from evertrain.spec import Spec
+    >>> spec = Spec.model_validate({"model": {"name": "m", "target": "y"},
+    ...     "data": {"source": {"kind": "csv", "path": "x.csv"}}})
+    >>> gain = min_gain(spec, "more_data,inputs_shifted")
+    >>> gain.metric, gain.value, min_gain(spec, "more_data")
+    ('accuracy', 0.01, None)
+    """
+    fired = set((trigger or "").split(","))
+    if "more_data" not in fired or "inputs_shifted" not in fired:
+        return None
+    drop = float(spec.triggers.performance.drop)
+    metric = spec.triggers.performance.metric or PRIMARY_METRIC[spec.model.task]
+    return MinGain(
+        get_metric(metric).name,
+        drop,
+        "tried on more data while the inputs drift and their labels showed no loss of more than "
+        f"{drop:g}: a smaller gain is not worth a rollout",
+    )
 
 
 def proven_better(report: Mapping[str, Any]) -> str | None:
@@ -389,7 +428,8 @@ AGAIN_AT: Final = (1, 3)
 def promising(report: Mapping[str, Any]) -> bool:
     """Whether a failed gate report is worth a second look: only champion gates failed, and
     each of them estimated the challenger better than the champion (on its metric, or equal
-    there and better on the probabilities an ``auto`` gate also read).
+    there and better on the probabilities an ``auto`` gate also read) by at least the gain it
+    wanted, if any.
 
     >>> ev = {"difference": 0.011, "higher_is_better": True}
     >>> promising({"passed": False, "checks": [{"kind": "auto", "passed": False, "evidence": ev}]})
@@ -400,6 +440,9 @@ def promising(report: Mapping[str, Any]) -> bool:
     >>> tie = {**ev, "difference": 0.0, "by_probabilities": {"difference": -0.02, "higher_is_better": False}}
     >>> promising({"passed": False, "checks": [{"kind": "auto", "passed": False, "evidence": tie}]})
     True
+
+    A challenger whose estimate falls short of the least gain its gate wanted (``min_gain``) is
+    not: its holdout already measured the gain, and found it too small to be worth a rollout.
     """
     if report.get("passed"):
         return False
@@ -412,6 +455,8 @@ def promising(report: Mapping[str, Any]) -> bool:
         if check.get("kind") not in CHAMPION_GATE_KINDS or difference is None:
             return False
         gain = difference if ev.get("higher_is_better", True) else -difference
+        if ev.get("min_gain") and gain < ev["min_gain"]["value"]:
+            return False  # estimated smaller than the least gain wanted: rows will not change that
         if gain > 0:
             continue
         # a tie: the auto gate's log-loss test (gates.check_champion) may still see it better
@@ -459,7 +504,11 @@ def judge_again(
     # pass a challenger only as good, but a kept one is no longer the freshest (a decay is
     # retrained for again after the cooldown, on newer rows).
     inputs = GateInputs(
-        challenger=challenger, champion=champion, champion_version=champion_version, frame=rows
+        challenger=challenger,
+        champion=champion,
+        champion_version=champion_version,
+        frame=rows,
+        min_gain=min_gain(spec, mv.trigger),
     )
     gates = [
         g.model_copy(update={"confidence": 1 - (1 - g.confidence) / len(AGAIN_AT)})

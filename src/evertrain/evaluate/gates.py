@@ -92,6 +92,16 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
+class MinGain:
+    """The least improvement of ``metric`` (in its units) a champion gate wants, beyond being
+    shown better, and why (see ``evaluation.min_gain``)."""
+
+    metric: str
+    value: float
+    why: str
+
+
+@dataclass(frozen=True)
 class GateInputs:
     """Everything the gates look at, for one challenger on one set of holdout rows."""
 
@@ -105,6 +115,8 @@ class GateInputs:
     #: Why the champion is known to be stale (the challenger was trained for a confirmed
     #: decay), else None; ``auto`` gates then judge non-inferiority instead of superiority.
     confirmed_decay: str | None = None
+    #: A gain the challenger's estimate must reach on top of a superiority test, else None.
+    min_gain: MinGain | None = None
 
 
 def _fmt(value: float | None) -> str:
@@ -192,6 +204,15 @@ def _by_probabilities(gate: Any, metric: Metric, inputs: GateInputs, test: str) 
     return get_metric(PROBABILITY_EVIDENCE)
 
 
+def _wanted_gain(gate: Any, metric: Metric, inputs: GateInputs, test: str) -> MinGain | None:
+    """The least gain an ``auto`` gate's superiority test also wants of the estimate (see
+    ``GateInputs.min_gain``), when it is in this gate's metric; None otherwise."""
+    wanted = inputs.min_gain
+    if gate.kind != "auto" or test != "superiority" or wanted is None or wanted.metric != metric.name:
+        return None
+    return wanted
+
+
 def _probability_evidence(
     metric: Metric,
     inputs: GateInputs,
@@ -262,6 +283,15 @@ def check_champion(gate: Any, inputs: GateInputs, seed: int) -> CheckResult:
             also, inputs, result.estimate, metric, confidence, gate.n_boot, seed
         )
         passed = passed or probabilities["passed"]
+    wanted = _wanted_gain(gate, metric, inputs, test)
+    short = None
+    if wanted is not None:
+        gain = result.estimate if metric.higher_is_better else -result.estimate
+        if not (np.isfinite(gain) and gain >= wanted.value):
+            short = (
+                f"estimated gain {_signed(gain)} is below {wanted.value:+g}, the least wanted: {wanted.why}"
+            )
+            passed = False
     reason = (
         f"{metric.name}: challenger {_fmt(challenger_value)} vs champion {_fmt(champion_value)} "
         f"(v{inputs.champion_version}), difference {_signed(result.estimate)}, "
@@ -269,6 +299,7 @@ def check_champion(gate: Any, inputs: GateInputs, seed: int) -> CheckResult:
         + ("" if mde is None else f" (smallest difference this holdout detects: {mde:.3g})")
         + ("" if probabilities is None else f"; {probabilities['reason']}")
         + ("" if rule is None else f"; {test} by the auto rule ({rule.split(':')[0]})")
+        + ("" if short is None else f"; {short}")
     )
     evidence = {
         "test": test,
@@ -288,6 +319,7 @@ def check_champion(gate: Any, inputs: GateInputs, seed: int) -> CheckResult:
         "confidence": gate.confidence,
         "test_confidence": confidence,
         "by_probabilities": probabilities,
+        "min_gain": None if wanted is None else {"value": wanted.value, "why": wanted.why},
         "n_boot": gate.n_boot,
         "n_valid_resamples": result.n_valid,
         "n_rows": inputs.challenger.n,
