@@ -752,7 +752,8 @@ class ChampionGate(_Part):
     signs flipped for metrics where lower is better). auto (the freshness rule) is
     non_inferiority with ``margin`` when the version was trained for a confirmed decay (a
     drift its labels confirmed, or realized performance below its baseline): the champion
-    is known to be stale, so a challenger as good on the newest rows wins by being fresher;
+    is known to be stale, so a challenger as good on the newest rows wins by being fresher
+    (unless it gives the champion's answer on every holdout row: it learned nothing new);
     otherwise it is superiority with no margin, which for a label metric of two classifiers
     with probabilities may also be shown by log-loss on the same rows (with the metric's
     estimate not worse), each way at half the error rate (see ``evaluate.gates``).

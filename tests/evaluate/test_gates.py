@@ -250,3 +250,30 @@ def test_a_try_made_under_a_harmless_shift_must_gain_what_a_decay_would_lose(
         [ChampionGate(kind="auto", metric="log_loss")], GateInputs(close, champion, 1, frame, min_gain=wanted)
     )
     assert other.evidence["min_gain"] is None
+
+
+def test_after_a_decay_a_challenger_with_the_champions_every_answer_is_not_fresher(
+    rows: tuple[np.ndarray, pd.DataFrame],
+) -> None:
+    """A retrain for a decay that learned only the old rows answers as the champion does on
+    every holdout row: not worse, but nothing was learned from the change, and a canary for it
+    would hold the next retrain up. One answer of its own is enough to be judged as before."""
+    y, frame = rows
+    p = np.where(y == 1, 0.8, 0.2)
+    p[:300] = 1 - p[:300]
+    champion = Outputs.classification(y, p)
+    clone = Outputs.classification(y, np.clip(p + 0.05, 0, 1))  # other scores, the same labels
+    auto = ChampionGate(kind="auto", metric="accuracy")
+    decayed = {"confirmed_decay": "trained for realized performance below its baseline"}
+    [same] = evaluate_gates([auto], GateInputs(clone, champion, 1, frame, **decayed))
+    assert not same.passed and same.evidence["agreement"] == 1.0
+    assert "gives the champion's answer on all 2000 rows: it learned nothing" in same.reason
+    assert not promising({"passed": False, "checks": [same.to_dict()]})
+    p[0] = 1 - p[0]  # one row answered otherwise (rightly or not: accuracy moves by 0.0005)
+    [own] = evaluate_gates([auto], GateInputs(Outputs.classification(y, p), champion, 1, frame, **decayed))
+    assert own.passed and own.evidence["agreement"] == pytest.approx(0.9995)
+    # an explicit non-inferiority gate judges what it was asked to
+    [explicit] = evaluate_gates(
+        [ChampionGate(kind="non_inferiority", metric="accuracy")], GateInputs(clone, champion, 1, frame)
+    )
+    assert explicit.passed

@@ -204,6 +204,15 @@ def _by_probabilities(gate: Any, metric: Metric, inputs: GateInputs, test: str) 
     return get_metric(PROBABILITY_EVIDENCE)
 
 
+def _agreement(inputs: GateInputs) -> float | None:
+    """The share of rows on which the challenger gives the champion's answer (its label, or
+    its value for regression); None without a champion or for generation."""
+    champion = inputs.champion
+    if champion is None or inputs.challenger.task == "generation" or inputs.challenger.n == 0:
+        return None
+    return float(np.mean(inputs.challenger.pred == champion.pred))
+
+
 def _wanted_gain(gate: Any, metric: Metric, inputs: GateInputs, test: str) -> MinGain | None:
     """The least gain an ``auto`` gate's superiority test also wants of the estimate (see
     ``GateInputs.min_gain``), when it is in this gate's metric; None otherwise."""
@@ -283,6 +292,16 @@ def check_champion(gate: Any, inputs: GateInputs, seed: int) -> CheckResult:
             also, inputs, result.estimate, metric, confidence, gate.n_boot, seed
         )
         passed = passed or probabilities["passed"]
+    agreement = _agreement(inputs)
+    clone = rule is not None and test == "non_inferiority" and agreement == 1.0
+    if clone:
+        # not worse, and no different: a retrain that learned nothing from the change it was
+        # made for leaves the decay in place, and its canary would only hold the next retrain up
+        verdict += (
+            f", but it gives the champion's answer on all {inputs.challenger.n} rows: it learned "
+            "nothing from the change, so it is not fresher"
+        )
+        passed = False
     wanted = _wanted_gain(gate, metric, inputs, test)
     short = None
     if wanted is not None:
@@ -319,6 +338,7 @@ def check_champion(gate: Any, inputs: GateInputs, seed: int) -> CheckResult:
         "confidence": gate.confidence,
         "test_confidence": confidence,
         "by_probabilities": probabilities,
+        "agreement": agreement,
         "min_gain": None if wanted is None else {"value": wanted.value, "why": wanted.why},
         "n_boot": gate.n_boot,
         "n_valid_resamples": result.n_valid,
