@@ -919,7 +919,8 @@ class FeastServingSpec(_Part):
     online: bool = Field(
         True,
         description="Read the features a request lacks from the online store; false: requests carry every "
-        "feature, and only the entity keys are checked and logged.",
+        "feature, and only the entity keys are checked and logged (Feast's worker starts once to tell their "
+        "types, then stops).",
     )
     timeout_seconds: Duration = Field(
         2.0, gt=0, description="How long one online read may take before the request gets a 503."

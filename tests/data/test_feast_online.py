@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from evertrain.data.feast_online import Answer, OnlineFeatures
-from evertrain.exceptions import StoreError
+from evertrain.exceptions import StoreError, UsageError
 
 WORKER = """
 import json, os, sys, time
@@ -124,3 +124,21 @@ def test_a_worker_that_starts_after_close_is_stopped(reader: OnlineFeatures, tmp
     eventually(lambda: len(pids(tmp_path)) == 1)
     eventually(lambda: not alive(pids(tmp_path)[0]))
     assert not reader.ready
+
+
+def test_without_online_reads_the_worker_tells_the_keys_and_stops(
+    reader: OnlineFeatures, tmp_path: Path
+) -> None:
+    """``serving.feast.online: false``: requests carry every feature, so the server needs only
+    the entity keys' types; no Feast process is kept running for reads that never come."""
+    online = OnlineFeatures(reader.repo, python=reader.python, resident=False)
+    try:
+        online.start()
+        assert online.ready and online.keys_ == {"region": "string"} and online.names_ == ["size"]
+        [pid] = pids(tmp_path)
+        eventually(lambda: not alive(pid))
+        assert online.ready  # the keys stay known
+        with pytest.raises(UsageError, match="online reads are off"):
+            online.read({"region": ["east"]})
+    finally:
+        online.close()

@@ -64,8 +64,12 @@ class OnlineFeatures:
         feature_service: str | None = None,
         entity_keys: list[str] | None = None,
         python: str | None = None,
+        resident: bool = True,
     ) -> None:
         self.repo = repo
+        # False: the worker only tells the entity keys and features, then stops (no online reads)
+        self.resident = resident
+        self._described = False
         self.features = features
         self.feature_service = feature_service
         self.entity_keys = entity_keys
@@ -86,6 +90,8 @@ class OnlineFeatures:
 
     @property
     def ready(self) -> bool:
+        if not self.resident:
+            return self._described
         proc = self._proc
         return proc is not None and proc.poll() is None
 
@@ -142,12 +148,18 @@ class OnlineFeatures:
         with self._lock:
             closed = self._closed
             if not closed:
-                self.keys_, self.names_, self._proc = keys, names, proc
+                self.keys_, self.names_ = keys, names
+                if self.resident:
+                    self._proc = proc
+                else:
+                    self._described = True
             self._error, self._starting = None, False
-        if closed:  # closed while it started: it is nobody's
+        if closed or not self.resident:  # closed while it started: it is nobody's; or not kept
             _stop(proc)
             if proc.stdout is not None:
                 proc.stdout.close()
+            if not closed:
+                log.info("feast entity keys read from %s: %s (no online reads)", self.repo, ", ".join(keys))
             return
         threading.Thread(target=self._answers, args=(proc,), name="evertrain-feast", daemon=True).start()
         log.info("feast online reader started on %s: keys %s", self.repo, ", ".join(keys))
@@ -212,6 +224,8 @@ class OnlineFeatures:
 
     def read(self, entities: dict[str, list[Any]]) -> Future[Answer]:
         """The online features of the entity rows ``entities`` (one list per key), as a future."""
+        if not self.resident:
+            raise UsageError("feast online features: online reads are off (serving.feast.online: false)")
         future: Future[Answer] = Future()
         self.ensure()
         with self._lock:
@@ -313,4 +327,5 @@ def online_features(feast: Any, base: Path | None = None) -> OnlineFeatures:
         feature_service=feast.feature_service,
         entity_keys=feast.entity_keys,
         python=python,
+        resident=feast.online,
     )
