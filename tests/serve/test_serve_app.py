@@ -212,3 +212,24 @@ def test_oversized_body_gets_413_and_the_server_keeps_serving(store: Store, cham
         many = c.post("/v1/models/churn:predict", json={"instances": instances(11)})
         assert many.status_code == 422 and "more than the 10" in many.json()["error"]
         assert c.post("/v1/models/churn:predict", json={"instances": instances(1)}).status_code == 200
+
+
+def test_the_dashboards_thread_ends_with_the_app(store: Store, champion: int) -> None:
+    """The dashboard renders on a thread of its own; an app that stops (a replica drained, an
+    app embedded and closed in a test run) does not leave it behind, idle, until the process ends."""
+    import threading
+
+    from evertrain.faces import ui
+
+    def dashboard_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("evertrain-dashboard")}
+
+    before = dashboard_threads()
+    app = create_app(store, serving=serving(), admin_token=TOKEN)
+    ui.mount(app, store)
+    with LiveServer(app) as live, client(live.url) as c:
+        ready(c)
+        assert c.get("/ui", headers=AUTH).status_code == 200
+        mine = dashboard_threads() - before
+        assert len(mine) == 1
+    wait_until(lambda: not any(t.is_alive() for t in mine), 20, "the dashboard's thread outlived its app")

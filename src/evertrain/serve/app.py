@@ -95,12 +95,14 @@ def create_app(
     )
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(server.start)
         try:
             yield
         finally:
             await run_in_threadpool(server.stop)
+            for stop in app_.state.stops:  # what parts mounted on the app start (the dashboard's thread)
+                stop()
 
     app = FastAPI(
         title="evertrain serving",
@@ -109,6 +111,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.server = server
+    app.state.stops = []  # callables run when the app stops, after the server
     _handlers(app, server)
     _routes(app, server, spec)
     app.add_middleware(PredictRoute, server=server)  # inside the host allowlist, added after it

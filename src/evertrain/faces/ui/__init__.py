@@ -247,7 +247,9 @@ def mount(app: Any, store: Store, admin_token: str | None = None, *, root: bool 
         server = getattr(getattr(app, "state", None), "server", None)
         admin_token = getattr(server, "admin_token", None)
     evidence.preload()
-    app.router.routes.extend(routes(store, admin_token, root=root, warm=True))
+    app.router.routes.extend(
+        routes(store, admin_token, root=root, warm=True, stops=getattr(app.state, "stops", None))
+    )
 
 
 def _warm_up(store: Store, admin: bool) -> None:
@@ -319,9 +321,16 @@ _T = TypeVar("_T")
 
 
 def routes(
-    store: Store, admin_token: str | None = None, *, root: bool = False, warm: bool = False
+    store: Store,
+    admin_token: str | None = None,
+    *,
+    root: bool = False,
+    warm: bool = False,
+    stops: list[Callable[[], None]] | None = None,
 ) -> list[Route]:
-    """The dashboard's routes; ``warm``: make the first model's page in the background now."""
+    """The dashboard's routes; ``warm``: make the first model's page in the background now;
+    ``stops``: the app's list of what to run when it stops, given the end of the dashboard's
+    thread (renders still queued are dropped, the one under way finishes)."""
     admin = bool(admin_token)
     # One thread does all of the dashboard's reads and rendering, one request after another:
     # however many pages poll, the dashboard competes with the event loop (which answers
@@ -330,6 +339,8 @@ def routes(
     # it is: a thread holding the interpreter lock while the scheduler keeps it waiting
     # would hold the event loop up with it.
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evertrain-dashboard")
+    if stops is not None:
+        stops.append(lambda: worker.shutdown(wait=False, cancel_futures=True))
     if warm:
         worker.submit(_warm_up, store, admin)
 
