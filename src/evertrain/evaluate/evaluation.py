@@ -295,16 +295,21 @@ def evaluate_version(
         timings=timings,
     )
     if record:
-        report.evaluation_id = store.lineage.record_evaluation(
-            model,
-            mv.version,
-            passed=passed,
-            report=report.to_dict(),
-            actor=actor or settings.actor(),
-            champion_version=champion_version,
-            snapshot_id=holdout_id,
-        )
+        _record(store, report, actor or settings.actor(), holdout_id)
     return report
+
+
+def _record(store: Store, report: GateReport, actor: str, snapshot_id: str | None) -> None:
+    """Store ``report`` as an evaluation of its version (on the holdout ``snapshot_id``)."""
+    report.evaluation_id = store.lineage.record_evaluation(
+        report.model,
+        report.version,
+        passed=report.passed,
+        report=report.to_dict(),
+        actor=actor,
+        champion_version=report.champion_version,
+        snapshot_id=snapshot_id,
+    )
 
 
 def confirmed_decay(spec: Any, trigger: str | None) -> str | None:
@@ -536,13 +541,5 @@ def judge_again(
         seed=seed,
         evaluated_at=store.clock(),
     )
-    report.evaluation_id = store.lineage.record_evaluation(
-        model,
-        mv.version,
-        passed=passed,
-        report=report.to_dict(),
-        actor=actor,
-        champion_version=champion_version,
-        snapshot_id=holdout_id,
-    )
+    _record(store, report, actor, holdout_id)
     return report
