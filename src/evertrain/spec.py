@@ -1129,6 +1129,11 @@ class Spec(_Part):
             )
         return self
 
+    def watched_metric(self) -> str:
+        """The realized metric the performance trigger watches: ``triggers.performance.metric``,
+        else the task's primary metric."""
+        return self.triggers.performance.metric or PRIMARY_METRIC[self.model.task]
+
     def feast_serving(self) -> FeastServingSpec | None:
         """What serving reads from Feast: ``serving.feast`` over the ``feast`` data source's settings;
         ``None`` when the project has no Feast."""

@@ -53,7 +53,7 @@ from typing import Any
 
 from croniter import croniter
 
-from evertrain.spec import PRIMARY_METRIC, Spec, check_cron
+from evertrain.spec import Spec, check_cron
 
 DAY = 86400.0
 
@@ -208,7 +208,7 @@ def performance_metric(spec: Spec) -> tuple[str, bool]:
     """
     from evertrain.evaluate.metrics import get_metric
 
-    metric = get_metric(spec.triggers.performance.metric or PRIMARY_METRIC[spec.model.task])
+    metric = get_metric(spec.watched_metric())
     return metric.name, metric.higher_is_better
 
 

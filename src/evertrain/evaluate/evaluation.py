@@ -49,7 +49,6 @@ from evertrain.evaluate.scoring import (
     score,
 )
 from evertrain.exceptions import NotFoundError, UsageError
-from evertrain.spec import PRIMARY_METRIC
 from evertrain.store import Store
 from evertrain.store.registry import CHAMPION
 
@@ -354,9 +353,8 @@ def min_gain(spec: Any, trigger: str | None) -> MinGain | None:
     if "more_data" not in fired or "inputs_shifted" not in fired:
         return None
     drop = float(spec.triggers.performance.drop)
-    metric = spec.triggers.performance.metric or PRIMARY_METRIC[spec.model.task]
     return MinGain(
-        get_metric(metric).name,
+        get_metric(spec.watched_metric()).name,
         drop,
         "tried on more data while the inputs drift and their labels showed no loss of more than "
         f"{drop:g}: a smaller gain is not worth a rollout",

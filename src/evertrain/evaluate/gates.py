@@ -293,8 +293,7 @@ def check_champion(gate: Any, inputs: GateInputs, seed: int) -> CheckResult:
         )
         passed = passed or probabilities["passed"]
     agreement = _agreement(inputs)
-    clone = rule is not None and test == "non_inferiority" and agreement == 1.0
-    if clone:
+    if rule is not None and test == "non_inferiority" and agreement == 1.0:
         # not worse, and no different: a retrain that learned nothing from the change it was
         # made for leaves the decay in place, and its canary would only hold the next retrain up
         verdict += (
