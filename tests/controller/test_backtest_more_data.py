@@ -18,9 +18,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from evertrain.controller import steps
 from evertrain.controller.backtest import backtest
 from evertrain.controller.backtest_spec import default_spec
+from evertrain.controller.policy import History
+from evertrain.rollout import get_active
 from evertrain.spec import Spec
 
 BATCH_ROWS = 200
@@ -90,3 +94,65 @@ def test_a_challenger_no_better_is_judged_again_and_dropped() -> None:
     assert not look["passed"] and look["dropped"] == "look 1 of 2 did not show it better"
     assert result["promotions"] == []
     assert {b["model_version"] for b in result["batches"]} == {1}
+
+
+class _Killed(Exception):
+    """The process dying at a chosen point of the gate step."""
+
+
+@pytest.mark.parametrize("dies", ["before its rollout starts", "before its result is stored"])
+def test_a_second_look_interrupted_by_a_crash_is_not_judged_twice(
+    monkeypatch: pytest.MonkeyPatch, dies: str
+) -> None:
+    """A controller killed inside the gate step runs that step again on restart, from the
+    history stored before it: the look it already judged (and recorded) is read back, not
+    judged and recorded a second time, and the rollout it began is not begun again."""
+    gate_step = steps.STEP_FUNCTIONS["gate"]
+    start_rollout = steps._start_rollout
+    crashes: list[dict[str, Any]] = []
+
+    def start_or_die(ctx: Any, version: int, report: dict[str, Any]) -> str:
+        if dies == "before its rollout starts" and not crashes:
+            raise _Killed
+        return start_rollout(ctx, version, report)
+
+    def gate_with_a_crash(ctx: Any) -> Any:
+        pending = ctx.history.second_look
+        if crashes or pending is None or (ctx.results.get("train") or {}).get("status") == "trained":
+            return gate_step(ctx)
+        stored = History.from_dict(ctx.history.to_dict())
+        count = len(ctx.store.lineage.evaluations(ctx.model, int(pending["version"])))
+        try:
+            out = gate_step(ctx)
+        except _Killed:
+            out = None
+        judged = len(ctx.store.lineage.evaluations(ctx.model, int(pending["version"])))
+        if judged == count:  # not judged yet (too few rows): no crash this time
+            assert out is not None
+            return out
+        started = get_active(ctx.store, ctx.model)
+        crash: dict[str, Any] = {"before": count, "judged": judged, "started": started and started.id}
+        crashes.append(crash)
+        ctx.history = stored  # the restarted controller reads the history stored before the step
+        again = gate_step(ctx)
+        crash["after"] = len(ctx.store.lineage.evaluations(ctx.model, int(pending["version"])))
+        active = get_active(ctx.store, ctx.model)
+        crash.update({"active": active and active.id, "out": again})
+        return again
+
+    monkeypatch.setitem(steps.STEP_FUNCTIONS, "gate", gate_with_a_crash)
+    monkeypatch.setattr(steps, "_start_rollout", start_or_die)
+    rng, x = inputs(15, seed=1)
+    result = replay(frame_of(x, (x[:, 0] + x[:, 1] > 0) ^ (rng.random(len(x)) < 0.1)))
+    [crash] = crashes
+    assert crash["judged"] == crash["before"] + 1  # the look was recorded before the crash
+    assert crash["after"] == crash["judged"]  # and was not judged again after it
+    if dies == "before its result is stored":
+        assert crash["active"] == crash["started"]  # the rollout begun before the crash goes on
+    else:
+        assert crash["started"] is None
+    assert crash["out"]["status"] == "passed" and crash["out"]["rollout"] is not None
+    # the same outcome as without the crash: one look, passed, one promotion
+    [look] = result["second_looks"]
+    assert look["passed"]
+    assert result["promotions"] == [{"batch": look["batch"] + 1, "version": look["version"]}]

@@ -473,7 +473,8 @@ def _second_look(ctx: CycleContext) -> GateStepResult:
     the rows labelled after its cut-off, once those hold ``AGAIN_AT[look]`` times its holdout's
     rows; at a stricter confidence (:data:`evertrain.evaluate.evaluation.AGAIN_AT`). Passed, it
     goes through the normal rollout; shown no better, after its last look, or when the champion
-    changed, it is dropped. A newer challenger replaces it (:func:`gate`)."""
+    changed, it is dropped. A newer challenger replaces it (:func:`gate`). Run again after a
+    crash, it reads back a look already recorded and goes on with a rollout already begun."""
     from evertrain.evaluate.evaluation import AGAIN_AT, judge_again, promising
 
     pending = ctx.history.second_look
@@ -484,7 +485,8 @@ def _second_look(ctx: CycleContext) -> GateStepResult:
     now = ctx.store.registry.get_alias(ctx.model, CHAMPION)
     if now != champion:
         return _drop(ctx, out, f"the champion is v{now} now, not v{champion}")
-    if _rollout_in_progress(ctx) is not None:
+    in_progress = _rollout_in_progress(ctx)
+    if in_progress is not None and in_progress != version:
         return out  # a version is in shadow or canary: judged when it is done
     look = int(pending["looks"]) + 1
     need = int(pending["holdout_rows"]) * AGAIN_AT[look - 1]
@@ -498,15 +500,27 @@ def _second_look(ctx: CycleContext) -> GateStepResult:
     out["second_look"] = {"look": look, "rows": rows.num_rows, "needed": need}
     if rows.num_rows < need:
         return out
-    fresh = rows.to_pandas()
-    fresh[ctx.spec.model.target] = fresh["label"]
-    report = judge_again(
-        ctx.store, ctx.spec, ctx.model, version, champion, fresh, look=look, actor=ACTOR, project=ctx.project
-    ).to_dict()
+    report = _judged(ctx, version, champion, look)  # judged before a crash: not judged twice
+    if report is None:
+        fresh = rows.to_pandas()
+        fresh[ctx.spec.model.target] = fresh["label"]
+        report = judge_again(
+            ctx.store,
+            ctx.spec,
+            ctx.model,
+            version,
+            champion,
+            fresh,
+            look=look,
+            actor=ACTOR,
+            project=ctx.project,
+        ).to_dict()
     out.update({"reason": report.get("reason"), "checks": report.get("checks", []), "promoted": False})
     if report["passed"]:
         ctx.history.second_look = None
-        out.update({"status": "passed", "rollout": _start_rollout(ctx, version, report)})
+        # its rollout may have begun before a crash: it is not begun twice
+        phase = _rollout_phase(ctx) if in_progress == version else _start_rollout(ctx, version, report)
+        out.update({"status": "passed", "rollout": phase})
         out["history"] = ctx.history.to_dict()
         return out
     if look >= len(AGAIN_AT) or not promising(report):
@@ -514,6 +528,27 @@ def _second_look(ctx: CycleContext) -> GateStepResult:
     ctx.history.second_look = {**pending, "looks": look}
     out["history"] = ctx.history.to_dict()
     return out
+
+
+def _judged(ctx: CycleContext, version: int, champion: int, look: int) -> dict[str, Any] | None:
+    """The report of look ``look`` at ``version`` against ``champion`` if one was recorded, else None."""
+    for evaluation in reversed(ctx.store.lineage.evaluations(ctx.model, version)):
+        report: dict[str, Any] = evaluation["report"]
+        checks = report.get("checks") or []
+        if (
+            report.get("champion_version") == champion
+            and checks
+            and all((c.get("evidence") or {}).get("look") == look for c in checks)
+        ):
+            return report
+    return None
+
+
+def _rollout_phase(ctx: CycleContext) -> str | None:
+    from evertrain.rollout import get_active
+
+    active = get_active(ctx.store, ctx.model)
+    return None if active is None else active.phase
 
 
 def _drop(ctx: CycleContext, out: GateStepResult, why: str) -> GateStepResult:
