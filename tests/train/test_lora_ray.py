@@ -56,7 +56,7 @@ def test_two_ddp_workers_on_ray_make_the_adapter_one_process_makes(
     rows.to_csv(project / "tickets.csv", index=False)
     clock.now = float(rows["label_ts"].max()) + 1.0
     store, window = project_store, {"kind": "sliding", "rows": 300}
-    settings: dict[str, Any] = {"max_length": 32, "dropout": 0.0, "eval_every": 4, "epochs": 3}
+    settings: dict[str, Any] = {"max_length": 32, "dropout": 0.0, "eval_every": 4, "epochs": 2}
     gates = [{"kind": "threshold", "metric": "accuracy", "min": 0.5}]
     alone = text_project("alone", lora_trainer(base, **settings), window=window, gates=gates)
     distributed = {"distributed": {"workers": 2}}
