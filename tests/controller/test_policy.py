@@ -394,6 +394,29 @@ def test_a_lasting_decay_retrains_and_learns_from_its_first_window_on() -> None:
     assert second.since == T0 - 3600  # the first drifted window, not the one that confirmed it
 
 
+def test_a_decay_still_deepening_is_retrained_for_once_it_levels_off() -> None:
+    """A gradual change under way: the champion's accuracy falls from part to part of its newest
+    labelled rows. Retrained for now, the rows since it began still mostly hold the old concept
+    and the challenger gives the champion's answers again; once the parts agree it is retrained for."""
+    spec = make_spec(persist=True, policy={"cooldown": 0})
+    falling = champion_obs(T0, new=5000, metric=0.90, baseline=0.99, metric_parts=(0.94, 0.86))
+    held, h = decide(spec, falling, History())
+    assert held.action == "none"  # no try on more data either: a decay is being dealt with
+    assert any("still falling (0.940 then 0.860 on 500 rows each)" in x for x in held.held)
+    settled = champion_obs(
+        T0 + 3600, new=5500, metric=0.61, baseline=0.99, metric_parts=(0.62, 0.60), realized_since=T0
+    )
+    decision, _ = decide(spec, settled, h)
+    assert decision.action == "retrain" and decision.triggers == ["performance"]
+    assert decision.since == T0
+    # a slow decay, its parts within the drop of each other, is retrained for at once
+    slow = champion_obs(T0, new=5000, metric=0.895, baseline=0.99, metric_parts=(0.90, 0.89))
+    assert decide(spec, slow, History())[0].triggers == ["performance"]
+    # so is an abrupt change once the rows after it fill both parts
+    abrupt = champion_obs(T0, new=5000, metric=0.52, baseline=0.99, metric_parts=(0.53, 0.51))
+    assert decide(spec, abrupt, History())[0].triggers == ["performance"]
+
+
 def champion_obs(at: float, *, new: int, version: int = 1, rows: int = 2500, **more: object) -> Observation:
     """A quiet window of a champion that learned from ``rows``, ``new`` labelled rows after its training."""
     quiet: dict[str, Any] = {"share_drifted": 0.0, "metric": 0.9, "baseline": 0.9, "n_labels": 1000}

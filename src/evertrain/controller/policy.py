@@ -19,7 +19,10 @@ The rules, in order:
    A decay must persist: the drift for ``triggers.drift.consecutive`` windows (two by
    default; the retrain then learns from the first of them on), the realized decay in
    each of ``triggers.performance.consecutive`` consecutive parts of the labelled rows.
-   A one-window spell does not cost a retrain.
+   A one-window spell does not cost a retrain. A decay still deepening (accuracy clearly
+   lower in the newest part than in the one before, see :func:`deepening`) waits until it
+   levels off: a change under way leaves the rows since it began mostly of the old
+   behaviour, and a retrain on them gives the champion's answers again.
 2. A trigger is held back while a challenger is in shadow or canary, by the cooldown
    since the last retrain, by the daily cap on
    retrains, and by the daily compute budget. A manual request ignores the cooldown
@@ -335,6 +338,43 @@ def _persists(obs: Observation, consecutive: int, drop: float, higher_is_better:
     )
 
 
+def deepening(spec: Spec, obs: Observation) -> str | None:
+    """How the decay still deepens, if the newest part of the labelled rows is clearly worse than
+    the part before it (by more than ``triggers.performance.drop``, and significant by a
+    two-proportion test at the trigger's confidence); else None. Accuracy only.
+
+    A change under way (a gradual drift) shows as a metric that falls from part to part; a
+    retrain then learns mostly from rows of the old behaviour and gives the champion's answers
+    again. Once the newest parts agree (an abrupt change, or a gradual one that has settled) the
+    decay is retrained for.
+
+    >>> from evertrain.spec import Spec
+    >>> spec = Spec.model_validate({"model": {"name": "m", "target": "y"},
+    ...     "data": {"source": {"kind": "csv", "path": "x.csv"}}})
+    >>> deepening(spec, Observation(at=0.0, n_labels=1000, metric_parts=(0.94, 0.86)))
+    '0.940 then 0.860 on 500 rows each'
+    >>> deepening(spec, Observation(at=0.0, n_labels=1000, metric_parts=(0.52, 0.50))) is None
+    True
+    """
+    metric, higher_is_better = performance_metric(spec)
+    parts = obs.metric_parts
+    if metric not in PROPORTION_METRICS or len(parts) < 2 or obs.n_labels <= 0:
+        return None
+    older, newer = parts[-2], parts[-1]
+    drop = spec.triggers.performance.drop
+    if older is None or newer is None or not _worse(newer, older, drop, higher_is_better):
+        return None
+    from scipy.stats import norm
+
+    rows = obs.n_labels / len(parts)
+    pooled = (older + newer) / 2
+    se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * 2 / rows)
+    confidence = spec.triggers.performance.confidence or 0.95
+    if abs(older - newer) / se <= float(norm.ppf(confidence)):
+        return None
+    return f"{older:.3f} then {newer:.3f} on {rows:.0f} rows each"
+
+
 def window_cap(spec: Spec) -> int | None:
     """The most rows the configured training window holds (None: no row bound)."""
     window = spec.training.window
@@ -530,6 +570,13 @@ def decide(
                 f"performance: {metric} {obs.metric:.3f} is {worse_word} the baseline {obs.baseline:.3f} "
                 f"{_clearly(spec)} on average, but not in each of {perf.consecutive} "
                 f"consecutive parts of its labelled rows ({parts}): a spell, not yet a decay"
+            )
+        elif is_decay and (falling := deepening(spec, obs)) is not None:
+            decay_seen = True
+            held.append(
+                f"performance: {metric} {obs.metric:.3f} is {worse_word} the baseline {obs.baseline:.3f} "
+                f"{_clearly(spec)}, and still falling ({falling}): the rows since it began hold the "
+                "old behaviour still; retrained for once it levels off"
             )
         elif is_decay:
             fired.append("performance")
