@@ -362,7 +362,6 @@ def train(ctx: CycleContext) -> TrainStepResult:
 def gate(ctx: CycleContext) -> GateStepResult:
     """Judge the new version against the champion; promote a first version, canary a passing one."""
     from evertrain.evaluate.evaluation import evaluate_version
-    from evertrain.rollout import get_active
 
     trained = ctx.results.get("train") or {}
     if trained.get("status") != "trained" or trained.get("version") is None:
@@ -415,19 +414,19 @@ def gate(ctx: CycleContext) -> GateStepResult:
     if champion == version:
         out["promoted"] = True  # promoted before a crash: nothing more to do
         return out
-    active = get_active(ctx.store, ctx.model)
-    if active is not None and active.version == version:
-        out["rollout"] = active.phase  # started before a crash
-        return out
     out["rollout"] = _start_rollout(ctx, version, report)
     return out
 
 
 def _start_rollout(ctx: CycleContext, version: int, report: dict[str, Any]) -> str:
-    """Start the normal rollout of ``version``, which passed the gates of ``report``; its phase."""
+    """Start the normal rollout of ``version``, which passed the gates of ``report``; its phase.
+    One begun before a crash (the step run again) goes on: it is not begun twice."""
     from evertrain.evaluate.evaluation import confirmed_decay, proven_better
-    from evertrain.rollout import start_rollout
+    from evertrain.rollout import get_active, start_rollout
 
+    active = get_active(ctx.store, ctx.model)
+    if active is not None and active.version == version:
+        return active.phase
     trigger = ctx.store.registry.get_version(ctx.model, version).trigger
     decay = confirmed_decay(ctx.spec, trigger)
     more_data = "tried on more data" if decay is None and "more_data" in (trigger or "").split(",") else None
@@ -518,9 +517,7 @@ def _second_look(ctx: CycleContext) -> GateStepResult:
     out.update({"reason": report.get("reason"), "checks": report.get("checks", []), "promoted": False})
     if report["passed"]:
         ctx.history.second_look = None
-        # its rollout may have begun before a crash: it is not begun twice
-        phase = _rollout_phase(ctx) if in_progress == version else _start_rollout(ctx, version, report)
-        out.update({"status": "passed", "rollout": phase})
+        out.update({"status": "passed", "rollout": _start_rollout(ctx, version, report)})
         out["history"] = ctx.history.to_dict()
         return out
     if look >= len(AGAIN_AT) or not promising(report):
@@ -542,13 +539,6 @@ def _judged(ctx: CycleContext, version: int, champion: int, look: int) -> dict[s
         ):
             return report
     return None
-
-
-def _rollout_phase(ctx: CycleContext) -> str | None:
-    from evertrain.rollout import get_active
-
-    active = get_active(ctx.store, ctx.model)
-    return None if active is None else active.phase
 
 
 def _drop(ctx: CycleContext, out: GateStepResult, why: str) -> GateStepResult:
