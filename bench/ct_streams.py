@@ -244,9 +244,17 @@ def rainfall(seed: int) -> pd.DataFrame:
 
 def _packaged(name: str) -> pd.DataFrame:
     """A table that a package of the data environment ships, written to Parquet once."""
+    import fcntl
+
     path = WORK / "data" / f"pkg-{name}.parquet"
     if not path.exists():
-        _export_packaged(path.parent)
+        # runs side by side (--jobs) would build the same environment at once and clash: one
+        # builds while the others wait on the lock, then find the table written
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / ".export.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                _export_packaged(path.parent)
     return pd.read_parquet(path)
 
 
