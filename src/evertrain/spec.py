@@ -676,12 +676,14 @@ class MoreDataTrigger(_Part):
     use now holds ``1 + growth`` times the rows of the window the champion was trained on,
     a challenger is trained on it and the champion gate decides (superiority on the newest
     rows: it must be shown better). A challenger that is not keeps the champion, and the
-    next try for that champion waits until the window could grow by the same factor again:
-    with a bounded window, a champion gets a try or two at most. A champion trained after a
-    change on the rows since it was offered the whole window and chose fewer rows: more of
-    them is the decay tests' business, not this rule's. A try made while the inputs drift and
-    their labels showed no loss must also gain at least ``triggers.performance.drop``: its new
-    rows are the moved inputs the champion handles within that loss.
+    next try for that champion waits until the rows there are to draw on (its window and
+    the rows labelled since, counted with no bound) grow by the same factor again: the tries
+    grow apart geometrically, and on a bounded window each learns from rows the last never
+    saw. A champion trained after a change on the rows since it was offered the whole window
+    and chose fewer rows: more of them is the decay tests' business, not this rule's. A try
+    made while the inputs drift and their labels showed no loss must also gain at least
+    ``triggers.performance.drop``: its new rows are the moved inputs the champion handles
+    within that loss.
     """
 
     enabled: bool = Field(

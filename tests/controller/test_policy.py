@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -430,7 +431,7 @@ def champion_obs(at: float, *, new: int, version: int = 1, rows: int = 2500, **m
     )
 
 
-def test_more_data_tries_a_larger_window_once_the_window_can_double() -> None:
+def test_more_data_tries_a_larger_window_once_it_can_double_and_again_as_the_rows_double() -> None:
     spec = make_spec()
     early, h = decide(spec, champion_obs(T0, new=2000), History())
     assert early.action == "none"  # 4,500 rows: not yet twice the champion's 2,500
@@ -440,16 +441,28 @@ def test_more_data_tries_a_larger_window_once_the_window_can_double() -> None:
     assert "a window of 5000 rows (2.0x)" in ready.reasons[0] and "gate must show" in ready.reasons[0]
     assert h.more_data_version == 1 and h.more_data_rows == 5000
     # the same champion is kept (the gate rejected the challenger): the window is full at
-    # 5,000 rows and cannot double again, so however many rows arrive it is not retried
-    later = [decide(spec, champion_obs(T0 + k * DAY, new=50_000), h)[0] for k in range(1, 5)]
-    assert [d.action for d in later] == ["none"] * 4
+    # 5,000 rows, and it is tried again only once the rows to draw on have doubled again
+    # (2,500 + 7,500), on a window that has turned over since, then at 20,000, 40,000 ...
+    tries = []
+    for k in range(1, 40):  # 1,000 new rows a day
+        decision, h = decide(spec, champion_obs(T0 + k * DAY, new=2500 + 1000 * k), h)
+        if decision.action == "retrain":
+            tries.append(h.more_data_rows)
+            assert "did not replace it" in decision.reasons[0]
+            assert "a window of 5000 rows (2.0x)" in decision.reasons[0]
+    assert tries == [10_000, 20_000, 40_000]
+    # a challenger the gate kept for a look on newer rows is not dropped for a new try
+    looking = replace(h, second_look={"version": 5, "champion": 1, "looks": 0})
+    assert decide(spec, champion_obs(T0 + 45 * DAY, new=80_000), looking)[0].action == "none"
+    assert decide(spec, champion_obs(T0 + 45 * DAY, new=80_000), h)[0].action == "retrain"
     # a new champion trained on a window of 1,000 may grow fourfold: tried at 4,000 rows,
-    # then no more, since 5,000 is not twice 4,000
-    young = champion_obs(T0 + 2 * DAY, new=3000, version=2, rows=1000)
+    # then not before 8,000
+    young = champion_obs(T0 + 50 * DAY, new=3000, version=2, rows=1000)
     decision, h = decide(spec, young, h)
     assert decision.triggers == ["more_data"] and decision.since is None
     assert h.more_data_version == 2 and h.more_data_rows == 4000
-    assert decide(spec, champion_obs(T0 + 3 * DAY, new=9000, version=2, rows=1000), h)[0].action == "none"
+    assert decide(spec, champion_obs(T0 + 51 * DAY, new=6000, version=2, rows=1000), h)[0].action == "none"
+    assert decide(spec, champion_obs(T0 + 52 * DAY, new=7000, version=2, rows=1000), h)[0].action == "retrain"
 
 
 def test_more_data_tries_are_bounded_on_an_unbounded_window() -> None:
