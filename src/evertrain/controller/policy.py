@@ -462,11 +462,9 @@ def more_data(spec: Spec, obs: Observation, history: History) -> MoreData | None
         judged = newest_count(could, holdout.fraction, holdout.min_rows)
         if (1 - obs.metric) * judged < MIN_ERRORS_TO_BEAT:
             return None  # right on nearly every row: no challenger could be shown better
-    again = (
-        f"the try at {tried} rows did not replace it, and the rows have grown {seen / tried:.1f}x since; "
-        if tried is not None
-        else ""
-    )
+    again = ""
+    if tried is not None:
+        again = f"a try with {tried} rows to draw on did not replace it; they grew {seen / tried:.1f}x; "
     return MoreData(
         could,
         seen,
