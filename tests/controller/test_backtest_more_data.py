@@ -9,7 +9,7 @@ the larger window is shown better and promoted. In a noisy half-plane the gain f
 is too small for one gate (on its labels or its probabilities): the challenger is kept and
 judged again on the rows labelled after its cut-off, shown better there and promoted. On
 labels that nothing predicts, the challenger kept for a second look is shown no better there
-and dropped.
+and dropped, and the champion is tried again once the rows to draw on have doubled, no sooner.
 """
 
 from __future__ import annotations
@@ -94,6 +94,24 @@ def test_a_challenger_no_better_is_judged_again_and_dropped() -> None:
     assert not look["passed"] and look["dropped"] == "look 1 of 2 did not show it better"
     assert result["promotions"] == []
     assert {b["model_version"] for b in result["batches"]} == {1}
+
+
+def test_a_rejected_try_is_made_again_once_the_rows_double_and_no_sooner() -> None:
+    # labels that nothing predicts: no try is ever better, and none may come faster than the
+    # rows double (1,000 rows to draw on at the first model, 2,000 at the first try, 4,000 at
+    # the second, 8,000 beyond the stream), even though the 2,000-row window is full after
+    # the first try and no cooldown spaces them
+    rng, x = inputs(30, seed=3)
+    result = replay(frame_of(x, (x[:, 0] > 0) ^ (rng.random(len(x)) < 0.5)))
+    first, again = result["retrains"]
+    assert first["triggers"] == again["triggers"] == ["more_data"]
+    assert first["gates"] == again["gates"] == "failed"
+    assert "did not replace it" not in first["reason"]
+    assert "a try with 2000 rows to draw on did not replace it" in again["reason"]
+    assert "a window of 2000 rows (2.0x)" in again["reason"]
+    # the second waited for 2,000 more labelled rows, ten batches of 200
+    assert again["batch"] - first["batch"] == 10
+    assert result["promotions"] == []
 
 
 class _Killed(Exception):
