@@ -13,6 +13,8 @@ every 5 and every 20 batches. One more arm, run here on the same batches with th
 trainer: River's ADWIN (default delta 0.002) watching the errors of the newly labelled
 rows, which at each detection retrains on the rows ADWIN kept after the change, i.e. the
 rows since the change it found (at least one batch). Labels arrive 0 or 5 batches late.
+And a reference with no model, ``majority``: the label most frequent in the warm batches,
+answered for every row; an arm that does not beat it learnt nothing the table holds.
 
 Seeds 1-10 are for tuning; seeds 901-904 are for the report and run only with ``--final``,
 so that the published figures come from streams nobody tuned on (100-104, 201-204,
@@ -56,7 +58,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "ct"
 TUNE_SEEDS = list(range(1, 11))
 REPORT_SEEDS = list(range(901, 905))
-ARMS = ("default", "never", "every_1", "every_5", "every_20", "adwin")
+ARMS = ("default", "never", "every_1", "every_5", "every_20", "adwin", "majority")
 BASELINES_EVERY = (1, 5, 20)
 #: The issue's targets.
 REAL_MARGIN = 0.003  # on each real table: >= best of never / every-5 / every-20 minus 0.3 points
@@ -167,6 +169,24 @@ def adwin_arm(frame: pd.DataFrame, batch: int, delay: int, warm: int) -> dict[st
     }
 
 
+def majority_arm(frame: pd.DataFrame, batch: int, warm: int) -> dict[str, Any]:
+    """No model: answer every row of the replayed batches with the label most frequent in the
+    warm batches. A reference for what the arms learn at all, not a baseline of the targets:
+    on a table that no arm beats it on, the arms' differences are differences of noise."""
+    labels = frame[TARGET]
+    answer = labels.iloc[: warm * batch].mode().iloc[0]
+    n_batches = -(-len(frame) // batch)
+    hits = [labels.iloc[i * batch : (i + 1) * batch].eq(answer) for i in range(warm, n_batches)]
+    rows = sum(len(h) for h in hits)
+    return {
+        "batches": [{"index": warm + k, "accuracy": float(h.mean())} for k, h in enumerate(hits)],
+        "retrains": [],
+        "mean_accuracy": sum(int(h.sum()) for h in hits) / rows if rows else None,
+        "n_retrains": 0,
+        "train_seconds": 0.0,
+    }
+
+
 # -- one run ---------------------------------------------------------------------------------
 
 
@@ -244,6 +264,7 @@ def run_one(
         arms["adwin"] = _arm(adwin_arm(frame, stream.batch, delay, DEFAULT_WARM_BATCHES))
     except Exception as exc:
         record["adwin_crash"] = _error(exc)
+    arms["majority"] = _arm(majority_arm(frame, stream.batch, DEFAULT_WARM_BATCHES))
     record["arms"] = arms
     record["seconds"] = time.perf_counter() - began
     out.mkdir(parents=True, exist_ok=True)
@@ -462,7 +483,9 @@ def summary(runs: list[dict[str, Any]], args: argparse.Namespace, seconds: float
         "Every arm replays the same batches with the default trainer and window of the default spec "
         "(`evertrain backtest DATA --target y`, no project file); baselines promote at once, without gate or "
         "canary. `adwin`: River's ADWIN on the errors of newly labelled rows, retraining on the rows "
-        "since the change it found. Each cell: mean accuracy over the replayed batches, averaged over "
+        "since the change it found. `majority`: no model, the label most frequent in the warm batches "
+        "for every row (a reference, not a baseline of the targets). Each cell: mean accuracy over "
+        "the replayed batches, averaged over "
         "the runs (seeds), and in brackets the mean number of retrains. Real tables other than the "
         "census do not change with the seed and run once.",
         "",
