@@ -19,8 +19,8 @@ answered for every row; an arm that does not beat it learnt nothing the table ho
 Seeds 1-10 are for tuning; seeds 901-904 are for the report and run only with ``--final``,
 so that the published figures come from streams nobody tuned on (100-104, 201-204,
 301-304, 401-404, 501-504, 601-604, 701-704 and 801-804 were the report seeds of earlier
-rounds: they have been looked at). The real tables do not change with the seed (the census table's subsample
-does) and run once, so for them unseen seeds mean nothing: one real table
+rounds: they have been looked at). The real tables do not change with the seed (the census
+table's subsample does) and run once, so for them unseen seeds mean nothing: one real table
 (``sp500_direction``) is held out instead, run only with ``--final``, never while the
 defaults were being chosen (until a round that read its decision trail to find why it
 retrained in a loop: it has been looked at).
@@ -340,7 +340,7 @@ GAP_BLOCK = 5
 
 
 def gap_interval(runs: list[dict[str, Any]], arm: str, other: str, draws: int = 2000) -> tuple[float, float]:
-    """A 95% interval for the default's mean accuracy less ``other``'s, over ``arm``'s batches.
+    """A 95% interval for ``arm``'s mean accuracy less ``other``'s, over the runs' batches.
 
     The per-batch differences are averaged over the runs (seeds) at each batch, and the
     mean of that series is resampled by a moving-block bootstrap (blocks of
