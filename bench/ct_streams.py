@@ -12,6 +12,7 @@ synthetic streams are the ones the issue's first target averages over.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -244,8 +245,6 @@ def rainfall(seed: int) -> pd.DataFrame:
 
 def _packaged(name: str) -> pd.DataFrame:
     """A table that a package of the data environment ships, written to Parquet once."""
-    import fcntl
-
     path = WORK / "data" / f"pkg-{name}.parquet"
     if not path.exists():
         # runs side by side (--jobs) would build the same environment at once and clash: one

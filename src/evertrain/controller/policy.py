@@ -347,7 +347,8 @@ def deepening(spec: Spec, obs: Observation) -> str | None:
     A change under way (a gradual drift) shows as a metric that falls from part to part; a
     retrain then learns mostly from rows of the old behaviour and gives the champion's answers
     again. Once the newest parts agree (an abrupt change, or a gradual one that has settled) the
-    decay is retrained for.
+    decay is retrained for. The test is the decay test's (:func:`decay_z`, with no margin),
+    the part before standing for the baseline.
 
     >>> from evertrain.spec import Spec
     >>> spec = Spec.model_validate({"model": {"name": "m", "target": "y"},
@@ -367,13 +368,11 @@ def deepening(spec: Spec, obs: Observation) -> str | None:
         return None
     from scipy.stats import norm
 
-    rows = obs.n_labels / len(parts)
-    pooled = (older + newer) / 2
-    se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * 2 / rows)
+    rows = obs.n_labels // len(parts)
     confidence = spec.triggers.performance.confidence or 0.95
-    if abs(older - newer) / se <= float(norm.ppf(confidence)):
+    if decay_z(newer, rows, older, rows, 0.0) <= float(norm.ppf(confidence)):
         return None
-    return f"{older:.3f} then {newer:.3f} on {rows:.0f} rows each"
+    return f"{older:.3f} then {newer:.3f} on {rows} rows each"
 
 
 def window_cap(spec: Spec) -> int | None:
@@ -427,7 +426,6 @@ def more_data(spec: Spec, obs: Observation, history: History) -> MoreData | None
     >>> from evertrain.spec import Spec
     >>> spec = Spec.model_validate({"model": {"name": "m", "target": "y"},
     ...     "data": {"source": {"kind": "csv", "path": "x.csv"}}})
-    >>> from dataclasses import replace
     >>> obs = Observation(at=0.0, champion_version=1, champion_rows=2500, labels_since_champion=3000)
     >>> more_data(spec, obs, History()).rows  # the 5,000-row window, twice the champion's
     5000
