@@ -850,7 +850,9 @@ class RolloutSpec(_Part):
         "worse (roll back) by more than analysis.quality_margin, and holds the last step while it is "
         "undecided (at the step's limit the plain checks decide). auto: for a version trained for a "
         "confirmed decay, where every cycle on the stale champion costs, and for one tried on more data "
-        "that the gate showed better (a rollout in progress holds every trigger); always; never.",
+        "that the gate showed better (a rollout in progress holds every trigger); always; never. "
+        "In sequential mode a version that the gate showed better than the champion on the newest "
+        "labelled rows starts at the largest step and is promoted at its first look with no failed check.",
     )
 
     @field_validator("steps")

@@ -254,6 +254,32 @@ def test_a_version_tried_on_more_data_and_shown_better_is_promoted_at_its_canary
     assert d.action == "hold" and not d.rollout.plan["sequential"]
 
 
+def test_a_version_shown_better_after_a_decay_starts_its_canary_at_the_largest_step(
+    store: Store, clock: FakeClock, versions: tuple[int, int]
+) -> None:
+    """The stale champion keeps only the traffic the plan's last step leaves it; errors
+    still roll the canary back at its first look."""
+    v1, v2 = versions
+    traffic = Traffic(store, clock)
+    plan = RolloutSpec(
+        steps=[RolloutStep(share=0.1, duration=600, min_samples=50), RolloutStep(share=0.5, duration=600)]
+    )
+    gate = "the gate found accuracy 0.950 vs the champion's 0.600 on 1000 holdout rows"
+    r = start_rollout(store, "m", v2, actor="ctl", rollout_spec=plan, decay="accuracy fell", proven=gate)
+    assert (r.phase, r.share) == ("canary", 0.5) and read_desired(store, "m").share == 0.5
+    assert [s["share"] for s in r.plan["skipped_steps"]] == [0.1]
+    clock.advance(1)
+    traffic.rows("champion", v1, 100)
+    traffic.rows("canary", v2, 100, errors=30)
+    clock.advance(5)
+    d = advance(store, "m", actor="ctl")
+    assert (d.action, d.rollout.outcome) == ("rollback", "rolled_back")
+    assert store.registry.get_alias("m", "champion") == v1
+    # after a decay but not shown better: the plan's steps as written, the smallest first
+    r = start_rollout(store, "m", v2, actor="ctl", rollout_spec=plan, decay="accuracy fell")
+    assert r.share == 0.1 and r.plan["skipped_steps"] == []
+
+
 def test_a_sequential_canary_undecided_at_its_limit_gets_the_plain_plans_verdict(
     store: Store, clock: FakeClock, versions: tuple[int, int]
 ) -> None:

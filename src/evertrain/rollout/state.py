@@ -102,6 +102,18 @@ def make_plan(
     ``more_data``: why the version was tried on more data; with ``proven`` it is judged as
     after a decay: a rollout in progress holds every trigger, so a plain canary of a version
     already shown better would hold the loop's answer to the next change for its steps.
+
+    A proven version's canary starts at the plan's largest step: the offline evidence has
+    shown every request the champion answers answered worse, and what the canary has left
+    to show (that the version serves without errors, within its latency) it shows at its
+    first look, at any share; the smaller steps would only keep more traffic on the model
+    known to be worse. The plan records the steps it skipped.
+
+    >>> [s["share"] for s in make_plan(decay="a decay")["steps"]]
+    [0.1, 0.5]
+    >>> plan = make_plan(decay="a decay", proven="better on the newest rows")
+    >>> [s["share"] for s in plan["steps"]], [s["share"] for s in plan["skipped_steps"]]
+    ([0.5], [0.1])
     """
     if rollout_spec is None:
         from evertrain.spec import RolloutSpec
@@ -110,13 +122,17 @@ def make_plan(
     spec = rollout_spec
     hurry = decay is not None or (more_data is not None and proven is not None)
     sequential = spec.sequential == "always" or (spec.sequential == "auto" and hurry)
+    kept_proof = proven if sequential and hurry else None
+    steps = [s.model_dump() for s in spec.steps]
+    skipped, steps = (steps[:-1], steps[-1:]) if kept_proof is not None else ([], steps)
     return {
         "sequential": sequential,
         "decay": decay,
         "more_data": more_data,
-        "proven": proven if sequential and hurry else None,
+        "proven": kept_proof,
         "shadow": None if spec.shadow is None else spec.shadow.model_dump(),
-        "steps": [s.model_dump() for s in spec.steps],
+        "steps": steps,
+        "skipped_steps": skipped,
         "analysis": spec.analysis.model_dump(),
         "watch_after_promotion": spec.watch_after_promotion,
         "task": task,
