@@ -93,13 +93,21 @@ def _aliases(store: Store, name: str) -> dict[str, int | None]:
         return {}
 
 
-def _train_rows(store: Store, name: str, version: int | None) -> int | None:
-    """How many rows a version was fitted on (from its registered window), if it was registered."""
+def _trained_on(store: Store, name: str, version: int | None) -> dict[str, Any]:
+    """What a version was fitted on, if it was registered: the rows of its registered window
+    (``train_rows``) and the training set chosen among the candidates (``training_set``:
+    ``window`` when there was one; ``version N`` for an earlier champion reinstated)."""
     if version is None:
-        return None
-    window = store.registry.get_version(name, int(version)).params.get("window") or {}
-    rows = window.get("n_train")
-    return None if rows is None else int(rows)
+        return {"train_rows": None, "training_set": None}
+    params = store.registry.get_version(name, int(version)).params
+    if params.get("reinstated_from") is not None:  # fitted where the version it reinstates was
+        rows = _trained_on(store, name, int(params["reinstated_from"]))["train_rows"]
+    else:
+        rows = (params.get("window") or {}).get("n_train")
+    return {
+        "train_rows": None if rows is None else int(rows),
+        "training_set": params.get("training_set") or "window",
+    }
 
 
 def _served_score(replay: Replay, index: int, task: str, accuracy: float | None) -> float | None:
@@ -179,7 +187,7 @@ def run_policy(replay: Replay, on_batch: Callable[[dict[str, Any]], None] | None
                     "reason": "; ".join(decision.get("reasons", [])),
                     "triggers": decision.get("triggers", []),
                     "version": trained.get("version"),
-                    "train_rows": _train_rows(store, name, trained.get("version")),
+                    **_trained_on(store, name, trained.get("version")),
                     "gates": gate.get("status"),
                     "gate_reason": gate.get("reason"),
                     "checks": [c.get("reason") for c in gate.get("checks") or []],

@@ -23,6 +23,11 @@ than one standard error of the paired difference; among those, the largest impro
 wins. Noise on a small valid part then falls back to the window the user configured.
 Every candidate, its size, its score and the choice are recorded in the run and in the
 version's params.
+
+Earlier champions are offered beside the training sets (``TrainJob.recall``): each is
+scored on the same valid part and, by the same rule, replaces the model fitted on the
+chosen set only if its loss is lower by more than one standard error (see
+:func:`evertrain.train.worker.execute_job`).
 """
 
 from __future__ import annotations

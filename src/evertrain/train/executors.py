@@ -47,6 +47,7 @@ from evertrain.train.worker import (
     MODEL_FILE,
     OUT_DIR,
     PARENT_FILE,
+    RECALL_PREFIX,
     RESULT_FILE,
     SCORES_FILE,
     TrainJob,
@@ -382,11 +383,13 @@ class LocalExecutor(Executor):
 
 
 def job_inputs(job_dir: Path) -> dict[str, bytes]:
-    """A job folder's inputs (job file, data, parent model) as bytes, to run it on another machine."""
+    """A job folder's inputs (job file, data, parent model, earlier champions) as bytes, to run
+    it on another machine."""
     return {
         p.name: p.read_bytes()
         for p in job_dir.iterdir()
-        if p.is_file() and (p.suffix == DATA_SUFFIX or p.name in (JOB_FILE, PARENT_FILE))
+        if p.is_file()
+        and (p.suffix == DATA_SUFFIX or p.name in (JOB_FILE, PARENT_FILE) or p.name.startswith(RECALL_PREFIX))
     }
 
 

@@ -20,6 +20,7 @@ from evertrain.evaluate.metrics import DEFAULT_METRICS
 from evertrain.exceptions import ConflictError
 from evertrain.spec import Spec
 from evertrain.store import Store
+from evertrain.store.names import CHAMPION
 from evertrain.store.runs import Run
 from evertrain.train.budget import Leases, holder_id
 from evertrain.train.candidates import plan as plan_candidates
@@ -27,7 +28,7 @@ from evertrain.train.executors import Executor, Outcome
 from evertrain.train.overlap import SnapshotWriter
 from evertrain.train.progress import Listener, Progress, watch
 from evertrain.train.sweep import run_sweep
-from evertrain.train.worker import DATA_PARTS, PARENT_FILE, TrainJob, write_parts
+from evertrain.train.worker import DATA_PARTS, PARENT_FILE, RECALL_PREFIX, TrainJob, write_parts
 
 RUN_KIND = "train"
 RUN_LEASE_PREFIX = "train-run:"
@@ -36,6 +37,10 @@ RUN_LEASE_PREFIX = "train-run:"
 #: each), and because several trainings sharing a host with more threads than cores make
 #: OpenMP spin: on a busy 2-core machine, 2 LightGBM threads ran 3-5x slower than 1.
 DEFAULT_NUM_THREADS = 1
+#: Earlier champions offered beside the training sets after a change (the newest first): a
+#: concept that comes back (a season, a regime) may find the model that served it. Each
+#: costs one prediction of the valid part; three reach back three changes.
+RECALL_LIMIT = 3
 
 
 class TrainingStep:
@@ -163,6 +168,11 @@ class TrainingStep:
             # One fine-tuning, on the configured window: a fit per candidate set would multiply
             # the cost of the most expensive trainer.
             candidates = candidates[:1]
+        recall = (
+            self._recall(job_dir, window.columns.features, parent)
+            if len(candidates) > 1 and spec.training.sweep.trials == 0
+            else []
+        )
         job = TrainJob(
             trainer=trainer.model_dump(mode="json"),
             task=spec.model.task,
@@ -181,11 +191,37 @@ class TrainingStep:
             num_threads=int(trainer.params.get("num_threads") or DEFAULT_NUM_THREADS),
             metrics=list(dict.fromkeys(metrics)),
             candidates=[c.to_dict() for c in candidates],
+            recall=recall,
             time_column=window.columns.time,
             report_progress=self.on_progress is not None,
         )
         job.write(job_dir)
         return job
+
+    def _recall(self, job_dir: Path, features: list[str], parent: int | None) -> list[dict[str, Any]]:
+        """Write the earlier champions that may serve again into the job folder, the newest first.
+
+        An earlier champion is any version the champion alias held before, but the one it
+        holds now (``parent``, whose decay or drift this training answers); one trained on
+        other features, or a fine-tuned adapter, cannot be compared on these rows and is
+        left out. Returns the job's ``recall`` entries.
+        """
+        registry = self.store.registry
+        moves = registry.history(self.name, CHAMPION)
+        served = [m.to_version for m in reversed(moves) if m.to_version is not None]
+        out: list[dict[str, Any]] = []
+        for version in dict.fromkeys(served):
+            if len(out) >= RECALL_LIMIT:
+                break
+            if version == parent:
+                continue
+            mv = registry.get_version(self.name, version)
+            if mv.framework == "lora" or mv.params.get("features") != features:
+                continue
+            name = f"{RECALL_PREFIX}{version}.bin"
+            (job_dir / name).write_bytes(registry.load_artifact(mv))
+            out.append({"version": version, "framework": mv.framework, "file": name})
+        return out
 
     def execute(self, run: Run, job_dir: Path, seconds_left: float) -> tuple[Outcome, dict[str, Any] | None]:
         started = time.perf_counter()

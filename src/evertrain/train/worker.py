@@ -62,6 +62,8 @@ from evertrain.train.tree_scoring import TreeScorer
 
 JOB_FILE = "job.json"
 PARENT_FILE = "parent.bin"
+#: Files of the earlier champions a job may reinstate (``TrainJob.recall``): ``recall-<version>.bin``.
+RECALL_PREFIX = "recall-"
 LOG_FILE = "log.txt"
 OUT_DIR = "out"
 MODEL_FILE = "model.bin"
@@ -108,6 +110,11 @@ class TrainJob:
     #: Candidate training sets (``train.candidates``), the configured window first; with
     #: more than one, each is fitted and the valid part chooses (see that module).
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    #: Earlier champions offered beside the candidate training sets, the newest first: each
+    #: ``{"version", "framework", "file"}`` (the file in the job folder). One whose loss on the
+    #: valid part is lower than the chosen training set's by more than one standard error is
+    #: reinstated: its model is the job's model.
+    recall: list[dict[str, Any]] = field(default_factory=list)
     #: The event-time column, which the candidates cut and weight the train rows by.
     time_column: str | None = None
     #: Whether someone watches the job's progress file (see ``train.progress``); nobody
@@ -263,7 +270,11 @@ def execute_job(
         chosen: list[dict[str, Any]] | None = None
         try:
             if len(plan) > 1 and len(valid):
-                model, context, chosen = _fit_candidates(trainer, train, valid, job, context, plan, log)
+                model, context, chosen, losses = _fit_candidates(
+                    trainer, train, valid, job, context, plan, log
+                )
+                if job.recall:
+                    model, context = _recall(folder, job, valid, (model, context, losses), chosen, log)
             else:
                 model = trainer.fit(train, valid, context)
         except BaseException:
@@ -351,12 +362,13 @@ def _fit_candidates(
     context: TrainContext,
     plan: list[Candidate],
     log: Callable[[str], None],
-) -> tuple[Any, TrainContext, list[dict[str, Any]]]:
+) -> tuple[Any, TrainContext, list[dict[str, Any]], np.ndarray]:
     """Fit each candidate training set and keep the one the valid part chooses.
 
     Each fits on its rows of the same train part, early-stops on the same valid part and
     is scored there; each checkpoints in a folder of its own, under a fingerprint of its own.
-    Returns the chosen model, its context (curves and info) and every candidate's record.
+    Returns the chosen model, its context (curves and info), every candidate's record and
+    the chosen model's per-row losses on the valid part.
     """
     from evertrain.data.windows import WEIGHT_COLUMN, epoch_seconds
 
@@ -408,7 +420,62 @@ def _fit_candidates(
         + " by the one-standard-error rule on the valid part: "
         + ", ".join(f"{k} loss {r['valid_loss']:.4f}" for k, r in records.items())
     )
-    return model, chosen_context, list(records.values())
+    return model, chosen_context, list(records.values()), losses[name]
+
+
+def _recall(
+    folder: Path,
+    job: TrainJob,
+    valid: pd.DataFrame,
+    fresh: tuple[Any, TrainContext, np.ndarray],
+    records: list[dict[str, Any]],
+    log: Callable[[str], None],
+) -> tuple[Any, TrainContext]:
+    """The chosen model, or the earlier champion that does better on the valid part.
+
+    ``fresh``: the model fitted on the chosen training set, its context and its per-row
+    losses on the valid part. Each earlier champion of ``job.recall`` is scored on the same
+    valid rows and is compared with it by the same
+    one-standard-error rule: it replaces the fresh model only if its loss is lower by more
+    than one standard error of the paired difference (the fresh model wins a close call).
+    Each is added to ``records`` with its evidence. A file that is missing or a model that
+    cannot answer these rows is recorded as such and left out.
+    """
+    model, context, fresh_losses = fresh
+    chosen = next(r for r in records if r.get("chosen"))
+    losses: dict[str, np.ndarray] = {str(chosen["name"]): fresh_losses}
+    loaded: dict[str, tuple[int, Any]] = {}
+    found: list[dict[str, Any]] = []
+    for entry in job.recall:
+        version, name = int(entry["version"]), f"version {int(entry['version'])}"
+        record: dict[str, Any] = {"name": name, "version": version, "n_valid": len(valid)}
+        try:
+            data = (folder / str(entry["file"])).read_bytes()
+            framework = str(entry["framework"])
+            options = {"trusted": job.trusted_types} if framework == "sklearn" and job.trusted_types else {}
+            past = get_format(framework, **options).loads(data)
+            past_outputs, _ = predict_outputs(past, valid, job.features, job.task, job.target)
+        except (OSError, ValueError, KeyError, TypeError, EvertrainError) as exc:
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            records.append({**record, "chosen": False})
+            continue
+        losses[name] = row_losses(past_outputs)
+        loaded[name] = (version, past)
+        found.append(record)
+    winner, evidence = choose(losses)
+    for record in found:
+        records.append({**record, **evidence[record["name"]], "against": chosen["name"], "chosen": False})
+    if winner not in loaded:
+        if found:
+            log(f"kept {chosen['name']}: no earlier champion did better on the valid part")
+        return model, context
+    version, past = loaded[winner]
+    for record in records:
+        record["chosen"] = record.get("name") == winner
+    log(f"reinstated {winner}: its valid loss is lower than {chosen['name']}'s by more than one SE")
+    reinstated = dataclasses.replace(context, curves={}, info={})
+    reinstated.info.update(training_set=winner, reinstated_from=version)
+    return past, reinstated
 
 
 def _labelled(
