@@ -343,6 +343,65 @@ def test_after_an_abrupt_change_candidates_are_recorded_and_the_best_is_chosen(
 
 
 @pytest.mark.parametrize("executor", ["inline", "local"])
+def test_after_a_change_earlier_champions_are_scored_and_a_close_call_keeps_the_fresh_model(
+    store: Store, project: Path, clock: Any, monkeypatch: pytest.MonkeyPatch, executor: str
+) -> None:
+    """A rule, its opposite, the rule again: the first champion is offered when the rule comes
+    back and scored on the same valid rows, but 1,200 rows teach the rule as well as it knew
+    it, so the fresh model is kept (an earlier champion must do better by more than one
+    standard error). An earlier champion that cannot be read is recorded as such; the
+    training goes on without it."""
+    rng = np.random.default_rng(5)
+    sizes = (3000, 1200, 1200)
+    n = sum(sizes)
+    x1, x2 = rng.uniform(size=n), rng.uniform(size=n)
+    ts = np.arange(n, dtype=float) * 60.0
+    period = np.repeat([0, 1, 2], sizes)
+    y = np.where(period == 1, x1 <= 0.5, x1 > 0.5).astype(int)
+    spec = _spec(
+        **{
+            "model.target": "y",
+            "data.source": {"kind": "csv", "path": "rule.csv"},
+            "training.window": {"kind": "sliding", "rows": 10_000},
+            "training.executor": executor,
+            "gates": [],
+        }
+    )
+
+    def train_until(rows: int, change_at: float | None) -> Any:
+        frame = pd.DataFrame({"ts": ts, "label_ts": ts, "x1": x1, "x2": x2, "y": y})
+        frame.iloc[:rows].to_csv(project / "rule.csv", index=False)
+        clock.now = float(ts[rows - 1]) + 1.0
+        return train_model(store, spec, project, trigger="drift", change_at=change_at)
+
+    first = train_until(sizes[0], None)
+    store.registry.promote("churn", first.version, actor="tester")
+    opposite = train_until(sizes[0] + sizes[1], float(ts[sizes[0]]))
+    store.registry.promote("churn", opposite.version, actor="tester")
+    # the stale champion (the opposite rule) is not offered: its decay is what this answers
+    back = train_until(n, float(ts[sizes[0] + sizes[1]]))
+    records = {c["name"]: c for c in store.runs.get(back.run_id).result["candidates"]}
+    recalled = records[f"version {first.version}"]
+    assert f"version {opposite.version}" not in records
+    fresh = records[recalled["against"]]  # the training set chosen among the fresh ones
+    assert recalled["valid_loss"] < 0.05 and fresh["name"] in {"window", "since_change", "upweighted"}
+    assert not recalled["chosen"] and fresh["chosen"]
+    assert store.registry.get_version("churn", back.version).params["training_set"] == fresh["name"]
+    assert back.metrics["holdout"]["accuracy"] > 0.95
+
+    def unreadable(mv: Any) -> bytes:
+        return b"not a model"
+
+    monkeypatch.setattr(store.registry, "load_artifact", unreadable)
+    again = train_until(n, float(ts[sizes[0] + sizes[1]]))
+    records = {c["name"]: c for c in store.runs.get(again.run_id).result["candidates"]}
+    assert (
+        "error" in records[f"version {first.version}"] and not records[f"version {first.version}"]["chosen"]
+    )
+    assert records[fresh["name"]]["chosen"] and again.metrics["holdout"]["accuracy"] > 0.95
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
 def test_a_training_reports_its_stages_and_boosting_rounds(
     store: Store, project: Path, rows: Any, executor: str
 ) -> None:

@@ -288,8 +288,7 @@ def execute_job(
         stored = model
         # A LoRA adapter is scored as trained: rebuilding it would load its base model again.
         if framework != "lora" and not (isinstance(model, BoosterModel) and model.text_ is not None):
-            options = {"trusted": job.trusted_types} if framework == "sklearn" and job.trusted_types else {}
-            stored = get_format(framework, **options).loads(data)
+            stored = _loads(job, framework, data)
         metrics: dict[str, Any] = {}
         if job.score_valid and len(valid):
             outputs, _ = predict_outputs(stored, valid, job.features, job.task, job.target)
@@ -435,9 +434,9 @@ def _recall(
 
     ``fresh``: the model fitted on the chosen training set, its context and its per-row
     losses on the valid part. Each earlier champion of ``job.recall`` is scored on the same
-    valid rows and is compared with it by the same
-    one-standard-error rule: it replaces the fresh model only if its loss is lower by more
-    than one standard error of the paired difference (the fresh model wins a close call).
+    valid rows and compared with it by the same one-standard-error rule: it replaces the
+    fresh model only if its loss is lower by more than one standard error of the paired
+    difference (the fresh model wins a close call).
     Each is added to ``records`` with its evidence. A file that is missing or a model that
     cannot answer these rows is recorded as such and left out.
     """
@@ -451,11 +450,9 @@ def _recall(
         record: dict[str, Any] = {"name": name, "version": version, "n_valid": len(valid)}
         try:
             data = (folder / str(entry["file"])).read_bytes()
-            framework = str(entry["framework"])
-            options = {"trusted": job.trusted_types} if framework == "sklearn" and job.trusted_types else {}
-            past = get_format(framework, **options).loads(data)
+            past = _loads(job, str(entry["framework"]), data)
             past_outputs, _ = predict_outputs(past, valid, job.features, job.task, job.target)
-        except (OSError, ValueError, KeyError, TypeError, EvertrainError) as exc:
+        except Exception as exc:  # any library's load or predict error: the fresh model stands
             record["error"] = f"{type(exc).__name__}: {exc}"
             records.append({**record, "chosen": False})
             continue
@@ -476,6 +473,12 @@ def _recall(
     reinstated = dataclasses.replace(context, curves={}, info={})
     reinstated.info.update(training_set=winner, reinstated_from=version)
     return past, reinstated
+
+
+def _loads(job: TrainJob, framework: str, data: bytes) -> Any:
+    """A stored model rebuilt from its bytes (scikit-learn's with the job's trusted types)."""
+    options = {"trusted": job.trusted_types} if framework == "sklearn" and job.trusted_types else {}
+    return get_format(framework, **options).loads(data)
 
 
 def _labelled(
