@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
 
 from evertrain.controller.backtest import backtest
 from evertrain.controller.backtest_spec import default_spec
+from evertrain.faces.cli_backtest import events_table
 from evertrain.spec import Spec
 
 BATCH_ROWS = 200
@@ -53,3 +55,7 @@ def test_a_concept_that_comes_back_reinstates_the_model_that_served_it() -> None
     assert {"batch": back["batch"] + 1, "version": 4} in result["promotions"]
     after = [b["accuracy"] for b in result["batches"] if b["index"] > back["batch"] + 1]
     assert min(after) > 0.9
+    # and the command's event table says so
+    console = Console(record=True, width=200)
+    console.print(events_table(result))
+    assert "retrain -> v4 (version 2 reinstated) gates passed" in console.export_text()

@@ -134,6 +134,9 @@ class BacktestRetrain(TypedDict, total=False):
     triggers: list[str]
     version: int | None
     train_rows: int | None
+    # the training set chosen among the candidates: "window" when there was one choice,
+    # "since_change" or "upweighted", or "version N" for an earlier champion reinstated
+    training_set: str | None
     gates: str | None
     gate_reason: str | None
     train_seconds: float

@@ -71,7 +71,9 @@ def events_table(result: BacktestResult) -> Table | None:
     """What the loop did and why: retrains (with their gates), promotions, rollbacks."""
     rows: list[tuple[int, str, str]] = []
     for r in result["retrains"]:
-        gates = f" -> v{r['version']} gates {r['gates']}" if r.get("version") is not None else ""
+        used = r.get("training_set") or ""
+        again = f" ({used} reinstated)" if used.startswith("version ") else ""
+        gates = f" -> v{r['version']}{again} gates {r['gates']}" if r.get("version") is not None else ""
         why = r["reason"]
         if r.get("gates") not in (None, "passed") and r.get("gate_reason"):
             why = f"{why}; gates: {r['gate_reason']}"  # both numbers and the interval, as the gate said
