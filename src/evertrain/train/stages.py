@@ -20,7 +20,6 @@ from evertrain.evaluate.metrics import DEFAULT_METRICS
 from evertrain.exceptions import ConflictError
 from evertrain.spec import Spec
 from evertrain.store import Store
-from evertrain.store.names import CHAMPION
 from evertrain.store.runs import Run
 from evertrain.train.budget import Leases, holder_id
 from evertrain.train.candidates import plan as plan_candidates
@@ -201,23 +200,23 @@ class TrainingStep:
     def _recall(self, job_dir: Path, features: list[str], parent: int | None) -> list[dict[str, Any]]:
         """Write the earlier champions that may serve again into the job folder, the newest first.
 
-        An earlier champion is any version the champion alias held before, but the one it
-        holds now (``parent``, whose decay or drift this training answers); one trained on
-        other features, or a fine-tuned adapter, cannot be compared on these rows and is
-        left out. Returns the job's ``recall`` entries.
+        An earlier champion is a version the champion alias held before and kept (one rolled
+        back after its promotion failed in service is not offered), but the one it holds now
+        (``parent``, whose decay or drift this training answers); one trained on other
+        features, or a fine-tuned adapter, cannot be compared on these rows and is left out.
+        Returns the job's ``recall`` entries.
         """
         registry = self.store.registry
-        moves = registry.history(self.name, CHAMPION)
-        served = [m.to_version for m in reversed(moves) if m.to_version is not None]
         out: list[dict[str, Any]] = []
-        for version in dict.fromkeys(served):
+        # a model reinstated before is the same bytes under a newer number: offered once
+        seen = {registry.get_version(self.name, parent).artifact_sha256} if parent is not None else set()
+        for version in dict.fromkeys(reversed(registry.champion_stack(self.name))):
             if len(out) >= RECALL_LIMIT:
                 break
-            if version == parent:
-                continue
             mv = registry.get_version(self.name, version)
-            if mv.framework == "lora" or mv.params.get("features") != features:
+            if mv.artifact_sha256 in seen or mv.framework == "lora" or mv.params.get("features") != features:
                 continue
+            seen.add(mv.artifact_sha256)
             name = f"{RECALL_PREFIX}{version}.bin"
             (job_dir / name).write_bytes(registry.load_artifact(mv))
             out.append({"version": version, "framework": mv.framework, "file": name})
