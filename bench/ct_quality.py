@@ -486,9 +486,8 @@ def summary(runs: list[dict[str, Any]], args: argparse.Namespace, seconds: float
         "canary. `adwin`: River's ADWIN on the errors of newly labelled rows, retraining on the rows "
         "since the change it found. `majority`: no model, the label most frequent in the warm batches "
         "for every row (a reference, not a baseline of the targets). Each cell: mean accuracy over "
-        "the replayed batches, averaged over "
-        "the runs (seeds), and in brackets the mean number of retrains. Real tables other than the "
-        "census do not change with the seed and run once.",
+        "the replayed batches, averaged over the runs (seeds), and in brackets the mean number of "
+        "retrains. Real tables other than the census do not change with the seed and run once.",
         "",
         "## Targets",
         "",
