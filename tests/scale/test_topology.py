@@ -37,6 +37,10 @@ from evertrain.store import Store, storage
 from evertrain.store.metadata import alias_history
 
 MODEL = "scoring"
+# The replicas flush their log rows every 2 s: each flush is a part on the S3 server, and a
+# monitoring cycle reads the parts of its last minute (a few requests each). At 0.5 s the
+# single-process S3 server answered those reads at its limit, and the cycles after the
+# outage took 15 to 30 s each instead of 2 to 4.
 OUTAGE_SECONDS = 15.0
 SPEC = """\
 model:
@@ -61,7 +65,7 @@ rollout:
   steps: [{share: 0.5, duration: 2s, min_samples: 20}]
   analysis: {min_labels: 20}
   watch_after_promotion: 1s
-serving: {poll_seconds: 0.5, log: {flush_seconds: 0.5}}
+serving: {poll_seconds: 0.5, log: {flush_seconds: 2}}
 storage:
   logs_url: s3://evertrain/logs
   compact_every: 5
