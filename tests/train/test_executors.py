@@ -133,6 +133,10 @@ def test_a_worker_kept_warm_trains_the_same_model(tmp_path: Path, project: Path,
         assert "started ahead of this job" in warm.log
         assert warm.model == local_outcome.model
         assert warm.result["metrics"] == local_outcome.result["metrics"]
+        # The next worker is started once the caller is done with this job, not beside its gates.
+        assert LocalExecutor._spare is None
+        warm.wait_for_worker()
+        assert LocalExecutor._spare is not None
         # A job after a change of environment does not run in a worker started before it.
         os.environ["EVERTRAIN_TEST_MARK"] = "changed"
         try:

@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -78,15 +78,22 @@ class Outcome:
     holdout_scores: bytes | None = None
     #: The worker's exit, awaited in a thread when the worker said it was done before ending.
     exiting: threading.Thread | None = field(default=None, repr=False, compare=False)
+    #: Called once, by :meth:`wait_for_worker`: what the executor does when the step that
+    #: ran the job is over (the local executor starts the worker it keeps warm then).
+    then: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def log_tail(self) -> str:
         return self.log[-LOG_TAIL_CHARS:]
 
     def wait_for_worker(self) -> None:
-        """Return once the process that ran the job has ended (at once for most executors)."""
+        """Return once the process that ran the job has ended (at once for most executors);
+        the caller's use of the outcome is over."""
         if self.exiting is not None:
             self.exiting.join()
+        if self.then is not None:
+            then, self.then = self.then, None
+            then()
 
 
 def collect(job_dir: Path, seconds: float, error: str | None = None) -> Outcome:
@@ -339,9 +346,9 @@ class LocalExecutor(Executor):
         finally:
             os.close(done)
         ended.set()
-        # Started once this job is over, so its imports do not slow the training.
-        self._replenish()
         seconds = time.perf_counter() - started
+        if expired.is_set() or code != 0:
+            self._replenish()  # nothing of this job is judged
         if expired.is_set():
             return collect(
                 job_dir,
@@ -362,6 +369,10 @@ class LocalExecutor(Executor):
             )
         outcome = collect(job_dir, seconds)
         outcome.exiting = exiting
+        # The next warm worker starts when the caller is done with this job (the version
+        # registered and judged): its imports and warm-up, a core's work for a second or
+        # two, would otherwise run beside the gates and slow them.
+        outcome.then = self._replenish
         return outcome
 
     @staticmethod

@@ -195,10 +195,10 @@ def train_model(
     run_lease = RUN_LEASE_PREFIX + run.id
     params = run.params  # a resumed run keeps its own cut-off, parent and trigger
     job_dir = settings.state_dir(project) / "work" / run.id
+    fitted: _Fitted | None = None
     try:
         with heartbeat(step.leases, [run_lease], step.holder):
             version = _version_of_run(store, name, run.id)
-            fitted = None
             if version is None:
                 fitted = _fit(step, run, params, job_dir, evaluate=evaluate, resumed=resumed)
                 trained = _register_fitted(step, run, params, fitted)
@@ -220,6 +220,8 @@ def train_model(
         raise
     finally:
         step.leases.release(run_lease, step.holder)
+        if fitted is not None:
+            fitted.outcome.wait_for_worker()  # at once if it was waited for above
     shutil.rmtree(job_dir, ignore_errors=True)
     return TrainResult(
         name,

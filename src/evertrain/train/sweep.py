@@ -154,6 +154,7 @@ def run_sweep(
         value = _valid_value(outcome, metric.name)
         study.tell(trial, worst if value is None else value)
         _record(store, trial_run, index, params, outcome, value, result, metric.higher_is_better)
+        outcome.wait_for_worker()  # the next trial's worker starts ahead of it, as a step's would
     return result
 
 
