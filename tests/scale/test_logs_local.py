@@ -91,6 +91,29 @@ def test_the_newest_labelled_rows_are_found_reading_back_from_the_newest_parts(t
     assert logs.labelled(url, "m", at=T0 + 3600, newest=25, versions=(2,)).num_rows == 0
 
 
+def test_the_newest_labelled_rows_are_read_from_the_parts_that_hold_them_and_no_older_one(
+    tmp_path: Path,
+) -> None:
+    """The part names say how many rows each holds: the first look back reaches the newest parts
+    that hold the rows wanted, however long ago they were logged, and opens nothing older."""
+    url = str(tmp_path / "logs")
+    _write(url, 30)  # a part a minute, the newest logged half an hour before the read
+    writer = logs.LogWriter(url)
+    ids = [f"r{p}-{i}" for p in range(30) for i in range(10)]
+    cols = {"request_id": ids, "label": [1.0] * len(ids), "ts": [T0 + 1800.0] * len(ids)}
+    writer.offer(
+        logs.FEEDBACK, "m", cols, {"request_id": "string", "label": "float64", "ts": "float64"}, len(ids)
+    )
+    writer.close()
+    parts = sorted(next(Path(url, "predictions").rglob("date=*")).glob("part-*.parquet"))
+    parts[-4].write_bytes(b"not parquet at all")  # older than the 3 newest parts: a read that opened it fails
+    newest = logs.labelled(url, "m", at=T0 + 3600, newest=25, versions=(1,))
+    assert newest.num_rows == 25
+    assert newest["request_id"].to_pylist() == [f"r{p}-{i}" for p in (27, 28, 29) for i in range(10)][5:]
+    with pytest.raises(ValueError, match="Could not open Parquet"):  # 40 rows need the older parts
+        logs.labelled(url, "m", at=T0 + 3600, newest=40, versions=(1,))
+
+
 def test_the_project_file_is_stored_when_it_changes_and_comes_back_whole(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'e.db'}", str(tmp_path / "a")).open()
     spec = parse_spec(SPEC)

@@ -46,8 +46,11 @@ _READ_TRIES = 3
 READ_THREADS = 16
 #: How much earlier than its prediction a label may be stamped (clocks of two machines differ).
 LABEL_SKEW_SECONDS = 300.0
-#: The first look back of a read of the newest labelled rows; each further look is four times longer.
+#: The first look back of a read of the newest labelled rows where the parts' names do not say
+#: how far back enough rows lie; each further look is four times longer.
 FIRST_LOOK_SECONDS = 60.0
+#: The shortest first look back (a busy log's newest part may span a moment).
+MIN_LOOK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -282,8 +285,9 @@ def labelled(
 
     ``newest``: only the newest that many labelled rows are wanted, so the newest parts
     are read first and older ones only while too few rows are found: a monitoring cycle
-    reads the few parts its window needs, not the whole history of the log: the newest
-    minute first, then a look back four times longer, until enough rows are found.
+    reads the few parts its window needs, not the whole history of the log. The first look
+    goes back as far as the newest parts' names say that many predictions were logged
+    (:func:`_first_look`), each further look four times further, until enough rows are found.
     """
     if newest is None:
         return _labelled(logs_url, model, at=at, since=since, arms=arms, versions=versions)
@@ -298,7 +302,8 @@ def labelled(
         return pa.table({})
     # the start of the oldest day partition: no row is older, so looking further back finds nothing
     oldest = dt.datetime.strptime(min(days), "%Y-%m-%d").replace(tzinfo=dt.UTC).timestamp()
-    span = FIRST_LOOK_SECONDS
+    with storage_errors(logs_url, f"list the {PREDICTIONS} log of model {model!r}"):
+        span = _first_look(fs, root, model, sorted(days, reverse=True), at, since, newest)
     while True:
         look = at - span
         if since is not None:
@@ -307,6 +312,45 @@ def labelled(
         if table.num_rows >= newest or look <= oldest or look == since:
             return table.slice(max(0, table.num_rows - newest))
         span *= 4
+
+
+def _first_look(
+    fs: fsspec.AbstractFileSystem,
+    root: str,
+    model: str,
+    days: list[str],
+    at: float,
+    since: float | None,
+    newest: int,
+) -> float:
+    """How far back from ``at`` the newest prediction parts hold ``newest`` rows, by their names
+    (day partitions listed newest first, only as many as that takes; all of the log when it
+    holds fewer); at least :data:`MIN_LOOK_SECONDS`, and :data:`FIRST_LOOK_SECONDS` where
+    names do not tell.
+
+    Their rows include other arms' and rows not labelled yet, so the look may be too short
+    (the caller then looks further back), but it reaches no further than the newest parts
+    that hold that many rows: at a few hundred requests a second, a minute of parts is many
+    times the rows a window needs, and on object storage each part costs its own round trips.
+    """
+    last_day = partition_date(at)
+    first_day = None if since is None else partition_date(since)
+    found, first = 0, at
+    for day in days:
+        if day > last_day:
+            continue
+        if first_day is not None and day < first_day:
+            break
+        parts = list_parts(fs, root, PREDICTIONS, model, first_date=day, last_date=day, since=since, until=at)
+        for part in sorted(parts, key=lambda p: p.info.last or 0.0, reverse=True):
+            if part.info.rows is None or part.info.first is None:
+                return FIRST_LOOK_SECONDS
+            found += part.info.rows
+            first = min(first, part.info.first)
+            if found >= newest:
+                return max(at - part.info.first, MIN_LOOK_SECONDS)
+    # fewer rows in the whole log than wanted: all of it
+    return max(at - first, MIN_LOOK_SECONDS) if found else FIRST_LOOK_SECONDS
 
 
 def _labelled(
