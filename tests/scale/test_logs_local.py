@@ -44,6 +44,17 @@ def _write(url: str, n_parts: int, rows: int = 10, start: float = T0) -> None:
     writer.close()
 
 
+def _label_all(url: str, n_parts: int, at: float, rows: int = 10) -> None:
+    """A label for every row :func:`_write` logged, all sent at ``at``."""
+    writer = logs.LogWriter(url)
+    ids = [f"r{p}-{i}" for p in range(n_parts) for i in range(rows)]
+    cols = {"request_id": ids, "label": [1.0] * len(ids), "ts": [at] * len(ids)}
+    writer.offer(
+        logs.FEEDBACK, "m", cols, {"request_id": "string", "label": "float64", "ts": "float64"}, len(ids)
+    )
+    writer.close()
+
+
 def test_a_compaction_that_died_before_deleting_leaves_no_row_twice_and_the_next_one_finishes(
     tmp_path: Path,
 ) -> None:
@@ -78,13 +89,7 @@ def test_a_window_read_opens_only_the_parts_that_overlap_it(tmp_path: Path) -> N
 def test_the_newest_labelled_rows_are_found_reading_back_from_the_newest_parts(tmp_path: Path) -> None:
     url = str(tmp_path / "logs")
     _write(url, 30)
-    writer = logs.LogWriter(url)
-    ids = [f"r{p}-{i}" for p in range(30) for i in range(10)]
-    cols = {"request_id": ids, "label": [1.0] * len(ids), "ts": [T0 + 3000.0] * len(ids)}
-    writer.offer(
-        logs.FEEDBACK, "m", cols, {"request_id": "string", "label": "float64", "ts": "float64"}, len(ids)
-    )
-    writer.close()
+    _label_all(url, 30, at=T0 + 3000.0)
     newest = logs.labelled(url, "m", at=T0 + 3600, newest=25, versions=(1,))
     assert newest.num_rows == 25
     assert newest["request_id"].to_pylist()[-1] == "r29-9"
@@ -98,13 +103,7 @@ def test_the_newest_labelled_rows_are_read_from_the_parts_that_hold_them_and_no_
     that hold the rows wanted, however long ago they were logged, and opens nothing older."""
     url = str(tmp_path / "logs")
     _write(url, 30)  # a part a minute, the newest logged half an hour before the read
-    writer = logs.LogWriter(url)
-    ids = [f"r{p}-{i}" for p in range(30) for i in range(10)]
-    cols = {"request_id": ids, "label": [1.0] * len(ids), "ts": [T0 + 1800.0] * len(ids)}
-    writer.offer(
-        logs.FEEDBACK, "m", cols, {"request_id": "string", "label": "float64", "ts": "float64"}, len(ids)
-    )
-    writer.close()
+    _label_all(url, 30, at=T0 + 1800.0)
     parts = sorted(next(Path(url, "predictions").rglob("date=*")).glob("part-*.parquet"))
     parts[-4].write_bytes(b"not parquet at all")  # older than the 3 newest parts: a read that opened it fails
     newest = logs.labelled(url, "m", at=T0 + 3600, newest=25, versions=(1,))
