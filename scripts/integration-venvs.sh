@@ -28,19 +28,14 @@ declare -A REQS=(
 TOOLS=("$@")
 [ ${#TOOLS[@]} -eq 0 ] && TOOLS=("${!REQS[@]}")
 
-mkdir -p "$DEST"
-status=0
-for tool in "${TOOLS[@]}"; do
-  reqs=${REQS[$tool]:-}
-  if [ -z "$reqs" ]; then echo "integration-venvs: unknown tool $tool" >&2; status=2; continue; fi
-  venv=$DEST/$tool
+# One tool's venv: created, or left as it is when its requirement line is unchanged.
+make_venv() {
+  local tool=$1 reqs=${REQS[$1]} venv=$DEST/$1 log=$DEST/$1.log started=$SECONDS
   if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.requirements" 2>/dev/null)" = "$reqs" ]; then
-    continue
+    return 0
   fi
   echo "integration-venvs: creating $venv ($reqs)..."
   rm -rf "$venv"
-  log=$DEST/$tool.log
-  started=$SECONDS
   # shellcheck disable=SC2086
   if "$PY" -m venv "$venv" >"$log" 2>&1 \
     && "$venv/bin/python" -m pip install -q --upgrade pip >>"$log" 2>&1 \
@@ -51,5 +46,20 @@ for tool in "${TOOLS[@]}"; do
     echo "integration-venvs: $tool cannot install here (see $log); its tests will skip" >&2
     rm -rf "$venv"
   fi
+}
+
+mkdir -p "$DEST"
+status=0
+# Up to three tools at a time: an install mostly waits on the package index and the disk.
+running=0
+for tool in "${TOOLS[@]}"; do
+  if [ -z "${REQS[$tool]:-}" ]; then echo "integration-venvs: unknown tool $tool" >&2; status=2; continue; fi
+  make_venv "$tool" &
+  running=$((running + 1))
+  if [ "$running" -ge 3 ]; then
+    wait -n || true
+    running=$((running - 1))
+  fi
 done
+wait
 exit $status
