@@ -10,8 +10,12 @@ if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -p 5432 -q
   fi
 fi
 
-# Headless Chromium for the dashboard test (Debian's package; Playwright drives it).
-if ! command -v chromium >/dev/null 2>&1; then
+# Headless Chromium for the dashboard test (Debian's package; Playwright drives it), installed
+# while the integration venvs are made below.
+install_chromium() {
+  if command -v chromium >/dev/null 2>&1; then
+    return 0
+  fi
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing chromium for the dashboard test..."
     apt-get update -qq >/dev/null
@@ -19,7 +23,10 @@ if ! command -v chromium >/dev/null 2>&1; then
   else
     echo "chromium is missing and cannot be installed here (needs root and apt-get); the dashboard test will say so"
   fi
-fi
+}
+install_chromium &
+chromium=$!
 
 # The tools whose pins clash with ours get their own venvs (.venvs/TOOL) for tests/integrations.
 bash "$(dirname "$0")/integration-venvs.sh" "$PY" || echo "some integration tools did not install; their tests will skip"
+wait "$chromium" || { echo "installing chromium failed (apt-get, above)" >&2; exit 1; }
