@@ -15,7 +15,13 @@ demo: $(BIN)/python
 	rm -rf $(DEMO_OUT)
 	$(BIN)/evertrain demo --out $(DEMO_OUT)
 
+# The suite runs on the CPU: where a CPU build of the pinned torch can be installed (a local
+# wheel, an index that has one), it goes in first, a few hundred MB instead of the GPU build's
+# gigabytes of CUDA libraries; elsewhere the pin in pyproject.toml decides as usual.
+TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
+
 test: $(BIN)/python
+	-$(BIN)/python -m pip install -q '$(TORCH_PIN)+cpu' 2>/dev/null
 	$(BIN)/python -m pip install -q -e '.[test,llm]'
 	bash scripts/test-prereqs.sh $(BIN)/python
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
