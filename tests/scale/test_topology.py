@@ -37,11 +37,11 @@ from evertrain.store import Store, storage
 from evertrain.store.metadata import alias_history
 
 MODEL = "scoring"
+OUTAGE_SECONDS = 15.0
 # The replicas flush their log rows every 2 s: each flush is a part on the S3 server, and each
 # part a cycle reads (the rows since the last cycle, since a drift began, the newest window)
 # costs a few requests. At 0.5 s the single-process S3 server answered them at its limit and
 # the cycles after the outage took 15 to 30 s each instead of 2 to 4.
-OUTAGE_SECONDS = 15.0
 SPEC = """\
 model:
   name: scoring

@@ -206,10 +206,6 @@ def train_model(
                 trained = _registered_before(step, run, version)
             report = _judge(step, run, trained) if evaluate else None
             outcome_name = _finish(step, run, trained, report, total_started)
-            if fitted is not None:
-                # The worker went on exiting while the version was registered and judged; the
-                # step ends with it, leaving no process of its own behind.
-                fitted.outcome.wait_for_worker()
     except TrainingFailed:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
@@ -221,7 +217,9 @@ def train_model(
     finally:
         step.leases.release(run_lease, step.holder)
         if fitted is not None:
-            fitted.outcome.wait_for_worker()  # at once if it was waited for above
+            # The worker went on exiting while the version was registered and judged; the step
+            # ends with it (whatever way it ends), leaving no process of its own behind.
+            fitted.outcome.wait_for_worker()
     shutil.rmtree(job_dir, ignore_errors=True)
     return TrainResult(
         name,
