@@ -45,12 +45,14 @@ from typing import Any
 import lightgbm
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from _results import replace_section
 
 import evertrain
 from evertrain.data.examples import make_churn_stream
 from evertrain.data.windows import make_window
 from evertrain.evaluate.scoring import model_frame
+from evertrain.settings import use_system_arrow_allocator
 from evertrain.spec import Spec
 from evertrain.store import Store
 from evertrain.train.pipeline import train_model
@@ -269,6 +271,7 @@ def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
     iterations: dict[str, list[int]] = {m: [] for m in MODES}
     champion_rows: dict[str, list[int | None]] = {m: [] for m in MODES}
     mismatched: list[str] = []
+    arrow_default = pa.default_memory_pool()
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
         source = _Source(project, total, extra_features, len(MODES) * repeats)
@@ -286,6 +289,12 @@ def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
                 if anchor == "script":
                     anchors["script"] = bare_script(project, *parts)
                 LocalExecutor.keep_warm(warm)
+                # Arrow's allocator as in the process that runs these trainings: the controller
+                # of `evertrain run` for inline and warm, a one-off `evertrain train` (Arrow's
+                # default) for cold; the worker chooses its own.
+                pa.set_memory_pool(arrow_default)
+                if anchor == "fit":
+                    use_system_arrow_allocator()
                 if warm:
                     _settle()
                 if anchor == "script":

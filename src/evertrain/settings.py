@@ -116,6 +116,28 @@ ALL = (
 )
 
 
+#: Arrow's own variable naming its default allocator; where it is set, evertrain keeps that choice.
+ARROW_POOL = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+def use_system_arrow_allocator() -> None:
+    """Arrow allocates from the C library's allocator in this process, unless ``ARROW_DEFAULT_MEMORY_POOL``
+    says otherwise: for processes that pause between jobs (the controller, a worker kept warm).
+
+    With Arrow's default allocator (mimalloc in the wheels), the first table read after a pause
+    of a few seconds took 3 to 5 times as long as one right after another on Linux (0.10-0.27 s
+    against 0.03-0.05 s for 148,000 rows x 33 columns of Parquet, bench/RESULTS.md, Training
+    overhead), and every read of a controller comes after a pause; with the C library's, the
+    first read took what the next one does. Buffers already allocated keep the allocator they
+    came from.
+    """
+    if os.environ.get(ARROW_POOL):
+        return
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def state_dir(project: Path) -> Path:
     return Path(project) / STATE_DIR
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -143,3 +144,33 @@ def test_any_exception_fails_only_its_step_and_a_failed_training_holds_no_cooldo
     assert failed[-1].error == "KeyError: 'a column the trainer wanted'"
     clock.advance(3600)
     assert controller.cycle()["monitor"]["status"] == "ok"  # the loop went on
+
+
+def test_the_loop_takes_arrow_memory_from_the_c_library_unless_arrow_is_told_otherwise(
+    demo_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Every read of the loop comes after a pause, which Arrow's default allocator made 3 to 5
+    times slower; a choice the user made through Arrow's own variable stands."""
+    import pyarrow as pa
+
+    project = _copy(demo_run, tmp_path)
+    clock = ManualClock(time.time())
+    store = Store.for_project(project, clock=clock).open()
+    before = pa.default_memory_pool()
+    pa.set_memory_pool(pa.mimalloc_memory_pool())  # Arrow's default in the wheels
+    try:
+        Controller(store, load_spec(project), project, clock=clock, holder="t").run(cycles=1)
+        assert pa.default_memory_pool().backend_name == "system"
+    finally:
+        pa.set_memory_pool(before)
+        store.close()
+    probe = (
+        "import pyarrow as pa; from evertrain.settings import use_system_arrow_allocator as use; "
+        "use(); print(pa.default_memory_pool().backend_name)"
+    )
+    for told, expected in ((None, "system"), ("mimalloc", "mimalloc")):
+        env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+        if told is not None:
+            env["ARROW_DEFAULT_MEMORY_POOL"] = told
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected

@@ -131,6 +131,8 @@ def test_a_worker_kept_warm_trains_the_same_model(tmp_path: Path, project: Path,
         warm = LocalExecutor().run(_job(tmp_path / "warm", project, LIGHTGBM), time_limit=120)
         assert warm.ok, warm.error
         assert "started ahead of this job" in warm.log
+        # It read its tables after waiting: with the C library's allocator, not Arrow's default.
+        assert "Arrow allocates from system" in warm.log
         assert warm.model == local_outcome.model
         assert warm.result["metrics"] == local_outcome.result["metrics"]
         # The next worker is started once the caller is done with this job, not beside its gates.

@@ -41,6 +41,7 @@ from evertrain.controller.outcome import error_code
 from evertrain.controller.policy import History
 from evertrain.data.logs import CompactResult, compact
 from evertrain.exceptions import EvertrainError, LeaseLostError, StoreError, UsageError
+from evertrain.settings import use_system_arrow_allocator
 from evertrain.spec import Spec, canonical_json
 from evertrain.store import Store
 from evertrain.store.storage import configure, describe, is_transport_error
@@ -152,6 +153,8 @@ class Controller:
         """
         done = 0
         self._on_step, self._on_start = on_step, on_start
+        # Every read of the loop comes after a pause (the interval between cycles).
+        use_system_arrow_allocator()
         beat = None if isinstance(self.clock, ManualClock) else self._heartbeat()
         try:
             while (cycles is None or done < cycles) and not self._stop.is_set():

@@ -54,6 +54,7 @@ from evertrain.evaluate.scoring import (
     wants_categories,
 )
 from evertrain.exceptions import EvertrainError
+from evertrain.settings import use_system_arrow_allocator
 from evertrain.store.formats import BoosterModel, get_format
 from evertrain.train.candidates import Candidate, choose, row_losses, training_rows
 from evertrain.train.progress import PROGRESS_FILE, ProgressWriter
@@ -666,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     _watch_parent()
+    # A worker kept warm waits for its job; what it reads then comes after a pause.
+    use_system_arrow_allocator()
     if waiting:
         waited = _wait_for_job(*args[1:])
         if waited is None:
@@ -680,7 +683,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
 
     if waiting:
-        log(f"worker {os.getpid()} was started ahead of this job")
+        pool = pa.default_memory_pool().backend_name
+        log(f"worker {os.getpid()} was started ahead of this job; Arrow allocates from {pool}")
 
     try:
         execute_job(folder, log)
