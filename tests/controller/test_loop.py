@@ -172,5 +172,7 @@ def test_the_loop_takes_arrow_memory_from_the_c_library_unless_arrow_is_told_oth
         env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
         if told is not None:
             env["ARROW_DEFAULT_MEMORY_POOL"] = told
-        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+        )
         assert out.stdout.strip() == expected
