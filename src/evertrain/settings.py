@@ -128,8 +128,8 @@ def use_system_arrow_allocator() -> None:
     of a few seconds took 3 to 5 times as long as one right after another on Linux (0.10-0.27 s
     against 0.03-0.05 s for 148,000 rows x 33 columns of Parquet, bench/RESULTS.md, Training
     overhead), and every read of a controller comes after a pause; with the C library's, the
-    first read took what the next one does. Buffers already allocated keep the allocator they
-    came from.
+    first read after the pause took 0.03-0.07 s. Buffers already allocated keep the allocator
+    they came from.
     """
     if os.environ.get(ARROW_POOL):
         return
