@@ -58,7 +58,7 @@ from ct_streams import STREAMS, TARGET, load
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "ct"
 TUNE_SEEDS = list(range(1, 11))
-REPORT_SEEDS = list(range(1101, 1105))
+REPORT_SEEDS = list(range(1201, 1205))
 ARMS = ("default", "never", "every_1", "every_5", "every_20", "adwin", "majority")
 BASELINES_EVERY = (1, 5, 20)
 #: The issue's targets.
@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seeds", nargs="+", default=["tune"], help="tune (1-10), report (1101-1104) or numbers"
     )
-    parser.add_argument("--final", action="store_true", help="allow the report seeds 1101-1104")
+    parser.add_argument("--final", action="store_true", help="allow the report seeds 1201-1204")
     parser.add_argument("--only", nargs="+", choices=list(STREAMS), default=None)
     parser.add_argument("--delays", type=int, nargs="+", default=[0, 5])
     parser.add_argument("--jobs", type=int, default=1)

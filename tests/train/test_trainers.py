@@ -264,3 +264,35 @@ def test_canonical_skops_is_stable_and_loads(data: tuple[pd.DataFrame, pd.DataFr
     assert names == sorted(names)
     loaded = get_format("sklearn").loads(canonical[0])
     np.testing.assert_allclose(loaded.predict_proba(X), LogisticRegression().fit(X, y).predict_proba(X))
+
+
+def test_lightgbm_keeps_the_base_rate_when_its_trees_learned_nothing(
+    data: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    """Labels that the inputs do not predict: the trees would answer worse than the most frequent
+    class; the model kept is the training rows' base rate, and the context says why. Inputs
+    that do predict the label keep the trees, at no extra pass over the valid rows."""
+    rng = np.random.default_rng(5)
+    noise = pd.DataFrame(rng.normal(size=(3000, 4)), columns=["a", "b", "c", "d"])
+    noise["y"] = (rng.random(3000) < 0.6).astype(int)
+    train, valid, later = noise.iloc[:2000], noise.iloc[2000:2500], noise.iloc[2500:]
+    spec = TrainerSpec(kind="lightgbm", seed=1, early_stopping_rounds=20)
+    ctx = _context(target="y", features=["a", "b", "c", "d"], early_stopping_rounds=20)
+    model = get_trainer(spec).fit(train, valid, ctx)
+    check = ctx.info["against_base_rate"]
+    assert check["model_kept"] is False and check["gain"] <= check["se"]
+    proba = model.predict_proba(later[["a", "b", "c", "d"]])[:, 1]
+    np.testing.assert_allclose(proba, train["y"].mean())  # one answer for every row: the base rate
+    assert (model.predict(later[["a", "b", "c", "d"]]) == 1).all()
+    # what was stored is that model
+    framework, blob = model_bytes(model)
+    np.testing.assert_allclose(
+        get_format(framework).loads(blob).predict_proba(later[["a", "b", "c", "d"]])[:, 1], proba
+    )
+
+    churn_train, churn_valid = data
+    signal = _context(early_stopping_rounds=20)
+    get_trainer(spec).fit(churn_train, churn_valid, signal)
+    kept = signal.info["against_base_rate"]
+    assert kept["model_kept"] is True and kept["gain"] > 4 * kept["se"]
+    assert kept["predicted_again"] is False

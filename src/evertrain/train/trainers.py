@@ -33,6 +33,7 @@ from evertrain.exceptions import DataValidationError, TrainingFailed, UsageError
 from evertrain.store.formats import BoosterModel, framework_of, get_format
 from evertrain.train.context import TrainContext, Trainer, write_atomic
 from evertrain.train.lora import LoraTrainer
+from evertrain.train.prior import compare, prior_predictions, row_losses
 
 #: Boosting rounds when the spec's params name none; early stopping usually ends sooner.
 DEFAULT_BOOST_ROUNDS = 500
@@ -66,6 +67,10 @@ _MIN_LEAF_ALIASES = (
     "min_samples_leaf",
 )
 _LGB_OBJECTIVE = {"binary": "binary", "multiclass": "multiclass", "regression": "regression"}
+#: Standard errors by which the trees after their last iteration must beat the base rate on
+#: the valid rows for the kept iteration not to be checked again on its own predictions: far
+#: beyond the one the check asks, so that skipping it cannot change its answer in practice.
+CLEAR_GAIN_SE = 4.0
 _DEFAULT_ESTIMATOR = {
     "binary": "sklearn.linear_model.LogisticRegression",
     "multiclass": "sklearn.linear_model.LogisticRegression",
@@ -427,11 +432,80 @@ class LightGBMTrainer(Trainer):
             context.curves[f"valid_{metric_name}"] = state["curve"]
             context.info[f"valid_{metric_name}"] = state["curve"][keep - 1]
         context.log(f"boosted {state['done']} iterations, keeping {keep}")
+        weights = context.weights(train)
+        if valid_sets and params["objective"] == _LGB_OBJECTIVE[context.task]:
+            against = self._against_prior(booster, total, state, Xv, yv, y, weights, params, context)
+            context.info["against_base_rate"] = against
+            if not against["model_kept"]:
+                context.log(
+                    f"the trees predict the valid rows no better than the base rate (loss "
+                    f"{against['valid_loss']:.4f} against {against['prior_valid_loss']:.4f}, gain "
+                    f"{against['gain']:+.4f}, one standard error {against['se']:.4f}): the base rate is kept"
+                )
+                if scorer is not None:
+                    scorer.error = "the base rate was kept, not the trees"
+                    scorer.close()
+                text = self._base_rate(X, y, weights, params).model_to_string()
+                return BoosterModel(lgb.Booster(model_str=text), text=text, classes=classes)
         if scorer is not None:
             scorer.submit(booster, total)
             scorer.finish(total)
         text = booster.model_to_string(num_iteration=total)
         return BoosterModel(lgb.Booster(model_str=text), text=text, classes=classes)
+
+    @staticmethod
+    def _against_prior(
+        booster: Any,
+        total: int,
+        state: dict[str, Any],
+        Xv: pd.DataFrame,
+        yv: pd.Series,
+        y: pd.Series,
+        weights: np.ndarray | None,
+        params: dict[str, Any],
+        context: TrainContext,
+    ) -> dict[str, Any]:
+        """The kept trees against the base rate of the training rows, on the valid rows
+        (:mod:`evertrain.train.prior`).
+
+        The booster holds its predictions on the valid rows after its last iteration; when
+        those beat the base rate by more than :data:`CLEAR_GAIN_SE` standard errors, the
+        kept iteration (early stopping kept the one with the lowest valid loss) is taken
+        to beat it too, and the valid rows are not predicted again: a model with signal
+        costs no extra pass, a model without one keeps few trees to predict with.
+        """
+        labels = yv.to_numpy(dtype=float)
+        base = prior_predictions(
+            context.task, y.to_numpy(dtype=float), weights, int(params.get("num_class", 2)), len(labels)
+        )
+        prior_losses = row_losses(context.task, labels, base)
+        last: list[np.ndarray] = []
+
+        def capture(preds: np.ndarray, _data: Any) -> tuple[str, float, bool]:
+            last.append(np.array(preds, dtype=float))
+            return "base_rate_check", 0.0, False
+
+        booster.eval_valid(feval=capture)
+        at_last = compare(row_losses(context.task, labels, last[0]), prior_losses)
+        if state["done"] + state["base"] == total or at_last["gain"] > CLEAR_GAIN_SE * at_last["se"]:
+            return {**at_last, "iteration": state["done"] + state["base"], "predicted_again": False}
+        kept = booster.predict(Xv, num_iteration=total, num_threads=int(params.get("num_threads", 0) or 0))
+        return {
+            **compare(row_losses(context.task, labels, kept), prior_losses),
+            "iteration": total,
+            "predicted_again": True,
+        }
+
+    @staticmethod
+    def _base_rate(X: pd.DataFrame, y: pd.Series, weights: np.ndarray | None, params: dict[str, Any]) -> Any:
+        """A booster of one tree with one leaf: the training rows' base rate, on the same
+        features (a leaf may not hold fewer rows than there are, so no split is made)."""
+        import lightgbm as lgb
+
+        flat = {k: v for k, v in params.items() if k not in _MIN_LEAF_ALIASES}
+        flat["min_data_in_leaf"] = len(y) + 1
+        data = lgb.Dataset(X, y.astype(float), weight=weights, params=flat)
+        return lgb.train(flat, data, num_boost_round=1)
 
 
 # -- any callable ------------------------------------------------------------------------------
