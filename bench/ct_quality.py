@@ -16,7 +16,7 @@ rows since the change it found (at least one batch). Labels arrive 0 or 5 batche
 And a reference with no model, ``majority``: the label most frequent in the warm batches,
 answered for every row; an arm that does not beat it learnt nothing the table holds.
 
-Seeds 1-10 are for tuning; seeds 1101-1104 are the latest round's report seeds and run only
+Seeds 1-10 are for tuning; seeds 1201-1204 are the latest round's report seeds and run only
 with ``--final``, so that the published figures come from streams nobody tuned on (100-104,
 201-204, 301-304, 401-404, 501-504, 601-604, 701-704, 801-804, 901-904 and 1001-1004 were the
 report seeds of earlier rounds; all of them have been looked at, and a round that changes the
@@ -505,7 +505,7 @@ def summary(runs: list[dict[str, Any]], args: argparse.Namespace, seconds: float
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
-        "--seeds", nargs="+", default=["tune"], help="tune (1-10), report (1101-1104) or numbers"
+        "--seeds", nargs="+", default=["tune"], help="tune (1-10), report (1201-1204) or numbers"
     )
     parser.add_argument("--final", action="store_true", help="allow the report seeds 1201-1204")
     parser.add_argument("--only", nargs="+", choices=list(STREAMS), default=None)
