@@ -20,11 +20,12 @@ Seeds 1-10 are for tuning; seeds 1201-1204 are the latest round's report seeds a
 with ``--final``, so that the published figures come from streams nobody tuned on (100-104,
 201-204, 301-304, 401-404, 501-504, 601-604, 701-704, 801-804, 901-904, 1001-1004 and
 1101-1104 were the report seeds of earlier rounds; all of them have been looked at, and a
-round that changes the loop reports on seeds never run before). The real tables do not change with the seed (the census
-table's subsample does) and run once, so for them unseen seeds mean nothing: one real table
-(``sp500_direction``) is held out instead, run only with ``--final``, never while the
-defaults were being chosen (until a round that read its decision trail to find why it
-retrained in a loop: it has been looked at).
+round that changes the loop reports on seeds never run before). The real tables do not
+change with the seed (the census table's subsample does) and run once, so for them unseen
+seeds mean nothing: one real table (``sp500_direction``) is held out instead, run only with
+``--final``, never while the defaults were being chosen (until a round that read its
+decision trail to find why it retrained in a loop: it has been looked at, and its trees
+answering worse than the base rate led to the base-rate check of the LightGBM trainer).
 ``--every 5 20`` leaves out the costly retrain-after-every-batch arm (the stretch target
 is then not measured).
 
