@@ -443,3 +443,24 @@ def test_a_champion_registered_on_fewer_columns_is_judged_beside_the_challenger(
     assert result.report["champion_version"] == 1
     check = result.report["checks"][0]
     assert check["passed"] and "champion" in check["reason"] and "no champion" not in check["reason"]
+
+
+def test_labels_the_inputs_do_not_predict_give_the_base_rate_and_the_gate_says_it_learned_nothing(
+    store: Store, project: Path, clock: Any
+) -> None:
+    """Shuffled labels: the worker keeps the base rate instead of trees that answer worse than it,
+    scores the holdout with it (not with the trees it summed during training), and the gate on
+    ROC AUC rejects a model that ranks nothing."""
+    data = make_churn_stream(2500, seed=8)
+    data["churned"] = np.random.default_rng(0).permutation(data["churned"].to_numpy())
+    data.to_csv(project / "churn.csv", index=False)
+    clock.now = float(data["label_ts"].max()) + 1.0
+    result = train_model(store, _spec(**{"training.executor": "local"}), project)
+    info = store.runs.get(result.run_id).result["info"]
+    assert info["against_base_rate"]["model_kept"] is False
+    assert info["holdout_scoring"] == "after training"
+    assert result.outcome == "rejected" and result.report is not None
+    assert result.report["metrics"]["challenger"]["roc_auc"] == 0.5  # one answer for every row
+    assert "no better than the base rate" in store.artifacts.get(
+        store.runs.get(result.run_id).result["log_artifact"]
+    ).decode()
