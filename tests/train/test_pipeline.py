@@ -461,6 +461,7 @@ def test_labels_the_inputs_do_not_predict_give_the_base_rate_and_the_gate_says_i
     assert info["holdout_scoring"] == "after training"
     assert result.outcome == "rejected" and result.report is not None
     assert result.report["metrics"]["challenger"]["roc_auc"] == 0.5  # one answer for every row
-    assert "no better than the base rate" in store.artifacts.get(
-        store.runs.get(result.run_id).result["log_artifact"]
-    ).decode()
+    assert (
+        "no better than the base rate"
+        in store.artifacts.get(store.runs.get(result.run_id).result["log_artifact"]).decode()
+    )
