@@ -303,6 +303,13 @@ class TrainerSpec(_Part):
     seed: int = 0
     early_stopping_rounds: int | None = 50
     warm_start: bool = False
+    base_rate_check: bool = Field(
+        True,
+        description="LightGBM with the task's default objective: keep the trees only if they predict "
+        "the valid part better than the training rows' base rate (mean per-row log loss, or squared "
+        "error, lower by more than one standard error); otherwise the model is the base rate. "
+        "false: the kept trees whatever they score.",
+    )
     time_limit: Duration = 3600.0
     checkpoint_every: int | None = Field(
         None, ge=1, description="Boosting iterations between checkpoints (besides checkpoint_seconds)."

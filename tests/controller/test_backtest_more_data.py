@@ -31,11 +31,13 @@ BATCH_ROWS = 200
 FEATURES = 4
 
 
-def replay(frame: pd.DataFrame) -> dict[str, Any]:
+def replay(frame: pd.DataFrame, *, base_rate_check: bool = True) -> dict[str, Any]:
     defaults = default_spec(frame, "y").model_dump()
+    model = defaults["model"]
     spec = Spec.model_validate(
         {
             **defaults,
+            "model": {**model, "trainer": {**model["trainer"], "base_rate_check": base_rate_check}},
             "training": {**defaults["training"], "window": {"rows": 2000}},
             "policy": {"cooldown": 0},
         }
@@ -84,10 +86,12 @@ def test_a_gain_the_gate_cannot_confirm_is_confirmed_on_the_rows_labelled_after_
 
 
 def test_a_challenger_no_better_is_judged_again_and_dropped() -> None:
-    # labels that no row predicts: the challenger's small lead on its holdout is chance
+    # labels that no row predicts: the challenger's small lead on its holdout is chance. The
+    # trees are kept whatever they score (by default both models would be the base rate, see
+    # the last test): a model no better than its champion by chance is what this is about.
     rng, x = inputs(18, seed=3)
     coin = (x[:, 0] > 0) ^ (rng.random(len(x)) < 0.5)
-    result = replay(frame_of(x, coin))
+    result = replay(frame_of(x, coin), base_rate_check=False)
     [retrain] = result["retrains"]
     assert retrain["gates"] == "failed" and "difference +" in retrain["checks"][0]
     [look] = result["second_looks"]
@@ -102,7 +106,7 @@ def test_a_rejected_try_is_made_again_once_the_rows_double_and_no_sooner() -> No
     # the second, 8,000 beyond the stream), even though the 2,000-row window is full after
     # the first try and no cooldown spaces them
     rng, x = inputs(30, seed=3)
-    result = replay(frame_of(x, (x[:, 0] > 0) ^ (rng.random(len(x)) < 0.5)))
+    result = replay(frame_of(x, (x[:, 0] > 0) ^ (rng.random(len(x)) < 0.5)), base_rate_check=False)
     first, again = result["retrains"]
     assert first["triggers"] == again["triggers"] == ["more_data"]
     assert first["gates"] == again["gates"] == "failed"
@@ -174,3 +178,18 @@ def test_a_second_look_interrupted_by_a_crash_is_not_judged_twice(
     [look] = result["second_looks"]
     assert look["passed"]
     assert result["promotions"] == [{"batch": look["batch"] + 1, "version": look["version"]}]
+
+
+def test_on_labels_nothing_predicts_every_model_is_the_base_rate_and_none_replaces_another() -> None:
+    """By default the trees fitted to coin flips give way to the base rate: the first model and
+    every try answer the most frequent class, so no try is shown better and none is promoted."""
+    rng, x = inputs(30, seed=3)
+    y = (rng.random(len(x)) < 0.6).astype(int)  # 60% ones, whatever the inputs
+    result = replay(frame_of(x, y))
+    assert result["retrains"] and all(r["gates"] == "failed" for r in result["retrains"])
+    assert result["promotions"] == []
+    # the first model answers 1 for every row: its accuracy is the share of ones in each batch
+    shares = [
+        float(y[b["index"] * BATCH_ROWS : (b["index"] + 1) * BATCH_ROWS].mean()) for b in result["batches"]
+    ]
+    assert [round(b["accuracy"], 6) for b in result["batches"]] == [round(v, 6) for v in shares]

@@ -290,6 +290,12 @@ def test_lightgbm_keeps_the_base_rate_when_its_trees_learned_nothing(
         get_format(framework).loads(blob).predict_proba(later[["a", "b", "c", "d"]])[:, 1], proba
     )
 
+    # asked not to check, the trees are kept whatever they score
+    unchecked = _context(target="y", features=["a", "b", "c", "d"], early_stopping_rounds=20)
+    trees = get_trainer(spec.model_copy(update={"base_rate_check": False})).fit(train, valid, unchecked)
+    assert "against_base_rate" not in unchecked.info
+    assert np.unique(trees.predict_proba(later[["a", "b", "c", "d"]])[:, 1]).size > 1
+
     churn_train, churn_valid = data
     signal = _context(early_stopping_rounds=20)
     get_trainer(spec).fit(churn_train, churn_valid, signal)

@@ -433,7 +433,8 @@ class LightGBMTrainer(Trainer):
             context.info[f"valid_{metric_name}"] = state["curve"][keep - 1]
         context.log(f"boosted {state['done']} iterations, keeping {keep}")
         weights = context.weights(train)
-        if valid_sets and params["objective"] == _LGB_OBJECTIVE[context.task]:
+        checked = self.spec.base_rate_check and params["objective"] == _LGB_OBJECTIVE[context.task]
+        if valid_sets and checked:
             against = self._against_prior(booster, total, state, Xv, yv, y, weights, params, context)
             context.info["against_base_rate"] = against
             if not against["model_kept"]:

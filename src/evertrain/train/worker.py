@@ -195,6 +195,7 @@ class TrainerSettings:
     seed: int = 0
     early_stopping_rounds: int | None = 50
     warm_start: bool = False
+    base_rate_check: bool = True
     time_limit: float = 3600.0
     checkpoint_every: int | None = None
     checkpoint_seconds: float | None = 30.0
