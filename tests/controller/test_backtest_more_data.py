@@ -8,8 +8,10 @@ checkerboard that a tree learns better from 2,000 rows than from 1,000: the chal
 the larger window is shown better and promoted. In a noisy half-plane the gain from more rows
 is too small for one gate (on its labels or its probabilities): the challenger is kept and
 judged again on the rows labelled after its cut-off, shown better there and promoted. On
-labels that nothing predicts, the challenger kept for a second look is shown no better there
-and dropped, and the champion is tried again once the rows to draw on have doubled, no sooner.
+labels that nothing predicts, with the trees kept whatever they score, the challenger kept for
+a second look is shown no better there and dropped, and the champion is tried again once the
+rows to draw on have doubled, no sooner; by default every model there is the base rate, and
+none replaces another.
 """
 
 from __future__ import annotations
