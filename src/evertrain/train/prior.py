@@ -16,18 +16,19 @@ must beat. Otherwise the model is the base rate itself.
 >>> round(float(base[0]), 3)
 0.667
 >>> sharp = np.where(y == 1, 0.9, 0.1)
->>> compare(row_losses("binary", y, sharp), row_losses("binary", y, base))["model_kept"]
+>>> compare(proper_losses("binary", y, sharp), proper_losses("binary", y, base))["model_kept"]
 True
->>> compare(row_losses("binary", y, base), row_losses("binary", y, base))["model_kept"]
+>>> compare(proper_losses("binary", y, base), proper_losses("binary", y, base))["model_kept"]
 False
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
+
+from evertrain.train.candidates import choose
 
 #: Probabilities are kept this far from 0 and 1 in the log loss, so that one confident
 #: miss cannot outweigh every other row.
@@ -50,7 +51,7 @@ def prior_predictions(
     return np.tile(shares, (n_rows, 1))
 
 
-def row_losses(task: str, y: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+def proper_losses(task: str, y: np.ndarray, predictions: np.ndarray) -> np.ndarray:
     """Per-row log loss (classification, labels coded 0..K-1) or squared error (regression)."""
     y = np.asarray(y, dtype=float)
     p = np.asarray(predictions, dtype=float)
@@ -65,19 +66,18 @@ def row_losses(task: str, y: np.ndarray, predictions: np.ndarray) -> np.ndarray:
 
 def compare(model_losses: np.ndarray, prior_losses: np.ndarray) -> dict[str, Any]:
     """The model's mean gain over the base rate on the same rows, its standard error, and
-    whether the model is kept (a gain of more than one standard error)."""
-    diff = np.asarray(prior_losses, dtype=float) - np.asarray(model_losses, dtype=float)
-    n = diff.size
-    gain = float(diff.mean()) if n else 0.0
-    se = float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
+    whether the model is kept: :func:`~evertrain.train.candidates.choose` with the base rate
+    as the default the model must beat."""
+    chosen, evidence = choose({"prior": np.asarray(prior_losses), "model": np.asarray(model_losses)})
+    model = evidence["model"]
     return {
-        "valid_loss": float(np.mean(model_losses)) if n else None,
-        "prior_valid_loss": float(np.mean(prior_losses)) if n else None,
-        "gain": gain,
-        "se": se,
-        "rows": n,
-        "model_kept": bool(gain > se),
+        "valid_loss": model["valid_loss"],
+        "prior_valid_loss": evidence["prior"]["valid_loss"],
+        "gain": model["gain"],
+        "se": model["se"],
+        "rows": int(np.asarray(model_losses).size),
+        "model_kept": chosen == "model",
     }
 
 
-__all__ = ["compare", "prior_predictions", "row_losses"]
+__all__ = ["compare", "prior_predictions", "proper_losses"]

@@ -33,7 +33,7 @@ from evertrain.exceptions import DataValidationError, TrainingFailed, UsageError
 from evertrain.store.formats import BoosterModel, framework_of, get_format
 from evertrain.train.context import TrainContext, Trainer, write_atomic
 from evertrain.train.lora import LoraTrainer
-from evertrain.train.prior import compare, prior_predictions, row_losses
+from evertrain.train.prior import compare, prior_predictions, proper_losses
 
 #: Boosting rounds when the spec's params name none; early stopping usually ends sooner.
 DEFAULT_BOOST_ROUNDS = 500
@@ -355,9 +355,8 @@ class LightGBMTrainer(Trainer):
         params, rounds = self.params(context, y)
         # The Datasets get the params too: built without them, LightGBM uses every core for
         # them, which on a shared host makes each iteration several times slower.
-        train_set = lgb.Dataset(
-            X, y.astype(float), weight=context.weights(train), free_raw_data=False, params=params
-        )
+        weights = context.weights(train)
+        train_set = lgb.Dataset(X, y.astype(float), weight=weights, free_raw_data=False, params=params)
         valid_sets, valid_names = [], []
         if len(valid):
             Xv, yv = context.xy(valid, categorical_as_category=True)
@@ -432,7 +431,6 @@ class LightGBMTrainer(Trainer):
             context.curves[f"valid_{metric_name}"] = state["curve"]
             context.info[f"valid_{metric_name}"] = state["curve"][keep - 1]
         context.log(f"boosted {state['done']} iterations, keeping {keep}")
-        weights = context.weights(train)
         checked = self.spec.base_rate_check and params["objective"] == _LGB_OBJECTIVE[context.task]
         if valid_sets and checked:
             against = self._against_prior(booster, total, state, Xv, yv, y, weights, params, context)
@@ -444,8 +442,7 @@ class LightGBMTrainer(Trainer):
                     f"{against['gain']:+.4f}, one standard error {against['se']:.4f}): the base rate is kept"
                 )
                 if scorer is not None:
-                    scorer.error = "the base rate was kept, not the trees"
-                    scorer.close()
+                    scorer.close("the base rate was kept, not the trees")
                 text = self._base_rate(X, y, weights, params).model_to_string()
                 return BoosterModel(lgb.Booster(model_str=text), text=text, classes=classes)
         if scorer is not None:
@@ -479,7 +476,7 @@ class LightGBMTrainer(Trainer):
         base = prior_predictions(
             context.task, y.to_numpy(dtype=float), weights, int(params.get("num_class", 2)), len(labels)
         )
-        prior_losses = row_losses(context.task, labels, base)
+        prior_losses = proper_losses(context.task, labels, base)
         last: list[np.ndarray] = []
 
         def capture(preds: np.ndarray, _data: Any) -> tuple[str, float, bool]:
@@ -487,12 +484,12 @@ class LightGBMTrainer(Trainer):
             return "base_rate_check", 0.0, False
 
         booster.eval_valid(feval=capture)
-        at_last = compare(row_losses(context.task, labels, last[0]), prior_losses)
+        at_last = compare(proper_losses(context.task, labels, last[0]), prior_losses)
         if state["done"] + state["base"] == total or at_last["gain"] > CLEAR_GAIN_SE * at_last["se"]:
             return {**at_last, "iteration": state["done"] + state["base"], "predicted_again": False}
         kept = booster.predict(Xv, num_iteration=total, num_threads=int(params.get("num_threads", 0) or 0))
         return {
-            **compare(row_losses(context.task, labels, kept), prior_losses),
+            **compare(proper_losses(context.task, labels, kept), prior_losses),
             "iteration": total,
             "predicted_again": True,
         }

@@ -179,9 +179,10 @@ class TreeScorer:
             self._queue.put((cut[0], total, cut[2]))
         self._queue.put(None)
 
-    def close(self) -> None:
-        """Stop the thread (after a failed training); pending chunks are dropped."""
-        self.error = self.error or "closed"
+    def close(self, reason: str = "closed") -> None:
+        """Stop the thread (after a failed training, or when the model is not the trees it was
+        offered); pending chunks are dropped, and the holdout is scored the ordinary way."""
+        self.error = self.error or reason
         self._queue.put(None)
 
     # -- scoring (the scoring thread, and the training thread once boosting has ended) -----
