@@ -491,6 +491,32 @@ def test_more_data_waits_while_a_decay_or_a_drift_is_dealt_with() -> None:
     assert decide(off, champion_obs(T0, new=5000), History())[0].action == "none"
 
 
+def test_more_data_waits_while_a_drift_of_the_inputs_is_building() -> None:
+    """Inputs that drift in one window, with two in a row needed: the try would learn from inputs
+    on the move before their labels said whether the champion handles them. It waits; a window
+    with no drift lets it go, and so does a drift found harmless (the try then wants a gain)."""
+    spec = make_spec(persist=True, triggers={"drift": {"min_labels_after": 300}}, policy={"cooldown": 0})
+    drifting: dict[str, Any] = {"share_drifted": 0.5, "drifted_columns": ("age",), "reference_id": "r"}
+    building, h = decide(spec, champion_obs(T0, new=2500, **drifting), History())
+    assert building.action == "none" and h.drift_streak == 1
+    assert any("more data: waits, the inputs drift in this window (age, 1 of 2" in x for x in building.held)
+    assert h.more_data_version is None  # no try was made, so none is owed a wait for more rows
+    calm, _ = decide(spec, champion_obs(T0 + 3600, new=2500), h)
+    assert calm.action == "retrain" and calm.triggers == ["more_data"]
+    # the drift lasts: it awaits its labels, then they find it harmless and the try is marked
+    lasting, h = decide(spec, champion_obs(T0 + 3600, new=2500, **drifting), h)
+    assert lasting.action == "none" and h.pending_onset is not None
+    judged = champion_obs(
+        T0 + 7200, new=3000, labels_after_onset=500, metric_after_onset=0.9, **drifting
+    )
+    tried, _ = decide(spec, judged, h)
+    assert tried.action == "retrain" and tried.triggers == ["more_data", "inputs_shifted"]
+    # with no hysteresis asked for (one window suffices), a drifting window is no reason to wait
+    once = make_spec(policy={"cooldown": 0})
+    quiet_drift = champion_obs(T0, new=2500, share_drifted=0.5, drifted_columns=("age",), reference_id="r")
+    assert not any("waits" in x for x in decide(once, quiet_drift, History())[0].held)
+
+
 def test_a_try_on_more_data_never_holds_back_a_retrain_for_a_decay() -> None:
     spec = make_spec(policy={"cooldown": "6h"})
     tried, h = decide(spec, champion_obs(T0, new=2500), History())

@@ -27,7 +27,8 @@ The rules, in order:
    since the last retrain, by the daily cap on
    retrains, and by the daily compute budget. A manual request ignores the cooldown
    but not the budget.
-3. More data: when no trigger fired, no decay showed and no drift awaits its labels, a
+3. More data: when no trigger fired, no decay showed, no drift awaits its labels and none
+   is building (drifting inputs in fewer than ``consecutive`` windows so far), a
    challenger is tried on a larger window once the window a retrain would use holds
    ``1 + triggers.more_data.growth`` times the rows of the window the champion was
    trained on (see :func:`more_data`). Nothing about the champion is known to be wrong,
@@ -650,6 +651,16 @@ def decide(
 
     # more data: only when nothing else is being dealt with (a decay, a drift awaiting labels)
     more = None if fired or decay_seen or new.pending_onset is not None else more_data(spec, obs, history)
+    if more is not None and drift_now and new.drift_streak < triggers.drift.consecutive:
+        # the inputs drift in this window, the streak not yet long enough to tell a change from a
+        # spell: the window would learn from inputs on the move, and its labels have not yet said
+        # whether the champion handles them (then the try would want a gain worth the shift)
+        held.append(
+            f"more data: waits, the inputs drift in this window ({_columns(obs.drifted_columns)}, "
+            f"{new.drift_streak} of {triggers.drift.consecutive} windows in a row); the next "
+            "windows say whether it lasts and whether it hurts"
+        )
+        more = None
     if more is not None:
         fired.append("more_data")
         reasons.append(more.reason)
