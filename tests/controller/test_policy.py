@@ -506,9 +506,7 @@ def test_more_data_waits_while_a_drift_of_the_inputs_is_building() -> None:
     # the drift lasts: it awaits its labels, then they find it harmless and the try is marked
     lasting, h = decide(spec, champion_obs(T0 + 3600, new=2500, **drifting), h)
     assert lasting.action == "none" and h.pending_onset is not None
-    judged = champion_obs(
-        T0 + 7200, new=3000, labels_after_onset=500, metric_after_onset=0.9, **drifting
-    )
+    judged = champion_obs(T0 + 7200, new=3000, labels_after_onset=500, metric_after_onset=0.9, **drifting)
     tried, _ = decide(spec, judged, h)
     assert tried.action == "retrain" and tried.triggers == ["more_data", "inputs_shifted"]
     # with no hysteresis asked for (one window suffices), a drifting window is no reason to wait
