@@ -649,7 +649,7 @@ def decide(
         fired.append("manual")
         reasons.append(f"manual: {manual}")
 
-    # more data: only when nothing else is being dealt with (a decay, a drift awaiting labels)
+    # more data: only when nothing else is being dealt with (a decay, a drift awaiting labels or building)
     more = None if fired or decay_seen or new.pending_onset is not None else more_data(spec, obs, history)
     if more is not None and drift_now and new.drift_streak < triggers.drift.consecutive:
         # the inputs drift in this window, the streak not yet long enough to tell a change from a
