@@ -54,6 +54,22 @@ def test_multiclass_and_regression_metrics_match_sklearn(seed: int) -> None:
     assert compute("r2", reg) == pytest.approx(skm.r2_score(truth, pred))
 
 
+def test_a_metric_is_computed_once_per_outputs_and_a_subset_starts_afresh() -> None:
+    out = _binary(3)
+    assert out.proba is not None
+    auc = compute("roc_auc", out)
+    assert out.known == {"roc_auc": auc}
+    # Values computed elsewhere on these arrays (a worker, a thread) are taken as they are.
+    out.remember({"logloss": 0.25, "f1": None})
+    assert compute("log_loss", out) == 0.25 and np.isnan(compute("f1", out))
+    assert compute_many(["log_loss", "f1", "roc_auc"], out) == {"log_loss": 0.25, "f1": None, "roc_auc": auc}
+    half = out.take(np.arange(out.n // 2))
+    assert half.known == {}
+    assert half.proba is not None
+    assert compute("roc_auc", half) == pytest.approx(skm.roc_auc_score(half.y, half.proba[:, 1]))
+    assert compute("log_loss", half) == pytest.approx(skm.log_loss(half.y, half.proba[:, 1]))
+
+
 def test_weights_equal_repeated_rows() -> None:
     out = _binary(7, n=60)
     counts = np.random.default_rng(1).integers(0, 4, out.n)

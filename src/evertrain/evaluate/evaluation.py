@@ -159,7 +159,8 @@ def _golden(store: Store, mv: Any) -> tuple[str, pd.DataFrame] | None:
     return None if linked is None else (linked, load_snapshot(store, linked))
 
 
-def _metric_names(spec: Any) -> list[str]:
+def metric_names(spec: Any) -> list[str]:
+    """The metrics an evaluation reports for ``spec``: the task's defaults and each gate's."""
     names = list(DEFAULT_METRICS[spec.model.task])
     names += [g.metric for g in spec.gates if hasattr(g, "metric")]
     return list(dict.fromkeys(names))
@@ -220,7 +221,7 @@ def evaluate_version(
         )
     seed = spec.model.trainer.seed if seed is None else seed
     trusted = spec.model.trusted_types
-    names = _metric_names(spec)
+    names = metric_names(spec)
     score_started = time.perf_counter()
     with importable(str(project_dir.resolve()) if project_dir else None):
         found = _golden(store, mv)
@@ -525,7 +526,7 @@ def judge_again(
             {"look": look, "looks": len(AGAIN_AT), "holdout_rows": len(holdout), "fresh_rows": len(fresh)}
         )
     passed = bool(checks) and all(c.passed for c in checks)
-    names = _metric_names(spec)
+    names = metric_names(spec)
     report = GateReport(
         model=model,
         version=mv.version,

@@ -24,7 +24,7 @@ import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,11 @@ class Outputs:
     For generation, ``y`` is each reference response's token count, ``pred`` the model's
     summed negative log-likelihood of it, and ``per_row`` the generated text's scores
     (``exact_match``, ``token_f1``).
+
+    The arrays are not changed once made; ``known`` keeps each metric computed on them
+    (see :meth:`Metric.__call__`), so a value asked for again (by the stored metrics, a
+    gate, the report) costs nothing, and one computed elsewhere on the same arrays (the
+    training worker, a thread scoring the champion) can be handed in with :meth:`remember`.
     """
 
     task: str
@@ -75,6 +80,13 @@ class Outputs:
     pred: np.ndarray
     proba: np.ndarray | None = None
     per_row: dict[str, np.ndarray] | None = None
+    known: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+
+    def remember(self, values: dict[str, float | None]) -> None:
+        """Metrics computed on these very arrays elsewhere, as :func:`compute_many` gives them
+        (None where the value is not finite)."""
+        for name, value in values.items():
+            self.known[get_metric(name).name] = float("nan") if value is None else float(value)
 
     @classmethod
     def classification(
@@ -138,7 +150,10 @@ class Metric:
     doc: str
 
     def __call__(self, outputs: Outputs) -> float:
-        return float(self.resampled(outputs, np.ones((1, outputs.n)))[0])
+        value = outputs.known.get(self.name)
+        if value is None:
+            value = outputs.known[self.name] = float(self.resampled(outputs, np.ones((1, outputs.n)))[0])
+        return value
 
     def resampled(self, outputs: Outputs, weights: np.ndarray) -> np.ndarray:
         """The metric under each row of weights (B, n) -> (B,); NaN where it is undefined."""
@@ -197,7 +212,9 @@ def _binary_auc(score: np.ndarray, positive: np.ndarray, w: np.ndarray) -> np.nd
     hundreds of rows of weights, and this sorts the scores once for all of them. Equal to
     scikit-learn's with ``sample_weight`` (tested).
     """
-    order = np.argsort(score, kind="mergesort")
+    # Tied scores are summed as one group below, so their order does not matter: the
+    # unstable sort is twice as fast as a stable one.
+    order = np.argsort(score)
     s, pos = score[order], positive[order].astype(float)
     starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
     ws = w[:, order]

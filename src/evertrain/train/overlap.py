@@ -19,6 +19,8 @@ from evertrain._background import yield_to_training
 from evertrain.data.snapshots import table_bytes, take_snapshot
 from evertrain.data.tables import arrow_table
 from evertrain.data.windows import Window
+from evertrain.evaluate.evaluation import metric_names
+from evertrain.evaluate.metrics import compute_many
 from evertrain.evaluate.scoring import (
     Scored,
     importable,
@@ -169,6 +171,9 @@ class ChampionScorer:
                     spec.model.target,
                     predicted=predicted,
                 )
+                # What the gates and the report will ask of these scores, computed here while
+                # the challenger trains rather than after it (the outputs keep the values).
+                compute_many(metric_names(spec), outputs)
                 with self._lock:
                     self._kept.pop(place, None)  # re-inserted last: the oldest entry goes first
                     self._kept[place] = (identity, scoring)

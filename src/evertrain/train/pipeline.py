@@ -304,6 +304,8 @@ def _register_fitted(step: TrainingStep, run: Run, params: dict[str, Any], fitte
     if outcome.holdout_scores is not None:
         held = outcome.result.get("holdout_scores") or {}
         scores = Scored.from_arrays(outcome.holdout_scores, held.get("classes"), held.get("ms_per_row"))
+        # The worker computed its metrics on these very scores: the gates need not again.
+        scores.outputs.remember((outcome.result.get("metrics") or {}).get("holdout") or {})
     extra = dict(
         fitted.extra,
         candidates=outcome.result.get("candidates"),
