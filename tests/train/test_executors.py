@@ -14,7 +14,7 @@ import pytest
 from evertrain.data.examples import make_churn_stream
 from evertrain.data.tables import arrow_table
 from evertrain.train.executors import InlineExecutor, LocalExecutor, RayExecutor, get_executor
-from evertrain.train.worker import TrainerSettings, TrainJob, data_digest, write_parts
+from evertrain.train.worker import OUT_DIR, RESULT_FILE, TrainerSettings, TrainJob, data_digest, write_parts
 
 FEATURES = ["region", "plan", "tenure_months", "monthly_spend", "support_calls", "visits"]
 MISBEHAVING = """
@@ -241,3 +241,18 @@ def test_the_caller_goes_on_when_the_worker_says_done_and_not_before() -> None:
         assert LocalExecutor._wait(orphaned, done) == (4, None)
     finally:
         os.close(done)
+
+
+def test_the_work_beside_a_training_starts_once_the_job_is_under_way(tmp_path: Path, project: Path) -> None:
+    """The caller's side work (storing snapshots, scoring the champion) is started by the
+    executor once it has the job, not while the caller still prepares it, and only once."""
+    for executor in (InlineExecutor(), LocalExecutor()):
+        job = _job(tmp_path / executor.name, project, LIGHTGBM)
+        seen: list[bool] = []
+
+        def started(job: Path = job, seen: list[bool] = seen) -> None:
+            seen.append((job / OUT_DIR / RESULT_FILE).exists())
+
+        outcome = executor.run(job, time_limit=120, started=started)
+        assert outcome.ok, outcome.error
+        assert seen == [False], executor.name

@@ -125,8 +125,18 @@ class Executor(ABC):
     in_process: ClassVar[bool] = False
 
     @abstractmethod
-    def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
-        """Run the job in ``job_dir``; never raises for a failed training, returns it."""
+    def run(
+        self,
+        job_dir: Path,
+        time_limit: float,
+        tables: Mapping[str, Any] | None = None,
+        started: Callable[[], None] | None = None,
+    ) -> Outcome:
+        """Run the job in ``job_dir``; never raises for a failed training, returns it.
+
+        ``started`` is called once the job is in the hands of what runs it (a worker has it, a
+        task is submitted), so that the caller's work beside the training begins then.
+        """
 
     @contextlib.contextmanager
     def prepared(self, for_lightgbm: bool) -> Iterator[None]:
@@ -140,21 +150,29 @@ class InlineExecutor(Executor):
     name = "inline"
     in_process = True
 
-    def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
+    def run(
+        self,
+        job_dir: Path,
+        time_limit: float,
+        tables: Mapping[str, Any] | None = None,
+        started: Callable[[], None] | None = None,
+    ) -> Outcome:
         clear_outputs(job_dir)
-        started = time.perf_counter()
+        began = time.perf_counter()
         with open(job_dir / LOG_FILE, "a", encoding="utf-8") as log_file:
 
             def log(line: str) -> None:
                 log_file.write(f"{time.strftime('%H:%M:%S')} {line}\n")
                 log_file.flush()
 
+            if started is not None:
+                started()
             try:
                 execute_job(job_dir, log, tables)
             except Exception as exc:  # a failed training is an outcome, not a crash of the caller
                 log(f"failed: {type(exc).__name__}: {exc}")
                 write_error(job_dir, exc)
-        return collect(job_dir, time.perf_counter() - started)
+        return collect(job_dir, time.perf_counter() - began)
 
 
 class _Spare:
@@ -320,9 +338,15 @@ class LocalExecutor(Executor):
             if proc.poll() is not None:
                 return proc.returncode, None
 
-    def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
+    def run(
+        self,
+        job_dir: Path,
+        time_limit: float,
+        tables: Mapping[str, Any] | None = None,
+        started: Callable[[], None] | None = None,
+    ) -> Outcome:
         clear_outputs(job_dir)
-        started = time.perf_counter()
+        began = time.perf_counter()
         proc, done = self._start(job_dir)
         expired = threading.Event()
         ended = threading.Event()
@@ -336,6 +360,8 @@ class LocalExecutor(Executor):
         # polls, and notices the end of a job up to 50 ms late.
         threading.Thread(target=watchdog, name="evertrain-job-watchdog", daemon=True).start()
         try:
+            if started is not None:
+                started()
             code, exiting = self._wait(proc, done)
         except BaseException:
             # Ctrl-C (or any exit) of the caller: the worker is in its own process group, so
@@ -346,7 +372,7 @@ class LocalExecutor(Executor):
         finally:
             os.close(done)
         ended.set()
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - began
         if expired.is_set() or code != 0:
             self._replenish()  # nothing of this job is judged
         if expired.is_set():
@@ -452,24 +478,32 @@ class RayExecutor(Executor):
             RayExecutor._remote = ray.remote(max_retries=0)(run_job_from_bytes)
         return ray
 
-    def run(self, job_dir: Path, time_limit: float, tables: Mapping[str, Any] | None = None) -> Outcome:
+    def run(
+        self,
+        job_dir: Path,
+        time_limit: float,
+        tables: Mapping[str, Any] | None = None,
+        started: Callable[[], None] | None = None,
+    ) -> Outcome:
         ray = self.connect()
         clear_outputs(job_dir)
         inputs = job_inputs(job_dir)
         job = json.loads(inputs[JOB_FILE])
-        started = time.perf_counter()
+        began = time.perf_counter()
         ref = RayExecutor._remote.remote(inputs, job.get("checkpoint_dir"))
+        if started is not None:
+            started()
         try:
             produced: dict[str, bytes] = ray.get(ref, timeout=time_limit)
         except ray.exceptions.GetTimeoutError:
             ray.cancel(ref, force=True)
             return collect(
                 job_dir,
-                time.perf_counter() - started,
+                time.perf_counter() - began,
                 error=f"training timed out after its limit of {time_limit:g}s and was cancelled",
             )
         except ray.exceptions.RayError as exc:
-            return collect(job_dir, time.perf_counter() - started, error=f"the Ray task failed: {exc}")
+            return collect(job_dir, time.perf_counter() - began, error=f"the Ray task failed: {exc}")
         (job_dir / OUT_DIR).mkdir(exist_ok=True)
         for name, data in produced.items():
             if name == LOG_FILE:
@@ -477,7 +511,7 @@ class RayExecutor(Executor):
                     fh.write(data)
             else:
                 (job_dir / name).write_bytes(data)
-        return collect(job_dir, time.perf_counter() - started)
+        return collect(job_dir, time.perf_counter() - began)
 
 
 EXECUTORS: dict[str, type[Executor]] = {e.name: e for e in (InlineExecutor, LocalExecutor, RayExecutor)}

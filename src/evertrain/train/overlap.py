@@ -39,11 +39,13 @@ class SnapshotWriter:
 
     The training needs only the tables (the worker gets them in memory or as Arrow files);
     encoding them as Parquet, writing them to the artifact store and recording them in
-    lineage overlaps the training. :meth:`wait` (before anything refers to them) gives their
-    ids, or raises whatever went wrong there. The thread runs at a lower priority than the
-    training; once the training is over nothing else runs, so :meth:`wait` stores the
-    snapshots the thread has not begun in the calling thread, at its own priority, instead
-    of waiting for the thread to get a share of a busy machine.
+    lineage overlaps the training, from :meth:`start` (once the job is in the worker's
+    hands: before that, the thread's Python work would hold up the step's own way to the
+    fit). :meth:`wait` (before anything refers to them) gives their ids, or raises whatever
+    went wrong there. The thread runs at a lower priority than the training; once the
+    training is over nothing else runs, so :meth:`wait` stores the snapshots the thread has
+    not begun in the calling thread, at its own priority, instead of waiting for the thread
+    to get a share of a busy machine.
     """
 
     def __init__(
@@ -58,7 +60,11 @@ class SnapshotWriter:
         self._ids: dict[str, str] = {}
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._save, name="evertrain-snapshots", daemon=True)
-        self._thread.start()
+
+    def start(self) -> None:
+        """Store the snapshots in a thread from now on."""
+        if self._thread.ident is None:
+            self._thread.start()
 
     def _save(self) -> None:
         yield_to_training()
@@ -82,7 +88,8 @@ class SnapshotWriter:
 
     def wait(self) -> dict[str, str]:
         self._store_parts()
-        self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join()
         if self._error is not None:
             raise self._error
         return {role: self._ids[role] for role in self._roles}
@@ -108,8 +115,9 @@ class ChampionScorer:
 
     The gates need both models' scores on the same rows; the champion's do not depend on
     the challenger, so they are computed during training (LightGBM and numpy release the
-    GIL while they work) instead of after it. A failure here only means the evaluation
-    scores the champion itself.
+    GIL while they work) instead of after it, from :meth:`start` (once the job is in the
+    worker's hands) until the block ends. A failure here only means the evaluation scores
+    the champion itself.
 
     A process that trains a model again and again (the controller) keeps, per model, the
     champion it loaded and its predictions on the last holdout, by row content: successive
@@ -209,13 +217,18 @@ class ChampionScorer:
         return out, _Scoring(model, unique, out[first])
 
     def __enter__(self) -> ChampionScorer:
+        return self
+
+    def start(self) -> None:
+        """Score the champion in a thread from now on (once; nothing when no scores are wanted)."""
         version = self.champion
-        if self.wanted and version is not None and self.window is not None and len(self.window.holdout):
+        if self._thread is not None or not self.wanted or version is None:
+            return
+        if self.window is not None and len(self.window.holdout):
             self._thread = threading.Thread(
                 target=self._work, args=(version,), name="evertrain-champion-scores", daemon=True
             )
             self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         if self._thread is not None:

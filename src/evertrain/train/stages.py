@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -222,13 +223,18 @@ class TrainingStep:
             out.append({"version": version, "framework": mv.framework, "file": name})
         return out
 
-    def execute(self, run: Run, job_dir: Path, seconds_left: float) -> tuple[Outcome, dict[str, Any] | None]:
+    def execute(
+        self, run: Run, job_dir: Path, seconds_left: float, beside: Callable[[], None]
+    ) -> tuple[Outcome, dict[str, Any] | None]:
+        """Run the job (or the sweep); ``beside`` starts the work that runs beside the training,
+        once the executor has the job."""
         started = time.perf_counter()
         sweep_info = None
         limit = min(self.spec.model.trainer.time_limit, seconds_left)
         tables = None if self.snapshots is None else self.snapshots.tables
         if self.spec.training.sweep.trials > 0:
             self.report(f"sweeping {self.spec.training.sweep.trials} trials")
+            beside()
             sweep = run_sweep(self.store, self.spec, run, job_dir, self.executor, seconds_left, tables)
             sweep_info = {
                 "metric": sweep.metric,
@@ -245,6 +251,6 @@ class TrainingStep:
         else:
             self.report("training")
             with watch(job_dir, self.on_progress):
-                outcome = self.executor.run(job_dir, limit, tables)
+                outcome = self.executor.run(job_dir, limit, tables, started=beside)
         self.timed("train", started)
         return outcome, sweep_info
