@@ -82,6 +82,12 @@ def test_summed_trees_equal_the_registered_model(case: str, rows: pd.DataFrame) 
     assert "during training" in how
     expected = model.booster_.predict(scorer.X)
     np.testing.assert_allclose(summed, expected, rtol=0, atol=1e-12)
+    # The model's own output on the first rows (the latency probe's) checks the sums as well,
+    # and an answer the sums do not match sends the rows to ordinary scoring.
+    first = model.raw(scorer.X.iloc[:40])
+    assert scorer.outputs(model, kept, first)[0] is not None
+    summed, how = scorer.outputs(model, kept, first + 1e-6)
+    assert summed is None and "differed" in how
 
 
 def test_a_warm_start_sums_the_parent_trees_too(rows: pd.DataFrame) -> None:

@@ -94,15 +94,25 @@ def measure_latency(
     model: Any, X: pd.DataFrame, timer: Callable[[], float] = time.perf_counter
 ) -> float | None:
     """Median milliseconds per row of ``model.predict`` on up to :data:`LATENCY_MAX_ROWS` rows."""
+    return timed_predictions(model.predict, X, timer)[0]
+
+
+def timed_predictions(
+    predict: Callable[[pd.DataFrame], Any], X: pd.DataFrame, timer: Callable[[], float] = time.perf_counter
+) -> tuple[float | None, Any]:
+    """Median milliseconds per row of :data:`LATENCY_REPEATS` calls of ``predict`` on the
+    first :data:`LATENCY_MAX_ROWS` rows of ``X``, and what the last call answered (which a
+    caller may use: the training worker checks the holdout scores it summed against it)."""
     rows = X.iloc[:LATENCY_MAX_ROWS]
     if not len(rows):
-        return None
+        return None, None
     times = []
+    answer = None
     for _ in range(LATENCY_REPEATS):
         started = timer()
-        model.predict(rows)
+        answer = predict(rows)
         times.append((timer() - started) * 1000.0 / len(rows))
-    return float(statistics.median(times))
+    return float(statistics.median(times)), answer
 
 
 _PATH_LOCK = threading.Lock()

@@ -180,14 +180,16 @@ class BoosterModel:
     def feature_names_in_(self) -> np.ndarray:
         return np.asarray(self.booster_.feature_name())
 
-    def _raw(self, X: Any) -> np.ndarray:
+    def raw(self, X: Any) -> np.ndarray:
+        """The booster's own output: the positive class's probability (binary), one column per
+        class (multiclass), the prediction (regression)."""
         # Predict with the threads the model was trained with (0 = LightGBM's default, all
         # cores); all cores on a busy host make OpenMP spin and predictions crawl.
         threads = int(self.booster_.params.get("num_threads", 0) or 0)
         return np.asarray(self.booster_.predict(X, num_threads=threads))
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        return self.as_proba(self._raw(X))
+        return self.as_proba(self.raw(X))
 
     @staticmethod
     def as_proba(out: np.ndarray) -> np.ndarray:
@@ -197,7 +199,7 @@ class BoosterModel:
         return out
 
     def predict(self, X: Any) -> np.ndarray:
-        out = self._raw(X)
+        out = self.raw(X)
         objective = self.objective_.split()[0] if self.objective_ else ""
         if objective.startswith("binary"):
             index = (out >= 0.5).astype(int)

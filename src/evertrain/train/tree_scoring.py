@@ -14,8 +14,9 @@ the thread that trained takes over the chunks still queued and sums them at its 
 priority instead of waiting for the scoring thread, which runs at a lower one.
 
 The result is checked before it is used: the registered model is loaded from its bytes
-and predicts a sample of the holdout rows the ordinary way; the summed scores must agree
-on every sampled row (up to rounding in the order of the sums, far below anything a
+and predicts some of the holdout rows the ordinary way (the first rows, which the latency
+probe predicts anyway, or a sample spread over the rows); the summed scores must agree
+on every one of them (up to rounding in the order of the sums, far below anything a
 metric can see). A model this cannot sum (random-forest averaging, an output transform
 it does not know) or any disagreement means the holdout is scored the ordinary way.
 
@@ -263,11 +264,15 @@ class TreeScorer:
             at = chunk.stop
         return acc if at == total else None
 
-    def outputs(self, model: Any, total: int) -> tuple[np.ndarray | None, str]:
+    def outputs(
+        self, model: Any, total: int, checked: np.ndarray | None = None
+    ) -> tuple[np.ndarray | None, str]:
         """``model``'s ``predict`` on the rows from the summed trees of iterations ``[0, total)``.
 
         ``model`` is the registered :class:`~evertrain.store.formats.BoosterModel`; it
         predicts a sample of the rows itself, and the sums are used only if they agree.
+        ``checked``: its own output (:meth:`~evertrain.store.formats.BoosterModel.raw`) on
+        the first rows when the caller has it, which then serve as the sample.
         Returns the predictions (None when the rows must be scored the ordinary way) and a
         line saying which happened. Chunks still queued are scored in the calling thread:
         the training has ended, and the caller waits for nothing else.
@@ -280,8 +285,12 @@ class TreeScorer:
         out = transform(raw, self._objective)
         if out is None:
             return None, f"holdout scored after training (objective {self._objective!r} not summed here)"
-        rows = np.unique(np.linspace(0, len(self.X) - 1, min(len(self.X), VERIFY_ROWS)).astype(int))
-        expected = np.asarray(model.booster_.predict(self.X.iloc[rows], num_threads=1))
+        if checked is not None and 0 < len(checked) <= len(self.X):
+            rows = np.arange(len(checked))
+            expected = np.asarray(checked)
+        else:
+            rows = np.unique(np.linspace(0, len(self.X) - 1, min(len(self.X), VERIFY_ROWS)).astype(int))
+            expected = np.asarray(model.booster_.predict(self.X.iloc[rows], num_threads=1))
         gap = float(np.max(np.abs(expected - out[rows]))) if len(rows) else 0.0
         if not gap <= VERIFY_TOLERANCE:
             return None, f"holdout scored after training (summed trees differed by {gap:.3g})"

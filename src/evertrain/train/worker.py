@@ -51,6 +51,7 @@ from evertrain.evaluate.scoring import (
     pass_latency,
     predict_outputs,
     timed_by_its_pass,
+    timed_predictions,
     wants_categories,
 )
 from evertrain.exceptions import EvertrainError
@@ -305,10 +306,15 @@ def execute_job(
                 else model_frame(holdout, job.features, categorical_as_category=wants_categories(stored))
             )
             own_pass = timed_by_its_pass(stored)
-            ms_per_row = None if own_pass else measure_latency(stored, X)
+            ms_per_row = checked = None
+            if scorer is not None and isinstance(stored, BoosterModel):
+                # The booster's own output on the probe's rows, which also checks the sums below.
+                ms_per_row, checked = timed_predictions(stored.raw, X)
+            elif not own_pass:
+                ms_per_row = measure_latency(stored, X)
             predicted = None
             if scorer is not None and isinstance(stored, BoosterModel):
-                summed, how = scorer.outputs(stored, stored.booster_.current_iteration())
+                summed, how = scorer.outputs(stored, stored.booster_.current_iteration(), checked)
                 log(how)
                 context.info["holdout_scoring"] = (
                     "during training" if summed is not None else "after training"
