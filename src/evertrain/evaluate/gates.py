@@ -386,8 +386,9 @@ def check_slices(gate: Any, inputs: GateInputs, seed: int) -> CheckResult:
         return CheckResult("slices", name, False, str(exc.args[0]), {"column": gate.column})
     rows: list[dict[str, Any]] = []
     tested: list[tuple[dict[str, Any], float]] = []
-    for index, value in enumerate(sorted(labels.unique())):
-        mask = (labels == value).to_numpy()
+    codes, values = pd.factorize(labels, sort=True)
+    for index, value in enumerate(values):
+        mask = codes == index
         n = int(mask.sum())
         entry: dict[str, Any] = {"slice": value, "n_rows": n}
         rows.append(entry)
