@@ -186,6 +186,7 @@ def train_model(
     if isinstance(executor, str) or executor is None:
         executor = get_executor(executor or spec.training.executor)
     step = TrainingStep(store, spec, project, executor, actor or settings.actor(), progress)
+    step.prefetch()
     name = spec.model.name
     params = _run_params(store, spec, project, executor, reason=reason, trigger=trigger)
     params["change_at"] = change_at

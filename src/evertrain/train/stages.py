@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from evertrain import settings
+from evertrain.data.source_base import Source
 from evertrain.data.sources import open_source, read_table
 from evertrain.data.windows import WEIGHT_COLUMN, Window, make_window
 from evertrain.evaluate.metrics import DEFAULT_METRICS
@@ -65,6 +70,8 @@ class TrainingStep:
         self.leases = Leases(store)
         self.timings: dict[str, float] = {}
         self.snapshots: SnapshotWriter | None = None
+        #: The source being read ahead (see :meth:`prefetch`).
+        self._reading: Future[tuple[Source, pd.DataFrame]] | None = None
         #: Told the stage the step is in and, while the job runs, the job's own reports.
         self.on_progress = on_progress
 
@@ -113,10 +120,8 @@ class TrainingStep:
     def timed(self, stage: str, started: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
 
-    def window(self, cutoff: float, change_at: float | None = None) -> tuple[Window, str, Any]:
-        started = time.perf_counter()
+    def _read_source(self) -> tuple[Source, pd.DataFrame]:
         spec = self.spec
-        self.report("reading the data")
         source = open_source(
             spec.data.source,
             base=self.project,
@@ -125,7 +130,35 @@ class TrainingStep:
             target=spec.model.target,
             time_column=spec.data.time_column,
         )
-        window = make_window(source.read(), spec, cutoff, change_at=change_at)
+        return source, source.read()
+
+    def prefetch(self) -> None:
+        """Start reading the source in a thread, for :meth:`window`.
+
+        Claiming the run and the checks before the window need only the store; the reading
+        (Parquet decoded in C++, without the interpreter lock) goes on beside them instead of
+        after them. What the reading raises is raised by :meth:`window`, as it was read there.
+        """
+        if self._reading is not None:
+            return
+        reading: Future[tuple[Source, pd.DataFrame]] = Future()
+
+        def read() -> None:
+            try:
+                reading.set_result(self._read_source())
+            except BaseException as exc:  # raised where the window is made
+                reading.set_exception(exc)
+
+        self._reading = reading
+        threading.Thread(target=read, name="evertrain-read-source", daemon=True).start()
+
+    def window(self, cutoff: float, change_at: float | None = None) -> tuple[Window, str, Any]:
+        started = time.perf_counter()
+        spec = self.spec
+        self.report("reading the data")
+        reading, self._reading = self._reading, None
+        source, frame = reading.result() if reading is not None else self._read_source()
+        window = make_window(frame, spec, cutoff, change_at=change_at)
         self.timed("window", started)
         started = time.perf_counter()
         parts: list[tuple[str, Any, list[str]]] = [
