@@ -143,6 +143,19 @@ def test_latency_and_size_budgets() -> None:
     assert [c.passed for c in over] == [False, False] and over[1].evidence["size_mb"] == 2.0
     unmeasured = evaluate_gates(gates, GateInputs(out))
     assert [c.passed for c in unmeasured] == [False, False]
+    # A latency still being measured is asked for after the other gates, in the gates' order.
+    asked: list[str] = []
+
+    def later() -> float:
+        asked.append("latency")
+        return 0.5
+
+    sized = SizeGate(max_mb=1.0)
+    checks = evaluate_gates(
+        [gates[0], sized], GateInputs(out, latency_later=later, size_bytes=500_000), seed=3
+    )
+    assert [c.kind for c in checks] == ["latency", "size"] and all(c.passed for c in checks)
+    assert asked == ["latency"] and checks[0].evidence["ms_per_row"] == 0.5
 
 
 def test_auto_gate_promotes_a_non_inferior_challenger_only_under_confirmed_decay(

@@ -83,6 +83,23 @@ def test_local_and_inline_give_the_same_model(tmp_path: Path, project: Path, loc
     assert get_executor("local").name == "local"
 
 
+def test_a_worker_finishes_its_latency_probe_after_handing_its_outputs_over(
+    tmp_path: Path, project: Path, local_outcome: Any
+) -> None:
+    """A worker process times its model once with the outputs and twice more while its caller
+    goes on; in process, the probe is done before the outputs."""
+    held = local_outcome.result["holdout_scores"]
+    assert held["latency_pending"] and held["ms_per_row"] is None
+    assert local_outcome.latency is not None
+    figure = local_outcome.latency()
+    assert figure is not None and 0 < figure < 50
+    local_outcome.wait_for_worker()
+    assert local_outcome.latency() == figure
+    inline = InlineExecutor().run(_job(tmp_path / "inline", project, LIGHTGBM), time_limit=120)
+    assert inline.latency is None and not inline.result["holdout_scores"]["latency_pending"]
+    assert inline.result["holdout_scores"]["ms_per_row"] > 0
+
+
 def test_a_crash_is_a_failed_outcome_with_the_error_and_the_log(tmp_path: Path, misbehaving: Path) -> None:
     trainer = {"kind": "callable", "callable": "misbehaving:crash"}
     outcome = LocalExecutor().run(_job(tmp_path / "crash", misbehaving, trainer), time_limit=120)

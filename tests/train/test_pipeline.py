@@ -134,6 +134,9 @@ def test_inline_and_local_steps_register_the_same_model(store: Store, project: P
     assert first.artifact_sha256 == second.artifact_sha256
     assert first.snapshots == second.snapshots
     assert inline.metrics["holdout"] == local.metrics["holdout"]
+    # The local worker finished its latency probe while the step judged: the figure is there.
+    assert inline.report is not None and local.report is not None
+    assert inline.report["latency_ms_per_row"] > 0 and local.report["latency_ms_per_row"] > 0
     for result in (inline, local):
         assert store.runs.get(result.run_id).result["info"]["holdout_scoring"] == "during training"
     # The local job's worker was started as the step began, its imports beside the windowing.

@@ -258,7 +258,6 @@ def evaluate_version(
                     champion_model, golden_rows, columns.features, task, target, classes
                 )
                 golden["champion"] = compute_many(names, c_out)
-    latency = challenger_scores.ms_per_row
     inputs = GateInputs(
         confirmed_decay=confirmed_decay(spec, mv.trigger),
         min_gain=min_gain(spec, mv.trigger),
@@ -266,12 +265,14 @@ def evaluate_version(
         champion=champion_out,
         champion_version=champion_version,
         frame=holdout.reset_index(drop=True),
-        latency_ms_per_row=latency,
+        latency_ms_per_row=challenger_scores.ms_per_row,
+        latency_later=challenger_scores.later,
         size_bytes=mv.size_bytes,
         no_champion_reason=no_champion,
     )
     gates_started = time.perf_counter()
     checks = evaluate_gates(spec.gates, inputs, seed=seed)
+    latency = challenger_scores.latency()
     timings = {"score": gates_started - score_started, "gates": time.perf_counter() - gates_started}
     passed = all(c.passed for c in checks)
     report = GateReport(

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,6 +52,13 @@ class Scored:
     outputs: Outputs
     classes: list[Any] | None = None
     ms_per_row: float | None = None
+    #: Gives ``ms_per_row`` when the training worker was still measuring it as it handed the
+    #: scores over (see :func:`evertrain.train.worker.execute_job`); waits for the worker.
+    later: Callable[[], float | None] | None = field(default=None, repr=False, compare=False)
+
+    def latency(self) -> float | None:
+        """Milliseconds per row of the model's predictions (waits for a measurement under way)."""
+        return self.ms_per_row if self.later is None else self.later()
 
     def arrays(self) -> bytes:
         """The outputs as an ``.npz`` (plain arrays, loaded without pickle)."""
@@ -66,12 +73,18 @@ class Scored:
         return sink.getvalue()
 
     @classmethod
-    def from_arrays(cls, data: bytes, classes: list[Any] | None, ms_per_row: float | None) -> Scored:
+    def from_arrays(
+        cls,
+        data: bytes,
+        classes: list[Any] | None,
+        ms_per_row: float | None,
+        later: Callable[[], float | None] | None = None,
+    ) -> Scored:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             proba = z["proba"] if "proba" in z.files else None
             per_row = {k[len(ROW_PREFIX) :]: z[k] for k in z.files if k.startswith(ROW_PREFIX)}
             outputs = Outputs(str(z["task"]), z["y"], z["pred"], proba, per_row or None)
-        return cls(outputs, classes, ms_per_row)
+        return cls(outputs, classes, ms_per_row, later)
 
 
 def timed_by_its_pass(model: Any) -> bool:
@@ -94,25 +107,33 @@ def measure_latency(
     model: Any, X: pd.DataFrame, timer: Callable[[], float] = time.perf_counter
 ) -> float | None:
     """Median milliseconds per row of ``model.predict`` on up to :data:`LATENCY_MAX_ROWS` rows."""
-    return timed_predictions(model.predict, X, timer)[0]
+    times, _ = timed_predictions(model.predict, X, timer)
+    return median_latency(times)
+
+
+def median_latency(times: list[float]) -> float | None:
+    """The latency of a model from its timed calls (milliseconds per row each)."""
+    return float(statistics.median(times)) if times else None
 
 
 def timed_predictions(
-    predict: Callable[[pd.DataFrame], Any], X: pd.DataFrame, timer: Callable[[], float] = time.perf_counter
-) -> tuple[float | None, Any]:
-    """Median milliseconds per row of :data:`LATENCY_REPEATS` calls of ``predict`` on the
-    first :data:`LATENCY_MAX_ROWS` rows of ``X``, and what the last call answered (which a
-    caller may use: the training worker checks the holdout scores it summed against it)."""
+    predict: Callable[[pd.DataFrame], Any],
+    X: pd.DataFrame,
+    timer: Callable[[], float] = time.perf_counter,
+    repeats: int = LATENCY_REPEATS,
+) -> tuple[list[float], Any]:
+    """Milliseconds per row of each of ``repeats`` calls of ``predict`` on the first
+    :data:`LATENCY_MAX_ROWS` rows of ``X`` (none without rows), and what the last call
+    answered (which a caller may use: the training worker checks the holdout scores it
+    summed against it)."""
     rows = X.iloc[:LATENCY_MAX_ROWS]
-    if not len(rows):
-        return None, None
-    times = []
+    times: list[float] = []
     answer = None
-    for _ in range(LATENCY_REPEATS):
+    for _ in range(repeats if len(rows) else 0):
         started = timer()
         answer = predict(rows)
         times.append((timer() - started) * 1000.0 / len(rows))
-    return float(statistics.median(times)), answer
+    return times, answer
 
 
 _PATH_LOCK = threading.Lock()

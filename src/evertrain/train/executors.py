@@ -42,6 +42,7 @@ from evertrain.train.worker import (
     DONE_FD,
     ERROR_FILE,
     JOB_FILE,
+    LATENCY_FILE,
     LIGHTGBM_ALONE,
     LOG_FILE,
     MODEL_FILE,
@@ -63,6 +64,9 @@ KILL_GRACE_SECONDS = 5.0
 #: How often a job's end is looked for by its exit while waiting for the worker to say it is
 #: done: only a worker that died while a process it started keeps its pipe open needs it.
 EXIT_POLL_SECONDS = 0.5
+#: How long a worker may take to finish its latency probe after handing its outputs over
+#: (two predictions of a few hundred rows) before it is killed and the figure given up.
+LATENCY_WAIT_SECONDS = 60.0
 
 
 @dataclass
@@ -81,6 +85,9 @@ class Outcome:
     #: Called once, by :meth:`wait_for_worker`: what the executor does when the step that
     #: ran the job is over (the local executor starts the worker it keeps warm then).
     then: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    #: The latency probe's figure when the worker finishes the probe after handing its
+    #: outputs over (the result says ``latency_pending``); calling it waits for the worker.
+    latency: Callable[[], float | None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def log_tail(self) -> str:
@@ -89,6 +96,8 @@ class Outcome:
     def wait_for_worker(self) -> None:
         """Return once the process that ran the job has ended (at once for most executors);
         the caller's use of the outcome is over."""
+        if self.latency is not None:
+            self.latency()  # read while the worker's word is there to read
         if self.exiting is not None:
             self.exiting.join()
         if self.then is not None:
@@ -367,13 +376,13 @@ class LocalExecutor(Executor):
             # Ctrl-C (or any exit) of the caller: the worker is in its own process group, so
             # the terminal's SIGINT never reached it; kill it rather than leave it training.
             ended.set()
+            os.close(done)
             self._kill(proc)
             raise
-        finally:
-            os.close(done)
         ended.set()
         seconds = time.perf_counter() - began
         if expired.is_set() or code != 0:
+            os.close(done)
             self._replenish()  # nothing of this job is judged
         if expired.is_set():
             return collect(
@@ -394,6 +403,10 @@ class LocalExecutor(Executor):
                 f"{outcome.log_tail.strip().splitlines()[-1] if outcome.log.strip() else 'no output'}",
             )
         outcome = collect(job_dir, seconds)
+        if outcome.ok and (outcome.result.get("holdout_scores") or {}).get("latency_pending"):
+            outcome.latency = _LatencyLater(done, proc, job_dir / OUT_DIR / LATENCY_FILE)
+        else:
+            os.close(done)
         outcome.exiting = exiting
         # The next warm worker starts when the caller is done with this job (the version
         # registered and judged): its imports and warm-up, a core's work for a second or
@@ -417,6 +430,40 @@ class LocalExecutor(Executor):
         if not ended.wait(KILL_GRACE_SECONDS):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+class _LatencyLater:
+    """The figure of a latency probe the worker finishes after handing its outputs over (see
+    :func:`~evertrain.train.worker.execute_job`): read once the worker says on its pipe that
+    it is written; None when the worker ends without it, or is killed after
+    :data:`LATENCY_WAIT_SECONDS` (the latency gate then says it was not measured)."""
+
+    def __init__(self, fd: int, proc: subprocess.Popen[bytes], path: Path) -> None:
+        self._fd, self._proc, self._path = fd, proc, path
+        self._lock = threading.Lock()
+        self._read = False
+        self._value: float | None = None
+
+    def __call__(self) -> float | None:
+        with self._lock:
+            if not self._read:
+                self._read = True
+                try:
+                    self._await_word()
+                finally:
+                    os.close(self._fd)
+                with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+                    self._value = float(json.loads(self._path.read_text())["ms_per_row"])
+            return self._value
+
+    def _await_word(self) -> None:
+        deadline = time.monotonic() + LATENCY_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self._fd], [], [], EXIT_POLL_SECONDS)
+            if ready or self._proc.poll() is not None:
+                return  # its word, or the pipe closed, or it ended
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
 
 
 def job_inputs(job_dir: Path) -> dict[str, bytes]:

@@ -313,7 +313,13 @@ def _register_fitted(step: TrainingStep, run: Run, params: dict[str, Any], fitte
     scores = None
     if outcome.holdout_scores is not None:
         held = outcome.result.get("holdout_scores") or {}
-        scores = Scored.from_arrays(outcome.holdout_scores, held.get("classes"), held.get("ms_per_row"))
+        scores = Scored.from_arrays(
+            outcome.holdout_scores,
+            held.get("classes"),
+            held.get("ms_per_row"),
+            # the worker finishes its latency probe while the version is registered and judged
+            outcome.latency if held.get("latency_pending") else None,
+        )
         # The worker computed its metrics on these very scores: the gates need not again.
         scores.outputs.remember((outcome.result.get("metrics") or {}).get("holdout") or {})
     extra = dict(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -44,9 +45,11 @@ import pyarrow as pa
 
 from evertrain.evaluate.metrics import compute_many, get_metric
 from evertrain.evaluate.scoring import (
+    LATENCY_REPEATS,
     Scored,
     importable,
     measure_latency,
+    median_latency,
     model_frame,
     pass_latency,
     predict_outputs,
@@ -71,6 +74,8 @@ OUT_DIR = "out"
 MODEL_FILE = "model.bin"
 RESULT_FILE = "result.json"
 SCORES_FILE = "holdout_scores.npz"
+#: The latency probe's figure, when the worker finished the probe after its other outputs.
+LATENCY_FILE = "latency.json"
 ERROR_FILE = "error.json"
 DATA_PARTS = ("train", "valid", "holdout")
 DATA_SUFFIX = ".arrow"
@@ -213,12 +218,20 @@ class TrainerSettings:
 
 
 def execute_job(
-    folder: Path, log: Callable[[str], None] = print, tables: Mapping[str, pa.Table] | None = None
+    folder: Path,
+    log: Callable[[str], None] = print,
+    tables: Mapping[str, pa.Table] | None = None,
+    later: list[Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
     """Train the job in ``folder`` and write its outputs; returns the result written.
 
     ``tables``: the job's data when the caller holds it in this process (else it is read
-    from the folder).
+    from the folder). ``later``: where the caller, which hands the outputs over before it
+    runs what this adds there, lets the job finish its latency probe after them: the probe
+    of a booster is timed once with the outputs (its answer checks the summed holdout
+    scores) and its other calls then, while the caller's side registers and judges the
+    model; the result says ``latency_pending`` and the probe's figure goes to
+    :data:`LATENCY_FILE`.
     """
     job = TrainJob.read(folder)
     out = folder / OUT_DIR
@@ -309,7 +322,13 @@ def execute_job(
             ms_per_row = checked = None
             if scorer is not None and isinstance(stored, BoosterModel):
                 # The booster's own output on the probe's rows, which also checks the sums below.
-                ms_per_row, checked = timed_predictions(stored.raw, X)
+                times, checked = timed_predictions(
+                    stored.raw, X, repeats=1 if later is not None else LATENCY_REPEATS
+                )
+                if later is not None and times:
+                    later.append(functools.partial(_finish_latency, out, stored, X, times))
+                else:
+                    ms_per_row = median_latency(times)
             elif not own_pass:
                 ms_per_row = measure_latency(stored, X)
             predicted = None
@@ -346,7 +365,11 @@ def execute_job(
     if chosen is not None:
         result["candidates"] = chosen
     if scored is not None:
-        result["holdout_scores"] = {"classes": scored.classes, "ms_per_row": scored.ms_per_row}
+        result["holdout_scores"] = {
+            "classes": scored.classes,
+            "ms_per_row": scored.ms_per_row,
+            "latency_pending": bool(later),
+        }
         write_atomic(out / SCORES_FILE, scored.arrays(), durable=False)
     # Not flushed to disk: outputs of an attempt that did not end in a registered version are
     # cleared before the next attempt; the model becomes durable in the artifact store.
@@ -359,6 +382,13 @@ def execute_job(
         f"sha256 {result['model_sha256'][:12]}"
     )
     return result
+
+
+def _finish_latency(out: Path, model: BoosterModel, X: pd.DataFrame, first: list[float]) -> None:
+    """The latency probe's calls after the first (see :func:`execute_job`'s ``later``), and its figure."""
+    more, _ = timed_predictions(model.raw, X, repeats=LATENCY_REPEATS - len(first))
+    figure = {"ms_per_row": median_latency(first + more)}
+    write_atomic(out / LATENCY_FILE, json.dumps(figure).encode(), durable=False)
 
 
 def _fit_candidates(
@@ -647,8 +677,9 @@ def _wait_for_job(next_job: str | None = None) -> Path | None:
     return folder
 
 
-def _tell_done(fd: int | None) -> None:
-    """Tell the parent, on the pipe it gave (``--done-fd``), that the job's outputs are written.
+def _tell_done(fd: int | None, *, last: bool = True) -> None:
+    """Tell the parent, on the pipe it gave (``--done-fd``), that the job's outputs are written
+    (and, after a latency probe finished apart, once more that its figure is).
 
     The parent goes on from here instead of from this process's exit, which waits for the
     kernel to take down its memory (tens of milliseconds after a large training).
@@ -657,7 +688,8 @@ def _tell_done(fd: int | None) -> None:
         return
     with contextlib.suppress(OSError):
         os.write(fd, b"\n")
-        os.close(fd)
+        if last:
+            os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -693,14 +725,25 @@ def main(argv: list[str] | None = None) -> int:
         pool = pa.default_memory_pool().backend_name
         log(f"worker {os.getpid()} was started ahead of this job; Arrow allocates from {pool}")
 
+    # With a pipe to the parent, the job hands its outputs over before the end of its latency
+    # probe, which then runs while the parent registers and judges the model.
+    later: list[Callable[[], None]] = []
     try:
-        execute_job(folder, log)
+        execute_job(folder, log, later=later if done_fd is not None else None)
     except BaseException as exc:  # the child reports every failure, then exits non-zero
         traceback.print_exc()
         write_error(folder, exc)
         return 1
     sys.stdout.flush()
-    _tell_done(done_fd)
+    _tell_done(done_fd, last=not later)
+    if later:
+        try:
+            for work in later:
+                work()
+        except Exception:  # the parent finds no figure, and the latency gate says it was not measured
+            traceback.print_exc()
+        sys.stdout.flush()
+        _tell_done(done_fd)
     return 0
 
 
