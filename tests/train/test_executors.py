@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +274,24 @@ def test_the_work_beside_a_training_starts_once_the_job_is_under_way(tmp_path: P
         outcome = executor.run(job, time_limit=120, started=started)
         assert outcome.ok, outcome.error
         assert seen == [False], executor.name
+
+
+def test_a_caller_lets_its_worker_go_and_the_next_one_starts_after_it_exits(
+    tmp_path: Path, project: Path
+) -> None:
+    """A training step does not wait for its worker to take down its memory; the worker kept
+    warm for the next job is started once that one has exited."""
+    LocalExecutor.keep_warm()
+    try:
+        outcome = LocalExecutor().run(_job(tmp_path / "job", project, LIGHTGBM), time_limit=120)
+        assert outcome.ok, outcome.error
+        outcome.let_go()
+        assert outcome.latency is not None and outcome.latency() is not None
+        assert outcome.exiting is not None
+        outcome.exiting.join(timeout=60)
+        deadline = time.monotonic() + 60
+        while LocalExecutor._spare is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert LocalExecutor._spare is not None
+    finally:
+        LocalExecutor.keep_warm(False)

@@ -82,8 +82,9 @@ class Outcome:
     holdout_scores: bytes | None = None
     #: The worker's exit, awaited in a thread when the worker said it was done before ending.
     exiting: threading.Thread | None = field(default=None, repr=False, compare=False)
-    #: Called once, by :meth:`wait_for_worker`: what the executor does when the step that
-    #: ran the job is over (the local executor starts the worker it keeps warm then).
+    #: Called once, by :meth:`wait_for_worker` or :meth:`let_go`: what the executor does when
+    #: the step that ran the job is over (the local executor starts the worker it keeps warm
+    #: then).
     then: Callable[[], None] | None = field(default=None, repr=False, compare=False)
     #: The latency probe's figure when the worker finishes the probe after handing its
     #: outputs over (the result says ``latency_pending``); calling it waits for the worker.
@@ -103,6 +104,26 @@ class Outcome:
         if self.then is not None:
             then, self.then = self.then, None
             then()
+
+    def let_go(self) -> None:
+        """The caller's use of the outcome is over; unlike :meth:`wait_for_worker`, return
+        without waiting for the worker's exit (it has handed everything over, and takes down
+        its memory for tens of milliseconds): what follows it runs in the thread that awaits it."""
+        if self.latency is not None:
+            self.latency()
+        then, self.then = self.then, None
+        exiting = self.exiting
+        if exiting is None or not exiting.is_alive():
+            if then is not None:
+                then()
+            return
+
+        def after_exit() -> None:
+            exiting.join()
+            if then is not None:
+                then()
+
+        threading.Thread(target=after_exit, name="evertrain-worker-after", daemon=True).start()
 
 
 def collect(job_dir: Path, seconds: float, error: str | None = None) -> Outcome:

@@ -218,9 +218,9 @@ def train_model(
     finally:
         step.leases.release(run_lease, step.holder)
         if fitted is not None:
-            # The worker went on exiting while the version was registered and judged; the step
-            # ends with it (whatever way it ends), leaving no process of its own behind.
-            fitted.outcome.wait_for_worker()
+            # The worker handed everything over and goes on exiting; the step does not wait
+            # for the kernel to take down its memory (the next warm worker starts after it).
+            fitted.outcome.let_go()
     shutil.rmtree(job_dir, ignore_errors=True)
     return TrainResult(
         name,
