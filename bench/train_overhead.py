@@ -193,7 +193,8 @@ def _settle() -> None:
 
 class TreeClock:
     """Wall and CPU seconds of a block, CPU counted over the whole process tree: this process
-    (all its threads) and every child process that ended within the block. A child that was
+    (all its threads) and every child process that ended within the block or was ending as it
+    ended (its CPU is taken once it has exited; the wall time is not). A child that was
     already running before the block (a worker kept warm, which did its imports ahead) counts
     only for what it used within the block; a child started within the block and still running
     after it (the next warm worker) does not count."""
@@ -211,6 +212,14 @@ class TreeClock:
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self._wall
+        # A training step lets the worker that ran its job go while it exits (and starts the
+        # next warm worker only then): its CPU counts once it has ended and been reaped (a
+        # child is listed, as a zombie, until then). A worker waiting for a job (one kept warm
+        # beside a bare fit) used no CPU in the block and is not waited for.
+        going = {pid for pid, cpu in _live_children().items() if cpu - self._before.get(pid, 0.0) > 0.05}
+        deadline = time.monotonic() + 60
+        while going & set(_live_children()) and time.monotonic() < deadline:
+            time.sleep(0.005)
         after = _live_children()
         ahead = sum(cpu for pid, cpu in self._before.items() if pid not in after)
         self.cpu = self._tree_cpu() - self._cpu - ahead

@@ -142,7 +142,7 @@ def collect(job_dir: Path, seconds: float, error: str | None = None) -> Outcome:
 
 def clear_outputs(job_dir: Path) -> None:
     """Remove the outputs of an earlier attempt (checkpoints stay: they are how it resumes)."""
-    for name in (MODEL_FILE, RESULT_FILE, ERROR_FILE, SCORES_FILE):
+    for name in (MODEL_FILE, RESULT_FILE, ERROR_FILE, SCORES_FILE, LATENCY_FILE):
         with contextlib.suppress(FileNotFoundError):
             (job_dir / OUT_DIR / name).unlink()
     with contextlib.suppress(FileNotFoundError):
