@@ -214,9 +214,17 @@ class TreeClock:
         self.wall = time.perf_counter() - self._wall
         # A training step lets the worker that ran its job go while it exits (and starts the
         # next warm worker only then): its CPU counts once it has ended and been reaped (a
-        # child is listed, as a zombie, until then). A worker waiting for a job (one kept warm
-        # beside a bare fit) used no CPU in the block and is not waited for.
-        going = {pid for pid, cpu in _live_children().items() if cpu - self._before.get(pid, 0.0) > 0.05}
+        # child is listed, as a zombie, until then). The worker kept warm for the next job
+        # (waiting for it, or still importing) is not waited for.
+        from evertrain.train.executors import LocalExecutor
+
+        spare = LocalExecutor._spare
+        kept = {spare.proc.pid} if spare is not None else set()
+        going = {
+            pid
+            for pid, cpu in _live_children().items()
+            if pid not in kept and cpu - self._before.get(pid, 0.0) > 0.05
+        }
         deadline = time.monotonic() + 60
         while going & set(_live_children()) and time.monotonic() < deadline:
             time.sleep(0.005)
