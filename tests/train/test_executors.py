@@ -288,6 +288,9 @@ def test_a_caller_lets_its_worker_go_and_the_next_one_starts_after_it_exits(
         outcome.let_go()
         assert outcome.latency is not None and outcome.latency() is not None
         assert outcome.exiting is not None
+        # Read in this order, without a race: a next worker already started means the exit was awaited.
+        if LocalExecutor._spare is not None:
+            assert not outcome.exiting.is_alive()
         outcome.exiting.join(timeout=60)
         deadline = time.monotonic() + 60
         while LocalExecutor._spare is None and time.monotonic() < deadline:

@@ -97,33 +97,29 @@ class Outcome:
     def wait_for_worker(self) -> None:
         """Return once the process that ran the job has ended (at once for most executors);
         the caller's use of the outcome is over."""
-        if self.latency is not None:
-            self.latency()  # read while the worker's word is there to read
-        if self.exiting is not None:
-            self.exiting.join()
-        if self.then is not None:
-            then, self.then = self.then, None
-            then()
+        self._release(wait=True)
 
     def let_go(self) -> None:
         """The caller's use of the outcome is over; unlike :meth:`wait_for_worker`, return
         without waiting for the worker's exit (it has handed everything over, and takes down
         its memory for tens of milliseconds): what follows it runs in the thread that awaits it."""
+        self._release(wait=False)
+
+    def _release(self, *, wait: bool) -> None:
         if self.latency is not None:
-            self.latency()
+            self.latency()  # read while the worker's word is there to read
         then, self.then = self.then, None
-        exiting = self.exiting
-        if exiting is None or not exiting.is_alive():
-            if then is not None:
-                then()
-            return
 
         def after_exit() -> None:
-            exiting.join()
+            if self.exiting is not None:
+                self.exiting.join()
             if then is not None:
                 then()
 
-        threading.Thread(target=after_exit, name="evertrain-worker-after", daemon=True).start()
+        if wait or self.exiting is None or not self.exiting.is_alive():
+            after_exit()
+        else:
+            threading.Thread(target=after_exit, name="evertrain-worker-after", daemon=True).start()
 
 
 def collect(job_dir: Path, seconds: float, error: str | None = None) -> Outcome:
