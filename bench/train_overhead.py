@@ -167,6 +167,17 @@ def _ticks(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_times() -> tuple[float, float]:
+    """Seconds since boot, over all CPUs, of (every state, steal): steal is time a virtual
+    machine's CPUs were ready to run and the hypervisor ran something else."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum(fields[:8]) / tick, (fields[7] if len(fields) > 7 else 0) / tick
+
+
 def _live_children() -> dict[int, float]:
     """This process's live child processes and the CPU seconds each has used so far."""
     pids: set[int] = set()
@@ -268,7 +279,7 @@ MODES = {
 }
 
 
-def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
+def measure(rows: int, repeats: int, extra_features: int, modes: list[str] | None = None) -> dict[str, Any]:
     """Per mode, ``repeats`` pairs of (anchor, ``train_model``) on the same new window.
 
     The modes take turns within each repeat, and within a pair the anchor runs first in
@@ -281,6 +292,7 @@ def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
 
     # Enough rows that the training part (after holdout and valid) has ``rows`` rows.
     total = int(np.ceil(rows / ((1 - HOLDOUT_FRACTION) * (1 - VALID_FRACTION))))
+    measured = {m: MODES[m] for m in modes or MODES}
     out: dict[str, Any] = {"repeats": repeats, "modes": {}}
     samples: dict[str, dict[str, list[float]]] = {m: {} for m in MODES}
     stages: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
@@ -291,14 +303,14 @@ def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
     arrow_default = pa.default_memory_pool()
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
-        source = _Source(project, total, extra_features, len(MODES) * repeats)
+        source = _Source(project, total, extra_features, len(measured) * repeats)
         source.advance(0)
         store = Store.for_project(project, clock=lambda: source.now).open()
         first = train_model(store, _spec("inline"), project)  # the champion the trainings are judged on
         store.registry.promote("churn", first.version, actor="bench")
         k = 0
         for repeat in range(repeats):
-            for mode, (executor, warm, anchor) in MODES.items():
+            for mode, (executor, warm, anchor) in measured.items():
                 k += 1
                 window = make_window(source.advance(k), _spec(executor), source.now)
                 parts = (window.train, window.valid, window.columns.features)
@@ -312,8 +324,6 @@ def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
                 pa.set_memory_pool(arrow_default)
                 if anchor == "fit":
                     use_system_arrow_allocator()
-                if warm:
-                    _settle()
                 if anchor == "script":
                     # A one-off `evertrain train` starts with nothing of the trainings before it.
                     ChampionScorer.forget()
@@ -326,10 +336,22 @@ def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
                     runs.reverse()
                 got: dict[str, Any] = {}
                 for name, work in runs:
+                    if warm:
+                        # Each side after the worker kept warm is idle: the next one, started
+                        # as a training ends, imports and warms up for a few seconds, which
+                        # must not weigh on an anchor that follows the training.
+                        _settle()
                     with TreeClock() as clock:
                         got[name] = work()
                     samples[mode].setdefault(f"wall_{name}", []).append(clock.wall)
                     samples[mode].setdefault(f"cpu_{name}", []).append(clock.cpu)
+                walls = {n: samples[mode][f"wall_{n}"][-1] for n, _ in runs}
+                print(
+                    f"{len(window.columns.features)} features, {mode}, pair {repeat + 1}: "
+                    + ", ".join(f"{n} {w:.3f} s" for n, w in walls.items()),
+                    file=sys.stderr,
+                    flush=True,
+                )
                 LocalExecutor.keep_warm(False)
                 result = got["evertrain"]
                 kept = int(result.metrics.get("best_iteration") or 0)
@@ -341,7 +363,7 @@ def measure(rows: int, repeats: int, extra_features: int) -> dict[str, Any]:
                 scoring[mode].add(str(recorded["info"].get("holdout_scoring")))
                 champion_rows[mode].append(recorded.get("champion_rows_predicted"))
         store.close()
-    for mode, (_, _, anchor) in MODES.items():
+    for mode, (_, _, anchor) in measured.items():
         s = samples[mode]
         med = {key: statistics.median(values) for key, values in s.items()}
         row: dict[str, Any] = {"anchor": anchor, **med}
@@ -379,7 +401,7 @@ def _share(seconds: float, share: float) -> str:
 ANCHORS = {"fit": "bare fit, in process", "script": "bare script, own process"}
 
 
-def render(results: list[dict[str, Any]], load: tuple[float, float]) -> str:
+def render(results: list[dict[str, Any]], load: tuple[float, float], steal: float | None = None) -> str:
     first = results[0]
     lines = [
         SECTION,
@@ -400,7 +422,9 @@ def render(results: list[dict[str, Any]], load: tuple[float, float]) -> str:
             else f" except: {'; '.join(m for r in results for m in r['mismatched'])}."
         )
         + f" Median of {first['repeats']} pairs per row; the modes take turns within each repeat and "
-        "the anchor runs first in every other pair. *CPU*: user + system seconds of the whole process "
+        "the anchor runs first in every other pair; before each side of a warm pair the benchmark waits "
+        "until the worker kept warm is idle (the next one warms up as a training ends). *CPU*: user + "
+        "system seconds of the whole process "
         "tree (this process's threads and the child processes that ran for the training; a warm worker "
         "counts only from the moment it gets its job).",
         "",
@@ -459,8 +483,13 @@ def render(results: list[dict[str, Any]], load: tuple[float, float]) -> str:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"evertrain {evertrain.__version__}, LightGBM {lightgbm.__version__}, numpy {np.__version__}, "
         f"pandas {pd.__version__}; LightGBM threads: {DEFAULT_NUM_THREADS} in both. Load average (1 min, "
-        f"`uptime`) {load[0]:.1f} at the start and {load[1]:.1f} at the end: on a shared machine the wall "
-        "times move with the load, the CPU times much less.",
+        f"`uptime`) {load[0]:.1f} at the start and {load[1]:.1f} at the end"
+        + (
+            ""
+            if steal is None
+            else f"; steal (CPU time the hypervisor gave to others, `/proc/stat`) {steal:.1%} over the run"
+        )
+        + ": on a shared machine the wall times move with the load, the CPU times much less.",
         "",
     ]
     return "\n".join(lines)
@@ -477,11 +506,20 @@ def main() -> None:
         default=list(EXTRA_FEATURES),
         help=f"numeric columns added to the example's 6 features, one run each (default {EXTRA_FEATURES})",
     )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=list(MODES),
+        default=list(MODES),
+        help="executors to measure (default all)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
-    load_start = os.getloadavg()[0]
-    results = [measure(args.rows, args.repeats, extra) for extra in args.extra_features]
-    text = render(results, (load_start, os.getloadavg()[0]))
+    load_start, (total_start, steal_start) = os.getloadavg()[0], _cpu_times()
+    results = [measure(args.rows, args.repeats, extra, args.modes) for extra in args.extra_features]
+    total_end, steal_end = _cpu_times()
+    steal = (steal_end - steal_start) / (total_end - total_start) if total_end > total_start else None
+    text = render(results, (load_start, os.getloadavg()[0]), steal)
     print(text)
     if not args.no_write:
         replace_section(SECTION.removeprefix("## "), text)
