@@ -1,7 +1,9 @@
-"""Work done beside the main work: repeated in a thread while a block runs, at a lower priority.
+"""Work done beside the main work: ahead of need, repeated while a block runs, at a lower priority.
 
-:func:`repeating` calls a function every few seconds in a thread of its own while a block
-runs (a lease's heartbeat, a look at a job's progress).
+:func:`ahead` starts a call in a thread of its own and gives its future: what waits on a
+file or another process (reading a source, asking ``git``) goes on while the caller does
+its own work. :func:`repeating` calls a function every few seconds in a thread of its own
+while a block runs (a lease's heartbeat, a look at a job's progress).
 
 Work done beside a training (scoring, snapshots) runs at a lower priority than the training.
 A training uses one core; the work beside it is meant for the others. When there are more
@@ -20,6 +22,10 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: Nice value added to a side thread: the training gets about ten times its CPU share.
 SIDE_NICENESS = 10
@@ -53,3 +59,18 @@ def repeating(seconds: float, work: Callable[[], None], name: str) -> Iterator[N
     finally:
         stop.set()
         thread.join()
+
+
+def ahead(work: Callable[[], T], name: str) -> Future[T]:
+    """Start ``work`` in a daemon thread called ``name``; its future holds what it returns or
+    raises (raised again by ``result()``, where the caller would have called it)."""
+    done: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(work())
+        except BaseException as exc:  # handed to whoever waits for the result
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done

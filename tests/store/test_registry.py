@@ -55,6 +55,9 @@ def test_a_run_registers_its_version_once(store: Store) -> None:
     other = store.registry.register("m", digest, framework="json", actor="a", run_id="run-2")
     assert again == first
     assert (first.version, other.version) == (1, 2)
+    assert store.registry.version_of_run("m", "run-2") == 2
+    assert store.registry.version_of_run("m", "run-3") is None
+    assert store.registry.version_of_run("unknown", "run-1") is None
     assert len(store.registry.list_versions("m")) == 2
     assert len(store.audit.entries()) == 2
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from evertrain.exceptions import InvalidNameError, NotFoundError, UsageError
@@ -34,6 +36,23 @@ def test_finishing_a_run_records_its_outcome(store: Store) -> None:
         store.runs.finish("nope", "failed")
     with pytest.raises(NotFoundError):
         store.runs.get("nope")
+
+
+def test_runs_are_listed_by_status_and_creation_time(project_store: Store, clock: Any) -> None:
+    """What a training step asks before it trains: the running runs to resume, and today's
+    runs for the budget, found by the database rather than among every run ever made."""
+    clock.now = 1000.0
+    old = project_store.runs.start("train", model="m")
+    project_store.runs.finish(old.id, "succeeded")
+    clock.now = 2000.0
+    running = project_store.runs.start("train", model="m")
+    clock.now = 2001.0
+    later = project_store.runs.start("train", model="m")
+    project_store.runs.finish(later.id, "failed", error="boom")
+    assert [r.id for r in project_store.runs.list(model="m", status="running")] == [running.id]
+    assert [r.id for r in project_store.runs.list(model="m", created_since=2000.0)] == [running.id, later.id]
+    assert project_store.runs.list(model="m", kind="evaluate", created_since=0.0) == []
+    assert [r.id for r in project_store.runs.list(status="succeeded", created_since=999.0)] == [old.id]
 
 
 def test_a_run_cannot_create_a_model_with_a_path_in_its_name(store: Store) -> None:

@@ -344,6 +344,17 @@ class Registry:
         with self.db.read() as conn:
             return [r[0] for r in conn.execute(sa.select(models.c.name).order_by(models.c.name))]
 
+    def version_of_run(self, name: str, run_id: str) -> int | None:
+        """The version that run ``run_id`` registered for model ``name``, if any (one lookup,
+        whatever the number of versions)."""
+        check_model_name(name)
+        with self.db.read() as conn:
+            found = conn.execute(_MODEL_ID, {"name": name}).scalar()
+            if found is None:
+                return None
+            version = conn.execute(_VERSION_OF_RUN, {"model_id": found, "run_id": run_id}).scalar()
+        return None if version is None else int(version)
+
     def list_versions(self, name: str) -> list[ModelVersion]:
         check_model_name(name)
         with self.db.read() as conn:

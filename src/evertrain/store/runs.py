@@ -133,7 +133,15 @@ class Runs:
             found = conn.execute(sa.select(runs.c.id).where(runs.c.key == key)).scalar()
         return None if found is None else self.get(str(found))
 
-    def list(self, model: str | None = None, kind: str | None = None) -> list[Run]:
+    def list(
+        self,
+        model: str | None = None,
+        kind: str | None = None,
+        status: str | None = None,
+        created_since: float | None = None,
+    ) -> list[Run]:
+        """Runs in the order they were created, of ``model``, ``kind`` and ``status`` and created
+        at or after ``created_since`` where those are given."""
         query = sa.select(runs, models.c.name.label("model_name")).select_from(
             runs.outerjoin(models, models.c.id == runs.c.model_id)
         )
@@ -141,6 +149,10 @@ class Runs:
             query = query.where(models.c.name == model)
         if kind is not None:
             query = query.where(runs.c.kind == kind)
+        if status is not None:
+            query = query.where(runs.c.status == status)
+        if created_since is not None:
+            query = query.where(runs.c.created_at >= created_since)
         with self.db.read() as conn:
             rows = conn.execute(query.order_by(runs.c.created_at, runs.c.id)).all()
         return [self._run(r) for r in rows]

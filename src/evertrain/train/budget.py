@@ -146,9 +146,8 @@ class TrainingBudget:
         day_start = now - now % SECONDS_PER_DAY
         spent = 0.0
         for kind in BUDGET_RUN_KINDS:
-            for run in self.store.runs.list(model=self.model, kind=kind):
-                if run.created_at >= day_start:
-                    spent += float(run.metrics.get("train_seconds") or 0.0)
+            for run in self.store.runs.list(model=self.model, kind=kind, created_since=day_start):
+                spent += float(run.metrics.get("train_seconds") or 0.0)
         return spent
 
     def remaining(self) -> float:

@@ -24,12 +24,14 @@ import json
 import shutil
 import subprocess
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evertrain import settings
 from evertrain.__version__ import __version__
+from evertrain._background import ahead
 from evertrain.data.windows import Window
 from evertrain.evaluate.evaluation import evaluate_version
 from evertrain.evaluate.scoring import Scored
@@ -101,14 +103,6 @@ def _champion(store: Store, name: str) -> int | None:
         return store.registry.get_alias(name, CHAMPION)
     except NotFoundError:
         return None
-
-
-def _version_of_run(store: Store, name: str, run_id: str) -> int | None:
-    try:
-        versions = store.registry.list_versions(name)
-    except NotFoundError:
-        return None
-    return next((v.version for v in versions if v.run_id == run_id), None)
 
 
 def _finish_failed(step: TrainingStep, run: Run, outcome: Outcome, extra: dict[str, Any]) -> None:
@@ -187,8 +181,10 @@ def train_model(
         executor = get_executor(executor or spec.training.executor)
     step = TrainingStep(store, spec, project, executor, actor or settings.actor(), progress)
     step.prefetch()
+    # Asking git takes a process start; the step reads its champion and spec meanwhile.
+    code = ahead(lambda: code_version(project), "evertrain-code-version")
     name = spec.model.name
-    params = _run_params(store, spec, project, executor, reason=reason, trigger=trigger)
+    params = _run_params(store, spec, project, executor, code, reason=reason, trigger=trigger)
     params["change_at"] = change_at
     run, resumed = step.claim(key, params)
     if run.status == "succeeded":
@@ -199,7 +195,7 @@ def train_model(
     fitted: _Fitted | None = None
     try:
         with heartbeat(step.leases, [run_lease], step.holder):
-            version = _version_of_run(store, name, run.id)
+            version = store.registry.version_of_run(name, run.id)
             if version is None:
                 fitted = _fit(step, run, params, job_dir, evaluate=evaluate, resumed=resumed)
                 trained = _register_fitted(step, run, params, fitted)
@@ -236,10 +232,18 @@ def train_model(
 
 
 def _run_params(
-    store: Store, spec: Spec, project: Path, executor: Executor, *, reason: str | None, trigger: str
+    store: Store,
+    spec: Spec,
+    project: Path,
+    executor: Executor,
+    code: Future[str],
+    *,
+    reason: str | None,
+    trigger: str,
 ) -> dict[str, Any]:
-    """What a new training run records when it starts: its cut-off, parent, trigger and provenance."""
-    return {
+    """What a new training run records when it starts: its cut-off, parent, trigger and
+    provenance (``code``: the project's :func:`code_version`, being looked up)."""
+    params = {
         "cutoff": store.clock(),
         "trigger": trigger,
         "reason": reason,
@@ -250,8 +254,9 @@ def _run_params(
         "window": spec.training.window.model_dump(mode="json"),
         "holdout": spec.training.holdout.model_dump(mode="json"),
         "spec_sha256": _spec_digest(spec),
-        "code_version": code_version(project),
     }
+    params["code_version"] = code.result()
+    return params
 
 
 def _fit(

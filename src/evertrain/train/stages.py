@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -19,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from evertrain import settings
+from evertrain._background import ahead
 from evertrain.data.source_base import Source
 from evertrain.data.sources import open_source, read_table
 from evertrain.data.windows import WEIGHT_COLUMN, Window, make_window
@@ -89,8 +89,9 @@ class TrainingStep:
         """The run this step works on, its lease held; and whether it resumes an earlier one."""
         runs = self.store.runs
         if key is None:
-            for run in reversed(runs.list(model=self.name, kind=RUN_KIND)):
-                if run.status == "running" and self._take(run):
+            # Only the running ones: the finished ones grow with every training.
+            for run in reversed(runs.list(model=self.name, kind=RUN_KIND, status="running")):
+                if self._take(run):
                     return run, True
             run = runs.start(RUN_KIND, model=self.name, params=params)
             self._take(run)
@@ -139,18 +140,8 @@ class TrainingStep:
         (Parquet decoded in C++, without the interpreter lock) goes on beside them instead of
         after them. What the reading raises is raised by :meth:`window`, as it was read there.
         """
-        if self._reading is not None:
-            return
-        reading: Future[tuple[Source, pd.DataFrame]] = Future()
-
-        def read() -> None:
-            try:
-                reading.set_result(self._read_source())
-            except BaseException as exc:  # raised where the window is made
-                reading.set_exception(exc)
-
-        self._reading = reading
-        threading.Thread(target=read, name="evertrain-read-source", daemon=True).start()
+        if self._reading is None:
+            self._reading = ahead(self._read_source, "evertrain-read-source")
 
     def window(self, cutoff: float, change_at: float | None = None) -> tuple[Window, str, Any]:
         started = time.perf_counter()
