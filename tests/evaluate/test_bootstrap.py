@@ -73,6 +73,26 @@ def test_grouped_and_row_resampling_agree(monkeypatch: pytest.MonkeyPatch) -> No
     assert abs(grouped.low - rows.low) < 0.004 and abs(grouped.high - rows.high) < 0.004
 
 
+@pytest.mark.parametrize("classes", [2, 5])
+def test_combinations_counted_or_sorted_give_the_same_interval(
+    classes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(classes)
+    y = rng.integers(0, classes, 3000)
+    # Two models right about 70% and 60% of the time, wrong at random otherwise.
+    proba = [
+        np.eye(classes)[np.where(rng.uniform(size=3000) < p, y, rng.integers(0, classes, 3000))]
+        for p in (0.7, 0.6)
+    ]
+    challenger, champion = (Outputs.classification(y, 0.5 * q + 0.5 / classes) for q in proba)
+    f1 = get_metric("f1")
+    counted = paired_bootstrap(f1, challenger, champion, n_boot=500, confidence=0.95, seed=3)
+    monkeypatch.setattr(bootstrap_module, "COUNTED_KEYS", 0)
+    sorted_ = paired_bootstrap(f1, challenger, champion, n_boot=500, confidence=0.95, seed=3)
+    assert (counted.low, counted.high, counted.estimate) == (sorted_.low, sorted_.high, sorted_.estimate)
+    assert np.array_equal(counted.samples, sorted_.samples) and counted.low < counted.estimate < counted.high
+
+
 def test_pairing_gives_a_tighter_interval_than_ignoring_it() -> None:
     challenger, champion = _pair(np.random.default_rng(3))
     accuracy = get_metric("accuracy")

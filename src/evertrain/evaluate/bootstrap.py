@@ -42,6 +42,9 @@ BLOCK_CELLS = 4_000_000
 #: Rows are resampled by combination (see above) when there are at most a quarter as many
 #: distinct combinations as rows; below that the grouping would save little.
 GROUP_MAX_SHARE = 0.25
+#: Combinations are counted in an array this long at most (a classifier with up to 40 classes
+#: and two models); past it they are found by sorting.
+COUNTED_KEYS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,17 @@ def _grouped(metric: Metric, outputs: list[Outputs]) -> tuple[list[Outputs], np.
     keys = np.zeros(first.n, dtype=np.int64)
     for column in (first.y, *(o.pred for o in outputs)):
         keys = keys * base + column
-    _, index, counts = np.unique(keys, return_index=True, return_counts=True)
+    space = base ** (1 + len(outputs))
+    if space <= COUNTED_KEYS:
+        # Counted, not sorted: the same combinations in the same (ascending) order, each with
+        # its first row, as np.unique gives them, at a tenth of the cost.
+        counted = np.bincount(keys, minlength=space)
+        present = np.flatnonzero(counted)
+        first_row = np.full(space, first.n)
+        np.minimum.at(first_row, keys, np.arange(first.n))
+        index, counts = first_row[present], counted[present]
+    else:
+        _, index, counts = np.unique(keys, return_index=True, return_counts=True)
     if len(index) > GROUP_MAX_SHARE * first.n:
         return None
     return [o.take(index) for o in outputs], counts
