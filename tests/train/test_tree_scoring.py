@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,29 @@ def test_the_numeric_rows_are_what_lightgbm_predicts_on(rows: pd.DataFrame) -> N
     np.testing.assert_array_equal(booster.predict(matrix, raw_score=True), booster.predict(X, raw_score=True))
     # Categories other than the booster's: not guessed at.
     assert numeric_rows(X, booster.pandas_categorical[:1]) is None
+
+
+def test_rows_given_as_a_recipe_are_made_once_by_the_scoring_thread(rows: pd.DataFrame) -> None:
+    """The worker hands the holdout's frame over as a recipe, so that the fit need not wait for
+    it: the scoring thread makes it with the first chunk, and the summed scores are the same."""
+    train, valid, holdout = _parts(rows)
+    made: list[str] = []
+
+    def make() -> pd.DataFrame:
+        made.append(threading.current_thread().name)
+        return model_frame(holdout, FEATURES, categorical_as_category=True)
+
+    spec = TrainerSpec(kind="lightgbm", seed=2, params={"num_boost_round": 30, "num_leaves": 7})
+    scorer = TreeScorer(make, chunk=5)
+    context = TrainContext(
+        task="binary", target="churned", features=FEATURES, tree_scorer=scorer, log=lambda line: None
+    )
+    model = get_trainer(spec).fit(train, valid, context)
+    summed, how = scorer.outputs(model, model.booster_.current_iteration())
+    assert summed is not None, how
+    assert made == ["evertrain-holdout-trees"]
+    np.testing.assert_allclose(summed, model.raw(scorer.X), rtol=0, atol=1e-12)
+    # Asked for before any chunk came, the rows are made by whoever asks.
+    early = TreeScorer(make)
+    assert len(early.X) == len(holdout) and made[-1] == threading.current_thread().name
+    early.close()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,8 +124,18 @@ class TreeScorer:
     patience): older chunks are folded into one running sum to bound memory.
     """
 
-    def __init__(self, X: pd.DataFrame, *, lookback: int = 0, chunk: int = CHUNK_ITERATIONS) -> None:
-        self.X = X
+    def __init__(
+        self,
+        X: pd.DataFrame | Callable[[], pd.DataFrame],
+        *,
+        lookback: int = 0,
+        chunk: int = CHUNK_ITERATIONS,
+    ) -> None:
+        #: The rows, or how to make them: made by the scoring thread with its first chunk (the
+        #: training has begun by then, and its own frames are made), or by whoever asks first.
+        self._make_rows = X if callable(X) else None
+        self._X = None if callable(X) else X
+        self._X_lock = threading.Lock()
         self.chunk = max(1, chunk)
         self.lookback = max(0, lookback)
         self.submitted = 0
@@ -145,6 +156,15 @@ class TreeScorer:
         self._rows: np.ndarray | pd.DataFrame | None = None
         self._thread = threading.Thread(target=self._work, name="evertrain-holdout-trees", daemon=True)
         self._thread.start()
+
+    @property
+    def X(self) -> pd.DataFrame:
+        """The rows scored (see the constructor); what making them raised is raised here."""
+        with self._X_lock:
+            if self._X is None:
+                assert self._make_rows is not None
+                self._X = self._make_rows()
+            return self._X
 
     # -- the training side -----------------------------------------------------------------
 

@@ -253,12 +253,14 @@ def execute_job(
             parent = get_format(job.parent_framework).loads((folder / PARENT_FILE).read_bytes())
         checkpoints = Path(job.checkpoint_dir) if job.checkpoint_dir else folder / "checkpoints"
         scorer = None
-        if len(holdout) and isinstance(trainer, LightGBMTrainer):
-            holdout_X = model_frame(holdout, job.features, categorical_as_category=True)
-            scorer = TreeScorer(holdout_X, lookback=trainer.spec.early_stopping_rounds or 0)
         plan = [Candidate.from_dict(c) for c in job.candidates]
-        if len(plan) > 1 and len(valid):
-            scorer = None  # the chosen model is scored on the holdout after the choice
+        # With several candidates, the chosen model is scored on the holdout after the choice.
+        if len(holdout) and isinstance(trainer, LightGBMTrainer) and not (len(plan) > 1 and len(valid)):
+            # The holdout's frame is made by the scoring thread once the fit is under way.
+            scorer = TreeScorer(
+                functools.partial(model_frame, holdout, job.features, categorical_as_category=True),
+                lookback=trainer.spec.early_stopping_rounds or 0,
+            )
         context = TrainContext(
             task=job.task,
             target=job.target,
