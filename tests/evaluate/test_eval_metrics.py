@@ -112,9 +112,14 @@ def test_bootstrap_weighted_auc_matches_sklearn_sample_weight(seed: int) -> None
 
 
 def _blas_threads() -> list[int]:
+    """Threads of the BLAS libraries that the limit manages (those loaded when it was first set:
+    numpy's; another one that a test loads later, scipy's, is not numpy's)."""
     from threadpoolctl import threadpool_info
 
-    return [int(info["num_threads"]) for info in threadpool_info() if info["user_api"] == "blas"]
+    from evertrain.evaluate.metrics import _threadpools
+
+    managed = {info["filepath"] for info in _threadpools().info() if info["user_api"] == "blas"}
+    return [int(info["num_threads"]) for info in threadpool_info() if info["filepath"] in managed]
 
 
 def test_one_blas_thread_holds_until_the_last_block_leaves() -> None:
