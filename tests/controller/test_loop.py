@@ -176,3 +176,23 @@ def test_the_loop_takes_arrow_memory_from_the_c_library_unless_arrow_is_told_oth
             [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
         )
         assert out.stdout.strip() == expected
+
+
+def test_the_newest_cycle_is_found_by_number_among_many(
+    demo_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The demo ran dozens of cycles: the newest is the highest number (cycle 10 after 9), and
+    the history comes from the newest finished one, as reading every cycle's record gave."""
+    project = _copy(demo_run, tmp_path)
+    store = Store.for_project(project, clock=ManualClock(time.time())).open()
+    try:
+        cycles = store.runs.list(model="demo", kind="cycle")
+        assert len(cycles) > 10
+        newest = max(cycles, key=lambda r: int(r.params["cycle"]))
+        done = max((r for r in cycles if r.status == "succeeded"), key=lambda r: int(r.params["cycle"]))
+        controller = Controller(store, load_spec(project), project, holder="t")
+        assert controller.last_cycle() == (int(newest.params["cycle"]), newest.status)
+        history, at = controller.previous()
+        assert at == (done.result or {}).get("at") and history.to_dict() == (done.result or {})["history"]
+    finally:
+        store.close()

@@ -55,6 +55,20 @@ def test_runs_are_listed_by_status_and_creation_time(project_store: Store, clock
     assert [r.id for r in project_store.runs.list(status="succeeded", created_since=999.0)] == [old.id]
 
 
+def test_keys_of_keyed_runs_only(store: Store) -> None:
+    """A controller finds its newest cycle among the keys of its cycle runs."""
+    for n in (1, 2, 10):
+        run = store.runs.start("cycle", model="m", key=f"m/cycle/{n}")
+        if n != 10:
+            store.runs.finish(run.id, "succeeded")
+    store.runs.start("cycle", model="m")  # no key
+    store.runs.start("cycle", model="other", key="other/cycle/1")
+    store.runs.start("train", model="m", key="m/cycle/10/train")
+    assert sorted(store.runs.keys("m", "cycle")) == ["m/cycle/1", "m/cycle/10", "m/cycle/2"]
+    assert sorted(store.runs.keys("m", "cycle", "succeeded")) == ["m/cycle/1", "m/cycle/2"]
+    assert store.runs.keys("nobody", "cycle") == ()
+
+
 def test_a_run_cannot_create_a_model_with_a_path_in_its_name(store: Store) -> None:
     with pytest.raises(InvalidNameError):
         store.runs.start("train", model="../escape")

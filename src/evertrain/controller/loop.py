@@ -44,6 +44,7 @@ from evertrain.exceptions import EvertrainError, LeaseLostError, StoreError, Usa
 from evertrain.settings import use_system_arrow_allocator
 from evertrain.spec import Spec, canonical_json
 from evertrain.store import Store
+from evertrain.store.runs import Run
 from evertrain.store.storage import configure, describe, is_transport_error
 
 log = logging.getLogger(__name__)
@@ -105,21 +106,28 @@ class Controller:
     def _cycle_key(self, n: int) -> str:
         return f"{self.spec.model.name}/cycle/{n}"
 
+    def _newest_cycle(self, status: str | None = None) -> Run | None:
+        """The cycle run with the highest number (of ``status`` where given). The number is the
+        last part of its key; reading keys alone keeps this cheap after thousands of cycles,
+        where reading every cycle's record (with its policy history) took longer each cycle."""
+        prefix = self._cycle_key(0)[: -len("0")]
+        numbers = [
+            int(number)
+            for key in self.store.runs.keys(self.spec.model.name, "cycle", status)
+            if key.startswith(prefix) and (number := key[len(prefix) :]).isdigit()
+        ]
+        return self.store.runs.find(self._cycle_key(max(numbers))) if numbers else None
+
     def last_cycle(self) -> tuple[int, str] | None:
         """The newest cycle number and its status."""
-        cycles = self.store.runs.list(model=self.spec.model.name, kind="cycle")
-        if not cycles:
-            return None
-        newest = max(cycles, key=lambda r: int(r.params.get("cycle", 0)))
-        return int(newest.params["cycle"]), newest.status
+        newest = self._newest_cycle()
+        return None if newest is None else (int(newest.params["cycle"]), newest.status)
 
     def previous(self) -> tuple[History, float | None]:
         """The policy history and the time of the newest finished cycle."""
-        cycles = self.store.runs.list(model=self.spec.model.name, kind="cycle")
-        done = [r for r in cycles if r.status == "succeeded"]
-        if not done:
+        newest = self._newest_cycle("succeeded")
+        if newest is None:
             return History(), None
-        newest = max(done, key=lambda r: int(r.params.get("cycle", 0)))
         result = newest.result or {}
         return History.from_dict(result.get("history")), result.get("at")
 

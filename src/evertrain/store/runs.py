@@ -157,6 +157,20 @@ class Runs:
             rows = conn.execute(query.order_by(runs.c.created_at, runs.c.id)).all()
         return [self._run(r) for r in rows]
 
+    def keys(self, model: str, kind: str, status: str | None = None) -> tuple[str, ...]:
+        """The keys of ``model``'s keyed runs of ``kind`` (of ``status`` where given), and
+        nothing else of them: a controller finds its newest cycle by number among thousands
+        without reading each cycle's record."""
+        query = (
+            sa.select(runs.c.key)
+            .select_from(runs.join(models, models.c.id == runs.c.model_id))
+            .where(models.c.name == model, runs.c.kind == kind, runs.c.key.is_not(None))
+        )
+        if status is not None:
+            query = query.where(runs.c.status == status)
+        with self.db.read() as conn:
+            return tuple(str(k) for k in conn.execute(query).scalars())
+
     @staticmethod
     def _run(row: Any) -> Run:
         return Run(
