@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from evertrain.evaluate.metrics import METRICS, Outputs, compute, compute_many, get_metric, one_blas_thread
+from evertrain.evaluate.metrics import METRICS, Outputs, compute, compute_many, get_metric
 from evertrain.exceptions import UsageError
 
 SEEDS = range(5)
@@ -109,40 +107,3 @@ def test_bootstrap_weighted_auc_matches_sklearn_sample_weight(seed: int) -> None
     resampled = get_metric("roc_auc").resampled(out, weights)
     expected = [skm.roc_auc_score(out.y, out.proba[:, 1], sample_weight=w) for w in weights]
     assert resampled == pytest.approx(expected)
-
-
-def _blas_threads() -> list[int]:
-    """Threads of the BLAS libraries that the limit manages (those loaded when it was first set:
-    numpy's; another one that a test loads later, scipy's, is not numpy's)."""
-    from threadpoolctl import threadpool_info
-
-    from evertrain.evaluate.metrics import _threadpools
-
-    managed = {info["filepath"] for info in _threadpools().info() if info["user_api"] == "blas"}
-    return [int(info["num_threads"]) for info in threadpool_info() if info["filepath"] in managed]
-
-
-def test_one_blas_thread_holds_until_the_last_block_leaves() -> None:
-    before = _blas_threads()
-    if not before or max(before) == 1:
-        pytest.skip(f"the loaded BLAS runs one thread already ({before}): no limit to see")
-    inside, leave = threading.Event(), threading.Event()
-
-    def other_block() -> None:
-        with one_blas_thread():
-            inside.set()
-            leave.wait(10)
-
-    other = threading.Thread(target=other_block)
-    other.start()
-    try:
-        assert inside.wait(10)
-        with one_blas_thread():
-            with one_blas_thread():
-                assert set(_blas_threads()) == {1}
-            assert set(_blas_threads()) == {1}  # the inner block left; the outer one still runs
-        assert set(_blas_threads()) == {1}  # this thread's blocks left; the other one's still runs
-    finally:
-        leave.set()
-        other.join()
-    assert _blas_threads() == before

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,47 +47,16 @@ def _threadpools() -> Any:
     return ThreadpoolController()
 
 
-class _OneBlasThread:
-    """The BLAS limit of :func:`one_blas_thread`, set by the first block to enter and restored
-    by the last to leave: the limit is the process's, and blocks nest (a bootstrap computes
-    metrics) and run in several threads at once (the champion is scored beside the step)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.users = 0
-        self.limiter: Any = None
-
-    def enter(self) -> None:
-        with self.lock:
-            if self.users == 0:
-                self.limiter = _threadpools().limit(limits=1, user_api="blas")
-            self.users += 1
-
-    def leave(self) -> None:
-        with self.lock:
-            self.users -= 1
-            if self.users == 0:
-                limiter, self.limiter = self.limiter, None
-                limiter.restore_original_limits()
-
-
-_ONE_BLAS_THREAD = _OneBlasThread()
-
-
 @contextlib.contextmanager
 def one_blas_thread() -> Iterator[None]:
     """Run the block with a single-threaded BLAS.
 
     The products here are many and small (a weight matrix times a column); a multi-threaded
     BLAS gains nothing on them and, on a busy host, spins: measured on 2 shared cores, one
-    thread was 10-40x faster. Setting the limit costs a look at every loaded library, so a
-    block inside another (or beside one in another thread) keeps the limit already set.
+    thread was 10-40x faster.
     """
-    _ONE_BLAS_THREAD.enter()
-    try:
+    with _threadpools().limit(limits=1, user_api="blas"):
         yield
-    finally:
-        _ONE_BLAS_THREAD.leave()
 
 
 @dataclass(frozen=True)
