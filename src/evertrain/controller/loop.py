@@ -110,7 +110,7 @@ class Controller:
         """The cycle run with the highest number (of ``status`` where given). The number is the
         last part of its key; reading keys alone keeps this cheap after thousands of cycles,
         where reading every cycle's record (with its policy history) took longer each cycle."""
-        prefix = self._cycle_key(0)[: -len("0")]
+        prefix = self._cycle_key(0).removesuffix("0")
         numbers = [
             int(number)
             for key in self.store.runs.keys(self.spec.model.name, "cycle", status)
