@@ -294,11 +294,11 @@ def measure(rows: int, repeats: int, extra_features: int, modes: list[str] | Non
     total = int(np.ceil(rows / ((1 - HOLDOUT_FRACTION) * (1 - VALID_FRACTION))))
     measured = {m: MODES[m] for m in modes or MODES}
     out: dict[str, Any] = {"repeats": repeats, "modes": {}}
-    samples: dict[str, dict[str, list[float]]] = {m: {} for m in MODES}
-    stages: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
-    scoring: dict[str, set[str]] = {m: set() for m in MODES}
-    iterations: dict[str, list[int]] = {m: [] for m in MODES}
-    champion_rows: dict[str, list[int | None]] = {m: [] for m in MODES}
+    samples: dict[str, dict[str, list[float]]] = {m: {} for m in measured}
+    stages: dict[str, list[dict[str, float]]] = {m: [] for m in measured}
+    scoring: dict[str, set[str]] = {m: set() for m in measured}
+    iterations: dict[str, list[int]] = {m: [] for m in measured}
+    champion_rows: dict[str, list[int | None]] = {m: [] for m in measured}
     mismatched: list[str] = []
     arrow_default = pa.default_memory_pool()
     with tempfile.TemporaryDirectory() as tmp:

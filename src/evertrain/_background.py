@@ -1,9 +1,9 @@
 """Work done beside the main work: ahead of need, repeated while a block runs, at a lower priority.
 
 :func:`ahead` starts a call in a thread of its own and gives its future: what waits on a
-file or another process (reading a source, asking ``git``) goes on while the caller does
-its own work. :func:`repeating` calls a function every few seconds in a thread of its own
-while a block runs (a lease's heartbeat, a look at a job's progress).
+file (reading a training's source) goes on while the caller does its own work.
+:func:`repeating` calls a function every few seconds in a thread of its own while a block
+runs (a lease's heartbeat, a look at a job's progress).
 
 Work done beside a training (scoring, snapshots) runs at a lower priority than the training.
 A training uses one core; the work beside it is meant for the others. When there are more

@@ -201,7 +201,7 @@ def test_the_numeric_rows_are_what_lightgbm_predicts_on(rows: pd.DataFrame) -> N
     assert numeric_rows(X, booster.pandas_categorical[:1]) is None
 
 
-def test_rows_given_as_a_recipe_are_made_once_by_the_scoring_thread(rows: pd.DataFrame) -> None:
+def test_rows_given_as_a_recipe_are_made_once_when_first_needed(rows: pd.DataFrame) -> None:
     """The worker hands the holdout's frame over as a recipe, so that the fit need not wait for
     it: nothing is made before the first chunk, then it is made once (by the scoring thread, or
     on a busy machine by the training thread that sums the chunks left), and the summed scores

@@ -24,14 +24,12 @@ import json
 import shutil
 import subprocess
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evertrain import settings
 from evertrain.__version__ import __version__
-from evertrain._background import ahead
 from evertrain.data.windows import Window
 from evertrain.evaluate.evaluation import evaluate_version
 from evertrain.evaluate.scoring import Scored
@@ -181,10 +179,8 @@ def train_model(
         executor = get_executor(executor or spec.training.executor)
     step = TrainingStep(store, spec, project, executor, actor or settings.actor(), progress)
     step.prefetch()
-    # Asking git takes a process start; the step reads its champion and spec meanwhile.
-    code = ahead(lambda: code_version(project), "evertrain-code-version")
     name = spec.model.name
-    params = _run_params(store, spec, project, executor, code, reason=reason, trigger=trigger)
+    params = _run_params(store, spec, project, executor, reason=reason, trigger=trigger)
     params["change_at"] = change_at
     run, resumed = step.claim(key, params)
     if run.status == "succeeded":
@@ -232,18 +228,10 @@ def train_model(
 
 
 def _run_params(
-    store: Store,
-    spec: Spec,
-    project: Path,
-    executor: Executor,
-    code: Future[str],
-    *,
-    reason: str | None,
-    trigger: str,
+    store: Store, spec: Spec, project: Path, executor: Executor, *, reason: str | None, trigger: str
 ) -> dict[str, Any]:
-    """What a new training run records when it starts: its cut-off, parent, trigger and
-    provenance (``code``: the project's :func:`code_version`, being looked up)."""
-    params = {
+    """What a new training run records when it starts: its cut-off, parent, trigger and provenance."""
+    return {
         "cutoff": store.clock(),
         "trigger": trigger,
         "reason": reason,
@@ -254,9 +242,8 @@ def _run_params(
         "window": spec.training.window.model_dump(mode="json"),
         "holdout": spec.training.holdout.model_dump(mode="json"),
         "spec_sha256": _spec_digest(spec),
+        "code_version": code_version(project),
     }
-    params["code_version"] = code.result()
-    return params
 
 
 def _fit(

@@ -131,10 +131,10 @@ class TreeScorer:
         lookback: int = 0,
         chunk: int = CHUNK_ITERATIONS,
     ) -> None:
-        #: The rows, or how to make them: made by the scoring thread with its first chunk (the
-        #: training has begun by then, and its own frames are made), or by whoever asks first.
-        self._make_rows = X if callable(X) else None
-        self._X = None if callable(X) else X
+        #: How to make the rows (given as a recipe, they are made by the scoring thread with its
+        #: first chunk, the training's own frames made by then, or by whoever asks first).
+        self._make_rows = X if callable(X) else lambda: X
+        self._X: pd.DataFrame | None = None
         self._X_lock = threading.Lock()
         self.chunk = max(1, chunk)
         self.lookback = max(0, lookback)
@@ -162,7 +162,6 @@ class TreeScorer:
         """The rows scored (see the constructor); what making them raised is raised here."""
         with self._X_lock:
             if self._X is None:
-                assert self._make_rows is not None
                 self._X = self._make_rows()
             return self._X
 
