@@ -22,14 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evertrain import settings
-from evertrain.__version__ import __version__
 from evertrain.data.windows import Window
 from evertrain.evaluate.evaluation import evaluate_version
 from evertrain.evaluate.scoring import Scored
@@ -44,10 +42,8 @@ from evertrain.train.budget import TrainingBudget, heartbeat
 from evertrain.train.executors import Executor, Outcome, get_executor
 from evertrain.train.overlap import ChampionScorer
 from evertrain.train.progress import Listener
+from evertrain.train.provenance import code_version
 from evertrain.train.stages import RUN_LEASE_PREFIX, TrainingStep
-
-#: Seconds allowed for ``git rev-parse`` when recording the code version.
-GIT_TIMEOUT_SECONDS = 5
 
 
 @dataclass
@@ -70,24 +66,6 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__, passed=self.passed)
-
-
-def code_version(project: Path) -> str:
-    """The git commit of the project folder, else the evertrain version that trained."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(project), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=GIT_TIMEOUT_SECONDS,
-            check=False,
-        )
-        sha = out.stdout.strip()
-        if out.returncode == 0 and len(sha) == 40:
-            return sha
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return f"evertrain-{__version__}"
 
 
 def _spec_digest(spec: Spec) -> str:
