@@ -16,8 +16,9 @@ from evertrain.evaluate.metrics import compute_many
 from evertrain.evaluate.scoring import model_frame, predict_outputs
 from evertrain.spec import TrainerSpec
 from evertrain.store.formats import BoosterModel, get_format
+from evertrain.train import tree_scoring
 from evertrain.train.trainers import TrainContext, get_trainer, model_bytes
-from evertrain.train.tree_scoring import TreeScorer, numeric_rows, transform
+from evertrain.train.tree_scoring import VERIFY_SPREAD, TreeScorer, check_rows, numeric_rows, transform
 from evertrain.train.worker import OUT_DIR, RESULT_FILE, TrainJob, execute_job, write_parts
 
 FEATURES = ["region", "plan", "tenure_months", "monthly_spend", "support_calls", "visits"]
@@ -89,6 +90,37 @@ def test_summed_trees_equal_the_registered_model(case: str, rows: pd.DataFrame) 
     assert scorer.outputs(model, kept, first)[0] is not None
     summed, how = scorer.outputs(model, kept, first + 1e-6)
     assert summed is None and "differed" in how
+
+
+def test_the_rows_that_check_the_sums_hold_every_category_and_missing_value(rows: pd.DataFrame) -> None:
+    frame = model_frame(rows, FEATURES, categorical_as_category=True)
+    frame.loc[frame.index[777], "region"] = np.nan
+    frame.loc[frame.index[1234], "monthly_spend"] = np.nan
+    picked = check_rows(frame)
+    sample = frame.iloc[picked]
+    for column in ("region", "plan"):
+        assert set(sample[column].dropna()) == set(frame[column].dropna())
+    assert 777 in picked and 1234 in picked
+    assert len(picked) <= VERIFY_SPREAD + 12 and picked[0] == 0 and picked[-1] == len(frame) - 1
+
+
+def test_a_numeric_matrix_that_predicts_otherwise_is_caught_during_the_fit(
+    rows: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def swapped(X: pd.DataFrame, categories: Any) -> np.ndarray | None:
+        matrix = numeric_rows(X, categories)
+        assert matrix is not None
+        column = list(X.columns).index("plan")
+        matrix[:, column] = np.where(
+            matrix[:, column] == 0, 1, np.where(matrix[:, column] == 1, 0, matrix[:, column])
+        )
+        return matrix
+
+    monkeypatch.setattr(tree_scoring, "numeric_rows", swapped)
+    spec = TrainerSpec(kind="lightgbm", seed=4, params={"num_boost_round": 40, "num_leaves": 7})
+    model, scorer, _ = _fit(spec, _parts(rows), "binary", chunk=10)
+    summed, how = scorer.outputs(model, model.booster_.current_iteration())
+    assert summed is None and "numeric rows predicted" in how
 
 
 def test_a_warm_start_sums_the_parent_trees_too(rows: pd.DataFrame) -> None:

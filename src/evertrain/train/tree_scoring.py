@@ -13,12 +13,18 @@ loop in the same process waited for it after each boosting iteration. When boost
 the thread that trained takes over the chunks still queued and sums them at its own
 priority instead of waiting for the scoring thread, which runs at a lower one.
 
-The result is checked before it is used: the registered model is loaded from its bytes
-and predicts some of the holdout rows the ordinary way (the first rows, which the latency
-probe predicts anyway, or a sample spread over the rows); the summed scores must agree
-on every one of them (up to rounding in the order of the sums, far below anything a
-metric can see). A model this cannot sum (random-forest averaging, an output transform
-it does not know) or any disagreement means the holdout is scored the ordinary way.
+The result is checked before it is used, on a sample of the rows that holds every
+category of every text column, a missing value of every column that has one, and rows
+spread over the holdout. The first chunk's trees predict the sample the ordinary way
+(from the data frame) in the scoring thread, during the fit: that checks the numeric
+matrix and the output transform. When boosting ends, the registered model (loaded from
+its bytes) predicts the sample from the matrix, or from the data frame where there is
+none: that checks the sums. Where the caller has the model's own output on the first
+rows (an in-process latency probe predicts them anyway), those rows are checked too.
+The summed scores must agree on every row checked (up to rounding in the order of the
+sums, far below anything a metric can see). A model this cannot sum (random-forest
+averaging, an output transform it does not know) or any disagreement means the holdout
+is scored the ordinary way.
 
 Only the objectives whose output transform is known are summed here: binary and cross
 entropy (sigmoid), multiclass (softmax), the plain regressions (identity) and the
@@ -41,7 +47,9 @@ from evertrain._background import yield_to_training
 #: Boosting iterations per chunk handed to the scoring thread. Smaller chunks leave less to
 #: score when boosting ends; each chunk costs one parse and one pass over the rows.
 CHUNK_ITERATIONS = 20
-#: Holdout rows the registered model predicts the ordinary way to check the summed scores.
+#: Rows spread over the holdout in the sample that checks the summed scores (beside a row
+#: of each category and of each column's missing values), and the most the sample holds.
+VERIFY_SPREAD = 32
 VERIFY_ROWS = 256
 #: Largest difference allowed between summed and ordinary scores: the sums differ only in
 #: the order of floating-point additions (about 1e-15 on probabilities).
@@ -114,6 +122,22 @@ def numeric_rows(X: pd.DataFrame, categories: list[list[Any]] | None) -> np.ndar
     return out
 
 
+def check_rows(X: pd.DataFrame) -> np.ndarray:
+    """Positions of the rows that check summed scores: the first row of every category of
+    every categorical column (a missing one included), the first row where each other
+    column is missing, and :data:`VERIFY_SPREAD` rows spread over ``X``; at most
+    :data:`VERIFY_ROWS`."""
+    n = len(X)
+    picks = [np.linspace(0, n - 1, min(n, VERIFY_SPREAD)).astype(np.int64)]
+    for column in X.columns:
+        values = X[column]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            picks.append(np.unique(values.cat.codes.to_numpy(), return_index=True)[1])
+        else:
+            picks.append(np.flatnonzero(values.isna().to_numpy())[:1])
+    return np.unique(np.concatenate(picks))[:VERIFY_ROWS]
+
+
 class TreeScorer:
     """Sums a training booster's trees over fixed rows, chunk by chunk, in a thread of its own.
 
@@ -154,6 +178,8 @@ class TreeScorer:
         self._total: int | None = None
         #: ``X`` as LightGBM's numeric matrix (built with the first chunk), or ``X`` itself.
         self._rows: np.ndarray | pd.DataFrame | None = None
+        #: The rows that check the sums (see the module doc), chosen with the first chunk.
+        self._sample: np.ndarray | None = None
         self._thread = threading.Thread(target=self._work, name="evertrain-holdout-trees", daemon=True)
         self._thread.start()
 
@@ -224,11 +250,10 @@ class TreeScorer:
             booster = lightgbm.Booster(model_str=text)
             if "average_output" in text.split("Tree=", 1)[0]:
                 raise ValueError("a random-forest model averages its trees instead of summing them")
-            raw = np.asarray(
-                booster.predict(
-                    self._matrix(booster), raw_score=True, num_iteration=stop - start, num_threads=1
-                )
-            )
+            rows, built = self._matrix(booster)
+            raw = np.asarray(booster.predict(rows, raw_score=True, num_iteration=stop - start, num_threads=1))
+            if built and isinstance(rows, np.ndarray):
+                self._check_matrix(booster, raw, stop - start)
         except Exception as exc:  # the scores are then computed the ordinary way
             self.error = f"{type(exc).__name__}: {exc}"
             return
@@ -245,13 +270,29 @@ class TreeScorer:
                 self._folded = first.raw if self._folded is None else self._folded + first.raw
                 self._folded_until = first.stop
 
-    def _matrix(self, booster: Any) -> np.ndarray | pd.DataFrame:
-        """The rows as every chunk is scored on: built once, from the first chunk's categories."""
+    def _matrix(self, booster: Any) -> tuple[np.ndarray | pd.DataFrame, bool]:
+        """The rows as every chunk is scored on: built once, from the first chunk's categories;
+        and whether this call built them."""
         with self._lock:
-            if self._rows is None:
-                matrix = numeric_rows(self.X, getattr(booster, "pandas_categorical", None))
-                self._rows = self.X if matrix is None else matrix
-            return self._rows
+            if self._rows is not None:
+                return self._rows, False
+            self._sample = check_rows(self.X)
+            matrix = numeric_rows(self.X, getattr(booster, "pandas_categorical", None))
+            self._rows = self.X if matrix is None else matrix
+            return self._rows, True
+
+    def _check_matrix(self, booster: Any, raw: np.ndarray, iterations: int) -> None:
+        """Raise unless the first chunk's scores from the numeric matrix are its ordinary
+        predictions (from the data frame) on the sample."""
+        assert self._sample is not None
+        rows = self.X.iloc[self._sample]
+        expected = np.asarray(booster.predict(rows, num_iteration=iterations, num_threads=1))
+        got = transform(raw[self._sample], self._objective)
+        if got is None:
+            return  # not summed anyway (see outputs)
+        gap = float(np.max(np.abs(expected - got))) if len(expected) else 0.0
+        if not gap <= VERIFY_TOLERANCE:
+            raise ValueError(f"the numeric rows predicted {gap:.3g} away from the data frame")
 
     def _drain(self) -> None:
         """Score here what is still queued, then wait for the scoring thread's last chunk."""
@@ -304,13 +345,13 @@ class TreeScorer:
         out = transform(raw, self._objective)
         if out is None:
             return None, f"holdout scored after training (objective {self._objective!r} not summed here)"
+        sample = self._sample if self._sample is not None else check_rows(self.X)
+        source = self._rows if isinstance(self._rows, np.ndarray) else self.X.iloc
+        checks = [(sample, np.asarray(model.booster_.predict(source[sample], num_threads=1)))]
         if checked is not None and 0 < len(checked) <= len(self.X):
-            rows = np.arange(len(checked))
-            expected = np.asarray(checked)
-        else:
-            rows = np.unique(np.linspace(0, len(self.X) - 1, min(len(self.X), VERIFY_ROWS)).astype(int))
-            expected = np.asarray(model.booster_.predict(self.X.iloc[rows], num_threads=1))
-        gap = float(np.max(np.abs(expected - out[rows]))) if len(rows) else 0.0
+            checks.append((np.arange(len(checked)), np.asarray(checked)))
+        rows = sum(len(r) for r, _ in checks)
+        gap = max((float(np.max(np.abs(e - out[r]))) for r, e in checks if len(r)), default=0.0)
         if not gap <= VERIFY_TOLERANCE:
             return None, f"holdout scored after training (summed trees differed by {gap:.3g})"
-        return out, f"holdout scored during training, {len(rows)} rows checked (largest difference {gap:.1e})"
+        return out, f"holdout scored during training, {rows} rows checked (largest difference {gap:.1e})"

@@ -45,7 +45,6 @@ import pyarrow as pa
 
 from evertrain.evaluate.metrics import compute_many, get_metric
 from evertrain.evaluate.scoring import (
-    LATENCY_REPEATS,
     Scored,
     importable,
     measure_latency,
@@ -227,11 +226,10 @@ def execute_job(
 
     ``tables``: the job's data when the caller holds it in this process (else it is read
     from the folder). ``later``: where the caller, which hands the outputs over before it
-    runs what this adds there, lets the job finish its latency probe after them: the probe
-    of a booster is timed once with the outputs (its answer checks the summed holdout
-    scores) and its other calls then, while the caller's side registers and judges the
-    model; the result says ``latency_pending`` and the probe's figure goes to
-    :data:`LATENCY_FILE`.
+    runs what this adds there, lets the job time its latency probe after them: a booster
+    whose holdout scores were summed during the fit is then probed while the caller's side
+    registers and judges the model; the result says ``latency_pending`` and the probe's
+    figure goes to :data:`LATENCY_FILE`.
     """
     job = TrainJob.read(folder)
     out = folder / OUT_DIR
@@ -322,15 +320,13 @@ def execute_job(
             )
             own_pass = timed_by_its_pass(stored)
             ms_per_row = checked = None
-            if scorer is not None and isinstance(stored, BoosterModel):
+            if scorer is not None and isinstance(stored, BoosterModel) and later is not None:
+                # Timed after the outputs are handed over, while the caller registers and judges.
+                later.append(functools.partial(_finish_latency, out, stored, X))
+            elif scorer is not None and isinstance(stored, BoosterModel):
                 # The booster's own output on the probe's rows, which also checks the sums below.
-                times, checked = timed_predictions(
-                    stored.raw, X, repeats=1 if later is not None else LATENCY_REPEATS
-                )
-                if later is not None and times:
-                    later.append(functools.partial(_finish_latency, out, stored, X, times))
-                else:
-                    ms_per_row = median_latency(times)
+                times, checked = timed_predictions(stored.raw, X)
+                ms_per_row = median_latency(times)
             elif not own_pass:
                 ms_per_row = measure_latency(stored, X)
             predicted = None
@@ -386,10 +382,11 @@ def execute_job(
     return result
 
 
-def _finish_latency(out: Path, model: BoosterModel, X: pd.DataFrame, first: list[float]) -> None:
-    """The latency probe's calls after the first (see :func:`execute_job`'s ``later``), and its figure."""
-    more, _ = timed_predictions(model.raw, X, repeats=LATENCY_REPEATS - len(first))
-    figure = {"ms_per_row": median_latency(first + more)}
+def _finish_latency(out: Path, model: BoosterModel, X: pd.DataFrame) -> None:
+    """The latency probe put off until the outputs are handed over (see :func:`execute_job`'s
+    ``later``), and its figure."""
+    times, _ = timed_predictions(model.raw, X)
+    figure = {"ms_per_row": median_latency(times)}
     write_atomic(out / LATENCY_FILE, json.dumps(figure).encode(), durable=False)
 
 
