@@ -61,7 +61,10 @@ class Scored:
         return self.ms_per_row if self.later is None else self.later()
 
     def arrays(self) -> bytes:
-        """The outputs as an ``.npz`` (plain arrays, loaded without pickle)."""
+        """The outputs as plain arrays, loaded without pickle: ``.npy`` records one after the
+        other, the first naming the rest. (An ``.npz`` is a zip file: writing and reading one
+        cost 2-4 ms for a 30,000-row holdout, between a training and its judging; these, a
+        tenth of that.)"""
         o = self.outputs
         arrays: dict[str, Any] = {"task": np.array(o.task), "y": o.y, "pred": o.pred}
         if o.proba is not None:
@@ -69,7 +72,8 @@ class Scored:
         for name, values in (o.per_row or {}).items():
             arrays[ROW_PREFIX + name] = values
         sink = io.BytesIO()
-        np.savez(sink, **arrays)
+        for values in (np.array(list(arrays)), *arrays.values()):
+            np.save(sink, np.asarray(values), allow_pickle=False)
         return sink.getvalue()
 
     @classmethod
@@ -80,10 +84,10 @@ class Scored:
         ms_per_row: float | None,
         later: Callable[[], float | None] | None = None,
     ) -> Scored:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            proba = z["proba"] if "proba" in z.files else None
-            per_row = {k[len(ROW_PREFIX) :]: z[k] for k in z.files if k.startswith(ROW_PREFIX)}
-            outputs = Outputs(str(z["task"]), z["y"], z["pred"], proba, per_row or None)
+        source = io.BytesIO(data)
+        z = {str(name): np.load(source, allow_pickle=False) for name in np.load(source, allow_pickle=False)}
+        per_row = {k[len(ROW_PREFIX) :]: v for k, v in z.items() if k.startswith(ROW_PREFIX)}
+        outputs = Outputs(str(z["task"]), z["y"], z["pred"], z.get("proba"), per_row or None)
         return cls(outputs, classes, ms_per_row, later)
 
 

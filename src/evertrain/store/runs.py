@@ -100,7 +100,9 @@ class Runs:
         metrics: dict[str, Any] | None = None,
         result: dict[str, Any] | None = None,
         error: str | None = None,
-    ) -> Run:
+    ) -> None:
+        """End a run as ``succeeded`` or ``failed`` with what it measured and produced (read it
+        back with :meth:`get`; not read here, since most callers are done with it)."""
         if status not in RUN_STATES[1:]:
             raise UsageError(f"a run ends as succeeded or failed, not {status!r}")
 
@@ -115,7 +117,6 @@ class Runs:
                 raise NotFoundError(f"run {run_id} does not exist")
 
         run_write(self.db, work)
-        return self.get(run_id)
 
     def get(self, run_id: str) -> Run:
         with self.db.read() as conn:

@@ -72,7 +72,7 @@ LOG_FILE = "log.txt"
 OUT_DIR = "out"
 MODEL_FILE = "model.bin"
 RESULT_FILE = "result.json"
-SCORES_FILE = "holdout_scores.npz"
+SCORES_FILE = "holdout_scores.npy"
 #: The latency probe's figure, when the worker finished the probe after its other outputs.
 LATENCY_FILE = "latency.json"
 ERROR_FILE = "error.json"
