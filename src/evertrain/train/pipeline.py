@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from evertrain import settings
+from evertrain._background import ahead
 from evertrain.data.windows import Window
 from evertrain.evaluate.evaluation import evaluate_version
 from evertrain.evaluate.scoring import Scored
@@ -277,6 +278,10 @@ def _fit(
 def _register_fitted(step: TrainingStep, run: Run, params: dict[str, Any], fitted: _Fitted) -> _Trained:
     """Register the fitted model and keep its holdout scores and log for judging and the run's record."""
     outcome = fitted.outcome
+    # The log is stored (and flushed to disk) beside the model's registration, not after it.
+    log_put = ahead(
+        lambda: step.store.artifacts.put(outcome.log.encode()) if outcome.log else None, "evertrain-log"
+    )
     version, metrics = _register(
         step, run, params, outcome, fitted.snapshots, fitted.window, fitted.sweep_info
     )
@@ -298,7 +303,7 @@ def _register_fitted(step: TrainingStep, run: Run, params: dict[str, Any], fitte
         curves=outcome.result.get("curves", {}),
         info=outcome.result.get("info", {}),
         log_tail=outcome.log_tail,
-        log_artifact=step.store.artifacts.put(outcome.log.encode()) if outcome.log else None,
+        log_artifact=log_put.result(),
     )
     return _Trained(version, fitted.snapshots, metrics, extra, fitted.window, scores, fitted.champion_scores)
 
