@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import resource
@@ -371,9 +372,9 @@ def measure(rows: int, repeats: int, extra_features: int, modes: list[str] | Non
             if f"wall_{name}" in s:
                 for kind in ("wall", "cpu"):
                     ours, theirs = s[f"{kind}_evertrain"], s[f"{kind}_{name}"]
-                    row[f"{kind}_share_{name}"] = statistics.median(
-                        (e - b) / b for e, b in zip(ours, theirs, strict=True)
-                    )
+                    shares = [(e - b) / b for e, b in zip(ours, theirs, strict=True)]
+                    row[f"{kind}_share_{name}"] = statistics.median(shares)
+                    row[f"{kind}_range_{name}"] = median_interval(shares)
                     row[f"{kind}_over_{name}"] = statistics.median(
                         e - b for e, b in zip(ours, theirs, strict=True)
                     )
@@ -394,8 +395,30 @@ def measure(rows: int, repeats: int, extra_features: int, modes: list[str] | Non
     return out
 
 
-def _share(seconds: float, share: float) -> str:
-    return f"{seconds:+.2f} s ({share:+.1%})"
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval for the median of ``values`` (the sign test's order
+    statistics): on this shared machine single pairs differ by tens of percent, so the
+    median alone says too little. None when there are too few values for ``confidence``.
+
+    >>> median_interval([float(v) for v in range(1, 10)])
+    (2.0, 8.0)
+    """
+    ordered, n = sorted(values), len(values)
+    below = 0.0
+    k = -1  # the largest k with P(Binomial(n, 1/2) <= k) <= (1 - confidence) / 2
+    for i in range(n):
+        below += math.comb(n, i) / 2**n
+        if below > (1 - confidence) / 2:
+            break
+        k = i
+    return None if k < 0 else (ordered[k], ordered[n - 1 - k])
+
+
+def _share(seconds: float, share: float, interval: tuple[float, float] | None = None) -> str:
+    text = f"{seconds:+.2f} s ({share:+.1%}"
+    if interval is not None:
+        text += f"; 95% {interval[0]:+.1%} to {interval[1]:+.1%}"
+    return text + ")"
 
 
 ANCHORS = {"fit": "bare fit, in process", "script": "bare script, own process"}
@@ -421,7 +444,9 @@ def render(results: list[dict[str, Any]], load: tuple[float, float], steal: floa
             if not any(r["mismatched"] for r in results)
             else f" except: {'; '.join(m for r in results for m in r['mismatched'])}."
         )
-        + f" Median of {first['repeats']} pairs per row; the modes take turns within each repeat and "
+        + f" Median of {first['repeats']} pairs per row (the wall overhead with a 95% interval of its "
+        "median, from the sign test: single pairs on a shared machine differ by tens of percent); the "
+        "modes take turns within each repeat and "
         "the anchor runs first in every other pair; before each side of a warm pair the benchmark waits "
         "until the worker kept warm is idle (the next one warms up as a training ends). *CPU*: user + "
         "system seconds of the whole process "
@@ -439,7 +464,7 @@ def render(results: list[dict[str, Any]], load: tuple[float, float], steal: floa
                 lines.append(
                     f"| {m['features']} | {mode} | {ANCHORS[name]} | {r[f'wall_{name}']:.2f} s "
                     f"| {r['wall_evertrain']:.2f} s "
-                    f"| {_share(r[f'wall_over_{name}'], r[f'wall_share_{name}'])} "
+                    f"| {_share(r[f'wall_over_{name}'], r[f'wall_share_{name}'], r[f'wall_range_{name}'])} "
                     f"| {r[f'cpu_{name}']:.2f} s | {r['cpu_evertrain']:.2f} s "
                     f"| {_share(r[f'cpu_over_{name}'], r[f'cpu_share_{name}'])} |"
                 )
