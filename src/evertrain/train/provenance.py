@@ -3,10 +3,11 @@
 Asking ``git rev-parse HEAD`` starts a process, which from a controller with pandas and
 LightGBM loaded took 5-7 ms of every training step, before the fit could start. In the
 common case the answer is in two or three small files of the repository (``HEAD``, the
-branch's ref, or ``packed-refs``), read here as git reads them. Anything else (a ref
-store other than files, git settings in the environment that move its discovery, a
-repository across a filesystem boundary, one owned by another user, a ref that does not
-resolve) is left to git itself, so the answer is always git's.
+branch's ref, or ``packed-refs``), read here as git reads them: up from the project
+folder to the first ``.git``, stopping where git stops (at a filesystem boundary, with no
+answer). Anything else (a ref store other than files, git settings in the environment
+that move its discovery, a repository of another user, a ref that does not resolve) is
+left to git itself, so the answer is always git's.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def _git_dir(start: Path) -> tuple[Path, Path] | object | None:
             return UNKNOWN  # perhaps inside a bare repository, which git finds as it is
         else:
             continue
-        if hasattr(os, "getuid") and git_dir.stat().st_uid != os.getuid():
+        owners = {folder.stat().st_uid, git_dir.stat().st_uid}
+        if hasattr(os, "getuid") and owners != {os.getuid()}:
             return UNKNOWN  # git may refuse a repository of another user (safe.directory)
         common = git_dir
         if (git_dir / "commondir").is_file():
