@@ -23,7 +23,7 @@ cold (a Python process started for the job, as a one-off ``evertrain train`` doe
 widths: the example's 6 features, and 30 (24 more numeric columns). Results go to the
 ``## Training overhead`` section of ``bench/RESULTS.md``.
 
-Run: ``.venv/bin/python bench/train_overhead.py [--repeats 5] [--rows 100000] [--extra-features 0 24]``
+Run: ``.venv/bin/python bench/train_overhead.py [--repeats 9] [--rows 100000] [--extra-features 0 24]``
 """
 
 from __future__ import annotations
@@ -523,7 +523,12 @@ def render(results: list[dict[str, Any]], load: tuple[float, float], steal: floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="training rows (default 100000)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=9,
+        help="pairs per mode (default 9; the 95%% interval of a median needs at least 6)",
+    )
     parser.add_argument(
         "--extra-features",
         type=int,
