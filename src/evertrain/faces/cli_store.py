@@ -40,24 +40,6 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
 
 
-def git_sha(folder: Path) -> str | None:
-    """The commit of the git work tree holding ``folder``, if there is one."""
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and len(sha) == 40 else None
-
-
 @app.command()
 def register(
     model: Annotated[str, typer.Argument(help="Model name (as in evertrain.yaml).")],
@@ -125,6 +107,8 @@ def register_bytes(
         raise UsageError(f"evertrain.yaml describes model {spec.model.name!r}, not {model!r}")
     options = {"trusted": spec.model.trusted_types} if fw == "sklearn" and spec.model.trusted_types else {}
     loaded = get_format(fw, **options).loads(data)  # refuse a file that is not what it claims
+    from evertrain.train.provenance import git_commit
+
     store = open_store(project)
     checked = check_servable(loaded, spec, project, what=what, logs_url=settings.logs_url(project))
     digest = store.artifacts.put(data)
@@ -136,7 +120,7 @@ def register_bytes(
         metrics=metrics,
         params=params,
         trigger="manual",
-        code_version=git_sha(project),
+        code_version=git_commit(project),
         reason=reason,
     )
     if as_json:

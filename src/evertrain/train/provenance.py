@@ -41,10 +41,15 @@ _MAX_SYMREF_DEPTH = 5
 
 def code_version(project: Path) -> str:
     """The git commit of the project folder, else the evertrain version that trained."""
-    sha = head_commit(project)
+    return git_commit(project) or f"evertrain-{__version__}"
+
+
+def git_commit(folder: Path) -> str | None:
+    """The commit of the git work tree holding ``folder``, if there is one."""
+    sha = head_commit(folder)
     if sha is UNKNOWN:
-        sha = _ask_git(project)
-    return sha if isinstance(sha, str) else f"evertrain-{__version__}"
+        return _ask_git(folder)
+    return sha if isinstance(sha, str) else None
 
 
 def _ask_git(project: Path) -> str | None:
