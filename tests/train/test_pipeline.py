@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,11 @@ def test_a_training_registers_a_version_with_its_lineage_and_run(
     assert store.artifacts.get(run.result["log_artifact"]).decode().count("training lightgbm") == 1
     assert set(run.result["timings"]) >= {"window", "snapshot", "train", "register", "evaluate", "total"}
     assert not (project / ".evertrain" / "work" / run.id).exists()
+    # Its job folder is deleted after the step returned, by a thread the interpreter waits for.
+    for thread in threading.enumerate():
+        if thread.name == "evertrain-clear-job":
+            thread.join()
+    assert not any((project / ".evertrain" / "cleared").iterdir())
     # The next version's parent is the champion of the time.
     store.registry.promote("churn", 1, actor="tester")
     assert store.registry.get_version("churn", train_model(store, _spec(), project).version).parent == 1

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,7 +194,7 @@ def train_model(
             # The worker handed everything over and goes on exiting; the step does not wait
             # for the kernel to take down its memory (the next warm worker starts after it).
             fitted.outcome.let_go()
-    shutil.rmtree(job_dir, ignore_errors=True)
+    _clear_later(job_dir)
     return TrainResult(
         name,
         run.id,
@@ -204,6 +206,30 @@ def train_model(
         report,
         step.timings,
     )
+
+
+#: Where a finished step's job folder goes to be removed (see :func:`_clear_later`).
+CLEARED_DIR = "cleared"
+
+
+def _clear_later(job_dir: Path) -> None:
+    """Remove a finished step's job folder (its data parts: tens of megabytes for a large
+    window, a few milliseconds to delete) after the step returns: it is moved out of the
+    way at once and deleted by a thread the interpreter waits for at exit. Folders that a
+    process killed meanwhile left there are deleted with it."""
+    cleared = job_dir.parent.parent / CLEARED_DIR
+    try:
+        cleared.mkdir(exist_ok=True)
+        os.replace(job_dir, cleared / job_dir.name)
+    except OSError:  # gone already, or not movable: removed here
+        shutil.rmtree(job_dir, ignore_errors=True)
+        return
+
+    def clear() -> None:
+        for leftover in cleared.iterdir():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    threading.Thread(target=clear, name="evertrain-clear-job", daemon=False).start()
 
 
 def _run_params(
