@@ -34,10 +34,12 @@ from evertrain.data.sources import open_source
 from evertrain.data.windows import make_window, resolve_columns
 from evertrain.evaluate.gates import (
     NO_CHAMPION,
+    SCORE_GATES,
     CheckDict,
     CheckResult,
     GateInputs,
     MinGain,
+    check_gate,
     evaluate_gates,
 )
 from evertrain.evaluate.metrics import DEFAULT_METRICS, Outputs, compute_many, get_metric
@@ -159,6 +161,76 @@ def _golden(store: Store, mv: Any) -> tuple[str, pd.DataFrame] | None:
     return None if linked is None else (linked, load_snapshot(store, linked))
 
 
+@dataclass(frozen=True)
+class ChecksAhead:
+    """Checks of the gates that look only at scores (:data:`~evertrain.evaluate.gates.SCORE_GATES`),
+    made before the version was registered, and the inputs and rows they were made on."""
+
+    inputs: GateInputs
+    holdout: pd.DataFrame
+    seed: int
+    checks: dict[int, CheckResult]
+    seconds: float
+
+    def reusable(self, inputs: GateInputs, holdout: pd.DataFrame, seed: int) -> dict[int, CheckResult]:
+        """The checks, by gate position, if they were made on what ``evaluate_version`` is
+        about to check: the very same scores of the same champion on the same holdout rows,
+        under the same seed and trigger; else none."""
+        made = self.inputs
+        same = (
+            made.challenger is inputs.challenger
+            and made.champion is inputs.champion
+            and made.champion_version == inputs.champion_version
+            and made.no_champion_reason == inputs.no_champion_reason
+            and made.confirmed_decay == inputs.confirmed_decay
+            and made.min_gain == inputs.min_gain
+            and self.holdout is holdout
+            and self.seed == seed
+        )
+        return dict(self.checks) if same else {}
+
+
+def check_ahead(
+    spec: Any,
+    challenger: Scored,
+    champion_scores: Mapping[int, Scored],
+    champion_version: int | None,
+    holdout: pd.DataFrame,
+    trigger: str | None,
+) -> ChecksAhead:
+    """Check the gates that look only at scores before the version is registered.
+
+    The training step has the challenger's scores on the holdout before its worker has
+    written the rest of its outputs (the worker hands them over first): the step checks
+    these gates while the worker finishes, in another process, instead of after it.
+    ``evaluate_version`` takes the checks (``ahead``) where they were made on exactly what
+    it checks (:meth:`ChecksAhead.reusable`), and makes them again otherwise (another
+    champion promoted meanwhile, say).
+    """
+    started = time.perf_counter()
+    ready = champion_scores.get(champion_version) if champion_version is not None else None
+    champion = None
+    if ready is not None and ready.classes == challenger.classes and ready.outputs.n == challenger.outputs.n:
+        champion = ready.outputs
+    inputs = GateInputs(
+        challenger=challenger.outputs,
+        champion=champion,
+        champion_version=champion_version,
+        frame=holdout.reset_index(drop=True),
+        confirmed_decay=confirmed_decay(spec, trigger),
+        min_gain=min_gain(spec, trigger),
+    )
+    seed = spec.model.trainer.seed
+    checks = {}
+    if champion_version is None or champion is not None:  # else the champion is scored when judged
+        checks = {
+            position: check_gate(spec.gates, position, inputs, seed)
+            for position, gate in enumerate(spec.gates)
+            if gate.kind in SCORE_GATES
+        }
+    return ChecksAhead(inputs, holdout, seed, checks, time.perf_counter() - started)
+
+
 def metric_names(spec: Any) -> list[str]:
     """The metrics an evaluation reports for ``spec``: the task's defaults and each gate's."""
     names = list(DEFAULT_METRICS[spec.model.task])
@@ -182,6 +254,7 @@ def evaluate_version(
     champion_scores: Mapping[int, Scored] | None = None,
     timer: Callable[[], float] = time.perf_counter,
     holdout_rows: pd.DataFrame | None = None,
+    ahead: ChecksAhead | None = None,
 ) -> GateReport:
     """Check the spec's gates for ``model`` ``version`` against the champion and store the report.
 
@@ -194,6 +267,8 @@ def evaluate_version(
     is one of them (the training step scores the champion while the challenger trains).
     ``holdout_rows``: the table of the version's holdout snapshot, when the caller holds it
     (the training step made it), so it is not read back. ``timer`` measures prediction latency.
+    ``ahead``: the score gates' checks made before the version was registered
+    (:func:`check_ahead`); taken where they were made on what is checked here.
     """
     project_dir = None if project is None else Path(project)
     mv = store.registry.get_version(model, version)
@@ -271,9 +346,12 @@ def evaluate_version(
         no_champion_reason=no_champion,
     )
     gates_started = time.perf_counter()
-    checks = evaluate_gates(spec.gates, inputs, seed=seed)
+    done = {} if ahead is None else ahead.reusable(inputs, holdout, seed)
+    checks = evaluate_gates(spec.gates, inputs, seed=seed, done=done)
     latency = challenger_scores.latency()
     timings = {"score": gates_started - score_started, "gates": time.perf_counter() - gates_started}
+    if done and ahead is not None:
+        timings["gates_ahead"] = ahead.seconds
     passed = all(c.passed for c in checks)
     report = GateReport(
         model=model,

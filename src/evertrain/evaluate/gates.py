@@ -25,7 +25,7 @@ Defined behaviour at the edges:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -580,14 +580,30 @@ CHECKS: dict[str, Callable[[Any, GateInputs, int], CheckResult]] = {
 }
 
 
-def evaluate_gates(gates: Sequence[Any], inputs: GateInputs, *, seed: int = 0) -> list[CheckResult]:
+#: Gates that look only at the two models' scores and the holdout's columns: they can be
+#: checked before the version is registered (latency and size wait for it).
+SCORE_GATES = frozenset({"threshold", "non_inferiority", "superiority", "auto", "slices", "fairness"})
+
+
+def check_gate(gates: Sequence[Any], position: int, inputs: GateInputs, seed: int = 0) -> CheckResult:
+    """Check gate ``position`` of ``gates``, with seed ``seed + position`` (see :func:`evaluate_gates`)."""
+    gate = gates[position]
+    return CHECKS[gate.kind](gate, inputs, seed + position)
+
+
+def evaluate_gates(
+    gates: Sequence[Any], inputs: GateInputs, *, seed: int = 0, done: Mapping[int, CheckResult] | None = None
+) -> list[CheckResult]:
     """Check every gate; gate i gets seed ``seed + i``, so adding a gate changes no other's resamples.
 
     The checks come back in the gates' order; the latency gates are checked last (see
-    :attr:`GateInputs.latency_later`).
+    :attr:`GateInputs.latency_later`). ``done``: checks already made, by position, on these
+    same inputs and seed (:func:`check_gate` made them ahead); they are taken as they are.
     """
+    done = done or {}
     order = sorted(range(len(gates)), key=lambda position: gates[position].kind == "latency")
     checks = {
-        position: CHECKS[gates[position].kind](gates[position], inputs, seed + position) for position in order
+        position: done[position] if position in done else check_gate(gates, position, inputs, seed)
+        for position in order
     }
     return [checks[position] for position in range(len(gates))]
