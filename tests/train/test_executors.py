@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +16,16 @@ import pytest
 from evertrain.data.examples import make_churn_stream
 from evertrain.data.tables import arrow_table
 from evertrain.train.executors import InlineExecutor, LocalExecutor, RayExecutor, get_executor
-from evertrain.train.worker import OUT_DIR, RESULT_FILE, TrainerSettings, TrainJob, data_digest, write_parts
+from evertrain.train.worker import (
+    OUT_DIR,
+    RESULT_FILE,
+    SCORES_CLASSES_FILE,
+    SCORES_FILE,
+    TrainerSettings,
+    TrainJob,
+    data_digest,
+    write_parts,
+)
 
 FEATURES = ["region", "plan", "tenure_months", "monthly_spend", "support_calls", "visits"]
 MISBEHAVING = """
@@ -99,6 +109,25 @@ def test_a_worker_finishes_its_latency_probe_after_handing_its_outputs_over(
     inline = InlineExecutor().run(_job(tmp_path / "inline", project, LIGHTGBM), time_limit=120)
     assert inline.latency is None and not inline.result["holdout_scores"]["latency_pending"]
     assert inline.result["holdout_scores"]["ms_per_row"] > 0
+
+
+def test_a_worker_hands_its_holdout_scores_over_as_soon_as_they_are_summed(
+    tmp_path: Path, project: Path
+) -> None:
+    """The caller is told once, with the scores the outputs then hold; what its work on them
+    raises does not fail the training."""
+    seen: list[tuple[bytes, list[Any]]] = []
+
+    def scores_ready() -> None:
+        out = folder / OUT_DIR
+        seen.append(((out / SCORES_FILE).read_bytes(), json.loads((out / SCORES_CLASSES_FILE).read_text())))
+        raise RuntimeError("the caller's work on the scores failed")
+
+    folder = _job(tmp_path / "job", project, LIGHTGBM)
+    outcome = LocalExecutor().run(folder, time_limit=120, scores_ready=scores_ready)
+    assert outcome.ok, outcome.error
+    [(scores, classes)] = seen
+    assert scores == outcome.holdout_scores and classes == outcome.result["holdout_scores"]["classes"]
 
 
 def test_a_crash_is_a_failed_outcome_with_the_error_and_the_log(tmp_path: Path, misbehaving: Path) -> None:

@@ -143,6 +143,10 @@ def test_inline_and_local_steps_register_the_same_model(store: Store, project: P
     # The local worker finished its latency probe while the step judged: the figure is there.
     assert inline.report is not None and local.report is not None
     assert inline.report["latency_ms_per_row"] > 0 and local.report["latency_ms_per_row"] > 0
+    # The local worker handed its holdout scores over first: the step checked the score gates
+    # while the worker finished, and they say what the inline step's say.
+    assert "gates_ahead" in local.report["timings"] and "gates_ahead" not in inline.report["timings"]
+    assert local.report["checks"] == inline.report["checks"]
     for result in (inline, local):
         assert store.runs.get(result.run_id).result["info"]["holdout_scoring"] == "during training"
     # The local job's worker was started as the step began, its imports beside the windowing.

@@ -36,11 +36,18 @@ def _parts(rows: pd.DataFrame, target: pd.Series | None = None) -> tuple[pd.Data
 
 
 def _fit(
-    spec: TrainerSpec, parts: tuple[pd.DataFrame, ...], task: str, chunk: int, parent: Any = None
+    spec: TrainerSpec,
+    parts: tuple[pd.DataFrame, ...],
+    task: str,
+    chunk: int,
+    parent: Any = None,
+    handed: list[tuple[np.ndarray, Any]] | None = None,
 ) -> tuple[BoosterModel, TreeScorer, TrainContext]:
     train, valid, holdout = parts
     X = model_frame(holdout, FEATURES, categorical_as_category=True)
     scorer = TreeScorer(X, lookback=spec.early_stopping_rounds or 0, chunk=chunk)
+    if handed is not None:
+        scorer.on_summed = lambda out, of: handed.append((out, of))
     context = TrainContext(
         task=task,
         target="churned",
@@ -76,7 +83,8 @@ def test_summed_trees_equal_the_registered_model(case: str, rows: pd.DataFrame) 
         params={"num_boost_round": 300, "learning_rate": 0.2, "num_leaves": 7, **params},
     )
     # A chunk size that the kept iteration is unlikely to fall on, so the last chunk is cut.
-    model, scorer, context = _fit(spec, parts, task, chunk=7)
+    handed: list[tuple[np.ndarray, Any]] = []
+    model, scorer, context = _fit(spec, parts, task, chunk=7, handed=handed)
     kept = model.booster_.current_iteration()
     assert context.info["iterations_run"] > kept, "early stopping should have grown trees past the kept ones"
     summed, how = scorer.outputs(model, kept)
@@ -84,6 +92,11 @@ def test_summed_trees_equal_the_registered_model(case: str, rows: pd.DataFrame) 
     assert "during training" in how
     expected = model.booster_.predict(scorer.X)
     np.testing.assert_allclose(summed, expected, rtol=0, atol=1e-12)
+    # The sums were handed over once, as soon as they existed: the very predictions checked here,
+    # with the classes of the model they are of.
+    [(early, of)] = handed
+    assert np.array_equal(early, summed)
+    assert getattr(of, "classes_", None) is None or of.classes_.tolist() == model.classes_.tolist()
     # The model's own output on the first rows (the latency probe's) checks the sums as well,
     # and an answer the sums do not match sends the rows to ordinary scoring.
     first = model.raw(scorer.X.iloc[:40])

@@ -50,7 +50,9 @@ from evertrain.train.worker import (
     PARENT_FILE,
     RECALL_PREFIX,
     RESULT_FILE,
+    SCORES_CLASSES_FILE,
     SCORES_FILE,
+    SCORES_WORD,
     TrainJob,
     execute_job,
     lightgbm_alone,
@@ -138,7 +140,7 @@ def collect(job_dir: Path, seconds: float, error: str | None = None) -> Outcome:
 
 def clear_outputs(job_dir: Path) -> None:
     """Remove the outputs of an earlier attempt (checkpoints stay: they are how it resumes)."""
-    for name in (MODEL_FILE, RESULT_FILE, ERROR_FILE, SCORES_FILE, LATENCY_FILE):
+    for name in (MODEL_FILE, RESULT_FILE, ERROR_FILE, SCORES_FILE, SCORES_CLASSES_FILE, LATENCY_FILE):
         with contextlib.suppress(FileNotFoundError):
             (job_dir / OUT_DIR / name).unlink()
     with contextlib.suppress(FileNotFoundError):
@@ -157,11 +159,18 @@ class Executor(ABC):
         time_limit: float,
         tables: Mapping[str, Any] | None = None,
         started: Callable[[], None] | None = None,
+        scores_ready: Callable[[], None] | None = None,
     ) -> Outcome:
         """Run the job in ``job_dir``; never raises for a failed training, returns it.
 
         ``started`` is called once the job is in the hands of what runs it (a worker has it, a
         task is submitted), so that the caller's work beside the training begins then.
+        ``scores_ready`` is called, by an executor whose worker can say so, once the worker
+        has written the holdout's scores as its boosting summed them (``out/holdout_scores.npy``
+        and its classes), while it still writes and checks its model, so that the caller's
+        work on them overlaps the worker's last steps. They are provisional: the outputs hold
+        the scores to judge, the same bytes unless the worker's checks failed. What the call
+        raises is ignored (that work is then done later).
         """
 
     @contextlib.contextmanager
@@ -182,6 +191,7 @@ class InlineExecutor(Executor):
         time_limit: float,
         tables: Mapping[str, Any] | None = None,
         started: Callable[[], None] | None = None,
+        scores_ready: Callable[[], None] | None = None,
     ) -> Outcome:
         clear_outputs(job_dir)
         began = time.perf_counter()
@@ -349,14 +359,23 @@ class LocalExecutor(Executor):
             )
 
     @staticmethod
-    def _wait(proc: subprocess.Popen[bytes], done: int) -> tuple[int, threading.Thread | None]:
+    def _wait(
+        proc: subprocess.Popen[bytes], done: int, scores_ready: Callable[[], None] | None = None
+    ) -> tuple[int, threading.Thread | None]:
         """The job's exit status: 0 as soon as the worker says it succeeded, with a thread that
         awaits its exit (which waits for the kernel to free its memory); else the status it
-        ended with."""
+        ended with. ``scores_ready`` is called when the worker says its holdout scores are
+        written (see :meth:`Executor.run`)."""
         while True:
             ready, _, _ = select.select([done], [], [], EXIT_POLL_SECONDS)
             if ready:
-                if os.read(done, 1):
+                word = os.read(done, 1)
+                if word == SCORES_WORD:
+                    if scores_ready is not None:
+                        with contextlib.suppress(Exception):  # the caller does that work later instead
+                            scores_ready()
+                    continue
+                if word:
                     exiting = threading.Thread(target=proc.wait, name="evertrain-worker-exit", daemon=True)
                     exiting.start()
                     return 0, exiting
@@ -370,6 +389,7 @@ class LocalExecutor(Executor):
         time_limit: float,
         tables: Mapping[str, Any] | None = None,
         started: Callable[[], None] | None = None,
+        scores_ready: Callable[[], None] | None = None,
     ) -> Outcome:
         clear_outputs(job_dir)
         began = time.perf_counter()
@@ -388,7 +408,7 @@ class LocalExecutor(Executor):
         try:
             if started is not None:
                 started()
-            code, exiting = self._wait(proc, done)
+            code, exiting = self._wait(proc, done, scores_ready)
         except BaseException:
             # Ctrl-C (or any exit) of the caller: the worker is in its own process group, so
             # the terminal's SIGINT never reached it; kill it rather than leave it training.
@@ -548,6 +568,7 @@ class RayExecutor(Executor):
         time_limit: float,
         tables: Mapping[str, Any] | None = None,
         started: Callable[[], None] | None = None,
+        scores_ready: Callable[[], None] | None = None,
     ) -> Outcome:
         ray = self.connect()
         clear_outputs(job_dir)

@@ -230,9 +230,14 @@ class ChampionScorer:
             )
             self._thread.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def wait(self) -> dict[int, Scored]:
+        """The champion's scores, by version, once its thread is done (none where it failed)."""
         if self._thread is not None:
             self._thread.join()
+        return self.scores
+
+    def __exit__(self, *exc: object) -> None:
+        self.wait()
 
 
 __all__ = ["ChampionScorer", "SnapshotWriter"]

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,7 +33,7 @@ from typing import Any
 from evertrain import settings
 from evertrain._background import ahead
 from evertrain.data.windows import Window
-from evertrain.evaluate.evaluation import evaluate_version
+from evertrain.evaluate.evaluation import ChecksAhead, check_ahead, evaluate_version
 from evertrain.evaluate.scoring import Scored
 from evertrain.exceptions import EvertrainError, IntegrityError, NotFoundError, TrainingFailed
 from evertrain.spec import Spec
@@ -47,6 +48,7 @@ from evertrain.train.overlap import ChampionScorer
 from evertrain.train.progress import Listener
 from evertrain.train.provenance import code_version
 from evertrain.train.stages import RUN_LEASE_PREFIX, TrainingStep
+from evertrain.train.worker import OUT_DIR, SCORES_CLASSES_FILE, SCORES_FILE
 
 
 @dataclass
@@ -105,6 +107,10 @@ class _Fitted:
     snapshots: dict[str, str]
     extra: dict[str, Any]
     champion_scores: dict[int, Scored]
+    #: The challenger's scores on the holdout, as the worker handed them over.
+    scores: Scored | None = None
+    #: The score gates' checks, made while the worker finished.
+    ahead: ChecksAhead | None = None
 
 
 @dataclass
@@ -120,6 +126,7 @@ class _Trained:
     champion_scores: dict[int, Scored] = field(default_factory=dict)
     #: Registered by this call, so judged by none yet (else: registered before a stop).
     registered_now: bool = True
+    ahead: ChecksAhead | None = None
 
 
 def train_model(
@@ -279,10 +286,27 @@ def _fit(
             snapshots.start()
             champion.start()
 
+        early: dict[str, Any] = {}
+
+        def scores_ready() -> None:
+            # The worker summed the challenger's holdout scores and goes on writing and checking
+            # its model: the gates that need only scores are checked meanwhile, in this process
+            # (and taken only if the scores it hands over in the end are these).
+            early["scores"] = _early_scores(job_dir)
+            if evaluate:
+                early["ahead"] = check_ahead(
+                    spec,
+                    early["scores"][1],
+                    champion.wait(),
+                    champion.champion,
+                    window.holdout,
+                    params.get("trigger"),
+                )
+
         try:
             with budget.slot(step.holder), champion:
                 step.write_job(job_dir, window, params.get("parent"))
-                outcome, sweep_info = step.execute(run, job_dir, seconds_left, beside)
+                outcome, sweep_info = step.execute(run, job_dir, seconds_left, beside, scores_ready)
         finally:
             waited = time.perf_counter()
             snaps = snapshots.wait()
@@ -298,7 +322,35 @@ def _fit(
         raise TrainingFailed(f"training of model {name!r} failed (run {run.id}): {outcome.error}")
     if sha256_bytes(outcome.model) != outcome.result.get("model_sha256"):
         raise IntegrityError(f"run {run.id}: the model bytes do not hash to what the worker reported")
-    return _Fitted(window, outcome, sweep_info, snaps, extra, champion.scores)
+    scores = _challenger_scores(outcome, early.get("scores"))
+    # The checks made ahead are taken only where made on these very scores (see ChecksAhead).
+    return _Fitted(window, outcome, sweep_info, snaps, extra, champion.scores, scores, early.get("ahead"))
+
+
+def _early_scores(job_dir: Path) -> tuple[bytes, Scored]:
+    """The holdout scores a worker handed over as its boosting summed them (see :func:`_fit`)."""
+    out = job_dir / OUT_DIR
+    classes = json.loads((out / SCORES_CLASSES_FILE).read_text())
+    data = (out / SCORES_FILE).read_bytes()
+    return data, Scored.from_arrays(data, classes, None)
+
+
+def _challenger_scores(outcome: Outcome, early: tuple[bytes, Scored] | None) -> Scored | None:
+    """The challenger's holdout scores the worker handed over (those read ``early`` where
+    they are the same), with its latency and the metrics it computed on them."""
+    if outcome.holdout_scores is None:
+        return None
+    held = outcome.result.get("holdout_scores") or {}
+    classes, ms_per_row = held.get("classes"), held.get("ms_per_row")
+    # the worker finishes its latency probe while the version is registered and judged
+    later = outcome.latency if held.get("latency_pending") else None
+    if early is not None and early[0] == outcome.holdout_scores and early[1].classes == classes:
+        scores = dataclasses.replace(early[1], ms_per_row=ms_per_row, later=later)
+    else:
+        scores = Scored.from_arrays(outcome.holdout_scores, classes, ms_per_row, later)
+    # The worker computed its metrics on these very scores: the gates need not again.
+    scores.outputs.remember((outcome.result.get("metrics") or {}).get("holdout") or {})
+    return scores
 
 
 def _register_fitted(step: TrainingStep, run: Run, params: dict[str, Any], fitted: _Fitted) -> _Trained:
@@ -311,18 +363,6 @@ def _register_fitted(step: TrainingStep, run: Run, params: dict[str, Any], fitte
     version, metrics = _register(
         step, run, params, outcome, fitted.snapshots, fitted.window, fitted.sweep_info
     )
-    scores = None
-    if outcome.holdout_scores is not None:
-        held = outcome.result.get("holdout_scores") or {}
-        scores = Scored.from_arrays(
-            outcome.holdout_scores,
-            held.get("classes"),
-            held.get("ms_per_row"),
-            # the worker finishes its latency probe while the version is registered and judged
-            outcome.latency if held.get("latency_pending") else None,
-        )
-        # The worker computed its metrics on these very scores: the gates need not again.
-        scores.outputs.remember((outcome.result.get("metrics") or {}).get("holdout") or {})
     extra = dict(
         fitted.extra,
         candidates=outcome.result.get("candidates"),
@@ -331,7 +371,16 @@ def _register_fitted(step: TrainingStep, run: Run, params: dict[str, Any], fitte
         log_tail=outcome.log_tail,
         log_artifact=log_put.result(),
     )
-    return _Trained(version, fitted.snapshots, metrics, extra, fitted.window, scores, fitted.champion_scores)
+    return _Trained(
+        version,
+        fitted.snapshots,
+        metrics,
+        extra,
+        fitted.window,
+        fitted.scores,
+        fitted.champion_scores,
+        ahead=fitted.ahead,
+    )
 
 
 def _registered_before(step: TrainingStep, run: Run, version: int) -> _Trained:
@@ -359,6 +408,7 @@ def _judge(step: TrainingStep, run: Run, trained: _Trained) -> dict[str, Any]:
         challenger_scores=trained.scores,
         champion_scores=trained.champion_scores,
         holdout_rows=None if window is None else window.holdout,
+        ahead=trained.ahead,
     ).to_dict()
     step.timed("evaluate", started)
     step.timings["score"] = float(trained.metrics.get("score_seconds") or 0.0) + float(

@@ -248,10 +248,16 @@ class TrainingStep:
         return out
 
     def execute(
-        self, run: Run, job_dir: Path, seconds_left: float, beside: Callable[[], None]
+        self,
+        run: Run,
+        job_dir: Path,
+        seconds_left: float,
+        beside: Callable[[], None],
+        scores_ready: Callable[[], None] | None = None,
     ) -> tuple[Outcome, dict[str, Any] | None]:
         """Run the job (or the sweep); ``beside`` starts the work that runs beside the training,
-        once the executor has the job."""
+        once the executor has the job; ``scores_ready``: see :meth:`Executor.run` (not for a
+        sweep's trials)."""
         started = time.perf_counter()
         sweep_info = None
         limit = min(self.spec.model.trainer.time_limit, seconds_left)
@@ -275,6 +281,6 @@ class TrainingStep:
         else:
             self.report("training")
             with watch(job_dir, self.on_progress):
-                outcome = self.executor.run(job_dir, limit, tables, started=beside)
+                outcome = self.executor.run(job_dir, limit, tables, started=beside, scores_ready=scores_ready)
         self.timed("train", started)
         return outcome, sweep_info

@@ -431,6 +431,10 @@ class LightGBMTrainer(Trainer):
             context.curves[f"valid_{metric_name}"] = state["curve"]
             context.info[f"valid_{metric_name}"] = state["curve"][keep - 1]
         context.log(f"boosted {state['done']} iterations, keeping {keep}")
+        if scorer is not None:
+            # The last trees are scored while the kept model is checked, written and rebuilt.
+            scorer.submit(booster, total)
+            scorer.finish(total, of=BoosterModel(booster, classes=classes))
         checked = self.spec.base_rate_check and params["objective"] == _LGB_OBJECTIVE[context.task]
         if valid_sets and checked:
             against = self._against_prior(booster, total, state, Xv, yv, y, weights, params, context)
@@ -445,9 +449,6 @@ class LightGBMTrainer(Trainer):
                     scorer.close("the base rate was kept, not the trees")
                 text = self._base_rate(X, y, weights, params).model_to_string()
                 return BoosterModel(lgb.Booster(model_str=text), text=text, classes=classes)
-        if scorer is not None:
-            scorer.submit(booster, total)
-            scorer.finish(total)
         text = booster.model_to_string(num_iteration=total)
         return BoosterModel(lgb.Booster(model_str=text), text=text, classes=classes)
 

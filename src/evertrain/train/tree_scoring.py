@@ -33,6 +33,7 @@ log-link regressions poisson, gamma and tweedie (exp).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -180,6 +181,12 @@ class TreeScorer:
         self._rows: np.ndarray | pd.DataFrame | None = None
         #: The rows that check the sums (see the module doc), chosen with the first chunk.
         self._sample: np.ndarray | None = None
+        #: Called by the scoring thread with the kept model's predictions on the rows as soon
+        #: as its last chunk is summed, and with what :meth:`finish` was told they are of;
+        #: before the sums are checked, so they are provisional (see :meth:`_hand_over`).
+        self.on_summed: Callable[[np.ndarray, Any], None] | None = None
+        self._of: Any = None
+        self._handed = False
         self._thread = threading.Thread(target=self._work, name="evertrain-holdout-trees", daemon=True)
         self._thread.start()
 
@@ -210,14 +217,16 @@ class TreeScorer:
         self._queue.put((self.submitted, stop, text))
         self.submitted = stop
 
-    def finish(self, total: int) -> None:
+    def finish(self, total: int, of: Any = None) -> None:
         """No more trees: the thread sums iterations ``[0, total)`` while the caller goes on.
 
         A chunk that ends past ``total`` is scored again up to it (its trees after ``total``
-        are not the model's); chunks starting at or after it are not scored.
+        are not the model's); chunks starting at or after it are not scored. ``of``: the
+        model the sums are the predictions of, for :attr:`on_summed`.
         """
         if self._total is not None:
             return
+        self._of = of
         self._total = total
         with self._lock:
             cut = next(((a, b, t) for a, (b, t) in self._texts.items() if a < total < b), None)
@@ -237,6 +246,23 @@ class TreeScorer:
         yield_to_training()
         while (item := self._queue.get()) is not None:
             self._score(*item)
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give :attr:`on_summed` the summed predictions, once: by the scoring thread when its
+        last chunk is scored, or by the training thread when that took the last chunks over
+        (:meth:`outputs`). Nothing when the scorer was closed or a chunk is missing; what the
+        callback raises only loses the hand-over."""
+        callback, total = self.on_summed, self._total
+        with self._lock:
+            if callback is None or total is None or self.error is not None or self._handed:
+                return
+            raw = self._sum(total)
+            self._handed = raw is not None
+        out = None if raw is None else transform(raw, self._objective)
+        if out is not None:
+            with contextlib.suppress(Exception):
+                callback(out, self._of)
 
     def _score(self, start: int, stop: int, text: str) -> None:
         """Score iterations ``[start, stop)`` of the trees in ``text`` (a chunk, or the first
@@ -339,6 +365,7 @@ class TreeScorer:
         """
         self.finish(total)
         self._drain()
+        self._hand_over()
         raw = self._sum(total) if self.error is None and self._total == total else None
         if raw is None:
             return None, f"holdout scored after training ({self.error or 'trees not all summed'})"

@@ -13,7 +13,9 @@ task, so every executor trains the same way and gets the same metrics.
 executor; it exits on its own if its parent dies, so a killed controller leaves no
 orphan training behind. With ``--done-fd FD`` first, it writes a newline to that pipe
 once a job has succeeded and its outputs are written, so that the parent need not wait
-for the process to end. ``python -m evertrain.train.worker --wait`` is a worker started
+for the process to end; before it, an ``s`` once a booster's holdout scores are summed
+and written (the parent checks its score gates while the worker writes and checks the
+model). ``python -m evertrain.train.worker --wait`` is a worker started
 ahead of need: it does its imports (LightGBM's alone take about a second) and a tiny
 training through the same code, then reads its job folder from standard input, so a
 long-running controller's next training does not wait for a Python start. ``--wait
@@ -73,6 +75,13 @@ OUT_DIR = "out"
 MODEL_FILE = "model.bin"
 RESULT_FILE = "result.json"
 SCORES_FILE = "holdout_scores.npy"
+#: The class order of the holdout scores handed over early (see :func:`execute_job`'s
+#: ``scores_ready``), written with them.
+SCORES_CLASSES_FILE = "holdout_classes.json"
+#: What the worker writes on its pipe to the parent (``--done-fd``): the holdout scores are
+#: handed over early, and the outputs are written (then the latency figure).
+SCORES_WORD = b"s"
+DONE_WORD = b"\n"
 #: The latency probe's figure, when the worker finished the probe after its other outputs.
 LATENCY_FILE = "latency.json"
 ERROR_FILE = "error.json"
@@ -221,6 +230,7 @@ def execute_job(
     log: Callable[[str], None] = print,
     tables: Mapping[str, pa.Table] | None = None,
     later: list[Callable[[], None]] | None = None,
+    scores_ready: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train the job in ``folder`` and write its outputs; returns the result written.
 
@@ -230,6 +240,13 @@ def execute_job(
     whose holdout scores were summed during the fit is then probed while the caller's side
     registers and judges the model; the result says ``latency_pending`` and the probe's
     figure goes to :data:`LATENCY_FILE`.
+
+    ``scores_ready``: called (from the holdout's scoring thread) once a booster's holdout
+    scores are summed, as soon as its last trees are scored, with the scores written
+    (:data:`SCORES_FILE` and :data:`SCORES_CLASSES_FILE`): the caller's side checks its
+    score gates on them while this writes, rebuilds and checks the model. They are
+    provisional: the scores in the outputs are the ones to judge, and the same bytes unless
+    the check against the registered model failed or the trees were not kept.
     """
     job = TrainJob.read(folder)
     out = folder / OUT_DIR
@@ -259,6 +276,8 @@ def execute_job(
                 functools.partial(model_frame, holdout, job.features, categorical_as_category=True),
                 lookback=trainer.spec.early_stopping_rounds or 0,
             )
+            if scores_ready is not None:
+                scorer.on_summed = functools.partial(_hand_scores_over, out, holdout, job, scores_ready)
         context = TrainContext(
             task=job.task,
             target=job.target,
@@ -380,6 +399,23 @@ def execute_job(
         f"sha256 {result['model_sha256'][:12]}"
     )
     return result
+
+
+def _hand_scores_over(
+    out: Path,
+    holdout: pd.DataFrame,
+    job: TrainJob,
+    scores_ready: Callable[[], None],
+    predictions: np.ndarray,
+    model: Any,
+) -> None:
+    """Write a booster's summed holdout scores as the outputs will hold them (``model``: the
+    training booster, for its classes) and say so (see :func:`execute_job`)."""
+    predicted = predictions if job.task == "regression" else BoosterModel.as_proba(predictions)
+    outputs, order = predict_outputs(model, holdout, job.features, job.task, job.target, predicted=predicted)
+    write_atomic(out / SCORES_CLASSES_FILE, json.dumps(order, default=_plain).encode(), durable=False)
+    write_atomic(out / SCORES_FILE, Scored(outputs, order).arrays(), durable=False)
+    scores_ready()
 
 
 def _finish_latency(out: Path, model: BoosterModel, X: pd.DataFrame) -> None:
@@ -686,9 +722,15 @@ def _tell_done(fd: int | None, *, last: bool = True) -> None:
     if fd is None:
         return
     with contextlib.suppress(OSError):
-        os.write(fd, b"\n")
+        os.write(fd, DONE_WORD)
         if last:
             os.close(fd)
+
+
+def _tell_scores(fd: int) -> None:
+    """Tell the parent that the holdout scores are written (see :func:`execute_job`)."""
+    with contextlib.suppress(OSError):
+        os.write(fd, SCORES_WORD)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -728,7 +770,12 @@ def main(argv: list[str] | None = None) -> int:
     # probe, which then runs while the parent registers and judges the model.
     later: list[Callable[[], None]] = []
     try:
-        execute_job(folder, log, later=later if done_fd is not None else None)
+        execute_job(
+            folder,
+            log,
+            later=later if done_fd is not None else None,
+            scores_ready=None if done_fd is None else functools.partial(_tell_scores, done_fd),
+        )
     except BaseException as exc:  # the child reports every failure, then exits non-zero
         traceback.print_exc()
         write_error(folder, exc)
