@@ -271,11 +271,16 @@ def _fit(
     seconds_left = budget.check()
     trainer = spec.model.trainer
     change_at = params.get("change_at")
-    with step.executor.prepared(trainer.kind == "lightgbm" and not trainer.warm_start):
+    with (
+        step.executor.prepared(trainer.kind == "lightgbm" and not trainer.warm_start),
+        budget.slot(step.holder),
+    ):
+        # The slot and the champion's version are taken while the source is still being read.
+        current = _champion(store, name)
         window, source_uri, _golden = step.window(
             float(params["cutoff"]), None if change_at is None else float(change_at)
         )
-        champion = ChampionScorer(store, spec, step.project, _champion(store, name), window, evaluate)
+        champion = ChampionScorer(store, spec, step.project, current, window, evaluate)
         snapshots = step.snapshots
         assert snapshots is not None
 
@@ -304,7 +309,7 @@ def _fit(
                 )
 
         try:
-            with budget.slot(step.holder), champion:
+            with champion:
                 step.write_job(job_dir, window, params.get("parent"))
                 outcome, sweep_info = step.execute(run, job_dir, seconds_left, beside, scores_ready)
         finally:
