@@ -273,3 +273,26 @@ def test_rows_given_as_a_recipe_are_made_once_when_first_needed(rows: pd.DataFra
     early = TreeScorer(make)
     assert len(early.X) == len(holdout) and made[-1] == threading.current_thread().name
     early.close()
+
+
+def test_near_the_round_limit_the_trees_go_in_short_chunks(rows: pd.DataFrame) -> None:
+    """Boosting that runs to its round limit leaves a few trees to score when it ends, not a chunk."""
+    train, valid, holdout = _parts(rows)
+    spec = TrainerSpec(kind="lightgbm", seed=4, early_stopping_rounds=None, params={"num_boost_round": 47})
+    chunks: list[tuple[int, int]] = []
+
+    class Recording(TreeScorer):
+        def submit(self, booster: Any, stop: int) -> None:
+            if stop > self.submitted:
+                chunks.append((self.submitted, stop))
+            super().submit(booster, stop)
+
+    scorer = Recording(model_frame(holdout, FEATURES, categorical_as_category=True), chunk=20)
+    context = TrainContext(
+        task="binary", target="churned", features=FEATURES, seed=4, tree_scorer=scorer, log=lambda line: None
+    )
+    model = get_trainer(spec).fit(train, valid, context)
+    assert chunks == [(0, 20), (20, 28), (28, 33), (33, 38), (38, 43), (43, 47)]
+    summed, how = scorer.outputs(model, 47)
+    assert summed is not None, how
+    np.testing.assert_allclose(summed, model.booster_.predict(scorer.X), rtol=0, atol=1e-12)

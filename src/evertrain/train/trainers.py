@@ -406,7 +406,7 @@ class LightGBMTrainer(Trainer):
             state["done"] += 1
             context.progress(state["done"], rounds, "boosting round")
             if scorer is not None:
-                scorer.offer(booster)
+                scorer.offer(booster, state["base"] + rounds)
             if valid_sets:
                 result = booster.eval_valid()[0]
                 metric_name, value, maximize = result[1], float(result[2]), bool(result[3])

@@ -48,6 +48,9 @@ from evertrain._background import yield_to_training
 #: Boosting iterations per chunk handed to the scoring thread. Smaller chunks leave less to
 #: score when boosting ends; each chunk costs one parse and one pass over the rows.
 CHUNK_ITERATIONS = 20
+#: Iterations per chunk within a chunk of the last iteration boosting may reach: what is left
+#: to score when boosting runs its course (no early stop) is then a few trees, not a chunk.
+TAIL_ITERATIONS = 5
 #: Rows spread over the holdout in the sample that checks the summed scores (beside a row
 #: of each category and of each column's missing values), and the most the sample holds.
 VERIFY_SPREAD = 32
@@ -200,10 +203,18 @@ class TreeScorer:
 
     # -- the training side -----------------------------------------------------------------
 
-    def offer(self, booster: Any) -> None:
-        """Queue the newest trees if a chunk's worth has been grown since the last one."""
-        if self.error is None and booster.current_iteration() - self.submitted >= self.chunk:
-            self.submit(booster, booster.current_iteration())
+    def offer(self, booster: Any, last: int | None = None) -> None:
+        """Queue the newest trees if a chunk's worth has been grown since the last one.
+
+        ``last``: the last iteration boosting may reach (its round limit); within a chunk of it
+        the chunks are :data:`TAIL_ITERATIONS` long.
+        """
+        current = booster.current_iteration()
+        chunk = self.chunk
+        if last is not None and last - current < chunk:
+            chunk = min(chunk, TAIL_ITERATIONS)
+        if self.error is None and current - self.submitted >= chunk:
+            self.submit(booster, current)
 
     def submit(self, booster: Any, stop: int) -> None:
         """Queue the trees of iterations ``[submitted, stop)``."""
