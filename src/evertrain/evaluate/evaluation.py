@@ -201,8 +201,8 @@ def check_ahead(
     """Check the gates that look only at scores before the version is registered.
 
     The training step has the challenger's scores on the holdout before its worker has
-    written the rest of its outputs (the worker hands them over first): the step checks
-    these gates while the worker finishes, in another process, instead of after it.
+    written its model (the worker hands them over as soon as its boosting summed them): the
+    step checks these gates while the worker finishes, in another process, instead of after.
     ``evaluate_version`` takes the checks (``ahead``) where they were made on exactly what
     it checks (:meth:`ChecksAhead.reusable`), and makes them again otherwise (another
     champion promoted meanwhile, say).
