@@ -268,6 +268,8 @@ def execute_job(
             parent = get_format(job.parent_framework).loads((folder / PARENT_FILE).read_bytes())
         checkpoints = Path(job.checkpoint_dir) if job.checkpoint_dir else folder / "checkpoints"
         scorer = None
+        #: The holdout scores handed over before the model is written (see ``_hand_scores_over``).
+        handed: dict[str, Any] = {}
         plan = [Candidate.from_dict(c) for c in job.candidates]
         # With several candidates, the chosen model is scored on the holdout after the choice.
         if len(holdout) and isinstance(trainer, LightGBMTrainer) and not (len(plan) > 1 and len(valid)):
@@ -277,7 +279,8 @@ def execute_job(
                 lookback=trainer.spec.early_stopping_rounds or 0,
             )
             if scores_ready is not None:
-                scorer.on_summed = functools.partial(_hand_scores_over, out, holdout, job, scores_ready)
+                hand_over = functools.partial(_hand_scores_over, out, holdout, job, scores_ready, handed)
+                scorer.on_summed = hand_over
         context = TrainContext(
             task=job.task,
             target=job.target,
@@ -348,7 +351,7 @@ def execute_job(
                 ms_per_row = median_latency(times)
             elif not own_pass:
                 ms_per_row = measure_latency(stored, X)
-            predicted = None
+            predicted = summed = None
             if scorer is not None and isinstance(stored, BoosterModel):
                 summed, how = scorer.outputs(stored, stored.booster_.current_iteration(), checked)
                 log(how)
@@ -358,9 +361,15 @@ def execute_job(
                 if summed is not None:
                     predicted = summed if job.task == "regression" else BoosterModel.as_proba(summed)
             pass_started = time.perf_counter()
-            outputs, order = predict_outputs(
-                stored, holdout, job.features, job.task, job.target, predicted=predicted
-            )
+            early = handed.get("predictions")
+            if summed is not None and early is not None and np.array_equal(early, summed):
+                # The scores handed over early, now checked: made and written once.
+                outputs, order = handed["outputs"], handed["order"]
+            else:
+                handed.clear()
+                outputs, order = predict_outputs(
+                    stored, holdout, job.features, job.task, job.target, predicted=predicted
+                )
             if own_pass:
                 ms_per_row = pass_latency(time.perf_counter() - pass_started, len(holdout))
             scored = Scored(outputs, order, ms_per_row)
@@ -387,7 +396,8 @@ def execute_job(
             "ms_per_row": scored.ms_per_row,
             "latency_pending": bool(later),
         }
-        write_atomic(out / SCORES_FILE, scored.arrays(), durable=False)
+        if not handed:  # else its file holds them already
+            write_atomic(out / SCORES_FILE, scored.arrays(), durable=False)
     # Not flushed to disk: outputs of an attempt that did not end in a registered version are
     # cleared before the next attempt; the model becomes durable in the artifact store.
     write_atomic(out / MODEL_FILE, data, durable=False)
@@ -406,15 +416,18 @@ def _hand_scores_over(
     holdout: pd.DataFrame,
     job: TrainJob,
     scores_ready: Callable[[], None],
+    handed: dict[str, Any],
     predictions: np.ndarray,
     model: Any,
 ) -> None:
     """Write a booster's summed holdout scores as the outputs will hold them (``model``: the
-    training booster, for its classes) and say so (see :func:`execute_job`)."""
+    training booster, for its classes) and say so (see :func:`execute_job`). ``handed``
+    keeps them: where the checked sums are these, the outputs are these."""
     predicted = predictions if job.task == "regression" else BoosterModel.as_proba(predictions)
     outputs, order = predict_outputs(model, holdout, job.features, job.task, job.target, predicted=predicted)
     write_atomic(out / SCORES_CLASSES_FILE, json.dumps(order, default=_plain).encode(), durable=False)
     write_atomic(out / SCORES_FILE, Scored(outputs, order).arrays(), durable=False)
+    handed.update(predictions=predictions, outputs=outputs, order=order)
     scores_ready()
 
 
@@ -712,9 +725,10 @@ def _wait_for_job(next_job: str | None = None) -> Path | None:
     return folder
 
 
-def _tell_done(fd: int | None, *, last: bool = True) -> None:
+def _tell_done(fd: int | None, *, last: bool = True, word: bytes = DONE_WORD) -> None:
     """Tell the parent, on the pipe it gave (``--done-fd``), that the job's outputs are written
-    (and, after a latency probe finished apart, once more that its figure is).
+    (and, after a latency probe finished apart, once more that its figure is); with
+    :data:`SCORES_WORD`, that the holdout scores are (before the rest).
 
     The parent goes on from here instead of from this process's exit, which waits for the
     kernel to take down its memory (tens of milliseconds after a large training).
@@ -722,15 +736,9 @@ def _tell_done(fd: int | None, *, last: bool = True) -> None:
     if fd is None:
         return
     with contextlib.suppress(OSError):
-        os.write(fd, DONE_WORD)
+        os.write(fd, word)
         if last:
             os.close(fd)
-
-
-def _tell_scores(fd: int) -> None:
-    """Tell the parent that the holdout scores are written (see :func:`execute_job`)."""
-    with contextlib.suppress(OSError):
-        os.write(fd, SCORES_WORD)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -769,12 +777,13 @@ def main(argv: list[str] | None = None) -> int:
     # With a pipe to the parent, the job hands its outputs over before the end of its latency
     # probe, which then runs while the parent registers and judges the model.
     later: list[Callable[[], None]] = []
+    tell_scores = functools.partial(_tell_done, done_fd, last=False, word=SCORES_WORD)
     try:
         execute_job(
             folder,
             log,
             later=later if done_fd is not None else None,
-            scores_ready=None if done_fd is None else functools.partial(_tell_scores, done_fd),
+            scores_ready=None if done_fd is None else tell_scores,
         )
     except BaseException as exc:  # the child reports every failure, then exits non-zero
         traceback.print_exc()
